@@ -1,0 +1,241 @@
+//! The command line: `serve` (the default), `migrate`, `keys …`, `users …`.
+//!
+//! Every command reads the same `AUTH_*` configuration; the operator commands work directly on
+//! the database, so they also work while no server runs.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::{
+    config::Config,
+    domain::Email,
+    keyring::{KeyRing, RingPolicy},
+    startup::{shutdown_signal, App},
+    store::Store,
+    telemetry,
+};
+
+/// Authentication service: signup, login, refresh tokens, validation and the gateway's keys.
+/// Configured with AUTH_* environment variables (see the README).
+#[derive(Debug, Parser)]
+#[command(name = "auth-api", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect and rotate the signing key ring.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage users and their roles.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List every key with its state and schedule.
+    List,
+    /// Add a new signing key: published now, signing after AUTH_KEY_PUBLISH_DELAY_SECS.
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// List users with their roles.
+    List,
+    /// Give a user a role (shows in the next token issued).
+    GrantRole { email: String, role: String },
+    /// Take a role from a user.
+    RevokeRole { email: String, role: String },
+    /// Disable a user: login refused, every session revoked.
+    Disable { email: String },
+    /// Enable a disabled user.
+    Enable { email: String },
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            App::build(config)
+                .await?
+                .run_until_stopped(shutdown_signal())
+                .await
+        }
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(command) => keys(&config, command).await,
+        Command::Users(command) => users(&config, command).await,
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("cannot connect to AUTH_DATABASE_URL")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let policy = RingPolicy {
+        retention_secs: crate::clock::secs(config.access_token_ttl)
+            + crate::clock::secs(config.clock_skew),
+        publish_delay_secs: crate::clock::secs(config.key_publish_delay),
+    };
+    let now = crate::clock::Clock::default().now();
+    let ring = KeyRing::open(store, policy, now).await?;
+    if let KeysCommand::Rotate = command {
+        let (kid, activates_at) = ring.rotate(now).await?;
+        println!(
+            "new key {kid} is published now and signs from {}",
+            rfc3339(activates_at)
+        );
+    }
+    let snapshot = ring.snapshot();
+    let signer = snapshot.signer(now, &policy).map(|k| k.stored.kid.clone());
+    println!(
+        "{:<18} {:<8} {:<9} {:<21} {:<21}",
+        "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL"
+    );
+    for key in snapshot.keys() {
+        let k = &key.stored;
+        let mark = if signer.as_deref() == Some(k.kid.as_str()) {
+            " *"
+        } else {
+            ""
+        };
+        println!(
+            "{:<18} {:<8} {:<9} {:<21} {:<21}{mark}",
+            k.kid,
+            k.algorithm,
+            key.state(now, &policy).to_string(),
+            rfc3339(k.activates_at),
+            k.retires_at.map_or_else(|| "-".to_owned(), rfc3339),
+        );
+    }
+    Ok(())
+}
+
+async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let now = crate::clock::Clock::default().now();
+    match command {
+        UsersCommand::List => {
+            println!("{:<36} {:<32} {:<9} ROLES", "ID", "EMAIL", "STATUS");
+            for user in store.list_users().await? {
+                let status = if user.disabled_at.is_some() {
+                    "disabled"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{:<36} {:<32} {:<9} {}",
+                    user.id,
+                    user.email,
+                    status,
+                    user.roles.join(",")
+                );
+            }
+        }
+        UsersCommand::GrantRole { email, role } => {
+            let user = find_user(&store, &email).await?;
+            let role = parse_role(&role)?;
+            let changed = store.grant_role(&user, &role).await?;
+            println!(
+                "{}",
+                if changed {
+                    "role granted"
+                } else {
+                    "the user already has this role"
+                }
+            );
+        }
+        UsersCommand::RevokeRole { email, role } => {
+            let user = find_user(&store, &email).await?;
+            let changed = store.revoke_role(&user, &role).await?;
+            println!(
+                "{}",
+                if changed {
+                    "role revoked"
+                } else {
+                    "the user did not have this role"
+                }
+            );
+        }
+        UsersCommand::Disable { email } => {
+            let user = find_user(&store, &email).await?;
+            let changed = store.disable_user(&user, now).await?;
+            tracing::info!(event = "user_disabled", user_id = %user, "user disabled");
+            println!(
+                "{}",
+                if changed {
+                    "user disabled; every session revoked"
+                } else {
+                    "the user was already disabled"
+                }
+            );
+        }
+        UsersCommand::Enable { email } => {
+            let user = find_user(&store, &email).await?;
+            let changed = store.enable_user(&user).await?;
+            println!(
+                "{}",
+                if changed {
+                    "user enabled"
+                } else {
+                    "the user was not disabled"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn find_user(store: &Store, email: &str) -> anyhow::Result<String> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
+    let user = store.user_by_email(email.as_str()).await?;
+    user.map(|u| u.id)
+        .ok_or_else(|| anyhow::anyhow!("no user with email {}", email.as_str()))
+}
+
+/// Role names travel in tokens and in a comma-joined header at the gateway: keep them short and
+/// free of commas, spaces and quotes.
+fn parse_role(role: &str) -> anyhow::Result<String> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(role.to_owned())
+    } else {
+        anyhow::bail!("invalid role {role:?}: use 1-64 characters of letters, digits, _ - . :")
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,320 @@
+//! The service configuration: one typed struct, read once from `AUTH_*` environment variables.
+//!
+//! Every variable has a documented default (see the README's configuration reference); an invalid
+//! value stops the process with an error that names the variable. Tests build a [`Config`] with
+//! [`Config::default`] and change its fields instead of touching the environment.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+/// Everything `auth-api serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AUTH_DATABASE_URL`, default `sqlite://auth.db`: `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// `AUTH_LISTEN`, default `127.0.0.1:8080`: the public API.
+    pub listen: SocketAddr,
+    /// `AUTH_INTERNAL_LISTEN`, default `127.0.0.1:8081`: key material for the gateway.
+    pub internal_listen: SocketAddr,
+    /// `AUTH_INTERNAL_TOKEN`: bearer token of the internal listener (at least 32 characters).
+    /// Unset: the internal listener is not started.
+    pub internal_token: Option<SecretString>,
+    /// `AUTH_JWT_ISSUER`, default `auth-service`: the `iss` of every access token.
+    pub issuer: String,
+    /// `AUTH_JWT_AUDIENCE`, default `api`, comma-separated: the `aud` of every access token.
+    pub audiences: Vec<String>,
+    /// `AUTH_JWT_CLIENT_ID`, default `auth-service`: the `client_id` claim (RFC 9068).
+    pub client_id: String,
+    /// `AUTH_ACCESS_TOKEN_TTL_SECS`, default 900 (15 minutes).
+    pub access_token_ttl: Duration,
+    /// `AUTH_SESSION_TTL_SECS`, default 2592000 (30 days): absolute session lifetime.
+    pub session_ttl: Duration,
+    /// `AUTH_SESSION_IDLE_TIMEOUT_SECS`, default 604800 (7 days): a refresh token unused for this
+    /// long is refused.
+    pub session_idle_timeout: Duration,
+    /// `AUTH_REFRESH_REUSE_GRACE_SECS`, default 10: how long the immediate predecessor of the
+    /// live refresh token still returns the same successor.
+    pub refresh_reuse_grace: Duration,
+    /// `AUTH_CLOCK_SKEW_SECS`, default 60: leeway on `exp`, `nbf` and `iat` at `/validate`.
+    pub clock_skew: Duration,
+    /// `AUTH_BCRYPT_COST`, default 12, at least 10 from the environment.
+    pub bcrypt_cost: u32,
+    /// `AUTH_PASSWORD_PEPPER`: HMAC key of the password pre-hash. Unset: an empty key (no
+    /// truncation either way; a pepper adds protection against a stolen database). Changing it
+    /// invalidates every stored password.
+    pub password_pepper: Option<SecretString>,
+    /// `AUTH_HASH_CONCURRENCY`, default the number of cores: bcrypt computations at once.
+    pub hash_concurrency: usize,
+    /// `AUTH_HASH_QUEUE`, default 32: requests that may wait for a bcrypt slot; more get 503.
+    pub hash_queue: usize,
+    /// `AUTH_KEY_PUBLISH_DELAY_SECS`, default 300: a rotated-in key is published this long
+    /// before it signs, so every gateway has fetched it first.
+    pub key_publish_delay: Duration,
+    /// `AUTH_KEY_REFRESH_SECS`, default 10: how often a replica re-reads the key ring.
+    pub key_refresh_interval: Duration,
+    /// `AUTH_JWKS_MAX_AGE_SECS`, default 600: `Cache-Control: max-age` of the public JWKS.
+    pub jwks_max_age: Duration,
+    /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected `text` or `json`".to_owned()),
+        }
+    }
+}
+
+/// A variable that is set but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    reason: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let day = 24 * 60 * 60;
+        Self {
+            database_url: "sqlite://auth.db".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            internal_token: None,
+            issuer: "auth-service".to_owned(),
+            audiences: vec!["api".to_owned()],
+            client_id: "auth-service".to_owned(),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * day),
+            session_idle_timeout: Duration::from_secs(7 * day),
+            refresh_reuse_grace: Duration::from_secs(10),
+            clock_skew: Duration::from_secs(60),
+            bcrypt_cost: 12,
+            password_pepper: None,
+            hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_queue: 32,
+            key_publish_delay: Duration::from_secs(300),
+            key_refresh_interval: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(600),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// The shortest internal bearer token accepted: guessing it must be hopeless.
+const MIN_INTERNAL_TOKEN_LEN: usize = 32;
+
+impl Config {
+    /// Reads every `AUTH_*` variable over the defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`], with the variables coming from `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let d = Self::default();
+        let config = Self {
+            database_url: env.string("AUTH_DATABASE_URL")?.unwrap_or(d.database_url),
+            listen: env.parsed("AUTH_LISTEN")?.unwrap_or(d.listen),
+            internal_listen: env
+                .parsed("AUTH_INTERNAL_LISTEN")?
+                .unwrap_or(d.internal_listen),
+            internal_token: env.internal_token()?,
+            issuer: env.string("AUTH_JWT_ISSUER")?.unwrap_or(d.issuer),
+            audiences: env.list("AUTH_JWT_AUDIENCE")?.unwrap_or(d.audiences),
+            client_id: env.string("AUTH_JWT_CLIENT_ID")?.unwrap_or(d.client_id),
+            access_token_ttl: env
+                .secs("AUTH_ACCESS_TOKEN_TTL_SECS", 1)?
+                .unwrap_or(d.access_token_ttl),
+            session_ttl: env
+                .secs("AUTH_SESSION_TTL_SECS", 1)?
+                .unwrap_or(d.session_ttl),
+            session_idle_timeout: env
+                .secs("AUTH_SESSION_IDLE_TIMEOUT_SECS", 1)?
+                .unwrap_or(d.session_idle_timeout),
+            refresh_reuse_grace: env
+                .secs("AUTH_REFRESH_REUSE_GRACE_SECS", 0)?
+                .unwrap_or(d.refresh_reuse_grace),
+            clock_skew: env.secs("AUTH_CLOCK_SKEW_SECS", 0)?.unwrap_or(d.clock_skew),
+            bcrypt_cost: env.bcrypt_cost()?.unwrap_or(d.bcrypt_cost),
+            password_pepper: env.string("AUTH_PASSWORD_PEPPER")?.map(SecretString::from),
+            hash_concurrency: env
+                .parsed_at_least("AUTH_HASH_CONCURRENCY", 1)?
+                .unwrap_or(d.hash_concurrency),
+            hash_queue: env.parsed("AUTH_HASH_QUEUE")?.unwrap_or(d.hash_queue),
+            key_publish_delay: env
+                .secs("AUTH_KEY_PUBLISH_DELAY_SECS", 0)?
+                .unwrap_or(d.key_publish_delay),
+            key_refresh_interval: env
+                .secs("AUTH_KEY_REFRESH_SECS", 1)?
+                .unwrap_or(d.key_refresh_interval),
+            jwks_max_age: env
+                .secs("AUTH_JWKS_MAX_AGE_SECS", 0)?
+                .unwrap_or(d.jwks_max_age),
+            log_format: env.parsed("AUTH_LOG_FORMAT")?.unwrap_or(d.log_format),
+        };
+        if config.audiences.is_empty() {
+            return Err(ConfigError::new(
+                "AUTH_JWT_AUDIENCE",
+                "needs at least one audience",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+impl ConfigError {
+    fn new(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Typed reads of single variables; an empty value counts as unset.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn string(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        Ok((self.0)(name).filter(|v| !v.trim().is_empty()))
+    }
+
+    fn parsed<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.string(name)?
+            .map(|raw| {
+                raw.trim()
+                    .parse::<T>()
+                    .map_err(|e| ConfigError::new(name, format!("invalid value {raw:?}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn parsed_at_least(
+        &self,
+        name: &'static str,
+        min: usize,
+    ) -> Result<Option<usize>, ConfigError> {
+        match self.parsed::<usize>(name)? {
+            Some(n) if n < min => Err(ConfigError::new(name, format!("must be at least {min}"))),
+            other => Ok(other),
+        }
+    }
+
+    fn secs(&self, name: &'static str, min: u64) -> Result<Option<Duration>, ConfigError> {
+        match self.parsed::<u64>(name)? {
+            Some(n) if n < min => Err(ConfigError::new(name, format!("must be at least {min}"))),
+            other => Ok(other.map(Duration::from_secs)),
+        }
+    }
+
+    fn list(&self, name: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(self.string(name)?.map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
+    }
+
+    fn bcrypt_cost(&self) -> Result<Option<u32>, ConfigError> {
+        const NAME: &str = "AUTH_BCRYPT_COST";
+        match self.parsed::<u32>(NAME)? {
+            // Below 10 is too cheap for production (OWASP; ASVS appendix C); above 16 one login
+            // takes seconds of CPU.
+            Some(cost) if !(10..=16).contains(&cost) => {
+                Err(ConfigError::new(NAME, "must be between 10 and 16"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn internal_token(&self) -> Result<Option<SecretString>, ConfigError> {
+        const NAME: &str = "AUTH_INTERNAL_TOKEN";
+        match self.string(NAME)? {
+            Some(token) if token.len() < MIN_INTERNAL_TOKEN_LEN => Err(ConfigError::new(
+                NAME,
+                format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters"),
+            )),
+            other => Ok(other.map(SecretString::from)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn no_variables_gives_the_defaults() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.database_url, "sqlite://auth.db");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(config.bcrypt_cost, 12);
+        assert!(config.internal_token.is_none());
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let cases = [
+            ("AUTH_ACCESS_TOKEN_TTL_SECS", "ten", "not a number"),
+            ("AUTH_ACCESS_TOKEN_TTL_SECS", "0", "below the minimum"),
+            ("AUTH_LISTEN", "localhost", "not ip:port"),
+            ("AUTH_BCRYPT_COST", "4", "too cheap for production"),
+            ("AUTH_INTERNAL_TOKEN", "short", "guessable"),
+            ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
+            ("AUTH_LOG_FORMAT", "xml", "unknown format"),
+        ];
+        for (name, value, reason) in cases {
+            let err = load(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{reason}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let token = "an-internal-token-of-forty-characters-xx";
+        let config = load(&[
+            ("AUTH_INTERNAL_TOKEN", token),
+            ("AUTH_PASSWORD_PEPPER", "pepper-value"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(token));
+        assert!(!debug.contains("pepper-value"));
+    }
+
+    #[test]
+    fn audience_list_is_split_on_commas() {
+        let config = load(&[("AUTH_JWT_AUDIENCE", "api, billing")]).unwrap();
+        assert_eq!(config.audiences, ["api", "billing"]);
+    }
+}

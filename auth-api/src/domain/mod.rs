@@ -1,0 +1,7 @@
+//! Domain types parsed from requests: once constructed, they are valid.
+
+mod email;
+mod password;
+
+pub use email::{Email, MAX_EMAIL_LEN};
+pub use password::{Password, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};

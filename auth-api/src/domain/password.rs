@@ -1,0 +1,132 @@
+//! `Password`: a candidate password, Unicode-normalised, held as a secret.
+//!
+//! The signup policy follows NIST SP 800-63B: a minimum length, no composition rules, nothing
+//! truncated, and no password built from the account's own email. The blocklist of common
+//! passwords is not in yet.
+
+use secrecy::{ExposeSecret, SecretString};
+use unicode_normalization::UnicodeNormalization;
+
+use super::Email;
+use crate::error::{ApiError, WeakPasswordReason};
+
+/// Fewest characters (Unicode scalar values) accepted at signup.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Most bytes of UTF-8 accepted: long enough for any passphrase, short enough that nobody can
+/// make us HMAC megabytes.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+/// Local parts shorter than this are too common inside words to be refused.
+const MIN_LOCAL_PART_CHECKED: usize = 3;
+
+/// A password in NFC form, so that "é" typed as one code point or as "e" + U+0301 is the same
+/// password (NIST SP 800-63B §5.1.1.2). `Debug` never shows it.
+#[derive(Debug)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// A new account's password, checked against the policy.
+    pub fn for_signup(raw: &str, email: &Email) -> Result<Self, ApiError> {
+        let password = Self::for_login(raw).ok_or(ApiError::PasswordTooLong {
+            max_bytes: MAX_PASSWORD_BYTES,
+        })?;
+        let text = password.expose();
+        if text.chars().count() < MIN_PASSWORD_CHARS {
+            return Err(ApiError::WeakPassword {
+                reason: WeakPasswordReason::Length,
+                message: format!("the password needs at least {MIN_PASSWORD_CHARS} characters"),
+            });
+        }
+        let local = email.local_part();
+        if local.chars().count() >= MIN_LOCAL_PART_CHECKED && text.to_lowercase().contains(local) {
+            return Err(ApiError::WeakPassword {
+                reason: WeakPasswordReason::ContainsEmail,
+                message: "the password must not contain the email address".to_owned(),
+            });
+        }
+        Ok(password)
+    }
+
+    /// A password presented at login; `None` when it is over [`MAX_PASSWORD_BYTES`] and so
+    /// cannot be anybody's.
+    pub fn for_login(raw: &str) -> Option<Self> {
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return None;
+        }
+        Some(Self(SecretString::from(raw.nfc().collect::<String>())))
+    }
+
+    /// The normalised text, for hashing only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email::parse("carol@example.com").unwrap()
+    }
+
+    #[test]
+    fn passphrase_without_composition_is_accepted() {
+        assert!(Password::for_signup("correct horse battery staple", &email()).is_ok());
+    }
+
+    #[test]
+    fn seven_characters_are_too_short() {
+        let err = Password::for_signup("abcdefg", &email()).unwrap_err();
+        assert!(matches!(
+            err,
+            ApiError::WeakPassword {
+                reason: WeakPasswordReason::Length,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        // Four emoji are 16 bytes but only 4 characters.
+        let err = Password::for_signup("😀😀😀😀", &email()).unwrap_err();
+        assert!(matches!(
+            err,
+            ApiError::WeakPassword {
+                reason: WeakPasswordReason::Length,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn password_containing_the_local_part_is_refused() {
+        let err = Password::for_signup("my-Carol-password", &email()).unwrap_err();
+        assert!(matches!(
+            err,
+            ApiError::WeakPassword {
+                reason: WeakPasswordReason::ContainsEmail,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn over_the_byte_limit_is_too_long() {
+        let err = Password::for_signup(&"x".repeat(MAX_PASSWORD_BYTES + 1), &email()).unwrap_err();
+        assert!(matches!(err, ApiError::PasswordTooLong { .. }));
+    }
+
+    #[test]
+    fn composed_and_decomposed_forms_are_one_password() {
+        let composed = Password::for_login("caf\u{e9} au lait").unwrap();
+        let decomposed = Password::for_login("cafe\u{301} au lait").unwrap();
+        assert_eq!(composed.expose(), decomposed.expose());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_password() {
+        let password = Password::for_login("hunter2hunter2").unwrap();
+        assert!(!format!("{password:?}").contains("hunter2"));
+    }
+}

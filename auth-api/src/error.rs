@@ -1,0 +1,248 @@
+//! The one error type of the HTTP API and how it becomes a response.
+//!
+//! Every error, from any route, is JSON `{"error": "<code>", "message": "<text>"}` (plus
+//! `reason` where a client can act on it) with its status. Server faults become a bare 500 whose
+//! detail stays in the logs: [`ApiError::into_response`] puts it in a response extension and the
+//! `log_errors` middleware in `routes` writes it, once.
+
+use std::sync::Arc;
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+
+/// The realm named in every `WWW-Authenticate` challenge.
+pub const REALM: &str = "auth-service";
+
+/// `Result` with [`ApiError`] as the default error.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Why a password was refused at signup; the `reason` member of a `weak_password` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeakPasswordReason {
+    /// Fewer characters than the minimum.
+    Length,
+    /// Contains the local part of the account's email.
+    ContainsEmail,
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`: malformed JSON, a missing field, a malformed header.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 with a bare `Bearer realm` challenge: no credentials were presented.
+    #[error("authentication required")]
+    MissingToken,
+    /// 401 `invalid_token`: the access token is not acceptable (RFC 6750 §3.1).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 401 `invalid_credentials`: unknown email or wrong password, on purpose not told apart.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 401 `invalid_grant`: the refresh token is unknown, expired, revoked or reused.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
+    /// 403 `account_disabled`: only ever sent after the password was verified.
+    #[error("this account is disabled")]
+    AccountDisabled,
+    /// 404 `not_found`.
+    #[error("no such route")]
+    NotFound,
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 409 `email_taken`.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// 413 `payload_too_large`.
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    /// 415 `unsupported_media_type`.
+    #[error("expected a body of content-type application/json")]
+    UnsupportedMediaType,
+    /// 422 `invalid_email`.
+    #[error("{0}")]
+    InvalidEmail(String),
+    /// 422 `weak_password`, with a machine-readable `reason`.
+    #[error("{message}")]
+    WeakPassword {
+        /// The rule that failed.
+        reason: WeakPasswordReason,
+        /// What to do about it.
+        message: String,
+    },
+    /// 422 `password_too_long`.
+    #[error("the password is longer than {max_bytes} bytes")]
+    PasswordTooLong {
+        /// The limit, in bytes of UTF-8.
+        max_bytes: usize,
+    },
+    /// 503 `overloaded` with `Retry-After`: too many password hashes are already waiting.
+    #[error("the service is busy, retry shortly")]
+    Overloaded,
+    /// 503 `not_ready`: the store or the key ring is not available.
+    #[error("{0}")]
+    NotReady(String),
+    /// 500 `internal`: a database fault; its detail is logged, never sent.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// 500 `internal`: any other fault; its detail is logged, never sent.
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The detail of a 5xx, carried from [`ApiError::into_response`] to the logging middleware.
+#[derive(Debug, Clone)]
+pub struct ServerFault(pub Arc<String>);
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a WeakPasswordReason>,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::InvalidCredentials
+            | Self::InvalidGrant => StatusCode::UNAUTHORIZED,
+            Self::AccountDisabled => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::EmailTaken => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidEmail(_) | Self::WeakPassword { .. } | Self::PasswordTooLong { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Overloaded | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::MissingToken => "unauthorized",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidGrant => "invalid_grant",
+            Self::AccountDisabled => "account_disabled",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::EmailTaken => "email_taken",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::InvalidEmail(_) => "invalid_email",
+            Self::WeakPassword { .. } => "weak_password",
+            Self::PasswordTooLong { .. } => "password_too_long",
+            Self::Overloaded => "overloaded",
+            Self::NotReady(_) => "not_ready",
+            Self::Database(_) | Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The RFC 6750 challenge for a 401 (or a bearer-related 400), if any.
+    fn challenge(&self) -> Option<String> {
+        match self {
+            Self::MissingToken | Self::InvalidCredentials | Self::InvalidGrant => {
+                Some(format!("Bearer realm=\"{REALM}\""))
+            }
+            Self::InvalidToken(description) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                quoted_string_safe(description)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps a description legal inside an RFC 7230 quoted-string (RFC 6750 §3 restricts it to
+/// printable ASCII without `"` and `\`).
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message =
+            if status.is_server_error() && !matches!(self, Self::Overloaded | Self::NotReady(_)) {
+                "internal server error".to_owned()
+            } else {
+                self.to_string()
+            };
+        let reason = match &self {
+            Self::WeakPassword { reason, .. } => Some(reason),
+            _ => None,
+        };
+        let body = Body {
+            error: self.code(),
+            message,
+            reason,
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(challenge) = self
+            .challenge()
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, Self::Overloaded) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            response
+                .extensions_mut()
+                .insert(ServerFault(Arc::new(self.to_string())));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_detail_is_never_in_the_body() {
+        let response =
+            ApiError::Database(sqlx::Error::Protocol("secret detail".into())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let fault = response.extensions().get::<ServerFault>().unwrap();
+        assert!(fault.0.contains("secret detail"));
+    }
+
+    #[test]
+    fn invalid_token_challenge_escapes_quotes() {
+        let challenge = ApiError::InvalidToken("bad \"kid\"\n".to_owned())
+            .challenge()
+            .unwrap();
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"auth-service\", error=\"invalid_token\", error_description=\"bad ?kid??\""
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics, one registry per app (so tests never share counters).
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Labels of `http_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template, e.g. `/login`, or `unmatched`.
+    pub route: String,
+    /// Request method.
+    pub method: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of the outcome counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// e.g. `success`, `invalid_credentials`, `reuse_detected`.
+    pub result: &'static str,
+}
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    logins: Family<OutcomeLabels, Counter>,
+    refreshes: Family<OutcomeLabels, Counter>,
+    signups: Family<OutcomeLabels, Counter>,
+    /// Requests waiting for a bcrypt slot.
+    pub hash_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("auth_login", "Login attempts by result", logins.clone());
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "auth_refresh",
+            "Refresh attempts by result",
+            refreshes.clone(),
+        );
+        let signups = Family::<OutcomeLabels, Counter>::default();
+        registry.register("auth_signup", "Signups by result", signups.clone());
+        let hash_waiting = Gauge::default();
+        registry.register(
+            "auth_hash_queue_waiting",
+            "Requests waiting for a password-hash slot",
+            hash_waiting.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            logins,
+            refreshes,
+            signups,
+            hash_waiting,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one HTTP response.
+    pub fn http_request(&self, labels: HttpLabels) {
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one login by result.
+    pub fn login(&self, result: &'static str) {
+        self.logins.get_or_create(&OutcomeLabels { result }).inc();
+    }
+
+    /// Counts one refresh by result.
+    pub fn refresh(&self, result: &'static str) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels { result })
+            .inc();
+    }
+
+    /// Counts one signup by result.
+    pub fn signup(&self, result: &'static str) {
+        self.signups.get_or_create(&OutcomeLabels { result }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

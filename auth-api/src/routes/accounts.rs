@@ -1,0 +1,151 @@
+//! `POST /signup` and `POST /login`.
+
+use axum::{
+    extract::State,
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{Email, Password},
+    error::{ApiError, Result},
+    extract::Json,
+    state::AppState,
+    store::{InsertUser, NewSession, UserRow},
+    tokens::{new_rotation_key, RefreshToken},
+};
+
+/// Roles every new account starts with.
+const DEFAULT_ROLES: [&str; 1] = ["user"];
+
+/// `{"email", "password"}`; deliberately without `Debug`, so it cannot be logged.
+#[derive(Deserialize)]
+pub(super) struct Credentials {
+    email: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct SignupResponse {
+    id: String,
+    email: String,
+    created_at: String,
+}
+
+/// Creates an account: 201, 409 `email_taken`, 422 `invalid_email` / `weak_password` /
+/// `password_too_long`.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(super) async fn signup(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<(StatusCode, axum::Json<SignupResponse>)> {
+    let email = Email::parse(&body.email).map_err(ApiError::InvalidEmail)?;
+    let password = Password::for_signup(&body.password, &email)?;
+    let password_hash = state.hasher.hash(&password).await?;
+    let now = state.clock.now();
+    let user = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.as_str().to_owned(),
+        password_hash,
+        created_at: now,
+        disabled_at: None,
+    };
+    match state.store.insert_user(&user, &DEFAULT_ROLES).await? {
+        InsertUser::Created => {
+            tracing::Span::current().record("user_id", user.id.as_str());
+            tracing::info!(event = "signup", "account created");
+            state.metrics.signup("created");
+            let created_at = rfc3339(now)?;
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(SignupResponse {
+                    id: user.id,
+                    email: user.email,
+                    created_at,
+                }),
+            ))
+        }
+        InsertUser::EmailTaken => {
+            state.metrics.signup("email_taken");
+            Err(ApiError::EmailTaken)
+        }
+    }
+}
+
+/// Verifies the credentials and opens a session: 200 with tokens, 401 `invalid_credentials`
+/// (the same for an unknown email and a wrong password, in about the same time), 403
+/// `account_disabled` (only once the password is right).
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<Response> {
+    let email = Email::parse(&body.email).ok();
+    let user = match &email {
+        Some(email) => state.store.user_by_email(email.as_str()).await?,
+        None => None,
+    };
+    let verified = match Password::for_login(&body.password) {
+        // An unknown or malformed email still costs one bcrypt verify, against a dummy hash.
+        Some(password) => {
+            state
+                .hasher
+                .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .await?
+        }
+        // Longer than any password we accept: it cannot be anybody's, whoever they are.
+        None => false,
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        state.metrics.login("invalid_credentials");
+        tracing::info!(event = "login_failed", "invalid credentials");
+        return Err(ApiError::InvalidCredentials);
+    };
+    tracing::Span::current().record("user_id", user.id.as_str());
+    if user.disabled_at.is_some() {
+        state.metrics.login("account_disabled");
+        tracing::info!(
+            event = "login_failed",
+            reason = "account_disabled",
+            "login to a disabled account"
+        );
+        return Err(ApiError::AccountDisabled);
+    }
+    let now = state.clock.now();
+    let refresh = RefreshToken::generate();
+    let session = NewSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        created_at: now,
+        expires_at: now.saturating_add(crate::clock::secs(state.config.session_ttl)),
+        rotation_key: new_rotation_key(),
+        first_token_hash: refresh.hash(),
+    };
+    state.store.create_session(&session).await?;
+    let row = state
+        .store
+        .session(&session.id)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
+    let tokens = state.token_response(&row, &refresh, now, now).await?;
+    state.metrics.login("success");
+    tracing::info!(event = "login", session_id = %session.id, "session opened");
+    Ok(token_reply(tokens))
+}
+
+/// 200 with the token body and the RFC 6749 §5.1 no-cache headers.
+pub(super) fn token_reply(tokens: crate::state::TokenResponse) -> Response {
+    let mut response = axum::Json(tokens).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn rfc3339(unix: i64) -> Result<String> {
+    let at = time::OffsetDateTime::from_unix_timestamp(unix)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| ApiError::Internal(e.into()))
+}

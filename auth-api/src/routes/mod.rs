@@ -1,0 +1,99 @@
+//! The HTTP surface: the public router, the internal router, and the middleware both share.
+
+mod accounts;
+mod health;
+mod keys;
+mod sessions;
+mod validate;
+
+use std::time::Instant;
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{header, HeaderValue},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Router,
+};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::{
+    error::{ApiError, ServerFault},
+    metrics::HttpLabels,
+    state::AppState,
+};
+
+/// Largest request body accepted; bigger ones get 413 before any work is done.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The public API (`AUTH_LISTEN`).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/signup", post(accounts::signup))
+        .route("/login", post(accounts::login))
+        .route("/refresh", post(sessions::refresh))
+        .route("/logout", post(sessions::logout))
+        .route("/validate", get(validate::validate))
+        .route("/.well-known/jwks.json", get(keys::public_jwks))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_common_layers(state)
+}
+
+/// The internal API (`AUTH_INTERNAL_LISTEN`): every route needs `AUTH_INTERNAL_TOKEN`.
+pub fn internal_router(state: AppState) -> Router {
+    Router::new()
+        .route("/internal/keys", get(keys::internal_keys))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            keys::require_internal_token,
+        ))
+        .with_common_layers(state)
+}
+
+trait CommonLayers {
+    fn with_common_layers(self, state: AppState) -> Router;
+}
+
+impl CommonLayers for Router<AppState> {
+    fn with_common_layers(self, state: AppState) -> Router {
+        self.fallback(|| async { ApiError::NotFound })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(middleware::from_fn_with_state(state.clone(), observe))
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+            }))
+            .with_state(state)
+    }
+}
+
+/// Counts every response and logs server faults, once, with their detail.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    if let Some(fault) = response.extensions().get::<ServerFault>() {
+        tracing::error!(%route, %method, status, error = %fault.0, "request failed");
+    } else {
+        tracing::debug!(%route, %method, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    }
+    // No response of an auth service should be cached by a shared cache unless it says so.
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    state.metrics.http_request(HttpLabels {
+        route,
+        method,
+        status,
+    });
+    response
+}

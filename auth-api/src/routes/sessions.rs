@@ -1,0 +1,231 @@
+//! `POST /refresh` and `POST /logout`: refresh-token rotation, reuse detection, revocation.
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, State},
+    http::{header, HeaderMap, StatusCode},
+    response::Response,
+};
+use serde::Deserialize;
+
+use super::accounts::token_reply;
+use crate::{
+    clock::secs,
+    error::{ApiError, Result},
+    extract::{bearer_token, Json},
+    state::AppState,
+    tokens::RefreshToken,
+};
+
+/// `{"refresh_token"}`; deliberately without `Debug`.
+#[derive(Deserialize)]
+pub(super) struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `{"refresh_token"?, "all"?}`, or nothing when a bearer token is sent.
+#[derive(Default, Deserialize)]
+pub(super) struct LogoutRequest {
+    refresh_token: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Rotates a refresh token: 200 with a new pair, or 401 `invalid_grant`.
+///
+/// The live token rotates to its successor (one conditional update: of concurrent rotations
+/// one wins, the others see the new generation and answer with the same successor). Its
+/// immediate predecessor, inside `AUTH_REFRESH_REUSE_GRACE_SECS`, answers with the live token
+/// again; any other reuse revokes the session.
+#[tracing::instrument(skip_all, fields(session_id))]
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Response> {
+    let outcome = rotate(&state, &body.refresh_token).await;
+    state.metrics.refresh(match &outcome {
+        Ok(_) => "success",
+        Err(Rejected::Reused) => "reuse_detected",
+        Err(Rejected::Invalid(_)) => "invalid_grant",
+        Err(Rejected::Error(_)) => "error",
+    });
+    match outcome {
+        Ok(response) => Ok(response),
+        Err(Rejected::Invalid(reason)) => {
+            tracing::info!(event = "refresh_failed", reason, "refresh refused");
+            Err(ApiError::InvalidGrant)
+        }
+        Err(Rejected::Reused) => Err(ApiError::InvalidGrant),
+        Err(Rejected::Error(e)) => Err(e),
+    }
+}
+
+enum Rejected {
+    Invalid(&'static str),
+    Reused,
+    Error(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for Rejected {
+    fn from(err: E) -> Self {
+        Self::Error(err.into())
+    }
+}
+
+async fn rotate(state: &AppState, presented: &str) -> Result<Response, Rejected> {
+    let token = RefreshToken::parse(presented).ok_or(Rejected::Invalid("malformed"))?;
+    let found = state
+        .store
+        .find_refresh_token(&token.hash())
+        .await?
+        .ok_or(Rejected::Invalid("unknown"))?;
+    let session = found.session;
+    tracing::Span::current().record("session_id", session.id.as_str());
+    let now = state.clock.now();
+    if session.revoked_at.is_some() {
+        return Err(Rejected::Invalid("session revoked"));
+    }
+    if now >= session.expires_at {
+        return Err(Rejected::Invalid("session expired"));
+    }
+    if session.user_disabled_at.is_some() {
+        return Err(Rejected::Invalid("account disabled"));
+    }
+    let successor = token.successor(&session.rotation_key);
+    let config = &state.config;
+    if found.token_generation == session.generation {
+        if now
+            >= session
+                .refreshed_at
+                .saturating_add(secs(config.session_idle_timeout))
+        {
+            return Err(Rejected::Invalid("idle timeout"));
+        }
+        let won = state
+            .store
+            .rotate_refresh_token(&session.id, session.generation, &successor.hash(), now)
+            .await?;
+        if !won {
+            // A concurrent rotation of this same token won: it issued this very successor.
+            let current = state
+                .store
+                .session(&session.id)
+                .await?
+                .ok_or(Rejected::Invalid("session gone"))?;
+            if current.revoked_at.is_some() || current.generation != session.generation + 1 {
+                return Err(Rejected::Invalid("lost a rotation race"));
+            }
+            return Ok(token_reply(
+                state
+                    .token_response(&current, &successor, current.refreshed_at, now)
+                    .await?,
+            ));
+        }
+        return Ok(token_reply(
+            state.token_response(&session, &successor, now, now).await?,
+        ));
+    }
+    let grace_ends = session
+        .refreshed_at
+        .saturating_add(secs(config.refresh_reuse_grace));
+    if found.token_generation + 1 == session.generation && now < grace_ends {
+        // The client retried (lost response, two tabs): answer with the live token again.
+        return Ok(token_reply(
+            state
+                .token_response(&session, &successor, session.refreshed_at, now)
+                .await?,
+        ));
+    }
+    state
+        .store
+        .revoke_session(&session.id, now, "refresh_token_reused")
+        .await?;
+    tracing::warn!(
+        event = "refresh_token_reused",
+        session_id = %session.id,
+        generation = found.token_generation,
+        live_generation = session.generation,
+        "refresh token reuse: session revoked"
+    );
+    Err(Rejected::Reused)
+}
+
+/// Ends the session of a refresh token or of a bearer access token; with `"all": true`, every
+/// session of the user. 204, also for tokens already revoked or unknown (RFC 7009 §2.2);
+/// 400 with neither token; 401 for a bearer token that does not verify.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let request = optional_json_body(&headers, body)?;
+    let now = state.clock.now();
+    if let Some(token) = bearer_token(&headers)? {
+        let (_, claims) = state.verify_access_token(token).await?;
+        tracing::Span::current().record("user_id", claims.sub.as_str());
+        if request.all {
+            state.store.revoke_all_sessions(&claims.sub, now).await?;
+        } else {
+            state
+                .store
+                .revoke_session(&claims.sid, now, "logout")
+                .await?;
+        }
+        tracing::info!(event = "logout", all = request.all, "logged out");
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let Some(presented) = request.refresh_token else {
+        return Err(ApiError::InvalidRequest(
+            "send {\"refresh_token\"} or an Authorization: Bearer access token".to_owned(),
+        ));
+    };
+    let found = match RefreshToken::parse(&presented) {
+        Some(token) => state.store.find_refresh_token(&token.hash()).await?,
+        None => None,
+    };
+    if let Some(found) = found {
+        tracing::Span::current().record("user_id", found.session.user_id.as_str());
+        if request.all {
+            state
+                .store
+                .revoke_all_sessions(&found.session.user_id, now)
+                .await?;
+        } else {
+            state
+                .store
+                .revoke_session(&found.session.id, now, "logout")
+                .await?;
+        }
+        tracing::info!(event = "logout", all = request.all, "logged out");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The logout body: empty is allowed (bearer logout); otherwise JSON as everywhere else.
+fn optional_json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<LogoutRequest> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::InvalidRequest(rejection.body_text()),
+    })?;
+    if body.is_empty() {
+        return Ok(LogoutRequest::default());
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+}

@@ -1,0 +1,182 @@
+//! `App`: the bound listeners and background tasks of `auth-api serve`.
+//!
+//! Tests use the same [`App::build`] with port 0 and read the real ports back.
+
+use std::{future::Future, net::SocketAddr};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{clock::Clock, config::Config, routes, state::AppState};
+
+/// How often expired sessions are purged.
+const CLEANUP_INTERVAL_SECS: u64 = 3600;
+/// Sessions are kept this long past their end, for investigation.
+const EXPIRED_SESSION_RETENTION_SECS: i64 = 24 * 3600;
+
+/// A built, bound, not yet running service.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    public: TcpListener,
+    internal: Option<TcpListener>,
+}
+
+impl App {
+    /// Connects, migrates, opens the key ring and binds both listeners.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Clock::default()).await
+    }
+
+    /// [`App::build`] with a given clock (tests move it forward).
+    pub async fn build_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let public = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on AUTH_LISTEN={}", config.listen))?;
+        let internal = match &config.internal_token {
+            Some(_) => Some(
+                TcpListener::bind(config.internal_listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on AUTH_INTERNAL_LISTEN={}",
+                            config.internal_listen
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let state = AppState::new(config, clock).await?;
+        Ok(Self {
+            state,
+            public,
+            internal,
+        })
+    }
+
+    /// The public listener's address.
+    pub fn public_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.public.local_addr()?)
+    }
+
+    /// The internal listener's address, when it runs.
+    pub fn internal_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.internal
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// The shared state (tests use it to reach the store and the clock).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let background = spawn_background_tasks(self.state.clone(), stop_rx.clone());
+        tracing::info!(addr = %self.public.local_addr()?, "public API listening");
+        let public = serve(
+            self.public,
+            routes::router(self.state.clone()),
+            stop_rx.clone(),
+        );
+        let result = match self.internal {
+            Some(listener) => {
+                tracing::info!(addr = %listener.local_addr()?, "internal API listening");
+                let internal = serve(
+                    listener,
+                    routes::internal_router(self.state.clone()),
+                    stop_rx,
+                );
+                tokio::try_join!(public, internal).map(drop)
+            }
+            None => {
+                tracing::info!("internal API disabled: AUTH_INTERNAL_TOKEN is not set");
+                public.await
+            }
+        };
+        background.abort();
+        self.state.store.close().await;
+        result
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Re-reads the key ring periodically and purges long-expired sessions.
+fn spawn_background_tasks(
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ring_tick = tokio::time::interval(state.config.key_refresh_interval);
+        let mut cleanup_tick =
+            tokio::time::interval(std::time::Duration::from_secs(CLEANUP_INTERVAL_SECS));
+        loop {
+            tokio::select! {
+                _ = ring_tick.tick() => {
+                    if let Err(e) = state.ring.reload().await {
+                        tracing::warn!(error = %e, "cannot reload the key ring; keeping the last one");
+                    }
+                }
+                _ = cleanup_tick.tick() => {
+                    let before = state.clock.now() - EXPIRED_SESSION_RETENTION_SECS;
+                    match state.store.delete_sessions_expired_before(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+                        Err(e) => tracing::warn!(error = %e, "cannot purge expired sessions"),
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,100 @@
+//! Queries on `signing_keys`: the key ring every replica reads.
+
+use secrecy::SecretSlice;
+use sqlx::{any::AnyRow, FromRow, Row};
+
+use super::Store;
+
+/// One key of the ring as stored.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Key id, as in the JWT header.
+    pub kid: String,
+    /// JWS algorithm name, e.g. `HS256`.
+    pub algorithm: String,
+    /// The key bytes.
+    pub secret: SecretSlice<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Signs from this time (Unix seconds); published from creation.
+    pub activates_at: i64,
+    /// Stops signing at this time, when a successor activates.
+    pub retires_at: Option<i64>,
+    /// Set when revoked: never published or accepted again.
+    pub revoked_at: Option<i64>,
+}
+
+impl FromRow<'_, AnyRow> for StoredKey {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            kid: row.try_get("kid")?,
+            algorithm: row.try_get("algorithm")?,
+            secret: SecretSlice::from(row.try_get::<Vec<u8>, _>("secret")?),
+            created_at: row.try_get("created_at")?,
+            activates_at: row.try_get("activates_at")?,
+            retires_at: row.try_get("retires_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        })
+    }
+}
+
+impl Store {
+    /// Every key, oldest first.
+    pub async fn keys(&self) -> Result<Vec<StoredKey>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT kid, algorithm, secret, created_at, activates_at, retires_at, revoked_at \
+             FROM signing_keys ORDER BY activates_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Stores `key` as the ring's first key, unless a replica has already bootstrapped the ring
+    /// (the single `key_ring_bootstrap` row decides). `true` when this call created it.
+    pub async fn bootstrap_key(&self, key: &StoredKey) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let claimed =
+            sqlx::query("INSERT INTO key_ring_bootstrap (id) VALUES (1) ON CONFLICT DO NOTHING")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if claimed {
+            insert_key(&mut tx, key).await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Adds `key` as the next signer: every key still signing (or waiting to) retires when it
+    /// activates.
+    pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(key.activates_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await
+    }
+}
+
+async fn insert_key(conn: &mut sqlx::AnyConnection, key: &StoredKey) -> Result<(), sqlx::Error> {
+    use secrecy::ExposeSecret;
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at, retires_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&key.kid)
+    .bind(&key.algorithm)
+    .bind(key.secret.expose_secret().to_vec())
+    .bind(key.created_at)
+    .bind(key.activates_at)
+    .bind(key.retires_at)
+    .bind(key.revoked_at)
+    .execute(conn)
+    .await
+    .map(drop)
+}

@@ -1,0 +1,231 @@
+//! Queries on `sessions` and `refresh_tokens`.
+//!
+//! Refresh tokens are stored only as SHA-256 hashes, one row per generation, so that a replay
+//! of any earlier generation is recognised. Rotation is a conditional update on the session's
+//! generation counter: of two concurrent rotations of one token, exactly one matches.
+
+use sqlx::{AnyConnection, FromRow};
+
+use super::Store;
+
+/// A session to create at login, with its first refresh token.
+#[derive(Debug)]
+pub struct NewSession {
+    /// UUID text.
+    pub id: String,
+    /// UUID text.
+    pub user_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Absolute end, Unix seconds.
+    pub expires_at: i64,
+    /// Key from which each successor refresh token is derived.
+    pub rotation_key: Vec<u8>,
+    /// SHA-256 of the generation-0 refresh token.
+    pub first_token_hash: Vec<u8>,
+}
+
+/// A session as refresh needs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionRow {
+    /// UUID text.
+    pub id: String,
+    /// UUID text.
+    pub user_id: String,
+    /// Absolute end, Unix seconds.
+    pub expires_at: i64,
+    /// Generation of the live refresh token.
+    pub generation: i64,
+    /// When the live refresh token was issued.
+    pub refreshed_at: i64,
+    /// Key from which successor refresh tokens are derived.
+    pub rotation_key: Vec<u8>,
+    /// Set once revoked.
+    pub revoked_at: Option<i64>,
+    /// Set while the user is disabled.
+    pub user_disabled_at: Option<i64>,
+}
+
+/// A presented refresh token, found by its hash.
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshLookup {
+    /// The generation this token was issued as.
+    pub token_generation: i64,
+    /// Its session.
+    #[sqlx(flatten)]
+    pub session: SessionRow,
+}
+
+/// What `/validate` checks beyond the signature.
+#[derive(Debug, Clone, FromRow)]
+pub struct TokenStatus {
+    /// The session's user.
+    pub user_id: String,
+    /// Set once the session is revoked.
+    pub revoked_at: Option<i64>,
+    /// Set while the user is disabled.
+    pub disabled_at: Option<i64>,
+    /// Tokens issued before this time are refused.
+    pub tokens_valid_after: i64,
+}
+
+impl Store {
+    /// Creates a session and records its first refresh token.
+    pub async fn create_session(&self, session: &NewSession) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, rotation_key) \
+             VALUES ($1, $2, $3, $4, 0, $3, $5)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(&session.rotation_key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(&session.first_token_hash)
+        .bind(&session.id)
+        .bind(session.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// The session a refresh token (by hash) belongs to, with the token's generation.
+    pub async fn find_refresh_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<RefreshLookup>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, s.generation, \
+                    s.refreshed_at, s.rotation_key, s.revoked_at, u.disabled_at AS user_disabled_at \
+             FROM refresh_tokens rt \
+             JOIN sessions s ON s.id = rt.session_id \
+             JOIN users u ON u.id = s.user_id \
+             WHERE rt.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Moves the session from generation `from` to `from + 1`, whose token hashes to
+    /// `successor_hash`. `false` when another rotation got there first or the session was
+    /// revoked meanwhile.
+    pub async fn rotate_refresh_token(
+        &self,
+        session_id: &str,
+        from: i64,
+        successor_hash: &[u8],
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        // The successor is derived from its predecessor, so every racer computes the same row:
+        // recording it first (idempotently) and then flipping the generation needs no
+        // transaction, and a loser's insert is a no-op.
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(successor_hash)
+        .bind(session_id)
+        .bind(from + 1)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let result = sqlx::query(
+            "UPDATE sessions SET generation = $3, refreshed_at = $4 \
+             WHERE id = $1 AND generation = $2 AND revoked_at IS NULL",
+        )
+        .bind(session_id)
+        .bind(from)
+        .bind(from + 1)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// The session as it is now (after losing a rotation race).
+    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, s.rotation_key, \
+                    s.revoked_at, u.disabled_at AS user_disabled_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Revokes one session; `false` when it was already revoked or does not exist.
+    pub async fn revoke_session(
+        &self,
+        session_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(session_id)
+        .bind(now)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Logout everywhere: revokes every session of the user and refuses every access token
+    /// issued before `now`.
+    pub async fn revoke_all_sessions(&self, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET tokens_valid_after = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        Self::revoke_sessions_of_user(&mut tx, user_id, now, "logout_all").await?;
+        tx.commit().await
+    }
+
+    pub(super) async fn revoke_sessions_of_user(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        now: i64,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .bind(reason)
+        .execute(conn)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// What `/validate` needs to know about a session.
+    pub async fn token_status(&self, session_id: &str) -> Result<Option<TokenStatus>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.user_id, s.revoked_at, u.disabled_at, u.tokens_valid_after \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Deletes sessions (and their token hashes) that ended before `before`.
+    pub async fn delete_sessions_expired_before(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let result = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+}

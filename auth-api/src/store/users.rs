@@ -1,0 +1,177 @@
+//! Queries on `users` and `user_roles`.
+
+use sqlx::FromRow;
+
+use super::{is_unique_violation, Store};
+
+/// What login and token issuance need of a user.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    /// UUID text.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// The bcrypt hash (never logged: `Debug` of this row is only used in tests).
+    pub password_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Set while the account is disabled.
+    pub disabled_at: Option<i64>,
+}
+
+/// One line of `auth-api users list`.
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    /// UUID text.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Set while the account is disabled.
+    pub disabled_at: Option<i64>,
+    /// Sorted role names.
+    pub roles: Vec<String>,
+}
+
+/// The outcome of an insert that may hit the unique email constraint.
+#[derive(Debug)]
+pub enum InsertUser {
+    /// The row was written.
+    Created,
+    /// Another account already has this email.
+    EmailTaken,
+}
+
+impl Store {
+    /// Inserts a user with its initial roles; the unique email constraint, not a prior
+    /// look-up, decides whether the email is taken (no race between two signups).
+    pub async fn insert_user(
+        &self,
+        user: &UserRow,
+        roles: &[&str],
+    ) -> Result<InsertUser, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Ok(InsertUser::EmailTaken),
+            other => other?,
+        };
+        for role in roles {
+            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+                .bind(&user.id)
+                .bind(*role)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(InsertUser::Created)
+    }
+
+    /// The user with this (normalised) email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, created_at, disabled_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The user with this id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, email, password_hash, created_at, disabled_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The user's roles, sorted.
+    pub async fn roles(&self, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Adds a role; `false` when the user already had it.
+    pub async fn grant_role(&self, user_id: &str, role: &str) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Removes a role; `false` when the user did not have it.
+    pub async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Every user with their roles, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<UserSummary>, sqlx::Error> {
+        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at, email",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut users = Vec::with_capacity(rows.len());
+        for (id, email, created_at, disabled_at) in rows {
+            let roles = self.roles(&id).await?;
+            users.push(UserSummary {
+                id,
+                email,
+                created_at,
+                disabled_at,
+                roles,
+            });
+        }
+        Ok(users)
+    }
+
+    /// Disables the user at `now`: every session is revoked and every access token issued so
+    /// far stops validating. `false` when already disabled.
+    pub async fn disable_user(&self, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE users SET disabled_at = $2, tokens_valid_after = $2 \
+             WHERE id = $1 AND disabled_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Self::revoke_sessions_of_user(&mut tx, user_id, now, "user_disabled").await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Enables a disabled user; `false` when not disabled.
+    pub async fn enable_user(&self, user_id: &str) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}

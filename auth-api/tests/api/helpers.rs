@@ -1,0 +1,393 @@
+//! `TestApp`: the real router on a fresh database of either store, one method per endpoint.
+
+use std::time::Duration;
+
+use auth_api::{clock::Clock, AppState, Config};
+use axum::{
+    body::Body,
+    http::{header, HeaderMap, Method, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+use tower::ServiceExt;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("AUTH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The internal token every test app is configured with.
+pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that exists for one test and is removed after it.
+pub enum TestDb {
+    /// Held for its `Drop`, which deletes the directory.
+    Sqlite {
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        name: String,
+    },
+}
+
+impl TestDb {
+    /// Creates an empty database and returns it with its URL.
+    pub async fn create(backend: Backend) -> (Self, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("auth.db").display());
+                (Self::Sqlite { _dir: dir }, url)
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {admin} ({e}): start it with \
+                         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                         or set AUTH_TEST_POSTGRES_URL"
+                    )
+                });
+                let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
+                conn.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("cannot create the test database");
+                let url = match admin.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => panic!("AUTH_TEST_POSTGRES_URL needs a database path"),
+                };
+                (Self::Postgres { name }, url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { name } = self {
+            let name = name.clone();
+            // Drop runs outside any runtime guarantee: use a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async {
+                        if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
+                            let _ = conn
+                                .execute(
+                                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                                )
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The configuration of every test app: cheap bcrypt, ports 0, an internal token.
+pub fn test_config(database_url: String) -> Config {
+    Config {
+        database_url,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        internal_listen: "127.0.0.1:0".parse().unwrap(),
+        internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
+        bcrypt_cost: 4,
+        hash_concurrency: 2,
+        hash_queue: 64,
+        ..Config::default()
+    }
+}
+
+/// A response, with its body parsed as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error` code of an error body.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+
+    pub fn str(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string {field} in {}", self.body))
+            .to_owned()
+    }
+}
+
+/// The app under test: both routers over one state.
+pub struct TestApp {
+    pub state: AppState,
+    pub router: Router,
+    pub internal: Router,
+    pub clock: Clock,
+    pub database_url: String,
+    // Dropped last: the database outlives the pool that uses it.
+    _db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A test app whose configuration `adjust` changes first.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        let (db, url) = TestDb::create(backend).await;
+        Self::on_database(db, url, adjust).await
+    }
+
+    /// A test app on an existing database (to restart an app over the same data).
+    pub async fn on_database(db: TestDb, url: String, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(url.clone());
+        adjust(&mut config);
+        let clock = Clock::default();
+        let state = AppState::new(config, clock.clone())
+            .await
+            .expect("the app does not start");
+        Self {
+            router: auth_api::router(state.clone()),
+            internal: auth_api::internal_router(state.clone()),
+            state,
+            clock,
+            database_url: url,
+            _db: db,
+        }
+    }
+
+    /// Moves the app's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn request(&self, request: Request<Body>) -> TestResponse {
+        send(&self.router, request).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> TestResponse {
+        self.request(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, authorization: Option<&str>) -> TestResponse {
+        let mut builder = Request::builder().method(Method::GET).uri(path);
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        self.request(builder.body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn get_internal(&self, path: &str, authorization: Option<&str>) -> TestResponse {
+        let mut builder = Request::get(path);
+        if let Some(value) = authorization {
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        send(&self.internal, builder.body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn signup(&self, email: &str, password: &str) -> TestResponse {
+        self.post_json("/signup", json!({"email": email, "password": password}))
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.post_json("/login", json!({"email": email, "password": password}))
+            .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> TestResponse {
+        self.post_json("/refresh", json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn logout_refresh(&self, refresh_token: &str, all: bool) -> TestResponse {
+        self.post_json(
+            "/logout",
+            json!({"refresh_token": refresh_token, "all": all}),
+        )
+        .await
+    }
+
+    pub async fn logout_bearer(&self, access_token: &str, all: bool) -> TestResponse {
+        let mut builder = Request::post("/logout")
+            .header(header::AUTHORIZATION, format!("Bearer {access_token}"));
+        let body = if all {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(json!({"all": true}).to_string())
+        } else {
+            Body::empty()
+        };
+        self.request(builder.body(body).unwrap()).await
+    }
+
+    pub async fn validate(&self, access_token: &str) -> TestResponse {
+        self.get("/validate", Some(&format!("Bearer {access_token}")))
+            .await
+    }
+
+    /// Signs up and logs in a fresh user.
+    pub async fn logged_in_user(&self) -> (TestUser, Tokens) {
+        let user = TestUser::random();
+        user.register(self).await;
+        let tokens = user.login(self).await;
+        (user, tokens)
+    }
+
+    /// Signs `claims` with the key that signs now, under the given header fields, so that a
+    /// test can change one claim and keep the signature valid.
+    pub fn sign(&self, header: auth_jwt::Header, claims: &Value) -> String {
+        let snapshot = self.state.ring.snapshot();
+        let signer = snapshot
+            .signer(self.clock.now(), self.state.ring.policy())
+            .expect("no signer");
+        auth_jwt::encode(&header, claims, &signer.key).unwrap()
+    }
+
+    /// The kid of the key that signs now.
+    pub fn signer_kid(&self) -> String {
+        let snapshot = self.state.ring.snapshot();
+        snapshot
+            .signer(self.clock.now(), self.state.ring.policy())
+            .expect("no signer")
+            .stored
+            .kid
+            .clone()
+    }
+}
+
+async fn send(router: &Router, request: Request<Body>) -> TestResponse {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("cannot read the body")
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    TestResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A user's credentials.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub email: String,
+    pub password: String,
+}
+
+/// A login's tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Tokens {
+    pub fn from_response(response: &TestResponse) -> Self {
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        Self {
+            access: response.str("access_token"),
+            refresh: response.str("refresh_token"),
+        }
+    }
+}
+
+impl TestUser {
+    pub fn random() -> Self {
+        Self {
+            email: format!("user-{}@example.com", uuid::Uuid::new_v4().simple()),
+            password: "correct horse battery staple".to_owned(),
+        }
+    }
+
+    pub async fn register(&self, app: &TestApp) {
+        let response = app.signup(&self.email, &self.password).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+    }
+
+    pub async fn login(&self, app: &TestApp) -> Tokens {
+        Tokens::from_response(&app.login(&self.email, &self.password).await)
+    }
+}
+
+/// The decoded claims of a JWT, without verification (for assertions only).
+pub fn claims_of(token: &str) -> Value {
+    part_of(token, 1)
+}
+
+/// The decoded header of a JWT.
+pub fn header_of(token: &str) -> Value {
+    part_of(token, 0)
+}
+
+fn part_of(token: &str, index: usize) -> Value {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let part = token.split('.').nth(index).expect("not a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("not base64url")).expect("not JSON")
+}
+
+/// Runs each listed `async fn(TestApp)` once on SQLite and once on PostgreSQL, as
+/// `<module>::sqlite::<name>` and `<module>::postgres::<name>`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await
+                }
+            )*
+        }
+    };
+}

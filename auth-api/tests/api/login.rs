@@ -1,0 +1,210 @@
+//! `POST /login`: the token response (SECURITY.md A) and enumeration resistance (E 45-47, 52).
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use crate::helpers::{claims_of, header_of, Backend, TestApp, TestUser, INTERNAL_TOKEN};
+
+async fn login_returns_tokens_with_no_store_headers(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let response = app.login(&user.email, &user.password).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert_eq!(response.str("token_type"), "Bearer");
+    assert_eq!(response.body["expires_in"], 900);
+    assert!(response.body["refresh_expires_in"].as_i64().unwrap() > 0);
+    assert!(!response.str("refresh_token").is_empty());
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("pragma"), Some("no-cache"));
+}
+
+async fn access_token_header_names_a_published_key(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    let header = header_of(&tokens.access);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "HS256");
+    let kid = header["kid"].as_str().unwrap();
+    let keys = app
+        .get_internal("/internal/keys", Some(&format!("Bearer {INTERNAL_TOKEN}")))
+        .await;
+    let kids: Vec<_> = keys.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].clone())
+        .collect();
+    assert!(kids.contains(&kid.into()), "{kid} not in {kids:?}");
+}
+
+async fn access_token_carries_every_rfc9068_claim(app: TestApp) {
+    let (user, tokens) = app.logged_in_user().await;
+    let claims = claims_of(&tokens.access);
+    let config = &app.state.config;
+    assert_eq!(claims["iss"], config.issuer.as_str());
+    assert_eq!(claims["aud"], serde_json::json!(config.audiences));
+    assert_eq!(claims["client_id"], config.client_id.as_str());
+    assert_eq!(claims["email"], user.email.as_str());
+    assert_eq!(claims["roles"], serde_json::json!(["user"]));
+    for claim in ["sub", "jti", "sid"] {
+        assert!(
+            claims[claim].as_str().is_some_and(|s| !s.is_empty()),
+            "{claim}"
+        );
+    }
+    let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 900, "exp - iat is the configured TTL");
+}
+
+async fn two_logins_get_different_jti_and_sid(app: TestApp) {
+    let (user, first) = app.logged_in_user().await;
+    let second = user.login(&app).await;
+    let (a, b) = (claims_of(&first.access), claims_of(&second.access));
+    assert_ne!(a["jti"], b["jti"]);
+    assert_ne!(a["sid"], b["sid"]);
+    assert_eq!(a["sub"], b["sub"]);
+}
+
+async fn access_token_is_small_and_holds_no_secret(app: TestApp) {
+    let (user, tokens) = app.logged_in_user().await;
+    assert!(tokens.access.len() < 4096);
+    let claims = claims_of(&tokens.access).to_string();
+    let hash = app
+        .state
+        .store
+        .user_by_email(&user.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    for secret in [
+        user.password.as_str(),
+        hash.as_str(),
+        tokens.refresh.as_str(),
+    ] {
+        assert!(!claims.contains(secret));
+    }
+}
+
+async fn unknown_email_and_wrong_password_get_identical_answers(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let wrong_password = app.login(&user.email, "not the password at all").await;
+    let unknown_email = app
+        .login(&TestUser::random().email, "not the password at all")
+        .await;
+    let malformed_email = app.login("not-an-email", "not the password at all").await;
+    for other in [&unknown_email, &malformed_email] {
+        assert_eq!(wrong_password.status, other.status);
+        assert_eq!(wrong_password.body, other.body);
+        let names = |r: &crate::helpers::TestResponse| {
+            let mut v: Vec<String> = r.headers.keys().map(|k| k.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&wrong_password), names(other));
+        assert_eq!(
+            wrong_password.header("www-authenticate"),
+            other.header("www-authenticate")
+        );
+    }
+    assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong_password.error(), "invalid_credentials");
+}
+
+async fn login_email_is_trimmed_and_case_insensitive(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let response = app
+        .login(
+            &format!("  {}  ", user.email.to_uppercase()),
+            &user.password,
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+}
+
+async fn disabled_account_is_told_only_after_the_right_password(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let id = app
+        .state
+        .store
+        .user_by_email(&user.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    app.state
+        .store
+        .disable_user(&id, app.clock.now())
+        .await
+        .unwrap();
+    let wrong = app.login(&user.email, "not the password at all").await;
+    assert_eq!(
+        wrong.status,
+        StatusCode::UNAUTHORIZED,
+        "no hint for a wrong password"
+    );
+    let right = app.login(&user.email, &user.password).await;
+    assert_eq!(right.status, StatusCode::FORBIDDEN);
+    assert_eq!(right.error(), "account_disabled");
+    app.state.store.enable_user(&id).await.unwrap();
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn password_too_long_at_login_is_invalid_credentials(app: TestApp) {
+    let response = app
+        .login(&TestUser::random().email, &"x".repeat(5000))
+        .await;
+    assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(response.error(), "invalid_credentials");
+}
+
+crate::on_both_stores!(
+    login_returns_tokens_with_no_store_headers,
+    access_token_header_names_a_published_key,
+    access_token_carries_every_rfc9068_claim,
+    two_logins_get_different_jti_and_sid,
+    access_token_is_small_and_holds_no_secret,
+    unknown_email_and_wrong_password_get_identical_answers,
+    login_email_is_trimmed_and_case_insensitive,
+    disabled_account_is_told_only_after_the_right_password,
+    password_too_long_at_login_is_invalid_credentials,
+);
+
+/// SECURITY.md E46: an unknown email costs about as much as a wrong password, because a dummy
+/// hash is verified. At cost 10 one verify takes tens of milliseconds, well above the noise of a
+/// database look-up; the two kinds of attempt alternate so machine load hits both alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_email_takes_as_long_as_a_wrong_password() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.bcrypt_cost = 10).await;
+    let user = TestUser::random();
+    user.register(&app).await;
+    let unknown = TestUser::random().email;
+    let (mut known_times, mut unknown_times) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        for (email, times) in [
+            (&user.email, &mut known_times),
+            (&unknown, &mut unknown_times),
+        ] {
+            let started = Instant::now();
+            let response = app.login(email, "wrong password entirely").await;
+            times.push(started.elapsed());
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let median = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (known, unknown) = (median(&mut known_times), median(&mut unknown_times));
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(
+        (0.8..=1.25).contains(&ratio),
+        "unknown {unknown:?} vs known {known:?}: ratio {ratio:.2}"
+    );
+}

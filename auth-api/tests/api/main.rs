@@ -1,0 +1,11 @@
+//! The API tests: the real router on real PostgreSQL and SQLite databases, one per test.
+
+#![allow(
+    unreachable_pub,
+    reason = "helpers are `pub` for the test modules of this one binary"
+)]
+
+mod helpers;
+mod login;
+mod refresh;
+mod signup;

@@ -1,0 +1,263 @@
+//! `POST /refresh`: rotation, reuse detection and concurrency (SECURITY.md F).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::helpers::{claims_of, TestApp, Tokens};
+
+async fn refresh_rotates_the_token_and_keeps_the_session(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let response = app.refresh(&first.refresh).await;
+    let second = Tokens::from_response(&response);
+    assert_ne!(second.refresh, first.refresh);
+    assert_eq!(
+        claims_of(&second.access)["sid"],
+        claims_of(&first.access)["sid"]
+    );
+    assert_ne!(
+        claims_of(&second.access)["jti"],
+        claims_of(&first.access)["jti"]
+    );
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    assert_eq!(response.header("pragma"), Some("no-cache"));
+    assert_eq!(app.validate(&second.access).await.status, StatusCode::OK);
+}
+
+async fn refresh_tokens_are_stored_only_as_sha256(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let stored: Vec<Vec<u8>> = sqlx::query("SELECT token_hash FROM refresh_tokens")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<Vec<u8>, _>(0))
+        .collect();
+    for token in [&first.refresh, &second.refresh] {
+        let raw = URL_SAFE_NO_PAD.decode(token).unwrap();
+        assert!(
+            stored.contains(&Sha256::digest(&raw).to_vec()),
+            "the hash is stored"
+        );
+        assert!(!stored.contains(&raw), "the token itself is not");
+    }
+    pool.close().await;
+}
+
+async fn replay_after_the_grace_window_revokes_the_whole_session(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+    app.advance(Duration::from_secs(11));
+    let replay = app.refresh(&first.refresh).await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(replay.error(), "invalid_grant");
+    assert_eq!(
+        app.refresh(&second.refresh).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the successor dies too"
+    );
+    assert_eq!(
+        app.validate(&second.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.validate(&first.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn replay_of_the_predecessor_within_grace_returns_the_same_successor(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+    let replay = Tokens::from_response(&app.refresh(&first.refresh).await);
+    assert_eq!(
+        replay.refresh, second.refresh,
+        "one live refresh token per session"
+    );
+    let third = Tokens::from_response(&app.refresh(&second.refresh).await);
+    assert_eq!(
+        app.validate(&third.access).await.status,
+        StatusCode::OK,
+        "the session survived"
+    );
+}
+
+async fn grace_does_not_extend_to_older_generations(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+    let third = Tokens::from_response(&app.refresh(&second.refresh).await);
+    assert_eq!(
+        app.refresh(&first.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&third.refresh).await.status,
+        StatusCode::UNAUTHORIZED,
+        "session revoked"
+    );
+}
+
+async fn two_rotations_in_one_second_then_replay_is_detected(app: TestApp) {
+    // Generations, not timestamps: everything below happens within the same second, and the
+    // grace window is closed so that the replay of generation 1 is unambiguous reuse.
+    let (_, first) = app.logged_in_user().await;
+    let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+    let third = Tokens::from_response(&app.refresh(&second.refresh).await);
+    assert_eq!(
+        app.refresh(&second.refresh).await.status,
+        StatusCode::OK,
+        "predecessor within grace"
+    );
+    app.advance(Duration::from_secs(11));
+    assert_eq!(
+        app.refresh(&second.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&third.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn twenty_concurrent_refreshes_fork_nothing(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (app, token) = (app.clone(), first.refresh.clone());
+        tasks.push(tokio::spawn(async move { app.refresh(&token).await }));
+    }
+    let mut successors = std::collections::HashSet::new();
+    for task in tasks {
+        let response = task.await.unwrap();
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        successors.insert(response.str("refresh_token"));
+    }
+    assert_eq!(successors.len(), 1, "every racer got the same successor");
+    let successor = successors.into_iter().next().unwrap();
+    let next = Tokens::from_response(&app.refresh(&successor).await);
+    assert_eq!(
+        app.validate(&next.access).await.status,
+        StatusCode::OK,
+        "the session is alive"
+    );
+}
+
+async fn sessions_of_one_user_refresh_independently(app: TestApp) {
+    let (user, a) = app.logged_in_user().await;
+    let b = user.login(&app).await;
+    let (ra, rb) = tokio::join!(app.refresh(&a.refresh), app.refresh(&b.refresh));
+    assert_eq!(ra.status, StatusCode::OK);
+    assert_eq!(rb.status, StatusCode::OK);
+}
+
+async fn session_past_its_absolute_lifetime_cannot_refresh(app: TestApp) {
+    let (_, mut tokens) = app.logged_in_user().await;
+    // Used every six days, it never idles out; thirty days after login it ends anyway.
+    for _ in 0..4 {
+        app.advance(Duration::from_secs(6 * 24 * 3600));
+        tokens = Tokens::from_response(&app.refresh(&tokens.refresh).await);
+    }
+    app.advance(Duration::from_secs(6 * 24 * 3600 + 1));
+    assert_eq!(
+        app.refresh(&tokens.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn refresh_token_unused_past_the_idle_timeout_is_refused(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    app.advance(Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        app.refresh(&tokens.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn disabled_user_cannot_refresh(app: TestApp) {
+    let (user, tokens) = app.logged_in_user().await;
+    let id = app
+        .state
+        .store
+        .user_by_email(&user.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    app.state
+        .store
+        .disable_user(&id, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.refresh(&tokens.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.validate(&tokens.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn malformed_refresh_tokens_are_invalid_grant(app: TestApp) {
+    for token in [
+        "",
+        "short",
+        "' OR 1=1 --",
+        &"A".repeat(10_000),
+        "\u{0}",
+        "../../etc/passwd",
+    ] {
+        let response = app.refresh(token).await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(response.error(), "invalid_grant");
+    }
+}
+
+async fn unknown_well_formed_token_leaves_the_real_session_alone(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    let forged = URL_SAFE_NO_PAD.encode([7_u8; 32]);
+    assert_eq!(app.refresh(&forged).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.refresh(&tokens.refresh).await.status, StatusCode::OK);
+}
+
+async fn refreshed_token_carries_the_current_roles(app: TestApp) {
+    let (user, tokens) = app.logged_in_user().await;
+    let id = app
+        .state
+        .store
+        .user_by_email(&user.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    app.state.store.grant_role(&id, "admin").await.unwrap();
+    let next = Tokens::from_response(&app.refresh(&tokens.refresh).await);
+    assert_eq!(
+        claims_of(&next.access)["roles"],
+        serde_json::json!(["admin", "user"])
+    );
+}
+
+crate::on_both_stores!(
+    refresh_rotates_the_token_and_keeps_the_session,
+    refresh_tokens_are_stored_only_as_sha256,
+    replay_after_the_grace_window_revokes_the_whole_session,
+    replay_of_the_predecessor_within_grace_returns_the_same_successor,
+    grace_does_not_extend_to_older_generations,
+    two_rotations_in_one_second_then_replay_is_detected,
+    twenty_concurrent_refreshes_fork_nothing,
+    sessions_of_one_user_refresh_independently,
+    session_past_its_absolute_lifetime_cannot_refresh,
+    refresh_token_unused_past_the_idle_timeout_is_refused,
+    disabled_user_cannot_refresh,
+    malformed_refresh_tokens_are_invalid_grant,
+    unknown_well_formed_token_leaves_the_real_session_alone,
+    refreshed_token_carries_the_current_roles,
+);

@@ -1,0 +1,260 @@
+//! `POST /signup`: the contract rows and SECURITY.md D.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{TestApp, TestUser};
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+};
+
+async fn signup_returns_201_with_id_email_and_created_at(app: TestApp) {
+    let response = app
+        .signup("  New.User@Example.COM ", "correct horse battery staple")
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+    assert_eq!(response.str("email"), "new.user@example.com");
+    assert!(uuid::Uuid::parse_str(&response.str("id")).is_ok());
+    assert!(response.str("created_at").contains('T'), "RFC 3339 time");
+    assert!(response.body.get("password_hash").is_none());
+}
+
+async fn duplicate_email_ignoring_case_is_409_and_creates_nothing(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let response = app
+        .signup(&user.email.to_uppercase(), "another passphrase here")
+        .await;
+    assert_eq!(response.status, StatusCode::CONFLICT);
+    assert_eq!(response.error(), "email_taken");
+    // The first password still works and the second does not.
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&user.email, "another passphrase here")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn invalid_emails_are_422(app: TestApp) {
+    for email in [
+        "",
+        "no-at-sign",
+        "a@b",
+        "two@@example.com",
+        &format!("{}@example.com", "x".repeat(250)),
+    ] {
+        let response = app.signup(email, "correct horse battery staple").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{email:?}"
+        );
+        assert_eq!(response.error(), "invalid_email");
+    }
+}
+
+async fn short_password_is_422_with_reason_length(app: TestApp) {
+    let response = app.signup(&TestUser::random().email, "short").await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.error(), "weak_password");
+    assert_eq!(response.body["reason"], "length");
+}
+
+async fn password_containing_the_email_is_422(app: TestApp) {
+    let response = app
+        .signup("maximilian@example.com", "Maximilian2024!")
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.body["reason"], "contains_email");
+}
+
+async fn passphrase_without_composition_rules_is_accepted(app: TestApp) {
+    let response = app
+        .signup(&TestUser::random().email, "correct horse battery staple")
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED);
+}
+
+async fn sixty_four_emoji_password_is_accepted_whole(app: TestApp) {
+    let email = TestUser::random().email;
+    let password = "😀".repeat(64);
+    assert_eq!(password.len(), 256);
+    assert_eq!(
+        app.signup(&email, &password).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(app.login(&email, &password).await.status, StatusCode::OK);
+    let shorter = "😀".repeat(63);
+    assert_eq!(
+        app.login(&email, &shorter).await.status,
+        StatusCode::UNAUTHORIZED,
+        "proves no truncation"
+    );
+}
+
+async fn passwords_sharing_72_bytes_are_different(app: TestApp) {
+    let email = TestUser::random().email;
+    let prefix = "p".repeat(72);
+    assert_eq!(
+        app.signup(&email, &format!("{prefix}-first")).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.login(&email, &format!("{prefix}-second")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn password_with_nul_is_verified_exactly(app: TestApp) {
+    let email = TestUser::random().email;
+    assert_eq!(
+        app.signup(&email, "abc\u{0}def-long-enough").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.login(&email, "abc\u{0}def-long-enough").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&email, "abc").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn password_over_4096_bytes_is_password_too_long(app: TestApp) {
+    let response = app
+        .signup(&TestUser::random().email, &"x".repeat(4097))
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.error(), "password_too_long");
+}
+
+async fn one_mebibyte_body_is_413_without_hashing(app: TestApp) {
+    let started = Instant::now();
+    let response = app
+        .signup(&TestUser::random().email, &"x".repeat(1 << 20))
+        .await;
+    assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.error(), "payload_too_large");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused before any real work"
+    );
+}
+
+async fn nfd_password_logs_in_when_set_as_nfc(app: TestApp) {
+    let email = TestUser::random().email;
+    assert_eq!(
+        app.signup(&email, "caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let decomposed = "cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+    assert_eq!(app.login(&email, decomposed).await.status, StatusCode::OK);
+}
+
+async fn stored_hash_is_bcrypt_2b_with_a_unique_salt(app: TestApp) {
+    let (a, b) = (TestUser::random(), TestUser::random());
+    a.register(&app).await;
+    b.register(&app).await;
+    let hash_a = app
+        .state
+        .store
+        .user_by_email(&a.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    let hash_b = app
+        .state
+        .store
+        .user_by_email(&b.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        hash_a.starts_with("$2b$04$"),
+        "the configured cost: {hash_a}"
+    );
+    assert_ne!(hash_a, hash_b, "same password, different salts");
+    assert!(!hash_a.contains(&a.password));
+}
+
+async fn malformed_bodies_get_json_errors(app: TestApp) {
+    let cases = [
+        (
+            "application/json",
+            "{not json",
+            StatusCode::BAD_REQUEST,
+            "syntax error",
+        ),
+        (
+            "application/json",
+            r#"{"email":"a@example.com"}"#,
+            StatusCode::BAD_REQUEST,
+            "missing password",
+        ),
+        (
+            "application/json",
+            r#"{"email":1,"password":2}"#,
+            StatusCode::BAD_REQUEST,
+            "wrong types",
+        ),
+        (
+            "application/json",
+            "[]",
+            StatusCode::BAD_REQUEST,
+            "not an object",
+        ),
+        (
+            "application/json",
+            "",
+            StatusCode::BAD_REQUEST,
+            "empty body",
+        ),
+        (
+            "text/plain",
+            r#"{"email":"a@example.com","password":"x"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+        ),
+    ];
+    for (content_type, body, status, reason) in cases {
+        let request = Request::post("/signup")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let response = app.request(request).await;
+        assert_eq!(response.status, status, "{reason}: {}", response.body);
+        assert!(
+            response.body["error"].is_string(),
+            "{reason}: JSON error body, got {}",
+            response.body
+        );
+        assert!(response.body["message"].is_string(), "{reason}");
+    }
+}
+
+crate::on_both_stores!(
+    signup_returns_201_with_id_email_and_created_at,
+    duplicate_email_ignoring_case_is_409_and_creates_nothing,
+    invalid_emails_are_422,
+    short_password_is_422_with_reason_length,
+    password_containing_the_email_is_422,
+    passphrase_without_composition_rules_is_accepted,
+    sixty_four_emoji_password_is_accepted_whole,
+    passwords_sharing_72_bytes_are_different,
+    password_with_nul_is_verified_exactly,
+    password_over_4096_bytes_is_password_too_long,
+    one_mebibyte_body_is_413_without_hashing,
+    nfd_password_logs_in_when_set_as_nfc,
+    stored_hash_is_bcrypt_2b_with_a_unique_salt,
+    malformed_bodies_get_json_errors,
+);
