@@ -231,11 +231,25 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_refuses_at_once() {
-        // One permit and no room to wait: the first hash holds the permit, the second is shed.
+        // One permit and no room to wait. The first job holds the permit until released.
         let hasher = PasswordHasher::new(4, None, 1, 0).await.unwrap();
-        let (a, b) = (pw("correct horse"), pw("other horse"));
-        let (first, second) = tokio::join!(hasher.hash(&a), hasher.hash(&b));
-        assert!(first.is_ok());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let mut first = Box::pin(hasher.run(move || {
+            let _ = released.recv();
+            Ok(())
+        }));
+        tokio::select! {
+            biased;
+            _ = &mut first => panic!("the first job cannot finish before it is released"),
+            () = std::future::ready(()) => {}
+        }
+        let second = hasher.hash(&pw("other horse")).await;
         assert!(matches!(second.unwrap_err(), HashError::Overloaded));
+        release.send(()).unwrap();
+        assert!(first.await.is_ok());
+        assert!(
+            hasher.hash(&pw("other horse")).await.is_ok(),
+            "the permit is free again"
+        );
     }
 }

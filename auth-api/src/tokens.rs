@@ -79,12 +79,13 @@ pub fn issue_access_token(
 
 /// The validation rules of `/validate` (and of bearer tokens at `/logout`).
 pub fn access_validation(config: &Config) -> Validation {
-    let mut validation = Validation::default();
-    validation.leeway_secs = config.clock_skew.as_secs();
-    validation.issuer = Some(config.issuer.clone());
-    validation.audiences = Some(config.audiences.clone());
-    validation.required_claims = REQUIRED_CLAIMS.iter().map(|c| (*c).to_owned()).collect();
-    validation
+    Validation {
+        leeway_secs: config.clock_skew.as_secs(),
+        issuer: Some(config.issuer.clone()),
+        audiences: Some(config.audiences.clone()),
+        required_claims: REQUIRED_CLAIMS.iter().map(|c| (*c).to_owned()).collect(),
+        ..Validation::default()
+    }
 }
 
 /// Random bytes in a refresh token: 256 bits.

@@ -261,14 +261,29 @@ impl TestApp {
         (user, tokens)
     }
 
-    /// Signs `claims` with the key that signs now, under the given header fields, so that a
-    /// test can change one claim and keep the signature valid.
-    pub fn sign(&self, header: auth_jwt::Header, claims: &Value) -> String {
+    /// A compact JWS of exactly these header and payload JSON texts, MAC'd with the key that
+    /// signs now: for tokens our encoder would never produce (duplicate members, `alg: none`).
+    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+        use hmac::Mac;
+        use secrecy::ExposeSecret;
         let snapshot = self.state.ring.snapshot();
         let signer = snapshot
             .signer(self.clock.now(), self.state.ring.policy())
             .expect("no signer");
-        auth_jwt::encode(&header, claims, &signer.key).unwrap()
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header_json),
+            URL_SAFE_NO_PAD.encode(payload_json)
+        );
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(signer.stored.secret.expose_secret())
+                .unwrap();
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     /// The kid of the key that signs now.

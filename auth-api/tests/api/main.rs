@@ -5,7 +5,12 @@
     reason = "helpers are `pub` for the test modules of this one binary"
 )]
 
+mod cli;
 mod helpers;
+mod keys;
 mod login;
+mod logout;
 mod refresh;
+mod service;
 mod signup;
+mod validate;

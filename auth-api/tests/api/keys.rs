@@ -1,0 +1,144 @@
+//! Key material: the public JWKS, `/internal/keys`, rotation (SECURITY.md C 27-28, H 75, 77).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::helpers::{header_of, Backend, TestApp, TestDb, Tokens, INTERNAL_TOKEN};
+
+fn internal_auth() -> String {
+    format!("Bearer {INTERNAL_TOKEN}")
+}
+
+async fn public_jwks_never_holds_a_secret_key(app: TestApp) {
+    let response = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(
+        response.header("cache-control"),
+        Some("public, max-age=600")
+    );
+    assert_eq!(
+        response.body["keys"],
+        serde_json::json!([]),
+        "only HMAC keys exist, and they are secret"
+    );
+}
+
+async fn internal_keys_need_the_internal_token(app: TestApp) {
+    let cases = [
+        (None, "no token"),
+        (
+            Some("Bearer wrong-token-of-sufficient-length-000"),
+            "wrong token",
+        ),
+        (Some("Basic dXNlcjpwYXNz"), "another scheme"),
+    ];
+    for (authorization, reason) in cases {
+        let response = app.get_internal("/internal/keys", authorization).await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{reason}");
+        assert!(response.body["error"].is_string(), "{reason}");
+    }
+}
+
+async fn internal_keys_list_the_signer_as_an_oct_jwk(app: TestApp) {
+    let response = app
+        .get_internal("/internal/keys", Some(&internal_auth()))
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let keys = response.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let key = &keys[0];
+    assert_eq!(key["kty"], "oct");
+    assert_eq!(key["alg"], "HS256");
+    assert_eq!(key["kid"], app.signer_kid().as_str());
+    assert_eq!(key["k"].as_str().unwrap().len(), 43, "a 256-bit secret");
+}
+
+async fn rotation_publishes_first_then_signs_and_logs_nobody_out(app: TestApp) {
+    let (user, before) = app.logged_in_user().await;
+    let old_kid = app.signer_kid();
+    let (new_kid, activates_at) = app.state.ring.rotate(app.clock.now()).await.unwrap();
+    assert_eq!(
+        activates_at,
+        app.clock.now() + 300,
+        "signs only after the publish delay"
+    );
+
+    // Published at once, not yet signing.
+    let keys = app
+        .get_internal("/internal/keys", Some(&internal_auth()))
+        .await;
+    let kids: Vec<_> = keys.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+    assert_eq!(
+        header_of(&user.login(&app).await.access)["kid"],
+        old_kid.as_str()
+    );
+
+    // After the delay: new tokens carry the new kid; old ones still validate and refresh.
+    app.advance(Duration::from_secs(300));
+    let after = user.login(&app).await;
+    assert_eq!(header_of(&after.access)["kid"], new_kid.as_str());
+    assert_eq!(
+        app.validate(&before.access).await.status,
+        StatusCode::OK,
+        "retired key verifies"
+    );
+    let refreshed = Tokens::from_response(&app.refresh(&before.refresh).await);
+    assert_eq!(
+        header_of(&refreshed.access)["kid"],
+        new_kid.as_str(),
+        "refresh signs with the current key"
+    );
+
+    // Once every token of the old key has expired, the old key leaves the set.
+    app.advance(Duration::from_secs(900 + 60));
+    let keys = app
+        .get_internal("/internal/keys", Some(&internal_auth()))
+        .await;
+    let kids: Vec<_> = keys.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kids, [new_kid]);
+}
+
+crate::on_both_stores!(
+    public_jwks_never_holds_a_secret_key,
+    internal_keys_need_the_internal_token,
+    internal_keys_list_the_signer_as_an_oct_jwk,
+    rotation_publishes_first_then_signs_and_logs_nobody_out,
+);
+
+/// SECURITY.md H30/32: the ring is in the database, so a restarted (or second) replica signs
+/// with the same key and accepts the first one's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kid_is_stable_across_restarts_and_replicas() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (db, url) = TestDb::create(backend).await;
+        let first = TestApp::on_database(db, url.clone(), |_| {}).await;
+        let (_, tokens) = first.logged_in_user().await;
+        let (placeholder, _) = TestDb::create(Backend::Sqlite).await;
+        let second = TestApp::on_database(placeholder, url, |_| {}).await;
+        assert_eq!(first.signer_kid(), second.signer_kid(), "{backend:?}");
+        assert_eq!(
+            second.validate(&tokens.access).await.status,
+            StatusCode::OK,
+            "{backend:?}"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Health, metrics, unknown routes, and the service over a real socket.
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+
+use crate::helpers::{test_config, Backend, TestApp, TestDb, TestUser};
+
+async fn healthz_and_readyz_answer_200(app: TestApp) {
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body["status"], "ready");
+}
+
+async fn metrics_count_logins_and_requests(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    user.login(&app).await;
+    app.login(&user.email, "wrong password entirely").await;
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let text = response.body.as_str().unwrap();
+    assert!(
+        text.contains(r#"auth_login_total{result="success"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"auth_login_total{result="invalid_credentials"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_requests_total{route="/login",method="POST",status="200"} 1"#),
+        "{text}"
+    );
+}
+
+async fn unknown_route_and_wrong_method_get_json_errors(app: TestApp) {
+    let missing = app.get("/nope", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.error(), "not_found");
+    let wrong = app
+        .request(Request::delete("/login").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.error(), "method_not_allowed");
+}
+
+crate::on_both_stores!(
+    healthz_and_readyz_answer_200,
+    metrics_count_logins_and_requests,
+    unknown_route_and_wrong_method_get_json_errors,
+);
+
+/// `App::build` binds real ports, serves both listeners, and stops gracefully.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_serves_over_real_sockets_and_shuts_down() {
+    let (_db, url) = TestDb::create(Backend::Sqlite).await;
+    let app = auth_api::App::build(test_config(url)).await.unwrap();
+    let public = app.public_addr().unwrap();
+    let internal = app.internal_addr().unwrap().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let signup = client
+        .post(format!("http://{public}/signup"))
+        .json(&serde_json::json!({"email": "socket@example.com", "password": "correct horse battery staple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201);
+    let keys = client
+        .get(format!("http://{internal}/internal/keys"))
+        .bearer_auth(crate::helpers::INTERNAL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        client
+            .get(format!("http://{public}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}
