@@ -62,10 +62,11 @@ impl CommonLayers for Router<AppState> {
         self.fallback(|| async { ApiError::NotFound })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(middleware::from_fn_with_state(state.clone(), observe))
+            // Inside `observe`, so that a panic's 500 is counted and logged like any other.
             .layer(CatchPanicLayer::custom(|_| {
                 ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
             }))
+            .layer(middleware::from_fn_with_state(state.clone(), observe))
             .with_state(state)
     }
 }

@@ -101,3 +101,139 @@ fn grant_role_refuses_role_names_that_break_headers() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+/// Runs `auth-api serve` with debug logs through a whole session and checks that its output
+/// never shows the password, a token, the internal token or a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_logs_never_show_a_secret() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("auth.db").display());
+    let internal_token = "an-internal-token-that-must-never-be-logged";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .arg("serve")
+        .env("AUTH_DATABASE_URL", &url)
+        .env("AUTH_LISTEN", "127.0.0.1:0")
+        .env("AUTH_INTERNAL_LISTEN", "127.0.0.1:0")
+        .env("AUTH_INTERNAL_TOKEN", internal_token)
+        .env("AUTH_BCRYPT_COST", "10")
+        .env("AUTH_PASSWORD_PEPPER", "a-pepper-that-must-never-be-logged")
+        .env("AUTH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let address = |log: &[String], message: &str| {
+        log.iter().find(|l| l.contains(message)).and_then(|l| {
+            let value: serde_json::Value = serde_json::from_str(l).ok()?;
+            value["addr"].as_str().map(str::to_owned)
+        })
+    };
+    let (public, internal) = loop {
+        let line = lines_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the server did not start");
+        log.push(line);
+        if let (Some(p), Some(i)) = (
+            address(&log, "public API listening"),
+            address(&log, "internal API listening"),
+        ) {
+            break (p, i);
+        }
+    };
+
+    let client = reqwest::Client::new();
+    let password = "a password that must never be logged";
+    let credentials = serde_json::json!({"email": "logs@example.com", "password": password});
+    client
+        .post(format!("http://{public}/signup"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    let login: serde_json::Value = client
+        .post(format!("http://{public}/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    client
+        .post(format!("http://{public}/login"))
+        .json(&serde_json::json!({"email": "logs@example.com", "password": "wrong one"}))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{public}/validate?access_token={access}"))
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(format!("http://{public}/validate"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    let refreshed: serde_json::Value = client
+        .post(format!("http://{public}/refresh"))
+        .json(&serde_json::json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: serde_json::Value = client
+        .get(format!("http://{internal}/internal/keys"))
+        .bearer_auth(internal_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    client
+        .post(format!("http://{public}/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = lines_rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(
+        log.contains("\"event\":\"login\""),
+        "the log was captured: {log}"
+    );
+    let key = keys["keys"][0]["k"].as_str().unwrap();
+    let secrets = [
+        password,
+        "wrong one",
+        "a-pepper-that-must-never-be-logged",
+        internal_token,
+        &access,
+        &refresh,
+        refreshed["refresh_token"].as_str().unwrap(),
+        key,
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "a secret reached the log: {secret}");
+    }
+}
