@@ -1,17 +1,21 @@
 //! `cargo xtask <command>`: the project's scripts, in Rust.
 //!
-//! - `test`: everything CI runs, from a fresh clone: the wasm target, PostgreSQL, `cargo fmt`,
-//!   clippy (native and wasm), the wasm build of the shared JWT crate, and every test.
+//! - `test`: everything CI runs, from a fresh clone.
+//! - `up`: the whole dev stack on one machine (auth-api on SQLite, the echo upstream, Envoy
+//!   loading the filter), until Ctrl-C.
+
+mod tools;
+mod up;
 
 use std::{
-    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+
+use crate::tools::{ensure_envoy, ensure_postgres, run, status, step};
 
 /// The project's scripts.
 #[derive(Debug, Parser)]
@@ -25,10 +29,10 @@ struct Cli {
 enum Task {
     /// Run every check and test (what CI runs).
     Test,
+    /// Run the whole stack: auth-api, the echo upstream and Envoy with the filter.
+    Up,
 }
 
-/// Where the development machines run PostgreSQL (trust auth, user `postgres`).
-const POSTGRES_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root()?;
     match cli.command {
         Task::Test => test(&root),
+        Task::Up => up::up(&root),
     }
 }
 
@@ -44,6 +49,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         run(root, "rustup", &["target", "add", "wasm32-wasip1"])
     })?;
     step("PostgreSQL", ensure_postgres)?;
+    let envoy = step("Envoy", || ensure_envoy(root))?;
     step("format", || {
         run(root, "cargo", &["fmt", "--all", "--", "--check"])
     })?;
@@ -63,37 +69,23 @@ fn test(root: &Path) -> anyhow::Result<()> {
         )
     })?;
     step("clippy (wasm32-wasip1)", || {
+        let args = [
+            "clippy",
+            "-p",
+            "auth-jwt",
+            "-p",
+            "auth-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--locked",
+        ];
         run(
             root,
             "cargo",
-            &[
-                "clippy",
-                "-p",
-                "auth-jwt",
-                "--target",
-                "wasm32-wasip1",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            &[&args[..], &["--", "-D", "warnings"]].concat(),
         )
     })?;
-    step("build auth-jwt for wasm32-wasip1", || {
-        run(
-            root,
-            "cargo",
-            &[
-                "build",
-                "-p",
-                "auth-jwt",
-                "--target",
-                "wasm32-wasip1",
-                "--release",
-                "--locked",
-            ],
-        )
-    })?;
+    let wasm = step("build the filter (wasm32-wasip1)", || build_filter(root))?;
     let postgres_url =
         std::env::var("AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
     step("tests", || {
@@ -106,7 +98,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
                 "--locked",
                 "--no-fail-fast",
             ])
-            .env("AUTH_TEST_POSTGRES_URL", &postgres_url);
+            .env("AUTH_TEST_POSTGRES_URL", &postgres_url)
+            .env("AUTH_FILTER_WASM", &wasm)
+            .env("ENVOY_BIN", &envoy);
         status(cmd)
     })?;
     // nextest does not run doctests.
@@ -115,61 +109,31 @@ fn test(root: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// Starts the local PostgreSQL cluster if nothing listens on 127.0.0.1:5432, or fails naming
-/// what is missing.
-fn ensure_postgres() -> anyhow::Result<()> {
-    if std::env::var_os("AUTH_TEST_POSTGRES_URL").is_some() {
-        println!("using AUTH_TEST_POSTGRES_URL");
-        return Ok(());
-    }
-    let addr = SocketAddr::from(POSTGRES_ADDR);
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return Ok(());
-    }
-    let versions = std::fs::read_dir("/etc/postgresql").context(
-        "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster was found in \
-         /etc/postgresql: install PostgreSQL or set AUTH_TEST_POSTGRES_URL",
+/// Builds the filter with the `wasm` profile and returns the `.wasm` path.
+fn build_filter(root: &Path) -> anyhow::Result<PathBuf> {
+    run(
+        root,
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "auth-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+            "--locked",
+        ],
     )?;
-    for version in versions.flatten() {
-        let version = version.file_name().to_string_lossy().into_owned();
-        println!("starting PostgreSQL {version}");
-        let _ = Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &version, "main", "start"])
-            .status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    bail!("PostgreSQL did not come up on 127.0.0.1:5432 (tried pg_ctlcluster … main start)")
-}
-
-fn step(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
-    println!("==> {name}");
-    let started = Instant::now();
-    f().with_context(|| format!("step failed: {name}"))?;
-    println!("    {name}: ok ({:.1}s)", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut cmd = Command::new(program);
-    cmd.current_dir(root).args(args);
-    status(cmd)
-}
-
-fn status(mut cmd: Command) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {shown}"))?;
-    if !status.success() {
-        bail!("{shown} exited with {status}");
-    }
-    Ok(())
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let wasm = target.join("wasm32-wasip1/wasm/auth_filter.wasm");
+    anyhow::ensure!(
+        wasm.exists(),
+        "the build did not produce {}",
+        wasm.display()
+    );
+    Ok(wasm)
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {

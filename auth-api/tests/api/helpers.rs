@@ -10,93 +10,12 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
 use tower::ServiceExt;
 
-/// The PostgreSQL server tests create their databases on.
-pub fn postgres_admin_url() -> String {
-    std::env::var("AUTH_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+pub use test_support::{Backend, TestDb};
 
 /// The internal token every test app is configured with.
 pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
-
-/// Which store a test runs against.
-#[derive(Debug, Clone, Copy)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A database that exists for one test and is removed after it.
-pub enum TestDb {
-    /// Held for its `Drop`, which deletes the directory.
-    Sqlite {
-        _dir: tempfile::TempDir,
-    },
-    Postgres {
-        name: String,
-    },
-}
-
-impl TestDb {
-    /// Creates an empty database and returns it with its URL.
-    pub async fn create(backend: Backend) -> (Self, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-                let url = format!("sqlite://{}", dir.path().join("auth.db").display());
-                (Self::Sqlite { _dir: dir }, url)
-            }
-            Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is not reachable at {admin} ({e}): start it with \
-                         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
-                         or set AUTH_TEST_POSTGRES_URL"
-                    )
-                });
-                let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
-                conn.execute(format!("CREATE DATABASE {name}").as_str())
-                    .await
-                    .expect("cannot create the test database");
-                let url = match admin.rsplit_once('/') {
-                    Some((server, _)) => format!("{server}/{name}"),
-                    None => panic!("AUTH_TEST_POSTGRES_URL needs a database path"),
-                };
-                (Self::Postgres { name }, url)
-            }
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Self::Postgres { name } = self {
-            let name = name.clone();
-            // Drop runs outside any runtime guarantee: use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                if let Ok(runtime) = runtime {
-                    runtime.block_on(async {
-                        if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
-                            let _ = conn
-                                .execute(
-                                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
-                                )
-                                .await;
-                        }
-                    });
-                }
-            })
-            .join();
-        }
-    }
-}
 
 /// The configuration of every test app: cheap bcrypt, ports 0, an internal token.
 pub fn test_config(database_url: String) -> Config {
@@ -264,25 +183,15 @@ impl TestApp {
     /// A compact JWS of exactly these header and payload JSON texts, MAC'd with the key that
     /// signs now: for tokens our encoder would never produce (duplicate members, `alg: none`).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-        use hmac::Mac;
         use secrecy::ExposeSecret;
         let snapshot = self.state.ring.snapshot();
         let signer = snapshot
             .signer(self.clock.now(), self.state.ring.policy())
             .expect("no signer");
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header_json),
-            URL_SAFE_NO_PAD.encode(payload_json)
-        );
-        let mut mac =
-            hmac::Hmac::<sha2::Sha256>::new_from_slice(signer.stored.secret.expose_secret())
-                .unwrap();
-        mac.update(input.as_bytes());
-        format!(
-            "{input}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        test_support::sign_raw(
+            signer.stored.secret.expose_secret(),
+            header_json,
+            payload_json,
         )
     }
 
@@ -369,18 +278,12 @@ impl TestUser {
 
 /// The decoded claims of a JWT, without verification (for assertions only).
 pub fn claims_of(token: &str) -> Value {
-    part_of(token, 1)
+    test_support::jwt_part(token, 1)
 }
 
 /// The decoded header of a JWT.
 pub fn header_of(token: &str) -> Value {
-    part_of(token, 0)
-}
-
-fn part_of(token: &str, index: usize) -> Value {
-    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-    let part = token.split('.').nth(index).expect("not a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("not base64url")).expect("not JSON")
+    test_support::jwt_part(token, 0)
 }
 
 /// Runs each listed `async fn(TestApp)` once on SQLite and once on PostgreSQL, as

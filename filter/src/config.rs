@@ -1,0 +1,949 @@
+//! The plugin configuration: the JSON that Envoy passes as `plugin_config`, parsed and validated
+//! once (in `on_configure`) into a [`FilterConfig`]. Every error names the field it is about,
+//! e.g. `rules[2].match: expected prefix or path`. This module does not fetch keys or look at
+//! requests; it only decides what a valid configuration is.
+
+use std::fmt;
+
+use auth_jwt::{KeySet, Validation};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// A configuration error: the path of the field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is, e.g. `rules[2].match`; empty for the document itself.
+    pub field: String,
+    /// What is wrong, lowercase, without a trailing period.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated filter configuration. Built only by [`FilterConfig::parse`].
+#[derive(Debug)]
+pub struct FilterConfig {
+    /// Required `iss`, compared byte for byte.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one. Required, non-empty.
+    pub audiences: Vec<String>,
+    /// Tolerated clock skew on `exp`, `nbf` and `iat`, in seconds. Default 60.
+    pub clock_skew_seconds: u64,
+    /// Headers a token is read from, in order. Default `authorization` with prefix `Bearer `.
+    pub from_headers: Vec<FromHeader>,
+    /// Cookies a token is read from, after the headers. Default none.
+    pub from_cookies: Vec<String>,
+    /// Whether the token is forwarded upstream (`true`) or stripped after verification. Default false.
+    pub forward: bool,
+    /// Claims copied into upstream request headers. Default none.
+    pub claim_to_headers: Vec<ClaimToHeader>,
+    /// The claim holding the user's roles (an array of strings, or one string). Default `roles`.
+    pub roles_claim: String,
+    /// Claims a token must carry. Default `sub`, `iat`, `jti`, `sid`.
+    pub required_claims: Vec<String>,
+    /// Where the verification keys come from.
+    pub key_source: KeySource,
+    /// Route rules, first match wins; no match is denied (403).
+    pub rules: Vec<Rule>,
+    /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through
+    /// without a token, on routes that matched a rule. Default true.
+    pub bypass_cors_preflight: bool,
+    /// The `realm` of `WWW-Authenticate` answers. Default `auth-service`.
+    pub realm: String,
+    /// Capacity of the per-worker verified-token cache; 0 disables it. Default 1024.
+    pub cache_entries: usize,
+}
+
+/// One header a token may come in, e.g. `authorization` with prefix `Bearer `.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromHeader {
+    /// Header name, lowercase.
+    pub name: String,
+    /// Text before the token, compared case-insensitively. Default empty (the whole value).
+    #[serde(default)]
+    pub value_prefix: String,
+}
+
+/// One claim copied into an upstream request header; arrays are joined with `,`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimToHeader {
+    /// The top-level claim name, e.g. `sub`.
+    pub claim_name: String,
+    /// The header name, lowercase token characters, e.g. `x-user-id`.
+    pub header_name: String,
+}
+
+/// Where verification keys come from: exactly one of `remote_jwks` or `local_jwks`.
+#[derive(Debug)]
+pub enum KeySource {
+    /// Polled from an Envoy cluster by the root context.
+    Remote(RemoteJwks),
+    /// Given inline; ready at once.
+    Local(KeySet),
+}
+
+/// The `remote_jwks` section: where and how often to poll the key set.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteJwks {
+    /// The Envoy cluster to call. Required.
+    pub cluster: String,
+    /// The request path, starting with `/`. Required.
+    pub path: String,
+    /// The `:authority` of the call. Default: the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Sent as `Authorization: Bearer …`; never shown by `Debug`. Default none.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Seconds between successful polls. Default 30, at least 1.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+    /// Seconds after the last successful fetch when the keys stop being used (503). Default 3600.
+    #[serde(default = "default_stale_after_seconds")]
+    pub stale_after_seconds: u64,
+    /// Timeout of one fetch, in milliseconds. Default 2000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl RemoteJwks {
+    /// The `:authority` to send: `authority`, or the cluster name.
+    pub fn authority(&self) -> &str {
+        self.authority.as_deref().unwrap_or(&self.cluster)
+    }
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("cluster", &self.cluster)
+            .field("path", &self.path)
+            .field("authority", &self.authority)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("poll_seconds", &self.poll_seconds)
+            .field("stale_after_seconds", &self.stale_after_seconds)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// One route rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Which paths the rule covers (the query string is ignored).
+    pub path: PathMatch,
+    /// Which methods it covers, uppercase; `None` is every method.
+    pub methods: Option<Vec<String>>,
+    /// What a request must show to pass.
+    pub require: Require,
+}
+
+/// How a rule matches the request path.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatch {
+    /// The path starts with this text.
+    Prefix(String),
+    /// The path is exactly this text.
+    Path(String),
+}
+
+/// What a rule requires: `"public"`, `"authenticated"` or `{"roles": [...]}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Require {
+    /// No token needed; a token that is sent is neither checked nor stripped.
+    Public,
+    /// A valid token.
+    Authenticated,
+    /// A valid token carrying at least one of these roles (403 otherwise).
+    Roles(Vec<String>),
+}
+
+fn default_poll_seconds() -> u64 {
+    30
+}
+fn default_stale_after_seconds() -> u64 {
+    3600
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+/// An object being read field by field, so that each error names its field and leftover
+/// members are reported as unknown.
+struct Fields {
+    path: String,
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn new(path: &str, value: Value) -> Result<Self, ConfigError> {
+        match value {
+            Value::Object(map) => Ok(Self {
+                path: path.to_owned(),
+                map,
+            }),
+            _ => Err(ConfigError::new(path, "expected an object")),
+        }
+    }
+
+    fn field_path(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    /// The member `name` as a `T`, or `None` if absent or `null`.
+    fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| ConfigError::new(self.field_path(name), e.to_string())),
+        }
+    }
+
+    fn take_raw(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    fn require<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, ConfigError> {
+        self.take(name)?
+            .ok_or_else(|| ConfigError::new(self.field_path(name), "is required"))
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(unknown) => Err(ConfigError::new(self.field_path(unknown), "unknown field")),
+        }
+    }
+}
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration.
+    pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
+        let document: Value = serde_json::from_slice(json)
+            .map_err(|e| ConfigError::new("", format!("not valid json: {e}")))?;
+        let mut fields = Fields::new("", document)?;
+
+        let issuer: String = fields.require("issuer")?;
+        non_empty("issuer", &issuer)?;
+        let audiences: Vec<String> = fields.require("audiences")?;
+        if audiences.is_empty() {
+            return Err(ConfigError::new("audiences", "must not be empty"));
+        }
+        for (i, aud) in audiences.iter().enumerate() {
+            non_empty(&format!("audiences[{i}]"), aud)?;
+        }
+        let clock_skew_seconds = fields.take("clock_skew_seconds")?.unwrap_or(60);
+        if clock_skew_seconds > 600 {
+            return Err(ConfigError::new(
+                "clock_skew_seconds",
+                "must be at most 600",
+            ));
+        }
+
+        let from_headers: Vec<FromHeader> = fields.take("from_headers")?.unwrap_or_else(|| {
+            vec![FromHeader {
+                name: "authorization".to_owned(),
+                value_prefix: "Bearer ".to_owned(),
+            }]
+        });
+        for (i, header) in from_headers.iter().enumerate() {
+            header_name(&format!("from_headers[{i}].name"), &header.name)?;
+            if header.value_prefix.chars().any(|c| c.is_control()) {
+                return Err(ConfigError::new(
+                    format!("from_headers[{i}].value_prefix"),
+                    "must not contain control characters",
+                ));
+            }
+        }
+        let from_cookies: Vec<String> = fields.take("from_cookies")?.unwrap_or_default();
+        for (i, cookie) in from_cookies.iter().enumerate() {
+            if cookie.is_empty() || !cookie.bytes().all(is_tchar) {
+                return Err(ConfigError::new(
+                    format!("from_cookies[{i}]"),
+                    "expected a cookie name of token characters",
+                ));
+            }
+        }
+        if from_headers.is_empty() && from_cookies.is_empty() {
+            return Err(ConfigError::new(
+                "from_headers",
+                "no token location: from_headers and from_cookies are both empty",
+            ));
+        }
+        let forward = fields.take("forward")?.unwrap_or(false);
+
+        let claim_to_headers: Vec<ClaimToHeader> =
+            fields.take("claim_to_headers")?.unwrap_or_default();
+        for (i, c) in claim_to_headers.iter().enumerate() {
+            non_empty(&format!("claim_to_headers[{i}].claim_name"), &c.claim_name)?;
+            let field = format!("claim_to_headers[{i}].header_name");
+            header_name(&field, &c.header_name)?;
+            if from_headers.iter().any(|h| h.name == c.header_name) {
+                return Err(ConfigError::new(field, "is also a token header"));
+            }
+        }
+        let roles_claim: String = fields
+            .take("roles_claim")?
+            .unwrap_or_else(|| "roles".to_owned());
+        non_empty("roles_claim", &roles_claim)?;
+        let required_claims: Vec<String> = fields.take("required_claims")?.unwrap_or_else(|| {
+            ["sub", "iat", "jti", "sid"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        });
+        for (i, claim) in required_claims.iter().enumerate() {
+            non_empty(&format!("required_claims[{i}]"), claim)?;
+        }
+
+        let key_source = match (
+            fields.take_raw("remote_jwks"),
+            fields.take_raw("local_jwks"),
+        ) {
+            (Some(remote), None) => KeySource::Remote(remote_jwks(remote)?),
+            (None, Some(local)) => KeySource::Local(local_jwks(local)?),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "remote_jwks",
+                    "exactly one of remote_jwks and local_jwks may be set",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "remote_jwks",
+                    "one of remote_jwks and local_jwks is required",
+                ))
+            }
+        };
+
+        let raw_rules: Vec<Value> = fields.require("rules")?;
+        if raw_rules.is_empty() {
+            return Err(ConfigError::new("rules", "must not be empty"));
+        }
+        let rules = raw_rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| rule(&format!("rules[{i}]"), raw))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let bypass_cors_preflight = fields.take("bypass_cors_preflight")?.unwrap_or(true);
+        let realm: String = fields
+            .take("realm")?
+            .unwrap_or_else(|| "auth-service".to_owned());
+        if realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || !(' '..='~').contains(&c))
+        {
+            return Err(ConfigError::new(
+                "realm",
+                "must be printable ascii without quotes or backslashes",
+            ));
+        }
+        let cache_entries = fields.take("cache_entries")?.unwrap_or(1024);
+        fields.finish()?;
+
+        Ok(Self {
+            issuer,
+            audiences,
+            clock_skew_seconds,
+            from_headers,
+            from_cookies,
+            forward,
+            claim_to_headers,
+            roles_claim,
+            required_claims,
+            key_source,
+            rules,
+            bypass_cors_preflight,
+            realm,
+            cache_entries,
+        })
+    }
+
+    /// The token validation this configuration asks for: HS256, `typ: at+jwt`, the issuer, the
+    /// audiences, the clock skew and the required claims.
+    pub fn validation(&self) -> Validation {
+        Validation {
+            leeway_secs: self.clock_skew_seconds,
+            issuer: Some(self.issuer.clone()),
+            audiences: Some(self.audiences.clone()),
+            required_claims: self.required_claims.clone(),
+            ..Validation::default()
+        }
+    }
+}
+
+fn remote_jwks(value: Value) -> Result<RemoteJwks, ConfigError> {
+    let remote: RemoteJwks = serde_json::from_value(value)
+        .map_err(|e| ConfigError::new("remote_jwks", e.to_string()))?;
+    non_empty("remote_jwks.cluster", &remote.cluster)?;
+    if !remote.path.starts_with('/') || remote.path.chars().any(|c| !('!'..='~').contains(&c)) {
+        return Err(ConfigError::new(
+            "remote_jwks.path",
+            "expected a path starting with /",
+        ));
+    }
+    if let Some(authority) = &remote.authority {
+        non_empty("remote_jwks.authority", authority)?;
+    }
+    if let Some(token) = &remote.bearer_token {
+        if token.is_empty() || !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
+            return Err(ConfigError::new(
+                "remote_jwks.bearer_token",
+                "expected a non-empty printable ascii token",
+            ));
+        }
+    }
+    if remote.poll_seconds == 0 {
+        return Err(ConfigError::new(
+            "remote_jwks.poll_seconds",
+            "must be at least 1",
+        ));
+    }
+    if remote.stale_after_seconds < remote.poll_seconds {
+        return Err(ConfigError::new(
+            "remote_jwks.stale_after_seconds",
+            "must be at least poll_seconds",
+        ));
+    }
+    if remote.timeout_ms == 0 || remote.timeout_ms > 60_000 {
+        return Err(ConfigError::new(
+            "remote_jwks.timeout_ms",
+            "must be between 1 and 60000",
+        ));
+    }
+    Ok(remote)
+}
+
+fn local_jwks(value: Value) -> Result<KeySet, ConfigError> {
+    let json =
+        serde_json::to_vec(&value).map_err(|e| ConfigError::new("local_jwks", e.to_string()))?;
+    let keys =
+        KeySet::from_jwks_json(&json).map_err(|e| ConfigError::new("local_jwks", e.to_string()))?;
+    if keys.is_empty() {
+        return Err(ConfigError::new(
+            "local_jwks",
+            "holds no usable key (oct, HS256)",
+        ));
+    }
+    Ok(keys)
+}
+
+fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
+    let mut fields = Fields::new(path, value)?;
+    let match_path = fields.field_path("match");
+    let raw_match = fields
+        .take_raw("match")
+        .ok_or_else(|| ConfigError::new(&match_path, "is required"))?;
+    let path_match: PathMatch = serde_json::from_value(raw_match)
+        .map_err(|_| ConfigError::new(&match_path, "expected prefix or path"))?;
+    let (PathMatch::Prefix(p) | PathMatch::Path(p)) = &path_match;
+    if !p.starts_with('/') || p.contains('?') || p.contains('#') {
+        return Err(ConfigError::new(
+            &match_path,
+            "expected a path starting with / without query or fragment",
+        ));
+    }
+    let methods: Option<Vec<String>> = fields.take("methods")?;
+    if let Some(methods) = &methods {
+        if methods.is_empty() {
+            return Err(ConfigError::new(
+                fields.field_path("methods"),
+                "must not be empty (omit it for every method)",
+            ));
+        }
+        for (i, method) in methods.iter().enumerate() {
+            if method.is_empty()
+                || !method
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    format!("{}[{i}]", fields.field_path("methods")),
+                    "expected an uppercase method name",
+                ));
+            }
+        }
+    }
+    let require_path = fields.field_path("require");
+    let raw_require = fields
+        .take_raw("require")
+        .ok_or_else(|| ConfigError::new(&require_path, "is required"))?;
+    let require: Require = serde_json::from_value(raw_require).map_err(|_| {
+        ConfigError::new(
+            &require_path,
+            "expected \"public\", \"authenticated\" or {\"roles\": [...]}",
+        )
+    })?;
+    if let Require::Roles(roles) = &require {
+        if roles.is_empty() || roles.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                format!("{require_path}.roles"),
+                "expected a non-empty list of non-empty roles",
+            ));
+        }
+    }
+    fields.finish()?;
+    Ok(Rule {
+        path: path_match,
+        methods,
+        require,
+    })
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// RFC 9110 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn header_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty() && name.bytes().all(|b| is_tchar(b) && !b.is_ascii_uppercase());
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            "expected a lowercase header name of token characters",
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    pub(crate) const SECRET_B64: &str = "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWM";
+
+    /// A complete valid configuration with local keys, as JSON to be tweaked by tests.
+    pub(crate) fn base() -> Value {
+        json!({
+            "issuer": "auth-service",
+            "audiences": ["api"],
+            "claim_to_headers": [
+                {"claim_name": "sub", "header_name": "x-user-id"},
+                {"claim_name": "email", "header_name": "x-user-email"},
+                {"claim_name": "roles", "header_name": "x-user-roles"}
+            ],
+            "local_jwks": {"keys": [{"kty": "oct", "kid": "k1", "alg": "HS256", "k": SECRET_B64}]},
+            "rules": [
+                {"match": {"prefix": "/auth/"}, "require": "public"},
+                {"match": {"path": "/healthz"}, "methods": ["GET"], "require": "public"},
+                {"match": {"prefix": "/api/admin/"}, "require": {"roles": ["admin"]}},
+                {"match": {"prefix": "/api/"}, "require": "authenticated"}
+            ]
+        })
+    }
+
+    fn parse(value: &Value) -> Result<FilterConfig, ConfigError> {
+        FilterConfig::parse(value.to_string().as_bytes())
+    }
+
+    fn with(mut value: Value, pointer: &str, new: Value) -> Value {
+        let (parent, name) = pointer.rsplit_once('/').unwrap();
+        let target = value.pointer_mut(parent).unwrap();
+        match target {
+            Value::Object(map) => {
+                if new.is_null() {
+                    map.remove(name);
+                } else {
+                    map.insert(name.to_owned(), new);
+                }
+            }
+            Value::Array(items) => items[name.parse::<usize>().unwrap()] = new,
+            _ => panic!("bad pointer {pointer}"),
+        }
+        value
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let config = parse(&base()).unwrap();
+        assert_eq!(config.clock_skew_seconds, 60);
+        assert_eq!(
+            config.from_headers,
+            [FromHeader {
+                name: "authorization".to_owned(),
+                value_prefix: "Bearer ".to_owned()
+            }]
+        );
+        assert!(config.from_cookies.is_empty());
+        assert!(!config.forward);
+        assert_eq!(config.roles_claim, "roles");
+        assert_eq!(config.required_claims, ["sub", "iat", "jti", "sid"]);
+        assert!(config.bypass_cors_preflight);
+        assert_eq!(config.realm, "auth-service");
+        assert_eq!(config.cache_entries, 1024);
+        assert!(matches!(&config.key_source, KeySource::Local(keys) if keys.len() == 1));
+        assert_eq!(config.rules.len(), 4);
+        assert_eq!(
+            config.rules[2].require,
+            Require::Roles(vec!["admin".to_owned()])
+        );
+        assert_eq!(config.rules[1].methods, Some(vec!["GET".to_owned()]));
+    }
+
+    #[test]
+    fn remote_jwks_gets_its_defaults_and_hides_the_bearer_token_from_debug() {
+        let value = with(base(), "/local_jwks", Value::Null);
+        let value = with(
+            value,
+            "/remote_jwks",
+            json!({"cluster": "auth_internal", "path": "/internal/keys", "bearer_token": "s3cr3t-token"}),
+        );
+        let config = parse(&value).unwrap();
+        let KeySource::Remote(remote) = &config.key_source else {
+            panic!("expected remote keys");
+        };
+        assert_eq!(remote.poll_seconds, 30);
+        assert_eq!(remote.stale_after_seconds, 3600);
+        assert_eq!(remote.timeout_ms, 2000);
+        assert_eq!(remote.authority(), "auth_internal");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t-token"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn each_config_error_names_its_field() {
+        let remote = json!({"cluster": "c", "path": "/keys"});
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (
+                with(base(), "/issuer", Value::Null),
+                "issuer",
+                "issuer is required",
+            ),
+            (
+                with(base(), "/issuer", json!("")),
+                "issuer",
+                "an empty issuer",
+            ),
+            (
+                with(base(), "/issuer", json!(5)),
+                "issuer",
+                "issuer of the wrong type",
+            ),
+            (
+                with(base(), "/audiences", json!([])),
+                "audiences",
+                "no audience",
+            ),
+            (
+                with(base(), "/audiences", json!(["api", ""])),
+                "audiences[1]",
+                "an empty audience",
+            ),
+            (
+                with(base(), "/clock_skew_seconds", json!(-1)),
+                "clock_skew_seconds",
+                "negative skew",
+            ),
+            (
+                with(base(), "/clock_skew_seconds", json!(3600)),
+                "clock_skew_seconds",
+                "an hour of skew",
+            ),
+            (
+                with(base(), "/from_headers", json!([{"name": "Authorization"}])),
+                "from_headers[0].name",
+                "uppercase header name",
+            ),
+            (
+                with(
+                    base(),
+                    "/from_headers",
+                    json!([{"name": "a", "prefix": "x"}]),
+                ),
+                "from_headers",
+                "unknown member",
+            ),
+            (
+                with(base(), "/from_cookies", json!(["a b"])),
+                "from_cookies[0]",
+                "a space in a cookie name",
+            ),
+            (
+                with(
+                    with(base(), "/from_headers", json!([])),
+                    "/from_cookies",
+                    json!([]),
+                ),
+                "from_headers",
+                "nowhere to read a token",
+            ),
+            (
+                with(
+                    base(),
+                    "/claim_to_headers/1",
+                    json!({"claim_name": "email", "header_name": "X-Email"}),
+                ),
+                "claim_to_headers[1].header_name",
+                "uppercase header name",
+            ),
+            (
+                with(
+                    base(),
+                    "/claim_to_headers/0",
+                    json!({"claim_name": "sub", "header_name": "x id"}),
+                ),
+                "claim_to_headers[0].header_name",
+                "a space in a header name",
+            ),
+            (
+                with(
+                    base(),
+                    "/claim_to_headers/0",
+                    json!({"claim_name": "", "header_name": "x-id"}),
+                ),
+                "claim_to_headers[0].claim_name",
+                "an empty claim name",
+            ),
+            (
+                with(
+                    base(),
+                    "/claim_to_headers/0",
+                    json!({"claim_name": "sub", "header_name": "authorization"}),
+                ),
+                "claim_to_headers[0].header_name",
+                "overwriting the token header",
+            ),
+            (
+                with(base(), "/local_jwks", Value::Null),
+                "remote_jwks",
+                "no key source",
+            ),
+            (
+                with(base(), "/remote_jwks", remote.clone()),
+                "remote_jwks",
+                "two key sources",
+            ),
+            (
+                with(base(), "/local_jwks", json!({"keys": []})),
+                "local_jwks",
+                "no usable key",
+            ),
+            (
+                with(
+                    base(),
+                    "/local_jwks",
+                    json!({"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2hvcnQ"}]}),
+                ),
+                "local_jwks",
+                "a short secret",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "c", "path": "keys"}),
+                ),
+                "remote_jwks.path",
+                "a relative path",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "", "path": "/keys"}),
+                ),
+                "remote_jwks.cluster",
+                "an empty cluster",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "c", "path": "/k", "poll_seconds": 0}),
+                ),
+                "remote_jwks.poll_seconds",
+                "polling continuously",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "c", "path": "/k", "poll_seconds": 60, "stale_after_seconds": 30}),
+                ),
+                "remote_jwks.stale_after_seconds",
+                "stale before the next poll",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "c", "path": "/k", "timeout_ms": 0}),
+                ),
+                "remote_jwks.timeout_ms",
+                "no time to answer",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"cluster": "c", "path": "/k", "url": "x"}),
+                ),
+                "remote_jwks",
+                "unknown member",
+            ),
+            (with(base(), "/rules", json!([])), "rules", "no rule"),
+            (
+                with(base(), "/rules", Value::Null),
+                "rules",
+                "rules are required",
+            ),
+            (
+                with(base(), "/rules/2/match", json!({"regex": ".*"})),
+                "rules[2].match",
+                "an unsupported matcher",
+            ),
+            (
+                with(
+                    base(),
+                    "/rules/2/match",
+                    json!({"prefix": "/a", "path": "/b"}),
+                ),
+                "rules[2].match",
+                "two matchers",
+            ),
+            (
+                with(base(), "/rules/0/match", json!({"prefix": "auth"})),
+                "rules[0].match",
+                "a relative prefix",
+            ),
+            (
+                with(base(), "/rules/0/match", Value::Null),
+                "rules[0].match",
+                "no matcher",
+            ),
+            (
+                with(base(), "/rules/1/methods", json!(["get"])),
+                "rules[1].methods[0]",
+                "a lowercase method",
+            ),
+            (
+                with(base(), "/rules/1/methods", json!([])),
+                "rules[1].methods",
+                "an empty method list",
+            ),
+            (
+                with(base(), "/rules/3/require", json!("admin")),
+                "rules[3].require",
+                "an unknown requirement",
+            ),
+            (
+                with(base(), "/rules/3/require", json!({"roles": []})),
+                "rules[3].require.roles",
+                "no role",
+            ),
+            (
+                with(base(), "/rules/3/require", Value::Null),
+                "rules[3].require",
+                "no requirement",
+            ),
+            (
+                with(base(), "/rules/3/allow", json!(true)),
+                "rules[3].allow",
+                "an unknown rule member",
+            ),
+            (
+                with(base(), "/rules/3", json!("public")),
+                "rules[3]",
+                "a rule that is not an object",
+            ),
+            (
+                with(base(), "/realm", json!("a\"b")),
+                "realm",
+                "a quote in the realm",
+            ),
+            (
+                with(base(), "/cache_entries", json!(-5)),
+                "cache_entries",
+                "a negative cache size",
+            ),
+            (
+                with(base(), "/forwrd", json!(true)),
+                "forwrd",
+                "a misspelt field",
+            ),
+        ];
+        for (value, field, reason) in cases {
+            let err = parse(&value).expect_err(reason);
+            assert_eq!(err.field, field, "{reason}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("{field}: ")),
+                "{reason}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rule_match_error_reads_as_documented() {
+        let value = with(base(), "/rules/2/match", json!({"regex": ".*"}));
+        let err = parse(&value).unwrap_err();
+        assert_eq!(err.to_string(), "rules[2].match: expected prefix or path");
+    }
+
+    #[test]
+    fn a_document_that_is_not_json_or_not_an_object_is_refused() {
+        for (input, reason) in [
+            (&b"{"[..], "truncated json"),
+            (b"[]", "an array"),
+            (b"", "empty"),
+        ] {
+            assert!(FilterConfig::parse(input).is_err(), "{reason}");
+        }
+    }
+
+    #[test]
+    fn validation_carries_issuer_audiences_skew_and_required_claims() {
+        let config = parse(&with(base(), "/clock_skew_seconds", json!(5))).unwrap();
+        let validation = config.validation();
+        assert_eq!(validation.issuer.as_deref(), Some("auth-service"));
+        assert_eq!(validation.audiences, Some(vec!["api".to_owned()]));
+        assert_eq!(validation.leeway_secs, 5);
+        assert_eq!(validation.required_claims, config.required_claims);
+        assert_eq!(validation.required_typ.as_deref(), Some("at+jwt"));
+    }
+}

@@ -1,0 +1,843 @@
+//! The whole per-request decision, without the host: strip spoofable identity headers, match a
+//! rule, let CORS preflights through, find and verify the token (through the cache), check
+//! roles, and say which headers to set and remove, or which answer to send. `lib.rs` reads the
+//! request, calls [`decide`] and applies the [`Decision`]; nothing here talks to Envoy.
+
+use auth_jwt::{decode, KeySet, Validation};
+use serde_json::{Map, Value};
+
+use crate::cache::{Identity, TokenCache};
+use crate::config::{FilterConfig, Require};
+use crate::policy::{self, Authorization, TokenError, TokenLocation};
+use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
+
+/// What `decide` needs to know about a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    /// `:method`.
+    pub method: &'a str,
+    /// `:path`, query string included.
+    pub path: &'a str,
+    /// All request headers, lowercase names, in order (repeated names repeated).
+    pub headers: &'a [(String, String)],
+}
+
+/// How an allowed request got through, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllowedBy {
+    /// A public rule.
+    Public,
+    /// A CORS preflight on a covered route.
+    CorsPreflight,
+    /// A verified token; `cache_hit` says whether the cache answered.
+    Token {
+        /// Whether the verified-token cache held the token.
+        cache_hit: bool,
+    },
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it, after removing `headers_to_remove` and then setting `headers_to_set`.
+    Allow {
+        /// Headers to set (replacing any value), after the removals.
+        headers_to_set: Vec<(String, String)>,
+        /// Headers to remove first: every `claim_to_headers` header, and the token header or
+        /// cookie unless `forward` is set.
+        headers_to_remove: Vec<String>,
+        /// Why it passed.
+        by: AllowedBy,
+    },
+    /// Answer locally.
+    Deny {
+        /// Why.
+        reason: DenyReason,
+        /// The answer to send.
+        response: DenyResponse,
+    },
+}
+
+/// Decides about one request at `now` (seconds since the Unix epoch). `keys` is `None` while no
+/// fresh key set is loaded; `cache` is the worker's verified-token cache, if any.
+pub fn decide(
+    request: &RequestView<'_>,
+    config: &FilterConfig,
+    validation: &Validation,
+    keys: Option<&KeySet>,
+    cache: Option<&mut TokenCache>,
+    now: u64,
+) -> Decision {
+    // Identity headers from the client are removed on every request, public routes included,
+    // so that upstreams can trust them.
+    let mut headers_to_remove: Vec<String> = config
+        .claim_to_headers
+        .iter()
+        .map(|c| c.header_name.clone())
+        .collect();
+    let grpc = is_grpc(header(request.headers, "content-type"));
+    let deny = |reason: DenyReason| Decision::Deny {
+        response: deny_response(&reason, &config.realm, grpc),
+        reason,
+    };
+
+    let Some(path) = policy::normalize_path(request.path) else {
+        return deny(DenyReason::NoRoute);
+    };
+    let Some(rule) = policy::match_rule(request.method, &path, &config.rules) else {
+        return deny(DenyReason::NoRoute);
+    };
+    let allow = |headers_to_remove, headers_to_set, by| Decision::Allow {
+        headers_to_set,
+        headers_to_remove,
+        by,
+    };
+    if config.bypass_cors_preflight
+        && request.method == "OPTIONS"
+        && header(request.headers, "origin").is_some()
+        && header(request.headers, "access-control-request-method").is_some()
+    {
+        return allow(headers_to_remove, Vec::new(), AllowedBy::CorsPreflight);
+    }
+    if rule.require == Require::Public {
+        // A public route's upstream (e.g. logout) may need the token: it is left alone.
+        return allow(headers_to_remove, Vec::new(), AllowedBy::Public);
+    }
+
+    let found = match policy::extract_token(request.headers, config) {
+        Ok(found) => found,
+        Err(TokenError::Missing) => return deny(DenyReason::MissingToken),
+        Err(TokenError::Malformed(why)) => return deny(DenyReason::InvalidToken(why.to_owned())),
+    };
+    let Some(keys) = keys else {
+        return deny(DenyReason::KeysUnavailable);
+    };
+
+    let mut cache = cache;
+    let cached = cache
+        .as_deref_mut()
+        .and_then(|c| c.get(&found.token, now, config.clock_skew_seconds));
+    let cache_hit = cached.is_some();
+    let identity = match cached {
+        Some(identity) => identity,
+        None => match decode::<Map<String, Value>>(&found.token, keys, validation, now) {
+            Ok(data) => {
+                let identity = identity_of(&data.claims, config);
+                if let Some(c) = cache {
+                    c.insert(&found.token, identity.clone());
+                }
+                identity
+            }
+            Err(err) => return deny(DenyReason::InvalidToken(err.to_string())),
+        },
+    };
+
+    if let Authorization::Deny(why) = policy::authorize(&rule.require, &identity.roles) {
+        return deny(DenyReason::InsufficientScope(why));
+    }
+
+    let mut headers_to_set = identity.claim_headers;
+    if !config.forward {
+        match found.location {
+            TokenLocation::Header(name) => headers_to_remove.push(name),
+            TokenLocation::Cookie(name) => {
+                match policy::cookie_header_without(request.headers, &name) {
+                    Some(rest) => headers_to_set.push(("cookie".to_owned(), rest)),
+                    None => headers_to_remove.push("cookie".to_owned()),
+                }
+            }
+        }
+    }
+    allow(
+        headers_to_remove,
+        headers_to_set,
+        AllowedBy::Token { cache_hit },
+    )
+}
+
+/// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values and the roles.
+fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    let claim_headers = config
+        .claim_to_headers
+        .iter()
+        .filter_map(|c| {
+            let value = header_value(claims.get(&c.claim_name)?)?;
+            Some((c.header_name.clone(), value))
+        })
+        .collect();
+    let roles = match claims.get(&config.roles_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(role)) => vec![role.clone()],
+        _ => Vec::new(),
+    };
+    Identity {
+        exp,
+        claim_headers,
+        roles,
+    }
+}
+
+/// A claim as a header value: strings as they are, numbers and booleans as JSON, arrays of
+/// those joined with `,`. Objects, `null`, and values with control characters are left out.
+fn header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(scalar)
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        other => scalar(other)?,
+    };
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use auth_jwt::{encode, Header, Key};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::tests::base;
+
+    const NOW: u64 = 1_700_000_000;
+    const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
+
+    fn config_with(edit: impl FnOnce(&mut Value)) -> FilterConfig {
+        let mut value = base();
+        edit(&mut value);
+        FilterConfig::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn keys() -> KeySet {
+        [Key::hs256("k1", SECRET).unwrap()].into_iter().collect()
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": "auth-service", "sub": "user-1", "aud": "api", "exp": NOW + 900, "iat": NOW,
+            "jti": "j1", "sid": "s1", "email": "a@example.com", "roles": ["user", "editor"],
+        })
+    }
+
+    fn token(claims: &Value) -> String {
+        encode(
+            &Header::access_token("k1"),
+            claims,
+            &Key::hs256("k1", SECRET).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn run(
+        config: &FilterConfig,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        keys: Option<&KeySet>,
+        cache: Option<&mut TokenCache>,
+        now: u64,
+    ) -> Decision {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        let view = RequestView {
+            method,
+            path,
+            headers: &headers,
+        };
+        decide(&view, config, &config.validation(), keys, cache, now)
+    }
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    fn reason(decision: &Decision) -> Option<&DenyReason> {
+        match decision {
+            Decision::Deny { reason, .. } => Some(reason),
+            Decision::Allow { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_valid_token_is_allowed_with_claim_headers_and_the_token_stripped() {
+        let config = config_with(|_| {});
+        let auth = bearer(&token(&claims()));
+        let decision = run(
+            &config,
+            "GET",
+            "/api/things?x=1",
+            &[("authorization", &auth)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        let Decision::Allow {
+            headers_to_set,
+            headers_to_remove,
+            by,
+        } = decision
+        else {
+            panic!("expected allow, got {decision:?}");
+        };
+        assert_eq!(by, AllowedBy::Token { cache_hit: false });
+        assert_eq!(
+            headers_to_set,
+            [
+                ("x-user-id".to_owned(), "user-1".to_owned()),
+                ("x-user-email".to_owned(), "a@example.com".to_owned()),
+                ("x-user-roles".to_owned(), "user,editor".to_owned()),
+            ]
+        );
+        assert_eq!(
+            headers_to_remove,
+            ["x-user-id", "x-user-email", "x-user-roles", "authorization"]
+        );
+    }
+
+    #[test]
+    fn forward_true_keeps_the_token_header() {
+        let config = config_with(|v| v["forward"] = json!(true));
+        let auth = bearer(&token(&claims()));
+        let decision = run(
+            &config,
+            "GET",
+            "/api/x",
+            &[("authorization", &auth)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        let Decision::Allow {
+            headers_to_remove, ..
+        } = decision
+        else {
+            panic!("{decision:?}")
+        };
+        assert!(!headers_to_remove.contains(&"authorization".to_owned()));
+    }
+
+    #[test]
+    fn a_token_cookie_is_removed_from_the_cookie_header() {
+        let config = config_with(|v| v["from_cookies"] = json!(["access_token"]));
+        let cookie = format!("theme=dark; access_token={}", token(&claims()));
+        let decision = run(
+            &config,
+            "GET",
+            "/api/x",
+            &[("cookie", &cookie)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        let Decision::Allow { headers_to_set, .. } = decision else {
+            panic!("{decision:?}")
+        };
+        assert!(headers_to_set.contains(&("cookie".to_owned(), "theme=dark".to_owned())));
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_removed_on_every_route() {
+        let config = config_with(|_| {});
+        let spoof = [("x-user-id", "admin"), ("x-user-roles", "admin")];
+        for (path, reason) in [
+            ("/auth/login", "public route"),
+            ("/api/x", "protected route"),
+        ] {
+            let auth = bearer(&token(&claims()));
+            let mut headers = spoof.to_vec();
+            headers.push(("authorization", &auth));
+            let decision = run(&config, "POST", path, &headers, Some(&keys()), None, NOW);
+            let Decision::Allow {
+                headers_to_remove, ..
+            } = decision
+            else {
+                panic!("{reason}: {decision:?}")
+            };
+            for name in ["x-user-id", "x-user-email", "x-user-roles"] {
+                assert!(
+                    headers_to_remove.contains(&name.to_owned()),
+                    "{reason}: {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn public_routes_need_no_token_and_leave_a_sent_token_alone() {
+        let config = config_with(|_| {});
+        let decision = run(
+            &config,
+            "POST",
+            "/auth/logout",
+            &[("authorization", "Bearer garbage")],
+            None,
+            None,
+            NOW,
+        );
+        let Decision::Allow {
+            headers_to_set,
+            headers_to_remove,
+            by,
+        } = decision
+        else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(by, AllowedBy::Public);
+        assert!(headers_to_set.is_empty());
+        assert!(!headers_to_remove.contains(&"authorization".to_owned()));
+    }
+
+    #[test]
+    fn forged_and_broken_tokens_are_invalid_tokens() {
+        let config = config_with(|_| {});
+        let valid = token(&claims());
+        let (head, rest) = valid.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let mut tampered_claims = claims();
+        tampered_claims["sub"] = json!("admin");
+        let tampered = format!("{head}.{}.{signature}", b64(&tampered_claims.to_string()));
+        let alg_none = format!(
+            "{}.{payload}.",
+            b64(r#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#)
+        );
+        let other_key = encode(
+            &Header::access_token("k1"),
+            &claims(),
+            &Key::hs256("k1", &[7; 32]).unwrap(),
+        )
+        .unwrap();
+        let unknown_kid = encode(
+            &Header::access_token("k9"),
+            &claims(),
+            &Key::hs256("k9", SECRET).unwrap(),
+        )
+        .unwrap();
+        let with = |name: &str, value: Value| {
+            let mut c = claims();
+            c[name] = value;
+            token(&c)
+        };
+        let without = |name: &str| {
+            let mut c = claims();
+            c.as_object_mut().unwrap().remove(name);
+            token(&c)
+        };
+        let cases = [
+            (alg_none, "alg none"),
+            (tampered, "payload changed after signing"),
+            (
+                format!("{head}.{payload}.{}", &signature[..10]),
+                "signature truncated",
+            ),
+            (other_key, "signed with another secret"),
+            (unknown_kid, "unknown kid"),
+            (with("exp", json!(NOW - 61)), "expired beyond the skew"),
+            (with("aud", json!("other")), "wrong audience"),
+            (with("aud", json!([])), "empty audience"),
+            (
+                with("iss", json!("auth-service/")),
+                "issuer with a trailing slash",
+            ),
+            (with("nbf", json!(NOW + 120)), "not valid yet"),
+            (without("sub"), "no subject"),
+            (without("exp"), "no expiry"),
+            (format!("{head}.{payload}"), "two segments"),
+        ];
+        for (token, why) in cases {
+            let auth = bearer(&token);
+            let decision = run(
+                &config,
+                "GET",
+                "/api/x",
+                &[("authorization", &auth)],
+                Some(&keys()),
+                None,
+                NOW,
+            );
+            assert!(
+                matches!(reason(&decision), Some(DenyReason::InvalidToken(_))),
+                "{why}: {decision:?}"
+            );
+            let Decision::Deny {
+                response:
+                    DenyResponse::Http {
+                        status, headers, ..
+                    },
+                ..
+            } = decision
+            else {
+                panic!("{why}: expected an http denial");
+            };
+            assert_eq!(status, 401, "{why}");
+            let challenge = &headers
+                .iter()
+                .find(|(n, _)| n == "www-authenticate")
+                .unwrap()
+                .1;
+            assert!(
+                challenge.contains("error=\"invalid_token\""),
+                "{why}: {challenge}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_and_malformed_tokens_are_told_apart() {
+        let config = config_with(|_| {});
+        type Case<'a> = (&'a [(&'a str, &'a str)], DenyReason, &'a str);
+        let cases: [Case<'_>; 3] = [
+            (&[], DenyReason::MissingToken, "no header"),
+            (
+                &[("authorization", "Basic dXNlcjpwYXNz")],
+                DenyReason::MissingToken,
+                "basic auth",
+            ),
+            (
+                &[("authorization", "Bearer  abc")],
+                DenyReason::InvalidToken("the bearer token is malformed".to_owned()),
+                "two spaces",
+            ),
+        ];
+        for (headers, expected, why) in cases {
+            let decision = run(&config, "GET", "/api/x", headers, Some(&keys()), None, NOW);
+            assert_eq!(reason(&decision), Some(&expected), "{why}");
+        }
+    }
+
+    #[test]
+    fn role_rules_deny_with_insufficient_scope() {
+        let config = config_with(|_| {});
+        let user = bearer(&token(&claims()));
+        let mut admin_claims = claims();
+        admin_claims["roles"] = json!(["admin"]);
+        let admin = bearer(&token(&admin_claims));
+        let denied = run(
+            &config,
+            "GET",
+            "/api/admin/users",
+            &[("authorization", &user)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert!(matches!(
+            reason(&denied),
+            Some(DenyReason::InsufficientScope(_))
+        ));
+        let allowed = run(
+            &config,
+            "GET",
+            "/api/admin/users",
+            &[("authorization", &admin)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert!(matches!(allowed, Decision::Allow { .. }));
+        let sneaky = run(
+            &config,
+            "GET",
+            "/api/%61dmin/users",
+            &[("authorization", &user)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert!(
+            matches!(reason(&sneaky), Some(DenyReason::InsufficientScope(_))),
+            "encoded path still hits the admin rule"
+        );
+        let dotted = run(
+            &config,
+            "GET",
+            "/api/x/../admin/users",
+            &[("authorization", &user)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert_eq!(
+            reason(&dotted),
+            Some(&DenyReason::NoRoute),
+            "dot segments are refused"
+        );
+    }
+
+    #[test]
+    fn unmatched_requests_are_denied_even_with_a_valid_token() {
+        let config = config_with(|_| {});
+        let auth = bearer(&token(&claims()));
+        let decision = run(
+            &config,
+            "GET",
+            "/elsewhere",
+            &[("authorization", &auth)],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert_eq!(reason(&decision), Some(&DenyReason::NoRoute));
+        let Decision::Deny {
+            response: DenyResponse::Http {
+                status, headers, ..
+            },
+            ..
+        } = decision
+        else {
+            panic!()
+        };
+        assert_eq!(status, 403);
+        assert!(headers.iter().all(|(n, _)| n != "www-authenticate"));
+    }
+
+    #[test]
+    fn without_keys_protected_routes_fail_closed_with_503() {
+        let config = config_with(|_| {});
+        let auth = bearer(&token(&claims()));
+        let decision = run(
+            &config,
+            "GET",
+            "/api/x",
+            &[("authorization", &auth)],
+            None,
+            None,
+            NOW,
+        );
+        assert_eq!(reason(&decision), Some(&DenyReason::KeysUnavailable));
+        let public = run(&config, "GET", "/auth/login", &[], None, None, NOW);
+        assert!(
+            matches!(public, Decision::Allow { .. }),
+            "public routes do not need keys"
+        );
+    }
+
+    #[test]
+    fn cors_preflights_pass_only_on_covered_routes_and_when_enabled() {
+        let preflight = [
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        let config = config_with(|_| {});
+        let decision = run(
+            &config,
+            "OPTIONS",
+            "/api/x",
+            &preflight,
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert!(matches!(
+            decision,
+            Decision::Allow {
+                by: AllowedBy::CorsPreflight,
+                ..
+            }
+        ));
+        let uncovered = run(
+            &config,
+            "OPTIONS",
+            "/nowhere",
+            &preflight,
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert_eq!(reason(&uncovered), Some(&DenyReason::NoRoute));
+        let no_origin = run(
+            &config,
+            "OPTIONS",
+            "/api/x",
+            &preflight[1..],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert_eq!(
+            reason(&no_origin),
+            Some(&DenyReason::MissingToken),
+            "not a preflight without origin"
+        );
+        let disabled = config_with(|v| v["bypass_cors_preflight"] = json!(false));
+        let decision = run(
+            &disabled,
+            "OPTIONS",
+            "/api/x",
+            &preflight,
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        assert_eq!(reason(&decision), Some(&DenyReason::MissingToken));
+    }
+
+    #[test]
+    fn the_cache_answers_repeats_and_rechecks_expiry() {
+        let config = config_with(|_| {});
+        let mut cache = TokenCache::new(8);
+        let mut c = claims();
+        c["exp"] = json!(NOW + 10);
+        let auth = bearer(&token(&c));
+        let headers = [("authorization", auth.as_str())];
+        let first = run(
+            &config,
+            "GET",
+            "/api/x",
+            &headers,
+            Some(&keys()),
+            Some(&mut cache),
+            NOW,
+        );
+        assert!(matches!(
+            first,
+            Decision::Allow {
+                by: AllowedBy::Token { cache_hit: false },
+                ..
+            }
+        ));
+        let second = run(
+            &config,
+            "GET",
+            "/api/x",
+            &headers,
+            Some(&keys()),
+            Some(&mut cache),
+            NOW + 1,
+        );
+        assert!(matches!(
+            second,
+            Decision::Allow {
+                by: AllowedBy::Token { cache_hit: true },
+                ..
+            }
+        ));
+        assert_eq!(
+            first_headers(&first),
+            first_headers(&second),
+            "a hit sets the same headers"
+        );
+        let expired = run(
+            &config,
+            "GET",
+            "/api/x",
+            &headers,
+            Some(&keys()),
+            Some(&mut cache),
+            NOW + 71,
+        );
+        assert!(
+            matches!(reason(&expired), Some(DenyReason::InvalidToken(_))),
+            "exp re-checked on a hit"
+        );
+    }
+
+    #[test]
+    fn a_key_version_change_empties_the_cache_so_removed_keys_stop_working() {
+        let config = config_with(|_| {});
+        let mut cache = TokenCache::new(8);
+        cache.set_key_version(Some(1));
+        let auth = bearer(&token(&claims()));
+        let headers = [("authorization", auth.as_str())];
+        run(
+            &config,
+            "GET",
+            "/api/x",
+            &headers,
+            Some(&keys()),
+            Some(&mut cache),
+            NOW,
+        );
+        cache.set_key_version(Some(2));
+        let other_keys: KeySet = [Key::hs256("k2", &[9; 32]).unwrap()].into_iter().collect();
+        let decision = run(
+            &config,
+            "GET",
+            "/api/x",
+            &headers,
+            Some(&other_keys),
+            Some(&mut cache),
+            NOW,
+        );
+        assert!(matches!(
+            reason(&decision),
+            Some(DenyReason::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_denials() {
+        let config = config_with(|_| {});
+        let decision = run(
+            &config,
+            "POST",
+            "/api/svc/Method",
+            &[("content-type", "application/grpc")],
+            Some(&keys()),
+            None,
+            NOW,
+        );
+        let Decision::Deny {
+            response: DenyResponse::Grpc { status, .. },
+            ..
+        } = decision
+        else {
+            panic!("{decision:?}")
+        };
+        assert_eq!(status, 16);
+    }
+
+    #[test]
+    fn claim_values_become_header_values_safely() {
+        let cases = [
+            (json!("plain"), Some("plain"), "a string"),
+            (json!(42), Some("42"), "a number"),
+            (
+                json!(["a", "b", 3]),
+                Some("a,b,3"),
+                "an array joined with commas",
+            ),
+            (json!({"a": 1}), None, "an object"),
+            (json!(null), None, "null"),
+            (json!("a\r\nx-admin: 1"), None, "header injection"),
+        ];
+        for (value, expected, reason) in cases {
+            assert_eq!(header_value(&value).as_deref(), expected, "{reason}");
+        }
+    }
+
+    fn first_headers(decision: &Decision) -> Vec<(String, String)> {
+        match decision {
+            Decision::Allow { headers_to_set, .. } => headers_to_set.clone(),
+            Decision::Deny { .. } => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! An Envoy proxy-wasm HTTP filter that verifies JWT access tokens locally on every request,
+//! enforces route rules, forwards the caller's identity upstream as headers, and refuses
+//! everything else with an RFC 6750 answer.
+//!
+//! The logic lives in pure modules tested natively ([`config`], [`policy`], [`keys`],
+//! [`cache`], [`response`], [`decide`]); only `host` touches the proxy-wasm SDK.
+// Tests may unwrap and index; the filter itself must not be able to panic, and fails closed.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod cache;
+pub mod config;
+pub mod decide;
+mod host;
+pub mod keys;
+pub mod policy;
+pub mod response;
+
+proxy_wasm::main! {{
+    std::panic::set_hook(Box::new(host::log_panic));
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(host::Root::new()));
+}}

@@ -1,0 +1,480 @@
+//! Route policy and token location: which rule covers a request, whether verified claims satisfy
+//! it, and where the bearer token is (RFC 6750 §2.1, strictly). This module neither verifies
+//! tokens nor builds answers; it works on plain strings.
+
+use crate::config::{FilterConfig, PathMatch, Require, Rule};
+
+/// The outcome of checking a rule's requirement against a verified token's roles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorization {
+    /// The request may go on.
+    Allow,
+    /// The token lacks a required role (403 `insufficient_scope`).
+    Deny(String),
+}
+
+/// The request path prepared for matching: the query and fragment cut off and percent-encoded
+/// unreserved characters decoded (RFC 3986 §6.2.2.2), so `/api/%61dmin/` is `/api/admin/`.
+/// `None` for paths that a rule cannot safely cover: not starting with `/`, `.` or `..`
+/// segments, empty segments (`//`), backslashes, or bad percent-encoding.
+pub fn normalize_path(raw: &str) -> Option<String> {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hi = bytes.get(i + 1).and_then(|h| (*h as char).to_digit(16))?;
+            let lo = bytes.get(i + 2).and_then(|l| (*l as char).to_digit(16))?;
+            let decoded = u8::try_from(hi * 16 + lo).ok()?;
+            if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                out.push(char::from(decoded));
+            } else {
+                // Reserved and other characters stay encoded, in uppercase hex.
+                out.push('%');
+                out.push_str(&format!("{decoded:02X}"));
+            }
+            i += 3;
+        } else {
+            if b == b'\\' || b.is_ascii_control() || !b.is_ascii() {
+                return None;
+            }
+            out.push(char::from(b));
+            i += 1;
+        }
+    }
+    // Segment checks run after decoding, so `%2e%2e` is caught as `..`.
+    let mut segments = out.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// The first rule covering `method` and the normalized `path`, if any.
+pub fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a Rule> {
+    rules.iter().find(|rule| {
+        let path_ok = match &rule.path {
+            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            PathMatch::Path(exact) => path == exact,
+        };
+        let method_ok = rule
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.iter().any(|m| m == method));
+        path_ok && method_ok
+    })
+}
+
+/// Whether a verified token holding `roles` satisfies `require`. Roles rules need at least one
+/// of the listed roles.
+pub fn authorize(require: &Require, roles: &[String]) -> Authorization {
+    match require {
+        Require::Public | Require::Authenticated => Authorization::Allow,
+        Require::Roles(required) => {
+            if required.iter().any(|r| roles.contains(r)) {
+                Authorization::Allow
+            } else {
+                Authorization::Deny(format!(
+                    "requires one of the roles: {}",
+                    required.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+/// Where the token was found, so it can be stripped before the request goes upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// The whole value of this header (lowercase name).
+    Header(String),
+    /// This cookie of the `cookie` header.
+    Cookie(String),
+}
+
+/// A bearer token and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The token, checked to be `token68`.
+    pub token: String,
+    /// Where it was.
+    pub location: TokenLocation,
+}
+
+/// Why no usable token was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// No configured location holds a token (401 without `error`).
+    Missing,
+    /// A location holds something that is not one well-formed token (401 `invalid_token`).
+    Malformed(&'static str),
+}
+
+/// Finds the token in the configured headers, then cookies, in configuration order; the first
+/// location that holds one wins. A header whose value does not start with the prefix (e.g.
+/// `Authorization: Basic …`) holds no token. A header sent several times, extra spaces, trailing
+/// garbage or characters outside `token68` make the token malformed. Header names in `headers`
+/// are compared case-insensitively.
+pub fn extract_token(
+    headers: &[(String, String)],
+    config: &FilterConfig,
+) -> Result<FoundToken, TokenError> {
+    for source in &config.from_headers {
+        let mut values = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(&source.name))
+            .map(|(_, value)| value.as_str());
+        let Some(value) = values.next() else { continue };
+        if values.next().is_some() {
+            return Err(TokenError::Malformed("several token headers"));
+        }
+        let prefix = source.value_prefix.as_bytes();
+        let Some(head) = value.as_bytes().get(..prefix.len()) else {
+            continue;
+        };
+        if !head.eq_ignore_ascii_case(prefix) {
+            continue;
+        }
+        let token = value.get(prefix.len()..).unwrap_or_default();
+        if !is_token68(token) {
+            return Err(TokenError::Malformed("the bearer token is malformed"));
+        }
+        return Ok(FoundToken {
+            token: token.to_owned(),
+            location: TokenLocation::Header(source.name.clone()),
+        });
+    }
+    for cookie_name in &config.from_cookies {
+        let mut found = cookies(headers).filter(|(name, _)| name == cookie_name);
+        let Some((_, value)) = found.next() else {
+            continue;
+        };
+        if found.next().is_some() {
+            return Err(TokenError::Malformed("several token cookies"));
+        }
+        if !is_token68(value) {
+            return Err(TokenError::Malformed("the token cookie is malformed"));
+        }
+        return Ok(FoundToken {
+            token: value.to_owned(),
+            location: TokenLocation::Cookie(cookie_name.clone()),
+        });
+    }
+    Err(TokenError::Missing)
+}
+
+/// The `cookie` header(s) without the cookie `name`, joined with `; `; `None` when nothing is left.
+pub fn cookie_header_without(headers: &[(String, String)], name: &str) -> Option<String> {
+    let kept: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, value)| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name)
+        .map(str::to_owned)
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(kept.join("; "))
+    }
+}
+
+fn cookies(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, value)| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(name, value)| (name.trim(), value))
+}
+
+/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::tests::base;
+
+    fn config(edit: impl FnOnce(&mut serde_json::Value)) -> FilterConfig {
+        let mut value = base();
+        edit(&mut value);
+        FilterConfig::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_methods_restrict() {
+        let config = config(|_| {});
+        let cases = [
+            ("GET", "/auth/login", Some(0), "prefix of a public route"),
+            ("GET", "/healthz", Some(1), "exact path with its method"),
+            ("POST", "/healthz", None, "exact path with another method"),
+            (
+                "GET",
+                "/healthz/x",
+                None,
+                "exact path does not match longer paths",
+            ),
+            (
+                "GET",
+                "/api/admin/users",
+                Some(2),
+                "admin before the wider /api/",
+            ),
+            (
+                "DELETE",
+                "/api/things",
+                Some(3),
+                "every method when none are listed",
+            ),
+            ("GET", "/api", None, "prefix /api/ needs the slash"),
+            ("GET", "/other", None, "no rule"),
+        ];
+        for (method, path, expected, reason) in cases {
+            let found = match_rule(method, path, &config.rules)
+                .map(|rule| config.rules.iter().position(|r| r == rule).unwrap());
+            assert_eq!(found, expected, "{reason}");
+        }
+    }
+
+    #[test]
+    fn normalize_path_cuts_the_query_and_refuses_ambiguous_paths() {
+        let cases = [
+            ("/api/x?a=1", Some("/api/x"), "query ignored"),
+            ("/healthz#frag", Some("/healthz"), "fragment ignored"),
+            (
+                "/api/%61dmin/x",
+                Some("/api/admin/x"),
+                "encoded unreserved char decoded",
+            ),
+            (
+                "/api/a%2fb",
+                Some("/api/a%2Fb"),
+                "encoded slash stays encoded",
+            ),
+            ("/api/", Some("/api/"), "trailing slash is fine"),
+            ("/api/../admin", None, "dot-dot segment"),
+            ("/api/%2e%2e/admin", None, "encoded dot-dot segment"),
+            ("/api/./x", None, "dot segment"),
+            ("/api//admin/x", None, "empty segment"),
+            ("/api/\\admin", None, "backslash"),
+            ("/api/%zz", None, "bad percent-encoding"),
+            ("/api/%4", None, "truncated percent-encoding"),
+            ("api/x", None, "relative path"),
+            ("", None, "empty path"),
+        ];
+        for (raw, expected, reason) in cases {
+            assert_eq!(normalize_path(raw).as_deref(), expected, "{reason}");
+        }
+    }
+
+    #[test]
+    fn roles_rules_need_one_of_the_listed_roles() {
+        let admin = Require::Roles(vec!["admin".to_owned(), "ops".to_owned()]);
+        let cases = [
+            (
+                &admin,
+                vec!["user", "ops"],
+                true,
+                "one listed role is enough",
+            ),
+            (&admin, vec!["user"], false, "no listed role"),
+            (&admin, vec![], false, "no role at all"),
+            (&admin, vec!["Admin"], false, "roles are case-sensitive"),
+            (
+                &Require::Authenticated,
+                vec![],
+                true,
+                "authenticated needs no role",
+            ),
+        ];
+        for (require, roles, allowed, reason) in cases {
+            let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
+            let outcome = authorize(require, &roles);
+            assert_eq!(outcome == Authorization::Allow, allowed, "{reason}");
+        }
+    }
+
+    #[test]
+    fn bearer_token_extraction_follows_rfc_6750_strictly() {
+        let config = config(|_| {});
+        let malformed = Err(TokenError::Malformed("the bearer token is malformed"));
+        let ok = |t: &str| {
+            Ok(FoundToken {
+                token: t.to_owned(),
+                location: TokenLocation::Header("authorization".to_owned()),
+            })
+        };
+        let cases = [
+            (
+                vec![("authorization", "Bearer abc.def.ghi")],
+                ok("abc.def.ghi"),
+                "the usual form",
+            ),
+            (
+                vec![("authorization", "bearer abc")],
+                ok("abc"),
+                "scheme is case-insensitive",
+            ),
+            (
+                vec![("Authorization", "BEARER abc==")],
+                ok("abc=="),
+                "header name case and padding",
+            ),
+            (vec![], Err(TokenError::Missing), "no header"),
+            (
+                vec![("authorization", "Basic dXNlcjpwYXNz")],
+                Err(TokenError::Missing),
+                "another scheme",
+            ),
+            (
+                vec![("authorization", "Bearer")],
+                Err(TokenError::Missing),
+                "scheme without a space",
+            ),
+            (
+                vec![("authorization", "Bearer ")],
+                malformed.clone(),
+                "empty token",
+            ),
+            (
+                vec![("authorization", "Bearer  abc")],
+                malformed.clone(),
+                "two spaces",
+            ),
+            (
+                vec![("authorization", "Bearer abc ")],
+                malformed.clone(),
+                "trailing space",
+            ),
+            (
+                vec![("authorization", "Bearer abc def")],
+                malformed.clone(),
+                "trailing garbage",
+            ),
+            (
+                vec![("authorization", "Bearer abc,def")],
+                malformed.clone(),
+                "comma is not token68",
+            ),
+            (
+                vec![("authorization", "Bearer a=b")],
+                malformed.clone(),
+                "padding in the middle",
+            ),
+            (
+                vec![("authorization", "Bearer ====")],
+                malformed.clone(),
+                "only padding",
+            ),
+            (
+                vec![("authorization", "Bearer abc\u{e9}")],
+                malformed.clone(),
+                "non-ascii",
+            ),
+            (
+                vec![("authorization", "Bearer a"), ("authorization", "Bearer b")],
+                Err(TokenError::Malformed("several token headers")),
+                "two authorization headers",
+            ),
+        ];
+        for (pairs, expected, reason) in cases {
+            assert_eq!(
+                extract_token(&headers(&pairs), &config),
+                expected,
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookies_are_read_after_headers() {
+        let config = config(|v| v["from_cookies"] = json!(["access_token"]));
+        let cookie = |t: &str| {
+            Ok(FoundToken {
+                token: t.to_owned(),
+                location: TokenLocation::Cookie("access_token".to_owned()),
+            })
+        };
+        let cases = [
+            (
+                vec![("cookie", "a=1; access_token=abc.def")],
+                cookie("abc.def"),
+                "cookie among others",
+            ),
+            (
+                vec![("cookie", "a=1"), ("cookie", "access_token=xyz")],
+                cookie("xyz"),
+                "second cookie header",
+            ),
+            (
+                vec![
+                    ("authorization", "Bearer hdr"),
+                    ("cookie", "access_token=abc"),
+                ],
+                Ok(FoundToken {
+                    token: "hdr".to_owned(),
+                    location: TokenLocation::Header("authorization".to_owned()),
+                }),
+                "header wins over cookie",
+            ),
+            (
+                vec![("cookie", "my_access_token=abc")],
+                Err(TokenError::Missing),
+                "name is exact",
+            ),
+            (
+                vec![("cookie", "access_token=a; access_token=b")],
+                Err(TokenError::Malformed("several token cookies")),
+                "duplicate cookie",
+            ),
+            (
+                vec![("cookie", "access_token=\"abc\"")],
+                Err(TokenError::Malformed("the token cookie is malformed")),
+                "quoted value",
+            ),
+        ];
+        for (pairs, expected, reason) in cases {
+            assert_eq!(
+                extract_token(&headers(&pairs), &config),
+                expected,
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn cookie_header_without_drops_only_the_token_cookie() {
+        let h = headers(&[("cookie", "a=1; access_token=abc"), ("cookie", "b=2")]);
+        assert_eq!(
+            cookie_header_without(&h, "access_token").as_deref(),
+            Some("a=1; b=2")
+        );
+        let only = headers(&[("cookie", "access_token=abc")]);
+        assert_eq!(cookie_header_without(&only, "access_token"), None);
+    }
+}

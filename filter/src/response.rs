@@ -1,0 +1,292 @@
+//! The answers the filter gives instead of forwarding a request, as plain data: status,
+//! headers and JSON body `{"error","message"}` for HTTP, or a gRPC status for gRPC requests
+//! (`content-type: application/grpc…`). RFC 6750 §3 governs `WWW-Authenticate`. This module
+//! does not decide *whether* to deny; `decide` does.
+
+use serde_json::json;
+
+/// Why a request is refused; each reason has its own counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No token was sent (401, `WWW-Authenticate` without `error`; gRPC 16).
+    MissingToken,
+    /// The token is malformed or fails verification (401 `invalid_token`; gRPC 16). Holds a
+    /// description that never quotes the token.
+    InvalidToken(String),
+    /// The token lacks a role the route requires (403 `insufficient_scope`; gRPC 7).
+    InsufficientScope(String),
+    /// No rule covers the request, or its path is ambiguous (403 `access_denied`; gRPC 7).
+    NoRoute,
+    /// No fresh key set is loaded (503; gRPC 14).
+    KeysUnavailable,
+    /// The filter could not read the request (500; gRPC 13).
+    Internal,
+}
+
+impl DenyReason {
+    /// The suffix of this reason's counter, e.g. `missing_token` for `auth_filter.denied.missing_token`.
+    pub fn metric_suffix(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::NoRoute => "no_route",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A local answer, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyResponse {
+    /// An HTTP answer.
+    Http {
+        /// The status code.
+        status: u32,
+        /// Headers, lowercase names.
+        headers: Vec<(String, String)>,
+        /// The JSON body.
+        body: String,
+    },
+    /// A gRPC answer (HTTP 200 with `grpc-status`).
+    Grpc {
+        /// The gRPC status code: 16, 7, 14 or 13.
+        status: u32,
+        /// The `grpc-message`.
+        message: String,
+        /// Extra metadata, e.g. `www-authenticate`.
+        metadata: Vec<(String, String)>,
+    },
+}
+
+/// The answer for `reason`: gRPC when `grpc`, else HTTP; `realm` goes in `WWW-Authenticate`.
+pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyResponse {
+    let realm = sanitize(realm);
+    let (status, grpc_status, error, message, challenge) = match reason {
+        DenyReason::MissingToken => (
+            401,
+            16,
+            "missing_token",
+            "a bearer token is required".to_owned(),
+            Some(format!("Bearer realm=\"{realm}\"")),
+        ),
+        DenyReason::InvalidToken(why) => {
+            let why = sanitize(why);
+            (
+                401,
+                16,
+                "invalid_token",
+                why.clone(),
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{why}\""
+                )),
+            )
+        }
+        DenyReason::InsufficientScope(why) => {
+            let why = sanitize(why);
+            (
+                403,
+                7,
+                "insufficient_scope",
+                why.clone(),
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{why}\""
+                )),
+            )
+        }
+        DenyReason::NoRoute => (
+            403,
+            7,
+            "access_denied",
+            "no route rule allows this request".to_owned(),
+            None,
+        ),
+        DenyReason::KeysUnavailable => (
+            503,
+            14,
+            "temporarily_unavailable",
+            "token verification keys are not available".to_owned(),
+            None,
+        ),
+        DenyReason::Internal => (
+            500,
+            13,
+            "internal_error",
+            "the request could not be processed".to_owned(),
+            None,
+        ),
+    };
+    let challenge = challenge.map(|c| ("www-authenticate".to_owned(), c));
+    if grpc {
+        return DenyResponse::Grpc {
+            status: grpc_status,
+            message,
+            metadata: challenge.into_iter().collect(),
+        };
+    }
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
+    headers.extend(challenge);
+    if status == 503 {
+        headers.push(("retry-after".to_owned(), "1".to_owned()));
+    }
+    let body = json!({ "error": error, "message": message }).to_string();
+    DenyResponse::Http {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether a request's `content-type` makes it a gRPC request.
+pub fn is_grpc(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.get(..16)
+            .is_some_and(|head| head.eq_ignore_ascii_case("application/grpc"))
+    })
+}
+
+/// Keeps only the characters RFC 6750 §3 allows in a quoted attribute (printable ASCII without
+/// `"` and `\`), at most 200 of them.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn http(reason: &DenyReason) -> (u32, Vec<(String, String)>, Value) {
+        match deny_response(reason, "auth-service", false) {
+            DenyResponse::Http {
+                status,
+                headers,
+                body,
+            } => (status, headers, serde_json::from_str(&body).unwrap()),
+            other => panic!("expected http, got {other:?}"),
+        }
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_missing_token_gets_a_challenge_without_error() {
+        let (status, headers, body) = http(&DenyReason::MissingToken);
+        assert_eq!(status, 401);
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Bearer realm=\"auth-service\"")
+        );
+        assert_eq!(body["error"], "missing_token");
+        assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn an_invalid_token_gets_invalid_token_with_a_sanitised_description() {
+        let (status, headers, body) = http(&DenyReason::InvalidToken(
+            "bad \"quote\" \\ and\r\nnewline".to_owned(),
+        ));
+        assert_eq!(status, 401);
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Bearer realm=\"auth-service\", error=\"invalid_token\", error_description=\"bad quote  andnewline\"")
+        );
+        assert_eq!(body["error"], "invalid_token");
+    }
+
+    #[test]
+    fn each_reason_has_its_status_and_error_code() {
+        let cases = [
+            (
+                DenyReason::InsufficientScope("needs admin".to_owned()),
+                403,
+                "insufficient_scope",
+                true,
+                "missing role",
+            ),
+            (DenyReason::NoRoute, 403, "access_denied", false, "no rule"),
+            (
+                DenyReason::KeysUnavailable,
+                503,
+                "temporarily_unavailable",
+                false,
+                "no keys",
+            ),
+            (
+                DenyReason::Internal,
+                500,
+                "internal_error",
+                false,
+                "internal failure",
+            ),
+        ];
+        for (reason, expected_status, error, challenged, why) in cases {
+            let (status, headers, body) = http(&reason);
+            assert_eq!(status, expected_status, "{why}");
+            assert_eq!(body["error"], error, "{why}");
+            assert!(body["message"].is_string(), "{why}");
+            assert_eq!(
+                header(&headers, "www-authenticate").is_some(),
+                challenged,
+                "{why}"
+            );
+        }
+        let (_, headers, _) = http(&DenyReason::InsufficientScope("x".to_owned()));
+        assert!(header(&headers, "www-authenticate")
+            .unwrap()
+            .contains("error=\"insufficient_scope\""));
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_statuses() {
+        let cases = [
+            (DenyReason::MissingToken, 16, "unauthenticated"),
+            (
+                DenyReason::InvalidToken("x".to_owned()),
+                16,
+                "unauthenticated",
+            ),
+            (
+                DenyReason::InsufficientScope("x".to_owned()),
+                7,
+                "permission denied",
+            ),
+            (DenyReason::NoRoute, 7, "permission denied"),
+            (DenyReason::KeysUnavailable, 14, "unavailable"),
+        ];
+        for (reason, expected, why) in cases {
+            match deny_response(&reason, "r", true) {
+                DenyResponse::Grpc { status, .. } => assert_eq!(status, expected, "{why}"),
+                other => panic!("{why}: expected grpc, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn grpc_is_recognised_by_content_type_prefix() {
+        let cases = [
+            (Some("application/grpc"), true, "plain grpc"),
+            (Some("application/grpc+proto"), true, "grpc with a codec"),
+            (Some("Application/GRPC-web"), true, "case-insensitive"),
+            (Some("application/json"), false, "json"),
+            (Some("application/grp"), false, "too short"),
+            (None, false, "no content type"),
+        ];
+        for (ct, expected, reason) in cases {
+            assert_eq!(is_grpc(ct), expected, "{reason}");
+        }
+    }
+}

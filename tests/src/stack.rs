@@ -1,0 +1,269 @@
+//! `Stack`: auth-api + echo upstream + Envoy, wired as DESIGN.md's dev stack, on free ports.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use auth_api::{clock::Clock, App, AppState, Config};
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+use test_support::{Backend, TestDb};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::envoy::{filter_wasm, render_config, Envoy};
+
+/// The internal token of every stack.
+pub const INTERNAL_TOKEN: &str = "e2e-internal-token-0123456789abcdefghij";
+
+/// How to start a [`Stack`].
+#[derive(Debug, Clone, Copy)]
+pub struct StackOptions {
+    /// The store of auth-api.
+    pub backend: Backend,
+    /// The filter's key poll interval.
+    pub poll_seconds: u32,
+    /// Envoy worker threads (one wasm VM each).
+    pub concurrency: u32,
+    /// Serve auth-api from the start; when `false` its ports are bound but nobody answers until
+    /// [`Stack::start_auth_api`].
+    pub serve_auth_api: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            poll_seconds: 1,
+            concurrency: 2,
+            serve_auth_api: true,
+        }
+    }
+}
+
+enum AuthApi {
+    Bound(Box<App>),
+    Running {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<anyhow::Result<()>>,
+    },
+    Stopped,
+}
+
+/// A running stack; everything stops when it is dropped.
+pub struct Stack {
+    /// The gateway.
+    pub envoy: Envoy,
+    /// auth-api's shared state (its store and key ring), for set-up and forging.
+    pub state: AppState,
+    /// An HTTP client without redirects.
+    pub client: reqwest::Client,
+    auth_api: AuthApi,
+    echo_stop: Option<oneshot::Sender<()>>,
+    _db: TestDb,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("gateway", &self.envoy.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Starts auth-api, the echo upstream and Envoy, and (when auth-api serves) waits until the
+    /// gateway has its keys.
+    ///
+    /// # Panics
+    /// When any part does not start, with its log.
+    pub async fn start(options: StackOptions) -> Self {
+        let (db, url) = TestDb::create(options.backend).await;
+        let config = Config {
+            database_url: url,
+            listen: loopback(),
+            internal_listen: loopback(),
+            internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
+            bcrypt_cost: 4,
+            ..Config::default()
+        };
+        let app = App::build_with_clock(config, Clock::default())
+            .await
+            .expect("auth-api does not start");
+        let public = app.public_addr().expect("no public address");
+        let internal = app
+            .internal_addr()
+            .expect("no internal address")
+            .expect("internal listener off");
+        let state = app.state().clone();
+
+        let echo = tokio::net::TcpListener::bind(loopback())
+            .await
+            .expect("cannot bind the upstream");
+        let upstream = echo.local_addr().expect("no upstream address");
+        let (echo_stop, echo_stopped) = oneshot::channel::<()>();
+        tokio::spawn(echo_upstream::serve(echo, async {
+            let _ = echo_stopped.await;
+        }));
+
+        let values = HashMap::from([
+            ("GATEWAY_PORT", "0".to_owned()),
+            ("ADMIN_PORT", "0".to_owned()),
+            ("AUTH_API_PORT", public.port().to_string()),
+            ("AUTH_INTERNAL_PORT", internal.port().to_string()),
+            ("UPSTREAM_PORT", upstream.port().to_string()),
+            ("WASM_PATH", filter_wasm().display().to_string()),
+            ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
+            ("POLL_SECONDS", options.poll_seconds.to_string()),
+        ]);
+        let envoy = match Envoy::start(&render_config(&values), options.concurrency).await {
+            Ok(envoy) => envoy,
+            Err(failed) => panic!("Envoy did not start ({:?}):\n{}", failed.status, failed.log),
+        };
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("cannot build an HTTP client");
+        let mut stack = Self {
+            envoy,
+            state,
+            client,
+            auth_api: AuthApi::Bound(Box::new(app)),
+            echo_stop: Some(echo_stop),
+            _db: db,
+        };
+        if options.serve_auth_api {
+            stack.start_auth_api().await;
+            stack.wait_for_keys().await;
+        }
+        stack
+    }
+
+    /// Serves auth-api on the ports it was bound to.
+    ///
+    /// # Panics
+    /// When auth-api was already started.
+    pub async fn start_auth_api(&mut self) {
+        let AuthApi::Bound(app) = std::mem::replace(&mut self.auth_api, AuthApi::Stopped) else {
+            panic!("auth-api was already started");
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        self.auth_api = AuthApi::Running { stop, task };
+    }
+
+    /// Stops auth-api (its ports close); Envoy keeps running.
+    pub async fn stop_auth_api(&mut self) {
+        if let AuthApi::Running { stop, task } =
+            std::mem::replace(&mut self.auth_api, AuthApi::Stopped)
+        {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Waits until a request on a protected route is no longer refused for lack of keys.
+    ///
+    /// # Panics
+    /// After 20 s.
+    pub async fn wait_for_keys(&self) {
+        for _ in 0..200 {
+            // A token is needed: without one the answer is 401 whether keys are loaded or not.
+            let response = self
+                .client
+                .get(self.url("/api/ping"))
+                .bearer_auth("not.a.jwt")
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the gateway never loaded its keys:\n{}", self.envoy.log());
+    }
+
+    /// The gateway URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.envoy.gateway)
+    }
+
+    /// `POST` JSON to the gateway.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("the gateway does not answer")
+    }
+
+    /// `GET` through the gateway with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the gateway does not answer")
+    }
+
+    /// Signs up and logs in a fresh user through the gateway; returns (email, login body).
+    ///
+    /// # Panics
+    /// When either step fails.
+    pub async fn new_user(&self) -> (String, Value) {
+        let email = format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple());
+        let credentials = json!({"email": email, "password": "correct horse battery staple"});
+        let signup = self.post("/auth/signup", &credentials).await;
+        assert_eq!(signup.status(), 201, "signup through the gateway");
+        let login = self.post("/auth/login", &credentials).await;
+        assert_eq!(login.status(), 200, "login through the gateway");
+        (email, login.json().await.expect("login body"))
+    }
+
+    /// A token of exactly these header and payload texts, MAC'd with the key that signs now.
+    ///
+    /// # Panics
+    /// When no key signs.
+    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
+        let snapshot = self.state.ring.snapshot();
+        let signer = snapshot
+            .signer(self.state.clock.now(), self.state.ring.policy())
+            .expect("no signer");
+        test_support::sign_raw(
+            signer.stored.secret.expose_secret(),
+            header_json,
+            payload_json,
+        )
+    }
+
+    /// The kid of the key that signs now.
+    ///
+    /// # Panics
+    /// When no key signs.
+    pub fn signer_kid(&self) -> String {
+        let snapshot = self.state.ring.snapshot();
+        snapshot
+            .signer(self.state.clock.now(), self.state.ring.policy())
+            .expect("no signer")
+            .stored
+            .kid
+            .clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.echo_stop.take() {
+            let _ = stop.send(());
+        }
+        if let AuthApi::Running { stop, .. } =
+            std::mem::replace(&mut self.auth_api, AuthApi::Stopped)
+        {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}

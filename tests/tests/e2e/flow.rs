@@ -1,0 +1,237 @@
+//! The life of a user through the gateway, identity headers, rules.
+
+use e2e::{Backend, Stack, StackOptions};
+use serde_json::{json, Value};
+
+async fn signup_login_call_refresh_logout(backend: Backend) {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await;
+    let (email, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap();
+
+    let call = stack.get("/api/orders?page=2", Some(access)).await;
+    assert_eq!(call.status(), 200);
+    let echoed: Value = call.json().await.unwrap();
+    assert_eq!(echoed["path"], "/api/orders?page=2");
+    let headers = &echoed["headers"];
+    let claims = test_support::jwt_part(access, 1);
+    assert_eq!(headers["x-user-id"], claims["sub"]);
+    assert_eq!(headers["x-user-email"], email.as_str());
+    assert_eq!(headers["x-user-roles"], "user");
+    assert!(
+        headers.get("authorization").is_none(),
+        "forward: false strips the token"
+    );
+
+    let refreshed = stack
+        .post(
+            "/auth/refresh",
+            &json!({"refresh_token": login["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    assert_ne!(refreshed["refresh_token"], login["refresh_token"]);
+    let new_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(
+        stack.get("/api/orders", Some(new_access)).await.status(),
+        200
+    );
+
+    let logout = stack
+        .client
+        .post(stack.url("/auth/logout"))
+        .bearer_auth(new_access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        logout.status(),
+        204,
+        "/auth/* is public: the token reaches auth-api"
+    );
+    let validate = stack.get("/auth/validate", Some(new_access)).await;
+    assert_eq!(validate.status(), 401, "auth-api knows the session is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_through_the_gateway_on_sqlite() {
+    signup_login_call_refresh_logout(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_flow_through_the_gateway_on_postgres() {
+    signup_login_call_refresh_logout(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (_, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    let spoof = |request: reqwest::RequestBuilder| {
+        request
+            .header("x-user-id", "00000000-0000-0000-0000-000000000000")
+            .header("X-User-Roles", "admin")
+            .header("x-user-email", "root@example.com")
+    };
+
+    let public: Value = spoof(stack.client.get(stack.url("/public/info")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for name in ["x-user-id", "x-user-roles", "x-user-email"] {
+        assert!(
+            public["headers"].get(name).is_none(),
+            "{name} survived on a public route: {public}"
+        );
+    }
+
+    let protected = spoof(stack.client.get(stack.url("/api/me")).bearer_auth(access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(protected.status(), 200);
+    let protected: Value = protected.json().await.unwrap();
+    assert_eq!(
+        protected["headers"]["x-user-roles"], "user",
+        "the real roles, not the spoofed ones"
+    );
+    assert_ne!(
+        protected["headers"]["x-user-id"],
+        "00000000-0000-0000-0000-000000000000"
+    );
+
+    let admin = spoof(
+        stack
+            .client
+            .get(stack.url("/api/admin/panel"))
+            .bearer_auth(access),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(admin.status(), 403, "a spoofed role header grants nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_rules_refuse_then_admit_after_grant() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (email, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap();
+
+    let refused = stack.get("/api/admin/users", Some(access)).await;
+    assert_eq!(refused.status(), 403);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+
+    let user = stack
+        .state
+        .store
+        .user_by_email(&email)
+        .await
+        .unwrap()
+        .unwrap();
+    stack
+        .state
+        .store
+        .grant_role(&user.id, "admin")
+        .await
+        .unwrap();
+    let relogin = stack
+        .post(
+            "/auth/login",
+            &json!({"email": email, "password": "correct horse battery staple"}),
+        )
+        .await;
+    let admin_access: Value = relogin.json().await.unwrap();
+    let admitted = stack
+        .get("/api/admin/users", admin_access["access_token"].as_str())
+        .await;
+    assert_eq!(admitted.status(), 200);
+    let echoed: Value = admitted.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-user-roles"], "admin,user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_route_is_denied_even_with_a_valid_token() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (_, login) = stack.new_user().await;
+    let response = stack
+        .get("/internal/keys", login["access_token"].as_str())
+        .await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_token_gets_a_bare_challenge_and_grpc_gets_a_grpc_status() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let plain = stack.get("/api/orders", None).await;
+    assert_eq!(plain.status(), 401);
+    assert_eq!(
+        plain.headers()["www-authenticate"],
+        "Bearer realm=\"auth-service\""
+    );
+    let body: Value = plain.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+
+    let grpc = stack
+        .client
+        .post(stack.url("/api/orders.Orders/List"))
+        .header("content-type", "application/grpc")
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        grpc.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()),
+        Some("16"),
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_passes_without_a_token() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let preflight = stack
+        .client
+        .request(reqwest::Method::OPTIONS, stack.url("/api/orders"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200, "reaches the upstream");
+    let bare_options = stack
+        .client
+        .request(reqwest::Method::OPTIONS, stack.url("/api/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare_options.status(),
+        401,
+        "an OPTIONS without CORS headers is an ordinary request"
+    );
+}

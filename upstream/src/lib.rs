@@ -1,0 +1,40 @@
+//! The example upstream behind the gateway: answers every request, whatever its method and path,
+//! with `200 {"method", "path", "headers": {name: value}}` of what it received, so that a client
+//! (or a test) sees exactly which identity headers the gateway forwarded.
+
+use axum::{extract::Request, Json};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+/// Serves the echo on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().fallback(echo);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn echo(request: Request) -> Json<Value> {
+    let mut headers = Map::new();
+    for (name, value) in request.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        // Repeated headers are joined, as a proxy would fold them.
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::String(value));
+            }
+        }
+    }
+    Json(json!({
+        "method": request.method().as_str(),
+        "path": request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        "headers": headers,
+    }))
+}

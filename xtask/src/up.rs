@@ -1,0 +1,235 @@
+//! `cargo xtask up`: auth-api (SQLite unless `AUTH_DATABASE_URL` says otherwise), the echo
+//! upstream and Envoy with the filter, on the ports of DESIGN.md, until Ctrl-C or until one of
+//! them dies.
+
+use std::{
+    collections::HashMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::tools::{ensure_envoy, run, step, wait_for_port};
+
+const GATEWAY: u16 = 10000;
+const ADMIN: u16 = 9901;
+const AUTH_API: u16 = 8080;
+const AUTH_INTERNAL: u16 = 8081;
+const UPSTREAM: u16 = 8090;
+/// The filter polls keys this often in the dev stack.
+const POLL_SECONDS: u32 = 5;
+
+/// The running processes, stopped (TERM, then KILL) when dropped.
+struct Processes(Vec<(&'static str, Child)>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (name, child) in &mut self.0 {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!("{name} did not stop in time: killing it");
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
+    step("wasm target", || {
+        run(root, "rustup", &["target", "add", "wasm32-wasip1"])
+    })?;
+    let envoy = step("Envoy", || ensure_envoy(root))?;
+    let wasm = step("build the filter", || crate::build_filter(root))?;
+    step("build auth-api and the upstream", || {
+        run(
+            root,
+            "cargo",
+            &["build", "-p", "auth-api", "-p", "echo-upstream"],
+        )
+    })?;
+
+    let token = match std::env::var("AUTH_INTERNAL_TOKEN") {
+        Ok(token) if !token.is_empty() => token,
+        _ => random_token()?,
+    };
+    let state_dir = root.join(".stack");
+    std::fs::create_dir_all(&state_dir)?;
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), Into::into)
+        .join("debug");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot catch Ctrl-C")?;
+    let mut processes = Processes(Vec::new());
+
+    let mut auth_api = Command::new(bin.join("auth-api"));
+    auth_api
+        .current_dir(root)
+        .arg("serve")
+        .env("AUTH_LISTEN", format!("127.0.0.1:{AUTH_API}"))
+        .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{AUTH_INTERNAL}"))
+        .env("AUTH_INTERNAL_TOKEN", &token);
+    processes.0.push((
+        "auth-api",
+        auth_api.spawn().context("cannot start auth-api")?,
+    ));
+    wait_until(
+        &mut processes,
+        || http_status(AUTH_API, "/readyz") == Some(200),
+        "auth-api /readyz",
+    )?;
+
+    let mut upstream = Command::new(bin.join("echo-upstream"));
+    upstream.arg(format!("127.0.0.1:{UPSTREAM}"));
+    processes.0.push((
+        "echo-upstream",
+        upstream.spawn().context("cannot start the echo upstream")?,
+    ));
+    wait_until(
+        &mut processes,
+        || wait_for_port(addr(UPSTREAM), Duration::from_millis(300)).is_ok(),
+        "upstream",
+    )?;
+
+    let template = std::fs::read_to_string(root.join("envoy/dev.yaml"))?;
+    let values = HashMap::from([
+        ("GATEWAY_PORT", GATEWAY.to_string()),
+        ("ADMIN_PORT", ADMIN.to_string()),
+        ("AUTH_API_PORT", AUTH_API.to_string()),
+        ("AUTH_INTERNAL_PORT", AUTH_INTERNAL.to_string()),
+        ("UPSTREAM_PORT", UPSTREAM.to_string()),
+        ("WASM_PATH", wasm.display().to_string()),
+        ("INTERNAL_TOKEN", token.clone()),
+        ("POLL_SECONDS", POLL_SECONDS.to_string()),
+    ]);
+    let mut config = template;
+    for (name, value) in &values {
+        config = config.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    let config_path = state_dir.join("envoy.yaml");
+    std::fs::write(&config_path, config)?;
+    let mut gateway = Command::new(&envoy);
+    gateway.arg("-c").arg(&config_path).args([
+        "--concurrency",
+        "2",
+        "--disable-hot-restart",
+        "-l",
+        "warning",
+    ]);
+    processes
+        .0
+        .push(("envoy", gateway.spawn().context("cannot start Envoy")?));
+    // Public routes pass as soon as Envoy listens; protected ones once the filter has keys.
+    wait_until(
+        &mut processes,
+        || http_status(GATEWAY, "/public/") == Some(200),
+        "Envoy",
+    )?;
+    wait_until(
+        &mut processes,
+        || http_status(GATEWAY, "/api/") == Some(401),
+        "the filter's keys",
+    )?;
+
+    print_banner();
+    while !stop.load(Ordering::SeqCst) {
+        for (name, child) in &mut processes.0 {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited ({status}): stopping the stack");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("\nstopping…");
+    Ok(())
+}
+
+fn wait_until(
+    processes: &mut Processes,
+    mut ready: impl FnMut() -> bool,
+    what: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        for (name, child) in &mut processes.0 {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("{name} exited ({status}) while waiting for {what}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} was not ready after 60 s")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The status of `GET path` on a loopback port, with a plain HTTP/1.0 request.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    // A (bogus) token, so that the filter answers 401 once it has keys and 503 before.
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer not.a.jwt\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
+}
+
+/// 32 random bytes as hex, from the OS.
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0_u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for AUTH_INTERNAL_TOKEN (set it yourself)")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn print_banner() {
+    println!(
+        r#"
+auth-service is up:
+  gateway   http://127.0.0.1:{GATEWAY}   (Envoy admin: http://127.0.0.1:{ADMIN})
+  auth-api  http://127.0.0.1:{AUTH_API}    (internal: http://127.0.0.1:{AUTH_INTERNAL}, not routed)
+  upstream  http://127.0.0.1:{UPSTREAM}    (echoes what it receives)
+
+Try:
+  curl -s localhost:{GATEWAY}/auth/signup -H 'content-type: application/json' \
+       -d '{{"email":"ada@example.com","password":"correct horse battery staple"}}'
+  TOKEN=$(curl -s localhost:{GATEWAY}/auth/login -H 'content-type: application/json' \
+       -d '{{"email":"ada@example.com","password":"correct horse battery staple"}}' \
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s  localhost:{GATEWAY}/api/hello -H "authorization: Bearer $TOKEN"        # 200, with x-user-* headers
+  curl -si localhost:{GATEWAY}/api/hello                                          # 401
+  curl -si localhost:{GATEWAY}/api/admin/stats -H "authorization: Bearer $TOKEN"  # 403 until:
+  cargo run -p auth-api -- users grant-role ada@example.com admin                # (then log in again)
+
+Ctrl-C stops everything."#
+    );
+}
