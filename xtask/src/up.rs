@@ -187,14 +187,14 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// The status of `GET path` on a loopback port, with a plain HTTP/1.0 request.
+/// The status of `GET path` on a loopback port (HTTP/1.1: Envoy refuses HTTP/1.0).
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     // A (bogus) token, so that the filter answers 401 once it has keys and 503 before.
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer not.a.jwt\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer not.a.jwt\r\n\r\n"
     )
     .ok()?;
     let mut head = [0_u8; 12];
