@@ -235,3 +235,73 @@ async fn cors_preflight_passes_without_a_token() {
         "an OPTIONS without CORS headers is an ordinary request"
     );
 }
+
+/// Sends a raw HTTP/1.1 request line (clients would normalise these paths themselves) and returns
+/// the status code.
+async fn raw_status(stack: &Stack, path: &str, token: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = stack.envoy.gateway.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: gateway\r\n{auth}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response[9..12]).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_cannot_reach_a_protected_route() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (_, login) = stack.new_user().await;
+    let user = login["access_token"].as_str();
+    let cases = [
+        (
+            "/public/../api/admin/x",
+            None,
+            401,
+            "dot segments out of a public prefix",
+        ),
+        (
+            "/public/%2e%2e/api/admin/x",
+            None,
+            401,
+            "encoded dot segments",
+        ),
+        // `..` removes the empty segment: the filter and the upstream both see /public/api/x.
+        (
+            "/public//../api/x",
+            None,
+            200,
+            "doubled slash and dot segment stay public",
+        ),
+        (
+            "/api/%61dmin/x",
+            user,
+            403,
+            "encoded letter in a role-protected prefix",
+        ),
+        (
+            "/api//admin/x",
+            user,
+            403,
+            "doubled slash before a role-protected prefix",
+        ),
+        (
+            "/public%2f..%2fapi/x",
+            None,
+            400,
+            "encoded slashes are refused by Envoy",
+        ),
+    ];
+    for (path, token, status, reason) in cases {
+        assert_eq!(
+            raw_status(&stack, path, token).await,
+            status,
+            "{reason}: {path}"
+        );
+    }
+}
