@@ -3,7 +3,6 @@
 //! Every command reads the same `AUTH_*` configuration; the operator commands work directly on
 //! the database, so they also work while no server runs.
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::{
@@ -72,7 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
         }
         Command::Migrate => {
-            open_store(&config).await?;
+            Store::open(&config.database_url).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -81,24 +80,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .context("cannot connect to AUTH_DATABASE_URL")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok(store)
-}
-
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
-    let policy = RingPolicy {
-        retention_secs: crate::clock::secs(config.access_token_ttl)
-            + crate::clock::secs(config.clock_skew),
-        publish_delay_secs: crate::clock::secs(config.key_publish_delay),
-    };
+    let store = Store::open(&config.database_url).await?;
+    let policy = RingPolicy::from_config(config);
     let now = crate::clock::Clock::default().now();
     let ring = KeyRing::open(store, policy, now).await?;
     if let KeysCommand::Rotate = command {
@@ -134,7 +118,7 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 }
 
 async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
-    let store = open_store(config).await?;
+    let store = Store::open(&config.database_url).await?;
     let now = crate::clock::Clock::default().now();
     match command {
         UsersCommand::List => {

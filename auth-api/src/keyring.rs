@@ -21,7 +21,11 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use rand::{rngs::OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretSlice};
 
-use crate::store::{Store, StoredKey};
+use crate::{
+    clock::secs,
+    config::Config,
+    store::{Store, StoredKey},
+};
 
 /// Bytes of a new HMAC secret: 256 bits, the SHA-256 block strength (RFC 7518 §3.2).
 const SECRET_BYTES: usize = 32;
@@ -62,6 +66,16 @@ pub struct RingPolicy {
     pub retention_secs: i64,
     /// Delay between a rotation and the new key's first signature.
     pub publish_delay_secs: i64,
+}
+
+impl RingPolicy {
+    /// The policy that follows from the service configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            retention_secs: secs(config.access_token_ttl).saturating_add(secs(config.clock_skew)),
+            publish_delay_secs: secs(config.key_publish_delay),
+        }
+    }
 }
 
 /// One key with its schedule.
@@ -212,6 +226,11 @@ impl KeyRing {
         &self.policy
     }
 
+    /// The key that signs at `now`, from the current snapshot.
+    pub fn signer(&self, now: i64) -> Option<RingKey> {
+        self.snapshot().signer(now, &self.policy).cloned()
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         match self.snapshot.read() {
@@ -250,7 +269,7 @@ impl KeyRing {
     /// and retires the current signer then. Returns the new key's kid and activation time.
     pub async fn rotate(&self, now: i64) -> anyhow::Result<(String, i64)> {
         self.reload().await?;
-        let activates_at = if self.snapshot().signer(now, &self.policy).is_some() {
+        let activates_at = if self.signer(now).is_some() {
             now.saturating_add(self.policy.publish_delay_secs)
         } else {
             now

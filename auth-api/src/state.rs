@@ -53,17 +53,8 @@ pub struct TokenResponse {
 impl AppState {
     /// Connects to the store, runs migrations, opens the key ring and warms the hasher.
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.database_url)
-            .await
-            .context("cannot connect to AUTH_DATABASE_URL")?;
-        store
-            .migrate()
-            .await
-            .context("cannot migrate the database")?;
-        let policy = RingPolicy {
-            retention_secs: secs(config.access_token_ttl).saturating_add(secs(config.clock_skew)),
-            publish_delay_secs: secs(config.key_publish_delay),
-        };
+        let store = Store::open(&config.database_url).await?;
+        let policy = RingPolicy::from_config(&config);
         let ring = KeyRing::open(store.clone(), policy, clock.now())
             .await
             .context("cannot open the key ring")?;
@@ -145,9 +136,9 @@ impl AppState {
             .await?
             .ok_or(ApiError::InvalidGrant)?;
         let roles = self.store.roles(&user.id).await?;
-        let snapshot = self.ring.snapshot();
-        let signer = snapshot
-            .signer(now, self.ring.policy())
+        let signer = self
+            .ring
+            .signer(now)
             .ok_or_else(|| ApiError::NotReady("no signing key is active".to_owned()))?;
         let subject = Subject {
             user_id: &user.id,
@@ -155,7 +146,7 @@ impl AppState {
             roles,
             session_id: &session.id,
         };
-        let access_token = tokens::issue_access_token(&self.config, signer, subject, now)
+        let access_token = tokens::issue_access_token(&self.config, &signer, subject, now)
             .map_err(|e| ApiError::Internal(e.into()))?;
         let idle_left =
             refresh_issued_at.saturating_add(secs(self.config.session_idle_timeout)) - now;
@@ -171,8 +162,7 @@ impl AppState {
 
 /// Refuses to start on a ring that cannot sign (SECURITY.md H77).
 fn check_ring(ring: &KeyRing, now: i64) -> anyhow::Result<()> {
-    let snapshot = ring.snapshot();
-    if snapshot.signer(now, ring.policy()).is_none() {
+    if ring.signer(now).is_none() {
         anyhow::bail!("no signing key is active: run `auth-api keys rotate` to create one");
     }
     Ok(())

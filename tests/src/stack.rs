@@ -225,9 +225,10 @@ impl Stack {
     /// # Panics
     /// When no key signs.
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let snapshot = self.state.ring.snapshot();
-        let signer = snapshot
-            .signer(self.state.clock.now(), self.state.ring.policy())
+        let signer = self
+            .state
+            .ring
+            .signer(self.state.clock.now())
             .expect("no signer");
         test_support::sign_raw(
             signer.stored.secret.expose_secret(),
@@ -241,13 +242,12 @@ impl Stack {
     /// # Panics
     /// When no key signs.
     pub fn signer_kid(&self) -> String {
-        let snapshot = self.state.ring.snapshot();
-        snapshot
-            .signer(self.state.clock.now(), self.state.ring.policy())
+        self.state
+            .ring
+            .signer(self.state.clock.now())
             .expect("no signer")
             .stored
             .kid
-            .clone()
     }
 }
 

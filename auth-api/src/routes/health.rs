@@ -23,12 +23,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<V
         tracing::warn!(error = %e, "readiness: database unreachable");
         return Err(ApiError::NotReady("the database is unreachable".to_owned()));
     }
-    if state
-        .ring
-        .snapshot()
-        .signer(state.clock.now(), state.ring.policy())
-        .is_none()
-    {
+    if state.ring.signer(state.clock.now()).is_none() {
         return Err(ApiError::NotReady("no signing key is active".to_owned()));
     }
     Ok(axum::Json(json!({"status": "ready"})))

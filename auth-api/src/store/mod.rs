@@ -91,6 +91,19 @@ impl Store {
         Ok(Self { pool, backend })
     }
 
+    /// Connects and applies pending migrations: what every command does first.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let store = Self::connect(url)
+            .await
+            .context("cannot connect to AUTH_DATABASE_URL")?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
+        Ok(store)
+    }
+
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = match self.backend {

@@ -184,10 +184,7 @@ impl TestApp {
     /// signs now: for tokens our encoder would never produce (duplicate members, `alg: none`).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
         use secrecy::ExposeSecret;
-        let snapshot = self.state.ring.snapshot();
-        let signer = snapshot
-            .signer(self.clock.now(), self.state.ring.policy())
-            .expect("no signer");
+        let signer = self.state.ring.signer(self.clock.now()).expect("no signer");
         test_support::sign_raw(
             signer.stored.secret.expose_secret(),
             header_json,
@@ -197,13 +194,12 @@ impl TestApp {
 
     /// The kid of the key that signs now.
     pub fn signer_kid(&self) -> String {
-        let snapshot = self.state.ring.snapshot();
-        snapshot
-            .signer(self.clock.now(), self.state.ring.policy())
+        self.state
+            .ring
+            .signer(self.clock.now())
             .expect("no signer")
             .stored
             .kid
-            .clone()
     }
 }
 
