@@ -10,7 +10,7 @@ use crate::{
     domain::Email,
     keyring::{KeyRing, RingPolicy},
     startup::{shutdown_signal, App},
-    store::Store,
+    store::{RevokeAt, Store},
     telemetry,
 };
 
@@ -43,6 +43,8 @@ enum KeysCommand {
     List,
     /// Add a new signing key: published now, signing after AUTH_KEY_PUBLISH_DELAY_SECS.
     Rotate,
+    /// Withdraw a key at once (compromise); a new key signs at once if it was the signer.
+    Revoke { kid: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,8 +55,10 @@ enum UsersCommand {
     GrantRole { email: String, role: String },
     /// Take a role from a user.
     RevokeRole { email: String, role: String },
-    /// Disable a user: login refused, every session revoked.
+    /// Disable a user: login refused, every session and token revoked (gateway included).
     Disable { email: String },
+    /// Log a user out everywhere: every session and token revoked (gateway included).
+    Logout { email: String },
     /// Enable a disabled user.
     Enable { email: String },
 }
@@ -85,12 +89,19 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let policy = RingPolicy::from_config(config);
     let now = crate::clock::Clock::default().now();
     let ring = KeyRing::open(store, policy, now).await?;
-    if let KeysCommand::Rotate = command {
-        let (kid, activates_at) = ring.rotate(now).await?;
-        println!(
-            "new key {kid} is published now and signs from {}",
-            rfc3339(activates_at)
-        );
+    match command {
+        KeysCommand::List => {}
+        KeysCommand::Rotate => {
+            let (kid, activates_at) = ring.rotate(now).await?;
+            println!(
+                "new key {kid} is published now and signs from {}",
+                rfc3339(activates_at)
+            );
+        }
+        KeysCommand::Revoke { kid } => match ring.revoke(&kid, now).await? {
+            Some(replacement) => println!("key {kid} revoked; {replacement} signs from now on"),
+            None => println!("key {kid} revoked"),
+        },
     }
     let snapshot = ring.snapshot();
     let signer = snapshot.signer(now, &policy).map(|k| k.stored.kid.clone());
@@ -120,6 +131,7 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url).await?;
     let now = crate::clock::Clock::default().now();
+    let revoke_at = RevokeAt::new(now, RingPolicy::from_config(config).retention_secs);
     match command {
         UsersCommand::List => {
             println!("{:<36} {:<32} {:<9} ROLES", "ID", "EMAIL", "STATUS");
@@ -165,7 +177,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
         }
         UsersCommand::Disable { email } => {
             let user = find_user(&store, &email).await?;
-            let changed = store.disable_user(&user, now).await?;
+            let changed = store.disable_user(&user, revoke_at).await?;
             tracing::info!(event = "user_disabled", user_id = %user, "user disabled");
             println!(
                 "{}",
@@ -175,6 +187,12 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                     "the user was already disabled"
                 }
             );
+        }
+        UsersCommand::Logout { email } => {
+            let user = find_user(&store, &email).await?;
+            store.revoke_all_sessions(&user, revoke_at).await?;
+            tracing::info!(event = "user_logged_out", user_id = %user, "every session revoked");
+            println!("every session and token of the user revoked");
         }
         UsersCommand::Enable { email } => {
             let user = find_user(&store, &email).await?;

@@ -51,6 +51,9 @@ pub struct Config {
     /// `AUTH_KEY_PUBLISH_DELAY_SECS`, default 300: a rotated-in key is published this long
     /// before it signs, so every gateway has fetched it first.
     pub key_publish_delay: Duration,
+    /// `AUTH_KEY_ROTATION_DAYS`: rotate the signing key when no key was added for this many
+    /// days. Unset: only `auth-api keys rotate` rotates.
+    pub key_rotation_interval: Option<Duration>,
     /// `AUTH_KEY_REFRESH_SECS`, default 10: how often a replica re-reads the key ring.
     pub key_refresh_interval: Duration,
     /// `AUTH_JWKS_MAX_AGE_SECS`, default 600: `Cache-Control: max-age` of the public JWKS.
@@ -108,6 +111,7 @@ impl Default for Config {
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_queue: 32,
             key_publish_delay: Duration::from_secs(300),
+            key_rotation_interval: None,
             key_refresh_interval: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(600),
             log_format: LogFormat::Text,
@@ -128,6 +132,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
         let d = Self::default();
+        let day = 24 * 60 * 60;
         let config = Self {
             database_url: env.string("AUTH_DATABASE_URL")?.unwrap_or(d.database_url),
             listen: env.parsed("AUTH_LISTEN")?.unwrap_or(d.listen),
@@ -160,6 +165,11 @@ impl Config {
             key_publish_delay: env
                 .secs("AUTH_KEY_PUBLISH_DELAY_SECS", 0)?
                 .unwrap_or(d.key_publish_delay),
+            key_rotation_interval: env
+                .parsed_at_least("AUTH_KEY_ROTATION_DAYS", 1)?
+                .map(|days| {
+                    Duration::from_secs(u64::try_from(days).unwrap_or(u64::MAX).saturating_mul(day))
+                }),
             key_refresh_interval: env
                 .secs("AUTH_KEY_REFRESH_SECS", 1)?
                 .unwrap_or(d.key_refresh_interval),

@@ -268,17 +268,57 @@ impl KeyRing {
     /// Adds a new key that signs from `now + publish delay` (at once when nothing signs now)
     /// and retires the current signer then. Returns the new key's kid and activation time.
     pub async fn rotate(&self, now: i64) -> anyhow::Result<(String, i64)> {
+        let key = self.next_key(now).await?;
+        self.store.rotate_in_key(&key).await?;
+        self.rotated(key).await
+    }
+
+    /// Rotates if no key was added during the last `period`; several replicas may call this at
+    /// once, and one rotates. Returns the new kid when this call rotated.
+    pub async fn rotate_if_due(
+        &self,
+        now: i64,
+        period: Duration,
+    ) -> anyhow::Result<Option<String>> {
+        let cutoff = now.saturating_sub(i64::try_from(period.as_secs()).unwrap_or(i64::MAX));
+        let key = self.next_key(now).await?;
+        if !self.store.rotate_in_key_if_due(&key, cutoff).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.rotated(key).await?.0))
+    }
+
+    /// Revokes a key (compromise): it leaves the published set and `/validate` refuses its
+    /// tokens at once. If it was the signer, a new key signs immediately: there is no time to
+    /// pre-publish it, so gateways refuse the new tokens until their next key poll. Returns the
+    /// replacement's kid, if one was needed.
+    pub async fn revoke(&self, kid: &str, now: i64) -> anyhow::Result<Option<String>> {
+        if !self.store.revoke_key(kid, now).await? {
+            anyhow::bail!("no key {kid} that is not already revoked");
+        }
+        tracing::warn!(event = "key_revoked", kid, "signing key revoked");
+        self.reload().await?;
+        if self.signer(now).is_some() {
+            return Ok(None);
+        }
+        Ok(Some(self.rotate(now).await?.0))
+    }
+
+    /// A new key, activating after the publish delay, or at once when nothing signs now.
+    async fn next_key(&self, now: i64) -> anyhow::Result<StoredKey> {
         self.reload().await?;
         let activates_at = if self.signer(now).is_some() {
             now.saturating_add(self.policy.publish_delay_secs)
         } else {
             now
         };
-        let key = new_key(now, activates_at);
-        self.store.rotate_in_key(&key).await?;
+        Ok(new_key(now, activates_at))
+    }
+
+    async fn rotated(&self, key: StoredKey) -> anyhow::Result<(String, i64)> {
         self.reload().await?;
-        tracing::info!(event = "key_rotated", kid = %key.kid, activates_at, "rotated in a new signing key");
-        Ok((key.kid, activates_at))
+        tracing::info!(event = "key_rotated", kid = %key.kid, activates_at = key.activates_at, "rotated in a new signing key");
+        Ok((key.kid, key.activates_at))
     }
 }
 

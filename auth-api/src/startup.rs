@@ -124,7 +124,8 @@ async fn serve(
     Ok(())
 }
 
-/// Re-reads the key ring periodically and purges long-expired sessions.
+/// Re-reads the key ring (rotating it first when the schedule says so) and purges expired
+/// sessions and revocations.
 fn spawn_background_tasks(
     state: AppState,
     mut stop: watch::Receiver<bool>,
@@ -136,6 +137,11 @@ fn spawn_background_tasks(
         loop {
             tokio::select! {
                 _ = ring_tick.tick() => {
+                    if let Some(period) = state.config.key_rotation_interval {
+                        if let Err(e) = state.ring.rotate_if_due(state.clock.now(), period).await {
+                            tracing::warn!(error = %e, "scheduled key rotation failed; retrying later");
+                        }
+                    }
                     if let Err(e) = state.ring.reload().await {
                         tracing::warn!(error = %e, "cannot reload the key ring; keeping the last one");
                     }
@@ -146,6 +152,9 @@ fn spawn_background_tasks(
                         Ok(0) => {}
                         Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired sessions"),
+                    }
+                    if let Err(e) = state.store.prune_revocations(state.clock.now()).await {
+                        tracing::warn!(error = %e, "cannot prune the revocation feed");
                     }
                 }
                 changed = stop.changed() => {

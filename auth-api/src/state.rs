@@ -13,7 +13,7 @@ use crate::{
     keyring::{KeyRing, RingPolicy},
     metrics::Metrics,
     passwords::{HashError, PasswordHasher},
-    store::{SessionRow, Store},
+    store::{RevokeAt, SessionRow, Store},
     tokens::{self, AccessClaims, RefreshToken, Subject},
 };
 
@@ -33,6 +33,17 @@ pub struct AppState {
     /// The time source.
     pub clock: Clock,
     validation: Arc<Validation>,
+}
+
+/// An access token whose signature and claims checked out.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// The key that signed it.
+    pub kid: String,
+    /// Every claim, as sent.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Our claims, typed.
+    pub typed: AccessClaims,
 }
 
 /// The body of a successful login or refresh (RFC 6749 §5.1).
@@ -80,10 +91,7 @@ impl AppState {
 
     /// Verifies an access token's signature and claims (not its session; see `/validate`).
     /// Returns the claims both as JSON (all of them) and typed.
-    pub async fn verify_access_token(
-        &self,
-        token: &str,
-    ) -> Result<(serde_json::Map<String, serde_json::Value>, AccessClaims)> {
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken> {
         let now = self.clock.now();
         let now_u64 = u64::try_from(now).unwrap_or(0);
         let mut snapshot = self.ring.snapshot();
@@ -118,7 +126,16 @@ impl AppState {
         let claims: serde_json::Map<String, serde_json::Value> = data.claims;
         let typed = serde_json::from_value(serde_json::Value::Object(claims.clone()))
             .map_err(|_| ApiError::InvalidToken("the token's claims are not ours".to_owned()))?;
-        Ok((claims, typed))
+        Ok(VerifiedToken {
+            kid: kid.to_owned(),
+            claims,
+            typed,
+        })
+    }
+
+    /// A revocation happening now, published for as long as a token it refuses could live.
+    pub fn revoke_at(&self) -> RevokeAt {
+        RevokeAt::new(self.clock.now(), self.ring.policy().retention_secs)
     }
 
     /// Issues an access token for `session` and pairs it with `refresh`, which was issued at
@@ -146,7 +163,9 @@ impl AppState {
             roles,
             session_id: &session.id,
         };
-        let access_token = tokens::issue_access_token(&self.config, &signer, subject, now)
+        // Never before the user's last "revoke everything": such a token would be refused.
+        let issued_at = now.max(user.tokens_valid_after);
+        let access_token = tokens::issue_access_token(&self.config, &signer, subject, issued_at)
             .map_err(|e| ApiError::Internal(e.into()))?;
         let idle_left =
             refresh_issued_at.saturating_add(secs(self.config.session_idle_timeout)) - now;

@@ -50,6 +50,7 @@ pub(super) async fn signup(
         password_hash,
         created_at: now,
         disabled_at: None,
+        tokens_valid_after: 0,
     };
     match state.store.insert_user(&user, &DEFAULT_ROLES).await? {
         InsertUser::Created => {

@@ -2,7 +2,8 @@
 
 mod accounts;
 mod health;
-mod keys;
+mod internal;
+mod jwks;
 mod sessions;
 mod validate;
 
@@ -35,7 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/refresh", post(sessions::refresh))
         .route("/logout", post(sessions::logout))
         .route("/validate", get(validate::validate))
-        .route("/.well-known/jwks.json", get(keys::public_jwks))
+        .route("/.well-known/jwks.json", get(jwks::public_jwks))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -45,10 +46,11 @@ pub fn router(state: AppState) -> Router {
 /// The internal API (`AUTH_INTERNAL_LISTEN`): every route needs `AUTH_INTERNAL_TOKEN`.
 pub fn internal_router(state: AppState) -> Router {
     Router::new()
-        .route("/internal/keys", get(keys::internal_keys))
+        .route("/internal/keys", get(internal::internal_keys))
+        .route("/internal/revocations", get(internal::revocations))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            keys::require_internal_token,
+            internal::require_internal_token,
         ))
         .with_common_layers(state)
 }

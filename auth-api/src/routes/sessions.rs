@@ -138,7 +138,7 @@ async fn rotate(state: &AppState, presented: &str) -> Result<Response, Rejected>
     }
     state
         .store
-        .revoke_session(&session.id, now, "refresh_token_reused")
+        .revoke_session(&session.id, state.revoke_at(), "refresh_token_reused")
         .await?;
     tracing::warn!(
         event = "refresh_token_reused",
@@ -160,16 +160,18 @@ pub(super) async fn logout(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let request = optional_json_body(&headers, body)?;
-    let now = state.clock.now();
     if let Some(token) = bearer_token(&headers)? {
-        let (_, claims) = state.verify_access_token(token).await?;
+        let claims = state.verify_access_token(token).await?.typed;
         tracing::Span::current().record("user_id", claims.sub.as_str());
         if request.all {
-            state.store.revoke_all_sessions(&claims.sub, now).await?;
+            state
+                .store
+                .revoke_all_sessions(&claims.sub, state.revoke_at())
+                .await?;
         } else {
             state
                 .store
-                .revoke_session(&claims.sid, now, "logout")
+                .revoke_session(&claims.sid, state.revoke_at(), "logout")
                 .await?;
         }
         tracing::info!(event = "logout", all = request.all, "logged out");
@@ -189,12 +191,12 @@ pub(super) async fn logout(
         if request.all {
             state
                 .store
-                .revoke_all_sessions(&found.session.user_id, now)
+                .revoke_all_sessions(&found.session.user_id, state.revoke_at())
                 .await?;
         } else {
             state
                 .store
-                .revoke_session(&found.session.id, now, "logout")
+                .revoke_session(&found.session.id, state.revoke_at(), "logout")
                 .await?;
         }
         tracing::info!(event = "logout", all = request.all, "logged out");

@@ -70,19 +70,70 @@ impl Store {
     /// activates.
     pub async fn rotate_in_key(&self, key: &StoredKey) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(key.activates_at)
-        .execute(&mut *tx)
-        .await?;
+        retire_signers(&mut tx, key.activates_at).await?;
         insert_key(&mut tx, key).await?;
         tx.commit().await
     }
+
+    /// [`Store::rotate_in_key`], but only if no key was added after `cutoff`: of several
+    /// replicas running the schedule at once, exactly one rotates. `true` when it rotated.
+    pub async fn rotate_in_key_if_due(
+        &self,
+        key: &StoredKey,
+        cutoff: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE key_rotation_state SET last_rotation_at = $1 WHERE id = 1 AND last_rotation_at <= $2",
+        )
+        .bind(key.created_at)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        retire_signers(&mut tx, key.activates_at).await?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Withdraws a key at once: it is neither published nor accepted any more. `false` when
+    /// there is no such key or it was already revoked.
+    pub async fn revoke_key(&self, kid: &str, now: i64) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE signing_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL",
+        )
+        .bind(kid)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
 }
 
+/// Every key still signing, or waiting to, stops signing at `at`.
+async fn retire_signers(conn: &mut sqlx::AnyConnection, at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(at)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Inserts a key and records it as the ring's latest addition (for the rotation schedule).
 async fn insert_key(conn: &mut sqlx::AnyConnection, key: &StoredKey) -> Result<(), sqlx::Error> {
     use secrecy::ExposeSecret;
+    sqlx::query("UPDATE key_rotation_state SET last_rotation_at = $1 WHERE id = 1")
+        .bind(key.created_at)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at, retires_at, revoked_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -7,6 +7,7 @@
 //! of waiting).
 
 mod keys;
+mod revocations;
 mod sessions;
 mod users;
 
@@ -19,7 +20,8 @@ use sqlx::{
 };
 
 pub use keys::StoredKey;
-pub use sessions::{NewSession, RefreshLookup, SessionRow, TokenStatus};
+pub use revocations::{RevocationRow, Revoked};
+pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, TokenStatus};
 pub use users::{InsertUser, UserRow, UserSummary};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

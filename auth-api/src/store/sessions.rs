@@ -6,7 +6,27 @@
 
 use sqlx::{AnyConnection, FromRow};
 
-use super::Store;
+use super::{revocations::Revoked, Store};
+
+/// When a revocation happens, and until when the gateway must be told about it: the access
+/// token lifetime plus the clock skew after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeAt {
+    /// The revocation time, Unix seconds.
+    pub now: i64,
+    /// When every token it refuses has expired.
+    pub until: i64,
+}
+
+impl RevokeAt {
+    /// A revocation at `now` that must stay published for `retention_secs`.
+    pub fn new(now: i64, retention_secs: i64) -> Self {
+        Self {
+            now,
+            until: now.saturating_add(retention_secs),
+        }
+    }
+}
 
 /// A session to create at login, with its first refresh token.
 #[derive(Debug)]
@@ -67,6 +87,8 @@ pub struct TokenStatus {
     pub disabled_at: Option<i64>,
     /// Tokens issued before this time are refused.
     pub tokens_valid_after: i64,
+    /// Set when the signing key has been revoked.
+    pub key_revoked_at: Option<i64>,
 }
 
 impl Store {
@@ -161,61 +183,94 @@ impl Store {
         .await
     }
 
-    /// Revokes one session; `false` when it was already revoked or does not exist.
+    /// Revokes one session and publishes it in the revocation feed; `false` when it was
+    /// already revoked or does not exist.
     pub async fn revoke_session(
         &self,
         session_id: &str,
-        now: i64,
+        at: RevokeAt,
         reason: &str,
     ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(session_id)
-        .bind(now)
+        .bind(at.now)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let revoked = result.rows_affected() == 1;
+        if revoked {
+            Self::record_revocation(&mut tx, Revoked::Session(session_id), at.until, at.now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     /// Logout everywhere: revokes every session of the user and refuses every access token
-    /// issued before `now`.
-    pub async fn revoke_all_sessions(&self, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    /// issued up to `at.now`, at `/validate` and (through the feed) at the gateway.
+    pub async fn revoke_all_sessions(
+        &self,
+        user_id: &str,
+        at: RevokeAt,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET tokens_valid_after = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        Self::revoke_sessions_of_user(&mut tx, user_id, now, "logout_all").await?;
+        Self::revoke_user_tokens(&mut tx, user_id, at, "logout_all").await?;
         tx.commit().await
     }
 
-    pub(super) async fn revoke_sessions_of_user(
+    /// Revokes every session and token of a user, inside the caller's transaction. Tokens
+    /// issued in the same second as the revocation are refused too: `tokens_valid_after` is
+    /// the next second, and tokens issued afterwards carry at least that `iat`.
+    pub(super) async fn revoke_user_tokens(
         conn: &mut AnyConnection,
         user_id: &str,
-        now: i64,
+        at: RevokeAt,
         reason: &str,
-    ) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    ) -> Result<(), sqlx::Error> {
+        let not_before = at.now.saturating_add(1);
+        sqlx::query("UPDATE users SET tokens_valid_after = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(not_before)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
             "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user_id)
-        .bind(now)
+        .bind(at.now)
         .bind(reason)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-        Ok(result.rows_affected())
+        Self::record_revocation(
+            conn,
+            Revoked::User {
+                user_id,
+                not_before,
+            },
+            at.until,
+            at.now,
+        )
+        .await
     }
 
-    /// What `/validate` needs to know about a session.
-    pub async fn token_status(&self, session_id: &str) -> Result<Option<TokenStatus>, sqlx::Error> {
+    /// What `/validate` needs to know about a session and the key that signed the token: read
+    /// from the database on every call, so a revocation (of a session, a user or a key) made by
+    /// any replica or the CLI takes effect at once.
+    pub async fn token_status(
+        &self,
+        session_id: &str,
+        kid: &str,
+    ) -> Result<Option<TokenStatus>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT s.user_id, s.revoked_at, u.disabled_at, u.tokens_valid_after \
+            "SELECT s.user_id, s.revoked_at, u.disabled_at, u.tokens_valid_after, \
+                    (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = $2) AS key_revoked_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         )
         .bind(session_id)
+        .bind(kid)
         .fetch_optional(&self.pool)
         .await
     }

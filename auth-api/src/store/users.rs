@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{is_unique_violation, Store};
+use super::{is_unique_violation, RevokeAt, Store};
 
 /// What login and token issuance need of a user.
 #[derive(Debug, Clone, FromRow)]
@@ -17,6 +17,8 @@ pub struct UserRow {
     pub created_at: i64,
     /// Set while the account is disabled.
     pub disabled_at: Option<i64>,
+    /// Access tokens issued before this time are refused; new ones carry at least this `iat`.
+    pub tokens_valid_after: i64,
 }
 
 /// One line of `auth-api users list`.
@@ -79,7 +81,7 @@ impl Store {
     /// The user with this (normalised) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, disabled_at FROM users WHERE email = $1",
+            "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after FROM users WHERE email = $1",
         )
         .bind(email)
         .fetch_optional(&self.pool)
@@ -89,7 +91,7 @@ impl Store {
     /// The user with this id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, disabled_at FROM users WHERE id = $1",
+            "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after FROM users WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -147,21 +149,22 @@ impl Store {
         Ok(users)
     }
 
-    /// Disables the user at `now`: every session is revoked and every access token issued so
-    /// far stops validating. `false` when already disabled.
-    pub async fn disable_user(&self, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    /// Disables the user: every session is revoked and every access token issued so far stops
+    /// validating, here and at the gateway. `false` when already disabled.
+    pub async fn disable_user(&self, user_id: &str, at: RevokeAt) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let result = sqlx::query(
-            "UPDATE users SET disabled_at = $2, tokens_valid_after = $2 \
-             WHERE id = $1 AND disabled_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        Self::revoke_sessions_of_user(&mut tx, user_id, now, "user_disabled").await?;
+        let result =
+            sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+                .bind(user_id)
+                .bind(at.now)
+                .execute(&mut *tx)
+                .await?;
+        let disabled = result.rows_affected() == 1;
+        if disabled {
+            Self::revoke_user_tokens(&mut tx, user_id, at, "user_disabled").await?;
+        }
         tx.commit().await?;
-        Ok(result.rows_affected() == 1)
+        Ok(disabled)
     }
 
     /// Enables a disabled user; `false` when not disabled.

@@ -203,7 +203,7 @@ impl TestApp {
     }
 }
 
-async fn send(router: &Router, request: Request<Body>) -> TestResponse {
+pub async fn send(router: &Router, request: Request<Body>) -> TestResponse {
     let response = router
         .clone()
         .oneshot(request)

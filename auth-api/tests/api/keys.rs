@@ -117,13 +117,6 @@ async fn rotation_publishes_first_then_signs_and_logs_nobody_out(app: TestApp) {
     assert_eq!(kids, [new_kid]);
 }
 
-crate::on_both_stores!(
-    public_jwks_never_holds_a_secret_key,
-    internal_keys_need_the_internal_token,
-    internal_keys_list_the_signer_as_an_oct_jwk,
-    rotation_publishes_first_then_signs_and_logs_nobody_out,
-);
-
 /// SECURITY.md H30/32: the ring is in the database, so a restarted (or second) replica signs
 /// with the same key and accepts the first one's tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,3 +135,86 @@ async fn kid_is_stable_across_restarts_and_replicas() {
         );
     }
 }
+
+async fn revoked_key_is_refused_at_once_and_sessions_survive(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    let old_kid = app.signer_kid();
+    let replacement = app
+        .state
+        .ring
+        .revoke(&old_kid, app.clock.now())
+        .await
+        .unwrap();
+    let new_kid = replacement.expect("the signer was revoked, so a new key signs at once");
+    assert_eq!(app.signer_kid(), new_kid);
+
+    let refused = app.validate(&tokens.access).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let keys = app
+        .get_internal("/internal/keys", Some(&internal_auth()))
+        .await;
+    let kids: Vec<_> = keys.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kids,
+        [new_kid.clone()],
+        "the revoked key is no longer published"
+    );
+
+    let refreshed = Tokens::from_response(&app.refresh(&tokens.refresh).await);
+    assert_eq!(
+        header_of(&refreshed.access)["kid"],
+        new_kid.as_str(),
+        "the session lives on under the new key"
+    );
+    assert_eq!(app.validate(&refreshed.access).await.status, StatusCode::OK);
+}
+
+async fn revoking_an_unknown_key_is_an_error(app: TestApp) {
+    assert!(app
+        .state
+        .ring
+        .revoke("no-such-kid", app.clock.now())
+        .await
+        .is_err());
+}
+
+async fn scheduled_rotation_happens_once_per_period(app: TestApp) {
+    let period = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(
+        app.state
+            .ring
+            .rotate_if_due(app.clock.now(), period)
+            .await
+            .unwrap(),
+        None,
+        "the first key is new"
+    );
+    app.advance(period);
+    let ring = &app.state.ring;
+    let (a, b) = tokio::join!(
+        ring.rotate_if_due(app.clock.now(), period),
+        ring.rotate_if_due(app.clock.now(), period)
+    );
+    let rotated = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+    assert_eq!(rotated, 1, "two replicas at the same moment rotate once");
+    assert_eq!(
+        ring.rotate_if_due(app.clock.now(), period).await.unwrap(),
+        None
+    );
+    assert_eq!(ring.snapshot().keys().len(), 2);
+}
+
+crate::on_both_stores!(
+    public_jwks_never_holds_a_secret_key,
+    internal_keys_need_the_internal_token,
+    internal_keys_list_the_signer_as_an_oct_jwk,
+    rotation_publishes_first_then_signs_and_logs_nobody_out,
+    revoked_key_is_refused_at_once_and_sessions_survive,
+    revoking_an_unknown_key_is_an_error,
+    scheduled_rotation_happens_once_per_period,
+);

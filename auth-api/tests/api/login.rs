@@ -137,7 +137,7 @@ async fn disabled_account_is_told_only_after_the_right_password(app: TestApp) {
         .id;
     app.state
         .store
-        .disable_user(&id, app.clock.now())
+        .disable_user(&id, app.state.revoke_at())
         .await
         .unwrap();
     let wrong = app.login(&user.email, "not the password at all").await;

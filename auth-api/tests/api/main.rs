@@ -11,6 +11,7 @@ mod keys;
 mod login;
 mod logout;
 mod refresh;
+mod revocation;
 mod service;
 mod signup;
 mod validate;

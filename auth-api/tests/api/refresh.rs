@@ -192,7 +192,7 @@ async fn disabled_user_cannot_refresh(app: TestApp) {
         .id;
     app.state
         .store
-        .disable_user(&id, app.clock.now())
+        .disable_user(&id, app.state.revoke_at())
         .await
         .unwrap();
     assert_eq!(
