@@ -161,7 +161,7 @@ async fn revoked_key_is_refused_at_once_and_sessions_survive(app: TestApp) {
         .collect();
     assert_eq!(
         kids,
-        [new_kid.clone()],
+        std::slice::from_ref(&new_kid),
         "the revoked key is no longer published"
     );
 

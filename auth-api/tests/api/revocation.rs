@@ -52,7 +52,7 @@ async fn logout_publishes_the_session_until_its_tokens_expire(app: TestApp) {
         StatusCode::NO_CONTENT
     );
     let published = feed(&app).await;
-    assert_eq!(sids(&published), [sid.clone()]);
+    assert_eq!(sids(&published), std::slice::from_ref(&sid));
     let until = published.body["sessions"][0]["until"].as_i64().unwrap();
     assert_eq!(until, app.clock.now() + 900 + 60, "access TTL + clock skew");
     app.advance(Duration::from_secs(900 + 60));
