@@ -1,16 +1,20 @@
 //! The per-worker cache of verified tokens, so that a token seen again skips the HMAC and the
-//! JSON parsing. It holds what the request path needs (expiry, claim headers, roles), keyed by
-//! the token's SHA-256 so that tokens themselves are not kept. It never decides whether a token
-//! is valid: only tokens that passed `auth_jwt::decode` go in.
+//! JSON parsing. It holds what the request path needs (expiry, claim headers, roles, and the
+//! claims revocation looks at), keyed by the token's SHA-256 so that tokens themselves are not
+//! kept. It never decides whether a token is valid: only tokens that passed `auth_jwt::decode`
+//! go in.
 //!
 //! Bounds: at most `capacity` entries; when full, the oldest entry is evicted (FIFO), which is
 //! cheap and keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew, and the
 //! whole cache is cleared when the key set version changes, so a removed key stops working at
-//! once.
+//! once. Revocation is not the cache's business: `decide` checks every request, hits included,
+//! against the current feed.
 
 use std::collections::{HashMap, VecDeque};
 
 use sha2::{Digest, Sha256};
+
+use crate::revocations::TokenIds;
 
 /// What the request path needs from a verified token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +25,23 @@ pub struct Identity {
     pub claim_headers: Vec<(String, String)>,
     /// The roles claim.
     pub roles: Vec<String>,
+    /// `sub`, if it is a string.
+    pub sub: Option<String>,
+    /// `sid`, if it is a string.
+    pub sid: Option<String>,
+    /// `iat` rounded down to whole seconds, if it is a number.
+    pub iat: Option<i64>,
+}
+
+impl Identity {
+    /// The claims the revocation feed is matched against.
+    pub fn token_ids(&self) -> TokenIds<'_> {
+        TokenIds {
+            sub: self.sub.as_deref(),
+            sid: self.sid.as_deref(),
+            iat: self.iat,
+        }
+    }
 }
 
 type TokenHash = [u8; 32];
@@ -110,6 +131,9 @@ mod tests {
             exp,
             claim_headers: vec![("x-user-id".to_owned(), "u1".to_owned())],
             roles: vec!["user".to_owned()],
+            sub: Some("u1".to_owned()),
+            sid: Some("s1".to_owned()),
+            iat: Some(1),
         }
     }
 

@@ -63,6 +63,9 @@ pub struct FilterConfig {
     pub required_claims: Vec<String>,
     /// Where the verification keys come from.
     pub key_source: KeySource,
+    /// Where the revocation feed is polled from (`remote_revocations`). Default none: no token
+    /// is refused as revoked.
+    pub remote_revocations: Option<RemoteSource>,
     /// Route rules, first match wins; no match is denied (403).
     pub rules: Vec<Rule>,
     /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through
@@ -104,41 +107,34 @@ pub enum KeySource {
     Local(KeySet),
 }
 
-/// The `remote_jwks` section: where and how often to poll the key set.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteJwks {
+/// Where and how to poll a document over an Envoy cluster: what `remote_jwks` and
+/// `remote_revocations` have in common.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteSource {
     /// The Envoy cluster to call. Required.
     pub cluster: String,
     /// The request path, starting with `/`. Required.
     pub path: String,
     /// The `:authority` of the call. Default: the cluster name.
-    #[serde(default)]
     pub authority: Option<String>,
     /// Sent as `Authorization: Bearer …`; never shown by `Debug`. Default none.
-    #[serde(default)]
     pub bearer_token: Option<String>,
-    /// Seconds between successful polls. Default 30, at least 1.
-    #[serde(default = "default_poll_seconds")]
+    /// Seconds between successful polls, at least 1. Default 30 for keys, 2 for revocations.
     pub poll_seconds: u64,
-    /// Seconds after the last successful fetch when the keys stop being used (503). Default 3600.
-    #[serde(default = "default_stale_after_seconds")]
-    pub stale_after_seconds: u64,
-    /// Timeout of one fetch, in milliseconds. Default 2000.
-    #[serde(default = "default_timeout_ms")]
+    /// Timeout of one fetch, in milliseconds, 1 to 60000. Default 2000.
     pub timeout_ms: u64,
 }
 
-impl RemoteJwks {
+impl RemoteSource {
     /// The `:authority` to send: `authority`, or the cluster name.
     pub fn authority(&self) -> &str {
         self.authority.as_deref().unwrap_or(&self.cluster)
     }
 }
 
-impl fmt::Debug for RemoteJwks {
+impl fmt::Debug for RemoteSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RemoteJwks")
+        f.debug_struct("RemoteSource")
             .field("cluster", &self.cluster)
             .field("path", &self.path)
             .field("authority", &self.authority)
@@ -147,10 +143,19 @@ impl fmt::Debug for RemoteJwks {
                 &self.bearer_token.as_ref().map(|_| "[redacted]"),
             )
             .field("poll_seconds", &self.poll_seconds)
-            .field("stale_after_seconds", &self.stale_after_seconds)
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
+}
+
+/// The `remote_jwks` section: where and how often to poll the key set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteJwks {
+    /// Where to poll; `poll_seconds` defaults to 30.
+    pub source: RemoteSource,
+    /// Seconds after the last successful fetch when the keys stop being used (503). Default
+    /// 3600, at least `poll_seconds`.
+    pub stale_after_seconds: u64,
 }
 
 /// One route rule.
@@ -184,16 +189,6 @@ pub enum Require {
     Authenticated,
     /// A valid token carrying at least one of these roles (403 otherwise).
     Roles(Vec<String>),
-}
-
-fn default_poll_seconds() -> u64 {
-    30
-}
-fn default_stale_after_seconds() -> u64 {
-    3600
-}
-fn default_timeout_ms() -> u64 {
-    2000
 }
 
 /// An object being read field by field, so that each error names its field and leftover
@@ -349,6 +344,11 @@ impl FilterConfig {
             }
         };
 
+        let remote_revocations = fields
+            .take_raw("remote_revocations")
+            .map(remote_revocations)
+            .transpose()?;
+
         let raw_rules: Vec<Value> = fields.require("rules")?;
         if raw_rules.is_empty() {
             return Err(ConfigError::new("rules", "must not be empty"));
@@ -386,6 +386,7 @@ impl FilterConfig {
             roles_claim,
             required_claims,
             key_source,
+            remote_revocations,
             rules,
             bypass_cors_preflight,
             realm,
@@ -407,45 +408,79 @@ impl FilterConfig {
 }
 
 fn remote_jwks(value: Value) -> Result<RemoteJwks, ConfigError> {
-    let remote: RemoteJwks = serde_json::from_value(value)
-        .map_err(|e| ConfigError::new("remote_jwks", e.to_string()))?;
-    non_empty("remote_jwks.cluster", &remote.cluster)?;
-    if !remote.path.starts_with('/') || remote.path.chars().any(|c| !('!'..='~').contains(&c)) {
+    let mut fields = Fields::new("remote_jwks", value)?;
+    let source = remote_source(&mut fields, 30)?;
+    let stale_after_seconds = fields.take("stale_after_seconds")?.unwrap_or(3600);
+    if stale_after_seconds < source.poll_seconds {
         return Err(ConfigError::new(
-            "remote_jwks.path",
+            fields.field_path("stale_after_seconds"),
+            "must be at least poll_seconds",
+        ));
+    }
+    fields.finish()?;
+    Ok(RemoteJwks {
+        source,
+        stale_after_seconds,
+    })
+}
+
+fn remote_revocations(value: Value) -> Result<RemoteSource, ConfigError> {
+    let mut fields = Fields::new("remote_revocations", value)?;
+    let source = remote_source(&mut fields, 2)?;
+    fields.finish()?;
+    Ok(source)
+}
+
+/// The members every polled source has, read from `fields`; the caller reads its own members
+/// and then calls `finish`.
+fn remote_source(
+    fields: &mut Fields,
+    default_poll_seconds: u64,
+) -> Result<RemoteSource, ConfigError> {
+    let cluster: String = fields.require("cluster")?;
+    non_empty(&fields.field_path("cluster"), &cluster)?;
+    let path: String = fields.require("path")?;
+    if !path.starts_with('/') || path.chars().any(|c| !('!'..='~').contains(&c)) {
+        return Err(ConfigError::new(
+            fields.field_path("path"),
             "expected a path starting with /",
         ));
     }
-    if let Some(authority) = &remote.authority {
-        non_empty("remote_jwks.authority", authority)?;
+    let authority: Option<String> = fields.take("authority")?;
+    if let Some(authority) = &authority {
+        non_empty(&fields.field_path("authority"), authority)?;
     }
-    if let Some(token) = &remote.bearer_token {
+    let bearer_token: Option<String> = fields.take("bearer_token")?;
+    if let Some(token) = &bearer_token {
         if token.is_empty() || !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
             return Err(ConfigError::new(
-                "remote_jwks.bearer_token",
+                fields.field_path("bearer_token"),
                 "expected a non-empty printable ascii token",
             ));
         }
     }
-    if remote.poll_seconds == 0 {
+    let poll_seconds = fields.take("poll_seconds")?.unwrap_or(default_poll_seconds);
+    if poll_seconds == 0 {
         return Err(ConfigError::new(
-            "remote_jwks.poll_seconds",
+            fields.field_path("poll_seconds"),
             "must be at least 1",
         ));
     }
-    if remote.stale_after_seconds < remote.poll_seconds {
+    let timeout_ms = fields.take("timeout_ms")?.unwrap_or(2000);
+    if timeout_ms == 0 || timeout_ms > 60_000 {
         return Err(ConfigError::new(
-            "remote_jwks.stale_after_seconds",
-            "must be at least poll_seconds",
-        ));
-    }
-    if remote.timeout_ms == 0 || remote.timeout_ms > 60_000 {
-        return Err(ConfigError::new(
-            "remote_jwks.timeout_ms",
+            fields.field_path("timeout_ms"),
             "must be between 1 and 60000",
         ));
     }
-    Ok(remote)
+    Ok(RemoteSource {
+        cluster,
+        path,
+        authority,
+        bearer_token,
+        poll_seconds,
+        timeout_ms,
+    })
 }
 
 fn local_jwks(value: Value) -> Result<KeySet, ConfigError> {
@@ -637,13 +672,47 @@ pub(crate) mod tests {
         let KeySource::Remote(remote) = &config.key_source else {
             panic!("expected remote keys");
         };
-        assert_eq!(remote.poll_seconds, 30);
+        assert_eq!(remote.source.poll_seconds, 30);
         assert_eq!(remote.stale_after_seconds, 3600);
+        assert_eq!(remote.source.timeout_ms, 2000);
+        assert_eq!(remote.source.authority(), "auth_internal");
+        assert_eq!(remote.source.bearer_token.as_deref(), Some("s3cr3t-token"));
+        assert!(config.remote_revocations.is_none(), "off unless configured");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t-token"), "{debug}");
+        assert!(debug.contains("[redacted]"));
+    }
+
+    #[test]
+    fn remote_revocations_gets_its_defaults_and_hides_the_bearer_token_from_debug() {
+        let value = with(
+            base(),
+            "/remote_revocations",
+            json!({"cluster": "auth_internal", "path": "/internal/revocations", "bearer_token": "s3cr3t-token"}),
+        );
+        let config = parse(&value).unwrap();
+        let remote = config.remote_revocations.as_ref().unwrap();
+        assert_eq!(remote.cluster, "auth_internal");
+        assert_eq!(remote.path, "/internal/revocations");
+        assert_eq!(remote.poll_seconds, 2);
         assert_eq!(remote.timeout_ms, 2000);
         assert_eq!(remote.authority(), "auth_internal");
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-token"), "{debug}");
         assert!(debug.contains("[redacted]"));
+
+        let full = with(
+            base(),
+            "/remote_revocations",
+            json!({"cluster": "auth_internal", "path": "/internal/revocations", "authority": "auth-api",
+                   "bearer_token": "t", "poll_seconds": 5, "timeout_ms": 500}),
+        );
+        let config = parse(&full).unwrap();
+        let remote = config.remote_revocations.as_ref().unwrap();
+        assert_eq!(
+            (remote.authority(), remote.poll_seconds, remote.timeout_ms),
+            ("auth-api", 5, 500)
+        );
     }
 
     #[test]
@@ -824,8 +893,104 @@ pub(crate) mod tests {
                     "/remote_jwks",
                     json!({"cluster": "c", "path": "/k", "url": "x"}),
                 ),
-                "remote_jwks",
+                "remote_jwks.url",
                 "unknown member",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!({"path": "/k"}),
+                ),
+                "remote_jwks.cluster",
+                "no cluster",
+            ),
+            (
+                with(
+                    with(base(), "/local_jwks", Value::Null),
+                    "/remote_jwks",
+                    json!("c/k"),
+                ),
+                "remote_jwks",
+                "not an object",
+            ),
+            (
+                with(base(), "/remote_revocations", json!({"path": "/r"})),
+                "remote_revocations.cluster",
+                "revocations without a cluster",
+            ),
+            (
+                with(base(), "/remote_revocations", json!({"cluster": "c"})),
+                "remote_revocations.path",
+                "revocations without a path",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "internal/revocations"}),
+                ),
+                "remote_revocations.path",
+                "a relative revocations path",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "authority": ""}),
+                ),
+                "remote_revocations.authority",
+                "an empty authority",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "bearer_token": "a b"}),
+                ),
+                "remote_revocations.bearer_token",
+                "a space in the bearer token",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "poll_seconds": 0}),
+                ),
+                "remote_revocations.poll_seconds",
+                "polling revocations continuously",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "poll_seconds": "2"}),
+                ),
+                "remote_revocations.poll_seconds",
+                "poll_seconds as a string",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "timeout_ms": 60_001}),
+                ),
+                "remote_revocations.timeout_ms",
+                "a timeout over a minute",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "stale_after_seconds": 60}),
+                ),
+                "remote_revocations.stale_after_seconds",
+                "revocations never go stale",
+            ),
+            (
+                with(base(), "/remote_revocations", json!(true)),
+                "remote_revocations",
+                "revocations not an object",
             ),
             (with(base(), "/rules", json!([])), "rules", "no rule"),
             (

@@ -1,7 +1,8 @@
 //! The whole per-request decision, without the host: strip spoofable identity headers, match a
-//! rule, let CORS preflights through, find and verify the token (through the cache), check
-//! roles, and say which headers to set and remove, or which answer to send. `lib.rs` reads the
-//! request, calls [`decide`] and applies the [`Decision`]; nothing here talks to Envoy.
+//! rule, let CORS preflights through, find and verify the token (through the cache), check it
+//! against the revocation feed, check roles, and say which headers to set and remove, or which
+//! answer to send. `host.rs` reads the request, calls [`decide`] and applies the [`Decision`];
+//! nothing here talks to Envoy.
 
 use auth_jwt::{decode, KeySet, Validation};
 use serde_json::{Map, Value};
@@ -10,6 +11,7 @@ use crate::cache::{Identity, TokenCache};
 use crate::config::{FilterConfig, Require};
 use crate::policy::{self, Authorization, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
+use crate::revocations::Revocations;
 
 /// What `decide` needs to know about a request.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +22,17 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// All request headers, lowercase names, in order (repeated names repeated).
     pub headers: &'a [(String, String)],
+}
+
+/// What `decide` knows of the revocation feed.
+#[derive(Clone, Copy, Debug)]
+pub enum RevocationCheck<'a> {
+    /// `remote_revocations` is not configured: no token is refused as revoked.
+    Off,
+    /// Configured, but no feed has been fetched yet: protected routes answer 503.
+    NotLoaded,
+    /// The last good feed.
+    Loaded(&'a Revocations),
 }
 
 /// How an allowed request got through, for the counters.
@@ -59,12 +72,14 @@ pub enum Decision {
 }
 
 /// Decides about one request at `now` (seconds since the Unix epoch). `keys` is `None` while no
-/// fresh key set is loaded; `cache` is the worker's verified-token cache, if any.
+/// fresh key set is loaded; `revocations` is what this worker has of the revocation feed;
+/// `cache` is the worker's verified-token cache, if any.
 pub fn decide(
     request: &RequestView<'_>,
     config: &FilterConfig,
     validation: &Validation,
     keys: Option<&KeySet>,
+    revocations: RevocationCheck<'_>,
     cache: Option<&mut TokenCache>,
     now: u64,
 ) -> Decision {
@@ -112,6 +127,12 @@ pub fn decide(
     let Some(keys) = keys else {
         return deny(DenyReason::KeysUnavailable);
     };
+    let revocations = match revocations {
+        RevocationCheck::Off => None,
+        // Without a feed, a revoked token cannot be told apart: fail closed, like without keys.
+        RevocationCheck::NotLoaded => return deny(DenyReason::KeysUnavailable),
+        RevocationCheck::Loaded(revocations) => Some(revocations),
+    };
 
     let mut cache = cache;
     let cached = cache
@@ -132,6 +153,12 @@ pub fn decide(
         },
     };
 
+    // Checked on every request, cache hits included. The cache only remembers that a signature
+    // verified, which a revocation does not change, so it never needs clearing for one.
+    if revocations.is_some_and(|r| r.revokes(&identity.token_ids(), now, config.clock_skew_seconds))
+    {
+        return deny(DenyReason::Revoked);
+    }
     if let Authorization::Deny(why) = policy::authorize(&rule.require, &identity.roles) {
         return deny(DenyReason::InsufficientScope(why));
     }
@@ -155,7 +182,8 @@ pub fn decide(
     )
 }
 
-/// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values and the roles.
+/// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values, the roles, and
+/// `sub`, `sid` and `iat` for the revocation check.
 fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     let claim_headers = config
@@ -175,11 +203,27 @@ fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
         Some(Value::String(role)) => vec![role.clone()],
         _ => Vec::new(),
     };
+    let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Identity {
         exp,
         claim_headers,
         roles,
+        sub: string("sub"),
+        sid: string("sid"),
+        iat: claims.get("iat").and_then(whole_seconds),
     }
+}
+
+/// A NumericDate rounded down to whole seconds: `floor(iat) < not_before` exactly when
+/// `iat < not_before` for a whole `not_before`. Past `i64::MAX` it saturates, which compares the
+/// same way.
+fn whole_seconds(value: &Value) -> Option<i64> {
+    let Value::Number(n) = value else {
+        return None;
+    };
+    n.as_i64()
+        .or_else(|| n.as_u64().map(|_| i64::MAX))
+        .or_else(|| n.as_f64().map(|f| f.floor() as i64))
 }
 
 /// A claim as a header value: strings as they are, numbers and booleans as JSON, arrays of
@@ -221,6 +265,7 @@ mod tests {
 
     use super::*;
     use crate::config::tests::base;
+    use crate::poll::Document;
 
     const NOW: u64 = 1_700_000_000;
     const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
@@ -273,7 +318,15 @@ mod tests {
             path,
             headers: &headers,
         };
-        decide(&view, config, &config.validation(), keys, cache, now)
+        decide(
+            &view,
+            config,
+            &config.validation(),
+            keys,
+            RevocationCheck::Off,
+            cache,
+            now,
+        )
     }
 
     fn bearer(token: &str) -> String {
@@ -831,6 +884,211 @@ mod tests {
         ];
         for (value, expected, reason) in cases {
             assert_eq!(header_value(&value).as_deref(), expected, "{reason}");
+        }
+    }
+
+    fn run_checked(
+        config: &FilterConfig,
+        authorization: &str,
+        revocations: RevocationCheck<'_>,
+        cache: Option<&mut TokenCache>,
+        now: u64,
+    ) -> Decision {
+        let headers = [("authorization".to_owned(), authorization.to_owned())];
+        let view = RequestView {
+            method: "GET",
+            path: "/api/x",
+            headers: &headers,
+        };
+        let keys = keys();
+        decide(
+            &view,
+            config,
+            &config.validation(),
+            Some(&keys),
+            revocations,
+            cache,
+            now,
+        )
+    }
+
+    fn empty_feed() -> Revocations {
+        Revocations::parse(br#"{"version":"0","sessions":[],"users":[]}"#).unwrap()
+    }
+
+    #[test]
+    fn revoked_sessions_and_users_are_refused_and_others_pass() {
+        let config = config_with(|_| {});
+        let feed = crate::revocations::tests::parsed();
+        let token_with = |edits: &[(&str, Value)]| {
+            let mut c = claims();
+            for (name, value) in edits {
+                c[*name] = value.clone();
+            }
+            bearer(&token(&c))
+        };
+        let cases = [
+            (
+                token_with(&[("sid", json!("s-revoked"))]),
+                true,
+                "revoked session",
+            ),
+            (
+                token_with(&[("sub", json!("u-revoked")), ("iat", json!(NOW - 1))]),
+                true,
+                "user token issued before not_before",
+            ),
+            (
+                token_with(&[("sub", json!("u-revoked")), ("iat", json!(NOW))]),
+                false,
+                "user token issued at not_before",
+            ),
+            (
+                token_with(&[("sub", json!("u-revoked")), ("iat", json!(NOW + 30))]),
+                false,
+                "user token issued after not_before",
+            ),
+            (
+                token_with(&[
+                    ("sub", json!("u-revoked")),
+                    ("iat", json!(NOW as f64 - 0.5)),
+                ]),
+                true,
+                "fractional iat just before not_before",
+            ),
+            (token_with(&[]), false, "another user and session"),
+        ];
+        for (auth, revoked, why) in cases {
+            let decision = run_checked(&config, &auth, RevocationCheck::Loaded(&feed), None, NOW);
+            if revoked {
+                assert_eq!(reason(&decision), Some(&DenyReason::Revoked), "{why}");
+                let Decision::Deny {
+                    response: DenyResponse::Http { status, .. },
+                    ..
+                } = decision
+                else {
+                    panic!("{why}: expected an http denial");
+                };
+                assert_eq!(status, 401, "{why}");
+            } else {
+                assert!(
+                    matches!(decision, Decision::Allow { .. }),
+                    "{why}: {decision:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn revocations_are_checked_on_cache_hits() {
+        let config = config_with(|_| {});
+        let mut cache = TokenCache::new(8);
+        let mut c = claims();
+        c["sid"] = json!("s-revoked");
+        let auth = bearer(&token(&c));
+        let (empty, feed) = (empty_feed(), crate::revocations::tests::parsed());
+        let cases = [
+            (&empty, None, "before the revocation: verified and cached"),
+            (&feed, Some(DenyReason::Revoked), "revoked while cached"),
+            (
+                &empty,
+                None,
+                "the entry gone: the cached token passes again",
+            ),
+        ];
+        for (i, (revocations, expected, why)) in cases.into_iter().enumerate() {
+            let decision = run_checked(
+                &config,
+                &auth,
+                RevocationCheck::Loaded(revocations),
+                Some(&mut cache),
+                NOW,
+            );
+            assert_eq!(reason(&decision).cloned(), expected, "{why}");
+            if let Decision::Allow { by, .. } = decision {
+                assert_eq!(by, AllowedBy::Token { cache_hit: i > 0 }, "{why}");
+            }
+            assert_eq!(cache.len(), 1, "{why}");
+        }
+    }
+
+    #[test]
+    fn before_the_first_feed_protected_routes_answer_503() {
+        let config = config_with(|_| {});
+        let auth = bearer(&token(&claims()));
+        let decision = run_checked(&config, &auth, RevocationCheck::NotLoaded, None, NOW);
+        assert_eq!(reason(&decision), Some(&DenyReason::KeysUnavailable));
+        let Decision::Deny {
+            response: DenyResponse::Http { status, .. },
+            ..
+        } = decision
+        else {
+            panic!("expected an http denial");
+        };
+        assert_eq!(status, 503);
+        let off = run_checked(&config, &auth, RevocationCheck::Off, None, NOW);
+        assert!(
+            matches!(off, Decision::Allow { .. }),
+            "no effect when not configured"
+        );
+        let headers: Vec<(String, String)> = Vec::new();
+        let public = decide(
+            &RequestView {
+                method: "GET",
+                path: "/auth/login",
+                headers: &headers,
+            },
+            &config,
+            &config.validation(),
+            None,
+            RevocationCheck::NotLoaded,
+            None,
+            NOW,
+        );
+        assert!(
+            matches!(public, Decision::Allow { .. }),
+            "public routes need no feed"
+        );
+    }
+
+    #[test]
+    fn entries_whose_tokens_have_all_expired_refuse_nothing() {
+        let config = config_with(|_| {});
+        let mut c = claims();
+        c["sid"] = json!("s-old");
+        let auth = bearer(&token(&c));
+        let feed_until = |until: u64| {
+            let body = format!(
+                r#"{{"version":"1","sessions":[{{"sid":"s-old","until":{until}}}],"users":[]}}"#
+            );
+            Revocations::parse(body.as_bytes()).unwrap()
+        };
+        let cases = [
+            (NOW - 60, false, "until plus the 60 s skew has passed"),
+            (NOW - 59, true, "still inside the skew"),
+        ];
+        for (until, revoked, why) in cases {
+            let feed = feed_until(until);
+            let decision = run_checked(&config, &auth, RevocationCheck::Loaded(&feed), None, NOW);
+            assert_eq!(
+                reason(&decision) == Some(&DenyReason::Revoked),
+                revoked,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn iat_is_kept_in_whole_seconds_rounded_down() {
+        let cases = [
+            (json!(5), Some(5), "an integer"),
+            (json!(5.7), Some(5), "a fraction rounds down"),
+            (json!(-3), Some(-3), "negative"),
+            (json!(u64::MAX), Some(i64::MAX), "beyond i64 saturates"),
+            (json!("5"), None, "a string"),
+        ];
+        for (value, expected, why) in cases {
+            assert_eq!(whole_seconds(&value), expected, "{why}");
         }
     }
 

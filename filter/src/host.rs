@@ -1,11 +1,12 @@
 //! The glue between Envoy and the pure modules: the only code that touches the proxy-wasm SDK.
 //!
-//! The root context (one per worker VM) parses the configuration once, owns the key state and
-//! the worker's token cache, and, for `remote_jwks`, polls the key source on `on_tick` following
-//! the shared-data protocol of [`crate::keys`]. Each HTTP context reads the request headers,
-//! calls [`crate::decide::decide`] and applies the decision. Host calls are made through
-//! `proxy_wasm::hostcalls` so that their errors are handled here (failing closed) instead of
-//! unwrapped by the SDK's trait defaults.
+//! The root context (one per worker VM) parses the configuration once, owns the key state, the
+//! revocation feed and the worker's token cache, and polls `remote_jwks` and
+//! `remote_revocations` on `on_tick`, following the shared-data protocol of [`crate::poll`]:
+//! this module only implements [`SharedData`] and sends the calls a [`Poller`] asks for. Each
+//! HTTP context reads the request headers, calls [`crate::decide::decide`] and applies the
+//! decision. Host calls are made through `proxy_wasm::hostcalls` so that their errors are
+//! handled here (failing closed) instead of unwrapped by the SDK's trait defaults.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,15 +20,15 @@ use proxy_wasm::types::{
 };
 
 use crate::cache::TokenCache;
-use crate::config::{FilterConfig, KeySource, RemoteJwks};
-use crate::decide::{decide, AllowedBy, Decision, RequestView};
-use crate::keys::{self, KeyRecord, KeyTracker, Lease, SharedKeys};
+use crate::config::{FilterConfig, KeySource, RemoteSource};
+use crate::decide::{decide, AllowedBy, Decision, RequestView, RevocationCheck};
+use crate::keys;
+use crate::poll::{
+    self, Document, FetchResult, Fetched, Poller, Refreshed, SetError, SharedData, SharedNames,
+    Timing,
+};
 use crate::response::{deny_response, DenyReason, DenyResponse};
-
-/// Largest key set document accepted from the key source, in bytes.
-const MAX_JWKS_BYTES: usize = 1 << 20;
-/// Attempts at a compare-and-swap write before giving up until the next tick.
-const CAS_ATTEMPTS: usize = 4;
+use crate::revocations::{self, Revocations};
 
 /// Logs a panic's message to Envoy's log before the VM aborts.
 pub(crate) fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
@@ -45,6 +46,24 @@ fn now_secs() -> Option<u64> {
     time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
+/// Proxy-wasm shared data, through the host.
+#[derive(Clone, Copy, Debug)]
+struct HostShared;
+
+impl SharedData for HostShared {
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+        hostcalls::get_shared_data(key).ok()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SetError::CasMismatch),
+            Err(_) => Err(SetError::Failed),
+        }
+    }
+}
+
 /// Counter ids, `None` where the host refused to define one.
 #[derive(Clone, Copy, Debug, Default)]
 struct Metrics {
@@ -52,6 +71,7 @@ struct Metrics {
     denied: Option<u32>,
     denied_missing_token: Option<u32>,
     denied_invalid_token: Option<u32>,
+    denied_revoked: Option<u32>,
     denied_insufficient_scope: Option<u32>,
     denied_no_route: Option<u32>,
     denied_keys_unavailable: Option<u32>,
@@ -59,6 +79,9 @@ struct Metrics {
     cors_preflight_bypassed: Option<u32>,
     jwks_fetch_success: Option<u32>,
     jwks_fetch_failed: Option<u32>,
+    revocations_fetch_success: Option<u32>,
+    revocations_fetch_failed: Option<u32>,
+    revocations_not_modified: Option<u32>,
     jwt_cache_hit: Option<u32>,
     jwt_cache_miss: Option<u32>,
 }
@@ -71,6 +94,7 @@ impl Metrics {
             denied: counter("auth_filter.denied"),
             denied_missing_token: counter("auth_filter.denied.missing_token"),
             denied_invalid_token: counter("auth_filter.denied.invalid_token"),
+            denied_revoked: counter("auth_filter.denied.revoked"),
             denied_insufficient_scope: counter("auth_filter.denied.insufficient_scope"),
             denied_no_route: counter("auth_filter.denied.no_route"),
             denied_keys_unavailable: counter("auth_filter.denied.keys_unavailable"),
@@ -78,6 +102,9 @@ impl Metrics {
             cors_preflight_bypassed: counter("auth_filter.cors_preflight_bypassed"),
             jwks_fetch_success: counter("auth_filter.jwks_fetch_success"),
             jwks_fetch_failed: counter("auth_filter.jwks_fetch_failed"),
+            revocations_fetch_success: counter("auth_filter.revocations_fetch_success"),
+            revocations_fetch_failed: counter("auth_filter.revocations_fetch_failed"),
+            revocations_not_modified: counter("auth_filter.revocations_not_modified"),
             jwt_cache_hit: counter("auth_filter.jwt_cache_hit"),
             jwt_cache_miss: counter("auth_filter.jwt_cache_miss"),
         }
@@ -95,11 +122,176 @@ impl Metrics {
         Self::inc(match reason {
             DenyReason::MissingToken => self.denied_missing_token,
             DenyReason::InvalidToken(_) => self.denied_invalid_token,
+            DenyReason::Revoked => self.denied_revoked,
             DenyReason::InsufficientScope(_) => self.denied_insufficient_scope,
             DenyReason::NoRoute => self.denied_no_route,
             DenyReason::KeysUnavailable => self.denied_keys_unavailable,
             DenyReason::Internal => self.denied_internal,
         });
+    }
+
+    fn jwks(&self) -> FetchCounters {
+        FetchCounters {
+            success: self.jwks_fetch_success,
+            failed: self.jwks_fetch_failed,
+            not_modified: None,
+        }
+    }
+
+    fn revocations(&self) -> FetchCounters {
+        FetchCounters {
+            success: self.revocations_fetch_success,
+            failed: self.revocations_fetch_failed,
+            not_modified: self.revocations_not_modified,
+        }
+    }
+}
+
+/// The counters of one polled document. A 304 counts as a success and as not modified.
+#[derive(Clone, Copy, Debug, Default)]
+struct FetchCounters {
+    success: Option<u32>,
+    failed: Option<u32>,
+    not_modified: Option<u32>,
+}
+
+/// One document this worker polls: the pure [`Poller`], and where its calls go.
+#[derive(Debug)]
+struct Remote<D> {
+    poller: Poller<D>,
+    source: RemoteSource,
+    counters: FetchCounters,
+}
+
+impl<D: Document> Remote<D> {
+    fn new(
+        source: &RemoteSource,
+        names: SharedNames,
+        timing: Timing,
+        worker_id: u64,
+        counters: FetchCounters,
+    ) -> Self {
+        Self {
+            poller: Poller::new(names, worker_id, timing),
+            source: source.clone(),
+            counters,
+        }
+    }
+
+    /// The copy a new request may use: this worker's, else one another worker has fetched and
+    /// this worker's next tick has not picked up yet, so that a worker never refuses requests
+    /// (503) after a sibling has loaded the document.
+    fn for_request(&self, now: u64) -> Option<Rc<D>> {
+        self.poller
+            .usable(now)
+            .or_else(|| self.poller.peek(&HostShared, now))
+    }
+
+    /// Re-reads the shared record, re-parsing a new version.
+    fn refresh(&mut self) -> Refreshed {
+        let refreshed = self.poller.refresh(&HostShared);
+        match &refreshed {
+            Refreshed::Loaded { version, summary } => log(
+                LogLevel::Info,
+                &format!(
+                    "auth-filter: loaded {} version {version} ({summary})",
+                    D::KIND
+                ),
+            ),
+            Refreshed::Unusable { version, error } => log(
+                LogLevel::Error,
+                &format!(
+                    "auth-filter: shared {} version {version} unusable: {error}",
+                    D::KIND
+                ),
+            ),
+            Refreshed::Unchanged => {}
+        }
+        refreshed
+    }
+
+    /// Takes the fetch lease if a fetch is due, and starts the fetch.
+    fn maybe_fetch(&mut self, now: u64) {
+        let Some(request) = self.poller.start(&HostShared, now) else {
+            return;
+        };
+        let source = &self.source;
+        let bearer = source
+            .bearer_token
+            .as_ref()
+            .map(|token| format!("Bearer {token}"));
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", source.path.as_str()),
+            (":authority", source.authority()),
+        ];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        if let Some(etag) = &request.if_none_match {
+            headers.push(("if-none-match", etag.as_str()));
+        }
+        let timeout = Duration::from_millis(source.timeout_ms);
+        match hostcalls::dispatch_http_call(&source.cluster, headers, None, vec![], timeout) {
+            Ok(token) => self.poller.sent(token, request),
+            Err(status) => {
+                let why = format!("cannot call cluster {}: {status:?}", source.cluster);
+                self.finish(now, Fetched::Failed(why));
+            }
+        }
+    }
+
+    /// Handles the answer to the call `token` if it is this document's; `false` if it is not.
+    fn on_response(&mut self, token: u32, body_size: usize, now: u64) -> bool {
+        if !self.poller.owns(token) {
+            return false;
+        }
+        let header = |name: &str| {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, name)
+                .ok()
+                .flatten()
+        };
+        let (status, etag) = (header(":status"), header("etag"));
+        // Bodies over the limit are not even read.
+        let body = match body_size {
+            0 => Some(Vec::new()),
+            size if size <= D::MAX_BYTES => {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        let fetched = self.poller.classify(
+            status.as_deref(),
+            etag.as_deref(),
+            body_size,
+            body.as_deref(),
+        );
+        self.finish(now, fetched);
+        true
+    }
+
+    fn finish(&mut self, now: u64, fetched: Fetched) {
+        match self.poller.finish(&HostShared, now, fetched) {
+            FetchResult::Stored => Metrics::inc(self.counters.success),
+            FetchResult::NotModified => {
+                Metrics::inc(self.counters.success);
+                Metrics::inc(self.counters.not_modified);
+            }
+            FetchResult::Failed(why) => {
+                Metrics::inc(self.counters.failed);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "auth-filter: {} fetch from {}{} failed: {why}",
+                        D::KIND,
+                        self.source.cluster,
+                        self.source.path
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -111,19 +303,7 @@ enum KeyState {
     /// `local_jwks`: ready from the start.
     Local(Rc<KeySet>),
     /// `remote_jwks`: polled.
-    Remote(Box<RemoteState>),
-}
-
-#[derive(Debug)]
-struct RemoteState {
-    source: RemoteJwks,
-    names: SharedKeys,
-    worker_id: u64,
-    tracker: KeyTracker,
-    /// The parsed key set and when it was fetched.
-    current: Option<(Rc<KeySet>, u64)>,
-    /// The token of this worker's fetch in flight.
-    in_flight: Option<u32>,
+    Remote(Box<Remote<KeySet>>),
 }
 
 /// What every HTTP context of a configured root shares.
@@ -135,11 +315,13 @@ struct Shared {
     metrics: Metrics,
 }
 
-/// The root context: configuration, keys, cache and counters of one worker.
+/// The root context: configuration, keys, revocations, cache and counters of one worker.
 #[derive(Debug)]
 pub(crate) struct Root {
     shared: Option<Shared>,
     keys: KeyState,
+    /// `remote_revocations`, when configured.
+    revocations: Option<Box<Remote<Revocations>>>,
 }
 
 impl Root {
@@ -147,6 +329,7 @@ impl Root {
         Self {
             shared: None,
             keys: KeyState::Unconfigured,
+            revocations: None,
         }
     }
 
@@ -155,199 +338,36 @@ impl Root {
         match &self.keys {
             KeyState::Unconfigured => None,
             KeyState::Local(keys) => Some(Rc::clone(keys)),
-            KeyState::Remote(remote) => remote
-                .current
-                .as_ref()
-                .filter(|(_, fetched_at)| {
-                    keys::keys_fresh(*fetched_at, now, remote.source.stale_after_seconds)
-                })
-                .map(|(keys, _)| Rc::clone(keys)),
+            KeyState::Remote(remote) => remote.for_request(now),
         }
     }
 
-    /// Keys another worker has fetched that this worker's next tick has not picked up yet: read
-    /// from shared data (no fetch) only while this worker has none, so that a worker never
-    /// answers 503 after its sibling has loaded the keys.
-    fn shared_keys(&self, now: u64) -> Option<Rc<KeySet>> {
-        let KeyState::Remote(remote) = &self.keys else {
-            return None;
-        };
-        let (bytes, _) = hostcalls::get_shared_data(&remote.names.keys).ok()?;
-        let record = keys::decode::<KeyRecord>(bytes.as_deref())?;
-        if !keys::keys_fresh(record.fetched_at, now, remote.source.stale_after_seconds) {
-            return None;
-        }
-        KeySet::from_jwks_json(record.keys_json.as_bytes())
-            .ok()
-            .map(Rc::new)
-    }
-
-    /// Reads the shared key record and re-parses it if its version is new.
-    fn refresh_keys(&mut self) {
-        let KeyState::Remote(remote) = &mut self.keys else {
-            return;
-        };
-        let Ok((bytes, _)) = hostcalls::get_shared_data(&remote.names.keys) else {
-            return;
-        };
-        let Some(record) = keys::decode::<KeyRecord>(bytes.as_deref()) else {
-            return;
-        };
-        if !remote.tracker.needs_parse(&record) {
-            if let Some((_, fetched_at)) = &mut remote.current {
-                *fetched_at = record.fetched_at;
-            }
-            return;
-        }
-        match KeySet::from_jwks_json(record.keys_json.as_bytes()) {
-            Ok(set) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "auth-filter: loaded key set version {} ({} keys)",
-                        record.version,
-                        set.len()
-                    ),
-                );
-                remote.current = Some((Rc::new(set), record.fetched_at));
+    /// Picks up new versions from shared data; a new key set empties the token cache.
+    fn refresh(&mut self) {
+        if let KeyState::Remote(remote) = &mut self.keys {
+            if let Refreshed::Loaded { version, .. } = remote.refresh() {
                 if let Some(shared) = &self.shared {
                     if let Ok(mut cache) = shared.cache.try_borrow_mut() {
-                        cache.set_key_version(Some(record.version));
+                        cache.set_key_version(Some(version));
                     }
                 }
             }
-            Err(err) => log(
-                LogLevel::Error,
-                &format!(
-                    "auth-filter: shared key set version {} unusable: {err}",
-                    record.version
-                ),
-            ),
         }
-    }
-
-    /// Takes the fetch lease if a fetch is due, and starts the fetch.
-    fn maybe_fetch(&mut self, now: u64) {
-        let KeyState::Remote(remote) = &mut self.keys else {
-            return;
-        };
-        if remote.in_flight.is_some() {
-            return;
+        if let Some(revocations) = &mut self.revocations {
+            revocations.refresh();
         }
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(&remote.names.lease) else {
-            return;
-        };
-        let current = keys::decode::<Lease>(bytes.as_deref());
-        let lease_secs = remote.source.timeout_ms.div_ceil(1000).saturating_add(2);
-        let Some(lease) = keys::try_take_lease(current.as_ref(), remote.worker_id, now, lease_secs)
-        else {
-            return;
-        };
-        if hostcalls::set_shared_data(&remote.names.lease, Some(&keys::encode(&lease)), cas)
-            .is_err()
-        {
-            // Another worker took it first.
-            return;
-        }
-        let bearer = remote
-            .source
-            .bearer_token
-            .as_ref()
-            .map(|token| format!("Bearer {token}"));
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", remote.source.path.as_str()),
-            (":authority", remote.source.authority()),
-        ];
-        if let Some(bearer) = &bearer {
-            headers.push(("authorization", bearer.as_str()));
-        }
-        let timeout = Duration::from_millis(remote.source.timeout_ms);
-        match hostcalls::dispatch_http_call(&remote.source.cluster, headers, None, vec![], timeout)
-        {
-            Ok(token) => remote.in_flight = Some(token),
-            Err(status) => {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "auth-filter: cannot call cluster {}: {status:?}",
-                        remote.source.cluster
-                    ),
-                );
-                self.finish_fetch(now, None);
-            }
-        }
-    }
-
-    /// Records the outcome of a fetch: the new key record on success, then the lease released
-    /// with the next due time.
-    fn finish_fetch(&mut self, now: u64, fetched: Option<String>) {
-        let KeyState::Remote(remote) = &mut self.keys else {
-            return;
-        };
-        remote.in_flight = None;
-        let metrics = self.shared.as_ref().map(|s| s.metrics).unwrap_or_default();
-        let mut success = false;
-        if let Some(json) = fetched {
-            for _ in 0..CAS_ATTEMPTS {
-                let Ok((bytes, cas)) = hostcalls::get_shared_data(&remote.names.keys) else {
-                    break;
-                };
-                let current = keys::decode::<KeyRecord>(bytes.as_deref());
-                let next = keys::next_key_record(current.as_ref(), &json, now);
-                if hostcalls::set_shared_data(&remote.names.keys, Some(&keys::encode(&next)), cas)
-                    .is_ok()
-                {
-                    success = true;
-                    break;
-                }
-            }
-        }
-        Metrics::inc(if success {
-            metrics.jwks_fetch_success
-        } else {
-            metrics.jwks_fetch_failed
-        });
-        for _ in 0..CAS_ATTEMPTS {
-            let Ok((bytes, cas)) = hostcalls::get_shared_data(&remote.names.lease) else {
-                break;
-            };
-            let current = keys::decode::<Lease>(bytes.as_deref());
-            if current.as_ref().and_then(|l| l.holder) != Some(remote.worker_id) {
-                // The lease lapsed and another worker holds it now.
-                break;
-            }
-            let released =
-                keys::release_lease(current.as_ref(), now, success, remote.source.poll_seconds);
-            let result = hostcalls::set_shared_data(
-                &remote.names.lease,
-                Some(&keys::encode(&released)),
-                cas,
-            );
-            if !matches!(result, Err(Status::CasMismatch)) {
-                break;
-            }
-        }
-        self.refresh_keys();
     }
 }
 
 /// A fresh worker id, from a counter in shared data; falls back to the clock if the counter
 /// cannot be updated.
 fn allocate_worker_id() -> u64 {
-    for _ in 0..CAS_ATTEMPTS {
-        let Ok((bytes, cas)) = hostcalls::get_shared_data(keys::WORKER_SEQ_KEY) else {
-            break;
-        };
-        let (id, next) = keys::next_worker_id(bytes.as_deref());
-        if hostcalls::set_shared_data(keys::WORKER_SEQ_KEY, Some(&next), cas).is_ok() {
-            return id;
-        }
-    }
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::from(d.subsec_nanos()) | (1 << 63))
+    poll::allocate_worker_id(&HostShared).unwrap_or_else(|| {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::from(d.subsec_nanos()) | (1 << 63))
+    })
 }
 
 impl Context for Root {
@@ -358,53 +378,19 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let KeyState::Remote(remote) = &self.keys else {
-            return;
-        };
-        if remote.in_flight != Some(token_id) {
-            return;
-        }
         let now = now_secs().unwrap_or(0);
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
-        let body = if body_size > MAX_JWKS_BYTES {
-            None
-        } else {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
+        let keys = match &mut self.keys {
+            KeyState::Remote(remote) => remote.on_response(token_id, body_size, now),
+            KeyState::Unconfigured | KeyState::Local(_) => false,
         };
-        let fetched = match (status.as_deref(), body) {
-            (Some("200"), Some(body)) => match KeySet::from_jwks_json(&body) {
-                Ok(set) if !set.is_empty() => String::from_utf8(body).ok(),
-                Ok(_) => {
-                    log(
-                        LogLevel::Warn,
-                        "auth-filter: key source returned no usable key",
-                    );
-                    None
-                }
-                Err(err) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!("auth-filter: key source returned a bad key set: {err}"),
-                    );
-                    None
-                }
-            },
-            (status, _) => {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "auth-filter: key fetch failed with status {} ({body_size} bytes)",
-                        status.unwrap_or("none")
-                    ),
-                );
-                None
-            }
-        };
-        self.finish_fetch(now, fetched);
+        let handled = keys
+            || self
+                .revocations
+                .as_mut()
+                .is_some_and(|remote| remote.on_response(token_id, body_size, now));
+        if handled {
+            self.refresh();
+        }
     }
 }
 
@@ -424,47 +410,65 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let metrics = Metrics::define();
+        let polls = matches!(config.key_source, KeySource::Remote(_))
+            || config.remote_revocations.is_some();
+        if polls && hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+            log(LogLevel::Error, "auth-filter: cannot set the tick period");
+            return false;
+        }
+        let worker_id = if polls { allocate_worker_id() } else { 0 };
         self.keys = match &config.key_source {
             KeySource::Local(keys) => KeyState::Local(Rc::new(keys.clone())),
-            KeySource::Remote(source) => {
-                if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
-                    log(LogLevel::Error, "auth-filter: cannot set the tick period");
-                    return false;
-                }
-                KeyState::Remote(Box::new(RemoteState {
-                    names: SharedKeys::for_source(&source.cluster, &source.path),
-                    source: source.clone(),
-                    worker_id: allocate_worker_id(),
-                    tracker: KeyTracker::default(),
-                    current: None,
-                    in_flight: None,
-                }))
-            }
+            KeySource::Remote(remote) => KeyState::Remote(Box::new(Remote::new(
+                &remote.source,
+                keys::shared_names(remote),
+                keys::timing(remote),
+                worker_id,
+                metrics.jwks(),
+            ))),
         };
+        self.revocations = config.remote_revocations.as_ref().map(|source| {
+            Box::new(Remote::new(
+                source,
+                revocations::shared_names(source),
+                revocations::timing(source),
+                worker_id,
+                metrics.revocations(),
+            ))
+        });
         self.shared = Some(Shared {
             validation: Rc::new(config.validation()),
             cache: Rc::new(RefCell::new(TokenCache::new(config.cache_entries))),
             config: Rc::new(config),
-            metrics: Metrics::define(),
+            metrics,
         });
-        // Another worker may already have keys in shared data.
-        self.refresh_keys();
+        // Another worker may already have fetched into shared data.
+        self.refresh();
         true
     }
 
     fn on_tick(&mut self) {
-        self.refresh_keys();
-        if let Some(now) = now_secs() {
-            self.maybe_fetch(now);
+        self.refresh();
+        let Some(now) = now_secs() else {
+            return;
+        };
+        if let KeyState::Remote(remote) = &mut self.keys {
+            remote.maybe_fetch(now);
+        }
+        if let Some(revocations) = &mut self.revocations {
+            revocations.maybe_fetch(now);
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let keys =
-            now_secs().and_then(|now| self.usable_keys(now).or_else(|| self.shared_keys(now)));
+        let now = now_secs();
+        let keys = now.and_then(|now| self.usable_keys(now));
+        let revocations = now.and_then(|now| self.revocations.as_ref()?.for_request(now));
         Some(Box::new(Http {
             shared: self.shared.clone(),
             keys,
+            revocations,
         }))
     }
 
@@ -479,6 +483,8 @@ struct Http {
     /// `None` if the root has no valid configuration: every request is then refused.
     shared: Option<Shared>,
     keys: Option<Rc<KeySet>>,
+    /// The revocation feed, if configured and loaded.
+    revocations: Option<Rc<Revocations>>,
 }
 
 impl Http {
@@ -510,12 +516,18 @@ impl Http {
             path: pseudo(":path"),
             headers: &headers,
         };
+        let revocations = match (&shared.config.remote_revocations, &self.revocations) {
+            (None, _) => RevocationCheck::Off,
+            (Some(_), None) => RevocationCheck::NotLoaded,
+            (Some(_), Some(revocations)) => RevocationCheck::Loaded(revocations),
+        };
         let mut cache = shared.cache.try_borrow_mut().ok();
         let decision = decide(
             &view,
             &shared.config,
             &shared.validation,
             self.keys.as_deref(),
+            revocations,
             cache.as_deref_mut(),
             now,
         );

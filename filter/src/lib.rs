@@ -21,7 +21,9 @@ pub mod decide;
 mod host;
 pub mod keys;
 pub mod policy;
+pub mod poll;
 pub mod response;
+pub mod revocations;
 
 proxy_wasm::main! {{
     std::panic::set_hook(Box::new(host::log_panic));

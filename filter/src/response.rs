@@ -13,11 +13,15 @@ pub enum DenyReason {
     /// The token is malformed or fails verification (401 `invalid_token`; gRPC 16). Holds a
     /// description that never quotes the token.
     InvalidToken(String),
+    /// The token verifies but the revocation feed lists its session or user (401
+    /// `invalid_token`, "the token has been revoked"; gRPC 16).
+    Revoked,
     /// The token lacks a role the route requires (403 `insufficient_scope`; gRPC 7).
     InsufficientScope(String),
     /// No rule covers the request, or its path is ambiguous (403 `access_denied`; gRPC 7).
     NoRoute,
-    /// No fresh key set is loaded (503; gRPC 14).
+    /// No fresh key set is loaded, or the revocation feed is configured but has never been
+    /// fetched (503; gRPC 14).
     KeysUnavailable,
     /// The filter could not read the request (500; gRPC 13).
     Internal,
@@ -29,6 +33,7 @@ impl DenyReason {
         match self {
             Self::MissingToken => "missing_token",
             Self::InvalidToken(_) => "invalid_token",
+            Self::Revoked => "revoked",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::NoRoute => "no_route",
             Self::KeysUnavailable => "keys_unavailable",
@@ -63,6 +68,12 @@ pub enum DenyResponse {
 /// The answer for `reason`: gRPC when `grpc`, else HTTP; `realm` goes in `WWW-Authenticate`.
 pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyResponse {
     let realm = sanitize(realm);
+    let invalid_token = |why: String| {
+        let challenge = format!(
+            "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{why}\""
+        );
+        (401, 16, "invalid_token", why, Some(challenge))
+    };
     let (status, grpc_status, error, message, challenge) = match reason {
         DenyReason::MissingToken => (
             401,
@@ -71,18 +82,8 @@ pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyRespon
             "a bearer token is required".to_owned(),
             Some(format!("Bearer realm=\"{realm}\"")),
         ),
-        DenyReason::InvalidToken(why) => {
-            let why = sanitize(why);
-            (
-                401,
-                16,
-                "invalid_token",
-                why.clone(),
-                Some(format!(
-                    "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{why}\""
-                )),
-            )
-        }
+        DenyReason::InvalidToken(why) => invalid_token(sanitize(why)),
+        DenyReason::Revoked => invalid_token("the token has been revoked".to_owned()),
         DenyReason::InsufficientScope(why) => {
             let why = sanitize(why);
             (
@@ -208,6 +209,21 @@ mod tests {
     }
 
     #[test]
+    fn a_revoked_token_gets_invalid_token_saying_so() {
+        let (status, headers, body) = http(&DenyReason::Revoked);
+        assert_eq!(status, 401);
+        assert_eq!(
+            header(&headers, "www-authenticate"),
+            Some("Bearer realm=\"auth-service\", error=\"invalid_token\", error_description=\"the token has been revoked\"")
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_token", "message": "the token has been revoked"})
+        );
+        assert_eq!(DenyReason::Revoked.metric_suffix(), "revoked");
+    }
+
+    #[test]
     fn each_reason_has_its_status_and_error_code() {
         let cases = [
             (
@@ -259,6 +275,7 @@ mod tests {
                 16,
                 "unauthenticated",
             ),
+            (DenyReason::Revoked, 16, "unauthenticated"),
             (
                 DenyReason::InsufficientScope("x".to_owned()),
                 7,

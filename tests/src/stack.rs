@@ -25,6 +25,8 @@ pub struct StackOptions {
     /// Serve auth-api from the start; when `false` its ports are bound but nobody answers until
     /// [`Stack::start_auth_api`].
     pub serve_auth_api: bool,
+    /// Changes to auth-api's test configuration (token lifetimes, delays).
+    pub configure: fn(&mut Config),
 }
 
 impl Default for StackOptions {
@@ -34,6 +36,7 @@ impl Default for StackOptions {
             poll_seconds: 1,
             concurrency: 2,
             serve_auth_api: true,
+            configure: |_| {},
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct Stack {
     pub state: AppState,
     /// An HTTP client without redirects.
     pub client: reqwest::Client,
+    /// auth-api's internal listener.
+    pub internal_addr: SocketAddr,
     auth_api: AuthApi,
     echo_stop: Option<oneshot::Sender<()>>,
     _db: TestDb,
@@ -76,7 +81,7 @@ impl Stack {
     /// When any part does not start, with its log.
     pub async fn start(options: StackOptions) -> Self {
         let (db, url) = TestDb::create(options.backend).await;
-        let config = Config {
+        let mut config = Config {
             database_url: url,
             listen: loopback(),
             internal_listen: loopback(),
@@ -84,6 +89,7 @@ impl Stack {
             bcrypt_cost: 4,
             ..Config::default()
         };
+        (options.configure)(&mut config);
         let app = App::build_with_clock(config, Clock::default())
             .await
             .expect("auth-api does not start");
@@ -125,6 +131,7 @@ impl Stack {
             envoy,
             state,
             client,
+            internal_addr: internal,
             auth_api: AuthApi::Bound(Box::new(app)),
             echo_stop: Some(echo_stop),
             _db: db,

@@ -5,3 +5,5 @@ mod config;
 mod flow;
 mod forged;
 mod keys;
+mod revocation;
+mod rotation;

@@ -1,0 +1,1151 @@
+//! A document polled over HTTP and shared between Envoy's worker VMs: the protocol, as pure code
+//! over a [`SharedData`] store. The key set ([`crate::keys`]) and the revocation feed
+//! ([`crate::revocations`]) are two [`Document`]s polled this way.
+//!
+//! Envoy runs one VM per worker thread with no notification between them, so the workers share
+//! two JSON records per document in proxy-wasm shared data:
+//!
+//! - the [`Record`] `{version, fetched_at, etag, document}`: the last good document, its `ETag`
+//!   and when it was last fetched or confirmed (304). `version` grows by one each time the
+//!   document changes, and each worker re-parses it only when it sees a new version;
+//! - the [`Lease`] `{holder, expires_at, failures, next_attempt_at}`: which worker is fetching
+//!   (taken and released with compare-and-swap), and when the next fetch is due, so that the
+//!   backoff after failures is shared by every worker.
+//!
+//! The lease keeps the workers from all fetching at once; it is not needed for correctness,
+//! since the record is also written with compare-and-swap and a duplicate fetch is harmless.
+//! This module neither talks to the host nor sends requests: `host.rs` implements
+//! [`SharedData`], dispatches the call a [`Poller`] asks for and hands back the answer.
+
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+/// Attempts at a compare-and-swap write before giving up until the next tick.
+const CAS_ATTEMPTS: usize = 4;
+/// Longest `ETag` kept for `If-None-Match`, in bytes.
+const MAX_ETAG_BYTES: usize = 256;
+
+/// A document that can be polled: how it is named and parsed.
+pub trait Document: Sized {
+    /// Names its records in shared data and its log lines, e.g. `jwks`.
+    const KIND: &'static str;
+    /// Largest body accepted from the source, in bytes.
+    const MAX_BYTES: usize;
+
+    /// Parses and checks a fetched body; an error (lowercase, no trailing period) refuses it,
+    /// and the last good copy stays in force.
+    fn parse(body: &[u8]) -> Result<Self, String>;
+
+    /// A short description for the log, e.g. `3 keys`.
+    fn summary(&self) -> String;
+}
+
+/// Proxy-wasm shared data: a key-value store shared by the VMs of one `vm_id`, with a
+/// compare-and-swap token per value.
+pub trait SharedData {
+    /// The value under `key` (`None` if absent) and its CAS token; `None` if the host fails.
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)>;
+
+    /// Stores `value` under `key` if its CAS token is still `cas` (`None`: unconditionally).
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError>;
+}
+
+/// Why a [`SharedData::set`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// Another VM wrote the value since it was read.
+    CasMismatch,
+    /// The host refused for another reason.
+    Failed,
+}
+
+/// The record of the last good document, in shared data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Grows by one whenever `document` changes; starts at 1.
+    pub version: u64,
+    /// When the document was last fetched or confirmed unchanged, in seconds since the epoch.
+    pub fetched_at: u64,
+    /// The source's `ETag` for `document`, sent back as `If-None-Match`. Default none.
+    #[serde(default)]
+    pub etag: Option<String>,
+    /// The document as fetched (already checked to parse).
+    pub document: String,
+}
+
+/// The lease record in shared data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The worker fetching now, if any.
+    pub holder: Option<u64>,
+    /// When the holder's lease lapses (seconds since the epoch), in case it never reports back.
+    pub expires_at: u64,
+    /// Consecutive failed fetches.
+    pub failures: u32,
+    /// No fetch starts before this time (seconds since the epoch).
+    pub next_attempt_at: u64,
+}
+
+/// Shared-data key names for one polled source, so that two documents or two filters in one
+/// VM do not mix their records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedNames {
+    /// Where the [`Record`] lives.
+    pub record: String,
+    /// Where the [`Lease`] lives.
+    pub lease: String,
+}
+
+impl SharedNames {
+    /// The names for a document of `kind` from `cluster` + `path`, e.g.
+    /// `auth_filter.jwks.record.auth_internal/internal/keys`.
+    pub fn new(kind: &str, cluster: &str, path: &str) -> Self {
+        Self {
+            record: format!("auth_filter.{kind}.record.{cluster}{path}"),
+            lease: format!("auth_filter.{kind}.lease.{cluster}{path}"),
+        }
+    }
+}
+
+/// Where the per-VM worker ids are allocated.
+pub const WORKER_SEQ_KEY: &str = "auth_filter.worker_seq";
+
+/// Encodes a record for shared data.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes a record from shared data; `None` when absent or unreadable (treated as no record).
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: Option<&[u8]>) -> Option<T> {
+    bytes.and_then(|b| serde_json::from_slice(b).ok())
+}
+
+/// The next worker id after the counter `current` (absent or unreadable counts as 0), and the
+/// counter value to write back with compare-and-swap.
+pub fn next_worker_id(current: Option<&[u8]>) -> (u64, Vec<u8>) {
+    let last: u64 = decode(current).unwrap_or(0);
+    let id = last.wrapping_add(1);
+    (id, encode(&id))
+}
+
+/// A fresh worker id from the counter in shared data; `None` if it cannot be updated.
+pub fn allocate_worker_id(shared: &dyn SharedData) -> Option<u64> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = shared.get(WORKER_SEQ_KEY)?;
+        let (id, next) = next_worker_id(bytes.as_deref());
+        if shared.set(WORKER_SEQ_KEY, &next, cas).is_ok() {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The lease to write (with compare-and-swap) if worker `me` should fetch now: the fetch is due
+/// and nobody holds a live lease. The lease lasts `lease_secs`.
+pub fn try_take_lease(
+    current: Option<&Lease>,
+    me: u64,
+    now: u64,
+    lease_secs: u64,
+) -> Option<Lease> {
+    let current = current.cloned().unwrap_or_default();
+    let held = current.holder.is_some() && now < current.expires_at;
+    if held || now < current.next_attempt_at {
+        return None;
+    }
+    Some(Lease {
+        holder: Some(me),
+        expires_at: now.saturating_add(lease_secs),
+        ..current
+    })
+}
+
+/// Seconds to wait after `failures` consecutive failures: 1, 2, 4, … capped at `poll_seconds`.
+pub fn backoff_secs(failures: u32, poll_seconds: u64) -> u64 {
+    let exp = failures.saturating_sub(1).min(63);
+    (1u64 << exp).min(poll_seconds).max(1)
+}
+
+/// The lease released by a worker after a fetch: on success the next fetch is a poll period
+/// away and the failure count resets; on failure it backs off.
+pub fn release_lease(current: Option<&Lease>, now: u64, success: bool, poll_seconds: u64) -> Lease {
+    let failures = if success {
+        0
+    } else {
+        current.map_or(0, |l| l.failures).saturating_add(1)
+    };
+    let wait = if success {
+        poll_seconds
+    } else {
+        backoff_secs(failures, poll_seconds)
+    };
+    Lease {
+        holder: None,
+        expires_at: 0,
+        failures,
+        next_attempt_at: now.saturating_add(wait),
+    }
+}
+
+/// The record to write after fetching `document` (with `etag`) at `now`: the same version with
+/// a new `fetched_at` when the document did not change, else the next version.
+pub fn next_record(
+    current: Option<&Record>,
+    document: &str,
+    etag: Option<&str>,
+    now: u64,
+) -> Record {
+    let version = match current {
+        Some(c) if c.document == document => c.version,
+        Some(c) => c.version.saturating_add(1),
+        None => 1,
+    };
+    Record {
+        version,
+        fetched_at: now.max(current.map_or(0, |c| c.fetched_at)),
+        etag: etag.map(str::to_owned),
+        document: document.to_owned(),
+    }
+}
+
+/// The record to write after a 304 to `If-None-Match: sent_etag` at `now`: the same document
+/// with a new `fetched_at`. `None` if the shared record no longer carries that `ETag` (another
+/// worker stored a different document meanwhile), which the caller counts as a failed fetch.
+pub fn touched_record(current: Option<&Record>, sent_etag: &str, now: u64) -> Option<Record> {
+    let current = current?;
+    (current.etag.as_deref() == Some(sent_etag)).then(|| Record {
+        fetched_at: now.max(current.fetched_at),
+        ..current.clone()
+    })
+}
+
+/// Whether a document fetched at `fetched_at` may still be used at `now`; with no
+/// `stale_after_seconds` it never goes stale.
+pub fn is_fresh(fetched_at: u64, now: u64, stale_after_seconds: Option<u64>) -> bool {
+    stale_after_seconds.is_none_or(|limit| now.saturating_sub(fetched_at) <= limit)
+}
+
+/// What one worker knows of the shared record: the version it parsed last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionTracker {
+    version: Option<u64>,
+}
+
+impl VersionTracker {
+    /// Whether `record` is a version this worker has not parsed yet; remembers it.
+    pub fn needs_parse(&mut self, record: &Record) -> bool {
+        if self.version == Some(record.version) {
+            return false;
+        }
+        self.version = Some(record.version);
+        true
+    }
+
+    /// The version last seen, if any.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+}
+
+/// A fetch's answer, sorted by [`classify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// A `200` whose body parses: store it.
+    Document {
+        /// The body.
+        document: String,
+        /// Its `ETag`, if the source sent a usable one.
+        etag: Option<String>,
+    },
+    /// A `304` to our `If-None-Match`: the shared copy is still current.
+    NotModified,
+    /// Anything else; says why. The last good copy stays in force.
+    Failed(String),
+}
+
+/// Sorts an answer: `status` (`None` when the call failed or timed out), its `ETag` header,
+/// the announced body size and the body (read by the caller only when `body_size` is within
+/// `D::MAX_BYTES`), for a request sent with `If-None-Match: sent_etag`.
+pub fn classify<D: Document>(
+    status: Option<&str>,
+    etag: Option<&str>,
+    body_size: usize,
+    body: Option<&[u8]>,
+    sent_etag: Option<&str>,
+) -> Fetched {
+    match status {
+        Some("200") => {}
+        Some("304") if sent_etag.is_some() => return Fetched::NotModified,
+        Some("304") => {
+            return Fetched::Failed("304 to a request without If-None-Match".to_owned());
+        }
+        other => {
+            return Fetched::Failed(format!(
+                "status {} ({body_size} bytes)",
+                other.unwrap_or("none")
+            ))
+        }
+    }
+    let limit = D::MAX_BYTES;
+    let body = match body {
+        _ if body_size > limit => None,
+        Some(body) if body.len() <= limit => Some(body),
+        Some(_) => None,
+        None => return Fetched::Failed("the body could not be read".to_owned()),
+    };
+    let Some(body) = body else {
+        return Fetched::Failed(format!("the body is over the {limit} byte limit"));
+    };
+    if let Err(why) = D::parse(body) {
+        return Fetched::Failed(why);
+    }
+    match std::str::from_utf8(body) {
+        Ok(document) => Fetched::Document {
+            document: document.to_owned(),
+            etag: etag.filter(|e| usable_etag(e)).map(str::to_owned),
+        },
+        Err(_) => Fetched::Failed("the body is not utf-8".to_owned()),
+    }
+}
+
+/// An `ETag` that can be sent back as a header value: visible ASCII, at most 256 bytes.
+fn usable_etag(etag: &str) -> bool {
+    !etag.is_empty() && etag.len() <= MAX_ETAG_BYTES && etag.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// What the host should send for a fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The `If-None-Match` header, if the shared record has an `ETag`.
+    pub if_none_match: Option<String>,
+}
+
+/// How a fetch ended, for the counters and the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchResult {
+    /// A document was stored (a new version, or the same one fetched again).
+    Stored,
+    /// A 304 confirmed the shared copy.
+    NotModified,
+    /// The fetch failed; says why.
+    Failed(String),
+}
+
+impl FetchResult {
+    /// Whether the fetch counts as a success (a 304 does).
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+}
+
+/// What reading the shared record changed for this worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// No record, or the version this worker already parsed.
+    Unchanged,
+    /// A new version was parsed and is now in use.
+    Loaded {
+        /// Its version.
+        version: u64,
+        /// [`Document::summary`].
+        summary: String,
+    },
+    /// A new version could not be parsed; the previous copy stays in use.
+    Unusable {
+        /// Its version.
+        version: u64,
+        /// Why.
+        error: String,
+    },
+}
+
+/// How a [`Poller`] polls: the timing part of the source's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Seconds between successful polls, at least 1.
+    pub poll_seconds: u64,
+    /// Timeout of one fetch, in milliseconds; the lease lasts this plus 2 s.
+    pub timeout_ms: u64,
+    /// Seconds after the last successful fetch when the copy stops being used; `None`: never.
+    pub stale_after_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct InFlight {
+    token: u32,
+    if_none_match: Option<String>,
+}
+
+/// One worker's side of one polled document: its parsed copy, and its part in fetching.
+#[derive(Debug)]
+pub struct Poller<D> {
+    names: SharedNames,
+    worker_id: u64,
+    timing: Timing,
+    tracker: VersionTracker,
+    /// The parsed document and when it was fetched.
+    current: Option<(Rc<D>, u64)>,
+    in_flight: Option<InFlight>,
+}
+
+impl<D: Document> Poller<D> {
+    /// A worker's poller for the records at `names`, with nothing loaded yet.
+    pub fn new(names: SharedNames, worker_id: u64, timing: Timing) -> Self {
+        Self {
+            names,
+            worker_id,
+            timing,
+            tracker: VersionTracker::default(),
+            current: None,
+            in_flight: None,
+        }
+    }
+
+    /// The copy a request may use at `now`: none before the first load or once stale.
+    pub fn usable(&self, now: u64) -> Option<Rc<D>> {
+        self.current
+            .as_ref()
+            .filter(|(_, fetched_at)| is_fresh(*fetched_at, now, self.timing.stale_after_seconds))
+            .map(|(document, _)| Rc::clone(document))
+    }
+
+    /// A usable copy straight from shared data, parsed but not kept: for a worker whose own
+    /// copy is missing or stale while another worker has already fetched a good one, so that
+    /// it does not refuse requests until its next tick.
+    pub fn peek(&self, shared: &dyn SharedData, now: u64) -> Option<Rc<D>> {
+        let (bytes, _) = shared.get(&self.names.record)?;
+        let record = decode::<Record>(bytes.as_deref())?;
+        if !is_fresh(record.fetched_at, now, self.timing.stale_after_seconds) {
+            return None;
+        }
+        D::parse(record.document.as_bytes()).ok().map(Rc::new)
+    }
+
+    /// Reads the shared record and re-parses it if its version is new.
+    pub fn refresh(&mut self, shared: &dyn SharedData) -> Refreshed {
+        let Some((bytes, _)) = shared.get(&self.names.record) else {
+            return Refreshed::Unchanged;
+        };
+        let Some(record) = decode::<Record>(bytes.as_deref()) else {
+            return Refreshed::Unchanged;
+        };
+        if !self.tracker.needs_parse(&record) {
+            if let Some((_, fetched_at)) = &mut self.current {
+                *fetched_at = (*fetched_at).max(record.fetched_at);
+            }
+            return Refreshed::Unchanged;
+        }
+        match D::parse(record.document.as_bytes()) {
+            Ok(document) => {
+                let summary = document.summary();
+                self.current = Some((Rc::new(document), record.fetched_at));
+                Refreshed::Loaded {
+                    version: record.version,
+                    summary,
+                }
+            }
+            Err(error) => Refreshed::Unusable {
+                version: record.version,
+                error,
+            },
+        }
+    }
+
+    /// Takes the fetch lease if a fetch is due and this worker has none in flight, and says
+    /// what to send. The caller dispatches it and reports back with [`Poller::sent`], or with
+    /// [`Poller::finish`] if it could not be sent.
+    pub fn start(&mut self, shared: &dyn SharedData, now: u64) -> Option<Request> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let (bytes, cas) = shared.get(&self.names.lease)?;
+        let current = decode::<Lease>(bytes.as_deref());
+        let lease_secs = self.timing.timeout_ms.div_ceil(1000).saturating_add(2);
+        let lease = try_take_lease(current.as_ref(), self.worker_id, now, lease_secs)?;
+        // A failure means another worker took it first.
+        shared.set(&self.names.lease, &encode(&lease), cas).ok()?;
+        let if_none_match = shared
+            .get(&self.names.record)
+            .and_then(|(bytes, _)| decode::<Record>(bytes.as_deref()))
+            .and_then(|record| record.etag);
+        Some(Request { if_none_match })
+    }
+
+    /// Remembers that `request` went out as the call `token`.
+    pub fn sent(&mut self, token: u32, request: Request) {
+        self.in_flight = Some(InFlight {
+            token,
+            if_none_match: request.if_none_match,
+        });
+    }
+
+    /// Whether `token` is this poller's call in flight.
+    pub fn owns(&self, token: u32) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.token == token)
+    }
+
+    /// [`classify`] for the answer to this poller's call in flight.
+    pub fn classify(
+        &self,
+        status: Option<&str>,
+        etag: Option<&str>,
+        body_size: usize,
+        body: Option<&[u8]>,
+    ) -> Fetched {
+        let sent = self
+            .in_flight
+            .as_ref()
+            .and_then(|f| f.if_none_match.as_deref());
+        classify::<D>(status, etag, body_size, body, sent)
+    }
+
+    /// Records the outcome of this worker's fetch at `now`: the record stored or touched, then
+    /// the lease released with the next due time. The caller then calls [`Poller::refresh`].
+    pub fn finish(&mut self, shared: &dyn SharedData, now: u64, fetched: Fetched) -> FetchResult {
+        let sent = self.in_flight.take().and_then(|f| f.if_none_match);
+        let result = match fetched {
+            Fetched::Document { document, etag } => {
+                let stored = self.update_record(shared, |current| {
+                    Some(next_record(current, &document, etag.as_deref(), now))
+                });
+                if stored {
+                    FetchResult::Stored
+                } else {
+                    FetchResult::Failed("the record could not be written to shared data".to_owned())
+                }
+            }
+            Fetched::NotModified => {
+                let touched = sent.as_deref().is_some_and(|sent| {
+                    self.update_record(shared, |current| touched_record(current, sent, now))
+                });
+                if touched {
+                    FetchResult::NotModified
+                } else {
+                    FetchResult::Failed("304 for a version no longer shared".to_owned())
+                }
+            }
+            Fetched::Failed(why) => FetchResult::Failed(why),
+        };
+        self.release(shared, now, result.is_success());
+        result
+    }
+
+    /// Writes `next(current record)` with compare-and-swap; `false` if `next` declines or every
+    /// attempt lost the race.
+    fn update_record(
+        &self,
+        shared: &dyn SharedData,
+        next: impl Fn(Option<&Record>) -> Option<Record>,
+    ) -> bool {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((bytes, cas)) = shared.get(&self.names.record) else {
+                return false;
+            };
+            let current = decode::<Record>(bytes.as_deref());
+            let Some(record) = next(current.as_ref()) else {
+                return false;
+            };
+            if shared
+                .set(&self.names.record, &encode(&record), cas)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn release(&self, shared: &dyn SharedData, now: u64, success: bool) {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((bytes, cas)) = shared.get(&self.names.lease) else {
+                return;
+            };
+            let current = decode::<Lease>(bytes.as_deref());
+            if current.as_ref().and_then(|l| l.holder) != Some(self.worker_id) {
+                // The lease lapsed and another worker holds it now.
+                return;
+            }
+            let released = release_lease(current.as_ref(), now, success, self.timing.poll_seconds);
+            match shared.set(&self.names.lease, &encode(&released), cas) {
+                Err(SetError::CasMismatch) => {}
+                Ok(()) | Err(SetError::Failed) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    /// Shared data in memory, with Envoy's compare-and-swap rules: a CAS token of `None` (0 on
+    /// the wire) writes unconditionally, any other must match the value's current token.
+    #[derive(Debug, Default)]
+    pub(crate) struct MockShared {
+        values: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        next_cas: RefCell<u32>,
+    }
+
+    impl SharedData for MockShared {
+        fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+            Some(match self.values.borrow().get(key) {
+                Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            let mut values = self.values.borrow_mut();
+            if let (Some(expected), Some((_, current))) = (cas, values.get(key)) {
+                if expected != *current {
+                    return Err(SetError::CasMismatch);
+                }
+            }
+            let mut next = self.next_cas.borrow_mut();
+            *next += 1;
+            values.insert(key.to_owned(), (value.to_vec(), *next));
+            Ok(())
+        }
+    }
+
+    impl MockShared {
+        pub(crate) fn lease(&self, names: &SharedNames) -> Option<Lease> {
+            decode(self.get(&names.lease).unwrap().0.as_deref())
+        }
+
+        pub(crate) fn record(&self, names: &SharedNames) -> Option<Record> {
+            decode(self.get(&names.record).unwrap().0.as_deref())
+        }
+    }
+
+    /// A test document: a JSON array of strings.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Words(Vec<String>);
+
+    impl Document for Words {
+        const KIND: &'static str = "words";
+        const MAX_BYTES: usize = 64;
+
+        fn parse(body: &[u8]) -> Result<Self, String> {
+            serde_json::from_slice(body)
+                .map(Words)
+                .map_err(|_| "not a list of words".to_owned())
+        }
+
+        fn summary(&self) -> String {
+            format!("{} words", self.0.len())
+        }
+    }
+
+    fn timing(stale_after_seconds: Option<u64>) -> Timing {
+        Timing {
+            poll_seconds: 30,
+            timeout_ms: 2000,
+            stale_after_seconds,
+        }
+    }
+
+    fn names() -> SharedNames {
+        SharedNames::new(Words::KIND, "cluster", "/words")
+    }
+
+    fn poller(worker_id: u64, stale_after_seconds: Option<u64>) -> Poller<Words> {
+        Poller::new(names(), worker_id, timing(stale_after_seconds))
+    }
+
+    fn words(p: &Poller<Words>, now: u64) -> Option<Vec<String>> {
+        p.usable(now).map(|w| w.0.clone())
+    }
+
+    /// One complete poll by `p` at `now` answered with `status` and `body` (and `etag`).
+    fn poll(
+        p: &mut Poller<Words>,
+        shared: &MockShared,
+        now: u64,
+        answer: (&str, Option<&str>, &str),
+    ) -> Option<FetchResult> {
+        let (status, etag, body) = answer;
+        let request = p.start(shared, now)?;
+        p.sent(1, request);
+        let fetched = p.classify(Some(status), etag, body.len(), Some(body.as_bytes()));
+        let result = p.finish(shared, now, fetched);
+        p.refresh(shared);
+        Some(result)
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_reads_as_absent() {
+        let record = Record {
+            version: 3,
+            fetched_at: NOW,
+            etag: Some("\"v3\"".to_owned()),
+            document: r#"{"keys":[]}"#.to_owned(),
+        };
+        assert_eq!(decode::<Record>(Some(&encode(&record))), Some(record));
+        let lease = Lease {
+            holder: Some(7),
+            expires_at: NOW + 5,
+            failures: 2,
+            next_attempt_at: NOW,
+        };
+        assert_eq!(decode::<Lease>(Some(&encode(&lease))), Some(lease));
+        assert_eq!(decode::<Lease>(Some(b"not json")), None);
+        assert_eq!(decode::<Lease>(None), None);
+        let old_key_record = br#"{"version":1,"fetched_at":1,"keys_json":"{}"}"#;
+        assert_eq!(
+            decode::<Record>(Some(old_key_record)),
+            None,
+            "a record of the earlier format reads as absent"
+        );
+    }
+
+    #[test]
+    fn worker_ids_count_up_from_one() {
+        let (first, stored) = next_worker_id(None);
+        let (second, _) = next_worker_id(Some(&stored));
+        assert_eq!((first, second), (1, 2));
+        assert_eq!(next_worker_id(Some(b"junk")).0, 1);
+        let shared = MockShared::default();
+        let ids: Vec<_> = (0..3).map(|_| allocate_worker_id(&shared)).collect();
+        assert_eq!(ids, [Some(1), Some(2), Some(3)]);
+    }
+
+    #[test]
+    fn lease_is_taken_only_when_due_and_free() {
+        let free_due = Lease {
+            next_attempt_at: NOW,
+            ..Lease::default()
+        };
+        let held = Lease {
+            holder: Some(2),
+            expires_at: NOW + 3,
+            ..Lease::default()
+        };
+        let lapsed = Lease {
+            holder: Some(2),
+            expires_at: NOW,
+            ..Lease::default()
+        };
+        let backing_off = Lease {
+            failures: 2,
+            next_attempt_at: NOW + 1,
+            ..Lease::default()
+        };
+        let cases = [
+            (
+                None,
+                true,
+                "no record yet: the first worker fetches at once",
+            ),
+            (Some(&free_due), true, "free and due"),
+            (Some(&held), false, "another worker holds a live lease"),
+            (Some(&lapsed), true, "the holder's lease lapsed"),
+            (Some(&backing_off), false, "backing off after failures"),
+        ];
+        for (current, taken, reason) in cases {
+            let lease = try_take_lease(current, 1, NOW, 5);
+            assert_eq!(lease.is_some(), taken, "{reason}");
+            if let Some(lease) = lease {
+                assert_eq!(lease.holder, Some(1), "{reason}");
+                assert_eq!(lease.expires_at, NOW + 5, "{reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_the_poll_period() {
+        let waits: Vec<u64> = (1..=8).map(|f| backoff_secs(f, 30)).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff_secs(u32::MAX, 30), 30, "no overflow");
+        assert_eq!(backoff_secs(3, 1), 1);
+    }
+
+    #[test]
+    fn releasing_the_lease_schedules_the_next_fetch() {
+        let held = Lease {
+            holder: Some(1),
+            expires_at: NOW + 5,
+            failures: 2,
+            next_attempt_at: 0,
+        };
+        let ok = release_lease(Some(&held), NOW, true, 30);
+        assert_eq!(
+            ok,
+            Lease {
+                holder: None,
+                expires_at: 0,
+                failures: 0,
+                next_attempt_at: NOW + 30
+            }
+        );
+        let failed = release_lease(Some(&held), NOW, false, 30);
+        assert_eq!(failed.failures, 3);
+        assert_eq!(failed.next_attempt_at, NOW + 4, "third failure waits 4 s");
+        assert_eq!(failed.holder, None);
+        let first_failure = release_lease(None, NOW, false, 30);
+        assert_eq!(first_failure.next_attempt_at, NOW + 1);
+    }
+
+    #[test]
+    fn record_version_changes_only_with_the_document() {
+        let first = next_record(None, "a", Some("\"1\""), NOW);
+        assert_eq!((first.version, first.fetched_at), (1, NOW));
+        let same = next_record(Some(&first), "a", Some("\"1\""), NOW + 30);
+        assert_eq!(
+            (same.version, same.fetched_at),
+            (1, NOW + 30),
+            "refetching the same document keeps the version"
+        );
+        let changed = next_record(Some(&same), "b", None, NOW + 60);
+        assert_eq!((changed.version, changed.etag.as_deref()), (2, None));
+        let late = next_record(Some(&changed), "b", None, NOW);
+        assert_eq!(
+            late.fetched_at,
+            NOW + 60,
+            "a slow fetch never moves fetched_at back"
+        );
+    }
+
+    #[test]
+    fn a_304_touches_the_record_only_for_the_etag_that_was_sent() {
+        let record = next_record(None, "a", Some("\"1\""), NOW);
+        let touched = touched_record(Some(&record), "\"1\"", NOW + 30).unwrap();
+        assert_eq!(
+            (
+                touched.version,
+                touched.fetched_at,
+                touched.document.as_str()
+            ),
+            (1, NOW + 30, "a")
+        );
+        let cases = [
+            (None, "\"1\"", "no record to confirm"),
+            (Some(&record), "\"2\"", "another document is shared now"),
+        ];
+        for (current, sent, reason) in cases {
+            assert_eq!(touched_record(current, sent, NOW), None, "{reason}");
+        }
+    }
+
+    #[test]
+    fn documents_go_stale_after_the_limit_if_there_is_one() {
+        let cases = [
+            (NOW, NOW, Some(3600), true, "just fetched"),
+            (NOW, NOW + 3600, Some(3600), true, "at the limit"),
+            (NOW, NOW + 3601, Some(3600), false, "past the limit"),
+            (
+                NOW + 10,
+                NOW,
+                Some(3600),
+                true,
+                "fetched_at ahead of this worker's clock",
+            ),
+            (0, NOW, None, true, "no limit: never stale"),
+        ];
+        for (fetched_at, now, limit, fresh, reason) in cases {
+            assert_eq!(is_fresh(fetched_at, now, limit), fresh, "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_worker_reparses_only_when_the_version_changes() {
+        let mut tracker = VersionTracker::default();
+        let v1 = next_record(None, "a", None, NOW);
+        assert!(tracker.needs_parse(&v1));
+        assert!(!tracker.needs_parse(&next_record(Some(&v1), "a", None, NOW + 30)));
+        assert!(tracker.needs_parse(&next_record(Some(&v1), "b", None, NOW + 30)));
+        assert_eq!(tracker.version(), Some(2));
+    }
+
+    #[test]
+    fn shared_names_depend_on_the_kind_and_the_source() {
+        let a = SharedNames::new("jwks", "auth_internal", "/internal/keys");
+        let b = SharedNames::new("jwks", "other", "/internal/keys");
+        let c = SharedNames::new("revocations", "auth_internal", "/internal/keys");
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a.record, a.lease);
+        assert_eq!(
+            a.record,
+            "auth_filter.jwks.record.auth_internal/internal/keys"
+        );
+    }
+
+    #[test]
+    fn answers_are_classified_before_anything_is_stored() {
+        let good = br#"["a","b"]"#;
+        let big = [b' '; 65];
+        type Case<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            usize,
+            Option<&'a [u8]>,
+            Option<&'a str>,
+            Fetched,
+            &'a str,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                Some("200"),
+                Some("\"v1\""),
+                good.len(),
+                Some(good),
+                None,
+                Fetched::Document {
+                    document: r#"["a","b"]"#.to_owned(),
+                    etag: Some("\"v1\"".to_owned()),
+                },
+                "a good document with its etag",
+            ),
+            (
+                Some("200"),
+                Some("\"v\r\n1\""),
+                good.len(),
+                Some(good),
+                None,
+                Fetched::Document {
+                    document: r#"["a","b"]"#.to_owned(),
+                    etag: None,
+                },
+                "an etag that cannot be sent back is dropped",
+            ),
+            (
+                Some("304"),
+                None,
+                0,
+                Some(b""),
+                Some("\"v1\""),
+                Fetched::NotModified,
+                "not modified after If-None-Match",
+            ),
+            (
+                Some("304"),
+                None,
+                0,
+                Some(b""),
+                None,
+                Fetched::Failed("304 to a request without If-None-Match".to_owned()),
+                "a 304 nobody asked for",
+            ),
+            (
+                Some("200"),
+                None,
+                4,
+                Some(b"[1,"),
+                None,
+                Fetched::Failed("not a list of words".to_owned()),
+                "a malformed body",
+            ),
+            (
+                Some("200"),
+                None,
+                65,
+                None,
+                None,
+                Fetched::Failed("the body is over the 64 byte limit".to_owned()),
+                "announced over the limit, not read",
+            ),
+            (
+                Some("200"),
+                None,
+                3,
+                Some(&big),
+                None,
+                Fetched::Failed("the body is over the 64 byte limit".to_owned()),
+                "longer than announced and over the limit",
+            ),
+            (
+                Some("500"),
+                None,
+                2,
+                Some(b"{}"),
+                None,
+                Fetched::Failed("status 500 (2 bytes)".to_owned()),
+                "a server error",
+            ),
+            (
+                None,
+                None,
+                0,
+                None,
+                None,
+                Fetched::Failed("status none (0 bytes)".to_owned()),
+                "a timeout or reset",
+            ),
+        ];
+        for (status, etag, size, body, sent, expected, reason) in cases {
+            assert_eq!(
+                classify::<Words>(status, etag, size, body, sent),
+                expected,
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_worker_fetches_while_the_others_wait_and_all_load_the_document() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        let request = a
+            .start(&shared, NOW)
+            .expect("the first worker takes the lease");
+        assert_eq!(request.if_none_match, None, "nothing shared yet");
+        assert_eq!(b.start(&shared, NOW), None, "the lease is held");
+        a.sent(7, request);
+        assert!(a.owns(7) && !a.owns(8) && !b.owns(7));
+        let fetched = a.classify(Some("200"), Some("\"v1\""), 9, Some(br#"["x","y"]"#));
+        assert_eq!(a.finish(&shared, NOW, fetched), FetchResult::Stored);
+        assert!(!a.owns(7), "nothing in flight after finishing");
+        assert_eq!(
+            b.refresh(&shared),
+            Refreshed::Loaded {
+                version: 1,
+                summary: "2 words".to_owned()
+            }
+        );
+        assert_eq!(
+            b.refresh(&shared),
+            Refreshed::Unchanged,
+            "parsed once per version"
+        );
+        assert_eq!(words(&b, NOW), Some(vec!["x".to_owned(), "y".to_owned()]));
+        assert_eq!(words(&a, NOW), None, "a loads on its own refresh");
+        a.refresh(&shared);
+        assert!(words(&a, NOW).is_some());
+        assert_eq!(
+            b.start(&shared, NOW + 29),
+            None,
+            "not due before the poll period"
+        );
+        assert!(
+            b.start(&shared, NOW + 30).is_some(),
+            "due after it, for anyone"
+        );
+    }
+
+    #[test]
+    fn a_failed_fetch_keeps_the_last_good_copy_and_backs_off_for_everyone() {
+        let shared = MockShared::default();
+        let mut a = poller(1, Some(3600));
+        let b = poller(2, Some(3600));
+        let first = poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
+        assert_eq!(first, Some(FetchResult::Stored));
+        let failures = [
+            (
+                "200",
+                r#"["x","#,
+                NOW + 30,
+                NOW + 31,
+                "malformed: retried after 1 s",
+            ),
+            ("503", "", NOW + 31, NOW + 33, "second failure: 2 s"),
+            ("200", "[1]", NOW + 33, NOW + 37, "wrong shape: 4 s"),
+        ];
+        for (status, body, at, next, reason) in failures {
+            let result = poll(&mut a, &shared, at, (status, None, body));
+            assert!(matches!(result, Some(FetchResult::Failed(_))), "{reason}");
+            assert_eq!(words(&a, at), Some(vec!["x".to_owned()]), "{reason}: kept");
+            assert_eq!(shared.record(&names()).unwrap().version, 1, "{reason}");
+            assert_eq!(
+                shared.lease(&names()).unwrap().next_attempt_at,
+                next,
+                "{reason}"
+            );
+        }
+        assert!(words(&a, NOW + 3600).is_some(), "fresh up to the limit");
+        assert_eq!(words(&a, NOW + 3601), None, "stale after it");
+        assert_eq!(
+            b.peek(&shared, NOW + 3601),
+            None,
+            "stale in shared data too"
+        );
+        let recovered = poll(&mut a, &shared, NOW + 3601, ("200", None, r#"["x"]"#));
+        assert_eq!(recovered, Some(FetchResult::Stored));
+        assert!(words(&a, NOW + 3601).is_some(), "fresh again, same version");
+        assert_eq!(shared.lease(&names()).unwrap().failures, 0);
+    }
+
+    #[test]
+    fn a_304_confirms_the_shared_copy_without_a_new_version() {
+        let shared = MockShared::default();
+        let mut a = poller(1, Some(60));
+        poll(&mut a, &shared, NOW, ("200", Some("\"v1\""), r#"["x"]"#));
+        let request = a.start(&shared, NOW + 30).unwrap();
+        assert_eq!(request.if_none_match.as_deref(), Some("\"v1\""));
+        a.sent(2, request);
+        let fetched = a.classify(Some("304"), Some("\"v1\""), 0, Some(b""));
+        assert_eq!(
+            a.finish(&shared, NOW + 30, fetched),
+            FetchResult::NotModified
+        );
+        assert_eq!(a.refresh(&shared), Refreshed::Unchanged, "no re-parse");
+        let record = shared.record(&names()).unwrap();
+        assert_eq!((record.version, record.fetched_at), (1, NOW + 30));
+        assert!(words(&a, NOW + 90).is_some(), "fetched_at moved on");
+        assert_eq!(shared.lease(&names()).unwrap().next_attempt_at, NOW + 60);
+    }
+
+    #[test]
+    fn a_304_for_a_document_replaced_meanwhile_counts_as_a_failure() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        poll(&mut a, &shared, NOW, ("200", Some("\"v1\""), r#"["x"]"#));
+        let request = a.start(&shared, NOW + 30).unwrap();
+        a.sent(2, request);
+        // a's lease lapses; b fetches a newer document meanwhile.
+        let stored = poll(
+            &mut b,
+            &shared,
+            NOW + 40,
+            ("200", Some("\"v2\""), r#"["y"]"#),
+        );
+        assert_eq!(stored, Some(FetchResult::Stored));
+        let fetched = a.classify(Some("304"), None, 0, Some(b""));
+        assert!(matches!(
+            a.finish(&shared, NOW + 41, fetched),
+            FetchResult::Failed(_)
+        ));
+        assert_eq!(
+            shared.record(&names()).unwrap().etag.as_deref(),
+            Some("\"v2\"")
+        );
+        assert_eq!(
+            shared.lease(&names()).unwrap().next_attempt_at,
+            NOW + 70,
+            "a's late release leaves b's schedule alone"
+        );
+    }
+
+    #[test]
+    fn a_new_worker_can_peek_at_a_copy_another_worker_fetched() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let b = poller(2, None);
+        assert_eq!(b.peek(&shared, NOW), None, "nothing fetched yet");
+        poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
+        assert_eq!(b.usable(NOW), None, "b has not refreshed");
+        assert_eq!(b.peek(&shared, NOW).map(|w| w.0.len()), Some(1));
+    }
+
+    #[test]
+    fn an_unparsable_shared_record_leaves_the_previous_copy_in_use() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
+        let bad = next_record(shared.record(&names()).as_ref(), "{", None, NOW + 1);
+        shared.set(&names().record, &encode(&bad), None).unwrap();
+        assert!(matches!(
+            a.refresh(&shared),
+            Refreshed::Unusable { version: 2, .. }
+        ));
+        assert_eq!(words(&a, NOW + 1), Some(vec!["x".to_owned()]));
+    }
+}
