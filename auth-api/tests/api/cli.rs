@@ -76,6 +76,32 @@ async fn operator_commands_manage_roles_users_and_keys() {
     );
     app.state.ring.reload().await.unwrap();
     assert_eq!(app.state.ring.snapshot().keys().len(), 2);
+
+    let signed_by_the_old_key = user.login(&app).await;
+    assert_eq!(
+        app.validate(&signed_by_the_old_key.access).await.status,
+        StatusCode::OK
+    );
+    let signer = app.signer_kid();
+    let revoked = stdout(&auth_api(&url, &["keys", "revoke", &signer]));
+    assert!(
+        revoked.contains(&format!("key {signer} revoked")),
+        "{revoked}"
+    );
+    // This app's cached ring still holds the key: /validate reads its state from the database.
+    let refused = app.validate(&signed_by_the_old_key.access).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "refused at once, by another process"
+    );
+
+    let fresh = user.login(&app).await;
+    auth_api(&url, &["users", "logout", &user.email]);
+    assert_eq!(
+        app.validate(&fresh.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[test]
