@@ -1,8 +1,13 @@
 //! The per-worker cache of verified tokens, so that a token seen again skips the HMAC and the
 //! JSON parsing. It holds what the request path needs (expiry, claim headers, roles, and the
-//! claims revocation looks at), keyed by the token's SHA-256 so that tokens themselves are not
-//! kept. It never decides whether a token is valid: only tokens that passed `auth_jwt::decode`
-//! go in.
+//! claims revocation looks at). It never decides whether a token is valid: only tokens that
+//! passed `auth_jwt::decode` go in.
+//!
+//! Entries are found by the token's signature segment, an HMAC output and so already a uniform
+//! key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token, which on a
+//! hit would cost about as much as verifying it. The whole token is stored and compared on every
+//! hit, so a token that reuses a cached signature with another payload is a miss (and then
+//! fails verification).
 //!
 //! Bounds: at most `capacity` entries; when full, the oldest entry is evicted (FIFO), which is
 //! cheap and keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew, and the
@@ -10,9 +15,10 @@
 //! once. Revocation is not the cache's business: `decide` checks every request, hits included,
 //! against the current feed.
 
-use std::collections::{HashMap, VecDeque};
-
-use sha2::{Digest, Sha256};
+use std::{
+    collections::{HashMap, VecDeque},
+    rc::Rc,
+};
 
 use crate::revocations::TokenIds;
 
@@ -44,15 +50,27 @@ impl Identity {
     }
 }
 
-type TokenHash = [u8; 32];
+#[derive(Debug)]
+struct Entry {
+    token: Box<str>,
+    identity: Rc<Identity>,
+}
 
-/// A bounded FIFO map from token hash to [`Identity`]. Capacity 0 disables it.
+/// A bounded FIFO map from token to [`Identity`]. Capacity 0 disables it.
 #[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
     key_version: Option<u64>,
-    entries: HashMap<TokenHash, Identity>,
-    order: VecDeque<TokenHash>,
+    /// Keyed by signature segment.
+    entries: HashMap<Box<str>, Entry>,
+    order: VecDeque<Box<str>>,
+}
+
+/// The part of a compact JWS the cache is keyed by: its signature.
+fn signature(token: &str) -> &str {
+    token
+        .rsplit_once('.')
+        .map_or(token, |(_, signature)| signature)
 }
 
 impl TokenCache {
@@ -77,27 +95,34 @@ impl TokenCache {
 
     /// The identity of `token` if it is cached and `exp` plus `skew_secs` is still after `now`;
     /// an expired entry is dropped.
-    pub fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Identity> {
-        let hash = hash(token);
-        let identity = self.entries.get(&hash)?;
-        if u128::from(identity.exp) + u128::from(skew_secs) > u128::from(now) {
-            return Some(identity.clone());
+    pub fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Rc<Identity>> {
+        let key = signature(token);
+        let entry = self.entries.get(key)?;
+        if *entry.token != *token {
+            return None;
         }
-        self.entries.remove(&hash);
-        self.order.retain(|h| h != &hash);
+        if u128::from(entry.identity.exp) + u128::from(skew_secs) > u128::from(now) {
+            return Some(Rc::clone(&entry.identity));
+        }
+        self.entries.remove(key);
+        self.order.retain(|k| **k != *key);
         None
     }
 
     /// Remembers a verified token, evicting the oldest entry when full.
-    pub fn insert(&mut self, token: &str, identity: Identity) {
+    pub fn insert(&mut self, token: &str, identity: Rc<Identity>) {
         if self.capacity == 0 {
             return;
         }
-        let hash = hash(token);
-        if self.entries.insert(hash, identity).is_some() {
+        let key: Box<str> = signature(token).into();
+        let entry = Entry {
+            token: token.into(),
+            identity,
+        };
+        if self.entries.insert(key.clone(), entry).is_some() {
             return;
         }
-        self.order.push_back(hash);
+        self.order.push_back(key);
         while self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.entries.remove(&oldest);
@@ -114,10 +139,6 @@ impl TokenCache {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-}
-
-fn hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -141,8 +162,11 @@ mod tests {
     fn a_cached_token_is_a_hit_until_it_expires_with_skew() {
         let mut cache = TokenCache::new(4);
         assert_eq!(cache.get("t", NOW, 60), None, "miss before insert");
-        cache.insert("t", identity(NOW + 10));
-        assert_eq!(cache.get("t", NOW, 60), Some(identity(NOW + 10)));
+        cache.insert("t", Rc::new(identity(NOW + 10)));
+        assert_eq!(
+            cache.get("t", NOW, 60).as_deref(),
+            Some(&identity(NOW + 10))
+        );
         assert!(cache.get("t", NOW + 69, 60).is_some(), "inside the skew");
         assert_eq!(cache.get("t", NOW + 70, 60), None, "exp + skew reached");
         assert!(cache.is_empty(), "the expired entry was dropped");
@@ -151,9 +175,9 @@ mod tests {
     #[test]
     fn the_oldest_entry_is_evicted_when_full() {
         let mut cache = TokenCache::new(2);
-        cache.insert("a", identity(NOW + 100));
-        cache.insert("b", identity(NOW + 100));
-        cache.insert("c", identity(NOW + 100));
+        cache.insert("a", Rc::new(identity(NOW + 100)));
+        cache.insert("b", Rc::new(identity(NOW + 100)));
+        cache.insert("c", Rc::new(identity(NOW + 100)));
         assert_eq!(cache.len(), 2);
         assert!(cache.get("a", NOW, 0).is_none());
         assert!(cache.get("b", NOW, 0).is_some());
@@ -163,9 +187,9 @@ mod tests {
     #[test]
     fn inserting_a_token_twice_keeps_one_entry() {
         let mut cache = TokenCache::new(2);
-        cache.insert("a", identity(NOW + 100));
-        cache.insert("a", identity(NOW + 200));
-        cache.insert("b", identity(NOW + 100));
+        cache.insert("a", Rc::new(identity(NOW + 100)));
+        cache.insert("a", Rc::new(identity(NOW + 200)));
+        cache.insert("b", Rc::new(identity(NOW + 100)));
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get("a", NOW, 0).map(|i| i.exp), Some(NOW + 200));
     }
@@ -174,7 +198,7 @@ mod tests {
     fn a_new_key_version_clears_the_cache() {
         let mut cache = TokenCache::new(2);
         cache.set_key_version(Some(1));
-        cache.insert("a", identity(NOW + 100));
+        cache.insert("a", Rc::new(identity(NOW + 100)));
         cache.set_key_version(Some(1));
         assert_eq!(cache.len(), 1, "same version keeps entries");
         cache.set_key_version(Some(2));
@@ -184,7 +208,7 @@ mod tests {
     #[test]
     fn capacity_zero_disables_the_cache() {
         let mut cache = TokenCache::new(0);
-        cache.insert("a", identity(NOW + 100));
+        cache.insert("a", Rc::new(identity(NOW + 100)));
         assert!(cache.get("a", NOW, 0).is_none());
     }
 }

@@ -4,6 +4,8 @@
 //! answer to send. `host.rs` reads the request, calls [`decide`] and applies the [`Decision`];
 //! nothing here talks to Envoy.
 
+use std::rc::Rc;
+
 use auth_jwt::{decode, KeySet, Validation};
 use serde_json::{Map, Value};
 
@@ -12,6 +14,37 @@ use crate::config::{FilterConfig, Require};
 use crate::policy::{self, Authorization, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
 use crate::revocations::Revocations;
+
+/// Headers an allowed request gets upstream: the verified identity's claim headers (shared with
+/// the cache entry, not copied), and the `cookie` header without the token cookie.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeadersToSet {
+    identity: Option<Rc<Identity>>,
+    cookie: Option<String>,
+}
+
+impl HeadersToSet {
+    /// Every `(name, value)` to set.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.identity
+            .iter()
+            .flat_map(|i| i.claim_headers.iter())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .chain(self.cookie.as_deref().map(|c| ("cookie", c)))
+    }
+
+    /// Whether there is nothing to set.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The pairs as owned strings (for tests and logs).
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
 
 /// What `decide` needs to know about a request.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +88,7 @@ pub enum Decision {
     /// Forward it, after removing `headers_to_remove` and then setting `headers_to_set`.
     Allow {
         /// Headers to set (replacing any value), after the removals.
-        headers_to_set: Vec<(String, String)>,
+        headers_to_set: HeadersToSet,
         /// Headers to remove first: every `claim_to_headers` header, and the token header or
         /// cookie unless `forward` is set.
         headers_to_remove: Vec<String>,
@@ -84,10 +117,12 @@ pub fn decide(
     now: u64,
 ) -> Decision {
     // Identity headers from the client are removed on every request, public routes included,
-    // so that upstreams can trust them.
+    // so that upstreams can trust them. Only those present are named: each removal is a call
+    // into Envoy, and usually there are none.
     let mut headers_to_remove: Vec<String> = config
         .claim_to_headers
         .iter()
+        .filter(|c| header(request.headers, &c.header_name).is_some())
         .map(|c| c.header_name.clone())
         .collect();
     let grpc = is_grpc(header(request.headers, "content-type"));
@@ -112,11 +147,19 @@ pub fn decide(
         && header(request.headers, "origin").is_some()
         && header(request.headers, "access-control-request-method").is_some()
     {
-        return allow(headers_to_remove, Vec::new(), AllowedBy::CorsPreflight);
+        return allow(
+            headers_to_remove,
+            HeadersToSet::default(),
+            AllowedBy::CorsPreflight,
+        );
     }
     if rule.require == Require::Public {
         // A public route's upstream (e.g. logout) may need the token: it is left alone.
-        return allow(headers_to_remove, Vec::new(), AllowedBy::Public);
+        return allow(
+            headers_to_remove,
+            HeadersToSet::default(),
+            AllowedBy::Public,
+        );
     }
 
     let found = match policy::extract_token(request.headers, config) {
@@ -137,15 +180,15 @@ pub fn decide(
     let mut cache = cache;
     let cached = cache
         .as_deref_mut()
-        .and_then(|c| c.get(&found.token, now, config.clock_skew_seconds));
+        .and_then(|c| c.get(found.token, now, config.clock_skew_seconds));
     let cache_hit = cached.is_some();
     let identity = match cached {
         Some(identity) => identity,
-        None => match decode::<Map<String, Value>>(&found.token, keys, validation, now) {
+        None => match decode::<Map<String, Value>>(found.token, keys, validation, now) {
             Ok(data) => {
-                let identity = identity_of(&data.claims, config);
+                let identity = Rc::new(identity_of(&data.claims, config));
                 if let Some(c) = cache {
-                    c.insert(&found.token, identity.clone());
+                    c.insert(found.token, Rc::clone(&identity));
                 }
                 identity
             }
@@ -163,13 +206,16 @@ pub fn decide(
         return deny(DenyReason::InsufficientScope(why));
     }
 
-    let mut headers_to_set = identity.claim_headers;
+    let mut headers_to_set = HeadersToSet {
+        identity: Some(identity),
+        cookie: None,
+    };
     if !config.forward {
         match found.location {
-            TokenLocation::Header(name) => headers_to_remove.push(name),
+            TokenLocation::Header(name) => headers_to_remove.push(name.to_owned()),
             TokenLocation::Cookie(name) => {
-                match policy::cookie_header_without(request.headers, &name) {
-                    Some(rest) => headers_to_set.push(("cookie".to_owned(), rest)),
+                match policy::cookie_header_without(request.headers, name) {
+                    Some(rest) => headers_to_set.cookie = Some(rest),
                     None => headers_to_remove.push("cookie".to_owned()),
                 }
             }
@@ -363,7 +409,7 @@ mod tests {
         };
         assert_eq!(by, AllowedBy::Token { cache_hit: false });
         assert_eq!(
-            headers_to_set,
+            headers_to_set.to_vec(),
             [
                 ("x-user-id".to_owned(), "user-1".to_owned()),
                 ("x-user-email".to_owned(), "a@example.com".to_owned()),
@@ -372,7 +418,8 @@ mod tests {
         );
         assert_eq!(
             headers_to_remove,
-            ["x-user-id", "x-user-email", "x-user-roles", "authorization"]
+            ["authorization"],
+            "no identity header was sent"
         );
     }
 
@@ -414,7 +461,9 @@ mod tests {
         let Decision::Allow { headers_to_set, .. } = decision else {
             panic!("{decision:?}")
         };
-        assert!(headers_to_set.contains(&("cookie".to_owned(), "theme=dark".to_owned())));
+        assert!(headers_to_set
+            .to_vec()
+            .contains(&("cookie".to_owned(), "theme=dark".to_owned())));
     }
 
     #[test]
@@ -435,12 +484,17 @@ mod tests {
             else {
                 panic!("{reason}: {decision:?}")
             };
-            for name in ["x-user-id", "x-user-email", "x-user-roles"] {
+            for name in ["x-user-id", "x-user-roles"] {
                 assert!(
                     headers_to_remove.contains(&name.to_owned()),
                     "{reason}: {name}"
                 );
             }
+            // Absent headers need no call into Envoy to remove them.
+            assert!(
+                !headers_to_remove.contains(&"x-user-email".to_owned()),
+                "{reason}"
+            );
         }
     }
 
@@ -1094,7 +1148,7 @@ mod tests {
 
     fn first_headers(decision: &Decision) -> Vec<(String, String)> {
         match decision {
-            Decision::Allow { headers_to_set, .. } => headers_to_set.clone(),
+            Decision::Allow { headers_to_set, .. } => headers_to_set.to_vec(),
             Decision::Deny { .. } => Vec::new(),
         }
     }

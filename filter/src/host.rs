@@ -8,7 +8,7 @@
 //! decision. Host calls are made through `proxy_wasm::hostcalls` so that their errors are
 //! handled here (failing closed) instead of unwrapped by the SDK's trait defaults.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -21,7 +21,7 @@ use proxy_wasm::types::{
 
 use crate::cache::TokenCache;
 use crate::config::{FilterConfig, KeySource, RemoteSource};
-use crate::decide::{decide, AllowedBy, Decision, RequestView, RevocationCheck};
+use crate::decide::{decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck};
 use crate::keys;
 use crate::poll::{
     self, Document, FetchResult, Fetched, Poller, Refreshed, SetError, SharedData, SharedNames,
@@ -110,24 +110,29 @@ impl Metrics {
         }
     }
 
-    fn inc(id: Option<u32>) {
-        if let Some(id) = id {
-            // Losing one count is better than failing a request over it.
-            let _ = hostcalls::increment_metric(id, 1);
+    fn add(id: Option<u32>, count: u64) {
+        if let (Some(id), Ok(count)) = (id, i64::try_from(count)) {
+            // Losing a count is better than failing a request over it.
+            let _ = hostcalls::increment_metric(id, count);
         }
     }
 
-    fn denied(&self, reason: &DenyReason) {
-        Self::inc(self.denied);
-        Self::inc(match reason {
-            DenyReason::MissingToken => self.denied_missing_token,
-            DenyReason::InvalidToken(_) => self.denied_invalid_token,
-            DenyReason::Revoked => self.denied_revoked,
-            DenyReason::InsufficientScope(_) => self.denied_insufficient_scope,
-            DenyReason::NoRoute => self.denied_no_route,
-            DenyReason::KeysUnavailable => self.denied_keys_unavailable,
-            DenyReason::Internal => self.denied_internal,
-        });
+    /// The request-path counters, in the order of [`Tally`]'s cells.
+    fn request_counters(&self) -> [Option<u32>; TALLY_LEN] {
+        [
+            self.allowed,
+            self.denied,
+            self.denied_missing_token,
+            self.denied_invalid_token,
+            self.denied_revoked,
+            self.denied_insufficient_scope,
+            self.denied_no_route,
+            self.denied_keys_unavailable,
+            self.denied_internal,
+            self.cors_preflight_bypassed,
+            self.jwt_cache_hit,
+            self.jwt_cache_miss,
+        ]
     }
 
     fn jwks(&self) -> FetchCounters {
@@ -274,13 +279,13 @@ impl<D: Document> Remote<D> {
 
     fn finish(&mut self, now: u64, fetched: Fetched) {
         match self.poller.finish(&HostShared, now, fetched) {
-            FetchResult::Stored => Metrics::inc(self.counters.success),
+            FetchResult::Stored => Metrics::add(self.counters.success, 1),
             FetchResult::NotModified => {
-                Metrics::inc(self.counters.success);
-                Metrics::inc(self.counters.not_modified);
+                Metrics::add(self.counters.success, 1);
+                Metrics::add(self.counters.not_modified, 1);
             }
             FetchResult::Failed(why) => {
-                Metrics::inc(self.counters.failed);
+                Metrics::add(self.counters.failed, 1);
                 log(
                     LogLevel::Warn,
                     &format!(
@@ -290,6 +295,60 @@ impl<D: Document> Remote<D> {
                         self.source.path
                     ),
                 );
+            }
+        }
+    }
+}
+
+const TALLY_LEN: usize = 12;
+
+/// Request-path counts, kept per worker and handed to Envoy on the next tick (at most a second
+/// later): one host call per counter per request costs more than a cached token check.
+#[derive(Debug, Default)]
+struct Tally([Cell<u64>; TALLY_LEN]);
+
+impl Tally {
+    const ALLOWED: usize = 0;
+    const DENIED: usize = 1;
+    const CORS: usize = 9;
+    const CACHE_HIT: usize = 10;
+    const CACHE_MISS: usize = 11;
+
+    fn bump(&self, index: usize) {
+        if let Some(cell) = self.0.get(index) {
+            cell.set(cell.get().saturating_add(1));
+        }
+    }
+
+    fn allowed(&self, by: AllowedBy) {
+        self.bump(Self::ALLOWED);
+        match by {
+            AllowedBy::CorsPreflight => self.bump(Self::CORS),
+            AllowedBy::Token { cache_hit: true } => self.bump(Self::CACHE_HIT),
+            AllowedBy::Token { cache_hit: false } => self.bump(Self::CACHE_MISS),
+            AllowedBy::Public => {}
+        }
+    }
+
+    fn denied(&self, reason: &DenyReason) {
+        self.bump(Self::DENIED);
+        self.bump(match reason {
+            DenyReason::MissingToken => 2,
+            DenyReason::InvalidToken(_) => 3,
+            DenyReason::Revoked => 4,
+            DenyReason::InsufficientScope(_) => 5,
+            DenyReason::NoRoute => 6,
+            DenyReason::KeysUnavailable => 7,
+            DenyReason::Internal => 8,
+        });
+    }
+
+    /// Adds the counts to Envoy's counters and starts over.
+    fn flush(&self, metrics: &Metrics) {
+        for (cell, id) in self.0.iter().zip(metrics.request_counters()) {
+            let count = cell.take();
+            if count > 0 {
+                Metrics::add(id, count);
             }
         }
     }
@@ -313,6 +372,7 @@ struct Shared {
     validation: Rc<Validation>,
     cache: Rc<RefCell<TokenCache>>,
     metrics: Metrics,
+    tally: Rc<Tally>,
 }
 
 /// The root context: configuration, keys, revocations, cache and counters of one worker.
@@ -413,7 +473,8 @@ impl RootContext for Root {
         let metrics = Metrics::define();
         let polls = matches!(config.key_source, KeySource::Remote(_))
             || config.remote_revocations.is_some();
-        if polls && hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+        // The tick also flushes the request counters, so it runs for local keys too.
+        if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
             log(LogLevel::Error, "auth-filter: cannot set the tick period");
             return false;
         }
@@ -442,6 +503,7 @@ impl RootContext for Root {
             cache: Rc::new(RefCell::new(TokenCache::new(config.cache_entries))),
             config: Rc::new(config),
             metrics,
+            tally: Rc::new(Tally::default()),
         });
         // Another worker may already have fetched into shared data.
         self.refresh();
@@ -449,6 +511,9 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.tally.flush(&shared.metrics);
+        }
         self.refresh();
         let Some(now) = now_secs() else {
             return;
@@ -467,6 +532,7 @@ impl RootContext for Root {
         let revocations = now.and_then(|now| self.revocations.as_ref()?.for_request(now));
         Some(Box::new(Http {
             shared: self.shared.clone(),
+            now,
             keys,
             revocations,
         }))
@@ -477,33 +543,47 @@ impl RootContext for Root {
     }
 }
 
+/// Request headers as `decide` reads them: lowercase names, UTF-8 values.
+type Headers = Vec<(String, String)>;
+
 /// One request's context.
 #[derive(Debug)]
 struct Http {
     /// `None` if the root has no valid configuration: every request is then refused.
     shared: Option<Shared>,
+    /// The host's clock when the request arrived; `None` if it could not be read.
+    now: Option<u64>,
     keys: Option<Rc<KeySet>>,
     /// The revocation feed, if configured and loaded.
     revocations: Option<Rc<Revocations>>,
 }
 
 impl Http {
-    fn decide(&self) -> (Decision, Option<Metrics>, String) {
+    /// The decision, the configuration it was made with, and the request headers as read
+    /// (`None` when one was not UTF-8: the lossy copy must then never be written back).
+    fn decide(&self) -> (Decision, Option<&Shared>, Option<Headers>) {
         let Some(shared) = &self.shared else {
-            return (internal("auth-service"), None, String::new());
+            return (internal("auth-service"), None, None);
         };
-        let realm = shared.config.realm.clone();
         let (Some(now), Ok(raw)) = (
-            now_secs(),
+            self.now,
             hostcalls::get_map_bytes(MapType::HttpRequestHeaders),
         ) else {
-            return (internal(&realm), Some(shared.metrics), realm);
+            return (internal(&shared.config.realm), Some(shared), None);
         };
         // Header values that are not UTF-8 become replacement characters, which no token,
         // method or path accepts.
+        let mut all_utf8 = true;
         let headers: Vec<(String, String)> = raw
             .into_iter()
-            .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+            .map(|(name, value)| {
+                // Valid UTF-8 (nearly always) is taken over without a copy.
+                let value = String::from_utf8(value).unwrap_or_else(|e| {
+                    all_utf8 = false;
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                });
+                (name, value)
+            })
             .collect();
         let pseudo = |name: &str| {
             headers
@@ -531,7 +611,7 @@ impl Http {
             cache.as_deref_mut(),
             now,
         );
-        (decision, Some(shared.metrics), realm)
+        (decision, Some(shared), all_utf8.then_some(headers))
     }
 }
 
@@ -585,7 +665,36 @@ fn grpc_code(status: u32) -> GrpcStatusCode {
 }
 
 /// Applies an allow decision; `false` if the headers could not all be changed.
-fn apply_headers(headers_to_remove: &[String], headers_to_set: &[(String, String)]) -> bool {
+///
+/// With the request's headers at hand (all UTF-8), the new header map is written in one call:
+/// each call into Envoy costs about as much as a cached token check, and an allowed request
+/// typically needs four changes (the token removed, three identity headers set). Otherwise,
+/// one call per change.
+fn apply_headers(
+    current: Option<&[(String, String)]>,
+    headers_to_remove: &[String],
+    headers_to_set: &HeadersToSet,
+) -> bool {
+    if headers_to_remove.is_empty() && headers_to_set.is_empty() {
+        return true;
+    }
+    if let Some(current) = current {
+        let replaced = |name: &str| {
+            headers_to_remove
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+                || headers_to_set
+                    .iter()
+                    .any(|(s, _)| s.eq_ignore_ascii_case(name))
+        };
+        let map: Vec<(&str, &str)> = current
+            .iter()
+            .filter(|(name, _)| !replaced(name))
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(headers_to_set.iter())
+            .collect();
+        return hostcalls::set_map(MapType::HttpRequestHeaders, map).is_ok();
+    }
     let removed = headers_to_remove
         .iter()
         .all(|name| hostcalls::remove_map_value(MapType::HttpRequestHeaders, name).is_ok());
@@ -599,33 +708,33 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (decision, metrics, realm) = self.decide();
-        let metrics = metrics.unwrap_or_default();
+        let (decision, shared, headers) = self.decide();
+        // Without a configuration there is nothing to count into.
+        let count = |f: &dyn Fn(&Tally)| {
+            if let Some(shared) = shared {
+                f(&shared.tally);
+            }
+        };
         match decision {
             Decision::Allow {
                 headers_to_set,
                 headers_to_remove,
                 by,
             } => {
-                if !apply_headers(&headers_to_remove, &headers_to_set) {
+                if !apply_headers(headers.as_deref(), &headers_to_remove, &headers_to_set) {
                     // Forwarding with a client's identity headers left in place would be open.
-                    metrics.denied(&DenyReason::Internal);
-                    if let Decision::Deny { response, .. } = internal(&realm) {
+                    count(&|t| t.denied(&DenyReason::Internal));
+                    let realm = shared.map_or("auth-service", |s| s.config.realm.as_str());
+                    if let Decision::Deny { response, .. } = internal(realm) {
                         send(&response);
                     }
                     return Action::Pause;
                 }
-                Metrics::inc(metrics.allowed);
-                match by {
-                    AllowedBy::CorsPreflight => Metrics::inc(metrics.cors_preflight_bypassed),
-                    AllowedBy::Token { cache_hit: true } => Metrics::inc(metrics.jwt_cache_hit),
-                    AllowedBy::Token { cache_hit: false } => Metrics::inc(metrics.jwt_cache_miss),
-                    AllowedBy::Public => {}
-                }
+                count(&|t| t.allowed(by));
                 Action::Continue
             }
             Decision::Deny { reason, response } => {
-                metrics.denied(&reason);
+                count(&|t| t.denied(&reason));
                 send(&response);
                 Action::Pause
             }

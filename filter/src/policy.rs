@@ -3,6 +3,7 @@
 //! tokens nor builds answers; it works on plain strings.
 
 use crate::config::{FilterConfig, PathMatch, Require, Rule};
+use std::borrow::Cow;
 
 /// The outcome of checking a rule's requirement against a verified token's roles.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,10 +18,18 @@ pub enum Authorization {
 /// unreserved characters decoded (RFC 3986 §6.2.2.2), so `/api/%61dmin/` is `/api/admin/`.
 /// `None` for paths that a rule cannot safely cover: not starting with `/`, `.` or `..`
 /// segments, empty segments (`//`), backslashes, or bad percent-encoding.
-pub fn normalize_path(raw: &str) -> Option<String> {
+pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
         return None;
+    }
+    // The common case, nothing percent-encoded, needs no copy.
+    if !path.contains('%') {
+        return (!path
+            .bytes()
+            .any(|b| b == b'\\' || b.is_ascii_control() || !b.is_ascii())
+            && segments_ok(path))
+        .then_some(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -47,14 +56,19 @@ pub fn normalize_path(raw: &str) -> Option<String> {
         }
     }
     // Segment checks run after decoding, so `%2e%2e` is caught as `..`.
-    let mut segments = out.split('/').skip(1).peekable();
+    segments_ok(&out).then_some(Cow::Owned(out))
+}
+
+/// No `.` or `..` segment, and no empty segment but the last (`//`).
+fn segments_ok(path: &str) -> bool {
+    let mut segments = path.split('/').skip(1).peekable();
     while let Some(segment) = segments.next() {
         let last = segments.peek().is_none();
         if segment == "." || segment == ".." || (segment.is_empty() && !last) {
-            return None;
+            return false;
         }
     }
-    Some(out)
+    true
 }
 
 /// The first rule covering `method` and the normalized `path`, if any.
@@ -91,21 +105,22 @@ pub fn authorize(require: &Require, roles: &[String]) -> Authorization {
 }
 
 /// Where the token was found, so it can be stripped before the request goes upstream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenLocation {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenLocation<'a> {
     /// The whole value of this header (lowercase name).
-    Header(String),
+    Header(&'a str),
     /// This cookie of the `cookie` header.
-    Cookie(String),
+    Cookie(&'a str),
 }
 
-/// A bearer token and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FoundToken {
+/// A bearer token and where it came from, borrowed from the request and the configuration: the
+/// request path copies nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoundToken<'a> {
     /// The token, checked to be `token68`.
-    pub token: String,
+    pub token: &'a str,
     /// Where it was.
-    pub location: TokenLocation,
+    pub location: TokenLocation<'a>,
 }
 
 /// Why no usable token was found.
@@ -122,10 +137,10 @@ pub enum TokenError {
 /// `Authorization: Basic …`) holds no token. A header sent several times, extra spaces, trailing
 /// garbage or characters outside `token68` make the token malformed. Header names in `headers`
 /// are compared case-insensitively.
-pub fn extract_token(
-    headers: &[(String, String)],
-    config: &FilterConfig,
-) -> Result<FoundToken, TokenError> {
+pub fn extract_token<'a>(
+    headers: &'a [(String, String)],
+    config: &'a FilterConfig,
+) -> Result<FoundToken<'a>, TokenError> {
     for source in &config.from_headers {
         let mut values = headers
             .iter()
@@ -147,8 +162,8 @@ pub fn extract_token(
             return Err(TokenError::Malformed("the bearer token is malformed"));
         }
         return Ok(FoundToken {
-            token: token.to_owned(),
-            location: TokenLocation::Header(source.name.clone()),
+            token,
+            location: TokenLocation::Header(&source.name),
         });
     }
     for cookie_name in &config.from_cookies {
@@ -163,8 +178,8 @@ pub fn extract_token(
             return Err(TokenError::Malformed("the token cookie is malformed"));
         }
         return Ok(FoundToken {
-            token: value.to_owned(),
-            location: TokenLocation::Cookie(cookie_name.clone()),
+            token: value,
+            location: TokenLocation::Cookie(cookie_name),
         });
     }
     Err(TokenError::Missing)
@@ -323,10 +338,10 @@ mod tests {
     fn bearer_token_extraction_follows_rfc_6750_strictly() {
         let config = config(|_| {});
         let malformed = Err(TokenError::Malformed("the bearer token is malformed"));
-        let ok = |t: &str| {
+        let ok = |t: &'static str| {
             Ok(FoundToken {
-                token: t.to_owned(),
-                location: TokenLocation::Header("authorization".to_owned()),
+                token: t,
+                location: TokenLocation::Header("authorization"),
             })
         };
         let cases = [
@@ -414,10 +429,10 @@ mod tests {
     #[test]
     fn cookies_are_read_after_headers() {
         let config = config(|v| v["from_cookies"] = json!(["access_token"]));
-        let cookie = |t: &str| {
+        let cookie = |t: &'static str| {
             Ok(FoundToken {
-                token: t.to_owned(),
-                location: TokenLocation::Cookie("access_token".to_owned()),
+                token: t,
+                location: TokenLocation::Cookie("access_token"),
             })
         };
         let cases = [
@@ -437,8 +452,8 @@ mod tests {
                     ("cookie", "access_token=abc"),
                 ],
                 Ok(FoundToken {
-                    token: "hdr".to_owned(),
-                    location: TokenLocation::Header("authorization".to_owned()),
+                    token: "hdr",
+                    location: TokenLocation::Header("authorization"),
                 }),
                 "header wins over cookie",
             ),

@@ -3,7 +3,9 @@
 //! - `test`: everything CI runs, from a fresh clone.
 //! - `up`: the whole dev stack on one machine (auth-api on SQLite, the echo upstream, Envoy
 //!   loading the filter), until Ctrl-C.
+//! - `bench edge`: the filter's cost per request in Envoy, next to native `jwt_authn`.
 
+mod bench;
 mod tools;
 mod up;
 
@@ -31,6 +33,9 @@ enum Task {
     Test,
     /// Run the whole stack: auth-api, the echo upstream and Envoy with the filter.
     Up,
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -41,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Test => test(&root),
         Task::Up => up::up(&root),
+        Task::Bench(bench) => bench::bench(&root, &bench),
     }
 }
 

@@ -1,0 +1,1363 @@
+//! `cargo xtask bench edge`: what the auth filter costs at the edge, next to Envoy's native
+//! `jwt_authn` and to the wasm runtime's own floor.
+//!
+//! One Envoy (`--concurrency 1`, pinned to one CPU) serves one loopback listener per
+//! configuration, each routing to a `direct_response`, so that only the HTTP filters cost. wrk
+//! (one thread, pinned to another CPU) loads the configurations in turn, round after round
+//! (A B C … A B C …), so that a noisy neighbour on a shared machine hits all of them alike.
+//! Around each run Envoy's CPU time is read from `/proc`, which gives CPU microseconds per
+//! request independently of how busy the load generator's CPU was.
+//!
+//! The report (medians over rounds) is printed as a Markdown table and written to
+//! `target/bench-edge.md`.
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _};
+use auth_jwt::{encode, Header, Jwk, JwkSet, Key};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::tools::{ensure_envoy, run, step, ENVOY_VERSION};
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Bench {
+    /// Requests/s, latency and Envoy CPU per request: no filter, a no-op wasm filter, native
+    /// `jwt_authn` (with and without its cache) and ours (with and without its cache), on
+    /// valid and on badly signed tokens.
+    Edge(EdgeArgs),
+}
+
+/// Options of `cargo xtask bench edge`.
+#[derive(Debug, Args)]
+pub(crate) struct EdgeArgs {
+    /// Seconds of load per configuration and round.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
+    seconds: u32,
+    /// Rounds; each round runs every configuration once, in the same order.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Open connections held by the load generator.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
+    /// Seconds of unrecorded load per configuration before the first round (V8 tiering, caches);
+    /// 0 skips the warm-up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=600))]
+    warmup: u32,
+    /// First loopback port; the six listeners take it and the next five, and Envoy's admin
+    /// interface the one after.
+    #[arg(long, default_value_t = 18100)]
+    base_port: u16,
+}
+
+pub(crate) fn bench(root: &Path, bench: &Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Edge(args) => edge(root, args),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is measured.
+
+/// The token settings shared by our filter and `jwt_authn`.
+const ISSUER: &str = "auth-service";
+const AUDIENCE: &str = "api";
+const KID: &str = "bench";
+/// A fixed HS256 secret (exactly 32 bytes): only ever used on loopback by this benchmark.
+const SECRET: &[u8; 32] = b"auth-service edge benchmark key!";
+const SUBJECT: &str = "bench-user";
+/// The body of every `direct_response`.
+const BODY: &str = "ok\n";
+/// A path routed like `/`, whose answer also echoes the `x-user-id` the filters set; only the
+/// pre-flight checks use it.
+const CHECK_PATH: &str = "/check";
+
+/// One listener of the benchmark Envoy: which auth filter it runs, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listener {
+    None,
+    NoopWasm,
+    JwtAuthn,
+    JwtAuthnCache,
+    OursCache,
+    OursNoCache,
+}
+
+impl Listener {
+    const ALL: [Listener; 6] = [
+        Listener::None,
+        Listener::NoopWasm,
+        Listener::JwtAuthn,
+        Listener::JwtAuthnCache,
+        Listener::OursCache,
+        Listener::OursNoCache,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Listener::None => "none",
+            Listener::NoopWasm => "noop-wasm",
+            Listener::JwtAuthn => "jwt_authn",
+            Listener::JwtAuthnCache => "jwt_authn+cache",
+            Listener::OursCache => "ours+cache",
+            Listener::OursNoCache => "ours-nocache",
+        }
+    }
+
+    /// Whether the listener checks tokens (else everything passes).
+    fn authenticates(self) -> bool {
+        !matches!(self, Listener::None | Listener::NoopWasm)
+    }
+
+    fn index(self) -> usize {
+        Listener::ALL
+            .iter()
+            .position(|&l| l == self)
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TokenKind {
+    Valid,
+    /// The valid token with one signature character changed.
+    Bad,
+}
+
+impl TokenKind {
+    fn name(self) -> &'static str {
+        match self {
+            TokenKind::Valid => "valid",
+            TokenKind::Bad => "bad signature",
+        }
+    }
+}
+
+/// One measured configuration: a listener and the token every request carries.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    listener: Listener,
+    token: TokenKind,
+}
+
+const fn case(listener: Listener, token: TokenKind) -> Case {
+    Case { listener, token }
+}
+
+/// In the order of every round. `none` and `noop-wasm` get the valid token too, so that all
+/// requests have the same size.
+const CASES: [Case; 10] = [
+    case(Listener::None, TokenKind::Valid),
+    case(Listener::NoopWasm, TokenKind::Valid),
+    case(Listener::JwtAuthn, TokenKind::Valid),
+    case(Listener::JwtAuthnCache, TokenKind::Valid),
+    case(Listener::OursCache, TokenKind::Valid),
+    case(Listener::OursNoCache, TokenKind::Valid),
+    case(Listener::JwtAuthn, TokenKind::Bad),
+    case(Listener::JwtAuthnCache, TokenKind::Bad),
+    case(Listener::OursCache, TokenKind::Bad),
+    case(Listener::OursNoCache, TokenKind::Bad),
+];
+
+impl Case {
+    fn expected_status(self) -> u16 {
+        if self.token == TokenKind::Bad && self.listener.authenticates() {
+            401
+        } else {
+            200
+        }
+    }
+
+    /// The native `jwt_authn` case this one's throughput is compared with: the same token.
+    fn reference(self, cached: bool) -> usize {
+        let listener = if cached {
+            Listener::JwtAuthnCache
+        } else {
+            Listener::JwtAuthn
+        };
+        let token = if self.listener.authenticates() {
+            self.token
+        } else {
+            TokenKind::Valid
+        };
+        CASES
+            .iter()
+            .position(|c| c.listener == listener && c.token == token)
+            .unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command.
+
+fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
+    step("wasm target", || {
+        run(root, "rustup", &["target", "add", "wasm32-wasip1"])
+    })?;
+    let envoy_bin = step("Envoy", || ensure_envoy(root))?;
+    step("wrk and taskset", ensure_load_tools)?;
+    let auth_wasm = step("build the filter (wasm32-wasip1)", || {
+        crate::build_filter(root)
+    })?;
+    let noop_wasm = step("build the no-op filter (wasm32-wasip1)", || {
+        build_noop_filter(root)
+    })?;
+    let target = target_dir(root);
+    let work = target.join("bench-edge");
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    // Envoy loads copies, so that a build running alongside cannot swap a module under it.
+    let auth_wasm = copy_into(&auth_wasm, &work)?;
+    let noop_wasm = copy_into(&noop_wasm, &work)?;
+    let filter_source = filter_source(root);
+    let cpus = pinning();
+    let ports = step("free ports", || ports(args.base_port))?;
+    let tokens = tokens()?;
+
+    let config = envoy_config(&ports, &tokens, &auth_wasm, &noop_wasm);
+    let config_path = work.join("envoy.json");
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot catch Ctrl-C")?;
+
+    let mut envoy = step("start Envoy", || {
+        Envoy::start(
+            &envoy_bin,
+            &config_path,
+            &work.join("envoy.log"),
+            cpus.map(|(envoy, _)| envoy),
+            &ports,
+        )
+    })?;
+    step("check every configuration", || {
+        check_answers(&mut envoy, &ports, &tokens)
+    })?;
+
+    let clk_tck = clock_ticks();
+    let load_cpu = cpus.map(|(_, load)| load);
+    let load = |port: u16, token: TokenKind, seconds: u32| Load {
+        load_cpu,
+        port,
+        token: match token {
+            TokenKind::Valid => &tokens.valid,
+            TokenKind::Bad => &tokens.bad,
+        },
+        seconds,
+        connections: args.connections,
+    };
+    if args.warmup > 0 {
+        step("warm-up", || {
+            for case in CASES {
+                interrupted(&stop)?;
+                load(ports.of(case.listener), case.token, args.warmup).run()?;
+                envoy.ensure_running()?;
+            }
+            Ok(())
+        })
+        .map_err(|e| or_interrupted(e, &stop))?;
+    }
+
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CASES.len()];
+    let mut notes = Vec::new();
+    step("measure", || {
+        for round in 1..=args.rounds {
+            for (i, case) in CASES.iter().enumerate() {
+                interrupted(&stop)?;
+                let before = envoy.cpu_seconds(clk_tck)?;
+                let out = load(ports.of(case.listener), case.token, args.seconds).run()?;
+                let after = envoy.cpu_seconds(clk_tck)?;
+                envoy.ensure_running()?;
+                let label = format!("{} ({})", case.listener.name(), case.token.name());
+                if let Err(e) = check_statuses(*case, &out) {
+                    bail!("{label}, round {round}: {e}{}", envoy.log_tail());
+                }
+                if let Some(errors) = &out.socket_errors {
+                    notes.push(format!("round {round}, {label}: socket errors: {errors}"));
+                }
+                #[allow(clippy::cast_precision_loss)] // request counts are far below 2^52
+                let cpu_us = (after - before) * 1e6 / out.requests.max(1) as f64;
+                let sample = Sample {
+                    rps: out.rps,
+                    p50_us: out.p50_us,
+                    p99_us: out.p99_us,
+                    cpu_us,
+                };
+                println!(
+                    "    round {round}/{rounds}  {label:<32} {rps:>8.0} req/s  p50 {p50:>6.0} µs  \
+                     p99 {p99:>6.0} µs  {cpu_us:>6.2} CPU µs/req",
+                    rounds = args.rounds,
+                    rps = sample.rps,
+                    p50 = sample.p50_us,
+                    p99 = sample.p99_us,
+                );
+                if let Some(list) = samples.get_mut(i) {
+                    list.push(sample);
+                }
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| or_interrupted(e, &stop))?;
+    let counters = cache_counters(ports.admin).unwrap_or_else(|e| {
+        vec![format!(
+            "(cannot read the counters from the admin interface: {e:#})"
+        )]
+    });
+    drop(envoy);
+
+    let setup = Setup {
+        seconds: args.seconds,
+        rounds: args.rounds,
+        connections: args.connections,
+        warmup: args.warmup,
+        cpus,
+        filter_source,
+    };
+    let report = report(&setup, &samples, &notes, &counters);
+    println!("\n{report}");
+    let path = target.join("bench-edge.md");
+    std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("(written to {})", path.display());
+    Ok(())
+}
+
+fn copy_into(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = file
+        .file_name()
+        .context("a wasm path without a file name")?;
+    let copy = dir.join(name);
+    std::fs::copy(file, &copy)
+        .with_context(|| format!("cannot copy {} to {}", file.display(), copy.display()))?;
+    Ok(copy)
+}
+
+/// Which auth-filter was measured: the commit, and whether `filter/` or `jwt/` had uncommitted
+/// changes.
+fn filter_source(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    match (
+        git(&["rev-parse", "--short", "HEAD"]),
+        git(&["status", "--porcelain", "--", "filter", "jwt"]),
+    ) {
+        (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
+        (Some(commit), Some(_)) => {
+            format!("commit {commit} with uncommitted changes in filter/ or jwt/")
+        }
+        _ => "an unknown commit".to_owned(),
+    }
+}
+
+/// After Ctrl-C, wrk and Envoy die of it too: say so rather than blame them.
+fn or_interrupted(error: anyhow::Error, stop: &AtomicBool) -> anyhow::Error {
+    if stop.load(Ordering::SeqCst) {
+        anyhow::anyhow!("interrupted")
+    } else {
+        error
+    }
+}
+
+fn interrupted(stop: &AtomicBool) -> anyhow::Result<()> {
+    if stop.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Builds `bench/noop-filter` with the `wasm` profile and returns the `.wasm` path.
+fn build_noop_filter(root: &Path) -> anyhow::Result<PathBuf> {
+    run(
+        root,
+        "cargo",
+        &[
+            "build",
+            "-p",
+            "noop-filter",
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+            "--locked",
+        ],
+    )?;
+    let wasm = target_dir(root).join("wasm32-wasip1/wasm/noop_filter.wasm");
+    anyhow::ensure!(
+        wasm.exists(),
+        "the build did not produce {}",
+        wasm.display()
+    );
+    Ok(wasm)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine.
+
+/// wrk (installed with apt-get when missing and running as root) and taskset.
+fn ensure_load_tools() -> anyhow::Result<()> {
+    if which("wrk").is_none() {
+        if !is_root() {
+            bail!("wrk is missing: install it (Debian/Ubuntu: sudo apt-get install -y wrk)");
+        }
+        println!("    installing wrk with apt-get");
+        let install = || {
+            let mut cmd = Command::new("apt-get");
+            cmd.args(["install", "-y", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            crate::tools::status(cmd)
+        };
+        if install().is_err() {
+            let mut update = Command::new("apt-get");
+            update.arg("update");
+            crate::tools::status(update)?;
+            install().context("cannot install wrk (apt-get install -y wrk)")?;
+        }
+        if which("wrk").is_none() {
+            bail!("apt-get installed wrk, but it is not on PATH");
+        }
+    }
+    if which("taskset").is_none() {
+        bail!("taskset is missing: install it (Debian/Ubuntu package util-linux)");
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A field of `/proc/self/status`, e.g. `Uid` or `Cpus_allowed_list`.
+fn self_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name == field).then(|| value.trim().to_owned())
+    })
+}
+
+fn is_root() -> bool {
+    // Uid: real, effective, saved, filesystem.
+    self_status("Uid").is_some_and(|uids| uids.split_whitespace().nth(1) == Some("0"))
+}
+
+/// The CPUs for Envoy and for the load generator: the first two this process may run on, or
+/// `None` (no pinning, with a warning) when there are fewer.
+fn pinning() -> Option<(u32, u32)> {
+    let cpus = self_status("Cpus_allowed_list")
+        .map(|list| parse_cpu_list(&list))
+        .unwrap_or_default();
+    match cpus.as_slice() {
+        [envoy, load, ..] => {
+            println!("    Envoy on CPU {envoy}, the load generator on CPU {load}");
+            Some((*envoy, *load))
+        }
+        _ => {
+            println!(
+                "    warning: fewer than two usable CPUs ({cpus:?}): Envoy and the load \
+                 generator are not pinned, and they compete for the same CPU"
+            );
+            None
+        }
+    }
+}
+
+/// `0-2,4` → `[0, 1, 2, 4]`; unreadable parts are skipped.
+fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                if let (Ok(first), Ok(last)) = (first.parse::<u32>(), last.parse::<u32>()) {
+                    cpus.extend(first..=last);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|&ticks| ticks > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// The loopback ports of the benchmark Envoy.
+struct Ports {
+    /// One per listener, in [`Listener::ALL`] order.
+    listeners: Vec<u16>,
+    admin: u16,
+}
+
+impl Ports {
+    fn of(&self, listener: Listener) -> u16 {
+        self.listeners
+            .get(listener.index())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn all(&self) -> impl Iterator<Item = u16> + '_ {
+        self.listeners.iter().copied().chain([self.admin])
+    }
+}
+
+/// `base` and the next ports, each checked to be free.
+fn ports(base: u16) -> anyhow::Result<Ports> {
+    let names = Listener::ALL
+        .iter()
+        .map(|l| l.name())
+        .chain(["Envoy's admin interface"]);
+    let mut ports = Vec::new();
+    for (offset, name) in (0_u16..).zip(names) {
+        let port = base
+            .checked_add(offset)
+            .with_context(|| format!("--base-port {base} leaves no room for seven ports"))?;
+        TcpListener::bind(addr(port)).with_context(|| {
+            format!(
+                "port {port} (for {name}) is busy on 127.0.0.1: stop what listens there or pass \
+                 another --base-port"
+            )
+        })?;
+        ports.push(port);
+    }
+    let admin = ports.pop().context("no admin port")?;
+    Ok(Ports {
+        listeners: ports,
+        admin,
+    })
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens and the Envoy configuration.
+
+struct Tokens {
+    valid: String,
+    bad: String,
+    /// `{"keys":[…]}` with the HS256 key, for both filters.
+    jwks: String,
+}
+
+fn tokens() -> anyhow::Result<Tokens> {
+    let key = Key::hs256(KID, SECRET).context("the benchmark key")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    // Every claim auth-api puts in an access token, valid for a year.
+    let claims = json!({
+        "iss": ISSUER,
+        "sub": SUBJECT,
+        "aud": AUDIENCE,
+        "exp": now + 365 * 24 * 3600,
+        "iat": now,
+        "jti": "bench-token",
+        "sid": "bench-session",
+        "client_id": "bench",
+        "email": "bench@example.com",
+        "roles": ["user"],
+    });
+    let valid = encode(&Header::access_token(KID), &claims, &key).context("signing the token")?;
+    let bad = flip_signature(&valid)?;
+    let jwks = serde_json::to_string(&JwkSet {
+        keys: vec![Jwk::from_key(&key)],
+    })?;
+    Ok(Tokens { valid, bad, jwks })
+}
+
+/// The token with the first character of its signature changed, which changes the signature's
+/// first byte: the same length and structure, a wrong MAC.
+fn flip_signature(token: &str) -> anyhow::Result<String> {
+    let dot = token.rfind('.').context("the token has no signature")?;
+    let (signed, signature) = token.split_at(dot + 1);
+    let mut chars = signature.chars();
+    let first = chars.next().context("the token's signature is empty")?;
+    let flipped = if first == 'A' { 'B' } else { 'A' };
+    Ok(format!("{signed}{flipped}{}", chars.as_str()))
+}
+
+/// The bootstrap: one listener per [`Listener`] and the admin interface (for the cache
+/// counters); no clusters.
+fn envoy_config(ports: &Ports, tokens: &Tokens, auth_wasm: &Path, noop_wasm: &Path) -> Value {
+    let listeners: Vec<Value> = Listener::ALL
+        .iter()
+        .zip(&ports.listeners)
+        .map(|(&listener, &port)| {
+            let mut filters = Vec::new();
+            if let Some(filter) = auth_filter(listener, tokens, auth_wasm, noop_wasm) {
+                filters.push(filter);
+            }
+            filters.push(json!({
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                }
+            }));
+            json!({
+                "name": listener.name(),
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": listener.name(),
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "route_config": {
+                            "name": "bench",
+                            "virtual_hosts": [{
+                                "name": "all",
+                                "domains": ["*"],
+                                "routes": [
+                                    {
+                                        "match": {"path": CHECK_PATH},
+                                        "direct_response": {"status": 200, "body": {"inline_string": BODY}},
+                                        "response_headers_to_add": [{
+                                            "header": {"key": "x-seen-user-id", "value": "%REQ(x-user-id)%"}
+                                        }]
+                                    },
+                                    {
+                                        "match": {"prefix": "/"},
+                                        "direct_response": {"status": 200, "body": {"inline_string": BODY}}
+                                    }
+                                ]
+                            }]
+                        },
+                        "http_filters": filters
+                    }
+                }]}]
+            })
+        })
+        .collect();
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}},
+        "static_resources": {"listeners": listeners}
+    })
+}
+
+/// The listener's filter before the router, if any. Our filter and `jwt_authn` get the same key,
+/// issuer, audience, token location (`Authorization: Bearer`), claim header and rule.
+fn auth_filter(
+    listener: Listener,
+    tokens: &Tokens,
+    auth_wasm: &Path,
+    noop_wasm: &Path,
+) -> Option<Value> {
+    let ours = |cache_entries: u32| {
+        let config = json!({
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "claim_to_headers": [{"claim_name": "sub", "header_name": "x-user-id"}],
+            "local_jwks": serde_json::from_str::<Value>(&tokens.jwks).unwrap_or_default(),
+            "rules": [{"match": {"prefix": "/"}, "require": "authenticated"}],
+            "cache_entries": cache_entries,
+        });
+        let name = format!("bench_ours_{cache_entries}");
+        wasm_filter(&name, "auth_filter", auth_wasm, Some(config.to_string()))
+    };
+    let native = |cache: bool| {
+        let mut provider = json!({
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "local_jwks": {"inline_string": tokens.jwks},
+            "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+            "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}],
+            "clock_skew_seconds": 60,
+        });
+        if cache {
+            provider["jwt_cache_config"] = json!({"jwt_cache_size": 1024});
+        }
+        json!({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"bench": provider},
+                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]
+            }
+        })
+    };
+    match listener {
+        Listener::None => None,
+        Listener::NoopWasm => Some(wasm_filter("bench_noop", "noop", noop_wasm, None)),
+        Listener::JwtAuthn => Some(native(false)),
+        Listener::JwtAuthnCache => Some(native(true)),
+        Listener::OursCache => Some(ours(1024)),
+        Listener::OursNoCache => Some(ours(0)),
+    }
+}
+
+/// A wasm HTTP filter as `envoy/dev.yaml` loads ours: V8, `FAIL_RELOAD`, its own VM.
+fn wasm_filter(vm_id: &str, root_id: &str, wasm: &Path, configuration: Option<String>) -> Value {
+    let mut config = json!({
+        "name": vm_id,
+        "root_id": root_id,
+        "failure_policy": "FAIL_RELOAD",
+        "vm_config": {
+            "vm_id": vm_id,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": wasm.display().to_string()}}
+        }
+    });
+    if let Some(value) = configuration {
+        config["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": value
+        });
+    }
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": config
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envoy.
+
+/// The benchmark Envoy, stopped (TERM, then KILL) when dropped.
+struct Envoy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Envoy {
+    fn start(
+        envoy: &Path,
+        config: &Path,
+        log: &Path,
+        cpu: Option<u32>,
+        ports: &Ports,
+    ) -> anyhow::Result<Envoy> {
+        let log_file =
+            File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        // taskset execs Envoy, so the child's pid is Envoy's.
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &cpu.to_string()]).arg(envoy);
+                cmd
+            }
+            None => Command::new(envoy),
+        };
+        cmd.arg("-c")
+            .arg(config)
+            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", envoy.display()))?;
+        let mut envoy = Envoy {
+            child,
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for port in ports.all() {
+            while TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).is_err() {
+                envoy.ensure_running()?;
+                if Instant::now() > deadline {
+                    bail!(
+                        "Envoy does not listen on 127.0.0.1:{port} after 60 s{}",
+                        envoy.log_tail()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(envoy)
+    }
+
+    /// Fails, showing the log, if Envoy has exited.
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!("Envoy exited ({status}){}", self.log_tail()),
+            Err(e) => bail!("cannot wait for Envoy: {e}"),
+        }
+    }
+
+    /// User plus system time of all of Envoy's threads, in seconds.
+    fn cpu_seconds(&self, clk_tck: f64) -> anyhow::Result<f64> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        // `pid (comm) state ppid …`: comm may hold spaces, so count fields after its `)`.
+        // utime and stime are fields 14 and 15, i.e. the 12th and 13th after comm.
+        let after_comm = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .with_context(|| format!("unexpected {path}: {stat}"))?;
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            let field = fields
+                .get(i)
+                .with_context(|| format!("unexpected {path}: {stat}"))?;
+            let value: u64 = field
+                .parse()
+                .with_context(|| format!("unexpected {path}: {stat}"))?;
+            #[allow(clippy::cast_precision_loss)] // ticks stay far below 2^52
+            Ok(value as f64)
+        };
+        Ok((ticks(11)? + ticks(12)?) / clk_tck)
+    }
+
+    /// The end of Envoy's log, as a message suffix.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines
+            .get(lines.len().saturating_sub(40)..)
+            .unwrap_or_default()
+            .join("\n");
+        if tail.trim().is_empty() {
+            format!("\n(Envoy's log, {}, is empty)", self.log.display())
+        } else {
+            format!("\n--- {} (end) ---\n{tail}", self.log.display())
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                eprintln!("Envoy did not stop in time: killing it");
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks before measuring.
+
+/// Every listener answers as its configuration says: the filters take a valid token and pass
+/// `sub` on as `x-user-id`, and refuse a badly signed token and a missing one.
+fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::Result<()> {
+    for (&listener, &port) in Listener::ALL.iter().zip(&ports.listeners) {
+        let refused = if listener.authenticates() { 401 } else { 200 };
+        let expectations = [
+            ("/", Some(&tokens.valid), "a valid token", 200),
+            ("/", Some(&tokens.bad), "a badly signed token", refused),
+            ("/", None, "no token", refused),
+            (CHECK_PATH, Some(&tokens.valid), "a valid token", 200),
+        ];
+        for (path, token, what, expected) in expectations {
+            let answer = http_get(port, path, token.map(String::as_str))
+                .with_context(|| format!("{}: GET {path} with {what}", listener.name()))
+                .with_context(|| envoy.log_tail())?;
+            if answer.status != expected {
+                bail!(
+                    "{}: GET {path} with {what} answered {}, expected {expected}{}",
+                    listener.name(),
+                    answer.status,
+                    envoy.log_tail()
+                );
+            }
+            if path == CHECK_PATH {
+                let seen = answer.header("x-seen-user-id");
+                let wanted = listener.authenticates().then_some(SUBJECT);
+                if seen != wanted {
+                    bail!(
+                        "{}: x-user-id reached the route as {seen:?}, expected {wanted:?}",
+                        listener.name()
+                    );
+                }
+            }
+        }
+        println!("    {:<16} 127.0.0.1:{port}  ok", listener.name());
+    }
+    envoy.ensure_running()
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` over HTTP/1.1 (Envoy refuses 1.0), with `Authorization: Bearer token` if given.
+/// Reads the head and a `content-length` body, without waiting for Envoy to close (it delays
+/// closing for a second after `connection: close`).
+fn http_get(port: u16, path: &str, token: Option<&str>) -> anyhow::Result<Answer> {
+    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\n{authorization}connection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk)?;
+        response.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        if let Some(answer) = parse_answer(&response)? {
+            return Ok(answer);
+        }
+        if read == 0 {
+            bail!(
+                "incomplete HTTP answer: {:?}",
+                String::from_utf8_lossy(&response)
+            );
+        }
+    }
+}
+
+/// The answer in `response` once its head and `content-length` body are complete.
+fn parse_answer(response: &[u8]) -> anyhow::Result<Option<Answer>> {
+    let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(response.get(..head_end).unwrap_or_default());
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {head:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    let answer = Answer { status, headers };
+    let body_len: usize = answer
+        .header("content-length")
+        .map_or(Ok(0), str::parse)
+        .context("content-length")?;
+    Ok((response.len() >= head_end + 4 + body_len).then_some(answer))
+}
+
+/// The token cache counters from Envoy's admin interface: `jwt_authn`'s per listener, and ours
+/// (`wasmcustom.auth_filter.*`, one set of names for both of our listeners).
+fn cache_counters(admin: u16) -> anyhow::Result<Vec<String>> {
+    let mut stream = TcpStream::connect_timeout(&addr(admin), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /stats?filter=jwt_cache HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    // The body is chunked; the counter lines are the ones with a name and a value.
+    Ok(response
+        .lines()
+        .filter(|line| line.contains("jwt_cache_") && line.contains(": "))
+        .map(str::to_owned)
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+struct Load<'a> {
+    load_cpu: Option<u32>,
+    port: u16,
+    token: &'a str,
+    seconds: u32,
+    connections: u32,
+}
+
+/// What one wrk run reports.
+#[derive(Debug)]
+struct WrkOutput {
+    requests: u64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Answers other than 2xx or 3xx.
+    non_2xx: u64,
+    socket_errors: Option<String>,
+}
+
+impl Load<'_> {
+    fn run(&self) -> anyhow::Result<WrkOutput> {
+        let mut cmd = match self.load_cpu {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &cpu.to_string(), "wrk"]);
+                cmd
+            }
+            None => Command::new("wrk"),
+        };
+        cmd.args([
+            "-t1",
+            &format!("-c{}", self.connections),
+            &format!("-d{}s", self.seconds),
+            "--latency",
+            "-H",
+            &format!("authorization: Bearer {}", self.token),
+            &format!("http://127.0.0.1:{}/", self.port),
+        ]);
+        let output = cmd.output().context("cannot run wrk")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "wrk exited with {}:\n{stdout}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        parse_wrk(&stdout).with_context(|| format!("cannot read wrk's output:\n{stdout}"))
+    }
+}
+
+fn parse_wrk(out: &str) -> anyhow::Result<WrkOutput> {
+    let mut requests = None;
+    let mut rps = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = None;
+    for line in out.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("Requests/sec:") {
+            rps = value.trim().parse::<f64>().ok();
+        } else if let Some(value) = line.strip_prefix("50%") {
+            p50 = parse_duration_us(value.trim());
+        } else if let Some(value) = line.strip_prefix("99%") {
+            p99 = parse_duration_us(value.trim());
+        } else if let Some(value) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = value.trim().parse().context("Non-2xx or 3xx responses")?;
+        } else if let Some(value) = line.strip_prefix("Socket errors:") {
+            socket_errors = Some(value.trim().to_owned());
+        } else if line.contains(" requests in ") {
+            requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok());
+        }
+    }
+    Ok(WrkOutput {
+        requests: requests.context("no \"N requests in\" line")?,
+        rps: rps.context("no Requests/sec")?,
+        p50_us: p50.context("no 50% latency (--latency)")?,
+        p99_us: p99.context("no 99% latency (--latency)")?,
+        non_2xx,
+        socket_errors,
+    })
+}
+
+/// wrk's durations, e.g. `312.00us`, `1.25ms`, `2.00s`, in microseconds.
+fn parse_duration_us(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(number * scale)
+}
+
+/// A run is only a measurement of the configuration if every answer was the expected one.
+fn check_statuses(case: Case, out: &WrkOutput) -> anyhow::Result<()> {
+    if out.requests == 0 {
+        bail!("wrk completed no request");
+    }
+    let expected_non_2xx = if case.expected_status() == 200 {
+        0
+    } else {
+        out.requests
+    };
+    if out.non_2xx != expected_non_2xx {
+        bail!(
+            "{} of {} answers were not 2xx/3xx, expected {expected_non_2xx} (every answer {})",
+            out.non_2xx,
+            out.requests,
+            case.expected_status()
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    cpu_us: f64,
+}
+
+struct Setup {
+    seconds: u32,
+    rounds: u32,
+    connections: u32,
+    warmup: u32,
+    cpus: Option<(u32, u32)>,
+    filter_source: String,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    match (values.len() % 2, values.get(mid), mid.checked_sub(1)) {
+        (1, Some(&m), _) => m,
+        (0, Some(&high), Some(low)) => values.get(low).map_or(f64::NAN, |&low| (low + high) / 2.0),
+        _ => f64::NAN,
+    }
+}
+
+/// Medians over rounds of `f(sample of case, sample of other, same round)`.
+fn paired(samples: &[Sample], other: &[Sample], f: impl Fn(&Sample, &Sample) -> f64) -> f64 {
+    median(samples.iter().zip(other).map(|(a, b)| f(a, b)).collect())
+}
+
+fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[String]) -> String {
+    let empty = Vec::new();
+    let of = |i: usize| samples.get(i).unwrap_or(&empty);
+    let none = of(0);
+    let pinning = match setup.cpus {
+        Some((envoy, load)) => format!("pinned to CPU {envoy}; wrk pinned to CPU {load}"),
+        None => "not pinned (fewer than two CPUs); wrk not pinned either".to_owned(),
+    };
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+
+    let mut md = String::new();
+    md.push_str("### Edge benchmark (`cargo xtask bench edge`)\n\n");
+    md.push_str(&format!(
+        "Envoy {ENVOY_VERSION}, one worker (`--concurrency 1`), {pinning}; wrk with 1 thread and \
+         {connections} connections; a `direct_response` route, so that only the filters cost. \
+         {rounds} round(s) of {seconds} s per configuration, alternated (after {warmup} s of \
+         warm-up each); medians over rounds. Every request carries the token named in the \
+         second column. CPU is Envoy's user + system time per request; \"above none\" subtracts \
+         `none` of the same round. Throughput ratios compare with native `jwt_authn` on the \
+         same token (valid or bad), round by round. auth-filter built from {source}. \
+         Machine: {cpus} × {cpu_model}.\n\n",
+        source = setup.filter_source,
+        connections = setup.connections,
+        rounds = setup.rounds,
+        seconds = setup.seconds,
+        warmup = setup.warmup,
+    ));
+    md.push_str(
+        "| configuration | token | req/s | p50 µs | p99 µs | CPU µs/req | above none | \
+         × jwt_authn | × jwt_authn+cache |\n",
+    );
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (i, case) in CASES.iter().enumerate() {
+        let s = of(i);
+        let rps = median(s.iter().map(|x| x.rps).collect());
+        let p50 = median(s.iter().map(|x| x.p50_us).collect());
+        let p99 = median(s.iter().map(|x| x.p99_us).collect());
+        let cpu = median(s.iter().map(|x| x.cpu_us).collect());
+        let above = if i == 0 {
+            "—".to_owned()
+        } else {
+            format!("{:.2}", paired(s, none, |a, b| a.cpu_us - b.cpu_us))
+        };
+        let ratio = |cached: bool| {
+            let reference = case.reference(cached);
+            if reference == i {
+                "1.00".to_owned()
+            } else {
+                format!("{:.2}", paired(s, of(reference), |a, b| a.rps / b.rps))
+            }
+        };
+        md.push_str(&format!(
+            "| `{}` | {} | {rps:.0} | {p50:.0} | {p99:.0} | {cpu:.2} | {above} | {} | {} |\n",
+            case.listener.name(),
+            case.token.name(),
+            ratio(false),
+            ratio(true),
+        ));
+    }
+
+    md.push_str("\nreq/s per round:\n\n| configuration | token |");
+    for round in 1..=setup.rounds {
+        md.push_str(&format!(" {round} |"));
+    }
+    md.push_str("\n|---|---|");
+    for _ in 1..=setup.rounds {
+        md.push_str("---:|");
+    }
+    md.push('\n');
+    for (i, case) in CASES.iter().enumerate() {
+        md.push_str(&format!(
+            "| `{}` | {} |",
+            case.listener.name(),
+            case.token.name()
+        ));
+        for sample in of(i) {
+            md.push_str(&format!(" {:.0} |", sample.rps));
+        }
+        md.push('\n');
+    }
+    if !counters.is_empty() {
+        md.push_str(
+            "\nToken cache counters at the end (warm-up and checks included; ours counts both of \
+             its listeners under one name, and `ours-nocache` counts every request as a miss):\n\n",
+        );
+        for counter in counters {
+            md.push_str(&format!("- `{counter}`\n"));
+        }
+    }
+    if !notes.is_empty() {
+        md.push_str("\nNotes:\n\n");
+        for note in notes {
+            md.push_str(&format!("- {note}\n"));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 5s test @ http://127.0.0.1:18100/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   371.39us  112.91us   5.73ms   93.14%
+    Req/Sec    43.32k     1.47k   45.59k    78.00%
+  Latency Distribution
+     50%  353.00us
+     75%  380.00us
+     90%  422.00us
+     99%    1.02ms
+  215559 requests in 5.00s, 28.51MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:  43106.97
+Transfer/sec:      5.70MB
+";
+
+    #[test]
+    fn reads_wrk_output() {
+        let out = parse_wrk(WRK).unwrap();
+        assert_eq!(out.requests, 215_559);
+        assert!((out.rps - 43_106.97).abs() < 1e-6);
+        assert!((out.p50_us - 353.0).abs() < 1e-6);
+        assert!((out.p99_us - 1020.0).abs() < 1e-6);
+        assert_eq!(out.non_2xx, 12);
+        assert_eq!(out.socket_errors, None);
+    }
+
+    #[test]
+    fn durations_in_microseconds() {
+        assert_eq!(parse_duration_us("312.00us"), Some(312.0));
+        assert_eq!(parse_duration_us("1.50ms"), Some(1500.0));
+        assert_eq!(parse_duration_us("2.00s"), Some(2e6));
+        assert_eq!(parse_duration_us("3.00x"), None);
+        assert_eq!(parse_duration_us("fast"), None);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1"), [0, 1]);
+        assert_eq!(parse_cpu_list("0-2,4,6-7\n"), [0, 1, 2, 4, 6, 7]);
+        assert_eq!(parse_cpu_list("3"), [3]);
+        assert!(parse_cpu_list("").is_empty());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn bad_token_differs_only_in_its_signature() {
+        let tokens = tokens().unwrap();
+        assert_ne!(tokens.valid, tokens.bad);
+        assert_eq!(tokens.valid.len(), tokens.bad.len());
+        let signed = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
+        assert_eq!(signed(&tokens.valid), signed(&tokens.bad));
+    }
+
+    #[test]
+    fn every_case_has_its_native_references() {
+        for (i, case) in CASES.iter().enumerate() {
+            for cached in [false, true] {
+                let reference = CASES[case.reference(cached)];
+                assert!(matches!(
+                    reference.listener,
+                    Listener::JwtAuthn | Listener::JwtAuthnCache
+                ));
+                if case.listener.authenticates() {
+                    assert_eq!(reference.token, case.token, "case {i}");
+                }
+            }
+        }
+    }
+}
