@@ -131,3 +131,192 @@ pub fn jwt_part(token: &str, index: usize) -> serde_json::Value {
     let bytes = URL_SAFE_NO_PAD.decode(part).expect("not base64url");
     serde_json::from_slice(&bytes).expect("not JSON")
 }
+
+/// SECURITY.md B 6-19 and 26 as tokens: each is `valid` (an access token signed with `secret`
+/// under `kid`) changed in exactly one way and, where a signature is involved, re-signed with
+/// the real key, so that only the property under test is wrong. `refresh_token` is presented
+/// as a bearer token too. Every one must be refused with 401 `invalid_token`.
+///
+/// # Panics
+/// When `valid` is not a JWT with a claims object.
+pub fn forged_tokens(
+    valid: &str,
+    secret: &[u8],
+    kid: &str,
+    refresh_token: &str,
+) -> Vec<(&'static str, String)> {
+    use serde_json::{json, Value};
+    let claims = jwt_part(valid, 1);
+    let now = claims["iat"].as_i64().expect("the token has an iat");
+    let body = claims.to_string();
+    let header = |changes: Value| {
+        let mut h = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
+        for (name, value) in changes.as_object().expect("an object of changes") {
+            match value {
+                Value::Null => drop(h.as_object_mut().map(|h| h.remove(name))),
+                value => h[name] = value.clone(),
+            }
+        }
+        h.to_string()
+    };
+    let with = |name: &str, value: Value| {
+        let mut c = claims.clone();
+        match value {
+            Value::Null => drop(c.as_object_mut().map(|c| c.remove(name))),
+            value => c[name] = value,
+        }
+        c.to_string()
+    };
+    let sign =
+        |header_json: String, payload_json: String| sign_raw(secret, &header_json, &payload_json);
+    let ours = header(json!({}));
+    let flipped_payload = {
+        let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
+        let mut payload = parts[1].clone().into_bytes();
+        payload[5] ^= 0x01;
+        parts[1] = String::from_utf8(payload).expect("base64url stays ASCII");
+        parts.join(".")
+    };
+    vec![
+        ("B6 alg none, empty signature", unsigned(&body)),
+        (
+            "B7/8 alg HS384 on an HS256 key",
+            sign(header(json!({"alg": "HS384"})), body.clone()),
+        ),
+        (
+            "B9 unknown kid",
+            sign(header(json!({"kid": "unknown"})), body.clone()),
+        ),
+        (
+            "B9 kid path traversal",
+            sign(header(json!({"kid": "../../etc/passwd"})), body.clone()),
+        ),
+        (
+            "B9 kid SQL",
+            sign(header(json!({"kid": "' OR 1=1 --"})), body.clone()),
+        ),
+        (
+            "B9 kid NUL",
+            sign(header(json!({"kid": "a\u{0}b"})), body.clone()),
+        ),
+        (
+            "B9 kid of 10 KB",
+            sign(header(json!({"kid": "k".repeat(10_000)})), body.clone()),
+        ),
+        (
+            "B10 jku and jwk to the attacker's key, signed with it",
+            sign_raw(
+                b"the attacker's own key, 32 bytes+",
+                &header(
+                    json!({"jku": "https://evil.example/jwks", "jwk": {"kty": "oct", "k": "YXR0YWNrZXI"}}),
+                ),
+                &body,
+            ),
+        ),
+        (
+            "B11 typ missing",
+            sign(header(json!({"typ": null})), body.clone()),
+        ),
+        (
+            "B11 typ JWT",
+            sign(header(json!({"typ": "JWT"})), body.clone()),
+        ),
+        (
+            "B11/26 typ rt+jwt",
+            sign(header(json!({"typ": "rt+jwt"})), body.clone()),
+        ),
+        (
+            "crit header",
+            sign(header(json!({"crit": ["exp"]})), body.clone()),
+        ),
+        (
+            "B12 exp past the leeway",
+            sign(ours.clone(), with("exp", json!(now - 3600))),
+        ),
+        (
+            "B12 exp missing",
+            sign(ours.clone(), with("exp", Value::Null)),
+        ),
+        (
+            "B12 exp a string",
+            sign(ours.clone(), with("exp", json!("never"))),
+        ),
+        (
+            "B13 nbf in the future",
+            sign(ours.clone(), with("nbf", json!(now + 3600))),
+        ),
+        (
+            "B14 iat in the future",
+            sign(ours.clone(), with("iat", json!(now + 3600))),
+        ),
+        (
+            "B15 aud missing",
+            sign(ours.clone(), with("aud", Value::Null)),
+        ),
+        ("B15 aud empty", sign(ours.clone(), with("aud", json!([])))),
+        (
+            "B15 aud someone else's",
+            sign(ours.clone(), with("aud", json!(["billing"]))),
+        ),
+        (
+            "B16 iss with a trailing slash",
+            sign(ours.clone(), with("iss", json!("auth-service/"))),
+        ),
+        (
+            "B16 iss in another case",
+            sign(ours.clone(), with("iss", json!("Auth-Service"))),
+        ),
+        (
+            "B17 sub missing",
+            sign(ours.clone(), with("sub", Value::Null)),
+        ),
+        (
+            "B17 jti missing",
+            sign(ours.clone(), with("jti", Value::Null)),
+        ),
+        (
+            "B17 sid missing",
+            sign(ours.clone(), with("sid", Value::Null)),
+        ),
+        (
+            "B17 iat missing",
+            sign(ours.clone(), with("iat", Value::Null)),
+        ),
+        (
+            "B18 duplicate sub claim",
+            sign(
+                ours.clone(),
+                format!(r#"{{"sub":"someone-else",{}"#, &body[1..]),
+            ),
+        ),
+        (
+            "B18 duplicate header member",
+            sign(
+                format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
+                body.clone(),
+            ),
+        ),
+        ("B19 payload bit flipped", flipped_payload),
+        (
+            "B19 signature truncated",
+            valid[..valid.len() - 4].to_owned(),
+        ),
+        (
+            "B19 two segments",
+            valid
+                .rsplit_once('.')
+                .map_or_else(String::new, |(rest, _)| rest.to_owned()),
+        ),
+        ("B19 four segments", format!("{valid}.e30")),
+        (
+            "B19 JWE-shaped, five segments",
+            "eyJhbGciOiJkaXIifQ..iv.ct.tag".to_owned(),
+        ),
+        ("B19 padded base64", format!("{valid}==")),
+        (
+            "B26 refresh token as a bearer token",
+            refresh_token.to_owned(),
+        ),
+        ("an 8 KiB blob", "a".repeat(9000)),
+    ]
+}

@@ -172,6 +172,16 @@ impl TestApp {
             .await
     }
 
+    /// The stored row of the user with this email.
+    pub async fn user(&self, email: &str) -> auth_api::store::UserRow {
+        self.state
+            .store
+            .user_by_email(email)
+            .await
+            .unwrap()
+            .expect("no such user")
+    }
+
     /// Signs up and logs in a fresh user.
     pub async fn logged_in_user(&self) -> (TestUser, Tokens) {
         let user = TestUser::random();

@@ -69,14 +69,7 @@ async fn access_token_is_small_and_holds_no_secret(app: TestApp) {
     let (user, tokens) = app.logged_in_user().await;
     assert!(tokens.access.len() < 4096);
     let claims = claims_of(&tokens.access).to_string();
-    let hash = app
-        .state
-        .store
-        .user_by_email(&user.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .password_hash;
+    let hash = app.user(&user.email).await.password_hash;
     for secret in [
         user.password.as_str(),
         hash.as_str(),
@@ -127,14 +120,7 @@ async fn login_email_is_trimmed_and_case_insensitive(app: TestApp) {
 async fn disabled_account_is_told_only_after_the_right_password(app: TestApp) {
     let user = TestUser::random();
     user.register(&app).await;
-    let id = app
-        .state
-        .store
-        .user_by_email(&user.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = app.user(&user.email).await.id;
     app.state
         .store
         .disable_user(&id, app.state.revoke_at())

@@ -182,14 +182,7 @@ async fn refresh_token_unused_past_the_idle_timeout_is_refused(app: TestApp) {
 
 async fn disabled_user_cannot_refresh(app: TestApp) {
     let (user, tokens) = app.logged_in_user().await;
-    let id = app
-        .state
-        .store
-        .user_by_email(&user.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = app.user(&user.email).await.id;
     app.state
         .store
         .disable_user(&id, app.state.revoke_at())
@@ -229,14 +222,7 @@ async fn unknown_well_formed_token_leaves_the_real_session_alone(app: TestApp) {
 
 async fn refreshed_token_carries_the_current_roles(app: TestApp) {
     let (user, tokens) = app.logged_in_user().await;
-    let id = app
-        .state
-        .store
-        .user_by_email(&user.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = app.user(&user.email).await.id;
     app.state.store.grant_role(&id, "admin").await.unwrap();
     let next = Tokens::from_response(&app.refresh(&tokens.refresh).await);
     assert_eq!(

@@ -109,14 +109,7 @@ async fn refresh_reuse_publishes_the_session(app: TestApp) {
 
 async fn disabling_a_user_publishes_a_user_entry(app: TestApp) {
     let (user, tokens) = app.logged_in_user().await;
-    let id = app
-        .state
-        .store
-        .user_by_email(&user.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+    let id = app.user(&user.email).await.id;
     app.state
         .store
         .disable_user(&id, app.state.revoke_at())

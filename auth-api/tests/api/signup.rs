@@ -163,22 +163,8 @@ async fn stored_hash_is_bcrypt_2b_with_a_unique_salt(app: TestApp) {
     let (a, b) = (TestUser::random(), TestUser::random());
     a.register(&app).await;
     b.register(&app).await;
-    let hash_a = app
-        .state
-        .store
-        .user_by_email(&a.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .password_hash;
-    let hash_b = app
-        .state
-        .store
-        .user_by_email(&b.email)
-        .await
-        .unwrap()
-        .unwrap()
-        .password_hash;
+    let hash_a = app.user(&a.email).await.password_hash;
+    let hash_b = app.user(&b.email).await.password_hash;
     assert!(
         hash_a.starts_with("$2b$04$"),
         "the configured cost: {hash_a}"

@@ -41,204 +41,23 @@ async fn resigned_token_passes_so_forgeries_below_fail_for_their_one_change(app:
 }
 
 async fn forged_tokens_are_invalid_token(app: TestApp) {
+    use secrecy::ExposeSecret;
     let (_, tokens) = app.logged_in_user().await;
     let claims = claims_of(&tokens.access);
-    let now = app.clock.now();
-    let kid = app.signer_kid();
+    let signer = app.state.ring.signer(app.clock.now()).unwrap();
+    let secret = signer.stored.secret.expose_secret();
+    let mut cases =
+        test_support::forged_tokens(&tokens.access, secret, &app.signer_kid(), &tokens.refresh);
+    // What only the stateful check at /validate can refuse.
     let h = header(&app);
-    let refresh_header = json!({"alg": "HS256", "typ": "rt+jwt", "kid": kid}).to_string();
-    let cases: Vec<(&str, String)> = vec![
-        (
-            "alg none, empty signature",
-            test_support::unsigned(&claims.to_string()),
-        ),
-        (
-            "alg HS384 on an HS256 key",
-            app.sign_raw(
-                &json!({"alg": "HS384", "typ": "at+jwt", "kid": kid}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "unknown kid",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": "nope"}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "kid path traversal",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": "../../etc/passwd"}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "kid SQL",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": "' OR 1=1 --"}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "kid NUL",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": "a\u{0}b"}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "kid of 10 KB",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": "k".repeat(10_000)}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "jku to an attacker",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "jku": "https://evil.example/jwks"})
-                    .to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "typ missing",
-            app.sign_raw(
-                &json!({"alg": "HS256", "kid": kid}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "typ JWT",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "typ rt+jwt (refresh-token shaped)",
-            app.sign_raw(&refresh_header, &claims.to_string()),
-        ),
-        (
-            "crit header",
-            app.sign_raw(
-                &json!({"alg": "HS256", "typ": "at+jwt", "kid": kid, "crit": ["exp"]}).to_string(),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "duplicate header member",
-            app.sign_raw(
-                &format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
-                &claims.to_string(),
-            ),
-        ),
-        (
-            "duplicate sub claim",
-            app.sign_raw(
-                &h,
-                &format!(r#"{{"sub":"someone-else",{}"#, &claims.to_string()[1..]),
-            ),
-        ),
-        (
-            "exp past the leeway",
-            app.sign_raw(&h, &with(&claims, "exp", json!(now - 61))),
-        ),
-        (
-            "exp missing",
-            app.sign_raw(&h, &with(&claims, "exp", Value::Null)),
-        ),
-        (
-            "exp a string",
-            app.sign_raw(&h, &with(&claims, "exp", json!("never"))),
-        ),
-        (
-            "nbf in the future",
-            app.sign_raw(&h, &with(&claims, "nbf", json!(now + 3600))),
-        ),
-        (
-            "iat in the future",
-            app.sign_raw(&h, &with(&claims, "iat", json!(now + 3600))),
-        ),
-        (
-            "aud missing",
-            app.sign_raw(&h, &with(&claims, "aud", Value::Null)),
-        ),
-        (
-            "aud empty",
-            app.sign_raw(&h, &with(&claims, "aud", json!([]))),
-        ),
-        (
-            "aud someone else's",
-            app.sign_raw(&h, &with(&claims, "aud", json!(["billing"]))),
-        ),
-        (
-            "iss with a trailing slash",
-            app.sign_raw(&h, &with(&claims, "iss", json!("auth-service/"))),
-        ),
-        (
-            "iss in another case",
-            app.sign_raw(&h, &with(&claims, "iss", json!("Auth-Service"))),
-        ),
-        (
-            "sub missing",
-            app.sign_raw(&h, &with(&claims, "sub", Value::Null)),
-        ),
-        (
-            "jti missing",
-            app.sign_raw(&h, &with(&claims, "jti", Value::Null)),
-        ),
-        (
-            "sid missing",
-            app.sign_raw(&h, &with(&claims, "sid", Value::Null)),
-        ),
-        (
-            "iat missing",
-            app.sign_raw(&h, &with(&claims, "iat", Value::Null)),
-        ),
-        (
-            "client_id missing",
-            app.sign_raw(&h, &with(&claims, "client_id", Value::Null)),
-        ),
-        (
-            "sid of no session",
-            app.sign_raw(
-                &h,
-                &with(&claims, "sid", json!(uuid::Uuid::new_v4().to_string())),
-            ),
-        ),
-        (
-            "sub of another user",
-            app.sign_raw(
-                &h,
-                &with(&claims, "sub", json!(uuid::Uuid::new_v4().to_string())),
-            ),
-        ),
-        ("payload bit flipped", {
-            let mut parts: Vec<String> = tokens.access.split('.').map(str::to_owned).collect();
-            let mut payload = parts[1].clone().into_bytes();
-            payload[3] ^= 0x01;
-            parts[1] = String::from_utf8(payload).unwrap();
-            parts.join(".")
-        }),
-        (
-            "signature truncated",
-            tokens.access[..tokens.access.len() - 4].to_owned(),
-        ),
-        (
-            "two segments",
-            tokens.access.rsplit_once('.').unwrap().0.to_owned(),
-        ),
-        ("four segments", format!("{}.e30", tokens.access)),
-        (
-            "JWE-shaped, five segments",
-            "eyJhbGciOiJkaXIifQ..iv.ct.tag".to_owned(),
-        ),
-        ("padded base64", format!("{}==", tokens.access)),
-        ("refresh token as a bearer token", tokens.refresh.clone()),
-        ("an 8 KiB blob", "a".repeat(9000)),
-    ];
+    cases.push((
+        "client_id missing",
+        app.sign_raw(&h, &with(&claims, "client_id", Value::Null)),
+    ));
+    let no_session = with(&claims, "sid", json!(uuid::Uuid::new_v4().to_string()));
+    cases.push(("sid of no session", app.sign_raw(&h, &no_session)));
+    let stranger = with(&claims, "sub", json!(uuid::Uuid::new_v4().to_string()));
+    cases.push(("sub of another user", app.sign_raw(&h, &stranger)));
     for (reason, token) in cases {
         let response = app.validate(&token).await;
         assert!(
