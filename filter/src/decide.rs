@@ -117,13 +117,20 @@ pub fn decide(
     now: u64,
 ) -> Decision {
     // Identity headers from the client are removed on every request, public routes included,
-    // so that upstreams can trust them. Only those present are named: each removal is a call
-    // into Envoy, and usually there are none.
-    let mut headers_to_remove: Vec<String> = config
-        .claim_to_headers
+    // so that upstreams can trust them; so are their spellings with `_` for `-`, which CGI,
+    // WSGI, Rack and PHP servers read as the same header (`X_User_Roles` is HTTP_X_USER_ROLES).
+    // Only those present are named: each removal is a call into Envoy, and usually there are
+    // none.
+    let mut headers_to_remove: Vec<String> = request
+        .headers
         .iter()
-        .filter(|c| header(request.headers, &c.header_name).is_some())
-        .map(|c| c.header_name.clone())
+        .filter(|(name, _)| {
+            config
+                .claim_to_headers
+                .iter()
+                .any(|c| same_header_for_cgi(name, &c.header_name))
+        })
+        .map(|(name, _)| name.clone())
         .collect();
     let grpc = is_grpc(header(request.headers, "content-type"));
     let deny = |reason: DenyReason| Decision::Deny {
@@ -293,6 +300,18 @@ fn scalar(value: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
+}
+
+/// Whether two header names are the same once `_` and `-` are not told apart, nor case.
+fn same_header_for_cgi(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -469,7 +488,12 @@ mod tests {
     #[test]
     fn spoofed_identity_headers_are_removed_on_every_route() {
         let config = config_with(|_| {});
-        let spoof = [("x-user-id", "admin"), ("x-user-roles", "admin")];
+        let spoof = [
+            ("x-user-id", "admin"),
+            ("x-user-roles", "admin"),
+            ("x_user_roles", "admin"),
+            ("X_User_Email", "root@example.com"),
+        ];
         for (path, reason) in [
             ("/auth/login", "public route"),
             ("/api/x", "protected route"),
@@ -484,7 +508,7 @@ mod tests {
             else {
                 panic!("{reason}: {decision:?}")
             };
-            for name in ["x-user-id", "x-user-roles"] {
+            for name in ["x-user-id", "x-user-roles", "x_user_roles", "X_User_Email"] {
                 assert!(
                     headers_to_remove.contains(&name.to_owned()),
                     "{reason}: {name}"

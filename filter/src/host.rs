@@ -5,8 +5,11 @@
 //! `remote_revocations` on `on_tick`, following the shared-data protocol of [`crate::poll`]:
 //! this module only implements [`SharedData`] and sends the calls a [`Poller`] asks for. Each
 //! HTTP context reads the request headers, calls [`crate::decide::decide`] and applies the
-//! decision. Host calls are made through `proxy_wasm::hostcalls` so that their errors are
-//! handled here (failing closed) instead of unwrapped by the SDK's trait defaults.
+//! decision. Host calls are made through `proxy_wasm::hostcalls` rather than the SDK's trait
+//! defaults, which unwrap more. The SDK (0.2.5) still panics inside some hostcalls on a status
+//! other than Ok or NotFound; such a panic aborts the VM and Envoy's `failure_policy:
+//! FAIL_RELOAD` (in the configs we ship) refuses requests until the VM is reloaded: it fails
+//! closed, never open.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -251,10 +254,13 @@ impl<D: Document> Remote<D> {
         if !self.poller.owns(token) {
             return false;
         }
+        // Bytes, not `get_map_value`: the SDK unwraps that one's UTF-8, and a response header is
+        // not ours to trust.
         let header = |name: &str| {
-            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, name)
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
                 .ok()
                 .flatten()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
         };
         let (status, etag) = (header(":status"), header("etag"));
         // Bodies over the limit are not even read.

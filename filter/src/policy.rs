@@ -16,8 +16,11 @@ pub enum Authorization {
 
 /// The request path prepared for matching: the query and fragment cut off and percent-encoded
 /// unreserved characters decoded (RFC 3986 §6.2.2.2), so `/api/%61dmin/` is `/api/admin/`.
-/// `None` for paths that a rule cannot safely cover: not starting with `/`, `.` or `..`
-/// segments, empty segments (`//`), backslashes, or bad percent-encoding.
+/// `None` for paths that a rule cannot safely cover because an upstream may read them
+/// differently: not starting with `/`, `.` or `..` segments, empty segments (`//`),
+/// backslashes, `;` path parameters (Tomcat, Jetty and Spring drop `;…` from a segment, so
+/// `/public/..;/api/admin` would be `/api/admin` upstream), encoded `/`, `\` or `;`, or bad
+/// percent-encoding.
 pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
@@ -25,11 +28,8 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     }
     // The common case, nothing percent-encoded, needs no copy.
     if !path.contains('%') {
-        return (!path
-            .bytes()
-            .any(|b| b == b'\\' || b.is_ascii_control() || !b.is_ascii())
-            && segments_ok(path))
-        .then_some(Cow::Borrowed(path));
+        return (!path.bytes().any(refused_byte) && segments_ok(path))
+            .then_some(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -39,6 +39,9 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
             let hi = bytes.get(i + 1).and_then(|h| (*h as char).to_digit(16))?;
             let lo = bytes.get(i + 2).and_then(|l| (*l as char).to_digit(16))?;
             let decoded = u8::try_from(hi * 16 + lo).ok()?;
+            if matches!(decoded, b'/' | b'\\' | b';') {
+                return None;
+            }
             if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
                 out.push(char::from(decoded));
             } else {
@@ -48,7 +51,7 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
             }
             i += 3;
         } else {
-            if b == b'\\' || b.is_ascii_control() || !b.is_ascii() {
+            if refused_byte(b) {
                 return None;
             }
             out.push(char::from(b));
@@ -57,6 +60,11 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     }
     // Segment checks run after decoding, so `%2e%2e` is caught as `..`.
     segments_ok(&out).then_some(Cow::Owned(out))
+}
+
+/// Bytes no path we match may hold, unencoded.
+fn refused_byte(b: u8) -> bool {
+    b == b'\\' || b == b';' || b.is_ascii_control() || !b.is_ascii()
 }
 
 /// No `.` or `..` segment, and no empty segment but the last (`//`).
@@ -72,11 +80,21 @@ fn segments_ok(path: &str) -> bool {
 }
 
 /// The first rule covering `method` and the normalized `path`, if any.
+///
+/// Paths compare without regard to ASCII case, because some upstreams (ASP.NET, Spring with
+/// case-insensitive matching) serve `/API/ADMIN/x` as `/api/admin/x`: a stricter rule must not
+/// be skipped by changing case. A prefix ending in `/` also covers the path without that slash
+/// (`/api/admin/` covers `/api/admin`), which routers such as Express serve as the same place.
 pub fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a Rule> {
     rules.iter().find(|rule| {
         let path_ok = match &rule.path {
-            PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            PathMatch::Path(exact) => path == exact,
+            PathMatch::Prefix(prefix) => {
+                starts_with_ignore_case(path, prefix)
+                    || prefix
+                        .strip_suffix('/')
+                        .is_some_and(|bare| path.eq_ignore_ascii_case(bare))
+            }
+            PathMatch::Path(exact) => path.eq_ignore_ascii_case(exact),
         };
         let method_ok = rule
             .methods
@@ -84,6 +102,12 @@ pub fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a
             .is_none_or(|methods| methods.iter().any(|m| m == method));
         path_ok && method_ok
     })
+}
+
+fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
+    path.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// Whether a verified token holding `roles` satisfies `require`. Roles rules need at least one
@@ -266,7 +290,21 @@ mod tests {
                 Some(3),
                 "every method when none are listed",
             ),
-            ("GET", "/api", None, "prefix /api/ needs the slash"),
+            ("GET", "/api", Some(3), "prefix /api/ covers /api itself"),
+            ("GET", "/apix", None, "but not a longer segment"),
+            (
+                "GET",
+                "/api/admin",
+                Some(2),
+                "the admin rule covers /api/admin without its slash",
+            ),
+            (
+                "GET",
+                "/API/Admin/users",
+                Some(2),
+                "case cannot skip the admin rule",
+            ),
+            ("GET", "/HEALTHZ", Some(1), "exact paths ignore case too"),
             ("GET", "/other", None, "no rule"),
         ];
         for (method, path, expected, reason) in cases {
@@ -286,10 +324,19 @@ mod tests {
                 Some("/api/admin/x"),
                 "encoded unreserved char decoded",
             ),
+            ("/api/a%2fb", None, "encoded slash"),
+            ("/api/a%5cb", None, "encoded backslash"),
+            ("/api/a%3bb", None, "encoded semicolon"),
             (
-                "/api/a%2fb",
-                Some("/api/a%2Fb"),
-                "encoded slash stays encoded",
+                "/public/..;/api/admin/x",
+                None,
+                "path parameter hiding a dot-dot",
+            ),
+            ("/api/admin;x/users", None, "path parameter on a segment"),
+            (
+                "/api/a%20b",
+                Some("/api/a%20b"),
+                "other reserved characters stay encoded",
             ),
             ("/api/", Some("/api/"), "trailing slash is fine"),
             ("/api/../admin", None, "dot-dot segment"),

@@ -77,6 +77,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             .header("x-user-id", "00000000-0000-0000-0000-000000000000")
             .header("X-User-Roles", "admin")
             .header("x-user-email", "root@example.com")
+            .header("x_user_roles", "admin")
+            .header("X_User_Id", "00000000-0000-0000-0000-000000000000")
     };
 
     let public: Value = spoof(stack.client.get(stack.url("/public/info")))
@@ -86,7 +88,13 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         .json()
         .await
         .unwrap();
-    for name in ["x-user-id", "x-user-roles", "x-user-email"] {
+    for name in [
+        "x-user-id",
+        "x-user-roles",
+        "x-user-email",
+        "x_user_roles",
+        "x_user_id",
+    ] {
         assert!(
             public["headers"].get(name).is_none(),
             "{name} survived on a public route: {public}"
@@ -295,6 +303,32 @@ async fn path_tricks_cannot_reach_a_protected_route() {
             None,
             400,
             "encoded slashes are refused by Envoy",
+        ),
+        // Envoy's normalisation already reads `..;` as `..`: the filter sees /api/admin/x.
+        (
+            "/public/..;/api/admin/x",
+            None,
+            401,
+            "a path parameter hiding a dot-dot",
+        ),
+        (
+            "/api/admin;x/users",
+            user,
+            403,
+            "a path parameter on the admin segment",
+        ),
+        (
+            "/api/admin",
+            user,
+            403,
+            "the admin prefix without its slash",
+        ),
+        ("/API/ADMIN/users", user, 403, "upper case"),
+        (
+            "/auth/metrics",
+            None,
+            404,
+            "auth-api's metrics are not routed",
         ),
     ];
     for (path, token, status, reason) in cases {
