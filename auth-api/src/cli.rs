@@ -131,7 +131,12 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url).await?;
     let now = crate::clock::Clock::default().now();
-    let revoke_at = RevokeAt::new(now, RingPolicy::from_config(config).retention_secs);
+    // The server's token lifetime may differ from what this shell's environment says: publish
+    // CLI revocations for at least a day, longer than any access token should live.
+    let retention = RingPolicy::from_config(config)
+        .retention_secs
+        .max(24 * 3600);
+    let revoke_at = RevokeAt::new(now, retention);
     match command {
         UsersCommand::List => {
             println!("{:<36} {:<32} {:<9} ROLES", "ID", "EMAIL", "STATUS");

@@ -133,6 +133,36 @@ impl AppState {
         })
     }
 
+    /// The stateful half of `/validate`: the token's session exists, is the token's user's and
+    /// is not revoked, the user is not disabled, the signing key is not revoked, and the token
+    /// is not older than the user's last "revoke everything". Read from the database on every
+    /// call, so a revocation by any replica or the CLI counts at once.
+    pub async fn check_session(&self, token: &VerifiedToken) -> Result<()> {
+        let invalid = |why: &str| ApiError::InvalidToken(why.to_owned());
+        let claims = &token.typed;
+        let status = self
+            .store
+            .token_status(&claims.sid, &token.kid)
+            .await?
+            .ok_or_else(|| invalid("the session does not exist"))?;
+        if status.user_id != claims.sub {
+            return Err(invalid("the session belongs to another user"));
+        }
+        if status.key_revoked_at.is_some() {
+            return Err(invalid("the signing key has been revoked"));
+        }
+        if status.revoked_at.is_some() {
+            return Err(invalid("the session has been revoked"));
+        }
+        if status.disabled_at.is_some() {
+            return Err(invalid("the account is disabled"));
+        }
+        if claims.iat < status.tokens_valid_after {
+            return Err(invalid("the token predates a revocation of all sessions"));
+        }
+        Ok(())
+    }
+
     /// A revocation happening now, published for as long as a token it refuses could live.
     pub fn revoke_at(&self) -> RevokeAt {
         RevokeAt::new(self.clock.now(), self.ring.policy().retention_secs)

@@ -14,6 +14,7 @@ use crate::{
     error::{ApiError, Result},
     extract::{bearer_token, Json},
     state::AppState,
+    store::RefreshLookup,
     tokens::RefreshToken,
 };
 
@@ -161,20 +162,25 @@ pub(super) async fn logout(
 ) -> Result<StatusCode> {
     let request = optional_json_body(&headers, body)?;
     if let Some(token) = bearer_token(&headers)? {
-        let claims = state.verify_access_token(token).await?.typed;
+        let verified = state.verify_access_token(token).await?;
+        let claims = &verified.typed;
         tracing::Span::current().record("user_id", claims.sub.as_str());
-        if request.all {
-            state
-                .store
-                .revoke_all_sessions(&claims.sub, state.revoke_at())
-                .await?;
-        } else {
-            state
-                .store
-                .revoke_session(&claims.sid, state.revoke_at(), "logout")
-                .await?;
+        // Only a token `/validate` would accept ends sessions: one of an already ended session
+        // changes nothing (logout is idempotent) and above all cannot end every other session.
+        if state.check_session(&verified).await.is_ok() {
+            if request.all {
+                state
+                    .store
+                    .revoke_all_sessions(&claims.sub, state.revoke_at())
+                    .await?;
+            } else {
+                state
+                    .store
+                    .revoke_session(&claims.sid, state.revoke_at(), "logout")
+                    .await?;
+            }
+            tracing::info!(event = "logout", all = request.all, "logged out");
         }
-        tracing::info!(event = "logout", all = request.all, "logged out");
         return Ok(StatusCode::NO_CONTENT);
     }
     let Some(presented) = request.refresh_token else {
@@ -186,22 +192,44 @@ pub(super) async fn logout(
         Some(token) => state.store.find_refresh_token(&token.hash()).await?,
         None => None,
     };
-    if let Some(found) = found {
-        tracing::Span::current().record("user_id", found.session.user_id.as_str());
-        if request.all {
+    let Some(found) = found else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    tracing::Span::current().record("user_id", found.session.user_id.as_str());
+    if request.all {
+        // Ending every session takes the session's live token (or its predecessor within the
+        // grace window): an old token, stolen once, must not log the user out everywhere for
+        // the rest of the session's life.
+        if is_live(
+            &found,
+            state.clock.now(),
+            secs(state.config.refresh_reuse_grace),
+        ) {
             state
                 .store
                 .revoke_all_sessions(&found.session.user_id, state.revoke_at())
                 .await?;
-        } else {
-            state
-                .store
-                .revoke_session(&found.session.id, state.revoke_at(), "logout")
-                .await?;
+            tracing::info!(event = "logout", all = true, "logged out everywhere");
         }
-        tracing::info!(event = "logout", all = request.all, "logged out");
+    } else {
+        // Any token of the session ends it: an old one is reuse anyway, which revokes it too.
+        state
+            .store
+            .revoke_session(&found.session.id, state.revoke_at(), "logout")
+            .await?;
+        tracing::info!(event = "logout", all = false, "logged out");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether a presented refresh token is its session's live one, or the immediate predecessor
+/// within the grace window, of a session that has not ended.
+fn is_live(found: &RefreshLookup, now: i64, grace_secs: i64) -> bool {
+    let session = &found.session;
+    let current = found.token_generation == session.generation
+        || (found.token_generation + 1 == session.generation
+            && now < session.refreshed_at.saturating_add(grace_secs));
+    current && session.revoked_at.is_none() && now < session.expires_at
 }
 
 /// The logout body: empty is allowed (bearer logout); otherwise JSON as everywhere else.

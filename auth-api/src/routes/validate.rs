@@ -5,7 +5,7 @@ use axum::{extract::State, http::HeaderMap};
 use crate::{
     error::{ApiError, Result},
     extract::bearer_token,
-    state::{AppState, VerifiedToken},
+    state::AppState,
 };
 
 /// 200 with the token's claims when its signature, claims, session and user all check out;
@@ -17,27 +17,7 @@ pub(super) async fn validate(
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Map<String, serde_json::Value>>> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let VerifiedToken { kid, claims, typed } = state.verify_access_token(token).await?;
-    let invalid = |why: &str| ApiError::InvalidToken(why.to_owned());
-    let status = state
-        .store
-        .token_status(&typed.sid, &kid)
-        .await?
-        .ok_or_else(|| invalid("the session does not exist"))?;
-    if status.user_id != typed.sub {
-        return Err(invalid("the session belongs to another user"));
-    }
-    if status.key_revoked_at.is_some() {
-        return Err(invalid("the signing key has been revoked"));
-    }
-    if status.revoked_at.is_some() {
-        return Err(invalid("the session has been revoked"));
-    }
-    if status.disabled_at.is_some() {
-        return Err(invalid("the account is disabled"));
-    }
-    if typed.iat < status.tokens_valid_after {
-        return Err(invalid("the token predates a revocation of all sessions"));
-    }
-    Ok(axum::Json(claims))
+    let verified = state.verify_access_token(token).await?;
+    state.check_session(&verified).await?;
+    Ok(axum::Json(verified.claims))
 }

@@ -5,7 +5,7 @@ use axum::{
     http::{header, Request, StatusCode},
 };
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, Tokens};
 
 async fn logout_with_refresh_token_ends_only_that_session(app: TestApp) {
     let (user, mine) = app.logged_in_user().await;
@@ -119,7 +119,36 @@ async fn logout_with_a_bad_access_token_is_401(app: TestApp) {
     assert_eq!(response.error(), "invalid_token");
 }
 
+async fn an_old_refresh_token_cannot_log_out_everywhere(app: TestApp) {
+    let (user, phone) = app.logged_in_user().await;
+    let laptop = user.login(&app).await;
+    Tokens::from_response(&app.refresh(&phone.refresh).await);
+    app.advance(std::time::Duration::from_secs(11));
+    // A stolen, long-rotated token: logging out everywhere with it changes nothing.
+    assert_eq!(
+        app.logout_refresh(&phone.refresh, true).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.validate(&laptop.access).await.status, StatusCode::OK);
+}
+
+async fn a_revoked_sessions_access_token_cannot_log_out_everywhere(app: TestApp) {
+    let (user, phone) = app.logged_in_user().await;
+    let laptop = user.login(&app).await;
+    assert_eq!(
+        app.logout_bearer(&phone.access, false).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.logout_bearer(&phone.access, true).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.validate(&laptop.access).await.status, StatusCode::OK);
+}
+
 crate::on_both_stores!(
+    an_old_refresh_token_cannot_log_out_everywhere,
+    a_revoked_sessions_access_token_cannot_log_out_everywhere,
     logout_with_refresh_token_ends_only_that_session,
     logout_with_access_token_ends_its_session,
     logout_all_ends_every_session_of_the_user_only,

@@ -103,9 +103,7 @@ async fn grace_does_not_extend_to_older_generations(app: TestApp) {
     );
 }
 
-async fn two_rotations_in_one_second_then_replay_is_detected(app: TestApp) {
-    // Generations, not timestamps: everything below happens within the same second, and the
-    // grace window is closed so that the replay of generation 1 is unambiguous reuse.
+async fn replay_of_the_predecessor_after_grace_is_reuse(app: TestApp) {
     let (_, first) = app.logged_in_user().await;
     let second = Tokens::from_response(&app.refresh(&first.refresh).await);
     let third = Tokens::from_response(&app.refresh(&second.refresh).await);
@@ -123,6 +121,36 @@ async fn two_rotations_in_one_second_then_replay_is_detected(app: TestApp) {
         app.refresh(&third.refresh).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// SECURITY.md F61: generations, not timestamps. Without a grace window, two rotations in the
+/// same second and a replay of the older token, in that same second, are reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotations_in_one_second_then_replay_is_reuse() {
+    for backend in [
+        crate::helpers::Backend::Sqlite,
+        crate::helpers::Backend::Postgres,
+    ] {
+        let app = TestApp::spawn_with(backend, |c| c.refresh_reuse_grace = Duration::ZERO).await;
+        let (_, first) = app.logged_in_user().await;
+        let second = Tokens::from_response(&app.refresh(&first.refresh).await);
+        let third = Tokens::from_response(&app.refresh(&second.refresh).await);
+        assert_eq!(
+            app.refresh(&first.refresh).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}"
+        );
+        assert_eq!(
+            app.refresh(&third.refresh).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}: revoked"
+        );
+        assert_eq!(
+            app.validate(&third.access).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}"
+        );
+    }
 }
 
 async fn twenty_concurrent_refreshes_fork_nothing(app: TestApp) {
@@ -237,7 +265,7 @@ crate::on_both_stores!(
     replay_after_the_grace_window_revokes_the_whole_session,
     replay_of_the_predecessor_within_grace_returns_the_same_successor,
     grace_does_not_extend_to_older_generations,
-    two_rotations_in_one_second_then_replay_is_detected,
+    replay_of_the_predecessor_after_grace_is_reuse,
     twenty_concurrent_refreshes_fork_nothing,
     sessions_of_one_user_refresh_independently,
     session_past_its_absolute_lifetime_cannot_refresh,

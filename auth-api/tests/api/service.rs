@@ -34,6 +34,26 @@ async fn metrics_count_logins_and_requests(app: TestApp) {
         text.contains(r#"http_requests_total{route="/login",method="POST",status="200"} 1"#),
         "{text}"
     );
+    let request = Request::builder()
+        .method("BREW")
+        .uri("/login")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.request(request).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let text = app
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !text.contains("BREW") && text.contains(r#"method="other""#),
+        "bounded labels: {text}"
+    );
 }
 
 async fn unknown_route_and_wrong_method_get_json_errors(app: TestApp) {
