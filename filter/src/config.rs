@@ -65,7 +65,7 @@ pub struct FilterConfig {
     pub key_source: KeySource,
     /// Where the revocation feed is polled from (`remote_revocations`). Default none: no token
     /// is refused as revoked.
-    pub remote_revocations: Option<RemoteSource>,
+    pub remote_revocations: Option<RemoteRevocations>,
     /// Route rules, first match wins; no match is denied (403).
     pub rules: Vec<Rule>,
     /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through
@@ -123,6 +123,18 @@ pub struct RemoteSource {
     pub poll_seconds: u64,
     /// Timeout of one fetch, in milliseconds, 1 to 60000. Default 2000.
     pub timeout_ms: u64,
+}
+
+/// `remote_revocations`: where the revocation feed is polled from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRevocations {
+    /// Cluster, path, credentials, interval.
+    pub source: RemoteSource,
+    /// After this many seconds without a successful fetch the feed counts as missing and
+    /// protected routes answer 503 (fail closed), as before the first fetch. Default none: the
+    /// last good feed stays in force however old it gets, so an outage of auth-api never
+    /// stops the gateway, at the price of revocations made meanwhile not reaching it.
+    pub stale_after_seconds: Option<u64>,
 }
 
 impl RemoteSource {
@@ -424,11 +436,21 @@ fn remote_jwks(value: Value) -> Result<RemoteJwks, ConfigError> {
     })
 }
 
-fn remote_revocations(value: Value) -> Result<RemoteSource, ConfigError> {
+fn remote_revocations(value: Value) -> Result<RemoteRevocations, ConfigError> {
     let mut fields = Fields::new("remote_revocations", value)?;
     let source = remote_source(&mut fields, 2)?;
+    let stale_after_seconds: Option<u64> = fields.take("stale_after_seconds")?;
+    if stale_after_seconds.is_some_and(|stale| stale < source.poll_seconds) {
+        return Err(ConfigError::new(
+            fields.field_path("stale_after_seconds"),
+            "must be at least poll_seconds",
+        ));
+    }
     fields.finish()?;
-    Ok(source)
+    Ok(RemoteRevocations {
+        source,
+        stale_after_seconds,
+    })
 }
 
 /// The members every polled source has, read from `fields`; the caller reads its own members
@@ -691,7 +713,7 @@ pub(crate) mod tests {
             json!({"cluster": "auth_internal", "path": "/internal/revocations", "bearer_token": "s3cr3t-token"}),
         );
         let config = parse(&value).unwrap();
-        let remote = config.remote_revocations.as_ref().unwrap();
+        let remote = &config.remote_revocations.as_ref().unwrap().source;
         assert_eq!(remote.cluster, "auth_internal");
         assert_eq!(remote.path, "/internal/revocations");
         assert_eq!(remote.poll_seconds, 2);
@@ -705,13 +727,23 @@ pub(crate) mod tests {
             base(),
             "/remote_revocations",
             json!({"cluster": "auth_internal", "path": "/internal/revocations", "authority": "auth-api",
-                   "bearer_token": "t", "poll_seconds": 5, "timeout_ms": 500}),
+                   "bearer_token": "t", "poll_seconds": 5, "timeout_ms": 500, "stale_after_seconds": 960}),
         );
         let config = parse(&full).unwrap();
-        let remote = config.remote_revocations.as_ref().unwrap();
+        let revocations = config.remote_revocations.as_ref().unwrap();
+        let remote = &revocations.source;
         assert_eq!(
             (remote.authority(), remote.poll_seconds, remote.timeout_ms),
             ("auth-api", 5, 500)
+        );
+        assert_eq!(revocations.stale_after_seconds, Some(960));
+        assert_eq!(
+            config
+                .remote_revocations
+                .as_ref()
+                .map(|r| r.stale_after_seconds)
+                .unwrap(),
+            Some(960)
         );
     }
 
@@ -982,10 +1014,10 @@ pub(crate) mod tests {
                 with(
                     base(),
                     "/remote_revocations",
-                    json!({"cluster": "c", "path": "/r", "stale_after_seconds": 60}),
+                    json!({"cluster": "c", "path": "/r", "poll_seconds": 5, "stale_after_seconds": 1}),
                 ),
                 "remote_revocations.stale_after_seconds",
-                "revocations never go stale",
+                "a feed stale before its next poll",
             ),
             (
                 with(base(), "/remote_revocations", json!(true)),

@@ -495,11 +495,11 @@ impl RootContext for Root {
                 metrics.jwks(),
             ))),
         };
-        self.revocations = config.remote_revocations.as_ref().map(|source| {
+        self.revocations = config.remote_revocations.as_ref().map(|remote| {
             Box::new(Remote::new(
-                source,
-                revocations::shared_names(source),
-                revocations::timing(source),
+                &remote.source,
+                revocations::shared_names(&remote.source),
+                revocations::timing(remote),
                 worker_id,
                 metrics.revocations(),
             ))

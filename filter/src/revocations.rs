@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::config::RemoteSource;
+use crate::config::{RemoteRevocations, RemoteSource};
 use crate::poll::{Document, SharedNames, Timing};
 
 /// Largest feed accepted, in bytes.
@@ -133,11 +133,11 @@ pub fn shared_names(remote: &RemoteSource) -> SharedNames {
 
 /// How the revocation feed is polled: every `poll_seconds`, and the last good copy never goes
 /// stale (revocations issued while the source is unreachable wait for it to come back).
-pub fn timing(remote: &RemoteSource) -> Timing {
+pub fn timing(remote: &RemoteRevocations) -> Timing {
     Timing {
-        poll_seconds: remote.poll_seconds,
-        timeout_ms: remote.timeout_ms,
-        stale_after_seconds: None,
+        poll_seconds: remote.source.poll_seconds,
+        timeout_ms: remote.source.timeout_ms,
+        stale_after_seconds: remote.stale_after_seconds,
     }
 }
 
@@ -323,7 +323,7 @@ pub(crate) mod tests {
             serde_json::json!({"cluster": "auth_internal", "path": "/internal/revocations"});
         let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
         let source = config.remote_revocations.unwrap();
-        let names = shared_names(&source);
+        let names = shared_names(&source.source);
         let shared = MockShared::default();
         let mut poller = Poller::<Revocations>::new(names.clone(), 1, timing(&source));
         let answer = |p: &mut Poller<Revocations>, now: u64, status: &str, body: &str| {
@@ -362,6 +362,25 @@ pub(crate) mod tests {
         assert!(
             kept.revokes(&token, NOW + 4, SKEW),
             "the old copy still refuses"
+        );
+    }
+
+    #[test]
+    fn a_stale_limit_for_the_feed_is_optional() {
+        let mut config = crate::config::tests::base();
+        config["remote_revocations"] =
+            serde_json::json!({"cluster": "c", "path": "/r", "stale_after_seconds": 960});
+        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            timing(config.remote_revocations.as_ref().unwrap()).stale_after_seconds,
+            Some(960)
+        );
+        let mut config = crate::config::tests::base();
+        config["remote_revocations"] = serde_json::json!({"cluster": "c", "path": "/r"});
+        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            timing(config.remote_revocations.as_ref().unwrap()).stale_after_seconds,
+            None
         );
     }
 }
