@@ -59,6 +59,8 @@ enum UsersCommand {
     Disable { email: String },
     /// Log a user out everywhere: every session and token revoked (gateway included).
     Logout { email: String },
+    /// Clear the failed-login count and lock of an email (also after the 100-failure lock).
+    Unlock { email: String },
     /// Enable a disabled user.
     Enable { email: String },
 }
@@ -198,6 +200,18 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             store.revoke_all_sessions(&user, revoke_at).await?;
             tracing::info!(event = "user_logged_out", user_id = %user, "every session revoked");
             println!("every session and token of the user revoked");
+        }
+        UsersCommand::Unlock { email } => {
+            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
+            let cleared = store.clear_login_failures(email.as_str()).await?;
+            println!(
+                "{}",
+                if cleared {
+                    "failed logins cleared"
+                } else {
+                    "no failed logins to clear"
+                }
+            );
         }
         UsersCommand::Enable { email } => {
             let user = find_user(&store, &email).await?;

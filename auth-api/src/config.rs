@@ -60,6 +60,19 @@ pub struct Config {
     pub jwks_max_age: Duration,
     /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `AUTH_LOGIN_FREE_ATTEMPTS`, default 5: consecutive failed logins per email before delays.
+    pub login_free_attempts: i64,
+    /// `AUTH_LOGIN_MAX_DELAY_SECS`, default 900: the longest delay between login attempts.
+    pub login_max_delay: Duration,
+    /// `AUTH_IP_LIMIT_PER_MINUTE`, default 60: requests per client address and minute to
+    /// `/login`, `/signup` and `/refresh`, per replica.
+    pub ip_limit_per_minute: u32,
+    /// `AUTH_CLIENT_IP_HEADER`, default `x-envoy-external-address`: where a trusted proxy puts
+    /// the client's address. Empty: always the connection's address.
+    pub client_ip_header: Option<String>,
+    /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses whose `AUTH_CLIENT_IP_HEADER`
+    /// is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// How log lines are written.
@@ -115,6 +128,14 @@ impl Default for Config {
             key_refresh_interval: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(600),
             log_format: LogFormat::Text,
+            login_free_attempts: 5,
+            login_max_delay: Duration::from_secs(900),
+            ip_limit_per_minute: 60,
+            client_ip_header: Some("x-envoy-external-address".to_owned()),
+            trusted_proxies: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         }
     }
 }
@@ -177,6 +198,38 @@ impl Config {
                 .secs("AUTH_JWKS_MAX_AGE_SECS", 0)?
                 .unwrap_or(d.jwks_max_age),
             log_format: env.parsed("AUTH_LOG_FORMAT")?.unwrap_or(d.log_format),
+            login_free_attempts: env
+                .parsed_at_least("AUTH_LOGIN_FREE_ATTEMPTS", 1)?
+                .map_or(d.login_free_attempts, |n| {
+                    i64::try_from(n).unwrap_or(i64::MAX)
+                }),
+            login_max_delay: env
+                .secs("AUTH_LOGIN_MAX_DELAY_SECS", 1)?
+                .unwrap_or(d.login_max_delay),
+            ip_limit_per_minute: match env.parsed_at_least("AUTH_IP_LIMIT_PER_MINUTE", 1)? {
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| ConfigError::new("AUTH_IP_LIMIT_PER_MINUTE", "too large"))?,
+                None => d.ip_limit_per_minute,
+            },
+            client_ip_header: match (lookup)("AUTH_CLIENT_IP_HEADER") {
+                Some(name) if name.trim().is_empty() => None,
+                Some(name) => Some(name.trim().to_ascii_lowercase()),
+                None => d.client_ip_header,
+            },
+            trusted_proxies: match env.list("AUTH_TRUSTED_PROXIES")? {
+                Some(list) => list
+                    .iter()
+                    .map(|ip| {
+                        ip.parse().map_err(|e| {
+                            ConfigError::new(
+                                "AUTH_TRUSTED_PROXIES",
+                                format!("invalid address {ip:?}: {e}"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                None => d.trusted_proxies,
+            },
         };
         if config.audiences.is_empty() {
             return Err(ConfigError::new(

@@ -83,6 +83,12 @@ pub enum ApiError {
         /// The limit, in bytes of UTF-8.
         max_bytes: usize,
     },
+    /// 429 `rate_limited` with `Retry-After`: too many attempts (per email or per address).
+    #[error("too many attempts, retry later")]
+    RateLimited {
+        /// Seconds until a new attempt may be made.
+        retry_after_secs: u64,
+    },
     /// 503 `overloaded` with `Retry-After`: too many password hashes are already waiting.
     #[error("the service is busy, retry shortly")]
     Overloaded,
@@ -127,6 +133,7 @@ impl ApiError {
             Self::InvalidEmail(_) | Self::WeakPassword { .. } | Self::PasswordTooLong { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,6 +156,7 @@ impl ApiError {
             Self::InvalidEmail(_) => "invalid_email",
             Self::WeakPassword { .. } => "weak_password",
             Self::PasswordTooLong { .. } => "password_too_long",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::NotReady(_) => "not_ready",
             Self::Database(_) | Self::Internal(_) => "internal",
@@ -210,8 +218,14 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if matches!(self, Self::Overloaded) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Self::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             response

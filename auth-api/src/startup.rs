@@ -116,11 +116,16 @@ async fn serve(
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await?;
+    // The connection's address feeds the per-IP limits (and decides whether the gateway's
+    // client-address header is believed).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    })
+    .await?;
     Ok(())
 }
 
@@ -156,6 +161,11 @@ fn spawn_background_tasks(
                     if let Err(e) = state.store.prune_revocations(state.clock.now()).await {
                         tracing::warn!(error = %e, "cannot prune the revocation feed");
                     }
+                    let quiet_since = state.clock.now() - EXPIRED_SESSION_RETENTION_SECS;
+                    if let Err(e) = state.store.prune_login_attempts(quiet_since, state.clock.now()).await {
+                        tracing::warn!(error = %e, "cannot prune old login failures");
+                    }
+                    state.ip_limiter.prune();
                 }
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {

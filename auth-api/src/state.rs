@@ -14,6 +14,7 @@ use crate::{
     metrics::Metrics,
     passwords::{HashError, PasswordHasher},
     store::{RevokeAt, SessionRow, Store},
+    throttle::{IpLimiter, LoginThrottle},
     tokens::{self, AccessClaims, RefreshToken, Subject},
 };
 
@@ -32,6 +33,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The time source.
     pub clock: Clock,
+    /// Per-client-IP limits of the credential endpoints.
+    pub ip_limiter: Arc<IpLimiter>,
+    /// The per-email login throttle's policy.
+    pub login_throttle: LoginThrottle,
     validation: Arc<Validation>,
 }
 
@@ -78,6 +83,11 @@ impl AppState {
         )
         .await?;
         let validation = Arc::new(tokens::access_validation(&config));
+        let ip_limiter = Arc::new(IpLimiter::new(&config));
+        let login_throttle = LoginThrottle {
+            free_attempts: config.login_free_attempts,
+            max_delay_secs: secs(config.login_max_delay),
+        };
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -85,6 +95,8 @@ impl AppState {
             ring: Arc::new(ring),
             metrics: Arc::new(Metrics::default()),
             clock,
+            ip_limiter,
+            login_throttle,
             validation,
         })
     }

@@ -87,6 +87,8 @@ impl Stack {
             internal_listen: loopback(),
             internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
             bcrypt_cost: 4,
+            // Every test client is one address; tests of the limit lower it again.
+            ip_limit_per_minute: 100_000,
             ..Config::default()
         };
         (options.configure)(&mut config);

@@ -76,13 +76,30 @@ pub(super) async fn signup(
 
 /// Verifies the credentials and opens a session: 200 with tokens, 401 `invalid_credentials`
 /// (the same for an unknown email and a wrong password, in about the same time), 403
-/// `account_disabled` (only once the password is right).
+/// `account_disabled` (only once the password is right), 429 `rate_limited` while the email is
+/// locked after consecutive failures (known or not, right password or not).
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn login(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
 ) -> Result<Response> {
     let email = Email::parse(&body.email).ok();
+    // The throttle's key: the normalised email, or for a malformed one its trimmed lower-case
+    // text, so that nonsense is throttled like everything else.
+    let throttle_key = email.as_ref().map_or_else(
+        || body.email.trim().to_lowercase(),
+        |e| e.as_str().to_owned(),
+    );
+    let now = state.clock.now();
+    if let Some(until) = state.store.login_locked_until(&throttle_key).await? {
+        if until > now {
+            // No password is checked while locked, right or wrong, for a known email or not.
+            state.metrics.login("rate_limited");
+            tracing::info!(event = "login_throttled", "login attempt during a lock");
+            let retry_after_secs = u64::try_from(until - now).unwrap_or(u64::MAX);
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+    }
     let user = match &email {
         Some(email) => state.store.user_by_email(email.as_str()).await?,
         None => None,
@@ -100,9 +117,23 @@ pub(super) async fn login(
     };
     let Some(user) = user.filter(|_| verified) else {
         state.metrics.login("invalid_credentials");
-        tracing::info!(event = "login_failed", "invalid credentials");
+        let failures = state.store.record_login_failure(&throttle_key, now).await?;
+        if let Some(delay) = state.login_throttle.delay_after(failures) {
+            state
+                .store
+                .lock_login(&throttle_key, now.saturating_add(delay))
+                .await?;
+            tracing::warn!(
+                event = "login_locked",
+                failures,
+                delay_secs = delay,
+                "consecutive login failures: locked"
+            );
+        }
+        tracing::info!(event = "login_failed", failures, "invalid credentials");
         return Err(ApiError::InvalidCredentials);
     };
+    state.store.clear_login_failures(&throttle_key).await?;
     tracing::Span::current().record("user_id", user.id.as_str());
     if user.disabled_at.is_some() {
         state.metrics.login("account_disabled");
@@ -113,7 +144,6 @@ pub(super) async fn login(
         );
         return Err(ApiError::AccountDisabled);
     }
-    let now = state.clock.now();
     let refresh = RefreshToken::generate();
     let session = NewSession {
         id: uuid::Uuid::new_v4().to_string(),

@@ -7,10 +7,10 @@ mod jwks;
 mod sessions;
 mod validate;
 
-use std::time::Instant;
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
     http::{header, HeaderValue},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -30,10 +30,13 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The public API (`AUTH_LISTEN`).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let credentials = Router::new()
         .route("/signup", post(accounts::signup))
         .route("/login", post(accounts::login))
         .route("/refresh", post(sessions::refresh))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_by_ip));
+    Router::new()
+        .merge(credentials)
         .route("/logout", post(sessions::logout))
         .route("/validate", get(validate::validate))
         .route("/.well-known/jwks.json", get(jwks::public_jwks))
@@ -70,6 +73,26 @@ impl CommonLayers for Router<AppState> {
             }))
             .layer(middleware::from_fn_with_state(state.clone(), observe))
             .with_state(state)
+    }
+}
+
+/// Refuses a client address that has used up its bucket: 429 with `Retry-After`.
+async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    let ip = state.ip_limiter.client_ip(peer, request.headers());
+    match state.ip_limiter.check(ip) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            tracing::info!(
+                event = "rate_limited",
+                scope = "ip",
+                "client address over its limit"
+            );
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+            .into_response()
+        }
     }
 }
 

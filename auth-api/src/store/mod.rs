@@ -7,6 +7,7 @@
 //! of waiting).
 
 mod keys;
+mod login_attempts;
 mod revocations;
 mod sessions;
 mod users;

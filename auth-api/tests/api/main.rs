@@ -14,4 +14,5 @@ mod refresh;
 mod revocation;
 mod service;
 mod signup;
+mod throttle;
 mod validate;

@@ -1,0 +1,186 @@
+//! Brute-force defences (SECURITY.md E 48-51): the per-email login throttle and the per-address
+//! limit of the credential endpoints.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{header, Request, StatusCode},
+};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, TestResponse, TestUser};
+
+async fn five_failures_lock_the_email_and_a_right_password_waits_too(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    for attempt in 1..=5 {
+        let response = app.login(&user.email, "wrong password entirely").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt} is free"
+        );
+    }
+    let locked = app.login(&user.email, &user.password).await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password"
+    );
+    assert_eq!(locked.error(), "rate_limited");
+    assert_eq!(locked.header("retry-after"), Some("1"));
+
+    app.advance(Duration::from_secs(2));
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK,
+        "the lock passes"
+    );
+    for attempt in 1..=5 {
+        let response = app.login(&user.email, "wrong password entirely").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "success reset the count: {attempt}"
+        );
+    }
+}
+
+async fn delays_double_with_each_failure(app: TestApp) {
+    let email = TestUser::random().email;
+    for _ in 0..5 {
+        app.login(&email, "wrong password entirely").await;
+    }
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let locked = app.login(&email, "wrong password entirely").await;
+        let wait: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+        waits.push(wait);
+        app.advance(Duration::from_secs(wait));
+        assert_eq!(
+            app.login(&email, "wrong password entirely").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(waits, [1, 2, 4, 8]);
+}
+
+async fn unknown_email_is_throttled_exactly_like_a_known_one(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let unknown = TestUser::random().email;
+    let run = |email: String| {
+        let app = &app;
+        async move {
+            let mut answers = Vec::new();
+            for _ in 0..7 {
+                let r = app.login(&email, "wrong password entirely").await;
+                answers.push((
+                    r.status,
+                    r.body.clone(),
+                    r.header("retry-after").map(str::to_owned),
+                ));
+            }
+            answers
+        }
+    };
+    assert_eq!(run(user.email.clone()).await, run(unknown).await);
+}
+
+crate::on_both_stores!(
+    five_failures_lock_the_email_and_a_right_password_waits_too,
+    delays_double_with_each_failure,
+    unknown_email_is_throttled_exactly_like_a_known_one,
+);
+
+/// NIST SP 800-63B §5.2.2: at most 100 consecutive failures; then an operator unlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_failures_lock_until_an_operator_unlocks() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.login_free_attempts = 1000).await;
+    let user = TestUser::random();
+    user.register(&app).await;
+    for attempt in 1..=100 {
+        let response = app.login(&user.email, "wrong password entirely").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+    }
+    app.advance(Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(app
+        .state
+        .store
+        .clear_login_failures(&user.email)
+        .await
+        .unwrap());
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK
+    );
+}
+
+/// A request as the gateway sends it: from 127.0.0.1, with the client's address in
+/// `x-envoy-external-address`, and whatever `X-Forwarded-For` the client made up.
+fn through_gateway(path: &str, client: &str, forged_xff: &str) -> Request<Body> {
+    let mut request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-envoy-external-address", client)
+        .header("x-forwarded-for", forged_xff)
+        .body(Body::from(
+            json!({"email": "nobody@example.com", "password": "whatever123"}).to_string(),
+        ))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50000))));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_address_has_its_own_bucket_and_forwarded_for_is_ignored() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ip_limit_per_minute = 3).await;
+    for (i, path) in ["/signup", "/login", "/refresh"].iter().enumerate() {
+        let response = app
+            .request(through_gateway(path, "203.0.113.5", &format!("10.0.0.{i}")))
+            .await;
+        assert_ne!(response.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+    let limited: TestResponse = app
+        .request(through_gateway("/login", "203.0.113.5", "10.9.9.9"))
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new X-Forwarded-For does not help"
+    );
+    assert_eq!(limited.error(), "rate_limited");
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let other = app
+        .request(through_gateway("/login", "203.0.113.6", "10.9.9.9"))
+        .await;
+    assert_ne!(
+        other.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "another client is not affected"
+    );
+    let validate = app.get("/validate", None).await;
+    assert_eq!(
+        validate.status,
+        StatusCode::UNAUTHORIZED,
+        "only the credential endpoints are limited"
+    );
+}

@@ -1,0 +1,48 @@
+//! An attacker's script through the gateway: 1,000 wrong passwords against one account, each
+//! with a new made-up `X-Forwarded-For`. After the free attempts everything is 429.
+
+use e2e::{Stack, StackOptions};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_wrong_passwords_from_rotating_forwarded_for_get_429s() {
+    let stack = Stack::start(StackOptions {
+        configure: |c| c.ip_limit_per_minute = 60,
+        ..StackOptions::default()
+    })
+    .await;
+    let (email, _) = stack.new_user().await;
+    let (mut refused, mut throttled) = (0, 0);
+    for i in 0..1000_u32 {
+        let response = stack
+            .client
+            .post(stack.url("/auth/login"))
+            .header("x-forwarded-for", format!("198.51.{}.{}", i / 256, i % 256))
+            .json(&json!({"email": email, "password": format!("guess-{i}")}))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                throttled += 1;
+            }
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    // Five free attempts, and a few more as the first short locks run out during the loop.
+    assert!(refused <= 12, "{refused} passwords were checked");
+    assert_eq!(refused + throttled, 1000);
+    let right = stack
+        .post(
+            "/auth/login",
+            &json!({"email": email, "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(
+        right.status(),
+        429,
+        "still locked, and no hint whether the password was right"
+    );
+}
