@@ -28,6 +28,8 @@ pub enum WeakPasswordReason {
     Length,
     /// Contains the local part of the account's email.
     ContainsEmail,
+    /// On the list of common (breached) passwords.
+    Common,
 }
 
 /// Everything a request can fail with.

@@ -1,8 +1,10 @@
 //! `Password`: a candidate password, Unicode-normalised, held as a secret.
 //!
-//! The signup policy follows NIST SP 800-63B: a minimum length, no composition rules, nothing
-//! truncated, and no password built from the account's own email. The blocklist of common
-//! passwords is not in yet.
+//! The signup policy follows NIST SP 800-63B §5.1.1.2: a minimum length, no composition rules,
+//! nothing truncated, no password from a list of common (breached) ones, and none built from the
+//! account's own email.
+
+use std::{collections::HashSet, sync::LazyLock};
 
 use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
@@ -17,6 +19,16 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 4096;
 /// Local parts shorter than this are too common inside words to be refused.
 const MIN_LOCAL_PART_CHECKED: usize = 3;
+
+/// 19,641 common passwords, lower-case, one a line: Django's list (BSD licence, see
+/// `data/common-passwords.LICENSE`), built into the binary and read once.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect()
+});
 
 /// A password in NFC form, so that "é" typed as one code point or as "e" + U+0301 is the same
 /// password (NIST SP 800-63B §5.1.1.2). `Debug` never shows it.
@@ -34,6 +46,13 @@ impl Password {
             return Err(ApiError::WeakPassword {
                 reason: WeakPasswordReason::Length,
                 message: format!("the password needs at least {MIN_PASSWORD_CHARS} characters"),
+            });
+        }
+        if COMMON_PASSWORDS.contains(text.to_lowercase().as_str()) {
+            return Err(ApiError::WeakPassword {
+                reason: WeakPasswordReason::Common,
+                message: "this password is too common: it appears in lists of breached passwords"
+                    .to_owned(),
             });
         }
         let local = email.local_part();
@@ -109,6 +128,29 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in [
+            "password123456",
+            "Password123456",
+            "qwertyuiop",
+            "iloveyou1",
+        ] {
+            let err = Password::for_signup(common, &email()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ApiError::WeakPassword {
+                        reason: WeakPasswordReason::Common,
+                        ..
+                    }
+                ),
+                "{common}"
+            );
+        }
+        assert!(COMMON_PASSWORDS.len() >= 10_000);
     }
 
     #[test]

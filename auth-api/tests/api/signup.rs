@@ -73,6 +73,15 @@ async fn password_containing_the_email_is_422(app: TestApp) {
     assert_eq!(response.body["reason"], "contains_email");
 }
 
+async fn breached_password_is_422_with_reason_common(app: TestApp) {
+    let response = app
+        .signup(&TestUser::random().email, "password123456")
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(response.error(), "weak_password");
+    assert_eq!(response.body["reason"], "common");
+}
+
 async fn passphrase_without_composition_rules_is_accepted(app: TestApp) {
     let response = app
         .signup(&TestUser::random().email, "correct horse battery staple")
@@ -234,6 +243,7 @@ crate::on_both_stores!(
     invalid_emails_are_422,
     short_password_is_422_with_reason_length,
     password_containing_the_email_is_422,
+    breached_password_is_422_with_reason_common,
     passphrase_without_composition_rules_is_accepted,
     sixty_four_emoji_password_is_accepted_whole,
     passwords_sharing_72_bytes_are_different,
