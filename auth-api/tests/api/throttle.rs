@@ -184,3 +184,47 @@ async fn each_client_address_has_its_own_bucket_and_forwarded_for_is_ignored() {
         "only the credential endpoints are limited"
     );
 }
+
+/// Load shedding: a flood of logins fills the bounded bcrypt queue and the excess is refused
+/// at once with 503 and `Retry-After`, while refreshes (no bcrypt) keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_shed_and_refreshes_keep_working() {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(Backend::Sqlite, |c| {
+            c.bcrypt_cost = 10;
+            c.hash_concurrency = 1;
+            c.hash_queue = 2;
+        })
+        .await,
+    );
+    let (_, tokens) = app.logged_in_user().await;
+    let mut flood = Vec::new();
+    for i in 0..24 {
+        let app = std::sync::Arc::clone(&app);
+        flood.push(tokio::spawn(async move {
+            app.login(&format!("flood-{i}@example.com"), "wrong password entirely")
+                .await
+        }));
+    }
+    let mut refresh_token = tokens.refresh;
+    for _ in 0..5 {
+        let response = app.refresh(&refresh_token).await;
+        assert_eq!(response.status, StatusCode::OK, "refresh during the flood");
+        refresh_token = response.str("refresh_token");
+    }
+    let (mut shed, mut checked) = (0, 0);
+    for login in flood {
+        let response = login.await.unwrap();
+        match response.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(response.error(), "overloaded");
+                assert_eq!(response.header("retry-after"), Some("1"));
+                shed += 1;
+            }
+            StatusCode::UNAUTHORIZED => checked += 1,
+            other => panic!("{other}: {}", response.body),
+        }
+    }
+    assert!(shed > 0, "the queue bound shed some logins");
+    assert!(checked >= 3, "one running and two queued were served");
+}
