@@ -4,8 +4,10 @@
 //! - `up`: the whole dev stack on one machine (auth-api on SQLite, the echo upstream, Envoy
 //!   loading the filter), until Ctrl-C.
 //! - `bench edge`: the filter's cost per request in Envoy, next to native `jwt_authn`.
+//! - `fuzz`: the long fuzzing run (CI replays the seeds and fuzzes briefly in `test`).
 
 mod bench;
+mod fuzz;
 mod tools;
 mod up;
 
@@ -36,6 +38,14 @@ enum Task {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Fuzz every target (or the named ones) for a while, growing fuzz/corpus/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only these targets.
+        targets: Vec<String>,
+    },
 }
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -47,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(&root),
         Task::Up => up::up(&root),
         Task::Bench(bench) => bench::bench(&root, &bench),
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
     }
 }
 
@@ -112,7 +123,21 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // nextest does not run doctests.
     step("doctests", || {
         run(root, "cargo", &["test", "--workspace", "--doc", "--locked"])
-    })
+    })?;
+    step(
+        "fuzz: replay the seeds and fuzz each target briefly",
+        || {
+            fuzz::ensure_cargo_fuzz()?;
+            let scratch = std::env::temp_dir().join(format!("auth-fuzz-{}", std::process::id()));
+            for target in fuzz::TARGETS {
+                // A fixed seed and run count: the same inputs every time, a few seconds each.
+                let options = ["-runs=300000".to_owned(), "-seed=1".to_owned()];
+                fuzz::run(root, target, &scratch.join(target), &options)?;
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+            Ok(())
+        },
+    )
 }
 
 /// Builds the filter with the `wasm` profile and returns the `.wasm` path.
