@@ -73,6 +73,11 @@ pub struct Config {
     /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses whose `AUTH_CLIENT_IP_HEADER`
     /// is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `AUTH_REDIS_URL`: keep the per-address buckets in Redis, shared by every replica.
+    /// Unset: in memory, per replica.
+    pub redis_url: Option<SecretString>,
+    /// `AUTH_REDIS_PREFIX`, default `auth:ip:`: the prefix of the bucket keys.
+    pub redis_prefix: String,
 }
 
 /// How log lines are written.
@@ -136,6 +141,8 @@ impl Default for Config {
                 std::net::IpAddr::from([127, 0, 0, 1]),
                 std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
             ],
+            redis_url: None,
+            redis_prefix: "auth:ip:".to_owned(),
         }
     }
 }
@@ -230,6 +237,8 @@ impl Config {
                     .collect::<Result<_, _>>()?,
                 None => d.trusted_proxies,
             },
+            redis_url: env.string("AUTH_REDIS_URL")?.map(SecretString::from),
+            redis_prefix: env.string("AUTH_REDIS_PREFIX")?.unwrap_or(d.redis_prefix),
         };
         if config.audiences.is_empty() {
             return Err(ConfigError::new(

@@ -83,7 +83,7 @@ impl AppState {
         )
         .await?;
         let validation = Arc::new(tokens::access_validation(&config));
-        let ip_limiter = Arc::new(IpLimiter::new(&config));
+        let ip_limiter = Arc::new(IpLimiter::new(&config).await?);
         let login_throttle = LoginThrottle {
             free_attempts: config.login_free_attempts,
             max_delay_secs: secs(config.login_max_delay),

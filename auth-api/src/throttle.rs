@@ -8,10 +8,10 @@
 //! [`HARD_LIMIT`] consecutive failures (NIST SP 800-63B §5.2.2) the email stays locked until an
 //! operator runs `auth-api users unlock`.
 //!
-//! The per-IP limit is a token bucket per client address, in memory: each replica limits on
-//! its own (state it in capacity planning: N replicas allow N times the rate). The address is
-//! the trusted gateway's `x-envoy-external-address`, never a client-supplied
-//! `X-Forwarded-For`.
+//! The per-IP limit is a token bucket per client address: in memory by default, so each
+//! replica limits on its own (N replicas allow N times the rate), or in Redis with
+//! `AUTH_REDIS_URL`, shared by every replica. The address is the trusted gateway's
+//! `x-envoy-external-address`, never a client-supplied `X-Forwarded-For`.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -55,23 +55,90 @@ impl LoginThrottle {
     }
 }
 
-/// Per-client-IP token buckets for the credential endpoints.
+/// Per-client-IP token buckets for the credential endpoints: in memory, or in Redis when
+/// `AUTH_REDIS_URL` is set so that every replica shares them.
 #[derive(Debug)]
 pub struct IpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    buckets: Buckets,
     header: Option<String>,
     trusted_proxies: Vec<IpAddr>,
 }
 
+enum Buckets {
+    Memory(DefaultKeyedRateLimiter<IpAddr>),
+    Redis {
+        connection: redis::aio::ConnectionManager,
+        script: redis::Script,
+        prefix: String,
+        /// Milliseconds between two tokens.
+        interval_ms: u64,
+        /// How far ahead of now the bucket's schedule may run: a full bucket's worth.
+        burst_ms: u64,
+    },
+}
+
+impl std::fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory(_) => "Buckets::Memory",
+            Self::Redis { .. } => "Buckets::Redis",
+        })
+    }
+}
+
+/// GCRA, the token bucket as one timestamp per address: the "theoretical arrival time" `tat`
+/// moves `interval` ahead per request and may run at most `burst` ahead of now. Redis's own
+/// clock (`TIME`) is used, so replicas with skewed clocks agree. Returns 0 (allowed) or the
+/// milliseconds to wait.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - burst - now
+if wait > 0 then return wait end
+local next = tat + interval
+redis.call('SET', KEYS[1], next, 'PX', next - now)
+return 0
+";
+
 impl IpLimiter {
-    /// A bucket of `per_minute` requests, refilled evenly over a minute, per address.
-    pub fn new(config: &Config) -> Self {
+    /// A bucket of `ip_limit_per_minute` requests, refilled evenly over a minute, per address;
+    /// in Redis when `AUTH_REDIS_URL` is set (connecting now, so a wrong URL fails the start).
+    pub async fn new(config: &Config) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        use secrecy::ExposeSecret as _;
         let per_minute = NonZeroU32::new(config.ip_limit_per_minute).unwrap_or(NonZeroU32::MIN);
-        Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        let buckets = match &config.redis_url {
+            None => Buckets::Memory(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            Some(url) => {
+                let client = redis::Client::open(url.expose_secret())
+                    .context("AUTH_REDIS_URL is not a Redis URL")?;
+                let manager = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_millis(500))
+                    .set_number_of_retries(1);
+                let connection = client
+                    .get_connection_manager_with_config(manager)
+                    .await
+                    .context("cannot connect to AUTH_REDIS_URL")?;
+                let interval_ms = 60_000 / u64::from(per_minute.get());
+                Buckets::Redis {
+                    connection,
+                    script: redis::Script::new(GCRA),
+                    prefix: config.redis_prefix.clone(),
+                    interval_ms,
+                    burst_ms: interval_ms * u64::from(per_minute.get() - 1),
+                }
+            }
+        };
+        Ok(Self {
+            buckets,
             header: config.client_ip_header.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
-        }
+        })
     }
 
     /// The client address: the gateway's header when the connection comes from a trusted
@@ -101,19 +168,48 @@ impl IpLimiter {
         }
     }
 
-    /// `Err(retry after)` when `ip` has used up its bucket.
-    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+    /// `Err(retry after)` when `ip` has used up its bucket. If Redis does not answer, the
+    /// request is let through (and logged): the per-email throttle, in the database, still
+    /// stands, and an outage of the limiter must not become an outage of login.
+    pub async fn check(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
         let Some(ip) = ip else {
             return Ok(());
         };
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
-        })
+        match &self.buckets {
+            Buckets::Memory(limiter) => limiter.check_key(&ip).map_err(|not_until| {
+                not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+            }),
+            Buckets::Redis {
+                connection,
+                script,
+                prefix,
+                interval_ms,
+                burst_ms,
+            } => {
+                let mut connection = connection.clone();
+                let wait: redis::RedisResult<u64> = script
+                    .key(format!("{prefix}{ip}"))
+                    .arg(*interval_ms)
+                    .arg(*burst_ms)
+                    .invoke_async(&mut connection)
+                    .await;
+                match wait {
+                    Ok(0) => Ok(()),
+                    Ok(ms) => Err(Duration::from_millis(ms)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rate-limit store unreachable: request let through");
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 
-    /// Forgets addresses whose buckets are full again (bounded memory).
+    /// Forgets addresses whose buckets are full again (bounded memory; Redis expires keys).
     pub fn prune(&self) {
-        self.limiter.retain_recent();
+        if let Buckets::Memory(limiter) = &self.buckets {
+            limiter.retain_recent();
+        }
     }
 }
 
@@ -142,13 +238,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn forwarded_address_counts_only_from_a_trusted_proxy() {
+    #[tokio::test]
+    async fn forwarded_address_counts_only_from_a_trusted_proxy() {
         let config = Config {
             trusted_proxies: vec![[127, 0, 0, 1].into()],
             ..Config::default()
         };
-        let limiter = IpLimiter::new(&config);
+        let limiter = IpLimiter::new(&config).await.unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("x-envoy-external-address", "203.0.113.7".parse().unwrap());
         headers.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
@@ -165,24 +261,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_full_bucket_refuses_with_a_retry_time() {
+    #[tokio::test]
+    async fn a_full_bucket_refuses_with_a_retry_time() {
         let config = Config {
             ip_limit_per_minute: 2,
             ..Config::default()
         };
-        let limiter = IpLimiter::new(&config);
+        let limiter = IpLimiter::new(&config).await.unwrap();
         let ip = Some(IpAddr::from([203, 0, 113, 7]));
-        assert!(limiter.check(ip).is_ok());
-        assert!(limiter.check(ip).is_ok());
-        let wait = limiter.check(ip).unwrap_err();
+        assert!(limiter.check(ip).await.is_ok());
+        assert!(limiter.check(ip).await.is_ok());
+        let wait = limiter.check(ip).await.unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
-        assert!(
-            limiter.check(Some(IpAddr::from([203, 0, 113, 8]))).is_ok(),
-            "other addresses unaffected"
-        );
+        let other = limiter.check(Some(IpAddr::from([203, 0, 113, 8]))).await;
+        assert!(other.is_ok(), "other addresses unaffected");
     }
 }

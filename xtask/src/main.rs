@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::tools::{ensure_envoy, ensure_postgres, run, status, step};
+use crate::tools::{ensure_envoy, ensure_postgres, ensure_redis, run, status, step};
 
 /// The project's scripts.
 #[derive(Debug, Parser)]
@@ -66,6 +66,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         run(root, "rustup", &["target", "add", "wasm32-wasip1"])
     })?;
     step("PostgreSQL", ensure_postgres)?;
+    step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;
     step("format", || {
         run(root, "cargo", &["fmt", "--all", "--", "--check"])

@@ -118,3 +118,35 @@ pub(crate) fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Resu
     }
     bail!("nothing listens on {addr} after {}s", timeout.as_secs())
 }
+
+/// Starts a local Redis if nothing listens on 127.0.0.1:6379 (the rate-limit tests use it), or
+/// fails naming what is missing. With `AUTH_TEST_REDIS_URL` set, that server is used as it is.
+pub(crate) fn ensure_redis() -> anyhow::Result<()> {
+    if std::env::var_os("AUTH_TEST_REDIS_URL").is_some() {
+        println!("    using AUTH_TEST_REDIS_URL");
+        return Ok(());
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 6379));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Ok(());
+    }
+    println!("    starting redis-server");
+    let started = Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .status();
+    if !started.is_ok_and(|s| s.success()) {
+        bail!("Redis is not running on 127.0.0.1:6379 and redis-server could not be started: install Redis or set AUTH_TEST_REDIS_URL");
+    }
+    wait_for_port(addr, Duration::from_secs(15)).context("Redis did not come up on 127.0.0.1:6379")
+}

@@ -80,7 +80,7 @@ impl CommonLayers for Router<AppState> {
 async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let ip = state.ip_limiter.client_ip(peer, request.headers());
-    match state.ip_limiter.check(ip) {
+    match state.ip_limiter.check(ip).await {
         Ok(()) => next.run(request).await,
         Err(wait) => {
             tracing::info!(

@@ -228,3 +228,44 @@ async fn a_login_flood_is_shed_and_refreshes_keep_working() {
     assert!(shed > 0, "the queue bound shed some logins");
     assert!(checked >= 3, "one running and two queued were served");
 }
+
+/// With `AUTH_REDIS_URL`, two replicas share one bucket per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_address_buckets_in_redis() {
+    let url = std::env::var("AUTH_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("auth-test:{}:", uuid::Uuid::new_v4().simple());
+    let configure = |c: &mut auth_api::Config| {
+        c.ip_limit_per_minute = 3;
+        c.redis_url = Some(url.clone().into());
+        c.redis_prefix = prefix.clone();
+    };
+    let (db, db_url) = crate::helpers::TestDb::create(Backend::Sqlite).await;
+    let first = TestApp::on_database(db, db_url.clone(), |c| configure(c)).await;
+    let (placeholder, _) = crate::helpers::TestDb::create(Backend::Sqlite).await;
+    let second = TestApp::on_database(placeholder, db_url, |c| configure(c)).await;
+
+    for (replica, name) in [(&first, "first"), (&second, "second"), (&first, "first")] {
+        let response = replica
+            .request(through_gateway("/login", "203.0.113.9", "10.0.0.1"))
+            .await;
+        assert_ne!(
+            response.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{name} replica, within the bucket"
+        );
+    }
+    let limited = second
+        .request(through_gateway("/login", "203.0.113.9", "10.0.0.2"))
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the other replica saw the same bucket"
+    );
+    assert!(limited.header("retry-after").is_some());
+    let elsewhere = first
+        .request(through_gateway("/login", "203.0.113.10", "10.0.0.2"))
+        .await;
+    assert_ne!(elsewhere.status, StatusCode::TOO_MANY_REQUESTS);
+}
