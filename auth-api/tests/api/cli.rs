@@ -244,10 +244,13 @@ async fn server_logs_never_show_a_secret() {
         log.push(line);
     }
     let log = log.join("\n");
-    assert!(
-        log.contains("\"event\":\"login\""),
-        "the log was captured: {log}"
-    );
+    // The audit trail: one structured event per security-relevant step, as JSON.
+    for event in ["signup", "login", "login_failed", "logout"] {
+        assert!(
+            log.contains(&format!("\"event\":\"{event}\"")),
+            "audit event {event} missing: {log}"
+        );
+    }
     let key = keys["keys"][0]["k"].as_str().unwrap();
     let secrets = [
         password,
