@@ -105,6 +105,18 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The error body every route answers with, as documented in the OpenAPI document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code, e.g. `invalid_credentials`.
+    pub error: String,
+    /// What happened, for people.
+    pub message: String,
+    /// For `weak_password`: `length`, `common` or `contains_email`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// The detail of a 5xx, carried from [`ApiError::into_response`] to the logging middleware.
 #[derive(Debug, Clone)]
 pub struct ServerFault(pub Arc<String>);

@@ -52,7 +52,7 @@ pub struct VerifiedToken {
 }
 
 /// The body of a successful login or refresh (RFC 6749 §5.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The JWT access token.
     pub access_token: String,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::{config::Config, keyring::RingKey};
 
 /// Claims of every access token we issue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessClaims {
     /// Issuer (`AUTH_JWT_ISSUER`).
     pub iss: String,

@@ -7,6 +7,7 @@
 //! - `fuzz`: the long fuzzing run (CI replays the seeds and fuzzes briefly in `test`).
 
 mod bench;
+mod contract;
 mod fuzz;
 mod tools;
 mod up;
@@ -124,6 +125,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
     // nextest does not run doctests.
     step("doctests", || {
         run(root, "cargo", &["test", "--workspace", "--doc", "--locked"])
+    })?;
+    step("API contract (schemathesis against /openapi.json)", || {
+        contract::check(root)
     })?;
     step(
         "fuzz: replay the seeds and fuzz each target briefly",

@@ -6,12 +6,13 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     domain::{Email, Password},
-    error::{ApiError, Result},
+    error::{ApiError, ErrorBody, Result},
     extract::Json,
-    state::AppState,
+    state::{AppState, TokenResponse},
     store::{InsertUser, NewSession, UserRow},
     tokens::{new_rotation_key, RefreshToken},
 };
@@ -20,13 +21,13 @@ use crate::{
 const DEFAULT_ROLES: [&str; 1] = ["user"];
 
 /// `{"email", "password"}`; deliberately without `Debug`, so it cannot be logged.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct Credentials {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct SignupResponse {
     id: String,
     email: String,
@@ -35,6 +36,16 @@ pub(super) struct SignupResponse {
 
 /// Creates an account: 201, 409 `email_taken`, 422 `invalid_email` / `weak_password` /
 /// `password_too_long`.
+#[utoipa::path(post, path = "/signup", request_body = Credentials, responses(
+    (status = 201, description = "account created", body = SignupResponse),
+    (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
+    (status = 409, description = "email_taken", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
+    (status = 422, description = "invalid_email, weak_password (with reason), password_too_long", body = ErrorBody),
+    (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
+    (status = 503, description = "password hashing is saturated", body = ErrorBody),
+))]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn signup(
     State(state): State<AppState>,
@@ -78,6 +89,16 @@ pub(super) async fn signup(
 /// (the same for an unknown email and a wrong password, in about the same time), 403
 /// `account_disabled` (only once the password is right), 429 `rate_limited` while the email is
 /// locked after consecutive failures (known or not, right password or not).
+#[utoipa::path(post, path = "/login", request_body = Credentials, responses(
+    (status = 200, description = "a session", body = TokenResponse),
+    (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
+    (status = 401, description = "invalid_credentials", body = ErrorBody),
+    (status = 403, description = "account_disabled", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
+    (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
+    (status = 503, description = "password hashing is saturated", body = ErrorBody),
+))]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn login(
     State(state): State<AppState>,

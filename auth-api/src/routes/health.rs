@@ -8,16 +8,22 @@ use axum::{
 use serde_json::{json, Value};
 
 use crate::{
-    error::{ApiError, Result},
+    error::{ApiError, ErrorBody, Result},
+    routes::openapi::StatusDoc,
     state::AppState,
 };
 
 /// `GET /healthz`: the process answers; touches nothing else.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive", body = StatusDoc)))]
 pub(super) async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 when the store answers and a key can sign; 503 otherwise.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "ready", body = StatusDoc),
+    (status = 503, description = "not_ready", body = ErrorBody),
+))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Value>> {
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
@@ -30,6 +36,9 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<V
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus text", content_type = "application/openmetrics-text", body = String),
+))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics

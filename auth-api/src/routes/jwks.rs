@@ -8,10 +8,13 @@ use axum::{
 
 use auth_jwt::JwkSet;
 
-use crate::state::AppState;
+use crate::{routes::openapi::JwksDoc, state::AppState};
 
 /// `GET /.well-known/jwks.json`: public keys only, so empty while the ring holds HMAC keys
 /// (an `oct` key is a secret and never appears here).
+#[utoipa::path(get, path = "/.well-known/jwks.json", responses(
+    (status = 200, description = "public keys only (none while the ring holds HMAC keys)", body = JwksDoc),
+))]
 pub(super) async fn public_jwks(State(state): State<AppState>) -> Response {
     let max_age = state.config.jwks_max_age.as_secs();
     let mut response = axum::Json(JwkSet { keys: Vec::new() }).into_response();

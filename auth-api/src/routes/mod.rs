@@ -4,6 +4,7 @@ mod accounts;
 mod health;
 mod internal;
 mod jwks;
+pub mod openapi;
 mod sessions;
 mod validate;
 
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .with_common_layers(state)
 }
 

@@ -7,25 +7,26 @@ use axum::{
     response::Response,
 };
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::accounts::token_reply;
 use crate::{
     clock::secs,
-    error::{ApiError, Result},
+    error::{ApiError, ErrorBody, Result},
     extract::{bearer_token, Json},
-    state::AppState,
+    state::{AppState, TokenResponse},
     store::RefreshLookup,
     tokens::RefreshToken,
 };
 
 /// `{"refresh_token"}`; deliberately without `Debug`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct RefreshRequest {
     refresh_token: String,
 }
 
 /// `{"refresh_token"?, "all"?}`, or nothing when a bearer token is sent.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 pub(super) struct LogoutRequest {
     refresh_token: Option<String>,
     #[serde(default)]
@@ -38,6 +39,14 @@ pub(super) struct LogoutRequest {
 /// one wins, the others see the new generation and answer with the same successor). Its
 /// immediate predecessor, inside `AUTH_REFRESH_REUSE_GRACE_SECS`, answers with the live token
 /// again; any other reuse revokes the session.
+#[utoipa::path(post, path = "/refresh", request_body = RefreshRequest, responses(
+    (status = 200, description = "a new pair, with a new refresh token", body = TokenResponse),
+    (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
+    (status = 401, description = "invalid_grant", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
+    (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
+))]
 #[tracing::instrument(skip_all, fields(session_id))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
@@ -154,6 +163,13 @@ async fn rotate(state: &AppState, presented: &str) -> Result<Response, Rejected>
 /// Ends the session of a refresh token or of a bearer access token; with `"all": true`, every
 /// session of the user. 204, also for tokens already revoked or unknown (RFC 7009 §2.2);
 /// 400 with neither token; 401 for a bearer token that does not verify.
+#[utoipa::path(post, path = "/logout", request_body(content = Option<LogoutRequest>, description = "empty when a bearer token is sent"), responses(
+    (status = 204, description = "logged out (also for unknown or already revoked tokens)"),
+    (status = 400, description = "neither a refresh token nor a bearer token, or malformed JSON", body = ErrorBody),
+    (status = 401, description = "a bearer token that does not verify", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
+), security((), ("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn logout(
     State(state): State<AppState>,

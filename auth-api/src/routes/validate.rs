@@ -3,14 +3,19 @@
 use axum::{extract::State, http::HeaderMap};
 
 use crate::{
-    error::{ApiError, Result},
+    error::{ApiError, ErrorBody, Result},
     extract::bearer_token,
     state::AppState,
+    tokens::AccessClaims,
 };
 
 /// 200 with the token's claims when its signature, claims, session and user all check out;
 /// 401 `invalid_token` otherwise (also after logout, logout-all or disabling, although the
 /// signature and `exp` are still fine); 401 without `error` when no bearer token is sent.
+#[utoipa::path(get, path = "/validate", responses(
+    (status = 200, description = "the token's claims", body = AccessClaims),
+    (status = 401, description = "no bearer token (bare challenge), or invalid_token", body = ErrorBody),
+), security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
 pub(super) async fn validate(
     State(state): State<AppState>,

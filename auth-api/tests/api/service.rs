@@ -67,7 +67,35 @@ async fn unknown_route_and_wrong_method_get_json_errors(app: TestApp) {
     assert_eq!(wrong.error(), "method_not_allowed");
 }
 
+async fn openapi_document_lists_every_public_route(app: TestApp) {
+    let response = app.get("/openapi.json", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = response.body["paths"].as_object().unwrap();
+    for path in [
+        "/signup",
+        "/login",
+        "/refresh",
+        "/logout",
+        "/validate",
+        "/.well-known/jwks.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+    let login = &response.body["paths"]["/login"]["post"]["responses"];
+    for status in ["200", "400", "401", "403", "429"] {
+        assert!(
+            login.get(status).is_some(),
+            "/login {status} is not documented"
+        );
+    }
+}
+
 crate::on_both_stores!(
+    openapi_document_lists_every_public_route,
     healthz_and_readyz_answer_200,
     metrics_count_logins_and_requests,
     unknown_route_and_wrong_method_get_json_errors,
