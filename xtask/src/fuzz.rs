@@ -15,12 +15,14 @@ use anyhow::Context as _;
 
 use crate::tools::status;
 
-/// Every fuzz target.
-pub(crate) const TARGETS: [&str; 4] = [
-    "jwt_decode",
-    "filter_config",
-    "filter_request",
-    "api_inputs",
+/// Every fuzz target, with the runs `cargo xtask test` gives it (a few seconds each).
+pub(crate) const TARGETS: [(&str, u32); 5] = [
+    ("jwt_decode", 300_000),
+    ("filter_config", 300_000),
+    ("filter_request", 300_000),
+    ("api_inputs", 300_000),
+    // The whole router on SQLite: about ten times slower an input.
+    ("api_bodies", 30_000),
 ];
 
 /// Installs cargo-fuzz when `cargo fuzz` does not answer.
@@ -61,9 +63,9 @@ pub(crate) fn run(
 /// The long run: each target for `seconds`, growing `fuzz/corpus/`.
 pub(crate) fn fuzz(root: &Path, seconds: u64, only: &[String]) -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
-    for target in TARGETS
+    for (target, _) in TARGETS
         .iter()
-        .filter(|t| only.is_empty() || only.iter().any(|o| o == *t))
+        .filter(|(t, _)| only.is_empty() || only.iter().any(|o| o == t))
     {
         println!("==> fuzz {target} for {seconds}s");
         let corpus: PathBuf = root.join("fuzz/corpus").join(target);
