@@ -20,7 +20,9 @@ use std::{
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::tools::{ensure_envoy, ensure_postgres, ensure_redis, run, status, step};
+use crate::tools::{
+    ensure_envoy, ensure_nextest, ensure_postgres, ensure_redis, run, status, step,
+};
 
 /// The project's scripts.
 #[derive(Debug, Parser)]
@@ -66,6 +68,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     step("wasm target", || {
         run(root, "rustup", &["target", "add", "wasm32-wasip1"])
     })?;
+    step("cargo-nextest", ensure_nextest)?;
     step("PostgreSQL", ensure_postgres)?;
     step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;

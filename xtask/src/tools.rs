@@ -150,3 +150,17 @@ pub(crate) fn ensure_redis() -> anyhow::Result<()> {
     }
     wait_for_port(addr, Duration::from_secs(15)).context("Redis did not come up on 127.0.0.1:6379")
 }
+
+/// Installs cargo-nextest from crates.io when `cargo nextest` does not answer.
+pub(crate) fn ensure_nextest() -> anyhow::Result<()> {
+    let present = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    let mut install = Command::new("cargo");
+    install.args(["install", "--locked", "cargo-nextest"]);
+    status(install).context("cannot install cargo-nextest from crates.io")
+}
