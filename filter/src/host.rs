@@ -306,9 +306,15 @@ impl<D: Document> Remote<D> {
     }
 }
 
+/// How often each worker's root context ticks: reads the stamps of the polled documents (a
+/// few bytes each; see [`crate::poll`]), starts a fetch when one is due, and flushes the
+/// counters. A document one worker fetched is in use on every worker within one tick, so the
+/// tick bounds how long a revocation takes to reach every worker after it is fetched.
+const TICK: Duration = Duration::from_millis(250);
+
 const TALLY_LEN: usize = 12;
 
-/// Request-path counts, kept per worker and handed to Envoy on the next tick (at most a second
+/// Request-path counts, kept per worker and handed to Envoy on the next tick (at most [`TICK`]
 /// later): one host call per counter per request costs more than a cached token check.
 #[derive(Debug, Default)]
 struct Tally([Cell<u64>; TALLY_LEN]);
@@ -480,7 +486,7 @@ impl RootContext for Root {
         let polls = matches!(config.key_source, KeySource::Remote(_))
             || config.remote_revocations.is_some();
         // The tick also flushes the request counters, so it runs for local keys too.
-        if hostcalls::set_tick_period(Duration::from_secs(1)).is_err() {
+        if hostcalls::set_tick_period(TICK).is_err() {
             log(LogLevel::Error, "auth-filter: cannot set the tick period");
             return false;
         }

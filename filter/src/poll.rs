@@ -3,17 +3,24 @@
 //! ([`crate::revocations`]) are two [`Document`]s polled this way.
 //!
 //! Envoy runs one VM per worker thread with no notification between them, so the workers share
-//! two JSON records per document in proxy-wasm shared data:
+//! three values per document in proxy-wasm shared data:
 //!
-//! - the [`Record`] `{version, fetched_at, etag, document}`: the last good document, its `ETag`
-//!   and when it was last fetched or confirmed (304). `version` grows by one each time the
-//!   document changes, and each worker re-parses it only when it sees a new version;
+//! - the document itself, as `<version>\n<body>`: the last good body, written with
+//!   compare-and-swap. `version` grows by one each time the body changes;
+//! - the [`Stamp`] `{version, fetched_at, etag}`: a few bytes saying which version is shared,
+//!   when it was last fetched or confirmed (304), and its `ETag`. Every worker reads the stamp
+//!   on every tick and reads (and re-parses) the document only when the version is new. A
+//!   revocation feed can reach megabytes; reading it on every tick of every worker would not
+//!   do, and the cheap stamp is what lets the tick be short, so that a document one worker
+//!   fetched is in use on all workers within a tick;
 //! - the [`Lease`] `{holder, expires_at, failures, next_attempt_at}`: which worker is fetching
 //!   (taken and released with compare-and-swap), and when the next fetch is due, so that the
 //!   backoff after failures is shared by every worker.
 //!
-//! The lease keeps the workers from all fetching at once; it is not needed for correctness,
-//! since the record is also written with compare-and-swap and a duplicate fetch is harmless.
+//! The document is written before its stamp, so a stamp never names a version that cannot be
+//! read. The lease keeps the workers from all fetching at once; it is not needed for
+//! correctness, since both values are written with compare-and-swap and a duplicate fetch is
+//! harmless.
 //! This module neither talks to the host nor sends requests: `host.rs` implements
 //! [`SharedData`], dispatches the call a [`Poller`] asks for and hands back the answer.
 
@@ -60,18 +67,31 @@ pub enum SetError {
     Failed,
 }
 
-/// The record of the last good document, in shared data.
+/// The small record naming the shared document's version, read on every tick.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// Grows by one whenever `document` changes; starts at 1.
+pub struct Stamp {
+    /// The version of the shared document; grows by one whenever the document changes.
     pub version: u64,
-    /// When the document was last fetched or confirmed unchanged, in seconds since the epoch.
+    /// When that version was last fetched or confirmed unchanged, in seconds since the epoch.
     pub fetched_at: u64,
-    /// The source's `ETag` for `document`, sent back as `If-None-Match`. Default none.
+    /// The source's `ETag` for that version, sent back as `If-None-Match`. Default none.
     #[serde(default)]
     pub etag: Option<String>,
-    /// The document as fetched (already checked to parse).
-    pub document: String,
+}
+
+/// The shared document value: its version, a newline, the body as fetched (already checked to
+/// parse). Kept raw rather than as a JSON string, which would escape every quote of the body.
+pub fn encode_document(version: u64, body: &str) -> Vec<u8> {
+    let mut value = format!("{version}\n").into_bytes();
+    value.extend_from_slice(body.as_bytes());
+    value
+}
+
+/// Reads a shared document value: `(version, body)`, `None` if absent or not of that form.
+pub fn decode_document(value: Option<&[u8]>) -> Option<(u64, &str)> {
+    let text = std::str::from_utf8(value?).ok()?;
+    let (version, body) = text.split_once('\n')?;
+    Some((version.parse().ok()?, body))
 }
 
 /// The lease record in shared data.
@@ -88,22 +108,26 @@ pub struct Lease {
 }
 
 /// Shared-data key names for one polled source, so that two documents or two filters in one
-/// VM do not mix their records.
+/// VM do not mix their values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedNames {
-    /// Where the [`Record`] lives.
-    pub record: String,
+    /// Where the document lives ([`encode_document`]).
+    pub document: String,
+    /// Where its [`Stamp`] lives.
+    pub stamp: String,
     /// Where the [`Lease`] lives.
     pub lease: String,
 }
 
 impl SharedNames {
     /// The names for a document of `kind` from `cluster` + `path`, e.g.
-    /// `auth_filter.jwks.record.auth_internal/internal/keys`.
+    /// `auth_filter.jwks.stamp.auth_internal/internal/keys`.
     pub fn new(kind: &str, cluster: &str, path: &str) -> Self {
+        let name = |part: &str| format!("auth_filter.{kind}.{part}.{cluster}{path}");
         Self {
-            record: format!("auth_filter.{kind}.record.{cluster}{path}"),
-            lease: format!("auth_filter.{kind}.lease.{cluster}{path}"),
+            document: name("document"),
+            stamp: name("stamp"),
+            lease: name("lease"),
         }
     }
 }
@@ -188,33 +212,40 @@ pub fn release_lease(current: Option<&Lease>, now: u64, success: bool, poll_seco
     }
 }
 
-/// The record to write after fetching `document` (with `etag`) at `now`: the same version with
-/// a new `fetched_at` when the document did not change, else the next version.
-pub fn next_record(
-    current: Option<&Record>,
-    document: &str,
-    etag: Option<&str>,
-    now: u64,
-) -> Record {
-    let version = match current {
-        Some(c) if c.document == document => c.version,
-        Some(c) => c.version.saturating_add(1),
+/// The version for a fetched `body`, given the shared `(version, body)`: the same version when
+/// the body did not change, else the next one.
+pub fn next_version(current: Option<(u64, &str)>, body: &str) -> u64 {
+    match current {
+        Some((version, shared)) if shared == body => version,
+        Some((version, _)) => version.saturating_add(1),
         None => 1,
-    };
-    Record {
-        version,
-        fetched_at: now.max(current.map_or(0, |c| c.fetched_at)),
-        etag: etag.map(str::to_owned),
-        document: document.to_owned(),
     }
 }
 
-/// The record to write after a 304 to `If-None-Match: sent_etag` at `now`: the same document
-/// with a new `fetched_at`. `None` if the shared record no longer carries that `ETag` (another
+/// The stamp to write once `version` (with `etag`) is stored, fetched at `now`; `None` when the
+/// shared stamp already names a newer version (a slower fetch never takes the stamp back).
+pub fn next_stamp(
+    current: Option<&Stamp>,
+    version: u64,
+    etag: Option<&str>,
+    now: u64,
+) -> Option<Stamp> {
+    match current {
+        Some(c) if c.version > version => None,
+        _ => Some(Stamp {
+            version,
+            fetched_at: now.max(current.map_or(0, |c| c.fetched_at)),
+            etag: etag.map(str::to_owned),
+        }),
+    }
+}
+
+/// The stamp to write after a 304 to `If-None-Match: sent_etag` at `now`: the same version
+/// with a new `fetched_at`. `None` if the shared stamp no longer carries that `ETag` (another
 /// worker stored a different document meanwhile), which the caller counts as a failed fetch.
-pub fn touched_record(current: Option<&Record>, sent_etag: &str, now: u64) -> Option<Record> {
+pub fn touched_stamp(current: Option<&Stamp>, sent_etag: &str, now: u64) -> Option<Stamp> {
     let current = current?;
-    (current.etag.as_deref() == Some(sent_etag)).then(|| Record {
+    (current.etag.as_deref() == Some(sent_etag)).then(|| Stamp {
         fetched_at: now.max(current.fetched_at),
         ..current.clone()
     })
@@ -226,20 +257,25 @@ pub fn is_fresh(fetched_at: u64, now: u64, stale_after_seconds: Option<u64>) -> 
     stale_after_seconds.is_none_or(|limit| now.saturating_sub(fetched_at) <= limit)
 }
 
-/// What one worker knows of the shared record: the version it parsed last.
+/// What one worker knows of the shared document: the version it parsed last.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VersionTracker {
     version: Option<u64>,
 }
 
 impl VersionTracker {
-    /// Whether `record` is a version this worker has not parsed yet; remembers it.
-    pub fn needs_parse(&mut self, record: &Record) -> bool {
-        if self.version == Some(record.version) {
+    /// Whether `version` is one this worker has not parsed yet; remembers it.
+    pub fn needs_parse(&mut self, version: u64) -> bool {
+        if self.version == Some(version) {
             return false;
         }
-        self.version = Some(record.version);
+        self.version = Some(version);
         true
+    }
+
+    /// Whether `version` is the one this worker parsed last.
+    pub fn is_current(&self, version: u64) -> bool {
+        self.version == Some(version)
     }
 
     /// The version last seen, if any.
@@ -371,6 +407,16 @@ pub struct Timing {
     pub stale_after_seconds: Option<u64>,
 }
 
+/// How [`Poller::update_stamp`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StampWrite {
+    Written,
+    /// The update did not apply to the shared stamp; nothing was written.
+    Declined,
+    /// Every attempt failed.
+    Failed,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct InFlight {
     token: u32,
@@ -410,45 +456,57 @@ impl<D: Document> Poller<D> {
             .map(|(document, _)| Rc::clone(document))
     }
 
+    /// The shared stamp, if any.
+    fn stamp(&self, shared: &dyn SharedData) -> Option<Stamp> {
+        let (bytes, _) = shared.get(&self.names.stamp)?;
+        decode(bytes.as_deref())
+    }
+
     /// A usable copy straight from shared data, parsed but not kept: for a worker whose own
     /// copy is missing or stale while another worker has already fetched a good one, so that
     /// it does not refuse requests until its next tick.
     pub fn peek(&self, shared: &dyn SharedData, now: u64) -> Option<Rc<D>> {
-        let (bytes, _) = shared.get(&self.names.record)?;
-        let record = decode::<Record>(bytes.as_deref())?;
-        if !is_fresh(record.fetched_at, now, self.timing.stale_after_seconds) {
+        let stamp = self.stamp(shared)?;
+        if !is_fresh(stamp.fetched_at, now, self.timing.stale_after_seconds) {
             return None;
         }
-        D::parse(record.document.as_bytes()).ok().map(Rc::new)
+        let (bytes, _) = shared.get(&self.names.document)?;
+        let (_, body) = decode_document(bytes.as_deref())?;
+        D::parse(body.as_bytes()).ok().map(Rc::new)
     }
 
-    /// Reads the shared record and re-parses it if its version is new.
+    /// Reads the shared stamp, and the document too if its version is new, re-parsing it.
     pub fn refresh(&mut self, shared: &dyn SharedData) -> Refreshed {
-        let Some((bytes, _)) = shared.get(&self.names.record) else {
+        let Some(stamp) = self.stamp(shared) else {
             return Refreshed::Unchanged;
         };
-        let Some(record) = decode::<Record>(bytes.as_deref()) else {
-            return Refreshed::Unchanged;
-        };
-        if !self.tracker.needs_parse(&record) {
-            if let Some((_, fetched_at)) = &mut self.current {
-                *fetched_at = (*fetched_at).max(record.fetched_at);
+        let unchanged = |poller: &mut Self| {
+            if let Some((_, fetched_at)) = &mut poller.current {
+                *fetched_at = (*fetched_at).max(stamp.fetched_at);
             }
-            return Refreshed::Unchanged;
+            Refreshed::Unchanged
+        };
+        if self.tracker.is_current(stamp.version) {
+            return unchanged(self);
         }
-        match D::parse(record.document.as_bytes()) {
+        let Some((bytes, _)) = shared.get(&self.names.document) else {
+            return Refreshed::Unchanged;
+        };
+        // The document's own version counts: a writer may have stored a newer body than the
+        // stamp names yet.
+        let Some((version, body)) = decode_document(bytes.as_deref()) else {
+            return Refreshed::Unchanged;
+        };
+        if !self.tracker.needs_parse(version) {
+            return unchanged(self);
+        }
+        match D::parse(body.as_bytes()) {
             Ok(document) => {
                 let summary = document.summary();
-                self.current = Some((Rc::new(document), record.fetched_at));
-                Refreshed::Loaded {
-                    version: record.version,
-                    summary,
-                }
+                self.current = Some((Rc::new(document), stamp.fetched_at));
+                Refreshed::Loaded { version, summary }
             }
-            Err(error) => Refreshed::Unusable {
-                version: record.version,
-                error,
-            },
+            Err(error) => Refreshed::Unusable { version, error },
         }
     }
 
@@ -465,10 +523,7 @@ impl<D: Document> Poller<D> {
         let lease = try_take_lease(current.as_ref(), self.worker_id, now, lease_secs)?;
         // A failure means another worker took it first.
         shared.set(&self.names.lease, &encode(&lease), cas).ok()?;
-        let if_none_match = shared
-            .get(&self.names.record)
-            .and_then(|(bytes, _)| decode::<Record>(bytes.as_deref()))
-            .and_then(|record| record.etag);
+        let if_none_match = self.stamp(shared).and_then(|stamp| stamp.etag);
         Some(Request { if_none_match })
     }
 
@@ -500,24 +555,33 @@ impl<D: Document> Poller<D> {
         classify::<D>(status, etag, body_size, body, sent)
     }
 
-    /// Records the outcome of this worker's fetch at `now`: the record stored or touched, then
-    /// the lease released with the next due time. The caller then calls [`Poller::refresh`].
+    /// Records the outcome of this worker's fetch at `now`: the document and its stamp stored,
+    /// or the stamp touched, then the lease released with the next due time. The caller then
+    /// calls [`Poller::refresh`].
     pub fn finish(&mut self, shared: &dyn SharedData, now: u64, fetched: Fetched) -> FetchResult {
         let sent = self.in_flight.take().and_then(|f| f.if_none_match);
         let result = match fetched {
             Fetched::Document { document, etag } => {
-                let stored = self.update_record(shared, |current| {
-                    Some(next_record(current, &document, etag.as_deref(), now))
-                });
+                let stored = self
+                    .store_document(shared, &document)
+                    .is_some_and(|version| {
+                        // A newer stamp than ours already covers a newer document: nothing to write.
+                        self.update_stamp(shared, |current| {
+                            next_stamp(current, version, etag.as_deref(), now)
+                        }) != StampWrite::Failed
+                    });
                 if stored {
                     FetchResult::Stored
                 } else {
-                    FetchResult::Failed("the record could not be written to shared data".to_owned())
+                    FetchResult::Failed(
+                        "the document could not be written to shared data".to_owned(),
+                    )
                 }
             }
             Fetched::NotModified => {
                 let touched = sent.as_deref().is_some_and(|sent| {
-                    self.update_record(shared, |current| touched_record(current, sent, now))
+                    self.update_stamp(shared, |current| touched_stamp(current, sent, now))
+                        == StampWrite::Written
                 });
                 if touched {
                     FetchResult::NotModified
@@ -531,29 +595,45 @@ impl<D: Document> Poller<D> {
         result
     }
 
-    /// Writes `next(current record)` with compare-and-swap; `false` if `next` declines or every
-    /// attempt lost the race.
-    fn update_record(
-        &self,
-        shared: &dyn SharedData,
-        next: impl Fn(Option<&Record>) -> Option<Record>,
-    ) -> bool {
+    /// Stores `body` as the shared document with compare-and-swap, under the next version if it
+    /// differs from the shared one; the version it is shared under, `None` if every attempt
+    /// failed.
+    fn store_document(&self, shared: &dyn SharedData, body: &str) -> Option<u64> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some((bytes, cas)) = shared.get(&self.names.record) else {
-                return false;
-            };
-            let current = decode::<Record>(bytes.as_deref());
-            let Some(record) = next(current.as_ref()) else {
-                return false;
-            };
-            if shared
-                .set(&self.names.record, &encode(&record), cas)
-                .is_ok()
-            {
-                return true;
+            let (bytes, cas) = shared.get(&self.names.document)?;
+            let current = decode_document(bytes.as_deref());
+            let version = next_version(current, body);
+            if current.is_some_and(|(shared_version, _)| shared_version == version) {
+                return Some(version);
+            }
+            match shared.set(&self.names.document, &encode_document(version, body), cas) {
+                Ok(()) => return Some(version),
+                Err(SetError::CasMismatch) => {}
+                Err(SetError::Failed) => return None,
             }
         }
-        false
+        None
+    }
+
+    /// Writes `next(current stamp)` with compare-and-swap.
+    fn update_stamp(
+        &self,
+        shared: &dyn SharedData,
+        next: impl Fn(Option<&Stamp>) -> Option<Stamp>,
+    ) -> StampWrite {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((bytes, cas)) = shared.get(&self.names.stamp) else {
+                return StampWrite::Failed;
+            };
+            let current = decode::<Stamp>(bytes.as_deref());
+            let Some(stamp) = next(current.as_ref()) else {
+                return StampWrite::Declined;
+            };
+            if shared.set(&self.names.stamp, &encode(&stamp), cas).is_ok() {
+                return StampWrite::Written;
+            }
+        }
+        StampWrite::Failed
     }
 
     fn release(&self, shared: &dyn SharedData, now: u64, success: bool) {
@@ -619,8 +699,12 @@ pub(crate) mod tests {
             decode(self.get(&names.lease).unwrap().0.as_deref())
         }
 
-        pub(crate) fn record(&self, names: &SharedNames) -> Option<Record> {
-            decode(self.get(&names.record).unwrap().0.as_deref())
+        /// The shared stamp, with the document body.
+        pub(crate) fn record(&self, names: &SharedNames) -> Option<(Stamp, String)> {
+            let stamp = decode(self.get(&names.stamp).unwrap().0.as_deref())?;
+            let document = self.get(&names.document).unwrap().0?;
+            let (_, body) = decode_document(Some(&document))?;
+            Some((stamp, body.to_owned()))
         }
     }
 
@@ -681,13 +765,21 @@ pub(crate) mod tests {
 
     #[test]
     fn records_round_trip_and_garbage_reads_as_absent() {
-        let record = Record {
+        let stamp = Stamp {
             version: 3,
             fetched_at: NOW,
             etag: Some("\"v3\"".to_owned()),
-            document: r#"{"keys":[]}"#.to_owned(),
         };
-        assert_eq!(decode::<Record>(Some(&encode(&record))), Some(record));
+        assert_eq!(decode::<Stamp>(Some(&encode(&stamp))), Some(stamp));
+        let body = "{\"keys\":[]}\n\"with a newline\"";
+        assert_eq!(
+            decode_document(Some(&encode_document(3, body))),
+            Some((3, body))
+        );
+        for garbage in [&b""[..], b"no newline", b"x\n{}", b"-1\n{}", b"\xff\n{}"] {
+            assert_eq!(decode_document(Some(garbage)), None, "{garbage:?}");
+        }
+        assert_eq!(decode_document(None), None);
         let lease = Lease {
             holder: Some(7),
             expires_at: NOW + 5,
@@ -697,11 +789,10 @@ pub(crate) mod tests {
         assert_eq!(decode::<Lease>(Some(&encode(&lease))), Some(lease));
         assert_eq!(decode::<Lease>(Some(b"not json")), None);
         assert_eq!(decode::<Lease>(None), None);
-        let old_key_record = br#"{"version":1,"fetched_at":1,"keys_json":"{}"}"#;
         assert_eq!(
-            decode::<Record>(Some(old_key_record)),
+            decode::<Stamp>(Some(br#"{"fetched_at":1}"#)),
             None,
-            "a record of the earlier format reads as absent"
+            "a stamp without a version reads as absent"
         );
     }
 
@@ -793,43 +884,53 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn record_version_changes_only_with_the_document() {
-        let first = next_record(None, "a", Some("\"1\""), NOW);
-        assert_eq!((first.version, first.fetched_at), (1, NOW));
-        let same = next_record(Some(&first), "a", Some("\"1\""), NOW + 30);
+    fn the_version_changes_only_with_the_document() {
+        assert_eq!(next_version(None, "a"), 1);
         assert_eq!(
-            (same.version, same.fetched_at),
-            (1, NOW + 30),
-            "refetching the same document keeps the version"
+            next_version(Some((1, "a")), "a"),
+            1,
+            "same body, same version"
         );
-        let changed = next_record(Some(&same), "b", None, NOW + 60);
+        assert_eq!(next_version(Some((1, "a")), "b"), 2);
+        assert_eq!(
+            next_version(Some((u64::MAX, "a")), "b"),
+            u64::MAX,
+            "no overflow"
+        );
+    }
+
+    #[test]
+    fn the_stamp_follows_the_newest_version_and_never_goes_back() {
+        let first = next_stamp(None, 1, Some("\"1\""), NOW).unwrap();
+        assert_eq!((first.version, first.fetched_at), (1, NOW));
+        let same = next_stamp(Some(&first), 1, Some("\"1\""), NOW + 30).unwrap();
+        assert_eq!((same.version, same.fetched_at), (1, NOW + 30));
+        let changed = next_stamp(Some(&same), 2, None, NOW + 60).unwrap();
         assert_eq!((changed.version, changed.etag.as_deref()), (2, None));
-        let late = next_record(Some(&changed), "b", None, NOW);
+        let late = next_stamp(Some(&changed), 2, None, NOW).unwrap();
         assert_eq!(
             late.fetched_at,
             NOW + 60,
             "a slow fetch never moves fetched_at back"
         );
+        assert_eq!(
+            next_stamp(Some(&changed), 1, Some("\"1\""), NOW + 90),
+            None,
+            "a slow fetch of an older version leaves the stamp alone"
+        );
     }
 
     #[test]
-    fn a_304_touches_the_record_only_for_the_etag_that_was_sent() {
-        let record = next_record(None, "a", Some("\"1\""), NOW);
-        let touched = touched_record(Some(&record), "\"1\"", NOW + 30).unwrap();
-        assert_eq!(
-            (
-                touched.version,
-                touched.fetched_at,
-                touched.document.as_str()
-            ),
-            (1, NOW + 30, "a")
-        );
+    fn a_304_touches_the_stamp_only_for_the_etag_that_was_sent() {
+        let stamp = next_stamp(None, 1, Some("\"1\""), NOW).unwrap();
+        let touched = touched_stamp(Some(&stamp), "\"1\"", NOW + 30).unwrap();
+        assert_eq!((touched.version, touched.fetched_at), (1, NOW + 30));
         let cases = [
-            (None, "\"1\"", "no record to confirm"),
-            (Some(&record), "\"2\"", "another document is shared now"),
+            (None, "\"1\"", "no stamp to confirm"),
+            (Some(&stamp), "\"2\"", "another document is shared now"),
         ];
         for (current, sent, reason) in cases {
-            assert_eq!(touched_record(current, sent, NOW), None, "{reason}");
+            assert_eq!(touched_stamp(current, sent, NOW), None, "{reason}");
         }
     }
 
@@ -856,11 +957,88 @@ pub(crate) mod tests {
     #[test]
     fn a_worker_reparses_only_when_the_version_changes() {
         let mut tracker = VersionTracker::default();
-        let v1 = next_record(None, "a", None, NOW);
-        assert!(tracker.needs_parse(&v1));
-        assert!(!tracker.needs_parse(&next_record(Some(&v1), "a", None, NOW + 30)));
-        assert!(tracker.needs_parse(&next_record(Some(&v1), "b", None, NOW + 30)));
+        assert!(tracker.needs_parse(1));
+        assert!(tracker.is_current(1));
+        assert!(!tracker.needs_parse(1));
+        assert!(tracker.needs_parse(2));
         assert_eq!(tracker.version(), Some(2));
+    }
+
+    /// Counts the reads of each key, to show what a tick costs.
+    #[derive(Debug, Default)]
+    struct CountingShared {
+        inner: MockShared,
+        reads: RefCell<HashMap<String, usize>>,
+    }
+
+    impl SharedData for CountingShared {
+        fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+            *self.reads.borrow_mut().entry(key.to_owned()).or_default() += 1;
+            self.inner.get(key)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_refresh_reads_the_document_only_when_its_version_changes() {
+        let shared = CountingShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        poll(&mut a, &shared.inner, NOW, ("200", None, r#"["x"]"#));
+        let document_reads = || {
+            shared
+                .reads
+                .borrow()
+                .get(&names().document)
+                .copied()
+                .unwrap_or(0)
+        };
+        assert!(matches!(
+            b.refresh(&shared),
+            Refreshed::Loaded { version: 1, .. }
+        ));
+        assert_eq!(document_reads(), 1);
+        for _ in 0..10 {
+            assert_eq!(b.refresh(&shared), Refreshed::Unchanged);
+        }
+        assert_eq!(document_reads(), 1, "ten ticks read only the stamp");
+        poll(
+            &mut a,
+            &shared.inner,
+            NOW + 30,
+            ("200", None, r#"["x","y"]"#),
+        );
+        assert!(matches!(
+            b.refresh(&shared),
+            Refreshed::Loaded { version: 2, .. }
+        ));
+        assert_eq!(document_reads(), 2);
+    }
+
+    #[test]
+    fn a_stamp_behind_the_document_costs_a_read_but_no_reparse() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
+        // A writer stored version 2 and has not stamped it yet.
+        shared
+            .set(&names().document, &encode_document(2, r#"["x","y"]"#), None)
+            .unwrap();
+        assert_eq!(
+            a.refresh(&shared),
+            Refreshed::Unchanged,
+            "a worker on the stamped version waits for the stamp"
+        );
+        assert!(
+            matches!(b.refresh(&shared), Refreshed::Loaded { version: 2, .. }),
+            "a worker that has to read the document takes its own version"
+        );
+        assert_eq!(b.refresh(&shared), Refreshed::Unchanged, "parsed once");
+        assert_eq!(words(&b, NOW).map(|w| w.len()), Some(2));
     }
 
     #[test]
@@ -870,10 +1048,11 @@ pub(crate) mod tests {
         let c = SharedNames::new("revocations", "auth_internal", "/internal/keys");
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert_ne!(a.record, a.lease);
+        assert_ne!(a.document, a.stamp);
+        assert_ne!(a.stamp, a.lease);
         assert_eq!(
-            a.record,
-            "auth_filter.jwks.record.auth_internal/internal/keys"
+            a.stamp,
+            "auth_filter.jwks.stamp.auth_internal/internal/keys"
         );
     }
 
@@ -1052,7 +1231,7 @@ pub(crate) mod tests {
             let result = poll(&mut a, &shared, at, (status, None, body));
             assert!(matches!(result, Some(FetchResult::Failed(_))), "{reason}");
             assert_eq!(words(&a, at), Some(vec!["x".to_owned()]), "{reason}: kept");
-            assert_eq!(shared.record(&names()).unwrap().version, 1, "{reason}");
+            assert_eq!(shared.record(&names()).unwrap().0.version, 1, "{reason}");
             assert_eq!(
                 shared.lease(&names()).unwrap().next_attempt_at,
                 next,
@@ -1086,8 +1265,8 @@ pub(crate) mod tests {
             FetchResult::NotModified
         );
         assert_eq!(a.refresh(&shared), Refreshed::Unchanged, "no re-parse");
-        let record = shared.record(&names()).unwrap();
-        assert_eq!((record.version, record.fetched_at), (1, NOW + 30));
+        let (stamp, _) = shared.record(&names()).unwrap();
+        assert_eq!((stamp.version, stamp.fetched_at), (1, NOW + 30));
         assert!(words(&a, NOW + 90).is_some(), "fetched_at moved on");
         assert_eq!(shared.lease(&names()).unwrap().next_attempt_at, NOW + 60);
     }
@@ -1114,7 +1293,7 @@ pub(crate) mod tests {
             FetchResult::Failed(_)
         ));
         assert_eq!(
-            shared.record(&names()).unwrap().etag.as_deref(),
+            shared.record(&names()).unwrap().0.etag.as_deref(),
             Some("\"v2\"")
         );
         assert_eq!(
@@ -1136,12 +1315,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_unparsable_shared_record_leaves_the_previous_copy_in_use() {
+    fn an_unparsable_shared_document_leaves_the_previous_copy_in_use() {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
-        let bad = next_record(shared.record(&names()).as_ref(), "{", None, NOW + 1);
-        shared.set(&names().record, &encode(&bad), None).unwrap();
+        shared
+            .set(&names().document, &encode_document(2, "{"), None)
+            .unwrap();
+        let stamp = next_stamp(None, 2, None, NOW + 1).unwrap();
+        shared.set(&names().stamp, &encode(&stamp), None).unwrap();
         assert!(matches!(
             a.refresh(&shared),
             Refreshed::Unusable { version: 2, .. }

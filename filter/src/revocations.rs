@@ -348,7 +348,7 @@ pub(crate) mod tests {
         let (second, result) = answer(&mut poller, NOW + 2, "304", "");
         assert_eq!(second.if_none_match.as_deref(), Some("\"v1\""));
         assert_eq!(result, FetchResult::NotModified);
-        assert_eq!(shared.record(&names).unwrap().fetched_at, NOW + 2);
+        assert_eq!(shared.record(&names).unwrap().0.fetched_at, NOW + 2);
 
         let (_, result) = answer(
             &mut poller,

@@ -7,14 +7,14 @@ use e2e::{Stack, StackOptions};
 use serde_json::{json, Value};
 
 /// The filter polls the feed every second in these tests (`poll_seconds: 1`); the worker that
-/// fetched uses the new feed at once, the other workers from their next tick (one second). So a
-/// revocation reaches every worker within two seconds plus the fetch; one more second absorbs a
-/// noisy machine.
-const WITHIN: Duration = Duration::from_secs(3);
+/// fetched uses the new feed at once, the other workers from their next tick (250 ms). So a
+/// revocation reaches every worker within 1.25 s plus the fetch; the rest absorbs a noisy
+/// machine.
+const WITHIN: Duration = Duration::from_secs(2);
 
 /// How long an answer must hold, on fresh connections, before every worker is known to give it:
 /// longer than one tick.
-const STEADY: Duration = Duration::from_millis(1_200);
+const STEADY: Duration = Duration::from_millis(600);
 
 /// Polls `GET /api/orders` with `token`, each time on a new connection so that every Envoy
 /// worker gets asked, until it has answered `status` without a break for `STEADY`; panics if that
