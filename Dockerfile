@@ -7,9 +7,11 @@ COPY . .
 RUN cargo build --release --locked -p auth-api -p echo-upstream
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 auth
+# curl: for the compose healthcheck (GET /readyz).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --create-home --uid 10001 auth
 COPY --from=build /src/target/release/auth-api /src/target/release/echo-upstream /usr/local/bin/
 USER auth
+WORKDIR /home/auth
 EXPOSE 8080 8081 8090
 CMD ["auth-api", "serve"]

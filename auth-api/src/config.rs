@@ -17,7 +17,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `AUTH_INTERNAL_LISTEN`, default `127.0.0.1:8081`: key material for the gateway.
     pub internal_listen: SocketAddr,
-    /// `AUTH_INTERNAL_TOKEN`: bearer token of the internal listener (at least 32 characters).
+    /// `AUTH_INTERNAL_TOKEN`: bearer token of the internal listener (at least 32 characters of
+    /// RFC 6750's `b64token` alphabet: letters, digits and `-._~+/`, then `=` padding).
     /// Unset: the internal listener is not started.
     pub internal_token: Option<SecretString>,
     /// `AUTH_JWT_ISSUER`, default `auth-service`: the `iss` of every access token.
@@ -70,9 +71,9 @@ pub struct Config {
     /// `AUTH_CLIENT_IP_HEADER`, default `x-envoy-external-address`: where a trusted proxy puts
     /// the client's address. Empty: always the connection's address.
     pub client_ip_header: Option<String>,
-    /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses whose `AUTH_CLIENT_IP_HEADER`
-    /// is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses or CIDR ranges (a container
+    /// network, a pod range) whose `AUTH_CLIENT_IP_HEADER` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `AUTH_REDIS_URL`: keep the per-address buckets in Redis, shared by every replica.
     /// Unset: in memory, per replica.
     pub redis_url: Option<SecretString>,
@@ -138,8 +139,8 @@ impl Default for Config {
             ip_limit_per_minute: 60,
             client_ip_header: Some("x-envoy-external-address".to_owned()),
             trusted_proxies: vec![
-                std::net::IpAddr::from([127, 0, 0, 1]),
-                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                std::net::IpAddr::from([127, 0, 0, 1]).into(),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into(),
             ],
             redis_url: None,
             redis_prefix: "auth:ip:".to_owned(),
@@ -226,13 +227,19 @@ impl Config {
             trusted_proxies: match env.list("AUTH_TRUSTED_PROXIES")? {
                 Some(list) => list
                     .iter()
-                    .map(|ip| {
-                        ip.parse().map_err(|e| {
-                            ConfigError::new(
-                                "AUTH_TRUSTED_PROXIES",
-                                format!("invalid address {ip:?}: {e}"),
-                            )
-                        })
+                    .map(|entry| {
+                        entry
+                            .parse::<ipnet::IpNet>()
+                            .or_else(|_| entry.parse::<std::net::IpAddr>().map(Into::into))
+                            .map_err(|_| {
+                                ConfigError::new(
+                                    "AUTH_TRUSTED_PROXIES",
+                                    format!(
+                                        "{entry:?} is neither an address nor a CIDR range \
+                                         (e.g. 10.0.0.0/8)"
+                                    ),
+                                )
+                            })
                     })
                     .collect::<Result<_, _>>()?,
                 None => d.trusted_proxies,
@@ -327,6 +334,13 @@ impl Env<'_> {
                 NAME,
                 format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters"),
             )),
+            // Any other character could never be presented as a bearer token: the gateway
+            // would start, then answer 503 for want of keys.
+            Some(token) if !crate::extract::is_token68(&token) => Err(ConfigError::new(
+                NAME,
+                "may hold only letters, digits and - . _ ~ + / (then = padding), as a bearer \
+                 token must",
+            )),
             other => Ok(other.map(SecretString::from)),
         }
     }
@@ -362,6 +376,13 @@ mod tests {
             ("AUTH_LISTEN", "localhost", "not ip:port"),
             ("AUTH_BCRYPT_COST", "4", "too cheap for production"),
             ("AUTH_INTERNAL_TOKEN", "short", "guessable"),
+            (
+                "AUTH_INTERNAL_TOKEN",
+                "long-enough-but-has-a-star-*-0123456789",
+                "not a bearer token",
+            ),
+            ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "no such range"),
+            ("AUTH_TRUSTED_PROXIES", "gateway", "not an address"),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
         ];
@@ -382,6 +403,17 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains(token));
         assert!(!debug.contains("pepper-value"));
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let config = load(&[("AUTH_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.5,fd00::/8")]).unwrap();
+        let nets: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.168.1.5/32", "fd00::/8"]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl LoginThrottle {
 pub struct IpLimiter {
     buckets: Buckets,
     header: Option<String>,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 enum Buckets {
@@ -149,8 +149,10 @@ impl IpLimiter {
         peer: Option<&ConnectInfo<SocketAddr>>,
         headers: &HeaderMap,
     ) -> Option<IpAddr> {
-        let peer = peer.map(|ConnectInfo(addr)| addr.ip());
-        let trusted = peer.is_some_and(|ip| self.trusted_proxies.contains(&ip));
+        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; compare them as IPv4.
+        let peer = peer.map(|ConnectInfo(addr)| addr.ip().to_canonical());
+        let trusted =
+            peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)));
         let from_header = || {
             let name = self.header.as_deref()?;
             headers
@@ -241,7 +243,10 @@ mod tests {
     #[tokio::test]
     async fn forwarded_address_counts_only_from_a_trusted_proxy() {
         let config = Config {
-            trusted_proxies: vec![[127, 0, 0, 1].into()],
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+            ],
             ..Config::default()
         };
         let limiter = IpLimiter::new(&config).await.unwrap();
@@ -258,6 +263,24 @@ mod tests {
             limiter.client_ip(Some(&stranger), &headers),
             Some([192, 0, 2, 9].into()),
             "forged header ignored"
+        );
+        let in_range = ConnectInfo(SocketAddr::from(([10, 1, 200, 3], 40000)));
+        let out_of_range = ConnectInfo(SocketAddr::from(([10, 2, 0, 1], 40000)));
+        assert_eq!(
+            limiter.client_ip(Some(&in_range), &headers),
+            Some([203, 0, 113, 7].into()),
+            "a proxy anywhere in a trusted range"
+        );
+        assert_eq!(
+            limiter.client_ip(Some(&out_of_range), &headers),
+            Some([10, 2, 0, 1].into()),
+            "just outside the range"
+        );
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert_eq!(
+            limiter.client_ip(Some(&ConnectInfo(mapped)), &headers),
+            Some([203, 0, 113, 7].into()),
+            "an IPv4 proxy seen through a dual-stack listener"
         );
     }
 

@@ -474,10 +474,10 @@ fn remote_source(
     }
     let bearer_token: Option<String> = fields.take("bearer_token")?;
     if let Some(token) = &bearer_token {
-        if token.is_empty() || !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
+        if !is_b64token(token) {
             return Err(ConfigError::new(
                 fields.field_path("bearer_token"),
-                "expected a non-empty printable ascii token",
+                "expected a bearer token of letters, digits and - . _ ~ + / (then = padding)",
             ));
         }
     }
@@ -579,6 +579,16 @@ fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
         methods,
         require,
     })
+}
+
+/// RFC 6750 §2.1 `b64token`, the only bearer credentials a server has to accept:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
@@ -982,6 +992,24 @@ pub(crate) mod tests {
                 ),
                 "remote_revocations.bearer_token",
                 "a space in the bearer token",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "bearer_token": "abc\"def"}),
+                ),
+                "remote_revocations.bearer_token",
+                "a quote in the bearer token",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "bearer_token": "=="}),
+                ),
+                "remote_revocations.bearer_token",
+                "padding alone",
             ),
             (
                 with(

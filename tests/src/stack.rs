@@ -120,6 +120,7 @@ impl Stack {
             ("WASM_PATH", filter_wasm().display().to_string()),
             ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
             ("POLL_SECONDS", options.poll_seconds.to_string()),
+            ("REVOCATION_POLL_SECONDS", options.poll_seconds.to_string()),
         ]);
         let envoy = match Envoy::start(&render_config(&values), options.concurrency).await {
             Ok(envoy) => envoy,

@@ -26,6 +26,9 @@ const AUTH_INTERNAL: u16 = 8081;
 const UPSTREAM: u16 = 8090;
 /// The filter polls keys this often in the dev stack.
 const POLL_SECONDS: u32 = 5;
+/// And the revocation feed this often (the filter's default): with `ETag`s an unchanged feed
+/// costs one indexed query per poll.
+const REVOCATION_POLL_SECONDS: u32 = 2;
 
 /// The running processes, stopped (TERM, then KILL) when dropped.
 struct Processes(Vec<(&'static str, Child)>);
@@ -120,6 +123,10 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         ("WASM_PATH", wasm.display().to_string()),
         ("INTERNAL_TOKEN", token.clone()),
         ("POLL_SECONDS", POLL_SECONDS.to_string()),
+        (
+            "REVOCATION_POLL_SECONDS",
+            REVOCATION_POLL_SECONDS.to_string(),
+        ),
     ]);
     let mut config = template;
     for (name, value) in &values {

@@ -90,6 +90,13 @@ async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next
                 scope = "ip",
                 "client address over its limit"
             );
+            // Counted with the endpoint's other outcomes, like the per-email lock.
+            match request.uri().path() {
+                "/login" => state.metrics.login("rate_limited"),
+                "/refresh" => state.metrics.refresh("rate_limited"),
+                "/signup" => state.metrics.signup("rate_limited"),
+                _ => {}
+            }
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             }

@@ -183,6 +183,12 @@ async fn each_client_address_has_its_own_bucket_and_forwarded_for_is_ignored() {
         StatusCode::UNAUTHORIZED,
         "only the credential endpoints are limited"
     );
+    let metrics = app.get("/metrics", None).await;
+    let metrics = metrics.body.as_str().unwrap();
+    assert!(
+        metrics.contains(r#"auth_login_total{result="rate_limited"} 1"#),
+        "the refused login is counted:\n{metrics}"
+    );
 }
 
 /// Load shedding: a flood of logins fills the bounded bcrypt queue and the excess is refused

@@ -15,6 +15,7 @@ async fn malformed_plugin_config_is_refused_naming_the_field() {
         ("WASM_PATH", filter_wasm().display().to_string()),
         ("INTERNAL_TOKEN", "x".repeat(32)),
         ("POLL_SECONDS", "1".to_owned()),
+        ("REVOCATION_POLL_SECONDS", "1".to_owned()),
     ]);
     let config = render_config(&values).replace(r#""audiences": ["api"]"#, r#""audiences": []"#);
     let failed = Envoy::start(&config, 1)
@@ -38,7 +39,9 @@ fn docker_compose_gateway_matches_the_dev_gateway() {
         let end = start + yaml[start..].find(to).unwrap();
         yaml[start..end].to_owned()
     };
-    let dev = read("dev.yaml").replace("{{POLL_SECONDS}}", "5");
+    let dev = read("dev.yaml")
+        .replace("{{POLL_SECONDS}}", "5")
+        .replace("{{REVOCATION_POLL_SECONDS}}", "2");
     let docker = read("docker.yaml");
     for (from, to) in [
         ("configuration:", "- name: envoy.filters.http.router"),
