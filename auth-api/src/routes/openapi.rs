@@ -25,7 +25,7 @@ use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
         health::readyz,
         health::metrics,
     ),
-    components(schemas(ErrorBody, TokenResponse, AccessClaims, JwksDoc, StatusDoc)),
+    components(schemas(ErrorBody, TokenResponse, AccessClaims, JwksDoc, StatusDoc, sessions::LogoutScope)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;

@@ -2,12 +2,15 @@
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, State},
+    extract::{
+        rejection::{BytesRejection, QueryRejection},
+        Query, State,
+    },
     http::{header, HeaderMap, StatusCode},
     response::Response,
 };
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::accounts::token_reply;
 use crate::{
@@ -25,12 +28,81 @@ pub(super) struct RefreshRequest {
     refresh_token: String,
 }
 
-/// `{"refresh_token"?, "all"?}`, or nothing when a bearer token is sent.
+/// `{"refresh_token"?, "all"?}`, or nothing when a bearer token is sent. `"all": true` is
+/// `?scope=all`.
 #[derive(Default, Deserialize, ToSchema)]
 pub(super) struct LogoutRequest {
     refresh_token: Option<String>,
     #[serde(default)]
     all: bool,
+}
+
+/// Which sessions a logout ends, in GoTrue's vocabulary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogoutScope {
+    /// The session of the presented token.
+    #[default]
+    Local,
+    /// Every session of the user (GoTrue's `global` is accepted too).
+    #[serde(alias = "global")]
+    All,
+    /// Every session of the user except the presented token's.
+    Others,
+}
+
+/// `?scope=local|all|others`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct LogoutQuery {
+    /// `local` (default): this session; `all` (or `global`): every session of the user;
+    /// `others`: every session but this one.
+    scope: Option<LogoutScope>,
+}
+
+/// The scope asked for by the query and the body, which must agree.
+fn logout_scope(
+    query: Result<Query<LogoutQuery>, QueryRejection>,
+    body: &LogoutRequest,
+) -> Result<LogoutScope> {
+    let Query(query) = query.map_err(|_| {
+        ApiError::InvalidRequest("scope must be one of local, all, others".to_owned())
+    })?;
+    match (query.scope, body.all) {
+        (None, all) => Ok(if all {
+            LogoutScope::All
+        } else {
+            LogoutScope::Local
+        }),
+        (Some(scope), false) | (Some(scope @ LogoutScope::All), true) => Ok(scope),
+        (Some(_), true) => Err(ApiError::InvalidRequest(
+            "\"all\": true contradicts the scope asked for".to_owned(),
+        )),
+    }
+}
+
+/// Ends the sessions `scope` names, for the session `session_id` of `user_id`.
+async fn end_sessions(
+    state: &AppState,
+    scope: LogoutScope,
+    user_id: &str,
+    session_id: &str,
+) -> Result<()> {
+    let at = state.revoke_at();
+    match scope {
+        LogoutScope::Local => {
+            state.store.revoke_session(session_id, at, "logout").await?;
+        }
+        LogoutScope::All => state.store.revoke_all_sessions(user_id, at).await?,
+        LogoutScope::Others => {
+            state
+                .store
+                .revoke_other_sessions(user_id, session_id, at, "logout_others")
+                .await?;
+        }
+    }
+    tracing::info!(event = "logout", scope = ?scope, "logged out");
+    Ok(())
 }
 
 /// Rotates a refresh token: 200 with a new pair, or 401 `invalid_grant`.
@@ -160,12 +232,13 @@ async fn rotate(state: &AppState, presented: &str) -> Result<Response, Rejected>
     Err(Rejected::Reused)
 }
 
-/// Ends the session of a refresh token or of a bearer access token; with `"all": true`, every
-/// session of the user. 204, also for tokens already revoked or unknown (RFC 7009 §2.2);
-/// 400 with neither token; 401 for a bearer token that does not verify.
-#[utoipa::path(post, path = "/logout", request_body(content = Option<LogoutRequest>, description = "empty when a bearer token is sent"), responses(
+/// Ends the session of a refresh token or of a bearer access token; with `?scope=all` (or
+/// `"all": true`) every session of the user, with `?scope=others` every other one. 204, also
+/// for tokens already revoked or unknown (RFC 7009 §2.2); 400 with neither token or an
+/// unknown scope; 401 for a bearer token that does not verify.
+#[utoipa::path(post, path = "/logout", params(LogoutQuery), request_body(content = Option<LogoutRequest>, description = "empty when a bearer token is sent"), responses(
     (status = 204, description = "logged out (also for unknown or already revoked tokens)"),
-    (status = 400, description = "neither a refresh token nor a bearer token, or malformed JSON", body = ErrorBody),
+    (status = 400, description = "neither a refresh token nor a bearer token, an unknown scope, or malformed JSON", body = ErrorBody),
     (status = 401, description = "a bearer token that does not verify", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
@@ -173,10 +246,12 @@ async fn rotate(state: &AppState, presented: &str) -> Result<Response, Rejected>
 #[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn logout(
     State(state): State<AppState>,
+    query: Result<Query<LogoutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let request = optional_json_body(&headers, body)?;
+    let scope = logout_scope(query, &request)?;
     if let Some(token) = bearer_token(&headers)? {
         let verified = state.verify_access_token(token).await?;
         let claims = &verified.typed;
@@ -184,18 +259,7 @@ pub(super) async fn logout(
         // Only a token `/validate` would accept ends sessions: one of an already ended session
         // changes nothing (logout is idempotent) and above all cannot end every other session.
         if state.check_session(&verified).await.is_ok() {
-            if request.all {
-                state
-                    .store
-                    .revoke_all_sessions(&claims.sub, state.revoke_at())
-                    .await?;
-            } else {
-                state
-                    .store
-                    .revoke_session(&claims.sid, state.revoke_at(), "logout")
-                    .await?;
-            }
-            tracing::info!(event = "logout", all = request.all, "logged out");
+            end_sessions(&state, scope, &claims.sub, &claims.sid).await?;
         }
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -212,28 +276,18 @@ pub(super) async fn logout(
         return Ok(StatusCode::NO_CONTENT);
     };
     tracing::Span::current().record("user_id", found.session.user_id.as_str());
-    if request.all {
-        // Ending every session takes the session's live token (or its predecessor within the
-        // grace window): an old token, stolen once, must not log the user out everywhere for
-        // the rest of the session's life.
-        if is_live(
+    // Any token of the session ends it: an old one is reuse anyway, which revokes it too. Ending
+    // other sessions takes the session's live token (or its predecessor within the grace
+    // window): an old token, stolen once, must not log the user out everywhere for the rest of
+    // the session's life.
+    let allowed = scope == LogoutScope::Local
+        || is_live(
             &found,
             state.clock.now(),
             secs(state.config.refresh_reuse_grace),
-        ) {
-            state
-                .store
-                .revoke_all_sessions(&found.session.user_id, state.revoke_at())
-                .await?;
-            tracing::info!(event = "logout", all = true, "logged out everywhere");
-        }
-    } else {
-        // Any token of the session ends it: an old one is reuse anyway, which revokes it too.
-        state
-            .store
-            .revoke_session(&found.session.id, state.revoke_at(), "logout")
-            .await?;
-        tracing::info!(event = "logout", all = false, "logged out");
+        );
+    if allowed {
+        end_sessions(&state, scope, &found.session.user_id, &found.session.id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

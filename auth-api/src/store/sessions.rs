@@ -192,20 +192,60 @@ impl Store {
         reason: &str,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let revoked = Self::revoke_session_in(&mut tx, session_id, at, reason).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Revokes every live session of the user but `keep`, each published in the revocation
+    /// feed (a per-user "not before" would refuse `keep`'s tokens too); how many it ended.
+    pub async fn revoke_other_sessions(
+        &self,
+        user_id: &str,
+        keep: &str,
+        at: RevokeAt,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let others: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM sessions \
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(user_id)
+        .bind(keep)
+        .bind(at.now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ended = 0;
+        for session_id in &others {
+            if Self::revoke_session_in(&mut tx, session_id, at, reason).await? {
+                ended += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// Revokes one session inside the caller's transaction and publishes it in the feed;
+    /// `false` when it was already revoked or does not exist.
+    async fn revoke_session_in(
+        conn: &mut AnyConnection,
+        session_id: &str,
+        at: RevokeAt,
+        reason: &str,
+    ) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
             "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(session_id)
         .bind(at.now)
         .bind(reason)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         let revoked = result.rows_affected() == 1;
         if revoked {
-            Self::record_revocation(&mut tx, Revoked::Session(session_id), at.until, at.now)
-                .await?;
+            Self::record_revocation(conn, Revoked::Session(session_id), at.until, at.now).await?;
         }
-        tx.commit().await?;
         Ok(revoked)
     }
 

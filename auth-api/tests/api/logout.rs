@@ -5,7 +5,7 @@ use axum::{
     http::{header, Request, StatusCode},
 };
 
-use crate::helpers::{TestApp, Tokens};
+use crate::helpers::{TestApp, TestResponse, Tokens};
 
 async fn logout_with_refresh_token_ends_only_that_session(app: TestApp) {
     let (user, mine) = app.logged_in_user().await;
@@ -146,7 +146,130 @@ async fn a_revoked_sessions_access_token_cannot_log_out_everywhere(app: TestApp)
     assert_eq!(app.validate(&laptop.access).await.status, StatusCode::OK);
 }
 
+/// `POST /logout?scope=…` with a bearer token, or with a refresh token when `refresh` is set.
+async fn logout_scoped(app: &TestApp, scope: &str, tokens: &Tokens, refresh: bool) -> TestResponse {
+    let builder = Request::post(format!("/logout?scope={scope}"));
+    let request = if refresh {
+        builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({"refresh_token": tokens.refresh}).to_string(),
+            ))
+    } else {
+        builder
+            .header(header::AUTHORIZATION, format!("Bearer {}", tokens.access))
+            .body(Body::empty())
+    };
+    app.request(request.unwrap()).await
+}
+
+/// Whether the access token of each of `sessions` still passes `/validate`.
+async fn alive(app: &TestApp, sessions: &[&Tokens]) -> Vec<bool> {
+    let mut alive = Vec::new();
+    for tokens in sessions {
+        let validates = app.validate(&tokens.access).await.status == StatusCode::OK;
+        alive.push(validates);
+    }
+    alive
+}
+
+async fn scope_all_in_the_query_ends_every_session(app: TestApp) {
+    for (scope, refresh) in [("all", false), ("global", true)] {
+        let (user, a) = app.logged_in_user().await;
+        let b = user.login(&app).await;
+        let (_, stranger) = app.logged_in_user().await;
+        let response = logout_scoped(&app, scope, &a, refresh).await;
+        assert_eq!(response.status, StatusCode::NO_CONTENT, "{scope}");
+        assert_eq!(
+            alive(&app, &[&a, &b, &stranger]).await,
+            [false, false, true],
+            "{scope}"
+        );
+        assert_eq!(
+            app.refresh(&b.refresh).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{scope}"
+        );
+    }
+}
+
+async fn scope_others_keeps_only_the_current_session(app: TestApp) {
+    for refresh in [false, true] {
+        let (user, current) = app.logged_in_user().await;
+        let b = user.login(&app).await;
+        let c = user.login(&app).await;
+        let (_, stranger) = app.logged_in_user().await;
+        let response = logout_scoped(&app, "others", &current, refresh).await;
+        assert_eq!(response.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            alive(&app, &[&current, &b, &c, &stranger]).await,
+            [true, false, false, true],
+            "with the refresh token: {refresh}"
+        );
+        for ended in [&b, &c] {
+            assert_eq!(
+                app.refresh(&ended.refresh).await.status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        assert_eq!(
+            app.refresh(&current.refresh).await.status,
+            StatusCode::OK,
+            "the current session refreshes on"
+        );
+        let feed = app
+            .get_internal(
+                "/internal/revocations",
+                Some(&format!("Bearer {}", crate::helpers::INTERNAL_TOKEN)),
+            )
+            .await;
+        let listed: Vec<&str> = feed.body["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|entry| entry["sid"].as_str())
+            .collect();
+        for ended in [&b, &c] {
+            let sid = crate::helpers::claims_of(&ended.access)["sid"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                listed.contains(&sid.as_str()),
+                "each ended session is in the feed"
+            );
+        }
+        let current_sid = crate::helpers::claims_of(&current.access)["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!listed.contains(&current_sid.as_str()));
+    }
+}
+
+async fn an_unknown_or_contradicting_scope_is_400_and_ends_nothing(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    let unknown = logout_scoped(&app, "everything", &tokens, false).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.error(), "invalid_request");
+    let contradicting = app
+        .request(
+            Request::post("/logout?scope=others")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({"refresh_token": tokens.refresh, "all": true}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(contradicting.status, StatusCode::BAD_REQUEST);
+    assert_eq!(alive(&app, &[&tokens]).await, [true]);
+}
+
 crate::on_both_stores!(
+    scope_all_in_the_query_ends_every_session,
+    scope_others_keeps_only_the_current_session,
+    an_unknown_or_contradicting_scope_is_400_and_ends_nothing,
     an_old_refresh_token_cannot_log_out_everywhere,
     a_revoked_sessions_access_token_cannot_log_out_everywhere,
     logout_with_refresh_token_ends_only_that_session,

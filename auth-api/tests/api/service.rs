@@ -92,6 +92,42 @@ async fn openapi_document_lists_every_public_route(app: TestApp) {
             "/login {status} is not documented"
         );
     }
+    let scope = &response.body["paths"]["/logout"]["post"]["parameters"][0];
+    assert_eq!(scope["name"], "scope");
+    assert_eq!(scope["in"], "query");
+    // Every `$ref` must resolve, or schemathesis (and any client generator) fails.
+    let reference = scope["schema"]["$ref"].as_str().unwrap();
+    let name = reference.trim_start_matches("#/components/schemas/");
+    let values = &response.body["components"]["schemas"][name]["enum"];
+    assert_eq!(
+        *values,
+        serde_json::json!(["local", "all", "others"]),
+        "{scope}"
+    );
+    let mut references = Vec::new();
+    collect_refs(&response.body, &mut references);
+    for reference in references {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        assert!(
+            response.body["components"]["schemas"].get(name).is_some(),
+            "{reference} does not resolve"
+        );
+    }
+}
+
+fn collect_refs(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner.as_str()) {
+                    ("$ref", Some(reference)) => into.push(reference.to_owned()),
+                    _ => collect_refs(inner, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, into)),
+        _ => {}
+    }
 }
 
 crate::on_both_stores!(
