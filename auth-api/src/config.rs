@@ -74,6 +74,9 @@ pub struct Config {
     /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses or CIDR ranges (a container
     /// network, a pod range) whose `AUTH_CLIENT_IP_HEADER` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS`, default true: a password change ends every
+    /// other session of the user (ASVS 7.4.3), so that whoever knew the old password is out.
+    pub password_change_ends_other_sessions: bool,
     /// `AUTH_REDIS_URL`: keep the per-address buckets in Redis, shared by every replica.
     /// Unset: in memory, per replica.
     pub redis_url: Option<SecretString>,
@@ -142,6 +145,7 @@ impl Default for Config {
                 std::net::IpAddr::from([127, 0, 0, 1]).into(),
                 std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into(),
             ],
+            password_change_ends_other_sessions: true,
             redis_url: None,
             redis_prefix: "auth:ip:".to_owned(),
         }
@@ -244,6 +248,9 @@ impl Config {
                     .collect::<Result<_, _>>()?,
                 None => d.trusted_proxies,
             },
+            password_change_ends_other_sessions: env
+                .parsed("AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS")?
+                .unwrap_or(d.password_change_ends_other_sessions),
             redis_url: env.string("AUTH_REDIS_URL")?.map(SecretString::from),
             redis_prefix: env.string("AUTH_REDIS_PREFIX")?.unwrap_or(d.redis_prefix),
         };
@@ -383,6 +390,11 @@ mod tests {
             ),
             ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "no such range"),
             ("AUTH_TRUSTED_PROXIES", "gateway", "not an address"),
+            (
+                "AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS",
+                "yes",
+                "true or false",
+            ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
         ];

@@ -50,6 +50,10 @@ pub enum ApiError {
     /// 401 `invalid_grant`: the refresh token is unknown, expired, revoked or reused.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,
+    /// 403 `wrong_password`: a signed-in user's current password, asked again before a
+    /// password change, is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
     /// 403 `account_disabled`: only ever sent after the password was verified.
     #[error("this account is disabled")]
     AccountDisabled,
@@ -138,7 +142,7 @@ impl ApiError {
             | Self::InvalidToken(_)
             | Self::InvalidCredentials
             | Self::InvalidGrant => StatusCode::UNAUTHORIZED,
-            Self::AccountDisabled => StatusCode::FORBIDDEN,
+            Self::AccountDisabled | Self::WrongPassword => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken => StatusCode::CONFLICT,
@@ -162,6 +166,7 @@ impl ApiError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::InvalidGrant => "invalid_grant",
             Self::AccountDisabled => "account_disabled",
+            Self::WrongPassword => "wrong_password",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::EmailTaken => "email_taken",

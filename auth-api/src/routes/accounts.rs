@@ -112,14 +112,9 @@ pub(super) async fn login(
         |e| e.as_str().to_owned(),
     );
     let now = state.clock.now();
-    if let Some(until) = state.store.login_locked_until(&throttle_key).await? {
-        if until > now {
-            // No password is checked while locked, right or wrong, for a known email or not.
-            state.metrics.login("rate_limited");
-            tracing::info!(event = "login_throttled", "login attempt during a lock");
-            let retry_after_secs = u64::try_from(until - now).unwrap_or(u64::MAX);
-            return Err(ApiError::RateLimited { retry_after_secs });
-        }
+    if let Err(locked) = refuse_while_locked(&state, &throttle_key, now).await {
+        state.metrics.login("rate_limited");
+        return Err(locked);
     }
     let user = match &email {
         Some(email) => state.store.user_by_email(email.as_str()).await?,
@@ -138,20 +133,7 @@ pub(super) async fn login(
     };
     let Some(user) = user.filter(|_| verified) else {
         state.metrics.login("invalid_credentials");
-        let failures = state.store.record_login_failure(&throttle_key, now).await?;
-        if let Some(delay) = state.login_throttle.delay_after(failures) {
-            state
-                .store
-                .lock_login(&throttle_key, now.saturating_add(delay))
-                .await?;
-            tracing::warn!(
-                event = "login_locked",
-                failures,
-                delay_secs = delay,
-                "consecutive login failures: locked"
-            );
-        }
-        tracing::info!(event = "login_failed", failures, "invalid credentials");
+        count_password_failure(&state, &throttle_key, now).await?;
         return Err(ApiError::InvalidCredentials);
     };
     state.store.clear_login_failures(&throttle_key).await?;
@@ -184,6 +166,40 @@ pub(super) async fn login(
     state.metrics.login("success");
     tracing::info!(event = "login", session_id = %session.id, "session opened");
     Ok(token_reply(tokens))
+}
+
+/// 429 while the account `key` (a normalised email) is locked after consecutive password
+/// failures. No password is checked while locked, right or wrong, for a known email or not.
+pub(super) async fn refuse_while_locked(state: &AppState, key: &str, now: i64) -> Result<()> {
+    match state.store.login_locked_until(key).await? {
+        Some(until) if until > now => {
+            tracing::info!(event = "login_throttled", "password attempt during a lock");
+            let retry_after_secs = u64::try_from(until - now).unwrap_or(u64::MAX);
+            Err(ApiError::RateLimited { retry_after_secs })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Counts a wrong password for the account `key`, locking it once the free attempts are used
+/// up: login and the password change share one counter, so a stolen access token does not
+/// open a second guessing channel.
+pub(super) async fn count_password_failure(state: &AppState, key: &str, now: i64) -> Result<()> {
+    let failures = state.store.record_login_failure(key, now).await?;
+    if let Some(delay) = state.login_throttle.delay_after(failures) {
+        state
+            .store
+            .lock_login(key, now.saturating_add(delay))
+            .await?;
+        tracing::warn!(
+            event = "login_locked",
+            failures,
+            delay_secs = delay,
+            "consecutive password failures: locked"
+        );
+    }
+    tracing::info!(event = "login_failed", failures, "wrong password");
+    Ok(())
 }
 
 /// 200 with the token body and the RFC 6749 §5.1 no-cache headers.

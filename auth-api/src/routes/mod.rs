@@ -5,6 +5,7 @@ mod health;
 mod internal;
 mod jwks;
 pub mod openapi;
+mod password;
 mod sessions;
 mod validate;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/signup", post(accounts::signup))
         .route("/login", post(accounts::login))
         .route("/refresh", post(sessions::refresh))
+        .route("/password", post(password::change_password))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_by_ip));
     Router::new()
         .merge(credentials)

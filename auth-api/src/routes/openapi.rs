@@ -7,7 +7,7 @@ use utoipa::{
     Modify, OpenApi, ToSchema,
 };
 
-use super::{accounts, health, jwks, sessions, validate};
+use super::{accounts, health, jwks, password, sessions, validate};
 use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
 
 /// The public API.
@@ -19,6 +19,7 @@ use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
         accounts::login,
         sessions::refresh,
         sessions::logout,
+        password::change_password,
         validate::validate,
         jwks::public_jwks,
         health::healthz,

@@ -207,6 +207,19 @@ impl Store {
         reason: &str,
     ) -> Result<u64, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let ended = Self::revoke_other_sessions_in(&mut tx, user_id, keep, at, reason).await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// [`Store::revoke_other_sessions`] inside the caller's transaction.
+    pub(super) async fn revoke_other_sessions_in(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        keep: &str,
+        at: RevokeAt,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
         let others: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM sessions \
              WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3",
@@ -214,15 +227,14 @@ impl Store {
         .bind(user_id)
         .bind(keep)
         .bind(at.now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         let mut ended = 0;
         for session_id in &others {
-            if Self::revoke_session_in(&mut tx, session_id, at, reason).await? {
+            if Self::revoke_session_in(conn, session_id, at, reason).await? {
                 ended += 1;
             }
         }
-        tx.commit().await?;
         Ok(ended)
     }
 

@@ -167,6 +167,33 @@ impl Store {
         Ok(disabled)
     }
 
+    /// Replaces the user's password hash; with `end_others`, ends every other live session of
+    /// the user in the same transaction (each published in the revocation feed), keeping
+    /// `keep`. How many sessions ended.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep: &str,
+        end_others: Option<RevokeAt>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+            .bind(user_id)
+            .bind(password_hash)
+            .execute(&mut *tx)
+            .await?;
+        let ended = match end_others {
+            Some(at) => {
+                Self::revoke_other_sessions_in(&mut tx, user_id, keep, at, "password_changed")
+                    .await?
+            }
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(ended)
+    }
+
     /// Enables a disabled user; `false` when not disabled.
     pub async fn enable_user(&self, user_id: &str) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(

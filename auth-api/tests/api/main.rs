@@ -10,6 +10,7 @@ mod helpers;
 mod keys;
 mod login;
 mod logout;
+mod password;
 mod refresh;
 mod revocation;
 mod service;

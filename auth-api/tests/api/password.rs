@@ -1,0 +1,175 @@
+//! `POST /password` (SECURITY.md G 72, F 63, E 50): the current password is asked again, the
+//! new one follows the signup policy, and the other sessions end.
+
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+};
+use serde_json::json;
+
+use crate::helpers::{claims_of, Backend, TestApp, TestResponse, TestUser, Tokens, INTERNAL_TOKEN};
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+async fn change(app: &TestApp, tokens: &Tokens, current: &str, new: &str) -> TestResponse {
+    app.request(
+        Request::post("/password")
+            .header(header::AUTHORIZATION, format!("Bearer {}", tokens.access))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"current_password": current, "new_password": new}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn feed_sids(app: &TestApp) -> Vec<String> {
+    let feed = app
+        .get_internal(
+            "/internal/revocations",
+            Some(&format!("Bearer {INTERNAL_TOKEN}")),
+        )
+        .await;
+    feed.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["sid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn sid(tokens: &Tokens) -> String {
+    claims_of(&tokens.access)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn a_password_change_ends_the_other_sessions_and_keeps_this_one(app: TestApp) {
+    let (user, here) = app.logged_in_user().await;
+    let elsewhere = user.login(&app).await;
+    let response = change(&app, &here, &user.password, NEW_PASSWORD).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT, "{}", response.body);
+
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the old password is gone"
+    );
+    assert_eq!(
+        app.login(&user.email, NEW_PASSWORD).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.validate(&elsewhere.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&elsewhere.refresh).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a session opened before the change cannot refresh"
+    );
+    assert_eq!(app.validate(&here.access).await.status, StatusCode::OK);
+    assert_eq!(app.refresh(&here.refresh).await.status, StatusCode::OK);
+    let listed = feed_sids(&app).await;
+    assert!(listed.contains(&sid(&elsewhere)), "the gateway is told");
+    assert!(!listed.contains(&sid(&here)));
+}
+
+async fn a_wrong_current_password_is_403_and_counts_towards_the_lock(app: TestApp) {
+    let (user, here) = app.logged_in_user().await;
+    let elsewhere = user.login(&app).await;
+    let wrong = change(&app, &here, "not my password at all", NEW_PASSWORD).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong.error(), "wrong_password");
+    assert_eq!(
+        app.validate(&elsewhere.access).await.status,
+        StatusCode::OK,
+        "nothing changed"
+    );
+    // Four more wrong answers use up the five free attempts shared with login.
+    for _ in 0..4 {
+        change(&app, &here, "not my password at all", NEW_PASSWORD).await;
+    }
+    let locked = change(&app, &here, &user.password, NEW_PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "login is locked by the same counter"
+    );
+}
+
+async fn a_weak_new_password_is_422_and_changes_nothing(app: TestApp) {
+    let (user, here) = app.logged_in_user().await;
+    let local_part = user.email.split('@').next().unwrap().to_owned();
+    let cases = [
+        ("short", "length"),
+        ("password1234", "common"),
+        (&*format!("my {local_part} passphrase"), "contains_email"),
+    ];
+    for (new, reason) in cases {
+        let response = change(&app, &here, &user.password, new).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{new}");
+        assert_eq!(response.error(), "weak_password", "{new}");
+        assert_eq!(response.body["reason"], reason, "{new}");
+    }
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK,
+        "the password is unchanged"
+    );
+}
+
+async fn without_a_valid_access_token_it_is_401(app: TestApp) {
+    let (user, tokens) = app.logged_in_user().await;
+    let anonymous = app
+        .request(
+            Request::post("/password")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"current_password": user.password, "new_password": NEW_PASSWORD})
+                        .to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.header("www-authenticate").is_some());
+    app.logout_bearer(&tokens.access, false).await;
+    let revoked = change(&app, &tokens, &user.password, NEW_PASSWORD).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(revoked.error(), "invalid_token");
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK,
+        "a logged-out session cannot change the password"
+    );
+}
+
+crate::on_both_stores!(
+    a_password_change_ends_the_other_sessions_and_keeps_this_one,
+    a_wrong_current_password_is_403_and_counts_towards_the_lock,
+    a_weak_new_password_is_422_and_changes_nothing,
+    without_a_valid_access_token_it_is_401,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sessions_can_be_kept_by_configuration() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.password_change_ends_other_sessions = false;
+    })
+    .await;
+    let user = TestUser::random();
+    user.register(&app).await;
+    let here = user.login(&app).await;
+    let elsewhere = user.login(&app).await;
+    let response = change(&app, &here, &user.password, NEW_PASSWORD).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.validate(&elsewhere.access).await.status, StatusCode::OK);
+    assert_eq!(
+        app.login(&user.email, NEW_PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
