@@ -59,6 +59,10 @@ enum UsersCommand {
     Disable { email: String },
     /// Log a user out everywhere: every session and token revoked (gateway included).
     Logout { email: String },
+    /// List a user's live sessions (id, opened, last refreshed, absolute end).
+    Sessions { email: String },
+    /// End one session by its id (from `users sessions`), at the gateway too.
+    EndSession { session_id: String },
     /// Clear the failed-login count and lock of an email (also after the 100-failure lock).
     Unlock { email: String },
     /// Enable a disabled user.
@@ -200,6 +204,32 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             store.revoke_all_sessions(&user, revoke_at).await?;
             tracing::info!(event = "user_logged_out", user_id = %user, "every session revoked");
             println!("every session and token of the user revoked");
+        }
+        UsersCommand::Sessions { email } => {
+            let user = find_user(&store, &email).await?;
+            println!(
+                "{:<36} {:<20} {:<20} EXPIRES",
+                "SESSION", "OPENED", "LAST REFRESH"
+            );
+            for session in store.live_sessions(&user, now).await? {
+                println!(
+                    "{:<36} {:<20} {:<20} {}",
+                    session.id,
+                    rfc3339(session.created_at),
+                    rfc3339(session.refreshed_at),
+                    rfc3339(session.expires_at)
+                );
+            }
+        }
+        UsersCommand::EndSession { session_id } => {
+            let ended = store
+                .revoke_session(&session_id, revoke_at, "admin")
+                .await?;
+            if !ended {
+                anyhow::bail!("no live session {session_id:?}");
+            }
+            tracing::info!(event = "session_ended", session_id = %session_id, "session ended by an operator");
+            println!("session ended");
         }
         UsersCommand::Unlock { email } => {
             let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;

@@ -22,7 +22,7 @@ use sqlx::{
 
 pub use keys::StoredKey;
 pub use revocations::{RevocationRow, Revoked};
-pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, TokenStatus};
+pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, SessionSummary, TokenStatus};
 pub use users::{InsertUser, UserRow, UserSummary};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -76,6 +76,19 @@ pub struct RefreshLookup {
     pub session: SessionRow,
 }
 
+/// A live session, as an operator sees it.
+#[derive(Debug, Clone, FromRow)]
+pub struct SessionSummary {
+    /// UUID text.
+    pub id: String,
+    /// When it was opened (login), Unix seconds.
+    pub created_at: i64,
+    /// When its refresh token was last rotated, Unix seconds.
+    pub refreshed_at: i64,
+    /// Absolute end, Unix seconds.
+    pub expires_at: i64,
+}
+
 /// What `/validate` checks beyond the signature.
 #[derive(Debug, Clone, FromRow)]
 pub struct TokenStatus {
@@ -180,6 +193,23 @@ impl Store {
         )
         .bind(session_id)
         .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The user's sessions neither revoked nor past their absolute end at `now`, newest first.
+    pub async fn live_sessions(
+        &self,
+        user_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionSummary>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, created_at, refreshed_at, expires_at FROM sessions \
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC, id",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
         .await
     }
 

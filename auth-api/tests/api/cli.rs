@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use axum::http::StatusCode;
 
-use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser};
+use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser, Tokens};
 
 fn auth_api(database_url: &str, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_auth-api"))
@@ -96,11 +96,51 @@ async fn operator_commands_manage_roles_users_and_keys() {
         "refused at once, by another process"
     );
 
+    // From here on, tokens signed by the replacement key.
+    app.state.ring.reload().await.unwrap();
     let fresh = user.login(&app).await;
+    assert_eq!(app.validate(&fresh.access).await.status, StatusCode::OK);
     auth_api(&url, &["users", "logout", &user.email]);
     assert_eq!(
         app.validate(&fresh.access).await.status,
         StatusCode::UNAUTHORIZED
+    );
+
+    // SECURITY.md G 73: list a user's sessions and end one of them.
+    let phone = user.login(&app).await;
+    let laptop = user.login(&app).await;
+    let sid = |tokens: &Tokens| {
+        claims_of(&tokens.access)["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let sessions = stdout(&auth_api(&url, &["users", "sessions", &user.email]));
+    assert!(
+        sessions.contains(&sid(&phone)) && sessions.contains(&sid(&laptop)),
+        "{sessions}"
+    );
+    assert!(
+        !sessions.contains(&sid(&fresh)),
+        "ended sessions are not listed"
+    );
+    auth_api(&url, &["users", "end-session", &sid(&phone)]);
+    assert_eq!(
+        app.validate(&phone.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let kept = app.validate(&laptop.access).await;
+    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept);
+    let sessions = stdout(&auth_api(&url, &["users", "sessions", &user.email]));
+    assert!(!sessions.contains(&sid(&phone)), "{sessions}");
+    let again = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .args(["users", "end-session", &sid(&phone)])
+        .env("AUTH_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "ending an ended session is an error"
     );
 }
 
