@@ -130,7 +130,7 @@ async fn operator_commands_manage_roles_users_and_keys() {
         StatusCode::UNAUTHORIZED
     );
     let kept = app.validate(&laptop.access).await;
-    assert_eq!(kept.status, StatusCode::OK, "{:?}", kept);
+    assert_eq!(kept.status, StatusCode::OK, "{kept:?}");
     let sessions = stdout(&auth_api(&url, &["users", "sessions", &user.email]));
     assert!(!sessions.contains(&sid(&phone)), "{sessions}");
     let again = Command::new(env!("CARGO_BIN_EXE_auth-api"))
