@@ -161,7 +161,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
-            Self::MissingToken => "unauthorized",
+            Self::MissingToken => "missing_token",
             Self::InvalidToken(_) => "invalid_token",
             Self::InvalidCredentials => "invalid_credentials",
             Self::InvalidGrant => "invalid_grant",

@@ -327,7 +327,9 @@ impl FilterConfig {
             .unwrap_or_else(|| "roles".to_owned());
         non_empty("roles_claim", &roles_claim)?;
         let required_claims: Vec<String> = fields.take("required_claims")?.unwrap_or_else(|| {
-            ["sub", "iat", "jti", "sid"]
+            // RFC 9068 §2.2's required claims, and `sid` for revocation; the same set
+            // auth-api's `/validate` requires.
+            ["sub", "iat", "jti", "sid", "client_id"]
                 .into_iter()
                 .map(str::to_owned)
                 .collect()
@@ -679,7 +681,10 @@ pub(crate) mod tests {
         assert!(config.from_cookies.is_empty());
         assert!(!config.forward);
         assert_eq!(config.roles_claim, "roles");
-        assert_eq!(config.required_claims, ["sub", "iat", "jti", "sid"]);
+        assert_eq!(
+            config.required_claims,
+            ["sub", "iat", "jti", "sid", "client_id"]
+        );
         assert!(config.bypass_cors_preflight);
         assert_eq!(config.realm, "auth-service");
         assert_eq!(config.cache_entries, 1024);

@@ -348,7 +348,8 @@ mod tests {
     fn claims() -> Value {
         json!({
             "iss": "auth-service", "sub": "user-1", "aud": "api", "exp": NOW + 900, "iat": NOW,
-            "jti": "j1", "sid": "s1", "email": "a@example.com", "roles": ["user", "editor"],
+            "jti": "j1", "sid": "s1", "client_id": "web", "email": "a@example.com",
+            "roles": ["user", "editor"],
         })
     }
 

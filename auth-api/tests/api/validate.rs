@@ -103,6 +103,7 @@ async fn no_credentials_get_a_bare_challenge(app: TestApp) {
             response.header("www-authenticate"),
             Some("Bearer realm=\"auth-service\"")
         );
+        assert_eq!(response.error(), "missing_token", "the gateway's code too");
     }
 }
 

@@ -54,3 +54,55 @@ fn docker_compose_gateway_matches_the_dev_gateway() {
         );
     }
 }
+
+/// `filter/examples/envoy-local-jwks.yaml`, the smoke test `filter/README.md` points to, works
+/// as documented: Envoy loads it, and its rules answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_example_config_works() {
+    let root = e2e::envoy::workspace_root();
+    let example =
+        std::fs::read_to_string(root.join("filter/examples/envoy-local-jwks.yaml")).unwrap();
+    let wasm = filter_wasm().display().to_string();
+    let config = example
+        .replace("name: main", "name: gateway")
+        .replace("port_value: 10000", "port_value: 0")
+        .replace("port_value: 9901", "port_value: 0")
+        .replace("target/wasm32-wasip1/wasm/auth_filter.wasm", &wasm);
+    assert!(config.contains(&wasm), "the example names the built filter");
+    let envoy = Envoy::start(&config, 2)
+        .await
+        .unwrap_or_else(|failed| panic!("Envoy refused the example:\n{}", failed.log));
+    // The example's test key, `k1`.
+    let key = auth_jwt::Key::hs256("k1", b"test-secret-test-secret-test-sec").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |roles: &[&str]| {
+        serde_json::json!({
+            "iss": "auth-service", "aud": "api", "sub": "ada", "exp": now + 600, "iat": now,
+            "jti": "j1", "sid": "s1", "client_id": "example", "roles": roles,
+        })
+    };
+    let token = |roles: &[&str]| {
+        auth_jwt::encode(&auth_jwt::Header::access_token("k1"), &claims(roles), &key).unwrap()
+    };
+    let client = reqwest::Client::new();
+    let status = |path: &str, token: Option<String>| {
+        let mut request = client.get(format!("{}{path}", envoy.gateway));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/public/x", None).await, 200);
+    assert_eq!(status("/api/orders", None).await, 401);
+    assert_eq!(status("/api/orders", Some(token(&["user"]))).await, 200);
+    assert_eq!(status("/api/admin/x", Some(token(&["user"]))).await, 403);
+    assert_eq!(status("/api/admin/x", Some(token(&["admin"]))).await, 200);
+    assert_eq!(
+        status("/elsewhere", Some(token(&["admin"]))).await,
+        403,
+        "no rule"
+    );
+}
