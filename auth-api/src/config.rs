@@ -154,6 +154,8 @@ impl Default for Config {
 
 /// The shortest internal bearer token accepted: guessing it must be hopeless.
 const MIN_INTERNAL_TOKEN_LEN: usize = 32;
+/// Shortest `AUTH_PASSWORD_PEPPER`, in bytes.
+const MIN_PEPPER_LEN: usize = 32;
 
 impl Config {
     /// Reads every `AUTH_*` variable over the defaults.
@@ -190,7 +192,7 @@ impl Config {
                 .unwrap_or(d.refresh_reuse_grace),
             clock_skew: env.secs("AUTH_CLOCK_SKEW_SECS", 0)?.unwrap_or(d.clock_skew),
             bcrypt_cost: env.bcrypt_cost()?.unwrap_or(d.bcrypt_cost),
-            password_pepper: env.string("AUTH_PASSWORD_PEPPER")?.map(SecretString::from),
+            password_pepper: env.pepper()?,
             hash_concurrency: env
                 .parsed_at_least("AUTH_HASH_CONCURRENCY", 1)?
                 .unwrap_or(d.hash_concurrency),
@@ -334,6 +336,18 @@ impl Env<'_> {
         }
     }
 
+    /// The pepper is an HMAC key: when set, at least 256 bits (RFC 7518 §3.2, SECURITY.md H 78).
+    fn pepper(&self) -> Result<Option<SecretString>, ConfigError> {
+        const NAME: &str = "AUTH_PASSWORD_PEPPER";
+        match self.string(NAME)? {
+            Some(pepper) if pepper.len() < MIN_PEPPER_LEN => Err(ConfigError::new(
+                NAME,
+                format!("must be at least {MIN_PEPPER_LEN} bytes (an HMAC key of 256 bits)"),
+            )),
+            other => Ok(other.map(SecretString::from)),
+        }
+    }
+
     fn internal_token(&self) -> Result<Option<SecretString>, ConfigError> {
         const NAME: &str = "AUTH_INTERNAL_TOKEN";
         match self.string(NAME)? {
@@ -395,6 +409,11 @@ mod tests {
                 "yes",
                 "true or false",
             ),
+            (
+                "AUTH_PASSWORD_PEPPER",
+                "pepper-value",
+                "shorter than 256 bits",
+            ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
         ];
@@ -409,7 +428,7 @@ mod tests {
         let token = "an-internal-token-of-forty-characters-xx";
         let config = load(&[
             ("AUTH_INTERNAL_TOKEN", token),
-            ("AUTH_PASSWORD_PEPPER", "pepper-value"),
+            ("AUTH_PASSWORD_PEPPER", "pepper-value-of-thirty-two-bytes"),
         ])
         .unwrap();
         let debug = format!("{config:?}");

@@ -14,6 +14,15 @@ async fn healthz_and_readyz_answer_200(app: TestApp) {
     assert_eq!(ready.body["status"], "ready");
 }
 
+/// SECURITY.md H 79: liveness does not need the database, readiness does.
+async fn without_its_database_the_service_is_alive_but_not_ready(app: TestApp) {
+    app.state.store.close().await;
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.error(), "not_ready");
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+}
+
 async fn metrics_count_logins_and_requests(app: TestApp) {
     let user = TestUser::random();
     user.register(&app).await;
@@ -131,6 +140,7 @@ fn collect_refs(value: &serde_json::Value, into: &mut Vec<String>) {
 }
 
 crate::on_both_stores!(
+    without_its_database_the_service_is_alive_but_not_ready,
     openapi_document_lists_every_public_route,
     healthz_and_readyz_answer_200,
     metrics_count_logins_and_requests,
