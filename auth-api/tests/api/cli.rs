@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use axum::http::StatusCode;
 
-use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser, Tokens};
+use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser};
 
 fn auth_api(database_url: &str, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_auth-api"))
@@ -109,22 +109,16 @@ async fn operator_commands_manage_roles_users_and_keys() {
     // SECURITY.md G 73: list a user's sessions and end one of them.
     let phone = user.login(&app).await;
     let laptop = user.login(&app).await;
-    let sid = |tokens: &Tokens| {
-        claims_of(&tokens.access)["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     let sessions = stdout(&auth_api(&url, &["users", "sessions", &user.email]));
     assert!(
-        sessions.contains(&sid(&phone)) && sessions.contains(&sid(&laptop)),
+        sessions.contains(&phone.sid()) && sessions.contains(&laptop.sid()),
         "{sessions}"
     );
     assert!(
-        !sessions.contains(&sid(&fresh)),
+        !sessions.contains(&fresh.sid()),
         "ended sessions are not listed"
     );
-    auth_api(&url, &["users", "end-session", &sid(&phone)]);
+    auth_api(&url, &["users", "end-session", &phone.sid()]);
     assert_eq!(
         app.validate(&phone.access).await.status,
         StatusCode::UNAUTHORIZED
@@ -132,9 +126,9 @@ async fn operator_commands_manage_roles_users_and_keys() {
     let kept = app.validate(&laptop.access).await;
     assert_eq!(kept.status, StatusCode::OK, "{kept:?}");
     let sessions = stdout(&auth_api(&url, &["users", "sessions", &user.email]));
-    assert!(!sessions.contains(&sid(&phone)), "{sessions}");
+    assert!(!sessions.contains(&phone.sid()), "{sessions}");
     let again = Command::new(env!("CARGO_BIN_EXE_auth-api"))
-        .args(["users", "end-session", &sid(&phone)])
+        .args(["users", "end-session", &phone.sid()])
         .env("AUTH_DATABASE_URL", &url)
         .output()
         .unwrap();

@@ -167,6 +167,20 @@ impl TestApp {
         self.request(builder.body(body).unwrap()).await
     }
 
+    /// `GET /internal/revocations` with the internal token.
+    pub async fn revocation_feed(&self) -> TestResponse {
+        self.get_internal(
+            "/internal/revocations",
+            Some(&format!("Bearer {INTERNAL_TOKEN}")),
+        )
+        .await
+    }
+
+    /// The session ids the revocation feed lists now.
+    pub async fn revoked_sids(&self) -> Vec<String> {
+        sids(&self.revocation_feed().await)
+    }
+
     pub async fn validate(&self, access_token: &str) -> TestResponse {
         self.get("/validate", Some(&format!("Bearer {access_token}")))
             .await
@@ -255,6 +269,11 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The session id of the access token.
+    pub fn sid(&self) -> String {
+        claims_of(&self.access)["sid"].as_str().unwrap().to_owned()
+    }
+
     pub fn from_response(response: &TestResponse) -> Self {
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
         Self {
@@ -280,6 +299,16 @@ impl TestUser {
     pub async fn login(&self, app: &TestApp) -> Tokens {
         Tokens::from_response(&app.login(&self.email, &self.password).await)
     }
+}
+
+/// The session ids listed in a revocation feed answer.
+pub fn sids(feed: &TestResponse) -> Vec<String> {
+    feed.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The decoded claims of a JWT, without verification (for assertions only).

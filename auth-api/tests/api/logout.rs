@@ -217,33 +217,14 @@ async fn scope_others_keeps_only_the_current_session(app: TestApp) {
             StatusCode::OK,
             "the current session refreshes on"
         );
-        let feed = app
-            .get_internal(
-                "/internal/revocations",
-                Some(&format!("Bearer {}", crate::helpers::INTERNAL_TOKEN)),
-            )
-            .await;
-        let listed: Vec<&str> = feed.body["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|entry| entry["sid"].as_str())
-            .collect();
+        let listed = app.revoked_sids().await;
         for ended in [&b, &c] {
-            let sid = crate::helpers::claims_of(&ended.access)["sid"]
-                .as_str()
-                .unwrap()
-                .to_owned();
             assert!(
-                listed.contains(&sid.as_str()),
+                listed.contains(&ended.sid()),
                 "each ended session is in the feed"
             );
         }
-        let current_sid = crate::helpers::claims_of(&current.access)["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(!listed.contains(&current_sid.as_str()));
+        assert!(!listed.contains(&current.sid()));
     }
 }
 

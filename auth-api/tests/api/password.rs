@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::helpers::{claims_of, Backend, TestApp, TestResponse, TestUser, Tokens, INTERNAL_TOKEN};
+use crate::helpers::{Backend, TestApp, TestResponse, TestUser, Tokens};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
@@ -22,28 +22,6 @@ async fn change(app: &TestApp, tokens: &Tokens, current: &str, new: &str) -> Tes
             .unwrap(),
     )
     .await
-}
-
-async fn feed_sids(app: &TestApp) -> Vec<String> {
-    let feed = app
-        .get_internal(
-            "/internal/revocations",
-            Some(&format!("Bearer {INTERNAL_TOKEN}")),
-        )
-        .await;
-    feed.body["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|entry| entry["sid"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn sid(tokens: &Tokens) -> String {
-    claims_of(&tokens.access)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn a_password_change_ends_the_other_sessions_and_keeps_this_one(app: TestApp) {
@@ -72,9 +50,9 @@ async fn a_password_change_ends_the_other_sessions_and_keeps_this_one(app: TestA
     );
     assert_eq!(app.validate(&here.access).await.status, StatusCode::OK);
     assert_eq!(app.refresh(&here.refresh).await.status, StatusCode::OK);
-    let listed = feed_sids(&app).await;
-    assert!(listed.contains(&sid(&elsewhere)), "the gateway is told");
-    assert!(!listed.contains(&sid(&here)));
+    let listed = app.revoked_sids().await;
+    assert!(listed.contains(&elsewhere.sid()), "the gateway is told");
+    assert!(!listed.contains(&here.sid()));
 }
 
 async fn a_wrong_current_password_is_403_and_counts_towards_the_lock(app: TestApp) {

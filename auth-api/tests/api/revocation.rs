@@ -7,23 +7,10 @@ use axum::{
     http::{header, Request, StatusCode},
 };
 
-use crate::helpers::{claims_of, TestApp, TestResponse, Tokens, INTERNAL_TOKEN};
+use crate::helpers::{claims_of, sids, TestApp, TestResponse, Tokens, INTERNAL_TOKEN};
 
 async fn feed(app: &TestApp) -> TestResponse {
-    app.get_internal(
-        "/internal/revocations",
-        Some(&format!("Bearer {INTERNAL_TOKEN}")),
-    )
-    .await
-}
-
-fn sids(feed: &TestResponse) -> Vec<String> {
-    feed.body["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["sid"].as_str().unwrap().to_owned())
-        .collect()
+    app.revocation_feed().await
 }
 
 async fn feed_needs_the_internal_token(app: TestApp) {
