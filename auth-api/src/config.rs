@@ -74,6 +74,9 @@ pub struct Config {
     /// `AUTH_TRUSTED_PROXIES`, default `127.0.0.1,::1`: addresses or CIDR ranges (a container
     /// network, a pod range) whose `AUTH_CLIENT_IP_HEADER` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `AUTH_PASSWORD_MIN_LENGTH`, default 15 (NIST SP 800-63B-4 for a password that is the
+    /// only factor), 8 to 64: the fewest characters of a new password.
+    pub password_min_chars: usize,
     /// `AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS`, default true: a password change ends every
     /// other session of the user (ASVS 7.4.3), so that whoever knew the old password is out.
     pub password_change_ends_other_sessions: bool,
@@ -145,6 +148,7 @@ impl Default for Config {
                 std::net::IpAddr::from([127, 0, 0, 1]).into(),
                 std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST).into(),
             ],
+            password_min_chars: crate::domain::DEFAULT_MIN_PASSWORD_CHARS,
             password_change_ends_other_sessions: true,
             redis_url: None,
             redis_prefix: "auth:ip:".to_owned(),
@@ -249,6 +253,20 @@ impl Config {
                     })
                     .collect::<Result<_, _>>()?,
                 None => d.trusted_proxies,
+            },
+            password_min_chars: match env.parsed_at_least(
+                "AUTH_PASSWORD_MIN_LENGTH",
+                crate::domain::LOWEST_MIN_PASSWORD_CHARS,
+            )? {
+                // NIST: at least 64 characters must be accepted, so no minimum above that.
+                Some(n) if n > 64 => {
+                    return Err(ConfigError::new(
+                        "AUTH_PASSWORD_MIN_LENGTH",
+                        "must be at most 64",
+                    ))
+                }
+                Some(n) => n,
+                None => d.password_min_chars,
             },
             password_change_ends_other_sessions: env
                 .parsed("AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS")?
@@ -413,6 +431,12 @@ mod tests {
                 "AUTH_PASSWORD_PEPPER",
                 "pepper-value",
                 "shorter than 256 bits",
+            ),
+            ("AUTH_PASSWORD_MIN_LENGTH", "6", "below NIST's floor"),
+            (
+                "AUTH_PASSWORD_MIN_LENGTH",
+                "65",
+                "above what must be accepted",
             ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (first, second) = text.split_once('\n').unwrap_or((&text, ""));
     if let Ok(email) = Email::parse(first) {
-        let _ = Password::for_signup(second, &email);
+        let _ = Password::for_signup(second, &email, 8);
     }
     let _ = Password::for_login(second);
     let _ = RefreshToken::parse(first);

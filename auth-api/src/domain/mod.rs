@@ -4,4 +4,6 @@ mod email;
 mod password;
 
 pub use email::{Email, MAX_EMAIL_LEN};
-pub use password::{Password, MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS};
+pub use password::{
+    Password, DEFAULT_MIN_PASSWORD_CHARS, LOWEST_MIN_PASSWORD_CHARS, MAX_PASSWORD_BYTES,
+};

@@ -1,8 +1,9 @@
 //! `Password`: a candidate password, Unicode-normalised, held as a secret.
 //!
-//! The signup policy follows NIST SP 800-63B §5.1.1.2: a minimum length, no composition rules,
-//! nothing truncated, no password from a list of common (breached) ones, and none built from the
-//! account's own email.
+//! The policy for a new password follows NIST SP 800-63B: a minimum length (15 characters by
+//! default, as SP 800-63B-4 asks of a password that is the only factor; 8 at the least), no
+//! composition rules, nothing truncated, no password from a list of common (breached) ones, and
+//! none built from the account's own email.
 
 use std::{collections::HashSet, sync::LazyLock};
 
@@ -12,8 +13,11 @@ use unicode_normalization::UnicodeNormalization;
 use super::Email;
 use crate::error::{ApiError, WeakPasswordReason};
 
-/// Fewest characters (Unicode scalar values) accepted at signup.
-pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The default fewest characters (Unicode scalar values) of a new password: NIST SP 800-63B-4
+/// §3.1.1.2 for a password that is the only authentication factor, as it is here.
+pub const DEFAULT_MIN_PASSWORD_CHARS: usize = 15;
+/// The lowest minimum a deployment may configure (NIST's floor when a second factor is used).
+pub const LOWEST_MIN_PASSWORD_CHARS: usize = 8;
 /// Most bytes of UTF-8 accepted: long enough for any passphrase, short enough that nobody can
 /// make us HMAC megabytes.
 pub const MAX_PASSWORD_BYTES: usize = 4096;
@@ -36,16 +40,17 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
 pub struct Password(SecretString);
 
 impl Password {
-    /// A new account's password, checked against the policy.
-    pub fn for_signup(raw: &str, email: &Email) -> Result<Self, ApiError> {
+    /// A new password for the account `email`, checked against the policy, with at least
+    /// `min_chars` characters.
+    pub fn for_signup(raw: &str, email: &Email, min_chars: usize) -> Result<Self, ApiError> {
         let password = Self::for_login(raw).ok_or(ApiError::PasswordTooLong {
             max_bytes: MAX_PASSWORD_BYTES,
         })?;
         let text = password.expose();
-        if text.chars().count() < MIN_PASSWORD_CHARS {
+        if text.chars().count() < min_chars {
             return Err(ApiError::WeakPassword {
                 reason: WeakPasswordReason::Length,
-                message: format!("the password needs at least {MIN_PASSWORD_CHARS} characters"),
+                message: format!("the password needs at least {min_chars} characters"),
             });
         }
         if COMMON_PASSWORDS.contains(text.to_lowercase().as_str()) {
@@ -84,18 +89,26 @@ impl Password {
 mod tests {
     use super::*;
 
+    const MIN: usize = DEFAULT_MIN_PASSWORD_CHARS;
+
     fn email() -> Email {
         Email::parse("carol@example.com").unwrap()
     }
 
     #[test]
     fn passphrase_without_composition_is_accepted() {
-        assert!(Password::for_signup("correct horse battery staple", &email()).is_ok());
+        assert!(Password::for_signup("correct horse battery staple", &email(), MIN).is_ok());
     }
 
     #[test]
-    fn seven_characters_are_too_short() {
-        let err = Password::for_signup("abcdefg", &email()).unwrap_err();
+    fn fewer_characters_than_the_minimum_are_too_short() {
+        assert!(Password::for_signup("fourteen chars", &email(), MIN).is_err());
+        assert!(Password::for_signup("fifteen chars!!", &email(), MIN).is_ok());
+        assert!(
+            Password::for_signup("eight ch", &email(), LOWEST_MIN_PASSWORD_CHARS).is_ok(),
+            "a deployment with a second factor may allow 8"
+        );
+        let err = Password::for_signup("abcdefg", &email(), LOWEST_MIN_PASSWORD_CHARS).unwrap_err();
         assert!(matches!(
             err,
             ApiError::WeakPassword {
@@ -107,8 +120,8 @@ mod tests {
 
     #[test]
     fn length_counts_characters_not_bytes() {
-        // Four emoji are 16 bytes but only 4 characters.
-        let err = Password::for_signup("😀😀😀😀", &email()).unwrap_err();
+        // Fourteen emoji are 56 bytes but only 14 characters.
+        let err = Password::for_signup(&"😀".repeat(14), &email(), MIN).unwrap_err();
         assert!(matches!(
             err,
             ApiError::WeakPassword {
@@ -120,7 +133,7 @@ mod tests {
 
     #[test]
     fn password_containing_the_local_part_is_refused() {
-        let err = Password::for_signup("my-Carol-password", &email()).unwrap_err();
+        let err = Password::for_signup("my-Carol-password", &email(), MIN).unwrap_err();
         assert!(matches!(
             err,
             ApiError::WeakPassword {
@@ -138,7 +151,8 @@ mod tests {
             "qwertyuiop",
             "iloveyou1",
         ] {
-            let err = Password::for_signup(common, &email()).unwrap_err();
+            let err =
+                Password::for_signup(common, &email(), LOWEST_MIN_PASSWORD_CHARS).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -155,7 +169,8 @@ mod tests {
 
     #[test]
     fn over_the_byte_limit_is_too_long() {
-        let err = Password::for_signup(&"x".repeat(MAX_PASSWORD_BYTES + 1), &email()).unwrap_err();
+        let err =
+            Password::for_signup(&"x".repeat(MAX_PASSWORD_BYTES + 1), &email(), MIN).unwrap_err();
         assert!(matches!(err, ApiError::PasswordTooLong { .. }));
     }
 

@@ -52,7 +52,7 @@ pub(super) async fn signup(
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<SignupResponse>)> {
     let email = Email::parse(&body.email).map_err(ApiError::InvalidEmail)?;
-    let password = Password::for_signup(&body.password, &email)?;
+    let password = Password::for_signup(&body.password, &email, state.config.password_min_chars)?;
     let password_hash = state.hasher.hash(&password).await?;
     let now = state.clock.now();
     let user = UserRow {

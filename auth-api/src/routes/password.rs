@@ -71,7 +71,8 @@ pub(super) async fn change_password(
     }
     state.store.clear_login_failures(&user.email).await?;
     let email = Email::parse(&user.email).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let new_password = Password::for_signup(&body.new_password, &email)?;
+    let new_password =
+        Password::for_signup(&body.new_password, &email, state.config.password_min_chars)?;
     let password_hash = state.hasher.hash(&new_password).await?;
     let end_others = state
         .config

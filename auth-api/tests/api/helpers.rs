@@ -83,7 +83,8 @@ impl TestApp {
     pub async fn on_database(db: TestDb, url: String, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(url.clone());
         adjust(&mut config);
-        let clock = Clock::default();
+        // Frozen: a second ticking over between two requests must not change an answer.
+        let clock = Clock::frozen();
         let state = AppState::new(config, clock.clone())
             .await
             .expect("the app does not start");

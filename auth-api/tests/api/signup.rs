@@ -75,7 +75,7 @@ async fn password_containing_the_email_is_422(app: TestApp) {
 
 async fn breached_password_is_422_with_reason_common(app: TestApp) {
     let response = app
-        .signup(&TestUser::random().email, "password123456")
+        .signup(&TestUser::random().email, "1q2w3e4r5t6y7u8i9o0p")
         .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(response.error(), "weak_password");
