@@ -54,7 +54,43 @@ impl Drop for Processes {
     }
 }
 
+/// The dev gateway's filter configuration (`envoy/dev.yaml`) expects tokens from issuer
+/// `auth-service` for audience `api`, and the stack owns the listen addresses: environment
+/// variables that would make auth-api disagree are refused before anything starts, rather than
+/// every token being refused at the gateway later.
+fn check_environment(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let mut problems = Vec::new();
+    if let Some(issuer) = set("AUTH_JWT_ISSUER").filter(|i| i.trim() != "auth-service") {
+        problems.push(format!(
+            "AUTH_JWT_ISSUER={issuer:?}: the dev gateway accepts only tokens from \"auth-service\""
+        ));
+    }
+    if let Some(audiences) =
+        set("AUTH_JWT_AUDIENCE").filter(|a| !a.split(',').any(|a| a.trim() == "api"))
+    {
+        problems.push(format!(
+            "AUTH_JWT_AUDIENCE={audiences:?}: the dev gateway accepts only tokens for \"api\""
+        ));
+    }
+    for name in ["AUTH_LISTEN", "AUTH_INTERNAL_LISTEN"] {
+        if set(name).is_some() {
+            problems.push(format!(
+                "{name}: the dev stack sets it (ports {AUTH_API} and {AUTH_INTERNAL})"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "unset these for `cargo xtask up` (edit envoy/dev.yaml for other values):\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
+    check_environment(|name| std::env::var(name).ok())?;
     step("wasm target", || {
         run(root, "rustup", &["target", "add", "wasm32-wasip1"])
     })?;
@@ -239,4 +275,36 @@ Try:
 
 Ctrl-C stops everything."#
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(vars: &[(&str, &str)]) -> anyhow::Result<()> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        check_environment(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn settings_the_dev_gateway_would_contradict_are_refused() {
+        assert!(check(&[]).is_ok());
+        assert!(check(&[
+            ("AUTH_JWT_ISSUER", "auth-service"),
+            ("AUTH_JWT_AUDIENCE", "billing, api"),
+            ("AUTH_DATABASE_URL", "postgres://x"),
+        ])
+        .is_ok());
+        for (name, value) in [
+            ("AUTH_JWT_ISSUER", "https://auth.example.com"),
+            ("AUTH_JWT_AUDIENCE", "billing"),
+            ("AUTH_LISTEN", "0.0.0.0:9000"),
+        ] {
+            let err = check(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
 }
