@@ -209,7 +209,36 @@ async fn scheduled_rotation_happens_once_per_period(app: TestApp) {
     assert_eq!(ring.snapshot().keys().len(), 2);
 }
 
+/// SECURITY.md B 9: tokens naming made-up kids make the ring reload at most once a second, so
+/// a flood of them costs one query a second, while each is still refused.
+async fn unknown_kids_reload_the_ring_at_most_once_a_second(app: TestApp) {
+    let forged = app.sign_raw(
+        r#"{"alg":"HS256","typ":"at+jwt","kid":"made-up"}"#,
+        r#"{"sub":"x"}"#,
+    );
+    assert_eq!(app.validate(&forged).await.status, StatusCode::UNAUTHORIZED);
+    let started = std::time::Instant::now();
+    let mut reloads = Vec::new();
+    while started.elapsed() < Duration::from_millis(2_500) {
+        if app.state.ring.reload_for_unknown_kid().await.unwrap() {
+            reloads.push(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        (1..=3).contains(&reloads.len()),
+        "at most one reload a second over 2.5 s: {reloads:?}"
+    );
+    for pair in reloads.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(1),
+            "two reloads less than a second apart: {reloads:?}"
+        );
+    }
+}
+
 crate::on_both_stores!(
+    unknown_kids_reload_the_ring_at_most_once_a_second,
     public_jwks_never_holds_a_secret_key,
     internal_keys_need_the_internal_token,
     internal_keys_list_the_signer_as_an_oct_jwk,
