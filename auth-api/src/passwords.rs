@@ -7,7 +7,7 @@
 //! instead of queueing without limit.
 
 use std::sync::{
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
     Arc,
 };
 
@@ -42,6 +42,8 @@ struct Inner {
     permits: Semaphore,
     queue_limit: usize,
     waiting: AtomicUsize,
+    /// bcrypt computations started since the start (hashes and verifies).
+    started: AtomicU64,
     /// A real hash at the configured cost, verified when the email is unknown so that the
     /// answer takes as long as for a wrong password.
     dummy_hash: String,
@@ -79,6 +81,7 @@ impl PasswordHasher {
                 permits: Semaphore::new(concurrency.max(1)),
                 queue_limit,
                 waiting: AtomicUsize::new(0),
+                started: AtomicU64::new(0),
                 dummy_hash,
             }),
         })
@@ -113,6 +116,11 @@ impl PasswordHasher {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
+    /// bcrypt computations started so far: tests use it to show which requests hashed nothing.
+    pub fn started(&self) -> u64 {
+        self.inner.started.load(Ordering::Relaxed)
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
@@ -134,6 +142,7 @@ impl PasswordHasher {
                 return Err(HashError::Failed("hash pool closed".to_owned()))
             }
         };
+        inner.started.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| HashError::Failed(e.to_string()))?

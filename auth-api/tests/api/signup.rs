@@ -136,20 +136,33 @@ async fn password_with_nul_is_verified_exactly(app: TestApp) {
 }
 
 async fn password_over_4096_bytes_is_password_too_long(app: TestApp) {
+    let hashes = app.state.hasher.started();
     let response = app
         .signup(&TestUser::random().email, &"x".repeat(4097))
         .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(response.error(), "password_too_long");
+    assert_eq!(app.state.hasher.started(), hashes, "refused before hashing");
+    let user = TestUser::random();
+    user.register(&app).await;
+    assert_eq!(
+        app.state.hasher.started(),
+        hashes + 1,
+        "a signup hashes once"
+    );
 }
 
 async fn one_mebibyte_body_is_413_without_hashing(app: TestApp) {
+    let hashes = app.state.hasher.started();
     let started = Instant::now();
     let response = app
         .signup(&TestUser::random().email, &"x".repeat(1 << 20))
         .await;
     assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(response.error(), "payload_too_large");
+    let login = app.login("a@example.com", &"x".repeat(1 << 20)).await;
+    assert_eq!(login.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.state.hasher.started(), hashes, "no bcrypt ran");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refused before any real work"
