@@ -69,7 +69,8 @@ pub struct FilterConfig {
     /// Route rules, first match wins; no match is denied (403).
     pub rules: Vec<Rule>,
     /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through
-    /// without a token, on routes that matched a rule. Default true.
+    /// without a token, on routes that matched a rule. Default false, as in `jwt_authn`: a
+    /// filter that lets requests through unchecked does so only when asked.
     pub bypass_cors_preflight: bool,
     /// The `realm` of `WWW-Authenticate` answers. Default `auth-service`.
     pub realm: String,
@@ -373,7 +374,7 @@ impl FilterConfig {
             .map(|(i, raw)| rule(&format!("rules[{i}]"), raw))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let bypass_cors_preflight = fields.take("bypass_cors_preflight")?.unwrap_or(true);
+        let bypass_cors_preflight = fields.take("bypass_cors_preflight")?.unwrap_or(false);
         let realm: String = fields
             .take("realm")?
             .unwrap_or_else(|| "auth-service".to_owned());
@@ -685,7 +686,7 @@ pub(crate) mod tests {
             config.required_claims,
             ["sub", "iat", "jti", "sid", "client_id"]
         );
-        assert!(config.bypass_cors_preflight);
+        assert!(!config.bypass_cors_preflight);
         assert_eq!(config.realm, "auth-service");
         assert_eq!(config.cache_entries, 1024);
         assert!(matches!(&config.key_source, KeySource::Local(keys) if keys.len() == 1));

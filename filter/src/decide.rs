@@ -778,7 +778,7 @@ mod tests {
             ("origin", "https://app.example"),
             ("access-control-request-method", "POST"),
         ];
-        let config = config_with(|_| {});
+        let config = config_with(|v| v["bypass_cors_preflight"] = json!(true));
         let decision = run(
             &config,
             "OPTIONS",
@@ -819,9 +819,10 @@ mod tests {
             Some(&DenyReason::MissingToken),
             "not a preflight without origin"
         );
-        let disabled = config_with(|v| v["bypass_cors_preflight"] = json!(false));
+        // Off by default, as in jwt_authn.
+        let default = config_with(|_| {});
         let decision = run(
-            &disabled,
+            &default,
             "OPTIONS",
             "/api/x",
             &preflight,
