@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use auth_jwt::{decode, KeySet, Validation};
+use auth_jwt::{decode, ErrorKind, KeySet, Validation};
 use serde_json::{Map, Value};
 
 use crate::cache::{Identity, TokenCache};
@@ -198,6 +198,9 @@ pub fn decide(
                     c.insert(found.token, Rc::clone(&identity));
                 }
                 identity
+            }
+            Err(err) if *err.kind() == ErrorKind::UnknownKey => {
+                return deny(DenyReason::UnknownKey)
             }
             Err(err) => return deny(DenyReason::InvalidToken(err.to_string())),
         },
@@ -615,10 +618,12 @@ mod tests {
                 None,
                 NOW,
             );
-            assert!(
-                matches!(reason(&decision), Some(DenyReason::InvalidToken(_))),
-                "{why}: {decision:?}"
-            );
+            let expected = if why == "unknown kid" {
+                matches!(reason(&decision), Some(DenyReason::UnknownKey))
+            } else {
+                matches!(reason(&decision), Some(DenyReason::InvalidToken(_)))
+            };
+            assert!(expected, "{why}: {decision:?}");
             let Decision::Deny {
                 response:
                     DenyResponse::Http {
@@ -920,10 +925,10 @@ mod tests {
             Some(&mut cache),
             NOW,
         );
-        assert!(matches!(
-            reason(&decision),
-            Some(DenyReason::InvalidToken(_))
-        ));
+        assert!(
+            matches!(reason(&decision), Some(DenyReason::UnknownKey)),
+            "the removed key is unknown now, cached or not"
+        );
     }
 
     #[test]

@@ -346,7 +346,7 @@ impl Tally {
         self.bump(Self::DENIED);
         self.bump(match reason {
             DenyReason::MissingToken => 2,
-            DenyReason::InvalidToken(_) => 3,
+            DenyReason::InvalidToken(_) | DenyReason::UnknownKey => 3,
             DenyReason::Revoked => 4,
             DenyReason::InsufficientScope(_) => 5,
             DenyReason::NoRoute => 6,
@@ -385,6 +385,24 @@ struct Shared {
     cache: Rc<RefCell<TokenCache>>,
     metrics: Metrics,
     tally: Rc<Tally>,
+    /// The shared-data names of `remote_jwks`, to ask for an early fetch when a token names an
+    /// unknown key; with the second this worker last asked, so that it asks once a second.
+    key_fetch: Option<(Rc<SharedNames>, Rc<Cell<u64>>)>,
+}
+
+impl Shared {
+    /// A token named a key this worker's set lacks: perhaps a new one that signs before the
+    /// next poll would bring it, so the next tick of any worker fetches the keys.
+    fn hurry_key_fetch(&self, now: Option<u64>) {
+        let (Some((names, asked_at)), Some(now)) = (&self.key_fetch, now) else {
+            return;
+        };
+        if asked_at.get() == now {
+            return;
+        }
+        asked_at.set(now);
+        poll::hurry(&HostShared, names, now);
+    }
 }
 
 /// The root context: configuration, keys, revocations, cache and counters of one worker.
@@ -510,7 +528,14 @@ impl RootContext for Root {
                 metrics.revocations(),
             ))
         });
+        let key_fetch = match &config.key_source {
+            KeySource::Remote(remote) => {
+                Some((Rc::new(keys::shared_names(remote)), Rc::new(Cell::new(0))))
+            }
+            KeySource::Local(_) => None,
+        };
         self.shared = Some(Shared {
+            key_fetch,
             validation: Rc::new(config.validation()),
             cache: Rc::new(RefCell::new(TokenCache::new(config.cache_entries))),
             config: Rc::new(config),
@@ -747,6 +772,11 @@ impl HttpContext for Http {
             }
             Decision::Deny { reason, response } => {
                 count(&|t| t.denied(&reason));
+                if reason == DenyReason::UnknownKey {
+                    if let Some(shared) = shared {
+                        shared.hurry_key_fetch(self.now);
+                    }
+                }
                 send(&response);
                 Action::Pause
             }

@@ -251,6 +251,46 @@ pub fn touched_stamp(current: Option<&Stamp>, sent_etag: &str, now: u64) -> Opti
     })
 }
 
+/// The lease to write when a request at `now` named a key the shared key set lacks: the next
+/// fetch moved to now, so that a key that signs before the next poll would have brought it
+/// (after `keys revoke`, or a publish delay shorter than the poll) is fetched within a tick.
+/// `None` leaves the lease alone: no lease yet (the first fetch is due anyway), a fetch in
+/// flight, a backoff after failures, a fetch already due, or one less than a second after the
+/// last (`last_fetched_at`): a flood of made-up kids costs at most one fetch a second, most of
+/// them a `304`.
+pub fn hurried_lease(
+    current: Option<&Lease>,
+    last_fetched_at: Option<u64>,
+    now: u64,
+) -> Option<Lease> {
+    let current = current?;
+    let in_flight = current.holder.is_some() && now < current.expires_at;
+    let fetched_just_now = last_fetched_at.is_some_and(|at| now < at.saturating_add(1));
+    if in_flight || current.failures > 0 || current.next_attempt_at <= now || fetched_just_now {
+        return None;
+    }
+    Some(Lease {
+        next_attempt_at: now,
+        ..current.clone()
+    })
+}
+
+/// Asks for an early fetch of the document at `names` ([`hurried_lease`]); `true` when the
+/// next fetch was moved to `now`. Called from a request, so it reads two small values and
+/// writes at most one.
+pub fn hurry(shared: &dyn SharedData, names: &SharedNames, now: u64) -> bool {
+    let Some((bytes, cas)) = shared.get(&names.lease) else {
+        return false;
+    };
+    let lease = decode::<Lease>(bytes.as_deref());
+    let fetched_at = shared
+        .get(&names.stamp)
+        .and_then(|(bytes, _)| decode::<Stamp>(bytes.as_deref()))
+        .map(|stamp| stamp.fetched_at);
+    hurried_lease(lease.as_ref(), fetched_at, now)
+        .is_some_and(|lease| shared.set(&names.lease, &encode(&lease), cas).is_ok())
+}
+
 /// Whether a document fetched at `fetched_at` may still be used at `now`; with no
 /// `stale_after_seconds` it never goes stale.
 pub fn is_fresh(fetched_at: u64, now: u64, stale_after_seconds: Option<u64>) -> bool {
@@ -1039,6 +1079,71 @@ pub(crate) mod tests {
         );
         assert_eq!(b.refresh(&shared), Refreshed::Unchanged, "parsed once");
         assert_eq!(words(&b, NOW).map(|w| w.len()), Some(2));
+    }
+
+    #[test]
+    fn an_unknown_kid_hurries_the_next_fetch_at_most_once_a_second() {
+        let waiting = Lease {
+            next_attempt_at: NOW + 25,
+            ..Lease::default()
+        };
+        let hurried = hurried_lease(Some(&waiting), Some(NOW - 5), NOW).unwrap();
+        assert_eq!(hurried.next_attempt_at, NOW);
+        let in_flight = Lease {
+            holder: Some(2),
+            expires_at: NOW + 3,
+            ..waiting.clone()
+        };
+        let backing_off = Lease {
+            failures: 1,
+            ..waiting.clone()
+        };
+        let due = Lease {
+            next_attempt_at: NOW,
+            ..Lease::default()
+        };
+        let cases = [
+            (
+                None,
+                Some(NOW - 5),
+                "no lease yet: the first fetch is due anyway",
+            ),
+            (Some(&in_flight), Some(NOW - 5), "a fetch is in flight"),
+            (
+                Some(&backing_off),
+                Some(NOW - 5),
+                "the source is failing: keep backing off",
+            ),
+            (Some(&due), Some(NOW - 5), "already due"),
+            (Some(&waiting), Some(NOW), "fetched this very second"),
+        ];
+        for (lease, fetched_at, why) in cases {
+            assert_eq!(hurried_lease(lease, fetched_at, NOW), None, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_hurried_fetch_is_taken_by_the_next_tick_of_any_worker() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        poll(&mut a, &shared, NOW, ("200", Some("\"v1\""), r#"["x"]"#));
+        assert_eq!(b.start(&shared, NOW + 5), None, "not due for 30 s");
+        assert!(hurry(&shared, &names(), NOW + 5));
+        assert!(!hurry(&shared, &names(), NOW + 5), "already due");
+        let request = b.start(&shared, NOW + 5).expect("due now, for anyone");
+        assert_eq!(request.if_none_match.as_deref(), Some("\"v1\""));
+        b.sent(3, request);
+        let fetched = b.classify(Some("304"), None, 0, Some(b""));
+        assert_eq!(
+            b.finish(&shared, NOW + 5, fetched),
+            FetchResult::NotModified
+        );
+        assert!(
+            !hurry(&shared, &names(), NOW + 5),
+            "at most one early fetch a second"
+        );
+        assert!(hurry(&shared, &names(), NOW + 6));
     }
 
     #[test]

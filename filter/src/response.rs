@@ -13,6 +13,10 @@ pub enum DenyReason {
     /// The token is malformed or fails verification (401 `invalid_token`; gRPC 16). Holds a
     /// description that never quotes the token.
     InvalidToken(String),
+    /// The token names a `kid` the loaded key set does not hold (answered exactly like
+    /// [`DenyReason::InvalidToken`]); the host asks for an early key fetch, in case the key is
+    /// new.
+    UnknownKey,
     /// The token verifies but the revocation feed lists its session or user (401
     /// `invalid_token`, "the token has been revoked"; gRPC 16).
     Revoked,
@@ -32,7 +36,7 @@ impl DenyReason {
     pub fn metric_suffix(&self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",
-            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidToken(_) | Self::UnknownKey => "invalid_token",
             Self::Revoked => "revoked",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::NoRoute => "no_route",
@@ -83,6 +87,7 @@ pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyRespon
             Some(format!("Bearer realm=\"{realm}\"")),
         ),
         DenyReason::InvalidToken(why) => invalid_token(sanitize(why)),
+        DenyReason::UnknownKey => invalid_token("unknown key id".to_owned()),
         DenyReason::Revoked => invalid_token("the token has been revoked".to_owned()),
         DenyReason::InsufficientScope(why) => {
             let why = sanitize(why);

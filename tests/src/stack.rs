@@ -20,6 +20,8 @@ pub struct StackOptions {
     pub backend: Backend,
     /// The filter's key poll interval.
     pub poll_seconds: u32,
+    /// The filter's revocation-feed poll interval.
+    pub revocation_poll_seconds: u32,
     /// Envoy worker threads (one wasm VM each).
     pub concurrency: u32,
     /// Serve auth-api from the start; when `false` its ports are bound but nobody answers until
@@ -34,6 +36,7 @@ impl Default for StackOptions {
         Self {
             backend: Backend::Sqlite,
             poll_seconds: 1,
+            revocation_poll_seconds: 1,
             concurrency: 2,
             serve_auth_api: true,
             configure: |_| {},
@@ -120,7 +123,10 @@ impl Stack {
             ("WASM_PATH", filter_wasm().display().to_string()),
             ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
             ("POLL_SECONDS", options.poll_seconds.to_string()),
-            ("REVOCATION_POLL_SECONDS", options.poll_seconds.to_string()),
+            (
+                "REVOCATION_POLL_SECONDS",
+                options.revocation_poll_seconds.to_string(),
+            ),
         ]);
         let envoy = match Envoy::start(&render_config(&values), options.concurrency).await {
             Ok(envoy) => envoy,

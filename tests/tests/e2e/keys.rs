@@ -64,3 +64,70 @@ async fn keys_are_fetched_once_per_interval_not_once_per_worker() {
         "{fetched} fetches in 5 s with 2 workers and a 1 s interval"
     );
 }
+
+/// A key that signs before the next poll would bring it (here: the replacement after
+/// `keys revoke`, which signs at once) is fetched when a token first names it, not a poll
+/// (30 s) later; a flood of made-up kids still costs at most one fetch a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
+    let stack = Stack::start(StackOptions {
+        poll_seconds: 30,
+        ..StackOptions::default()
+    })
+    .await;
+    let (email, _) = stack.new_user().await;
+    let old_kid = stack.signer_kid();
+    let replacement = stack
+        .state
+        .ring
+        .revoke(&old_kid, stack.state.clock.now())
+        .await
+        .unwrap()
+        .expect("a replacement key");
+    let credentials =
+        serde_json::json!({"email": email, "password": "correct horse battery staple"});
+    let fresh: serde_json::Value = stack
+        .post("/auth/login", &credentials)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = fresh["access_token"].as_str().unwrap();
+    assert_eq!(
+        test_support::jwt_part(token, 0)["kid"],
+        replacement.as_str(),
+        "signed by the replacement"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let status = stack.get("/api/orders", Some(token)).await.status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still {status} after {:?} with a 30 s key poll",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let fetches = stack.envoy.counter("jwks_fetch_success").await;
+    let flood_started = std::time::Instant::now();
+    let mut sent = 0;
+    while flood_started.elapsed() < Duration::from_secs(3) {
+        let made_up = stack.sign_raw(
+            &format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"made-up-{sent}"}}"#),
+            r#"{"sub":"x"}"#,
+        );
+        assert_eq!(stack.get("/api/orders", Some(&made_up)).await.status(), 401);
+        sent += 1;
+    }
+    // Counters reach Envoy on the next tick.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flood_fetches = stack.envoy.counter("jwks_fetch_success").await - fetches;
+    assert!(
+        flood_fetches <= 4,
+        "{flood_fetches} key fetches for {sent} made-up kids in 3 s"
+    );
+}
