@@ -46,3 +46,28 @@ async fn a_thousand_wrong_passwords_from_rotating_forwarded_for_get_429s() {
         "still locked, and no hint whether the password was right"
     );
 }
+
+/// The address auth-api's per-client limits key on comes from Envoy, never from the client: a
+/// client's own `x-envoy-external-address` is replaced with the address Envoy saw, also from a
+/// loopback or private address (`internal_address_config` names no internal peers). auth-api
+/// never reads `X-Forwarded-For`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_the_address_auth_api_sees() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let echoed: serde_json::Value = stack
+        .client
+        .get(stack.url("/public/whoami"))
+        .header("x-envoy-external-address", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &echoed["headers"];
+    assert_eq!(
+        headers["x-envoy-external-address"], "127.0.0.1",
+        "Envoy's own view of the client: {headers}"
+    );
+}
