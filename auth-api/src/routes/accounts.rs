@@ -156,7 +156,15 @@ pub(super) async fn login(
         rotation_key: new_rotation_key(),
         first_token_hash: refresh.hash(),
     };
-    state.store.create_session(&session).await?;
+    if !state
+        .store
+        .create_session(&session, &user.password_hash)
+        .await?
+    {
+        // The password changed while this login checked the old one.
+        state.metrics.login("invalid_credentials");
+        return Err(ApiError::InvalidCredentials);
+    }
     let row = state
         .store
         .session(&session.id)

@@ -13,11 +13,12 @@ use crate::{
     error::{ApiError, ErrorBody, Result},
     extract::{bearer_token, Json},
     state::AppState,
+    store::PasswordChange,
 };
 
 /// `{"current_password", "new_password"}`; deliberately without `Debug`.
 #[derive(Deserialize, ToSchema)]
-pub(super) struct PasswordChange {
+pub(super) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
 }
@@ -27,7 +28,7 @@ pub(super) struct PasswordChange {
 /// wrong answers count towards the same lock as failed logins. The new password follows the
 /// signup policy. By default (`AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS`) every other session
 /// of the user ends, at the gateway too; this one lives on.
-#[utoipa::path(post, path = "/password", request_body = PasswordChange, responses(
+#[utoipa::path(post, path = "/password", request_body = ChangePasswordRequest, responses(
     (status = 204, description = "password changed; the other sessions ended (by default)"),
     (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
     (status = 401, description = "no access token, or one that is not valid (expired, revoked, …)", body = ErrorBody),
@@ -42,7 +43,7 @@ pub(super) struct PasswordChange {
 pub(super) async fn change_password(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<PasswordChange>,
+    Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
     let verified = state.verify_access_token(token).await?;
@@ -78,14 +79,31 @@ pub(super) async fn change_password(
         .config
         .password_change_ends_other_sessions
         .then(|| state.revoke_at());
-    let ended = state
+    let outcome = state
         .store
-        .change_password(&user.id, &password_hash, &claims.sid, end_others)
+        .change_password(
+            &user.id,
+            &user.password_hash,
+            &password_hash,
+            &claims.sid,
+            end_others,
+        )
         .await?;
-    tracing::info!(
-        event = "password_changed",
-        other_sessions_ended = ended,
-        "password changed"
-    );
-    Ok(StatusCode::NO_CONTENT)
+    match outcome {
+        PasswordChange::Changed {
+            other_sessions_ended,
+        } => {
+            tracing::info!(
+                event = "password_changed",
+                other_sessions_ended,
+                "password changed"
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        // Another change came first: the current password given is no longer the password.
+        PasswordChange::Conflict => Err(ApiError::WrongPassword),
+        PasswordChange::SessionEnded => {
+            Err(ApiError::InvalidToken("the session has ended".to_owned()))
+        }
+    }
 }

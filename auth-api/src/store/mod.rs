@@ -23,7 +23,7 @@ use sqlx::{
 pub use keys::StoredKey;
 pub use revocations::{RevocationRow, Revoked};
 pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, SessionSummary, TokenStatus};
-pub use users::{InsertUser, UserRow, UserSummary};
+pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -106,8 +106,29 @@ pub struct TokenStatus {
 
 impl Store {
     /// Creates a session and records its first refresh token.
-    pub async fn create_session(&self, session: &NewSession) -> Result<(), sqlx::Error> {
+    ///
+    /// Only while the user's password hash is still `verified_hash`, the one the login just
+    /// checked: `false` (and nothing created) when a password change committed meanwhile. The
+    /// check is a write on the user's row, so it also waits for a change in progress: a login
+    /// with the old password either ends before the change, which then ends its session, or
+    /// sees the new hash.
+    pub async fn create_session(
+        &self,
+        session: &NewSession,
+        verified_hash: &str,
+    ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        let fenced = sqlx::query(
+            "UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2",
+        )
+        .bind(&session.user_id)
+        .bind(verified_hash)
+        .execute(&mut *tx)
+        .await?;
+        if fenced.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, rotation_key) \
              VALUES ($1, $2, $3, $4, 0, $3, $5)",
@@ -127,7 +148,8 @@ impl Store {
         .bind(session.created_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The session a refresh token (by hash) belongs to, with the token's generation.
@@ -250,22 +272,23 @@ impl Store {
         at: RevokeAt,
         reason: &str,
     ) -> Result<u64, sqlx::Error> {
-        let others: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM sessions \
-             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3",
+        // One write that returns what it ended: a transaction that read first could not write
+        // on SQLite once another connection had committed meanwhile.
+        let ended: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = $3, revoke_reason = $4 \
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3 \
+             RETURNING id",
         )
         .bind(user_id)
         .bind(keep)
         .bind(at.now)
+        .bind(reason)
         .fetch_all(&mut *conn)
         .await?;
-        let mut ended = 0;
-        for session_id in &others {
-            if Self::revoke_session_in(conn, session_id, at, reason).await? {
-                ended += 1;
-            }
+        for session_id in &ended {
+            Self::record_revocation(conn, Revoked::Session(session_id), at.until, at.now).await?;
         }
-        Ok(ended)
+        Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
     }
 
     /// Revokes one session inside the caller's transaction and publishes it in the feed;

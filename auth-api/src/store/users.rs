@@ -21,6 +21,20 @@ pub struct UserRow {
     pub tokens_valid_after: i64,
 }
 
+/// How [`Store::change_password`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordChange {
+    /// Changed; this many other sessions ended.
+    Changed {
+        /// Sessions ended with it.
+        other_sessions_ended: u64,
+    },
+    /// The password hash was no longer the one checked: another change came first.
+    Conflict,
+    /// The session asking for the change has ended meanwhile.
+    SessionEnded,
+}
+
 /// One line of `auth-api users list`.
 #[derive(Debug, Clone)]
 pub struct UserSummary {
@@ -167,22 +181,42 @@ impl Store {
         Ok(disabled)
     }
 
-    /// Replaces the user's password hash; with `end_others`, ends every other live session of
-    /// the user in the same transaction (each published in the revocation feed), keeping
-    /// `keep`. How many sessions ended.
+    /// Replaces the user's password hash `verified_hash` (the one just checked) with
+    /// `password_hash`, from the live session `keep`; with `end_others`, ends every other live
+    /// session of the user in the same transaction (each published in the revocation feed).
+    /// Nothing changes when the hash is no longer `verified_hash` (a concurrent change won) or
+    /// `keep` has ended meanwhile.
     pub async fn change_password(
         &self,
         user_id: &str,
+        verified_hash: &str,
         password_hash: &str,
         keep: &str,
         end_others: Option<RevokeAt>,
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<PasswordChange, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(password_hash)
-            .execute(&mut *tx)
-            .await?;
+        let changed =
+            sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+                .bind(user_id)
+                .bind(verified_hash)
+                .bind(password_hash)
+                .execute(&mut *tx)
+                .await?;
+        if changed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(PasswordChange::Conflict);
+        }
+        let keep_is_live: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(keep)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if keep_is_live.is_none() {
+            tx.rollback().await?;
+            return Ok(PasswordChange::SessionEnded);
+        }
         let ended = match end_others {
             Some(at) => {
                 Self::revoke_other_sessions_in(&mut tx, user_id, keep, at, "password_changed")
@@ -191,7 +225,9 @@ impl Store {
             None => 0,
         };
         tx.commit().await?;
-        Ok(ended)
+        Ok(PasswordChange::Changed {
+            other_sessions_ended: ended,
+        })
     }
 
     /// Enables a disabled user; `false` when not disabled.

@@ -220,8 +220,10 @@ async fn unknown_kids_reload_the_ring_at_most_once_a_second(app: TestApp) {
     let started = std::time::Instant::now();
     let mut reloads = Vec::new();
     while started.elapsed() < Duration::from_millis(2_500) {
+        // The ring's gate reads the time before it reloads: so does this.
+        let asked_at = started.elapsed();
         if app.state.ring.reload_for_unknown_kid().await.unwrap() {
-            reloads.push(started.elapsed());
+            reloads.push(asked_at);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -231,7 +233,8 @@ async fn unknown_kids_reload_the_ring_at_most_once_a_second(app: TestApp) {
     );
     for pair in reloads.windows(2) {
         assert!(
-            pair[1] - pair[0] >= Duration::from_secs(1),
+            // A few milliseconds of slack: this loop's clock and the ring's are read apart.
+            pair[1] - pair[0] >= Duration::from_millis(990),
             "two reloads less than a second apart: {reloads:?}"
         );
     }

@@ -7,6 +7,8 @@ use axum::{
 };
 use serde_json::json;
 
+use auth_api::store::{NewSession, PasswordChange};
+
 use crate::helpers::{Backend, TestApp, TestResponse, TestUser, Tokens};
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -127,6 +129,7 @@ async fn without_a_valid_access_token_it_is_401(app: TestApp) {
 }
 
 crate::on_both_stores!(
+    changes_and_logins_that_lost_a_race_change_nothing,
     a_password_change_ends_the_other_sessions_and_keeps_this_one,
     a_wrong_current_password_is_403_and_counts_towards_the_lock,
     a_weak_new_password_is_422_and_changes_nothing,
@@ -150,4 +153,55 @@ async fn other_sessions_can_be_kept_by_configuration() {
         app.login(&user.email, NEW_PASSWORD).await.status,
         StatusCode::OK
     );
+}
+
+/// The races a review found, closed in the store: a change whose checked hash is no longer
+/// current (another change won), a change from a session that ended meanwhile, and a login that
+/// checked the old password while a change committed: none of them changes anything.
+async fn changes_and_logins_that_lost_a_race_change_nothing(app: TestApp) {
+    let (user, here) = app.logged_in_user().await;
+    let row = app.user(&user.email).await;
+    let store = &app.state.store;
+    let at = app.state.revoke_at();
+    let stale = "$2b$10$not.the.current.hash.at.all.................................";
+    assert_eq!(
+        store
+            .change_password(&row.id, stale, "new-hash", &here.sid(), Some(at))
+            .await
+            .unwrap(),
+        PasswordChange::Conflict
+    );
+    let elsewhere = user.login(&app).await;
+    app.logout_bearer(&elsewhere.access, false).await;
+    assert_eq!(
+        store
+            .change_password(
+                &row.id,
+                &row.password_hash,
+                "new-hash",
+                &elsewhere.sid(),
+                Some(at)
+            )
+            .await
+            .unwrap(),
+        PasswordChange::SessionEnded
+    );
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK,
+        "the password is unchanged"
+    );
+    let session = NewSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: row.id.clone(),
+        created_at: app.clock.now(),
+        expires_at: app.clock.now() + 3600,
+        rotation_key: vec![7; 32],
+        first_token_hash: vec![1; 32],
+    };
+    assert!(
+        !store.create_session(&session, stale).await.unwrap(),
+        "a login that checked another hash opens no session"
+    );
+    assert!(store.session(&session.id).await.unwrap().is_none());
 }
