@@ -202,15 +202,17 @@ impl<D: Document> Remote<D> {
             Refreshed::Loaded { version, summary } => log(
                 LogLevel::Info,
                 &format!(
-                    "auth-filter: loaded {} version {version} ({summary})",
-                    D::KIND
+                    "auth-filter: loaded {} version {} ({summary})",
+                    D::KIND,
+                    poll::version_label(*version)
                 ),
             ),
             Refreshed::Unusable { version, error } => log(
                 LogLevel::Error,
                 &format!(
-                    "auth-filter: shared {} version {version} unusable: {error}",
-                    D::KIND
+                    "auth-filter: shared {} version {} unusable: {error}",
+                    D::KIND,
+                    poll::version_label(*version)
                 ),
             ),
             Refreshed::Unchanged => {}
@@ -285,7 +287,9 @@ impl<D: Document> Remote<D> {
 
     fn finish(&mut self, now: u64, fetched: Fetched) {
         match self.poller.finish(&HostShared, now, fetched) {
-            FetchResult::Stored => Metrics::add(self.counters.success, 1),
+            FetchResult::Stored | FetchResult::Superseded => {
+                Metrics::add(self.counters.success, 1);
+            }
             FetchResult::NotModified => {
                 Metrics::add(self.counters.success, 1);
                 Metrics::add(self.counters.not_modified, 1);

@@ -6,7 +6,9 @@
 //! three values per document in proxy-wasm shared data:
 //!
 //! - the document itself, as `<version>\n<body>`: the last good body, written with
-//!   compare-and-swap. `version` grows by one each time the body changes;
+//!   compare-and-swap. The version's generation grows by one each time the body changes, and
+//!   its low bits name the worker that stored it, so two workers that store different bodies
+//!   at once (a write to an absent key cannot be compare-and-swapped) never share a version;
 //! - the [`Stamp`] `{version, fetched_at, etag}`: a few bytes saying which version is shared,
 //!   when it was last fetched or confirmed (304), and its `ETag`. Every worker reads the stamp
 //!   on every tick and reads (and re-parses) the document only when the version is new. A
@@ -18,9 +20,12 @@
 //!   backoff after failures is shared by every worker.
 //!
 //! The document is written before its stamp, so a stamp never names a version that cannot be
-//! read. The lease keeps the workers from all fetching at once; it is not needed for
-//! correctness, since both values are written with compare-and-swap and a duplicate fetch is
-//! harmless.
+//! read. A worker reads the document again whenever the stamp changes and keeps the version the
+//! document itself carries, so all workers end up with the document that stayed in shared data
+//! even when stamps land out of order. An answer that arrives after another worker stored a
+//! different document than the one shared when the fetch started is dropped, never stored over
+//! it: it may be the older of the two. The lease keeps the workers from all fetching at once;
+//! with those two rules a duplicate fetch is harmless.
 //! This module neither talks to the host nor sends requests: `host.rs` implements
 //! [`SharedData`], dispatches the call a [`Poller`] asks for and hands back the answer.
 
@@ -212,18 +217,45 @@ pub fn release_lease(current: Option<&Lease>, now: u64, success: bool, poll_seco
     }
 }
 
-/// The version for a fetched `body`, given the shared `(version, body)`: the same version when
-/// the body did not change, else the next one.
-pub fn next_version(current: Option<(u64, &str)>, body: &str) -> u64 {
+/// Low bits of a version that hold the id of the worker that stored it: two workers that store
+/// different bodies over the same shared version (both at start-up, say) never give them the
+/// same version, so every worker notices which one stayed.
+const WRITER_BITS: u32 = 16;
+
+/// A version: `generation` (one more at each change) with the writer's id in the low bits.
+pub fn version_of(generation: u64, writer: u64) -> u64 {
+    let generation = generation.min(u64::MAX >> WRITER_BITS);
+    (generation << WRITER_BITS) | (writer & ((1 << WRITER_BITS) - 1))
+}
+
+/// A version as the log shows it: `generation.writer`.
+pub fn version_label(version: u64) -> String {
+    format!(
+        "{}.{}",
+        generation_of(version),
+        version & ((1 << WRITER_BITS) - 1)
+    )
+}
+
+/// The generation part of a version.
+pub fn generation_of(version: u64) -> u64 {
+    version >> WRITER_BITS
+}
+
+/// The version for a `body` worker `writer` fetched, given the shared `(version, body)`: the
+/// same version when the body did not change, else the next generation.
+pub fn next_version(current: Option<(u64, &str)>, body: &str, writer: u64) -> u64 {
     match current {
         Some((version, shared)) if shared == body => version,
-        Some((version, _)) => version.saturating_add(1),
-        None => 1,
+        _ => {
+            let generation = current.map_or(0, |(version, _)| generation_of(version));
+            version_of(generation.saturating_add(1), writer)
+        }
     }
 }
 
 /// The stamp to write once `version` (with `etag`) is stored, fetched at `now`; `None` when the
-/// shared stamp already names a newer version (a slower fetch never takes the stamp back).
+/// shared stamp already names a later generation (a slower fetch never takes the stamp back).
 pub fn next_stamp(
     current: Option<&Stamp>,
     version: u64,
@@ -231,7 +263,7 @@ pub fn next_stamp(
     now: u64,
 ) -> Option<Stamp> {
     match current {
-        Some(c) if c.version > version => None,
+        Some(c) if generation_of(c.version) > generation_of(version) => None,
         _ => Some(Stamp {
             version,
             fetched_at: now.max(current.map_or(0, |c| c.fetched_at)),
@@ -395,6 +427,8 @@ fn usable_etag(etag: &str) -> bool {
 pub struct Request {
     /// The `If-None-Match` header, if the shared record has an `ETag`.
     pub if_none_match: Option<String>,
+    /// The version the stamp named when the fetch started, to tell a late answer.
+    pub seen_version: Option<u64>,
 }
 
 /// How a fetch ended, for the counters and the log.
@@ -404,6 +438,9 @@ pub enum FetchResult {
     Stored,
     /// A 304 confirmed the shared copy.
     NotModified,
+    /// The answer arrived after another worker had stored a different document, and was
+    /// dropped: it may be the older of the two.
+    Superseded,
     /// The fetch failed; says why.
     Failed(String),
 }
@@ -461,6 +498,20 @@ enum StampWrite {
 struct InFlight {
     token: u32,
     if_none_match: Option<String>,
+    /// The version the stamp named when the fetch started.
+    seen_version: Option<u64>,
+}
+
+/// How storing a fetched body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// Shared under this version.
+    Stored(u64),
+    /// Another worker stored a different body since this fetch started: this answer may be
+    /// older than that one, so it is dropped rather than taking the shared copy back.
+    Superseded,
+    /// Every attempt failed.
+    Failed,
 }
 
 /// One worker's side of one polled document: its parsed copy, and its part in fetching.
@@ -470,6 +521,9 @@ pub struct Poller<D> {
     worker_id: u64,
     timing: Timing,
     tracker: VersionTracker,
+    /// The stamp version this worker last acted on: the document is read again only when the
+    /// stamp changes, whatever version the document itself turned out to carry.
+    stamp_seen: Option<u64>,
     /// The parsed document and when it was fetched.
     current: Option<(Rc<D>, u64)>,
     in_flight: Option<InFlight>,
@@ -483,6 +537,7 @@ impl<D: Document> Poller<D> {
             worker_id,
             timing,
             tracker: VersionTracker::default(),
+            stamp_seen: None,
             current: None,
             in_flight: None,
         }
@@ -526,7 +581,7 @@ impl<D: Document> Poller<D> {
             }
             Refreshed::Unchanged
         };
-        if self.tracker.is_current(stamp.version) {
+        if self.stamp_seen == Some(stamp.version) {
             return unchanged(self);
         }
         let Some((bytes, _)) = shared.get(&self.names.document) else {
@@ -537,6 +592,7 @@ impl<D: Document> Poller<D> {
         let Some((version, body)) = decode_document(bytes.as_deref()) else {
             return Refreshed::Unchanged;
         };
+        self.stamp_seen = Some(stamp.version);
         if !self.tracker.needs_parse(version) {
             return unchanged(self);
         }
@@ -563,8 +619,11 @@ impl<D: Document> Poller<D> {
         let lease = try_take_lease(current.as_ref(), self.worker_id, now, lease_secs)?;
         // A failure means another worker took it first.
         shared.set(&self.names.lease, &encode(&lease), cas).ok()?;
-        let if_none_match = self.stamp(shared).and_then(|stamp| stamp.etag);
-        Some(Request { if_none_match })
+        let stamp = self.stamp(shared);
+        Some(Request {
+            if_none_match: stamp.as_ref().and_then(|stamp| stamp.etag.clone()),
+            seen_version: stamp.map(|stamp| stamp.version),
+        })
     }
 
     /// Remembers that `request` went out as the call `token`.
@@ -572,6 +631,7 @@ impl<D: Document> Poller<D> {
         self.in_flight = Some(InFlight {
             token,
             if_none_match: request.if_none_match,
+            seen_version: request.seen_version,
         });
     }
 
@@ -599,23 +659,24 @@ impl<D: Document> Poller<D> {
     /// or the stamp touched, then the lease released with the next due time. The caller then
     /// calls [`Poller::refresh`].
     pub fn finish(&mut self, shared: &dyn SharedData, now: u64, fetched: Fetched) -> FetchResult {
-        let sent = self.in_flight.take().and_then(|f| f.if_none_match);
+        let in_flight = self.in_flight.take();
+        let seen_version = in_flight.as_ref().and_then(|f| f.seen_version);
+        let sent = in_flight.and_then(|f| f.if_none_match);
         let result = match fetched {
             Fetched::Document { document, etag } => {
-                let stored = self
-                    .store_document(shared, &document)
-                    .is_some_and(|version| {
-                        // A newer stamp than ours already covers a newer document: nothing to write.
-                        self.update_stamp(shared, |current| {
+                match self.store_document(shared, &document, seen_version) {
+                    // A later stamp than ours already covers a later document: nothing to write.
+                    Store::Stored(version)
+                        if self.update_stamp(shared, |current| {
                             next_stamp(current, version, etag.as_deref(), now)
-                        }) != StampWrite::Failed
-                    });
-                if stored {
-                    FetchResult::Stored
-                } else {
-                    FetchResult::Failed(
+                        }) != StampWrite::Failed =>
+                    {
+                        FetchResult::Stored
+                    }
+                    Store::Superseded => FetchResult::Superseded,
+                    Store::Stored(_) | Store::Failed => FetchResult::Failed(
                         "the document could not be written to shared data".to_owned(),
-                    )
+                    ),
                 }
             }
             Fetched::NotModified => {
@@ -635,24 +696,35 @@ impl<D: Document> Poller<D> {
         result
     }
 
-    /// Stores `body` as the shared document with compare-and-swap, under the next version if it
-    /// differs from the shared one; the version it is shared under, `None` if every attempt
-    /// failed.
-    fn store_document(&self, shared: &dyn SharedData, body: &str) -> Option<u64> {
+    /// Stores `body`, fetched when the stamp named `seen_version`, as the shared document with
+    /// compare-and-swap, under the next version if it differs from the shared one.
+    fn store_document(
+        &self,
+        shared: &dyn SharedData,
+        body: &str,
+        seen_version: Option<u64>,
+    ) -> Store {
         for _ in 0..CAS_ATTEMPTS {
-            let (bytes, cas) = shared.get(&self.names.document)?;
+            let Some((bytes, cas)) = shared.get(&self.names.document) else {
+                return Store::Failed;
+            };
             let current = decode_document(bytes.as_deref());
-            let version = next_version(current, body);
+            if let (Some((version, shared_body)), Some(seen)) = (current, seen_version) {
+                if version != seen && shared_body != body {
+                    return Store::Superseded;
+                }
+            }
+            let version = next_version(current, body, self.worker_id);
             if current.is_some_and(|(shared_version, _)| shared_version == version) {
-                return Some(version);
+                return Store::Stored(version);
             }
             match shared.set(&self.names.document, &encode_document(version, body), cas) {
-                Ok(()) => return Some(version),
+                Ok(()) => return Store::Stored(version),
                 Err(SetError::CasMismatch) => {}
-                Err(SetError::Failed) => return None,
+                Err(SetError::Failed) => return Store::Failed,
             }
         }
-        None
+        Store::Failed
     }
 
     /// Writes `next(current stamp)` with compare-and-swap.
@@ -925,38 +997,53 @@ pub(crate) mod tests {
 
     #[test]
     fn the_version_changes_only_with_the_document() {
-        assert_eq!(next_version(None, "a"), 1);
+        let first = next_version(None, "a", 1);
+        assert_eq!(first, version_of(1, 1));
         assert_eq!(
-            next_version(Some((1, "a")), "a"),
-            1,
+            next_version(Some((first, "a")), "a", 2),
+            first,
             "same body, same version"
         );
-        assert_eq!(next_version(Some((1, "a")), "b"), 2);
+        assert_eq!(next_version(Some((first, "a")), "b", 2), version_of(2, 2));
+        assert_ne!(
+            next_version(None, "a", 1),
+            next_version(None, "b", 2),
+            "two workers storing over the same version never share one"
+        );
+        assert_eq!(version_label(version_of(7, 3)), "7.3");
+        let last = version_of(u64::MAX, 1);
         assert_eq!(
-            next_version(Some((u64::MAX, "a")), "b"),
-            u64::MAX,
+            generation_of(next_version(Some((last, "a")), "b", 1)),
+            generation_of(last),
             "no overflow"
         );
     }
 
     #[test]
     fn the_stamp_follows_the_newest_version_and_never_goes_back() {
-        let first = next_stamp(None, 1, Some("\"1\""), NOW).unwrap();
-        assert_eq!((first.version, first.fetched_at), (1, NOW));
-        let same = next_stamp(Some(&first), 1, Some("\"1\""), NOW + 30).unwrap();
-        assert_eq!((same.version, same.fetched_at), (1, NOW + 30));
-        let changed = next_stamp(Some(&same), 2, None, NOW + 60).unwrap();
-        assert_eq!((changed.version, changed.etag.as_deref()), (2, None));
-        let late = next_stamp(Some(&changed), 2, None, NOW).unwrap();
+        let (v1, v2) = (version_of(1, 1), version_of(2, 1));
+        let first = next_stamp(None, v1, Some("\"1\""), NOW).unwrap();
+        assert_eq!((first.version, first.fetched_at), (v1, NOW));
+        let same = next_stamp(Some(&first), v1, Some("\"1\""), NOW + 30).unwrap();
+        assert_eq!((same.version, same.fetched_at), (v1, NOW + 30));
+        let changed = next_stamp(Some(&same), v2, None, NOW + 60).unwrap();
+        assert_eq!((changed.version, changed.etag.as_deref()), (v2, None));
+        let late = next_stamp(Some(&changed), v2, None, NOW).unwrap();
         assert_eq!(
             late.fetched_at,
             NOW + 60,
             "a slow fetch never moves fetched_at back"
         );
         assert_eq!(
-            next_stamp(Some(&changed), 1, Some("\"1\""), NOW + 90),
+            next_stamp(Some(&changed), v1, Some("\"1\""), NOW + 90),
             None,
-            "a slow fetch of an older version leaves the stamp alone"
+            "a slow fetch of an older generation leaves the stamp alone"
+        );
+        let rival = next_stamp(Some(&changed), version_of(2, 2), None, NOW + 90).unwrap();
+        assert_eq!(
+            rival.version,
+            version_of(2, 2),
+            "same generation, another writer"
         );
     }
 
@@ -1038,7 +1125,7 @@ pub(crate) mod tests {
         };
         assert!(matches!(
             b.refresh(&shared),
-            Refreshed::Loaded { version: 1, .. }
+            Refreshed::Loaded { version, .. } if version == version_of(1, 1)
         ));
         assert_eq!(document_reads(), 1);
         for _ in 0..10 {
@@ -1053,7 +1140,7 @@ pub(crate) mod tests {
         );
         assert!(matches!(
             b.refresh(&shared),
-            Refreshed::Loaded { version: 2, .. }
+            Refreshed::Loaded { version, .. } if version == version_of(2, 1)
         ));
         assert_eq!(document_reads(), 2);
     }
@@ -1066,7 +1153,11 @@ pub(crate) mod tests {
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
         // A writer stored version 2 and has not stamped it yet.
         shared
-            .set(&names().document, &encode_document(2, r#"["x","y"]"#), None)
+            .set(
+                &names().document,
+                &encode_document(version_of(2, 9), r#"["x","y"]"#),
+                None,
+            )
             .unwrap();
         assert_eq!(
             a.refresh(&shared),
@@ -1074,7 +1165,7 @@ pub(crate) mod tests {
             "a worker on the stamped version waits for the stamp"
         );
         assert!(
-            matches!(b.refresh(&shared), Refreshed::Loaded { version: 2, .. }),
+            matches!(b.refresh(&shared), Refreshed::Loaded { version, .. } if version == version_of(2, 9)),
             "a worker that has to read the document takes its own version"
         );
         assert_eq!(b.refresh(&shared), Refreshed::Unchanged, "parsed once");
@@ -1290,7 +1381,7 @@ pub(crate) mod tests {
         assert_eq!(
             b.refresh(&shared),
             Refreshed::Loaded {
-                version: 1,
+                version: version_of(1, 1),
                 summary: "2 words".to_owned()
             }
         );
@@ -1336,7 +1427,11 @@ pub(crate) mod tests {
             let result = poll(&mut a, &shared, at, (status, None, body));
             assert!(matches!(result, Some(FetchResult::Failed(_))), "{reason}");
             assert_eq!(words(&a, at), Some(vec!["x".to_owned()]), "{reason}: kept");
-            assert_eq!(shared.record(&names()).unwrap().0.version, 1, "{reason}");
+            assert_eq!(
+                shared.record(&names()).unwrap().0.version,
+                version_of(1, 1),
+                "{reason}"
+            );
             assert_eq!(
                 shared.lease(&names()).unwrap().next_attempt_at,
                 next,
@@ -1371,7 +1466,10 @@ pub(crate) mod tests {
         );
         assert_eq!(a.refresh(&shared), Refreshed::Unchanged, "no re-parse");
         let (stamp, _) = shared.record(&names()).unwrap();
-        assert_eq!((stamp.version, stamp.fetched_at), (1, NOW + 30));
+        assert_eq!(
+            (stamp.version, stamp.fetched_at),
+            (version_of(1, 1), NOW + 30)
+        );
         assert!(words(&a, NOW + 90).is_some(), "fetched_at moved on");
         assert_eq!(shared.lease(&names()).unwrap().next_attempt_at, NOW + 60);
     }
@@ -1409,6 +1507,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_late_answer_never_takes_a_newer_shared_document_back() {
+        let shared = MockShared::default();
+        let mut a = poller(1, None);
+        let mut b = poller(2, None);
+        poll(&mut a, &shared, NOW, ("200", None, r#"["old"]"#));
+        let request = a.start(&shared, NOW + 30).unwrap();
+        a.sent(4, request);
+        // a's fetch is slow and its lease lapses; b fetches a newer document meanwhile.
+        poll(&mut b, &shared, NOW + 40, ("200", None, r#"["new"]"#));
+        let late = a.classify(Some("200"), None, 9, Some(br#"["stale"]"#));
+        assert_eq!(a.finish(&shared, NOW + 41, late), FetchResult::Superseded);
+        assert_eq!(shared.record(&names()).unwrap().1, r#"["new"]"#);
+        a.refresh(&shared);
+        assert_eq!(words(&a, NOW + 41), Some(vec!["new".to_owned()]));
+    }
+
+    #[test]
+    fn workers_that_stored_at_once_all_end_up_with_the_document_that_stayed() {
+        let shared = MockShared::default();
+        let mut reader = poller(3, None);
+        // Two workers found nothing shared and wrote at the same moment (a write to an absent
+        // key cannot be compare-and-swapped); b's body stayed, a's stamp landed last.
+        let (va, vb) = (
+            next_version(None, r#"["a"]"#, 1),
+            next_version(None, r#"["b"]"#, 2),
+        );
+        assert_ne!(va, vb);
+        shared
+            .set(&names().document, &encode_document(va, r#"["a"]"#), None)
+            .unwrap();
+        shared
+            .set(&names().document, &encode_document(vb, r#"["b"]"#), None)
+            .unwrap();
+        for version in [vb, va] {
+            let stamp = next_stamp(None, version, None, NOW).unwrap();
+            shared.set(&names().stamp, &encode(&stamp), None).unwrap();
+        }
+        reader.refresh(&shared);
+        assert_eq!(words(&reader, NOW), Some(vec!["b".to_owned()]));
+        assert_eq!(reader.refresh(&shared), Refreshed::Unchanged);
+    }
+
+    #[test]
     fn a_new_worker_can_peek_at_a_copy_another_worker_fetched() {
         let shared = MockShared::default();
         let mut a = poller(1, None);
@@ -1425,13 +1566,17 @@ pub(crate) mod tests {
         let mut a = poller(1, None);
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
         shared
-            .set(&names().document, &encode_document(2, "{"), None)
+            .set(
+                &names().document,
+                &encode_document(version_of(2, 1), "{"),
+                None,
+            )
             .unwrap();
-        let stamp = next_stamp(None, 2, None, NOW + 1).unwrap();
+        let stamp = next_stamp(None, version_of(2, 1), None, NOW + 1).unwrap();
         shared.set(&names().stamp, &encode(&stamp), None).unwrap();
         assert!(matches!(
             a.refresh(&shared),
-            Refreshed::Unusable { version: 2, .. }
+            Refreshed::Unusable { version, .. } if version == version_of(2, 1)
         ));
         assert_eq!(words(&a, NOW + 1), Some(vec!["x".to_owned()]));
     }
