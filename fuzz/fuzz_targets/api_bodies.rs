@@ -1,5 +1,6 @@
 //! Any request body, sent to every JSON endpoint of the real auth-api router (SQLite, cheap
-//! bcrypt): never a 5xx, never a panic.
+//! bcrypt): never a 5xx, never a panic. `/password` gets a signed-in user's access token, so
+//! that the body reaches the password checks.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -16,7 +17,18 @@ use tower::ServiceExt;
 struct App {
     runtime: tokio::runtime::Runtime,
     router: Router,
+    /// `Authorization` for `/password`.
+    bearer: String,
     _dir: tempfile::TempDir,
+}
+
+/// POSTs JSON `body` to `path`, with `bearer` if given.
+fn post(path: &str, body: Vec<u8>, bearer: Option<&str>) -> Request<Body> {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(bearer) = bearer {
+        request = request.header(header::AUTHORIZATION, bearer);
+    }
+    request.body(Body::from(body)).unwrap()
 }
 
 fn app() -> &'static App {
@@ -33,13 +45,30 @@ fn app() -> &'static App {
             login_free_attempts: i64::MAX,
             ..Config::default()
         };
-        let router = runtime.block_on(async {
+        let (router, bearer) = runtime.block_on(async {
             let state = AppState::new(config, Clock::default()).await.unwrap();
-            auth_api::router(state)
+            let router = auth_api::router(state);
+            let credentials =
+                br#"{"email":"fuzz@example.com","password":"correct horse battery staple"}"#;
+            router
+                .clone()
+                .oneshot(post("/signup", credentials.to_vec(), None))
+                .await
+                .unwrap();
+            let login = router
+                .clone()
+                .oneshot(post("/login", credentials.to_vec(), None))
+                .await
+                .unwrap();
+            let body = axum::body::to_bytes(login.into_body(), 1 << 16).await.unwrap();
+            let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let access = tokens["access_token"].as_str().unwrap().to_owned();
+            (router, format!("Bearer {access}"))
         });
         App {
             runtime,
             router,
+            bearer,
             _dir: dir,
         }
     })
@@ -47,11 +76,9 @@ fn app() -> &'static App {
 
 fuzz_target!(|data: &[u8]| {
     let app = app();
-    for path in ["/signup", "/login", "/refresh", "/logout"] {
-        let request = Request::post(path)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(data.to_vec()))
-            .unwrap();
+    for path in ["/signup", "/login", "/refresh", "/logout", "/password"] {
+        let bearer = (path == "/password").then_some(app.bearer.as_str());
+        let request = post(path, data.to_vec(), bearer);
         let response = app
             .runtime
             .block_on(app.router.clone().oneshot(request))
