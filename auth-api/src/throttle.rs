@@ -24,6 +24,8 @@ use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Config;
 
+/// The header Envoy puts the client's address in (the default `AUTH_CLIENT_IP_HEADER`).
+const ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
 /// Consecutive failures after which an email stays locked until an operator unlocks it.
 pub const HARD_LIMIT: i64 = 100;
 
@@ -155,6 +157,14 @@ impl IpLimiter {
             peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(&ip)));
         let from_header = || {
             let name = self.header.as_deref()?;
+            // Envoy writes x-envoy-external-address only for requests it deems external; for
+            // internal ones (a loopback peer, always; private ranges, under some defaults) it
+            // passes the client's own copy through and marks the request x-envoy-internal,
+            // which it never lets a client set on an external request. Such a copy is the
+            // client's choice, not the gateway's.
+            if name == ENVOY_EXTERNAL_ADDRESS && headers.contains_key("x-envoy-internal") {
+                return None;
+            }
             headers
                 .get(name)?
                 .to_str()
@@ -275,6 +285,13 @@ mod tests {
             limiter.client_ip(Some(&out_of_range), &headers),
             Some([10, 2, 0, 1].into()),
             "just outside the range"
+        );
+        let mut internal = headers.clone();
+        internal.insert("x-envoy-internal", "true".parse().unwrap());
+        assert_eq!(
+            limiter.client_ip(Some(&gateway), &internal),
+            Some([127, 0, 0, 1].into()),
+            "on a request Envoy deems internal the header is the client's own"
         );
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
         assert_eq!(
