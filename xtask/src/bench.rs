@@ -213,9 +213,9 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         crate::build_filter(root)
     })?;
     let noop_wasm = step("build the no-op filter (wasm32-wasip1)", || {
-        build_noop_filter(root)
+        crate::tools::build_wasm(root, "noop-filter")
     })?;
-    let target = target_dir(root);
+    let target = crate::tools::target_dir(root);
     let work = target.join("bench-edge");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     // Envoy loads copies, so that a build running alongside cannot swap a module under it.
@@ -385,35 +385,6 @@ fn interrupted(stop: &AtomicBool) -> anyhow::Result<()> {
         bail!("interrupted");
     }
     Ok(())
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
-}
-
-/// Builds `bench/noop-filter` with the `wasm` profile and returns the `.wasm` path.
-fn build_noop_filter(root: &Path) -> anyhow::Result<PathBuf> {
-    run(
-        root,
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "noop-filter",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
-            "--locked",
-        ],
-    )?;
-    let wasm = target_dir(root).join("wasm32-wasip1/wasm/noop_filter.wasm");
-    anyhow::ensure!(
-        wasm.exists(),
-        "the build did not produce {}",
-        wasm.display()
-    );
-    Ok(wasm)
 }
 
 // ---------------------------------------------------------------------------------------------

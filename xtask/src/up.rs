@@ -110,9 +110,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     };
     let state_dir = root.join(".stack");
     std::fs::create_dir_all(&state_dir)?;
-    let bin = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), Into::into)
-        .join("debug");
+    let bin = crate::tools::target_dir(root).join("debug");
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
