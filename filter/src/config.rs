@@ -651,26 +651,33 @@ pub(crate) mod tests {
         FilterConfig::parse(value.to_string().as_bytes())
     }
 
+    /// `value` with the member at the JSON `pointer` set to `new` (removed when `new` is null).
+    /// A pointer that names nothing gives `null`, which no test accepts as a configuration.
     fn with(mut value: Value, pointer: &str, new: Value) -> Value {
-        let (parent, name) = pointer.rsplit_once('/').unwrap();
-        let target = value.pointer_mut(parent).unwrap();
-        match target {
-            Value::Object(map) => {
-                if new.is_null() {
-                    map.remove(name);
-                } else {
-                    map.insert(name.to_owned(), new);
+        let Some((parent, name)) = pointer.rsplit_once('/') else {
+            return Value::Null;
+        };
+        match value.pointer_mut(parent) {
+            Some(Value::Object(map)) if new.is_null() => {
+                map.remove(name);
+            }
+            Some(Value::Object(map)) => {
+                map.insert(name.to_owned(), new);
+            }
+            Some(Value::Array(items)) => {
+                match name.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(item) => *item = new,
+                    None => return Value::Null,
                 }
             }
-            Value::Array(items) => items[name.parse::<usize>().unwrap()] = new,
-            _ => panic!("bad pointer {pointer}"),
+            _ => return Value::Null,
         }
         value
     }
 
     #[test]
-    fn a_minimal_config_gets_the_documented_defaults() {
-        let config = parse(&base()).unwrap();
+    fn a_minimal_config_gets_the_documented_defaults() -> crate::TestResult {
+        let config = parse(&base())?;
         assert_eq!(config.clock_skew_seconds, 60);
         assert_eq!(
             config.from_headers,
@@ -696,17 +703,18 @@ pub(crate) mod tests {
             Require::Roles(vec!["admin".to_owned()])
         );
         assert_eq!(config.rules[1].methods, Some(vec!["GET".to_owned()]));
+        Ok(())
     }
 
     #[test]
-    fn remote_jwks_gets_its_defaults_and_hides_the_bearer_token_from_debug() {
+    fn remote_jwks_gets_its_defaults_and_hides_the_bearer_token_from_debug() -> crate::TestResult {
         let value = with(base(), "/local_jwks", Value::Null);
         let value = with(
             value,
             "/remote_jwks",
             json!({"cluster": "auth_internal", "path": "/internal/keys", "bearer_token": "s3cr3t-token"}),
         );
-        let config = parse(&value).unwrap();
+        let config = parse(&value)?;
         let KeySource::Remote(remote) = &config.key_source else {
             panic!("expected remote keys");
         };
@@ -719,17 +727,19 @@ pub(crate) mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-token"), "{debug}");
         assert!(debug.contains("[redacted]"));
+        Ok(())
     }
 
     #[test]
-    fn remote_revocations_gets_its_defaults_and_hides_the_bearer_token_from_debug() {
+    fn remote_revocations_gets_its_defaults_and_hides_the_bearer_token_from_debug(
+    ) -> crate::TestResult {
         let value = with(
             base(),
             "/remote_revocations",
             json!({"cluster": "auth_internal", "path": "/internal/revocations", "bearer_token": "s3cr3t-token"}),
         );
-        let config = parse(&value).unwrap();
-        let remote = &config.remote_revocations.as_ref().unwrap().source;
+        let config = parse(&value)?;
+        let remote = &config.remote_revocations.as_ref().ok_or("no feed")?.source;
         assert_eq!(remote.cluster, "auth_internal");
         assert_eq!(remote.path, "/internal/revocations");
         assert_eq!(remote.poll_seconds, 2);
@@ -745,26 +755,19 @@ pub(crate) mod tests {
             json!({"cluster": "auth_internal", "path": "/internal/revocations", "authority": "auth-api",
                    "bearer_token": "t", "poll_seconds": 5, "timeout_ms": 500, "stale_after_seconds": 960}),
         );
-        let config = parse(&full).unwrap();
-        let revocations = config.remote_revocations.as_ref().unwrap();
+        let config = parse(&full)?;
+        let revocations = config.remote_revocations.as_ref().ok_or("no feed")?;
         let remote = &revocations.source;
         assert_eq!(
             (remote.authority(), remote.poll_seconds, remote.timeout_ms),
             ("auth-api", 5, 500)
         );
         assert_eq!(revocations.stale_after_seconds, Some(960));
-        assert_eq!(
-            config
-                .remote_revocations
-                .as_ref()
-                .map(|r| r.stale_after_seconds)
-                .unwrap(),
-            Some(960)
-        );
+        Ok(())
     }
 
     #[test]
-    fn each_config_error_names_its_field() {
+    fn each_config_error_names_its_field() -> crate::TestResult {
         let remote = json!({"cluster": "c", "path": "/keys"});
         let cases: Vec<(Value, &str, &str)> = vec![
             (
@@ -1147,17 +1150,19 @@ pub(crate) mod tests {
                 "{reason}: {err}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn the_rule_match_error_reads_as_documented() {
+    fn the_rule_match_error_reads_as_documented() -> crate::TestResult {
         let value = with(base(), "/rules/2/match", json!({"regex": ".*"}));
         let err = parse(&value).unwrap_err();
         assert_eq!(err.to_string(), "rules[2].match: expected prefix or path");
+        Ok(())
     }
 
     #[test]
-    fn a_document_that_is_not_json_or_not_an_object_is_refused() {
+    fn a_document_that_is_not_json_or_not_an_object_is_refused() -> crate::TestResult {
         for (input, reason) in [
             (&b"{"[..], "truncated json"),
             (b"[]", "an array"),
@@ -1165,16 +1170,18 @@ pub(crate) mod tests {
         ] {
             assert!(FilterConfig::parse(input).is_err(), "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn validation_carries_issuer_audiences_skew_and_required_claims() {
-        let config = parse(&with(base(), "/clock_skew_seconds", json!(5))).unwrap();
+    fn validation_carries_issuer_audiences_skew_and_required_claims() -> crate::TestResult {
+        let config = parse(&with(base(), "/clock_skew_seconds", json!(5)))?;
         let validation = config.validation();
         assert_eq!(validation.issuer.as_deref(), Some("auth-service"));
         assert_eq!(validation.audiences, Some(vec!["api".to_owned()]));
         assert_eq!(validation.leeway_secs, 5);
         assert_eq!(validation.required_claims, config.required_claims);
         assert_eq!(validation.required_typ.as_deref(), Some("at+jwt"));
+        Ok(())
     }
 }

@@ -15,6 +15,10 @@
     )
 )]
 
+/// What unit tests return: they use `?`, so that no code in this crate unwraps, tests included.
+#[cfg(test)]
+type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
 pub mod cache;
 pub mod config;
 pub mod decide;

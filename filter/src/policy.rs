@@ -252,10 +252,10 @@ mod tests {
     use super::*;
     use crate::config::tests::base;
 
-    fn config(edit: impl FnOnce(&mut serde_json::Value)) -> FilterConfig {
+    fn config(edit: impl FnOnce(&mut serde_json::Value)) -> crate::TestResult<FilterConfig> {
         let mut value = base();
         edit(&mut value);
-        FilterConfig::parse(value.to_string().as_bytes()).unwrap()
+        Ok(FilterConfig::parse(value.to_string().as_bytes())?)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -266,8 +266,8 @@ mod tests {
     }
 
     #[test]
-    fn first_matching_rule_wins_and_methods_restrict() {
-        let config = config(|_| {});
+    fn first_matching_rule_wins_and_methods_restrict() -> crate::TestResult {
+        let config = config(|_| {})?;
         let cases = [
             ("GET", "/auth/login", Some(0), "prefix of a public route"),
             ("GET", "/healthz", Some(1), "exact path with its method"),
@@ -309,13 +309,14 @@ mod tests {
         ];
         for (method, path, expected, reason) in cases {
             let found = match_rule(method, path, &config.rules)
-                .map(|rule| config.rules.iter().position(|r| r == rule).unwrap());
+                .and_then(|rule| config.rules.iter().position(|r| r == rule));
             assert_eq!(found, expected, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn normalize_path_cuts_the_query_and_refuses_ambiguous_paths() {
+    fn normalize_path_cuts_the_query_and_refuses_ambiguous_paths() -> crate::TestResult {
         let cases = [
             ("/api/x?a=1", Some("/api/x"), "query ignored"),
             ("/healthz#frag", Some("/healthz"), "fragment ignored"),
@@ -352,10 +353,11 @@ mod tests {
         for (raw, expected, reason) in cases {
             assert_eq!(normalize_path(raw).as_deref(), expected, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn roles_rules_need_one_of_the_listed_roles() {
+    fn roles_rules_need_one_of_the_listed_roles() -> crate::TestResult {
         let admin = Require::Roles(vec!["admin".to_owned(), "ops".to_owned()]);
         let cases = [
             (
@@ -379,11 +381,12 @@ mod tests {
             let outcome = authorize(require, &roles);
             assert_eq!(outcome == Authorization::Allow, allowed, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn bearer_token_extraction_follows_rfc_6750_strictly() {
-        let config = config(|_| {});
+    fn bearer_token_extraction_follows_rfc_6750_strictly() -> crate::TestResult {
+        let config = config(|_| {})?;
         let malformed = Err(TokenError::Malformed("the bearer token is malformed"));
         let ok = |t: &'static str| {
             Ok(FoundToken {
@@ -471,11 +474,12 @@ mod tests {
                 "{reason}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn cookies_are_read_after_headers() {
-        let config = config(|v| v["from_cookies"] = json!(["access_token"]));
+    fn cookies_are_read_after_headers() -> crate::TestResult {
+        let config = config(|v| v["from_cookies"] = json!(["access_token"]))?;
         let cookie = |t: &'static str| {
             Ok(FoundToken {
                 token: t,
@@ -527,10 +531,11 @@ mod tests {
                 "{reason}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn cookie_header_without_drops_only_the_token_cookie() {
+    fn cookie_header_without_drops_only_the_token_cookie() -> crate::TestResult {
         let h = headers(&[("cookie", "a=1; access_token=abc"), ("cookie", "b=2")]);
         assert_eq!(
             cookie_header_without(&h, "access_token").as_deref(),
@@ -538,5 +543,6 @@ mod tests {
         );
         let only = headers(&[("cookie", "access_token=abc")]);
         assert_eq!(cookie_header_without(&only, "access_token"), None);
+        Ok(())
     }
 }

@@ -72,6 +72,17 @@ pub enum SetError {
     Failed,
 }
 
+impl std::fmt::Display for SetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CasMismatch => "another worker wrote the value first",
+            Self::Failed => "the host refused the write",
+        })
+    }
+}
+
+impl std::error::Error for SetError {}
+
 /// The small record naming the shared document's version, read on every tick.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
@@ -808,13 +819,13 @@ pub(crate) mod tests {
 
     impl MockShared {
         pub(crate) fn lease(&self, names: &SharedNames) -> Option<Lease> {
-            decode(self.get(&names.lease).unwrap().0.as_deref())
+            decode(self.get(&names.lease)?.0.as_deref())
         }
 
         /// The shared stamp, with the document body.
         pub(crate) fn record(&self, names: &SharedNames) -> Option<(Stamp, String)> {
-            let stamp = decode(self.get(&names.stamp).unwrap().0.as_deref())?;
-            let document = self.get(&names.document).unwrap().0?;
+            let stamp = decode(self.get(&names.stamp)?.0.as_deref())?;
+            let document = self.get(&names.document)?.0?;
             let (_, body) = decode_document(Some(&document))?;
             Some((stamp, body.to_owned()))
         }
@@ -876,7 +887,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn records_round_trip_and_garbage_reads_as_absent() {
+    fn records_round_trip_and_garbage_reads_as_absent() -> crate::TestResult {
         let stamp = Stamp {
             version: 3,
             fetched_at: NOW,
@@ -906,10 +917,11 @@ pub(crate) mod tests {
             None,
             "a stamp without a version reads as absent"
         );
+        Ok(())
     }
 
     #[test]
-    fn worker_ids_count_up_from_one() {
+    fn worker_ids_count_up_from_one() -> crate::TestResult {
         let (first, stored) = next_worker_id(None);
         let (second, _) = next_worker_id(Some(&stored));
         assert_eq!((first, second), (1, 2));
@@ -917,10 +929,11 @@ pub(crate) mod tests {
         let shared = MockShared::default();
         let ids: Vec<_> = (0..3).map(|_| allocate_worker_id(&shared)).collect();
         assert_eq!(ids, [Some(1), Some(2), Some(3)]);
+        Ok(())
     }
 
     #[test]
-    fn lease_is_taken_only_when_due_and_free() {
+    fn lease_is_taken_only_when_due_and_free() -> crate::TestResult {
         let free_due = Lease {
             next_attempt_at: NOW,
             ..Lease::default()
@@ -959,18 +972,20 @@ pub(crate) mod tests {
                 assert_eq!(lease.expires_at, NOW + 5, "{reason}");
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn backoff_doubles_from_one_second_up_to_the_poll_period() {
+    fn backoff_doubles_from_one_second_up_to_the_poll_period() -> crate::TestResult {
         let waits: Vec<u64> = (1..=8).map(|f| backoff_secs(f, 30)).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(backoff_secs(u32::MAX, 30), 30, "no overflow");
         assert_eq!(backoff_secs(3, 1), 1);
+        Ok(())
     }
 
     #[test]
-    fn releasing_the_lease_schedules_the_next_fetch() {
+    fn releasing_the_lease_schedules_the_next_fetch() -> crate::TestResult {
         let held = Lease {
             holder: Some(1),
             expires_at: NOW + 5,
@@ -993,10 +1008,11 @@ pub(crate) mod tests {
         assert_eq!(failed.holder, None);
         let first_failure = release_lease(None, NOW, false, 30);
         assert_eq!(first_failure.next_attempt_at, NOW + 1);
+        Ok(())
     }
 
     #[test]
-    fn the_version_changes_only_with_the_document() {
+    fn the_version_changes_only_with_the_document() -> crate::TestResult {
         let first = next_version(None, "a", 1);
         assert_eq!(first, version_of(1, 1));
         assert_eq!(
@@ -1017,18 +1033,20 @@ pub(crate) mod tests {
             generation_of(last),
             "no overflow"
         );
+        Ok(())
     }
 
     #[test]
-    fn the_stamp_follows_the_newest_version_and_never_goes_back() {
+    fn the_stamp_follows_the_newest_version_and_never_goes_back() -> crate::TestResult {
         let (v1, v2) = (version_of(1, 1), version_of(2, 1));
-        let first = next_stamp(None, v1, Some("\"1\""), NOW).unwrap();
+        let first = next_stamp(None, v1, Some("\"1\""), NOW).ok_or("expected a value")?;
         assert_eq!((first.version, first.fetched_at), (v1, NOW));
-        let same = next_stamp(Some(&first), v1, Some("\"1\""), NOW + 30).unwrap();
+        let same =
+            next_stamp(Some(&first), v1, Some("\"1\""), NOW + 30).ok_or("expected a value")?;
         assert_eq!((same.version, same.fetched_at), (v1, NOW + 30));
-        let changed = next_stamp(Some(&same), v2, None, NOW + 60).unwrap();
+        let changed = next_stamp(Some(&same), v2, None, NOW + 60).ok_or("expected a value")?;
         assert_eq!((changed.version, changed.etag.as_deref()), (v2, None));
-        let late = next_stamp(Some(&changed), v2, None, NOW).unwrap();
+        let late = next_stamp(Some(&changed), v2, None, NOW).ok_or("expected a value")?;
         assert_eq!(
             late.fetched_at,
             NOW + 60,
@@ -1039,18 +1057,20 @@ pub(crate) mod tests {
             None,
             "a slow fetch of an older generation leaves the stamp alone"
         );
-        let rival = next_stamp(Some(&changed), version_of(2, 2), None, NOW + 90).unwrap();
+        let rival = next_stamp(Some(&changed), version_of(2, 2), None, NOW + 90)
+            .ok_or("expected a value")?;
         assert_eq!(
             rival.version,
             version_of(2, 2),
             "same generation, another writer"
         );
+        Ok(())
     }
 
     #[test]
-    fn a_304_touches_the_stamp_only_for_the_etag_that_was_sent() {
-        let stamp = next_stamp(None, 1, Some("\"1\""), NOW).unwrap();
-        let touched = touched_stamp(Some(&stamp), "\"1\"", NOW + 30).unwrap();
+    fn a_304_touches_the_stamp_only_for_the_etag_that_was_sent() -> crate::TestResult {
+        let stamp = next_stamp(None, 1, Some("\"1\""), NOW).ok_or("expected a value")?;
+        let touched = touched_stamp(Some(&stamp), "\"1\"", NOW + 30).ok_or("expected a value")?;
         assert_eq!((touched.version, touched.fetched_at), (1, NOW + 30));
         let cases = [
             (None, "\"1\"", "no stamp to confirm"),
@@ -1059,10 +1079,11 @@ pub(crate) mod tests {
         for (current, sent, reason) in cases {
             assert_eq!(touched_stamp(current, sent, NOW), None, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn documents_go_stale_after_the_limit_if_there_is_one() {
+    fn documents_go_stale_after_the_limit_if_there_is_one() -> crate::TestResult {
         let cases = [
             (NOW, NOW, Some(3600), true, "just fetched"),
             (NOW, NOW + 3600, Some(3600), true, "at the limit"),
@@ -1079,16 +1100,18 @@ pub(crate) mod tests {
         for (fetched_at, now, limit, fresh, reason) in cases {
             assert_eq!(is_fresh(fetched_at, now, limit), fresh, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn a_worker_reparses_only_when_the_version_changes() {
+    fn a_worker_reparses_only_when_the_version_changes() -> crate::TestResult {
         let mut tracker = VersionTracker::default();
         assert!(tracker.needs_parse(1));
         assert!(tracker.is_current(1));
         assert!(!tracker.needs_parse(1));
         assert!(tracker.needs_parse(2));
         assert_eq!(tracker.version(), Some(2));
+        Ok(())
     }
 
     /// Counts the reads of each key, to show what a tick costs.
@@ -1110,7 +1133,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_refresh_reads_the_document_only_when_its_version_changes() {
+    fn a_refresh_reads_the_document_only_when_its_version_changes() -> crate::TestResult {
         let shared = CountingShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
@@ -1143,22 +1166,21 @@ pub(crate) mod tests {
             Refreshed::Loaded { version, .. } if version == version_of(2, 1)
         ));
         assert_eq!(document_reads(), 2);
+        Ok(())
     }
 
     #[test]
-    fn a_stamp_behind_the_document_costs_a_read_but_no_reparse() {
+    fn a_stamp_behind_the_document_costs_a_read_but_no_reparse() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
         // A writer stored version 2 and has not stamped it yet.
-        shared
-            .set(
-                &names().document,
-                &encode_document(version_of(2, 9), r#"["x","y"]"#),
-                None,
-            )
-            .unwrap();
+        shared.set(
+            &names().document,
+            &encode_document(version_of(2, 9), r#"["x","y"]"#),
+            None,
+        )?;
         assert_eq!(
             a.refresh(&shared),
             Refreshed::Unchanged,
@@ -1170,15 +1192,17 @@ pub(crate) mod tests {
         );
         assert_eq!(b.refresh(&shared), Refreshed::Unchanged, "parsed once");
         assert_eq!(words(&b, NOW).map(|w| w.len()), Some(2));
+        Ok(())
     }
 
     #[test]
-    fn an_unknown_kid_hurries_the_next_fetch_at_most_once_a_second() {
+    fn an_unknown_kid_hurries_the_next_fetch_at_most_once_a_second() -> crate::TestResult {
         let waiting = Lease {
             next_attempt_at: NOW + 25,
             ..Lease::default()
         };
-        let hurried = hurried_lease(Some(&waiting), Some(NOW - 5), NOW).unwrap();
+        let hurried =
+            hurried_lease(Some(&waiting), Some(NOW - 5), NOW).ok_or("expected a value")?;
         assert_eq!(hurried.next_attempt_at, NOW);
         let in_flight = Lease {
             holder: Some(2),
@@ -1211,10 +1235,11 @@ pub(crate) mod tests {
         for (lease, fetched_at, why) in cases {
             assert_eq!(hurried_lease(lease, fetched_at, NOW), None, "{why}");
         }
+        Ok(())
     }
 
     #[test]
-    fn a_hurried_fetch_is_taken_by_the_next_tick_of_any_worker() {
+    fn a_hurried_fetch_is_taken_by_the_next_tick_of_any_worker() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
@@ -1222,7 +1247,7 @@ pub(crate) mod tests {
         assert_eq!(b.start(&shared, NOW + 5), None, "not due for 30 s");
         assert!(hurry(&shared, &names(), NOW + 5));
         assert!(!hurry(&shared, &names(), NOW + 5), "already due");
-        let request = b.start(&shared, NOW + 5).expect("due now, for anyone");
+        let request = b.start(&shared, NOW + 5).ok_or("due now, for anyone")?;
         assert_eq!(request.if_none_match.as_deref(), Some("\"v1\""));
         b.sent(3, request);
         let fetched = b.classify(Some("304"), None, 0, Some(b""));
@@ -1235,10 +1260,11 @@ pub(crate) mod tests {
             "at most one early fetch a second"
         );
         assert!(hurry(&shared, &names(), NOW + 6));
+        Ok(())
     }
 
     #[test]
-    fn shared_names_depend_on_the_kind_and_the_source() {
+    fn shared_names_depend_on_the_kind_and_the_source() -> crate::TestResult {
         let a = SharedNames::new("jwks", "auth_internal", "/internal/keys");
         let b = SharedNames::new("jwks", "other", "/internal/keys");
         let c = SharedNames::new("revocations", "auth_internal", "/internal/keys");
@@ -1250,10 +1276,11 @@ pub(crate) mod tests {
             a.stamp,
             "auth_filter.jwks.stamp.auth_internal/internal/keys"
         );
+        Ok(())
     }
 
     #[test]
-    fn answers_are_classified_before_anything_is_stored() {
+    fn answers_are_classified_before_anything_is_stored() -> crate::TestResult {
         let good = br#"["a","b"]"#;
         let big = [b' '; 65];
         type Case<'a> = (
@@ -1361,16 +1388,17 @@ pub(crate) mod tests {
                 "{reason}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn one_worker_fetches_while_the_others_wait_and_all_load_the_document() {
+    fn one_worker_fetches_while_the_others_wait_and_all_load_the_document() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
         let request = a
             .start(&shared, NOW)
-            .expect("the first worker takes the lease");
+            .ok_or("the first worker takes the lease")?;
         assert_eq!(request.if_none_match, None, "nothing shared yet");
         assert_eq!(b.start(&shared, NOW), None, "the lease is held");
         a.sent(7, request);
@@ -1403,10 +1431,11 @@ pub(crate) mod tests {
             b.start(&shared, NOW + 30).is_some(),
             "due after it, for anyone"
         );
+        Ok(())
     }
 
     #[test]
-    fn a_failed_fetch_keeps_the_last_good_copy_and_backs_off_for_everyone() {
+    fn a_failed_fetch_keeps_the_last_good_copy_and_backs_off_for_everyone() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, Some(3600));
         let b = poller(2, Some(3600));
@@ -1428,12 +1457,15 @@ pub(crate) mod tests {
             assert!(matches!(result, Some(FetchResult::Failed(_))), "{reason}");
             assert_eq!(words(&a, at), Some(vec!["x".to_owned()]), "{reason}: kept");
             assert_eq!(
-                shared.record(&names()).unwrap().0.version,
+                shared.record(&names()).ok_or("expected a value")?.0.version,
                 version_of(1, 1),
                 "{reason}"
             );
             assert_eq!(
-                shared.lease(&names()).unwrap().next_attempt_at,
+                shared
+                    .lease(&names())
+                    .ok_or("expected a value")?
+                    .next_attempt_at,
                 next,
                 "{reason}"
             );
@@ -1448,15 +1480,19 @@ pub(crate) mod tests {
         let recovered = poll(&mut a, &shared, NOW + 3601, ("200", None, r#"["x"]"#));
         assert_eq!(recovered, Some(FetchResult::Stored));
         assert!(words(&a, NOW + 3601).is_some(), "fresh again, same version");
-        assert_eq!(shared.lease(&names()).unwrap().failures, 0);
+        assert_eq!(
+            shared.lease(&names()).ok_or("expected a value")?.failures,
+            0
+        );
+        Ok(())
     }
 
     #[test]
-    fn a_304_confirms_the_shared_copy_without_a_new_version() {
+    fn a_304_confirms_the_shared_copy_without_a_new_version() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, Some(60));
         poll(&mut a, &shared, NOW, ("200", Some("\"v1\""), r#"["x"]"#));
-        let request = a.start(&shared, NOW + 30).unwrap();
+        let request = a.start(&shared, NOW + 30).ok_or("expected a value")?;
         assert_eq!(request.if_none_match.as_deref(), Some("\"v1\""));
         a.sent(2, request);
         let fetched = a.classify(Some("304"), Some("\"v1\""), 0, Some(b""));
@@ -1465,22 +1501,29 @@ pub(crate) mod tests {
             FetchResult::NotModified
         );
         assert_eq!(a.refresh(&shared), Refreshed::Unchanged, "no re-parse");
-        let (stamp, _) = shared.record(&names()).unwrap();
+        let (stamp, _) = shared.record(&names()).ok_or("expected a value")?;
         assert_eq!(
             (stamp.version, stamp.fetched_at),
             (version_of(1, 1), NOW + 30)
         );
         assert!(words(&a, NOW + 90).is_some(), "fetched_at moved on");
-        assert_eq!(shared.lease(&names()).unwrap().next_attempt_at, NOW + 60);
+        assert_eq!(
+            shared
+                .lease(&names())
+                .ok_or("expected a value")?
+                .next_attempt_at,
+            NOW + 60
+        );
+        Ok(())
     }
 
     #[test]
-    fn a_304_for_a_document_replaced_meanwhile_counts_as_a_failure() {
+    fn a_304_for_a_document_replaced_meanwhile_counts_as_a_failure() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
         poll(&mut a, &shared, NOW, ("200", Some("\"v1\""), r#"["x"]"#));
-        let request = a.start(&shared, NOW + 30).unwrap();
+        let request = a.start(&shared, NOW + 30).ok_or("expected a value")?;
         a.sent(2, request);
         // a's lease lapses; b fetches a newer document meanwhile.
         let stored = poll(
@@ -1496,35 +1539,48 @@ pub(crate) mod tests {
             FetchResult::Failed(_)
         ));
         assert_eq!(
-            shared.record(&names()).unwrap().0.etag.as_deref(),
+            shared
+                .record(&names())
+                .ok_or("expected a value")?
+                .0
+                .etag
+                .as_deref(),
             Some("\"v2\"")
         );
         assert_eq!(
-            shared.lease(&names()).unwrap().next_attempt_at,
+            shared
+                .lease(&names())
+                .ok_or("expected a value")?
+                .next_attempt_at,
             NOW + 70,
             "a's late release leaves b's schedule alone"
         );
+        Ok(())
     }
 
     #[test]
-    fn a_late_answer_never_takes_a_newer_shared_document_back() {
+    fn a_late_answer_never_takes_a_newer_shared_document_back() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let mut b = poller(2, None);
         poll(&mut a, &shared, NOW, ("200", None, r#"["old"]"#));
-        let request = a.start(&shared, NOW + 30).unwrap();
+        let request = a.start(&shared, NOW + 30).ok_or("expected a value")?;
         a.sent(4, request);
         // a's fetch is slow and its lease lapses; b fetches a newer document meanwhile.
         poll(&mut b, &shared, NOW + 40, ("200", None, r#"["new"]"#));
         let late = a.classify(Some("200"), None, 9, Some(br#"["stale"]"#));
         assert_eq!(a.finish(&shared, NOW + 41, late), FetchResult::Superseded);
-        assert_eq!(shared.record(&names()).unwrap().1, r#"["new"]"#);
+        assert_eq!(
+            shared.record(&names()).ok_or("expected a value")?.1,
+            r#"["new"]"#
+        );
         a.refresh(&shared);
         assert_eq!(words(&a, NOW + 41), Some(vec!["new".to_owned()]));
+        Ok(())
     }
 
     #[test]
-    fn workers_that_stored_at_once_all_end_up_with_the_document_that_stayed() {
+    fn workers_that_stored_at_once_all_end_up_with_the_document_that_stayed() -> crate::TestResult {
         let shared = MockShared::default();
         let mut reader = poller(3, None);
         // Two workers found nothing shared and wrote at the same moment (a write to an absent
@@ -1534,23 +1590,20 @@ pub(crate) mod tests {
             next_version(None, r#"["b"]"#, 2),
         );
         assert_ne!(va, vb);
-        shared
-            .set(&names().document, &encode_document(va, r#"["a"]"#), None)
-            .unwrap();
-        shared
-            .set(&names().document, &encode_document(vb, r#"["b"]"#), None)
-            .unwrap();
+        shared.set(&names().document, &encode_document(va, r#"["a"]"#), None)?;
+        shared.set(&names().document, &encode_document(vb, r#"["b"]"#), None)?;
         for version in [vb, va] {
-            let stamp = next_stamp(None, version, None, NOW).unwrap();
-            shared.set(&names().stamp, &encode(&stamp), None).unwrap();
+            let stamp = next_stamp(None, version, None, NOW).ok_or("expected a value")?;
+            shared.set(&names().stamp, &encode(&stamp), None)?;
         }
         reader.refresh(&shared);
         assert_eq!(words(&reader, NOW), Some(vec!["b".to_owned()]));
         assert_eq!(reader.refresh(&shared), Refreshed::Unchanged);
+        Ok(())
     }
 
     #[test]
-    fn a_new_worker_can_peek_at_a_copy_another_worker_fetched() {
+    fn a_new_worker_can_peek_at_a_copy_another_worker_fetched() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         let b = poller(2, None);
@@ -1558,26 +1611,26 @@ pub(crate) mod tests {
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
         assert_eq!(b.usable(NOW), None, "b has not refreshed");
         assert_eq!(b.peek(&shared, NOW).map(|w| w.0.len()), Some(1));
+        Ok(())
     }
 
     #[test]
-    fn an_unparsable_shared_document_leaves_the_previous_copy_in_use() {
+    fn an_unparsable_shared_document_leaves_the_previous_copy_in_use() -> crate::TestResult {
         let shared = MockShared::default();
         let mut a = poller(1, None);
         poll(&mut a, &shared, NOW, ("200", None, r#"["x"]"#));
-        shared
-            .set(
-                &names().document,
-                &encode_document(version_of(2, 1), "{"),
-                None,
-            )
-            .unwrap();
-        let stamp = next_stamp(None, version_of(2, 1), None, NOW + 1).unwrap();
-        shared.set(&names().stamp, &encode(&stamp), None).unwrap();
+        shared.set(
+            &names().document,
+            &encode_document(version_of(2, 1), "{"),
+            None,
+        )?;
+        let stamp = next_stamp(None, version_of(2, 1), None, NOW + 1).ok_or("expected a value")?;
+        shared.set(&names().stamp, &encode(&stamp), None)?;
         assert!(matches!(
             a.refresh(&shared),
             Refreshed::Unusable { version, .. } if version == version_of(2, 1)
         ));
         assert_eq!(words(&a, NOW + 1), Some(vec!["x".to_owned()]));
+        Ok(())
     }
 }

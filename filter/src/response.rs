@@ -170,14 +170,17 @@ mod tests {
 
     use super::*;
 
-    fn http(reason: &DenyReason) -> (u32, Vec<(String, String)>, Value) {
+    /// Status, headers and the parsed JSON body of an HTTP answer.
+    type Answer = (u32, Vec<(String, String)>, Value);
+
+    fn http(reason: &DenyReason) -> crate::TestResult<Answer> {
         match deny_response(reason, "auth-service", false) {
             DenyResponse::Http {
                 status,
                 headers,
                 body,
-            } => (status, headers, serde_json::from_str(&body).unwrap()),
-            other => panic!("expected http, got {other:?}"),
+            } => Ok((status, headers, serde_json::from_str(&body)?)),
+            other => Err(format!("expected http, got {other:?}").into()),
         }
     }
 
@@ -189,8 +192,8 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_token_gets_a_challenge_without_error() {
-        let (status, headers, body) = http(&DenyReason::MissingToken);
+    fn a_missing_token_gets_a_challenge_without_error() -> crate::TestResult {
+        let (status, headers, body) = http(&DenyReason::MissingToken)?;
         assert_eq!(status, 401);
         assert_eq!(
             header(&headers, "www-authenticate"),
@@ -198,24 +201,26 @@ mod tests {
         );
         assert_eq!(body["error"], "missing_token");
         assert_eq!(header(&headers, "content-type"), Some("application/json"));
+        Ok(())
     }
 
     #[test]
-    fn an_invalid_token_gets_invalid_token_with_a_sanitised_description() {
+    fn an_invalid_token_gets_invalid_token_with_a_sanitised_description() -> crate::TestResult {
         let (status, headers, body) = http(&DenyReason::InvalidToken(
             "bad \"quote\" \\ and\r\nnewline".to_owned(),
-        ));
+        ))?;
         assert_eq!(status, 401);
         assert_eq!(
             header(&headers, "www-authenticate"),
             Some("Bearer realm=\"auth-service\", error=\"invalid_token\", error_description=\"bad quote  andnewline\"")
         );
         assert_eq!(body["error"], "invalid_token");
+        Ok(())
     }
 
     #[test]
-    fn a_revoked_token_gets_invalid_token_saying_so() {
-        let (status, headers, body) = http(&DenyReason::Revoked);
+    fn a_revoked_token_gets_invalid_token_saying_so() -> crate::TestResult {
+        let (status, headers, body) = http(&DenyReason::Revoked)?;
         assert_eq!(status, 401);
         assert_eq!(
             header(&headers, "www-authenticate"),
@@ -226,10 +231,11 @@ mod tests {
             serde_json::json!({"error": "invalid_token", "message": "the token has been revoked"})
         );
         assert_eq!(DenyReason::Revoked.metric_suffix(), "revoked");
+        Ok(())
     }
 
     #[test]
-    fn each_reason_has_its_status_and_error_code() {
+    fn each_reason_has_its_status_and_error_code() -> crate::TestResult {
         let cases = [
             (
                 DenyReason::InsufficientScope("needs admin".to_owned()),
@@ -255,7 +261,7 @@ mod tests {
             ),
         ];
         for (reason, expected_status, error, challenged, why) in cases {
-            let (status, headers, body) = http(&reason);
+            let (status, headers, body) = http(&reason)?;
             assert_eq!(status, expected_status, "{why}");
             assert_eq!(body["error"], error, "{why}");
             assert!(body["message"].is_string(), "{why}");
@@ -265,14 +271,14 @@ mod tests {
                 "{why}"
             );
         }
-        let (_, headers, _) = http(&DenyReason::InsufficientScope("x".to_owned()));
+        let (_, headers, _) = http(&DenyReason::InsufficientScope("x".to_owned()))?;
         assert!(header(&headers, "www-authenticate")
-            .unwrap()
-            .contains("error=\"insufficient_scope\""));
+            .is_some_and(|challenge| challenge.contains("error=\"insufficient_scope\"")));
+        Ok(())
     }
 
     #[test]
-    fn grpc_requests_get_grpc_statuses() {
+    fn grpc_requests_get_grpc_statuses() -> crate::TestResult {
         let cases = [
             (DenyReason::MissingToken, 16, "unauthenticated"),
             (
@@ -295,10 +301,11 @@ mod tests {
                 other => panic!("{why}: expected grpc, got {other:?}"),
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn grpc_is_recognised_by_content_type_prefix() {
+    fn grpc_is_recognised_by_content_type_prefix() -> crate::TestResult {
         let cases = [
             (Some("application/grpc"), true, "plain grpc"),
             (Some("application/grpc+proto"), true, "grpc with a codec"),
@@ -310,5 +317,6 @@ mod tests {
         for (ct, expected, reason) in cases {
             assert_eq!(is_grpc(ct), expected, "{reason}");
         }
+        Ok(())
     }
 }

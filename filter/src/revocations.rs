@@ -159,8 +159,8 @@ pub(crate) mod tests {
         )
     }
 
-    pub(crate) fn parsed() -> Revocations {
-        Revocations::parse(feed().as_bytes()).unwrap()
+    pub(crate) fn parsed() -> crate::TestResult<Revocations> {
+        Ok(Revocations::parse(feed().as_bytes())?)
     }
 
     fn ids<'a>(sub: &'a str, sid: &'a str, iat: Option<i64>) -> TokenIds<'a> {
@@ -172,23 +172,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_good_feed_is_parsed_and_unknown_members_ignored() {
+    fn a_good_feed_is_parsed_and_unknown_members_ignored() -> crate::TestResult {
         let revocations = Revocations::parse(
             br#"{"version":"3f2a","generated_at":1,"sessions":[{"sid":"s1","until":10,"why":"logout"}],
                 "users":[{"sub":"u1","not_before":5,"until":10}]}"#,
         )
-        .unwrap();
+        ?;
         assert_eq!(revocations.version(), "3f2a");
         assert_eq!(
             revocations.summary(),
             "feed version 3f2a: 1 sessions, 1 users"
         );
-        let empty = Revocations::parse(br#"{"version":"0","sessions":[],"users":[]}"#).unwrap();
+        let empty = Revocations::parse(br#"{"version":"0","sessions":[],"users":[]}"#)?;
         assert_eq!(empty.summary(), "feed version 0: 0 sessions, 0 users");
+        Ok(())
     }
 
     #[test]
-    fn malformed_feeds_are_refused() {
+    fn malformed_feeds_are_refused() -> crate::TestResult {
         let cases = [
             (r#"{"sessions":[],"users":[]}"#, "no version"),
             (r#"{"version":"1","users":[]}"#, "no sessions"),
@@ -227,23 +228,25 @@ pub(crate) mod tests {
         for (body, reason) in cases {
             assert!(Revocations::parse(body.as_bytes()).is_err(), "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn an_entry_listed_twice_refuses_at_least_as_much_as_either() {
+    fn an_entry_listed_twice_refuses_at_least_as_much_as_either() -> crate::TestResult {
         let revocations = Revocations::parse(
             br#"{"version":"1","sessions":[{"sid":"s","until":10},{"sid":"s","until":20}],
                 "users":[{"sub":"u","not_before":5,"until":30},{"sub":"u","not_before":8,"until":25}]}"#,
         )
-        .unwrap();
+        ?;
         assert!(revocations.revokes(&ids("x", "s", Some(0)), 15, 0));
         assert!(revocations.revokes(&ids("u", "x", Some(7)), 28, 0));
+        Ok(())
     }
 
     #[test]
-    fn tokens_are_revoked_by_session_or_by_user_before_not_before() {
-        let revocations = parsed();
-        let now_iat = i64::try_from(NOW).unwrap();
+    fn tokens_are_revoked_by_session_or_by_user_before_not_before() -> crate::TestResult {
+        let revocations = parsed()?;
+        let now_iat = i64::try_from(NOW)?;
         let cases = [
             (
                 ids("u1", "s-revoked", Some(now_iat + 5)),
@@ -284,11 +287,12 @@ pub(crate) mod tests {
         for (token, revoked, reason) in cases {
             assert_eq!(revocations.revokes(&token, NOW, SKEW), revoked, "{reason}");
         }
+        Ok(())
     }
 
     #[test]
-    fn entries_past_until_plus_the_skew_are_ignored() {
-        let revocations = parsed();
+    fn entries_past_until_plus_the_skew_are_ignored() -> crate::TestResult {
+        let revocations = parsed()?;
         let session = ids("u1", "s-revoked", Some(0));
         let user = ids("u-revoked", "s1", Some(0));
         let cases = [
@@ -308,26 +312,29 @@ pub(crate) mod tests {
                 "user {reason}"
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn an_oversized_feed_is_refused_unread() {
+    fn an_oversized_feed_is_refused_unread() -> crate::TestResult {
         let fetched = classify::<Revocations>(Some("200"), None, MAX_FEED_BYTES + 1, None, None);
         assert!(matches!(fetched, Fetched::Failed(why) if why.contains("limit")));
+        Ok(())
     }
 
     #[test]
-    fn the_feed_is_polled_with_etags_and_a_malformed_answer_keeps_the_old_copy() {
+    fn the_feed_is_polled_with_etags_and_a_malformed_answer_keeps_the_old_copy() -> crate::TestResult
+    {
         let mut config = crate::config::tests::base();
         config["remote_revocations"] =
             serde_json::json!({"cluster": "auth_internal", "path": "/internal/revocations"});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
-        let source = config.remote_revocations.unwrap();
+        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
+        let source = config.remote_revocations.ok_or("no feed configured")?;
         let names = shared_names(&source.source);
         let shared = MockShared::default();
         let mut poller = Poller::<Revocations>::new(names.clone(), 1, timing(&source));
         let answer = |p: &mut Poller<Revocations>, now: u64, status: &str, body: &str| {
-            let request = p.start(&shared, now).expect("a fetch is due");
+            let request = p.start(&shared, now)?;
             p.sent(9, request.clone());
             let fetched = p.classify(
                 Some(status),
@@ -337,50 +344,64 @@ pub(crate) mod tests {
             );
             let result = p.finish(&shared, now, fetched);
             p.refresh(&shared);
-            (request, result)
+            Some((request, result))
         };
         let token = ids("u1", "s-revoked", Some(0));
 
-        let (first, result) = answer(&mut poller, NOW, "200", &feed());
+        let (first, result) = answer(&mut poller, NOW, "200", &feed()).ok_or("a fetch is due")?;
         assert_eq!((first.if_none_match, result), (None, FetchResult::Stored));
-        assert!(poller.usable(NOW).unwrap().revokes(&token, NOW, SKEW));
+        assert!(poller
+            .usable(NOW)
+            .is_some_and(|feed| feed.revokes(&token, NOW, SKEW)));
 
-        let (second, result) = answer(&mut poller, NOW + 2, "304", "");
+        let (second, result) = answer(&mut poller, NOW + 2, "304", "").ok_or("a fetch is due")?;
         assert_eq!(second.if_none_match.as_deref(), Some("\"v1\""));
         assert_eq!(result, FetchResult::NotModified);
-        assert_eq!(shared.record(&names).unwrap().0.fetched_at, NOW + 2);
+        assert_eq!(
+            shared.record(&names).map(|(stamp, _)| stamp.fetched_at),
+            Some(NOW + 2)
+        );
 
         let (_, result) = answer(
             &mut poller,
             NOW + 4,
             "200",
             r#"{"version":"v2","sessions":"#,
-        );
+        )
+        .ok_or("a fetch is due")?;
         assert!(matches!(result, FetchResult::Failed(_)));
-        let kept = poller.usable(NOW + 100_000).expect("no staleness limit");
+        let kept = poller.usable(NOW + 100_000).ok_or("no staleness limit")?;
         assert_eq!(kept.version(), "v1");
         assert!(
             kept.revokes(&token, NOW + 4, SKEW),
             "the old copy still refuses"
         );
+        Ok(())
     }
 
     #[test]
-    fn a_stale_limit_for_the_feed_is_optional() {
+    fn a_stale_limit_for_the_feed_is_optional() -> crate::TestResult {
         let mut config = crate::config::tests::base();
         config["remote_revocations"] =
             serde_json::json!({"cluster": "c", "path": "/r", "stale_after_seconds": 960});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
+        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
         assert_eq!(
-            timing(config.remote_revocations.as_ref().unwrap()).stale_after_seconds,
-            Some(960)
+            config
+                .remote_revocations
+                .as_ref()
+                .map(|r| timing(r).stale_after_seconds),
+            Some(Some(960))
         );
         let mut config = crate::config::tests::base();
         config["remote_revocations"] = serde_json::json!({"cluster": "c", "path": "/r"});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes()).unwrap();
+        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
         assert_eq!(
-            timing(config.remote_revocations.as_ref().unwrap()).stale_after_seconds,
-            None
+            config
+                .remote_revocations
+                .as_ref()
+                .map(|r| timing(r).stale_after_seconds),
+            Some(None)
         );
+        Ok(())
     }
 }
