@@ -8,14 +8,16 @@ use auth_filter::{
     decide::{decide, Decision, RequestView, RevocationCheck},
 };
 use auth_jwt::{encode, Header, Key, KeySet};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use serde_json::json;
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &[u8] = b"bench-secret-bench-secret-bench-";
 
-fn config() -> FilterConfig {
-    let jwk = auth_jwt::Jwk::from_key(&Key::hs256("k1", SECRET).unwrap());
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn config() -> Result<FilterConfig> {
+    let jwk = auth_jwt::Jwk::from_key(&Key::hs256("k1", SECRET)?);
     let config = json!({
         "issuer": "auth-service",
         "audiences": ["api"],
@@ -27,22 +29,21 @@ fn config() -> FilterConfig {
         "local_jwks": {"keys": [jwk]},
         "rules": [{"match": {"prefix": "/"}, "require": "authenticated"}]
     });
-    FilterConfig::parse(config.to_string().as_bytes()).unwrap()
+    Ok(FilterConfig::parse(config.to_string().as_bytes())?)
 }
 
-fn token() -> String {
+fn token() -> Result<String> {
     let claims = json!({
         "iss": "auth-service", "sub": "8c5c1f0e-2a4b-4f7e-9a51-0f6f3c1d2e3f", "aud": ["api"],
         "exp": NOW + 900, "iat": NOW, "jti": "0b1f6c2e-7f4d-4c1a-8e2b-5d9a3f1c7e60",
         "sid": "5e2d7c1a-9b3f-4e8d-a6c1-2f7b9d0e4a13", "client_id": "auth-service",
         "email": "ada@example.com", "roles": ["user"],
     });
-    encode(
+    Ok(encode(
         &Header::access_token("k1"),
         &claims,
-        &Key::hs256("k1", SECRET).unwrap(),
-    )
-    .unwrap()
+        &Key::hs256("k1", SECRET)?,
+    )?)
 }
 
 fn headers(token: &str) -> Vec<(String, String)> {
@@ -82,12 +83,12 @@ fn run(
     )
 }
 
-fn bench(c: &mut Criterion) {
-    let config = config();
+fn bench(c: &mut Criterion) -> Result<()> {
+    let config = config()?;
     let validation = config.validation();
-    let keys: KeySet = [Key::hs256("k1", SECRET).unwrap()].into_iter().collect();
-    let good = headers(&token());
-    let mut bad_token = token();
+    let keys: KeySet = [Key::hs256("k1", SECRET)?].into_iter().collect();
+    let good = headers(&token()?);
+    let mut bad_token = token()?;
     bad_token.replace_range(bad_token.len() - 2.., "AA");
     let bad = headers(&bad_token);
     let view = |headers| RequestView {
@@ -142,7 +143,13 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    Ok(())
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// What `criterion_main!` would generate, except that a failed set-up is an error exit.
+fn main() -> Result<()> {
+    let mut criterion = Criterion::default().configure_from_args();
+    bench(&mut criterion)?;
+    criterion.final_summary();
+    Ok(())
+}
