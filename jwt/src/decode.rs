@@ -13,6 +13,7 @@ use crate::header::Header;
 use crate::key_set::KeySet;
 use crate::strict_json;
 use crate::validation::Validation;
+use crate::verifier::{RustCrypto, Verifier};
 
 /// A verified token: its header and its claims deserialized into `C`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,18 @@ pub fn decode<C: DeserializeOwned>(
     validation: &Validation,
     now: u64,
 ) -> Result<TokenData<C>> {
+    decode_with_verifier(token, keys, validation, now, &RustCrypto)
+}
+
+/// [`decode`], with signatures checked by `verifier` instead of this crate's own crypto. The
+/// signature's size is checked against the key before `verifier` is asked.
+pub fn decode_with_verifier<C: DeserializeOwned>(
+    token: &str,
+    keys: &KeySet,
+    validation: &Validation,
+    now: u64,
+    verifier: &dyn Verifier,
+) -> Result<TokenData<C>> {
     if token.len() > validation.max_token_len {
         return Err(ErrorKind::TooLarge.into());
     }
@@ -54,7 +67,11 @@ pub fn decode<C: DeserializeOwned>(
     if key.algorithm() != header.alg {
         return Err(ErrorKind::KeyAlgorithmMismatch.into());
     }
-    key.verify(signing_input.as_bytes(), &base64url(signature)?)?;
+    let signature = base64url(signature)?;
+    if signature.len() != key.signature_len() {
+        return Err(ErrorKind::InvalidSignature.into());
+    }
+    verifier.verify(key, signing_input.as_bytes(), &signature)?;
 
     let claims = strict_json::parse_object(&base64url(payload)?)?;
     validation.check_claims(&claims, now)?;
@@ -299,6 +316,27 @@ mod tests {
     }
 
     #[test]
+    fn alg_of_another_key_type_fails_before_crypto() {
+        // SECURITY.md B 7: the HS256 key k1 never verifies a token that claims RS256, ES256 or
+        // EdDSA, whatever its signature.
+        for alg in ["RS256", "ES256", "EdDSA"] {
+            let token = with_header(json!({ "alg": alg, "typ": "at+jwt", "kid": "k1" }));
+            assert!(
+                matches!(decode_kind(&token), ErrorKind::KeyAlgorithmMismatch),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn alg_outside_allow_list_fails() {
+        let token = with_header(json!({ "alg": "HS256", "typ": "at+jwt", "kid": "k1" }));
+        let err = decode_with::<Value>(&token, NOW, |v| v.algorithms = vec![Algorithm::ES256])
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::AlgorithmNotAllowed));
+    }
+
+    #[test]
     fn alg_not_allowed_fails() {
         let cases = [
             (json!({ "typ": "at+jwt", "kid": "k1" }), "missing"),
@@ -318,10 +356,6 @@ mod tests {
             (
                 json!({ "alg": "HS512", "typ": "at+jwt", "kid": "k1" }),
                 "unsupported",
-            ),
-            (
-                json!({ "alg": "RS256", "typ": "at+jwt", "kid": "k1" }),
-                "alg confusion",
             ),
             (
                 json!({ "alg": "None", "typ": "at+jwt", "kid": "k1" }),
@@ -492,7 +526,7 @@ mod tests {
     #[test]
     fn kid_selects_among_several_keys_ok() {
         let other = Key::hs256("k2", &[7; 32]).unwrap();
-        let token = encode(&crate::Header::access_token("k2"), &claims(), &other).unwrap();
+        let token = encode(&crate::Header::access_token(&other), &claims(), &other).unwrap();
         let keys: KeySet = [key(), other].into_iter().collect();
         assert!(decode::<Value>(&token, &keys, &validation(), NOW).is_ok());
     }
@@ -577,7 +611,7 @@ mod tests {
     #[test]
     fn signature_by_other_key_with_same_kid_fails() {
         let other = Key::hs256("k1", &[9; 32]).unwrap();
-        let token = encode(&crate::Header::access_token("k1"), &claims(), &other).unwrap();
+        let token = encode(&crate::Header::access_token(&other), &claims(), &other).unwrap();
         assert!(matches!(decode_kind(&token), ErrorKind::InvalidSignature));
     }
 
@@ -586,7 +620,7 @@ mod tests {
         let mut claims = claims();
         claims["exp"] = json!(1);
         let other = Key::hs256("k1", &[9; 32]).unwrap();
-        let token = encode(&crate::Header::access_token("k1"), &claims, &other).unwrap();
+        let token = encode(&crate::Header::access_token(&other), &claims, &other).unwrap();
         assert!(matches!(decode_kind(&token), ErrorKind::InvalidSignature));
     }
 
@@ -608,6 +642,135 @@ mod tests {
             assert!(
                 matches!(decode_kind(&token(None, payload)), ErrorKind::InvalidJson),
                 "{reason}"
+            );
+        }
+    }
+
+    fn public_set(alg: Algorithm) -> (Key, KeySet) {
+        let pair = crate::test_util::key_pair(alg, "p1");
+        let public = [pair.to_public().unwrap()].into_iter().collect();
+        (pair, public)
+    }
+
+    #[test]
+    fn every_algorithm_round_trips_through_its_public_key_ok() {
+        for alg in Algorithm::ALL {
+            let (pair, public) = if alg == Algorithm::HS256 {
+                let key = Key::hs256("p1", &[5; 32]).unwrap();
+                (key.clone(), [key].into_iter().collect())
+            } else {
+                public_set(alg)
+            };
+            let token = encode(&crate::Header::access_token(&pair), &claims(), &pair).unwrap();
+            let data = decode::<Value>(&token, &public, &validation(), NOW).unwrap();
+            assert_eq!((data.header.alg, data.claims), (alg, claims()), "{alg}");
+        }
+    }
+
+    #[test]
+    fn hs256_keyed_with_a_public_key_fails() {
+        // SECURITY.md B 7: the classic confusion, an HMAC over the token keyed with the bytes
+        // of the published public key, in every form a verifier might hold them.
+        for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
+            let (pair, public) = public_set(alg);
+            let jwk = serde_json::to_string(&crate::Jwk::public(&pair).unwrap()).unwrap();
+            let forms = [pair.public_key_der().unwrap().to_vec(), jwk.into_bytes()];
+            for bytes in forms {
+                let forged = Key::hs256("p1", &bytes).unwrap();
+                let token =
+                    encode(&crate::Header::access_token(&forged), &claims(), &forged).unwrap();
+                let err = decode::<Value>(&token, &public, &validation(), NOW).unwrap_err();
+                assert!(
+                    matches!(err.kind(), ErrorKind::KeyAlgorithmMismatch),
+                    "{alg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn valid_signature_under_another_alg_name_fails() {
+        // SECURITY.md B 8: the ES256 key's genuine signature, with the header claiming EdDSA or
+        // RS256, is refused before any crypto.
+        let (pair, public) = public_set(Algorithm::ES256);
+        for alg in ["EdDSA", "RS256", "HS256"] {
+            let header = json!({ "alg": alg, "typ": "at+jwt", "kid": "p1" }).to_string();
+            let token = sign_segments(&b64(header), &b64(claims().to_string()), &pair);
+            let err = decode::<Value>(&token, &public, &validation(), NOW).unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::KeyAlgorithmMismatch),
+                "{alg}"
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_key_reusing_a_kid_fails() {
+        for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+            let (_, public) = public_set(alg);
+            let foreign = Key::generate("p1", alg, &mut rand_core::OsRng).unwrap();
+            let token =
+                encode(&crate::Header::access_token(&foreign), &claims(), &foreign).unwrap();
+            let err = decode::<Value>(&token, &public, &validation(), NOW).unwrap_err();
+            assert!(matches!(err.kind(), ErrorKind::InvalidSignature), "{alg}");
+        }
+    }
+
+    /// A verifier that records what it was asked and answers as told.
+    struct Recording {
+        seen: std::cell::RefCell<Vec<(String, usize)>>,
+        answer: bool,
+    }
+
+    impl crate::Verifier for Recording {
+        fn verify(&self, key: &Key, _message: &[u8], signature: &[u8]) -> Result<()> {
+            self.seen
+                .borrow_mut()
+                .push((key.kid().to_owned(), signature.len()));
+            if self.answer {
+                Ok(())
+            } else {
+                Err(ErrorKind::InvalidSignature.into())
+            }
+        }
+    }
+
+    #[test]
+    fn verifier_decides_and_sees_only_signatures_of_the_right_size() {
+        let (pair, public) = public_set(Algorithm::ES256);
+        let token = encode(&crate::Header::access_token(&pair), &claims(), &pair).unwrap();
+        let (signing_input, _) = token.rsplit_once('.').unwrap();
+        let verify = |token: &str, answer: bool| {
+            let verifier = Recording {
+                seen: Default::default(),
+                answer,
+            };
+            let result =
+                decode_with_verifier::<Value>(token, &public, &validation(), NOW, &verifier);
+            (result.map(|data| data.claims), verifier.seen.into_inner())
+        };
+
+        let (result, seen) = verify(&token, true);
+        assert_eq!(
+            (result.unwrap(), seen),
+            (claims(), vec![("p1".to_owned(), 64)])
+        );
+        let (result, _) = verify(&token, false);
+        assert!(matches!(
+            result.unwrap_err().kind(),
+            ErrorKind::InvalidSignature
+        ));
+
+        for size in [0, 63, 65, 256] {
+            let token = format!("{signing_input}.{}", b64(vec![1; size]));
+            let (result, seen) = verify(&token, true);
+            assert!(
+                matches!(result.unwrap_err().kind(), ErrorKind::InvalidSignature),
+                "{size}"
+            );
+            assert!(
+                seen.is_empty(),
+                "a {size}-byte signature reached the verifier"
             );
         }
     }

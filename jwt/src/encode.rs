@@ -13,7 +13,7 @@ use crate::strict_json;
 /// Signs `claims` with `key` under `header`, returning `header.payload.signature`.
 ///
 /// Fails with [`ErrorKind::KeyAlgorithmMismatch`] if `header.alg` is not the key's algorithm,
-/// and with [`ErrorKind::Encoding`] if `claims` does not serialize to a JSON object without
+/// with [`ErrorKind::InvalidKey`] if the key is a public key alone, and with [`ErrorKind::Encoding`] if `claims` does not serialize to a JSON object without
 /// duplicate member names (which `decode` would refuse).
 pub fn encode<C: Serialize>(header: &Header, claims: &C, key: &Key) -> Result<String> {
     if header.alg != key.algorithm() {
@@ -29,7 +29,7 @@ pub fn encode<C: Serialize>(header: &Header, claims: &C, key: &Key) -> Result<St
     URL_SAFE_NO_PAD.encode_string(&header_json, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(&claims_json, &mut token);
-    let signature = key.sign(token.as_bytes());
+    let signature = key.sign(token.as_bytes())?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(signature, &mut token);
     Ok(token)
@@ -47,15 +47,15 @@ mod tests {
 
     #[test]
     fn access_token_round_trips_ok() {
-        let token = encode(&Header::access_token("k1"), &claims(), &key()).unwrap();
+        let token = encode(&Header::access_token(&key()), &claims(), &key()).unwrap();
         let data = decode_with::<Value>(&token, NOW, |_| {}).unwrap();
-        assert_eq!(data.header, Header::access_token("k1"));
+        assert_eq!(data.header, Header::access_token(&key()));
         assert_eq!(data.claims, claims());
     }
 
     #[test]
     fn header_segment_is_alg_typ_kid_in_order() {
-        let token = encode(&Header::access_token("k1"), &claims(), &key()).unwrap();
+        let token = encode(&Header::access_token(&key()), &claims(), &key()).unwrap();
         let header = token.split('.').next().unwrap();
         assert_eq!(header, b64(r#"{"alg":"HS256","typ":"at+jwt","kid":"k1"}"#));
     }
@@ -75,7 +75,7 @@ mod tests {
             (Value::Null, "null"),
         ];
         for (claims, reason) in cases {
-            let err = encode(&Header::access_token("k1"), &claims, &key()).unwrap_err();
+            let err = encode(&Header::access_token(&key()), &claims, &key()).unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::Encoding(_)), "{reason}");
         }
     }
@@ -93,14 +93,14 @@ mod tests {
             sub: "alice",
             extra: BTreeMap::from([("sub", "admin")]),
         };
-        let err = encode(&Header::access_token("k1"), &claims, &key()).unwrap_err();
+        let err = encode(&Header::access_token(&key()), &claims, &key()).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Encoding(_)));
     }
 
     #[test]
     fn claims_that_fail_to_serialize_fail() {
         let claims = BTreeMap::from([((1, 2), "tuple keys are not json")]);
-        let err = encode(&Header::access_token("k1"), &claims, &key()).unwrap_err();
+        let err = encode(&Header::access_token(&key()), &claims, &key()).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Encoding(_)));
     }
 }

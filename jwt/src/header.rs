@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, ErrorKind, Result};
+use crate::key::Key;
 use crate::validation::Validation;
 
 /// The `typ` of access tokens, RFC 9068 §2.1.
@@ -34,12 +35,13 @@ impl Header {
         }
     }
 
-    /// The header of an access token (RFC 9068): `alg` HS256, `typ` `"at+jwt"`, and `kid`.
-    pub fn access_token(kid: &str) -> Self {
+    /// The header of an access token (RFC 9068) signed by `key`: its `alg`, `typ`
+    /// `"at+jwt"`, and its `kid`.
+    pub fn access_token(key: &Key) -> Self {
         Self {
-            alg: Algorithm::HS256,
+            alg: key.algorithm(),
             typ: Some(ACCESS_TOKEN_TYP.to_owned()),
-            kid: Some(kid.to_owned()),
+            kid: Some(key.kid().to_owned()),
         }
     }
 
@@ -144,7 +146,9 @@ mod tests {
 
     #[test]
     fn json_members_in_order_alg_typ_kid() {
-        let json = Header::access_token("k1").to_json().unwrap();
+        let json = Header::access_token(&crate::test_util::key())
+            .to_json()
+            .unwrap();
         assert_eq!(json, br#"{"alg":"HS256","typ":"at+jwt","kid":"k1"}"#);
         let json = Header::new(Algorithm::HS256).to_json().unwrap();
         assert_eq!(json, br#"{"alg":"HS256"}"#);
@@ -152,7 +156,7 @@ mod tests {
 
     #[test]
     fn access_token_header_fields() {
-        let header = Header::access_token("k1");
+        let header = Header::access_token(&crate::test_util::key());
         assert_eq!(header.alg, Algorithm::HS256);
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.kid.as_deref(), Some("k1"));

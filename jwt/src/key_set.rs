@@ -85,9 +85,9 @@ mod tests {
         assert!(set.is_empty());
         assert!(set.insert(key("a", 1)).is_none());
         let replaced = set.insert(key("a", 2)).unwrap();
-        assert_eq!(replaced.secret(), &[1; 32]);
+        assert_eq!(replaced.secret(), Some([1; 32].as_slice()));
         assert_eq!(set.len(), 1);
-        assert_eq!(set.get("a").unwrap().secret(), &[2; 32]);
+        assert_eq!(set.get("a").unwrap().secret(), Some([2; 32].as_slice()));
     }
 
     #[test]
@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(set.iter().map(Key::kid).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(
             set.get("b").unwrap().secret(),
-            &[3; 32],
+            Some([3; 32].as_slice()),
             "the later key wins"
         );
         assert!(set.get("c").is_none());

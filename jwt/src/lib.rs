@@ -1,21 +1,28 @@
-//! Compact JWS (RFC 7515) encoding and strict JWT (RFC 7519) validation with HS256, shared by
-//! auth-api, which signs access tokens, and the Envoy filter, which verifies them.
+//! Compact JWS (RFC 7515) encoding and strict JWT (RFC 7519) validation with ES256, EdDSA
+//! (Ed25519), RS256 and HS256, shared by auth-api, which signs access tokens, and the Envoy
+//! filter, which verifies them.
 //!
-//! The crate owns the token format, the keys' JWK form and the validation rules. It does no I/O
-//! and has no clock (callers pass `now`, in seconds since the Unix epoch), and it never panics
-//! on any input, so it runs in a `wasm32-wasip1` proxy-wasm filter as well as natively.
+//! The crate owns the token format, the keys and their JWK form, and the validation rules. It
+//! does no I/O and has no clock (callers pass `now`, in seconds since the Unix epoch), and it
+//! never panics on any input, so it runs in a `wasm32-wasip1` proxy-wasm filter as well as
+//! natively. Each [`Key`] is bound to one [`Algorithm`]; a verifier needs only the public half,
+//! which [`Jwk::public`] publishes. The cryptography is RustCrypto's (`p256`, `ed25519-dalek`,
+//! `rsa`, `hmac`), or a caller's own through [`Verifier`].
 //!
 //! ```
-//! use auth_jwt::{decode, encode, Header, Key, KeySet, Validation};
+//! use auth_jwt::{decode, encode, Algorithm, Header, JwkSet, Key, KeySet, Validation};
 //! use serde_json::{json, Value};
 //!
 //! # fn main() -> auth_jwt::Result<()> {
-//! let key = Key::hs256("2025-01", b"an example secret of at least 32 bytes")?;
+//! // The signer holds the key pair …
+//! let key = Key::generate("2026-12", Algorithm::ES256, &mut rand_core::OsRng)?;
 //! let now = 1_700_000_000;
 //! let claims = json!({ "sub": "user-1", "iat": now, "exp": now + 900 });
-//! let token = encode(&Header::access_token(key.kid()), &claims, &key)?;
+//! let token = encode(&Header::access_token(&key), &claims, &key)?;
 //!
-//! let keys: KeySet = [key].into_iter().collect();
+//! // … and publishes only its public half, which is all a verifier gets.
+//! let jwks = serde_json::to_vec(&JwkSet::public(&[key].into_iter().collect())).unwrap();
+//! let keys = KeySet::from_jwks_json(&jwks)?;
 //! let data = decode::<Value>(&token, &keys, &Validation::default(), now)?;
 //! assert_eq!(data.claims["sub"], "user-1");
 //! # Ok(())
@@ -44,13 +51,15 @@ mod strict_json;
 #[cfg(test)]
 mod test_util;
 mod validation;
+mod verifier;
 
 pub use algorithm::Algorithm;
-pub use decode::{decode, TokenData};
+pub use decode::{decode, decode_with_verifier, TokenData};
 pub use encode::encode;
 pub use error::{Error, ErrorKind, Result};
 pub use header::Header;
 pub use jwk::{Jwk, JwkSet};
-pub use key::Key;
+pub use key::{es256_signature_to_der, Key};
 pub use key_set::KeySet;
 pub use validation::Validation;
+pub use verifier::{RustCrypto, Verifier};

@@ -48,7 +48,7 @@ pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
 /// `header.payload.signature` over already-encoded segments, signed with `key`.
 pub(crate) fn sign_segments(header_b64: &str, payload_b64: &str, key: &Key) -> String {
     let signing_input = format!("{header_b64}.{payload_b64}");
-    let signature = b64(key.sign(signing_input.as_bytes()));
+    let signature = b64(key.sign(signing_input.as_bytes()).unwrap());
     format!("{signing_input}.{signature}")
 }
 
@@ -70,4 +70,17 @@ pub(crate) fn decode_with<C: DeserializeOwned>(
     let mut validation = validation();
     configure(&mut validation);
     decode(token, &keys(), &validation, now)
+}
+
+/// A key pair of `alg` with kid `kid`, made once per algorithm and test binary (an RSA key
+/// takes a while to generate).
+pub(crate) fn key_pair(alg: crate::Algorithm, kid: &str) -> Key {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static KEYS: Mutex<BTreeMap<crate::Algorithm, Key>> = Mutex::new(BTreeMap::new());
+    let mut keys = KEYS.lock().unwrap();
+    let key = keys
+        .entry(alg)
+        .or_insert_with(|| Key::generate("seed", alg, &mut rand_core::OsRng).unwrap());
+    Key::from_private_bytes(kid, alg, &key.to_private_bytes().unwrap()).unwrap()
 }

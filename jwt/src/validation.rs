@@ -7,11 +7,14 @@ use serde_json::{Map, Number, Value};
 use crate::algorithm::Algorithm;
 use crate::error::{ErrorKind, Result};
 
-/// The rules [`decode`](crate::decode) applies. `Default` is `Validation::new(Algorithm::HS256)`.
+/// The rules [`decode`](crate::decode) applies. `Default` accepts every [`Algorithm`]; the
+/// other defaults are [`Validation::new`]'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validation {
     /// Algorithms accepted in the header's `alg`, checked before any cryptography. Default
-    /// `[HS256]`; empty accepts nothing.
+    /// [`Algorithm::ALL`]: each key is bound to one algorithm anyway (a token must name its
+    /// key's), so the list narrows what a key set may verify, e.g. to leave HS256 out once an
+    /// installation has moved to public keys. Empty accepts nothing.
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Default 60.
     pub leeway_secs: u64,
@@ -84,7 +87,10 @@ impl Validation {
 
 impl Default for Validation {
     fn default() -> Self {
-        Self::new(Algorithm::HS256)
+        Self {
+            algorithms: Algorithm::ALL.to_vec(),
+            ..Self::new(Algorithm::HS256)
+        }
     }
 }
 
@@ -175,8 +181,11 @@ mod tests {
     #[test]
     fn defaults_are_documented_values() {
         let validation = Validation::default();
-        assert_eq!(validation, Validation::new(Algorithm::HS256));
-        assert_eq!(validation.algorithms, [Algorithm::HS256]);
+        assert_eq!(validation.algorithms, Algorithm::ALL);
+        assert_eq!(
+            Validation::new(Algorithm::HS256).algorithms,
+            [Algorithm::HS256]
+        );
         assert_eq!(validation.leeway_secs, 60);
         assert_eq!(validation.issuer, None);
         assert_eq!(validation.audiences, None);

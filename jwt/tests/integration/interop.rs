@@ -49,7 +49,7 @@ fn their_header(typ: &str) -> jwt::Header {
 #[test]
 fn our_token_decodes_with_jsonwebtoken() {
     let now = now();
-    let token = encode(&Header::access_token(KID), &claims(now), &key()).unwrap();
+    let token = encode(&Header::access_token(&key()), &claims(now), &key()).unwrap();
 
     let header = jwt::decode_header(&token).unwrap();
     let data = jwt::decode::<Claims>(
@@ -68,7 +68,7 @@ fn our_token_decodes_with_jsonwebtoken() {
 #[test]
 fn our_token_with_other_secret_fails_in_jsonwebtoken() {
     let other = auth_jwt::Key::hs256(KID, &[7; 32]).unwrap();
-    let token = encode(&Header::access_token(KID), &claims(now()), &other).unwrap();
+    let token = encode(&Header::access_token(&key()), &claims(now()), &other).unwrap();
     let result = jwt::decode::<Claims>(
         &token,
         &jwt::DecodingKey::from_secret(SECRET),
@@ -92,7 +92,7 @@ fn jsonwebtoken_access_token_decodes_with_ours() {
 
     let data = decode::<Claims>(&token, &keys(), &validation(), now).unwrap();
 
-    assert_eq!(data.header, Header::access_token(KID));
+    assert_eq!(data.header, Header::access_token(&key()));
     assert_eq!(data.claims, claims(now));
 }
 
@@ -123,7 +123,7 @@ fn expired_token_fails_in_both() {
     let now = now();
     let mut expired = claims(now - 7200);
     expired.exp = now - 3600;
-    let token = encode(&Header::access_token(KID), &expired, &key()).unwrap();
+    let token = encode(&Header::access_token(&key()), &expired, &key()).unwrap();
 
     let ours = decode::<Claims>(&token, &keys(), &validation(), now).unwrap_err();
     let theirs = jwt::decode::<Claims>(

@@ -1,8 +1,10 @@
-//! The crate's one integration test binary: interoperability with `jsonwebtoken` and property
+//! The crate's one integration test binary: interoperability with `jsonwebtoken` (HS256 in
+//! `interop`, the public-key algorithms and their JWKs in `public_keys`) and property
 //! tests of `decode` on hostile input.
 
 mod interop;
 mod proptests;
+mod public_keys;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

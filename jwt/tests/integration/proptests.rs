@@ -29,7 +29,7 @@ fn valid_token(sub: &str) -> String {
     let claims = json!({
         "iss": crate::ISSUER, "aud": crate::AUDIENCE, "sub": sub, "exp": NOW + 900, "iat": NOW, "jti": "j",
     });
-    encode(&Header::access_token(crate::KID), &claims, &key()).unwrap()
+    encode(&Header::access_token(&key()), &claims, &key()).unwrap()
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -138,7 +138,7 @@ proptest! {
         if let Some(exp) = exp {
             claims.insert("exp".to_owned(), json!(exp));
         }
-        let token = encode(&Header::access_token(crate::KID), &claims, &key()).unwrap();
+        let token = encode(&Header::access_token(&key()), &claims, &key()).unwrap();
         let validation = Validation { leeway_secs, ..Validation::default() };
 
         let result = decode::<Map<String, Value>>(&token, &keys(), &validation, NOW);
