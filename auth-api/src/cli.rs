@@ -39,12 +39,29 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// List every key with its state and schedule.
+    /// List every key with its algorithm, state, schedule and key-encryption key.
     List,
     /// Add a new signing key: published now, signing after AUTH_KEY_PUBLISH_DELAY_SECS.
-    Rotate,
+    Rotate {
+        /// The new key's algorithm (ES256, EdDSA, RS256 or HS256); default AUTH_SIGNING_ALG.
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<auth_jwt::Algorithm>,
+    },
     /// Withdraw a key at once (compromise); a new key signs at once if it was the signer.
     Revoke { kid: String },
+    /// Print a new key-encryption key (`id:base64url`) for AUTH_KEY_ENCRYPTION_KEYS; touches
+    /// no database.
+    NewKek {
+        /// Its id (letters, digits, `.`, `_`, `-`); default `kek-` and today's date.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+fn parse_alg(value: &str) -> Result<auth_jwt::Algorithm, String> {
+    value
+        .parse()
+        .map_err(|_| "expected ES256, EdDSA, RS256 or HS256".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,16 +108,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let now = crate::clock::Clock::default().now();
+    if let KeysCommand::NewKek { id } = &command {
+        use secrecy::ExposeSecret as _;
+        let id = id.clone().unwrap_or_else(|| {
+            format!("kek-{}", rfc3339(now).chars().take(10).collect::<String>())
+        });
+        let (_, text) = crate::kek::KeyEncryptionKeys::generate(&id)?;
+        println!("{}", text.expose_secret());
+        return Ok(());
+    }
+    let keks = crate::kek::resolve(config)?;
     let store = Store::open(&config.database_url).await?;
     let policy = RingPolicy::from_config(config);
-    let now = crate::clock::Clock::default().now();
-    let ring = KeyRing::open(store, policy, now).await?;
+    let ring = KeyRing::open(store, policy, keks, now).await?;
     match command {
-        KeysCommand::List => {}
-        KeysCommand::Rotate => {
-            let (kid, activates_at) = ring.rotate(now).await?;
+        KeysCommand::List | KeysCommand::NewKek { .. } => {}
+        KeysCommand::Rotate { alg } => {
+            let alg = alg.unwrap_or(policy.signing_alg);
+            let (kid, activates_at) = ring.rotate_to(now, alg).await?;
             println!(
-                "new key {kid} is published now and signs from {}",
+                "new {alg} key {kid} is published now and signs from {}",
                 rfc3339(activates_at)
             );
         }
@@ -112,8 +140,8 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let snapshot = ring.snapshot();
     let signer = snapshot.signer(now, &policy).map(|k| k.stored.kid.clone());
     println!(
-        "{:<18} {:<8} {:<9} {:<21} {:<21}",
-        "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL"
+        "{:<18} {:<6} {:<9} {:<21} {:<21} {:<20}",
+        "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL", "KEK"
     );
     for key in snapshot.keys() {
         let k = &key.stored;
@@ -123,12 +151,13 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "{:<18} {:<8} {:<9} {:<21} {:<21}{mark}",
+            "{:<18} {:<6} {:<9} {:<21} {:<21} {:<20}{mark}",
             k.kid,
             k.algorithm,
             key.state(now, &policy).to_string(),
             rfc3339(k.activates_at),
             k.retires_at.map_or_else(|| "-".to_owned(), rfc3339),
+            k.material.kek_id().unwrap_or("(plaintext)"),
         );
     }
     Ok(())

@@ -6,7 +6,10 @@
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
+use auth_jwt::Algorithm;
 use secrecy::SecretString;
+
+use crate::kek::{KeyEncryptionKeys, KEK_VAR};
 
 /// Everything `auth-api serve` needs.
 #[derive(Debug, Clone)]
@@ -21,7 +24,10 @@ pub struct Config {
     /// RFC 6750's `b64token` alphabet: letters, digits and `-._~+/`, then `=` padding).
     /// Unset: the internal listener is not started.
     pub internal_token: Option<SecretString>,
-    /// `AUTH_JWT_ISSUER`, default `auth-service`: the `iss` of every access token.
+    /// `AUTH_JWT_ISSUER`, default `http://127.0.0.1:8080`: the `iss` of every access token, and
+    /// the base of the discovery documents' URLs. An absolute `http(s)` URL without query or
+    /// fragment: the public base URL under which auth-api's routes are reachable (behind the dev
+    /// gateway, `http://127.0.0.1:10000/auth`). Compared exactly, so used verbatim.
     pub issuer: String,
     /// `AUTH_JWT_AUDIENCE`, default `api`, comma-separated: the `aud` of every access token.
     pub audiences: Vec<String>,
@@ -50,14 +56,26 @@ pub struct Config {
     /// `AUTH_HASH_QUEUE`, default 32: requests that may wait for a bcrypt slot; more get 503.
     pub hash_queue: usize,
     /// `AUTH_KEY_PUBLISH_DELAY_SECS`, default 300: a rotated-in key is published this long
-    /// before it signs, so every gateway has fetched it first.
+    /// before it signs, so every gateway has fetched it first. Must exceed the JWKS max-age.
     pub key_publish_delay: Duration,
+    /// `AUTH_SIGNING_ALG`, default `ES256` (`EdDSA`, `RS256`, `HS256`): the algorithm of the keys
+    /// the ring creates itself (its first key, scheduled rotations, the replacement of a revoked
+    /// signer). Keys of other algorithms already in the ring keep verifying and signing until
+    /// rotated out.
+    pub signing_alg: Algorithm,
+    /// `AUTH_KEY_ENCRYPTION_KEYS`: comma-separated `id:base64url(32 bytes)` key-encryption keys;
+    /// the first seals the ring's private material, every one opens it. Unset: a key file beside
+    /// a SQLite database (`<db>.kek`, created on first start), a per-process key for in-memory
+    /// SQLite; PostgreSQL refuses to start.
+    pub key_encryption_keys: Option<KeyEncryptionKeys>,
     /// `AUTH_KEY_ROTATION_DAYS`: rotate the signing key when no key was added for this many
     /// days. Unset: only `auth-api keys rotate` rotates.
     pub key_rotation_interval: Option<Duration>,
     /// `AUTH_KEY_REFRESH_SECS`, default 10: how often a replica re-reads the key ring.
     pub key_refresh_interval: Duration,
-    /// `AUTH_JWKS_MAX_AGE_SECS`, default 600: `Cache-Control: max-age` of the public JWKS.
+    /// `AUTH_JWKS_MAX_AGE_SECS`, default 60: `Cache-Control: max-age` of the public JWKS and
+    /// the discovery documents. Must be less than `AUTH_KEY_PUBLISH_DELAY_SECS`, so that a
+    /// verifier caching the JWKS sees a rotated-in key before it signs.
     pub jwks_max_age: Duration,
     /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
     pub log_format: LogFormat,
@@ -123,7 +141,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             internal_token: None,
-            issuer: "auth-service".to_owned(),
+            issuer: DEFAULT_ISSUER.to_owned(),
             audiences: vec!["api".to_owned()],
             client_id: "auth-service".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -136,9 +154,11 @@ impl Default for Config {
             hash_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             hash_queue: 32,
             key_publish_delay: Duration::from_secs(300),
+            signing_alg: Algorithm::ES256,
+            key_encryption_keys: None,
             key_rotation_interval: None,
             key_refresh_interval: Duration::from_secs(10),
-            jwks_max_age: Duration::from_secs(600),
+            jwks_max_age: Duration::from_secs(60),
             log_format: LogFormat::Text,
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
@@ -155,6 +175,9 @@ impl Default for Config {
         }
     }
 }
+
+/// `AUTH_JWT_ISSUER` when unset: auth-api alone, on its default listen address.
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 
 /// The shortest internal bearer token accepted: guessing it must be hopeless.
 const MIN_INTERNAL_TOKEN_LEN: usize = 32;
@@ -179,7 +202,7 @@ impl Config {
                 .parsed("AUTH_INTERNAL_LISTEN")?
                 .unwrap_or(d.internal_listen),
             internal_token: env.internal_token()?,
-            issuer: env.string("AUTH_JWT_ISSUER")?.unwrap_or(d.issuer),
+            issuer: env.issuer()?.unwrap_or(d.issuer),
             audiences: env.list("AUTH_JWT_AUDIENCE")?.unwrap_or(d.audiences),
             client_id: env.string("AUTH_JWT_CLIENT_ID")?.unwrap_or(d.client_id),
             access_token_ttl: env
@@ -204,6 +227,8 @@ impl Config {
             key_publish_delay: env
                 .secs("AUTH_KEY_PUBLISH_DELAY_SECS", 0)?
                 .unwrap_or(d.key_publish_delay),
+            signing_alg: env.signing_alg()?.unwrap_or(d.signing_alg),
+            key_encryption_keys: env.key_encryption_keys()?,
             key_rotation_interval: env
                 .parsed_at_least("AUTH_KEY_ROTATION_DAYS", 1)?
                 .map(|days| {
@@ -278,6 +303,17 @@ impl Config {
             return Err(ConfigError::new(
                 "AUTH_JWT_AUDIENCE",
                 "needs at least one audience",
+            ));
+        }
+        if config.jwks_max_age >= config.key_publish_delay {
+            return Err(ConfigError::new(
+                "AUTH_JWKS_MAX_AGE_SECS",
+                format!(
+                    "({}) must be less than AUTH_KEY_PUBLISH_DELAY_SECS ({}): a verifier caching \
+                     the JWKS must see a rotated-in key before it signs",
+                    config.jwks_max_age.as_secs(),
+                    config.key_publish_delay.as_secs()
+                ),
             ));
         }
         Ok(config)
@@ -366,6 +402,41 @@ impl Env<'_> {
         }
     }
 
+    fn signing_alg(&self) -> Result<Option<Algorithm>, ConfigError> {
+        const NAME: &str = "AUTH_SIGNING_ALG";
+        self.string(NAME)?
+            .map(|raw| {
+                raw.trim().parse::<Algorithm>().map_err(|_| {
+                    ConfigError::new(
+                        NAME,
+                        format!("invalid value {raw:?}: expected ES256, EdDSA, RS256 or HS256"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// Parsed without quoting the value in errors: it is a secret.
+    fn key_encryption_keys(&self) -> Result<Option<KeyEncryptionKeys>, ConfigError> {
+        self.string(KEK_VAR)?
+            .map(|raw| {
+                let raw = zeroize::Zeroizing::new(raw);
+                raw.parse().map_err(|why| ConfigError::new(KEK_VAR, why))
+            })
+            .transpose()
+    }
+
+    fn issuer(&self) -> Result<Option<String>, ConfigError> {
+        const NAME: &str = "AUTH_JWT_ISSUER";
+        self.string(NAME)?
+            .map(|raw| {
+                let issuer = raw.trim();
+                check_issuer(issuer).map_err(|why| ConfigError::new(NAME, why))?;
+                Ok(issuer.to_owned())
+            })
+            .transpose()
+    }
+
     fn internal_token(&self) -> Result<Option<SecretString>, ConfigError> {
         const NAME: &str = "AUTH_INTERNAL_TOKEN";
         match self.string(NAME)? {
@@ -383,6 +454,32 @@ impl Env<'_> {
             other => Ok(other.map(SecretString::from)),
         }
     }
+}
+
+/// Whether `issuer` can be an issuer identifier (RFC 8414 §2, OpenID Connect Discovery §3): an
+/// absolute `http` or `https` URL with a host, without query, fragment or credentials.
+pub fn check_issuer(issuer: &str) -> Result<(), String> {
+    let url = url::Url::parse(issuer).map_err(|e| {
+        format!(
+            "{issuer:?} is not an absolute URL ({e}): use the public base URL of auth-api, \
+             e.g. https://auth.example.com"
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{issuer:?} must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{issuer:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{issuer:?} must not have a query or fragment (RFC 8414 §2)"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{issuer:?} must not carry credentials"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -440,6 +537,35 @@ mod tests {
             ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
+            ("AUTH_SIGNING_ALG", "none", "no such algorithm"),
+            (
+                "AUTH_SIGNING_ALG",
+                "es256",
+                "algorithm names are case-sensitive",
+            ),
+            ("AUTH_SIGNING_ALG", "HS384", "not supported"),
+            ("AUTH_JWT_ISSUER", "auth-service", "not a URL"),
+            ("AUTH_JWT_ISSUER", "/auth", "relative"),
+            ("AUTH_JWT_ISSUER", "ftp://auth.example.com", "not http(s)"),
+            ("AUTH_JWT_ISSUER", "https://auth.example.com/?x=1", "query"),
+            (
+                "AUTH_JWT_ISSUER",
+                "https://auth.example.com/#top",
+                "fragment",
+            ),
+            (
+                "AUTH_JWT_ISSUER",
+                "https://user:pw@auth.example.com",
+                "credentials",
+            ),
+            (KEK_VAR, "k1", "no key"),
+            (KEK_VAR, "k1:c2hvcnQ", "too short"),
+            (KEK_VAR, "k1:c2hvcnQ,k1:c2hvcnQ", "twice"),
+            (
+                "AUTH_JWKS_MAX_AGE_SECS",
+                "300",
+                "as long as the publish delay",
+            ),
         ];
         for (name, value, reason) in cases {
             let err = load(&[(name, value)]).unwrap_err();
@@ -450,14 +576,59 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug_output() {
         let token = "an-internal-token-of-forty-characters-xx";
+        let kek = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
         let config = load(&[
             ("AUTH_INTERNAL_TOKEN", token),
             ("AUTH_PASSWORD_PEPPER", "pepper-value-of-thirty-two-bytes"),
+            (KEK_VAR, &format!("kek-1:{kek}")),
         ])
         .unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains(token));
         assert!(!debug.contains("pepper-value"));
+        assert!(!debug.contains(kek));
+        assert!(debug.contains("kek-1"), "the KEK id is shown: {debug}");
+    }
+
+    #[test]
+    fn new_defaults_of_issue_8() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.signing_alg, Algorithm::ES256);
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.jwks_max_age, Duration::from_secs(60));
+        assert!(config.jwks_max_age < config.key_publish_delay);
+        assert!(config.key_encryption_keys.is_none());
+        let eddsa = load(&[("AUTH_SIGNING_ALG", "EdDSA")]).unwrap();
+        assert_eq!(eddsa.signing_alg, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn issuer_is_kept_verbatim_when_valid() {
+        for issuer in [
+            "http://127.0.0.1:10000/auth",
+            "https://auth.example.com",
+            "https://auth.example.com/",
+            "https://example.com/tenants/a",
+        ] {
+            assert_eq!(load(&[("AUTH_JWT_ISSUER", issuer)]).unwrap().issuer, issuer);
+        }
+    }
+
+    #[test]
+    fn jwks_max_age_and_publish_delay_are_named_together() {
+        let err = load(&[
+            ("AUTH_KEY_PUBLISH_DELAY_SECS", "30"),
+            ("AUTH_JWKS_MAX_AGE_SECS", "45"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("AUTH_JWKS_MAX_AGE_SECS"), "{err}");
+        assert!(err.contains("AUTH_KEY_PUBLISH_DELAY_SECS"), "{err}");
+        assert!(load(&[
+            ("AUTH_KEY_PUBLISH_DELAY_SECS", "30"),
+            ("AUTH_JWKS_MAX_AGE_SECS", "29"),
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! A key's life: `pending` (published, not signing) → `active` (signing) → `retired` (verifying
 //! the tokens it signed, until `retires_at` + access TTL + clock skew) → `expired`. `revoked`
 //! ends it at once.
+//!
+//! Each key has its own algorithm (`AUTH_SIGNING_ALG` for the keys the ring makes itself; any
+//! for `keys rotate --alg`), so a ring moves from HS256 to ES256 by an ordinary rotation. Private
+//! material is stored sealed under the key-encryption keys ([`crate::kek`]); opening the ring
+//! first re-seals rows that are in the clear or under an older KEK.
 
 use std::{
     fmt,
@@ -16,19 +21,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use auth_jwt::{Algorithm, Key, KeySet};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use rand::{rngs::OsRng, RngCore};
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::ExposeSecret as _;
 
 use crate::{
     clock::secs,
     config::Config,
-    store::{Store, StoredKey},
+    kek::KeyEncryptionKeys,
+    store::{KeyMaterial, Store, StoredKey},
 };
-
-/// Bytes of a new HMAC secret: 256 bits, the SHA-256 block strength (RFC 7518 §3.2).
-const SECRET_BYTES: usize = 32;
 /// Shortest interval between two reloads caused by an unknown `kid`.
 const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -59,13 +63,16 @@ impl fmt::Display for KeyState {
     }
 }
 
-/// How long keys live around their signing window.
+/// How long keys live around their signing window, and what kind of key the ring makes.
 #[derive(Debug, Clone, Copy)]
 pub struct RingPolicy {
     /// Access-token lifetime plus clock skew: how long a retired key keeps verifying.
     pub retention_secs: i64,
     /// Delay between a rotation and the new key's first signature.
     pub publish_delay_secs: i64,
+    /// The algorithm of the keys the ring creates itself (`AUTH_SIGNING_ALG`): the first key
+    /// and scheduled rotations.
+    pub signing_alg: Algorithm,
 }
 
 impl RingPolicy {
@@ -74,6 +81,7 @@ impl RingPolicy {
         Self {
             retention_secs: secs(config.access_token_ttl).saturating_add(secs(config.clock_skew)),
             publish_delay_secs: secs(config.key_publish_delay),
+            signing_alg: config.signing_alg,
         }
     }
 }
@@ -91,6 +99,7 @@ impl fmt::Debug for RingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingKey")
             .field("kid", &self.stored.kid)
+            .field("alg", &self.stored.algorithm)
             .finish_non_exhaustive()
     }
 }
@@ -124,12 +133,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(stored: Vec<StoredKey>) -> anyhow::Result<Self> {
+    /// Opens every stored key. A key whose sealed material is unchanged since `previous` is
+    /// taken from it rather than decrypted and parsed again.
+    fn new(
+        stored: Vec<StoredKey>,
+        keks: &KeyEncryptionKeys,
+        previous: &Snapshot,
+    ) -> anyhow::Result<Self> {
         let mut keys = Vec::with_capacity(stored.len());
         for stored in stored {
-            let key = match stored.algorithm.as_str() {
-                "HS256" => Key::hs256(stored.kid.clone(), stored.secret.expose_secret())?,
-                other => anyhow::bail!("key {} has unsupported algorithm {other}", stored.kid),
+            let unchanged = previous.keys.iter().find(|k| {
+                k.stored.kid == stored.kid
+                    && k.stored.algorithm == stored.algorithm
+                    && same_material(&k.stored.material, &stored.material)
+            });
+            let key = match unchanged {
+                Some(known) => known.key.clone(),
+                None => open_key(&stored, keks)?,
             };
             keys.push(RingKey { stored, key });
         }
@@ -193,6 +213,7 @@ impl Snapshot {
 pub struct KeyRing {
     store: Store,
     policy: RingPolicy,
+    keks: KeyEncryptionKeys,
     snapshot: RwLock<Arc<Snapshot>>,
     last_unknown_kid_reload: Mutex<Option<Instant>>,
 }
@@ -201,19 +222,31 @@ impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("policy", &self.policy)
+            .field("keks", &self.keks)
             .finish_non_exhaustive()
     }
 }
 
 impl KeyRing {
-    /// Loads the ring, creating its first key when the database has none.
-    pub async fn open(store: Store, policy: RingPolicy, now: i64) -> anyhow::Result<Self> {
-        if store.keys().await?.is_empty() && store.bootstrap_key(&new_key(now, now)).await? {
-            tracing::info!(event = "key_created", "created the first signing key");
+    /// Loads the ring: re-seals rows in the clear or under an older KEK, creates the first
+    /// key (of `policy.signing_alg`) when the database has none, and reads every key.
+    pub async fn open(
+        store: Store,
+        policy: RingPolicy,
+        keks: KeyEncryptionKeys,
+        now: i64,
+    ) -> anyhow::Result<Self> {
+        reseal(&store, &keks).await?;
+        if store.keys().await?.is_empty() {
+            let first = new_key(&keks, policy.signing_alg, now, now).await?;
+            if store.bootstrap_key(&first).await? {
+                tracing::info!(event = "key_created", kid = %first.kid, alg = %first.algorithm, "created the first signing key");
+            }
         }
         let ring = Self {
             store,
             policy,
+            keks,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             last_unknown_kid_reload: Mutex::new(None),
         };
@@ -224,6 +257,11 @@ impl KeyRing {
     /// The ring's timing policy.
     pub fn policy(&self) -> &RingPolicy {
         &self.policy
+    }
+
+    /// The key-encryption keys the ring seals with.
+    pub fn keks(&self) -> &KeyEncryptionKeys {
+        &self.keks
     }
 
     /// The key that signs at `now`, from the current snapshot.
@@ -241,7 +279,8 @@ impl KeyRing {
 
     /// Re-reads the ring from the database.
     pub async fn reload(&self) -> anyhow::Result<()> {
-        let fresh = Arc::new(Snapshot::new(self.store.keys().await?)?);
+        let stored = self.store.keys().await?;
+        let fresh = Arc::new(Snapshot::new(stored, &self.keks, &self.snapshot())?);
         match self.snapshot.write() {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -265,10 +304,17 @@ impl KeyRing {
         Ok(true)
     }
 
-    /// Adds a new key that signs from `now + publish delay` (at once when nothing signs now)
-    /// and retires the current signer then. Returns the new key's kid and activation time.
+    /// Adds a new key of the configured algorithm (`AUTH_SIGNING_ALG`) that signs from
+    /// `now + publish delay` (at once when nothing signs now) and retires the current signer
+    /// then. Returns the new key's kid and activation time.
     pub async fn rotate(&self, now: i64) -> anyhow::Result<(String, i64)> {
-        let key = self.next_key(now).await?;
+        self.rotate_to(now, self.policy.signing_alg).await
+    }
+
+    /// [`KeyRing::rotate`] to a key of `alg`, whatever the current signer's: this is how a ring
+    /// moves from HS256 to ES256 without logging anybody out.
+    pub async fn rotate_to(&self, now: i64, alg: Algorithm) -> anyhow::Result<(String, i64)> {
+        let key = self.next_key(now, alg).await?;
         self.store.rotate_in_key(&key).await?;
         self.rotated(key).await
     }
@@ -281,7 +327,11 @@ impl KeyRing {
         period: Duration,
     ) -> anyhow::Result<Option<String>> {
         let cutoff = now.saturating_sub(i64::try_from(period.as_secs()).unwrap_or(i64::MAX));
-        let key = self.next_key(now).await?;
+        // Checked first so that a key (an RSA key takes a while) is made only when due.
+        if self.store.last_key_added_at().await? > cutoff {
+            return Ok(None);
+        }
+        let key = self.next_key(now, self.policy.signing_alg).await?;
         if !self.store.rotate_in_key_if_due(&key, cutoff).await? {
             return Ok(None);
         }
@@ -289,9 +339,9 @@ impl KeyRing {
     }
 
     /// Revokes a key (compromise): it leaves the published set and `/validate` refuses its
-    /// tokens at once. If it was the signer, a new key signs immediately: there is no time to
-    /// pre-publish it, so gateways refuse the new tokens until their next key poll. Returns the
-    /// replacement's kid, if one was needed.
+    /// tokens at once. If it was the signer, a new key (of `AUTH_SIGNING_ALG`) signs
+    /// immediately: there is no time to pre-publish it, so gateways refuse the new tokens until
+    /// their next key poll. Returns the replacement's kid, if one was needed.
     pub async fn revoke(&self, kid: &str, now: i64) -> anyhow::Result<Option<String>> {
         if !self.store.revoke_key(kid, now).await? {
             anyhow::bail!("no key {kid} that is not already revoked");
@@ -304,40 +354,115 @@ impl KeyRing {
         Ok(Some(self.rotate(now).await?.0))
     }
 
-    /// A new key, activating after the publish delay, or at once when nothing signs now.
-    async fn next_key(&self, now: i64) -> anyhow::Result<StoredKey> {
+    /// A new key of `alg`, activating after the publish delay, or at once when nothing signs.
+    async fn next_key(&self, now: i64, alg: Algorithm) -> anyhow::Result<StoredKey> {
         self.reload().await?;
         let activates_at = if self.signer(now).is_some() {
             now.saturating_add(self.policy.publish_delay_secs)
         } else {
             now
         };
-        Ok(new_key(now, activates_at))
+        new_key(&self.keks, alg, now, activates_at).await
     }
 
     async fn rotated(&self, key: StoredKey) -> anyhow::Result<(String, i64)> {
         self.reload().await?;
-        tracing::info!(event = "key_rotated", kid = %key.kid, activates_at = key.activates_at, "rotated in a new signing key");
+        tracing::info!(event = "key_rotated", kid = %key.kid, alg = %key.algorithm, activates_at = key.activates_at, "rotated in a new signing key");
         Ok((key.kid, key.activates_at))
     }
 }
 
-/// A fresh HS256 key with a random 256-bit secret and a random kid; the kid says nothing about
-/// the secret (a thumbprint of an HMAC key would be a hash of it).
-fn new_key(now: i64, activates_at: i64) -> StoredKey {
-    let mut secret = vec![0_u8; SECRET_BYTES];
-    OsRng.fill_bytes(&mut secret);
+/// Re-seals every row that is in the clear (written before encryption at rest) or sealed under
+/// a KEK other than the current one. Idempotent, and safe with several replicas starting at
+/// once: each row is replaced only if it still holds what was read.
+async fn reseal(store: &Store, keks: &KeyEncryptionKeys) -> anyhow::Result<()> {
+    for stored in store.keys().await? {
+        if stored.material.kek_id() == Some(keks.current_id()) {
+            continue;
+        }
+        let plaintext = open_material(&stored, keks)?;
+        let sealed = keks.seal(&stored.kid, &stored.algorithm, &plaintext)?;
+        if store
+            .reseal_key(&stored.kid, &stored.material, &sealed)
+            .await?
+        {
+            tracing::info!(
+                event = "key_resealed",
+                kid = %stored.kid,
+                from = stored.material.kek_id().unwrap_or("plaintext"),
+                to = keks.current_id(),
+                "signing key encrypted under the current key-encryption key"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The private bytes of a stored key, opened if sealed.
+fn open_material(
+    stored: &StoredKey,
+    keks: &KeyEncryptionKeys,
+) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    match &stored.material {
+        KeyMaterial::Plaintext(secret) => {
+            Ok(zeroize::Zeroizing::new(secret.expose_secret().to_vec()))
+        }
+        KeyMaterial::Sealed(sealed) => Ok(keks.open(&stored.kid, &stored.algorithm, sealed)?),
+    }
+}
+
+/// The usable key of a stored row.
+fn open_key(stored: &StoredKey, keks: &KeyEncryptionKeys) -> anyhow::Result<Key> {
+    let alg: Algorithm = stored.algorithm.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "key {} has unsupported algorithm {:?}",
+            stored.kid,
+            stored.algorithm
+        )
+    })?;
+    let bytes = open_material(stored, keks)?;
+    Key::from_private_bytes(stored.kid.clone(), alg, &bytes)
+        .with_context(|| format!("key {} ({alg}) does not load", stored.kid))
+}
+
+fn same_material(a: &KeyMaterial, b: &KeyMaterial) -> bool {
+    match (a, b) {
+        (KeyMaterial::Sealed(a), KeyMaterial::Sealed(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A fresh key of `alg`, sealed, with a random kid; the kid says nothing about the key (a
+/// thumbprint of an HMAC key would be a hash of it). Generated on the blocking pool: an RSA
+/// key takes a noticeable while.
+async fn new_key(
+    keks: &KeyEncryptionKeys,
+    alg: Algorithm,
+    now: i64,
+    activates_at: i64,
+) -> anyhow::Result<StoredKey> {
     let mut kid = [0_u8; 12];
     OsRng.fill_bytes(&mut kid);
-    StoredKey {
-        kid: URL_SAFE_NO_PAD.encode(kid),
-        algorithm: Algorithm::HS256.as_str().to_owned(),
-        secret: SecretSlice::from(secret),
+    let kid = URL_SAFE_NO_PAD.encode(kid);
+    let key = {
+        let kid = kid.clone();
+        tokio::task::spawn_blocking(move || Key::generate(kid, alg, &mut OsRng))
+            .await
+            .context("key generation panicked")??
+    };
+    let private = key
+        .to_private_bytes()
+        .context("a generated key has private material")?;
+    let material = KeyMaterial::Sealed(keks.seal(&kid, alg.as_str(), &private)?);
+    Ok(StoredKey {
+        kid,
+        algorithm: alg.as_str().to_owned(),
+        material,
         created_at: now,
         activates_at,
         retires_at: None,
         revoked_at: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -347,19 +472,35 @@ mod tests {
     const POLICY: RingPolicy = RingPolicy {
         retention_secs: 960,
         publish_delay_secs: 300,
+        signing_alg: Algorithm::ES256,
     };
 
+    fn keks() -> KeyEncryptionKeys {
+        "test:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+            .parse()
+            .unwrap()
+    }
+
     fn key(kid: &str, activates_at: i64, retires_at: Option<i64>) -> StoredKey {
+        let secret = [7_u8; 32];
         StoredKey {
             kid: kid.to_owned(),
+            algorithm: "HS256".to_owned(),
+            material: KeyMaterial::Sealed(keks().seal(kid, "HS256", &secret).unwrap()),
+            created_at: 0,
+            activates_at,
             retires_at,
-            ..new_key(0, activates_at)
+            revoked_at: None,
         }
+    }
+
+    fn snapshot(keys: Vec<StoredKey>) -> Snapshot {
+        Snapshot::new(keys, &keks(), &Snapshot::default()).unwrap()
     }
 
     #[test]
     fn states_follow_the_schedule() {
-        let snapshot = Snapshot::new(vec![key("a", 100, Some(400))]).unwrap();
+        let snapshot = snapshot(vec![key("a", 100, Some(400))]);
         let k = &snapshot.keys()[0];
         let cases = [
             (99, KeyState::Pending, "before activation"),
@@ -376,8 +517,7 @@ mod tests {
 
     #[test]
     fn signer_switches_at_the_new_keys_activation() {
-        let snapshot =
-            Snapshot::new(vec![key("old", 0, Some(300)), key("new", 300, None)]).unwrap();
+        let snapshot = snapshot(vec![key("old", 0, Some(300)), key("new", 300, None)]);
         assert_eq!(snapshot.signer(299, &POLICY).unwrap().stored.kid, "old");
         assert_eq!(snapshot.signer(300, &POLICY).unwrap().stored.kid, "new");
         let published: Vec<_> = snapshot
@@ -395,9 +535,29 @@ mod tests {
     fn revoked_key_neither_signs_nor_verifies() {
         let mut revoked = key("gone", 0, None);
         revoked.revoked_at = Some(10);
-        let snapshot = Snapshot::new(vec![revoked]).unwrap();
+        let snapshot = snapshot(vec![revoked]);
         assert!(snapshot.signer(20, &POLICY).is_none());
         assert!(!snapshot.verifies("gone", 20, &POLICY));
         assert!(snapshot.verification_keys().is_empty());
+    }
+
+    #[test]
+    fn a_key_under_an_unknown_kek_stops_the_snapshot_naming_the_variable() {
+        let (other, _) = KeyEncryptionKeys::generate("other").unwrap();
+        let err = Snapshot::new(vec![key("a", 0, None)], &other, &Snapshot::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AUTH_KEY_ENCRYPTION_KEYS"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn new_keys_of_every_algorithm_open_and_sign() {
+        for alg in Algorithm::ALL {
+            let stored = new_key(&keks(), alg, 0, 0).await.unwrap();
+            assert_eq!(stored.algorithm, alg.as_str());
+            let key = open_key(&stored, &keks()).unwrap();
+            assert_eq!(key.algorithm(), alg);
+            assert!(key.can_sign(), "{alg}");
+        }
     }
 }

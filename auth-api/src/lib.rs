@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod kek;
 pub mod keyring;
 pub mod metrics;
 pub mod passwords;

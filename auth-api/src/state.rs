@@ -69,9 +69,10 @@ pub struct TokenResponse {
 impl AppState {
     /// Connects to the store, runs migrations, opens the key ring and warms the hasher.
     pub async fn new(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        let keks = crate::kek::resolve(&config)?;
         let store = Store::open(&config.database_url).await?;
         let policy = RingPolicy::from_config(&config);
-        let ring = KeyRing::open(store.clone(), policy, clock.now())
+        let ring = KeyRing::open(store.clone(), policy, keks, clock.now())
             .await
             .context("cannot open the key ring")?;
         check_ring(&ring, clock.now())?;

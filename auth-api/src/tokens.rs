@@ -70,11 +70,7 @@ pub fn issue_access_token(
         email: subject.email.to_owned(),
         roles: subject.roles,
     };
-    auth_jwt::encode(
-        &Header::access_token(signer.key.kid()),
-        &claims,
-        &signer.key,
-    )
+    auth_jwt::encode(&Header::access_token(&signer.key), &claims, &signer.key)
 }
 
 /// The validation rules of `/validate` (and of bearer tokens at `/logout`).

@@ -1,5 +1,6 @@
 //! Test support shared by auth-api's API tests and the end-to-end tests: a database per test on
-//! either store, and compact JWS forging for tokens our encoder would never produce.
+//! either store, and compact JWS forging, with any of our algorithms, for tokens our encoder
+//! would never produce.
 //!
 //! Tests panic on set-up failures, loudly and naming what is missing: a missing PostgreSQL is a
 //! failure, never a skip.
@@ -14,6 +15,10 @@ pub fn postgres_admin_url() -> String {
     std::env::var("AUTH_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
+
+/// A key-encryption key for tests (`AUTH_KEY_ENCRYPTION_KEYS` syntax): PostgreSQL refuses to
+/// start without one. Parse it into auth-api's `Config::key_encryption_keys`.
+pub const TEST_KEK: &str = "test-kek:dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM";
 
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,60 @@ pub fn sign_raw(secret: &[u8], header_json: &str, payload_json: &str) -> String 
     )
 }
 
+/// A compact JWS of exactly these header and payload JSON texts, signed with `key` whatever its
+/// algorithm (HS256 MAC, ES256 `r||s`, Ed25519, RS256 PKCS#1 v1.5), independently of
+/// `auth-jwt`'s signing code: only the key's material comes from it.
+///
+/// # Panics
+/// When `key` is a public key alone.
+pub fn sign_raw_with(key: &auth_jwt::Key, header_json: &str, payload_json: &str) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header_json),
+        URL_SAFE_NO_PAD.encode(payload_json)
+    );
+    let signature = sign_bytes(key, input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// The JWS signature of `message` with `key`.
+///
+/// # Panics
+/// When `key` is a public key alone.
+pub fn sign_bytes(key: &auth_jwt::Key, message: &[u8]) -> Vec<u8> {
+    use auth_jwt::Algorithm;
+    use p256::pkcs8::DecodePrivateKey as _;
+    let private = key.to_private_bytes().expect("signing needs a private key");
+    match key.algorithm() {
+        Algorithm::HS256 => {
+            let mut mac =
+                <Hmac<sha2::Sha256> as Mac>::new_from_slice(&private).expect("HMAC takes any key");
+            mac.update(message);
+            mac.finalize().into_bytes().to_vec()
+        }
+        Algorithm::ES256 => {
+            use p256::ecdsa::signature::Signer as _;
+            let signing = p256::ecdsa::SigningKey::from_pkcs8_der(&private).expect("a P-256 key");
+            let signature: p256::ecdsa::Signature = signing.sign(message);
+            signature.to_bytes().to_vec()
+        }
+        Algorithm::EdDSA => {
+            use ed25519_dalek::Signer as _;
+            let signing =
+                ed25519_dalek::SigningKey::from_pkcs8_der(&private).expect("an Ed25519 key");
+            signing.sign(message).to_bytes().to_vec()
+        }
+        Algorithm::RS256 => {
+            use rsa::signature::{SignatureEncoding as _, Signer as _};
+            let private = rsa::RsaPrivateKey::from_pkcs8_der(&private).expect("an RSA key");
+            rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private)
+                .sign(message)
+                .to_vec()
+        }
+        other => panic!("no signer for {other}"),
+    }
+}
+
 /// `alg: none` with an empty signature: the classic unsigned token.
 pub fn unsigned(payload_json: &str) -> String {
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#);
@@ -138,19 +197,38 @@ pub fn jwt_part(token: &str, index: usize) -> serde_json::Value {
 /// as a bearer token too. Every one must be refused with 401 `invalid_token`.
 ///
 /// # Panics
-/// When `valid` is not a JWT with a claims object.
+/// When `valid` is not a JWT with a claims object, or `secret` is shorter than 32 bytes.
 pub fn forged_tokens(
     valid: &str,
     secret: &[u8],
     kid: &str,
     refresh_token: &str,
 ) -> Vec<(&'static str, String)> {
+    let key = auth_jwt::Key::hs256(kid, secret).expect("an HS256 secret of 32 bytes or more");
+    forged_tokens_with(valid, &key, refresh_token)
+}
+
+/// [`forged_tokens`] for a key of any algorithm (`key` signed `valid`, and its kid is the
+/// header's). Keys of the public-key algorithms add the algorithm-confusion cases: the token
+/// re-signed as HS256 with the public key (SubjectPublicKeyInfo DER, then the JWK's bytes) as
+/// the HMAC secret, a signature of the wrong shape, and a foreign key of the same algorithm
+/// reusing our kid.
+///
+/// # Panics
+/// When `valid` is not a JWT with a claims object, or `key` cannot sign.
+pub fn forged_tokens_with(
+    valid: &str,
+    key: &auth_jwt::Key,
+    refresh_token: &str,
+) -> Vec<(&'static str, String)> {
+    let kid = key.kid();
+    let alg = key.algorithm().as_str();
     use serde_json::{json, Value};
     let claims = jwt_part(valid, 1);
     let now = claims["iat"].as_i64().expect("the token has an iat");
     let body = claims.to_string();
     let header = |changes: Value| {
-        let mut h = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid});
+        let mut h = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
         for (name, value) in changes.as_object().expect("an object of changes") {
             match value {
                 Value::Null => drop(h.as_object_mut().map(|h| h.remove(name))),
@@ -168,7 +246,11 @@ pub fn forged_tokens(
         c.to_string()
     };
     let sign =
-        |header_json: String, payload_json: String| sign_raw(secret, &header_json, &payload_json);
+        |header_json: String, payload_json: String| sign_raw_with(key, &header_json, &payload_json);
+    let issuer = claims["iss"]
+        .as_str()
+        .expect("the token has an iss")
+        .to_owned();
     let ours = header(json!({}));
     let flipped_payload = {
         let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
@@ -177,10 +259,10 @@ pub fn forged_tokens(
         parts[1] = String::from_utf8(payload).expect("base64url stays ASCII");
         parts.join(".")
     };
-    vec![
+    let mut cases = vec![
         ("B6 alg none, empty signature", unsigned(&body)),
         (
-            "B7/8 alg HS384 on an HS256 key",
+            "B7/8 alg HS384 on the key",
             sign(header(json!({"alg": "HS384"})), body.clone()),
         ),
         (
@@ -260,11 +342,11 @@ pub fn forged_tokens(
         ),
         (
             "B16 iss with a trailing slash",
-            sign(ours.clone(), with("iss", json!("auth-service/"))),
+            sign(ours.clone(), with("iss", json!(format!("{issuer}/")))),
         ),
         (
             "B16 iss in another case",
-            sign(ours.clone(), with("iss", json!("Auth-Service"))),
+            sign(ours.clone(), with("iss", json!(issuer.to_uppercase()))),
         ),
         (
             "B17 sub missing",
@@ -292,7 +374,7 @@ pub fn forged_tokens(
         (
             "B18 duplicate header member",
             sign(
-                format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
+                format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{kid}","kid":"{kid}"}}"#),
                 body.clone(),
             ),
         ),
@@ -318,5 +400,70 @@ pub fn forged_tokens(
             refresh_token.to_owned(),
         ),
         ("an 8 KiB blob", "a".repeat(9000)),
-    ]
+    ];
+    if !key.algorithm().is_symmetric() {
+        cases.extend(confusion_cases(valid, key, &claims));
+    }
+    cases
+}
+
+/// The algorithm-confusion and foreign-key forgeries against a public-key `key`.
+fn confusion_cases(
+    valid: &str,
+    key: &auth_jwt::Key,
+    claims: &serde_json::Value,
+) -> Vec<(&'static str, String)> {
+    use auth_jwt::{Algorithm, Jwk};
+    use serde_json::json;
+    let kid = key.kid();
+    let body = claims.to_string();
+    let hs256 = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}).to_string();
+    let ours = json!({"alg": key.algorithm().as_str(), "typ": "at+jwt", "kid": kid}).to_string();
+    let public_der = key
+        .public_key_der()
+        .expect("a public-key algorithm")
+        .to_vec();
+    let jwk_json =
+        serde_json::to_string(&Jwk::public(key).expect("a public JWK")).expect("a JWK serialises");
+    let (signing_input, signature) = valid.rsplit_once('.').expect("a JWT");
+    let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+    let foreign = auth_jwt::Key::generate(kid, key.algorithm(), &mut rand::rngs::OsRng)
+        .expect("a foreign key");
+    let mut cases = vec![
+        (
+            "B7 alg HS256 keyed with the public key's DER",
+            sign_raw(&public_der, &hs256, &body),
+        ),
+        (
+            "B7 alg HS256 keyed with the public JWK's JSON",
+            sign_raw(jwk_json.as_bytes(), &hs256, &body),
+        ),
+        (
+            "a foreign key of the same algorithm reusing our kid",
+            sign_raw_with(&foreign, &ours, &body),
+        ),
+        (
+            "signature one byte short",
+            format!(
+                "{signing_input}.{}",
+                URL_SAFE_NO_PAD.encode(&signature[..signature.len() - 1])
+            ),
+        ),
+        (
+            "signature one byte long",
+            format!(
+                "{signing_input}.{}",
+                URL_SAFE_NO_PAD.encode([signature.as_slice(), &[0]].concat())
+            ),
+        ),
+        ("empty signature", format!("{signing_input}.")),
+    ];
+    if key.algorithm() == Algorithm::ES256 {
+        let der = auth_jwt::es256_signature_to_der(&signature).expect("a 64-byte signature");
+        cases.push((
+            "ES256 signature DER-encoded instead of r||s",
+            format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(der)),
+        ));
+    }
+    cases
 }

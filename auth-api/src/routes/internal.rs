@@ -22,8 +22,9 @@ use crate::{
     store::RevocationRow,
 };
 
-/// `GET /internal/keys`: every published key (pending, active, retired) as a JWK Set with
-/// `kty: "oct"`, for the gateway filter.
+/// `GET /internal/keys`: every published key (pending, active, retired) as a JWK Set for the
+/// gateway filter: HS256 keys as `kty: "oct"` with their secret, the others as public JWKs (the
+/// same as the public JWKS). An installation moving from HS256 needs both while it migrates.
 pub(super) async fn internal_keys(State(state): State<AppState>) -> axum::Json<JwkSet> {
     let now = state.clock.now();
     let snapshot = state.ring.snapshot();

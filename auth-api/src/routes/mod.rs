@@ -3,7 +3,7 @@
 mod accounts;
 mod health;
 mod internal;
-mod jwks;
+pub mod jwks;
 pub mod openapi;
 mod password;
 mod sessions;
@@ -42,7 +42,15 @@ pub fn router(state: AppState) -> Router {
         .merge(credentials)
         .route("/logout", post(sessions::logout))
         .route("/validate", get(validate::validate))
-        .route("/.well-known/jwks.json", get(jwks::public_jwks))
+        .route(jwks::JWKS_PATH, get(jwks::public_jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(jwks::openid_configuration),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(jwks::oauth_authorization_server),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

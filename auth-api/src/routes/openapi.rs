@@ -13,7 +13,7 @@ use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
 /// The public API.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "auth-api", description = "Signup, login, rotating refresh tokens, logout and validation."),
+    info(title = "auth-api", description = "Signup, login, rotating refresh tokens, logout and validation; the public keys and discovery document of the access tokens."),
     paths(
         accounts::signup,
         accounts::login,
@@ -22,20 +22,49 @@ use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
         password::change_password,
         validate::validate,
         jwks::public_jwks,
+        jwks::openid_configuration,
+        jwks::oauth_authorization_server,
         health::healthz,
         health::readyz,
         health::metrics,
     ),
-    components(schemas(ErrorBody, TokenResponse, AccessClaims, JwksDoc, StatusDoc, sessions::LogoutScope)),
+    components(schemas(ErrorBody, TokenResponse, AccessClaims, JwksDoc, PublicJwkDoc, jwks::DiscoveryDoc, StatusDoc, sessions::LogoutScope)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;
 
-/// `{"keys": [...]}`: a JWK Set (RFC 7517 §5).
+/// `{"keys": [...]}`: a JWK Set (RFC 7517 §5) of public keys.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JwksDoc {
-    /// Public JWKs.
-    pub keys: Vec<serde_json::Value>,
+    /// Public JWKs; never an `oct` key or a private member.
+    pub keys: Vec<PublicJwkDoc>,
+}
+
+/// One public JWK (RFC 7517, RFC 7518 §6, RFC 8037 §2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicJwkDoc {
+    /// `EC` (ES256), `OKP` (EdDSA) or `RSA` (RS256).
+    #[schema(pattern = "^(EC|OKP|RSA)$")]
+    pub kty: String,
+    /// The key id that tokens name in their header.
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    #[schema(pattern = "^sig$")]
+    pub use_: String,
+    /// `P-256` (EC) or `Ed25519` (OKP).
+    pub crv: Option<String>,
+    /// EC x coordinate, or the OKP public key; base64url.
+    pub x: Option<String>,
+    /// EC y coordinate; base64url.
+    pub y: Option<String>,
+    /// RSA modulus; base64url.
+    pub n: Option<String>,
+    /// RSA public exponent; base64url.
+    pub e: Option<String>,
 }
 
 /// `{"status": "ok"}` or `{"status": "ready"}`.

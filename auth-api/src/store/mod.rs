@@ -20,7 +20,7 @@ use sqlx::{
     AnyPool, Executor,
 };
 
-pub use keys::StoredKey;
+pub use keys::{KeyMaterial, StoredKey};
 pub use revocations::{RevocationRow, Revoked};
 pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, SessionSummary, TokenStatus};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};

@@ -6,10 +6,12 @@ use axum::http::StatusCode;
 
 use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser};
 
+/// Runs `auth-api` with the test apps' key-encryption key.
 fn auth_api(database_url: &str, args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_auth-api"))
         .args(args)
         .env("AUTH_DATABASE_URL", database_url)
+        .env("AUTH_KEY_ENCRYPTION_KEYS", test_support::TEST_KEK)
         .env("RUST_LOG", "warn")
         .output()
         .expect("cannot run auth-api");
@@ -69,11 +71,17 @@ async fn operator_commands_manage_roles_users_and_keys() {
         StatusCode::OK
     );
 
-    let rotated = stdout(&auth_api(&url, &["keys", "rotate"]));
+    let rotated = stdout(&auth_api(&url, &["keys", "rotate", "--alg", "EdDSA"]));
     assert!(
-        rotated.contains("pending") && rotated.contains("active"),
+        rotated.contains("new EdDSA key")
+            && rotated.contains("pending")
+            && rotated.contains("active"),
         "{rotated}"
     );
+    let listed = stdout(&auth_api(&url, &["keys", "list"]));
+    for column in ["ALG", "KEK", "ES256", "EdDSA", "test-kek"] {
+        assert!(listed.contains(column), "{column} missing: {listed}");
+    }
     app.state.ring.reload().await.unwrap();
     assert_eq!(app.state.ring.snapshot().keys().len(), 2);
 
@@ -151,6 +159,60 @@ fn invalid_configuration_names_the_variable() {
 }
 
 #[test]
+fn rotate_refuses_an_unknown_algorithm_and_new_kek_prints_a_usable_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("auth.db").display());
+    let bad = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .args(["keys", "rotate", "--alg", "HS512"])
+        .env("AUTH_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("ES256, EdDSA, RS256 or HS256"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let printed = stdout(&auth_api(&url, &["keys", "new-kek", "--id", "prod-1"]));
+    let kek: auth_api::kek::KeyEncryptionKeys = printed.trim().parse().unwrap();
+    assert_eq!(kek.current_id(), "prod-1");
+    assert!(
+        !dir.path().join("auth.db").exists(),
+        "new-kek touches no database"
+    );
+}
+
+#[test]
+fn configuration_errors_of_issue_8_name_their_variables() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("AUTH_JWT_ISSUER", "auth-service")], "AUTH_JWT_ISSUER"),
+        (&[("AUTH_SIGNING_ALG", "none")], "AUTH_SIGNING_ALG"),
+        (
+            &[("AUTH_JWKS_MAX_AGE_SECS", "600")],
+            "AUTH_KEY_PUBLISH_DELAY_SECS",
+        ),
+        (
+            &[(
+                "AUTH_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            )],
+            "AUTH_KEY_ENCRYPTION_KEYS",
+        ),
+    ];
+    for (vars, name) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+            .args(["keys", "list"])
+            .envs(vars.iter().copied())
+            .env_remove("AUTH_KEY_ENCRYPTION_KEYS")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{vars:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{vars:?}: {stderr}");
+    }
+}
+
+#[test]
 fn grant_role_refuses_role_names_that_break_headers() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("auth.db").display());
@@ -178,6 +240,8 @@ async fn server_logs_never_show_a_secret() {
         .env("AUTH_INTERNAL_TOKEN", internal_token)
         .env("AUTH_BCRYPT_COST", "10")
         .env("AUTH_PASSWORD_PEPPER", "a-pepper-that-must-never-be-logged")
+        // HMAC keys, so that /internal/keys hands over a secret to look for in the logs.
+        .env("AUTH_SIGNING_ALG", "HS256")
         .env("AUTH_LOG_FORMAT", "json")
         .env("RUST_LOG", "debug")
         .stderr(std::process::Stdio::piped())
@@ -286,7 +350,15 @@ async fn server_logs_never_show_a_secret() {
         );
     }
     let key = keys["keys"][0]["k"].as_str().unwrap();
+    // Without AUTH_KEY_ENCRYPTION_KEYS, the key-encryption key is in a file beside the database.
+    let kek_file = std::fs::read_to_string(dir.path().join("auth.db.kek")).unwrap();
+    let kek = kek_file.trim().split_once(':').unwrap().1;
+    assert!(
+        log.contains("AUTH_KEY_ENCRYPTION_KEYS is not set"),
+        "the key file is announced: {log}"
+    );
     let secrets = [
+        kek,
         password,
         "wrong one",
         "a-pepper-that-must-never-be-logged",

@@ -17,7 +17,8 @@ pub use test_support::{Backend, TestDb};
 /// The internal token every test app is configured with.
 pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
 
-/// The configuration of every test app: cheap bcrypt, ports 0, an internal token.
+/// The configuration of every test app: cheap bcrypt, ports 0, an internal token, a
+/// key-encryption key (PostgreSQL needs one; SQLite would otherwise use a key file).
 pub fn test_config(database_url: String) -> Config {
     Config {
         database_url,
@@ -27,6 +28,7 @@ pub fn test_config(database_url: String) -> Config {
         bcrypt_cost: 4,
         hash_concurrency: 2,
         hash_queue: 64,
+        key_encryption_keys: Some(test_support::TEST_KEK.parse().unwrap()),
         ..Config::default()
     }
 }
@@ -205,26 +207,26 @@ impl TestApp {
         (user, tokens)
     }
 
-    /// A compact JWS of exactly these header and payload JSON texts, MAC'd with the key that
+    /// A compact JWS of exactly these header and payload JSON texts, signed with the key that
     /// signs now: for tokens our encoder would never produce (duplicate members, `alg: none`).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        use secrecy::ExposeSecret;
-        let signer = self.state.ring.signer(self.clock.now()).expect("no signer");
-        test_support::sign_raw(
-            signer.stored.secret.expose_secret(),
-            header_json,
-            payload_json,
-        )
+        test_support::sign_raw_with(&self.signer().key, header_json, payload_json)
+    }
+
+    /// The key that signs now.
+    pub fn signer(&self) -> auth_api::keyring::RingKey {
+        self.state.ring.signer(self.clock.now()).expect("no signer")
+    }
+
+    /// `GET /internal/keys` with the internal token.
+    pub async fn internal_keys(&self) -> TestResponse {
+        self.get_internal("/internal/keys", Some(&format!("Bearer {INTERNAL_TOKEN}")))
+            .await
     }
 
     /// The kid of the key that signs now.
     pub fn signer_kid(&self) -> String {
-        self.state
-            .ring
-            .signer(self.clock.now())
-            .expect("no signer")
-            .stored
-            .kid
+        self.signer().stored.kid
     }
 }
 
@@ -322,6 +324,16 @@ pub fn header_of(token: &str) -> Value {
     test_support::jwt_part(token, 0)
 }
 
+/// The kids of a JWK Set answer, in order.
+pub fn kids(jwks: &TestResponse) -> Vec<String> {
+    jwks.body["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a JWK Set: {}", jwks.body))
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Runs each listed `async fn(TestApp)` once on SQLite and once on PostgreSQL, as
 /// `<module>::sqlite::<name>` and `<module>::postgres::<name>`.
 #[macro_export]
@@ -340,6 +352,31 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each listed `async fn(Backend)` once on SQLite and once on PostgreSQL, as
+/// `<module>::sqlite::<name>` and `<module>::postgres::<name>`: for tests that build their own
+/// apps (their own configuration, restarts).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
                 }
             )*
         }

@@ -10,21 +10,28 @@ fn internal_auth() -> String {
     format!("Bearer {INTERNAL_TOKEN}")
 }
 
-async fn public_jwks_never_holds_a_secret_key(app: TestApp) {
+async fn public_jwks_lists_the_signers_public_key_only(app: TestApp) {
     let response = app.get("/.well-known/jwks.json", None).await;
     assert_eq!(response.status, StatusCode::OK);
     assert!(response
         .header("content-type")
         .unwrap()
         .starts_with("application/json"));
+    assert_eq!(response.header("cache-control"), Some("public, max-age=60"));
+    let keys = response.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{}", response.body);
+    let key = &keys[0];
+    assert_eq!(key["kid"], app.signer_kid().as_str());
+    assert_eq!(key["kty"], "EC");
+    assert_eq!(key["crv"], "P-256");
+    assert_eq!(key["alg"], "ES256");
+    assert_eq!(key["use"], "sig");
+    let mut members: Vec<_> = key.as_object().unwrap().keys().cloned().collect();
+    members.sort();
     assert_eq!(
-        response.header("cache-control"),
-        Some("public, max-age=600")
-    );
-    assert_eq!(
-        response.body["keys"],
-        serde_json::json!([]),
-        "only HMAC keys exist, and they are secret"
+        members,
+        ["alg", "crv", "kid", "kty", "use", "x", "y"],
+        "public members only"
     );
 }
 
@@ -44,18 +51,15 @@ async fn internal_keys_need_the_internal_token(app: TestApp) {
     }
 }
 
-async fn internal_keys_list_the_signer_as_an_oct_jwk(app: TestApp) {
-    let response = app
-        .get_internal("/internal/keys", Some(&internal_auth()))
-        .await;
+async fn internal_keys_list_an_es256_signer_as_its_public_jwk(app: TestApp) {
+    let response = app.internal_keys().await;
     assert_eq!(response.status, StatusCode::OK);
-    let keys = response.body["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
-    let key = &keys[0];
-    assert_eq!(key["kty"], "oct");
-    assert_eq!(key["alg"], "HS256");
-    assert_eq!(key["kid"], app.signer_kid().as_str());
-    assert_eq!(key["k"].as_str().unwrap().len(), 43, "a 256-bit secret");
+    let public = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(
+        response.body, public.body,
+        "without HMAC keys, the gateway's feed is the public JWKS"
+    );
+    assert!(response.body["keys"][0].get("d").is_none());
 }
 
 async fn rotation_publishes_first_then_signs_and_logs_nobody_out(app: TestApp) {
@@ -242,9 +246,9 @@ async fn unknown_kids_reload_the_ring_at_most_once_a_second(app: TestApp) {
 
 crate::on_both_stores!(
     unknown_kids_reload_the_ring_at_most_once_a_second,
-    public_jwks_never_holds_a_secret_key,
+    public_jwks_lists_the_signers_public_key_only,
     internal_keys_need_the_internal_token,
-    internal_keys_list_the_signer_as_an_oct_jwk,
+    internal_keys_list_an_es256_signer_as_its_public_jwk,
     rotation_publishes_first_then_signs_and_logs_nobody_out,
     revoked_key_is_refused_at_once_and_sessions_survive,
     revoking_an_unknown_key_is_an_error,

@@ -23,7 +23,7 @@ async fn access_token_header_names_a_published_key(app: TestApp) {
     let (_, tokens) = app.logged_in_user().await;
     let header = header_of(&tokens.access);
     assert_eq!(header["typ"], "at+jwt");
-    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["alg"], "ES256", "AUTH_SIGNING_ALG's default");
     let kid = header["kid"].as_str().unwrap();
     let keys = app
         .get_internal("/internal/keys", Some(&format!("Bearer {INTERNAL_TOKEN}")))

@@ -5,7 +5,10 @@
     reason = "helpers are `pub` for the test modules of this one binary"
 )]
 
+mod algorithms;
+mod at_rest;
 mod cli;
+mod discovery;
 mod helpers;
 mod keys;
 mod login;

@@ -88,6 +88,8 @@ async fn openapi_document_lists_every_public_route(app: TestApp) {
         "/logout",
         "/validate",
         "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -99,6 +101,17 @@ async fn openapi_document_lists_every_public_route(app: TestApp) {
         assert!(
             login.get(status).is_some(),
             "/login {status} is not documented"
+        );
+    }
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let ok = &response.body["paths"][path]["get"]["responses"]["200"];
+        assert!(
+            ok["headers"].get("cache-control").is_some(),
+            "{path}: Cache-Control is not documented: {ok}"
         );
     }
     let scope = &response.body["paths"]["/logout"]["post"]["parameters"][0];

@@ -9,7 +9,9 @@ use crate::helpers::{claims_of, TestApp};
 
 /// A valid header for the current signer, as JSON text.
 fn header(app: &TestApp) -> String {
-    json!({"alg": "HS256", "typ": "at+jwt", "kid": app.signer_kid()}).to_string()
+    let signer = app.signer();
+    json!({"alg": signer.key.algorithm().as_str(), "typ": "at+jwt", "kid": signer.stored.kid})
+        .to_string()
 }
 
 /// `claims` with `field` set to `value` (or removed, for `Value::Null`).
@@ -41,13 +43,10 @@ async fn resigned_token_passes_so_forgeries_below_fail_for_their_one_change(app:
 }
 
 async fn forged_tokens_are_invalid_token(app: TestApp) {
-    use secrecy::ExposeSecret;
     let (_, tokens) = app.logged_in_user().await;
     let claims = claims_of(&tokens.access);
-    let signer = app.state.ring.signer(app.clock.now()).unwrap();
-    let secret = signer.stored.secret.expose_secret();
     let mut cases =
-        test_support::forged_tokens(&tokens.access, secret, &app.signer_kid(), &tokens.refresh);
+        test_support::forged_tokens_with(&tokens.access, &app.signer().key, &tokens.refresh);
     // What only the stateful check at /validate can refuse.
     let h = header(&app);
     cases.push((
