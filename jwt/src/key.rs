@@ -190,7 +190,13 @@ impl Key {
         let document = match &self.material {
             Material::Hs256 { secret, .. } => return Some(secret.clone()),
             Material::Es256 { private, .. } => private.as_ref()?.to_pkcs8_der(),
-            Material::EdDsa { private, .. } => private.as_ref()?.to_pkcs8_der(),
+            // PKCS#8 v1 (RFC 8410 §7, what OpenSSL writes): the v2 form with the public key
+            // that `ed25519-dalek` would write is refused by Python's `cryptography`.
+            Material::EdDsa { private, .. } => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: private.as_ref()?.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der(),
             Material::Rs256 { private, .. } => {
                 let private: &RsaPrivateKey = private.as_deref()?.as_ref();
                 private.to_pkcs8_der()
@@ -593,6 +599,20 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn ed25519_private_bytes_are_pkcs8_v1_and_v2_is_read_too() {
+        let key = key_pair(Algorithm::EdDSA, "k");
+        let bytes = key.to_private_bytes().unwrap();
+        let parsed = ed25519_dalek::pkcs8::KeypairBytes::from_pkcs8_der(&bytes).unwrap();
+        assert!(parsed.public_key.is_none(), "v1 carries no public key");
+        let Material::EdDsa { private, .. } = &key.material else {
+            unreachable!()
+        };
+        let v2 = private.as_ref().unwrap().to_pkcs8_der().unwrap();
+        let again = Key::from_private_bytes("k", Algorithm::EdDSA, v2.as_bytes()).unwrap();
+        assert_eq!(again.public_key_der(), key.public_key_der());
     }
 
     #[test]
