@@ -3,15 +3,21 @@
 //!
 //! Both are cached by verifiers for `AUTH_JWKS_MAX_AGE_SECS`, which the configuration keeps
 //! below `AUTH_KEY_PUBLISH_DELAY_SECS`: a rotated-in key is in every fresh copy before it
-//! signs. The gateway's own feed, with HMAC secrets, is `internal.rs`.
+//! signs. Each answer carries a strong `ETag` (a hash of its exact body), and a poller that
+//! sends it back in `If-None-Match` gets `304 Not Modified` with no body while nothing changed.
+//! None of these routes is rate-limited per IP: every gateway polls them. The gateway's own
+//! feed, with HMAC secrets, is `internal.rs`.
 
 use auth_jwt::{Algorithm, Jwk, JwkSet};
 use axum::{
+    body::Body,
     extract::State,
-    http::{header, HeaderValue},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 use crate::{routes::openapi::JwksDoc, state::AppState};
 
@@ -21,19 +27,28 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// `GET /.well-known/jwks.json`: the public key of every key that verifies now (pending, active
 /// and retired), with `kid`, `kty`, `alg` and `use: "sig"`. HMAC keys are secrets and never
 /// appear, nor does any private member.
-#[utoipa::path(get, path = "/.well-known/jwks.json", responses(
+#[utoipa::path(get, path = "/.well-known/jwks.json", params(("if-none-match" = Option<String>, Header,
+    description = "entity tags of an earlier answer's `ETag`, or `*`: 304 when one matches")), responses(
     (status = 200, description = "the public keys of every key that verifies now; HMAC keys are never listed",
      body = JwksDoc, content_type = "application/json",
-     headers(("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"))),
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "strong entity tag of this exact body"),
+     )),
+    (status = 304, description = "`If-None-Match` matched the current `ETag`: the set has not changed; no body",
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "the current entity tag"),
+     )),
 ))]
-pub(super) async fn public_jwks(State(state): State<AppState>) -> Response {
+pub(super) async fn public_jwks(State(state): State<AppState>, request: HeaderMap) -> Response {
     let now = state.clock.now();
     let snapshot = state.ring.snapshot();
     let keys = snapshot
         .published(now, state.ring.policy())
         .filter_map(|k| Jwk::public(&k.key))
         .collect();
-    cacheable(&state, axum::Json(JwkSet { keys }).into_response())
+    cacheable(&state, &request, &JwkSet { keys })
 }
 
 /// The discovery document (RFC 8414 §2, also served where OpenID Connect Discovery looks for
@@ -61,26 +76,50 @@ pub struct DiscoveryDoc {
 }
 
 /// `GET /.well-known/openid-configuration`: the discovery document.
-#[utoipa::path(get, path = "/.well-known/openid-configuration", responses(
+#[utoipa::path(get, path = "/.well-known/openid-configuration", params(("if-none-match" = Option<String>, Header,
+    description = "entity tags of an earlier answer's `ETag`, or `*`: 304 when one matches")), responses(
     (status = 200, description = "the discovery document: issuer, jwks_uri and what is supported",
      body = DiscoveryDoc, content_type = "application/json",
-     headers(("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"))),
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "strong entity tag of this exact body"),
+     )),
+    (status = 304, description = "`If-None-Match` matched the current `ETag`: the document has not changed; no body",
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "the current entity tag"),
+     )),
 ))]
-pub(super) async fn openid_configuration(State(state): State<AppState>) -> Response {
-    discovery(&state)
+pub(super) async fn openid_configuration(
+    State(state): State<AppState>,
+    request: HeaderMap,
+) -> Response {
+    discovery(&state, &request)
 }
 
 /// `GET /.well-known/oauth-authorization-server`: the same document (RFC 8414 §3).
-#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", responses(
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", params(("if-none-match" = Option<String>, Header,
+    description = "entity tags of an earlier answer's `ETag`, or `*`: 304 when one matches")), responses(
     (status = 200, description = "the discovery document, as at /.well-known/openid-configuration",
      body = DiscoveryDoc, content_type = "application/json",
-     headers(("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"))),
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "strong entity tag of this exact body"),
+     )),
+    (status = 304, description = "`If-None-Match` matched the current `ETag`: the document has not changed; no body",
+     headers(
+         ("cache-control" = String, description = "`public, max-age=<AUTH_JWKS_MAX_AGE_SECS>`"),
+         ("etag" = String, description = "the current entity tag"),
+     )),
 ))]
-pub(super) async fn oauth_authorization_server(State(state): State<AppState>) -> Response {
-    discovery(&state)
+pub(super) async fn oauth_authorization_server(
+    State(state): State<AppState>,
+    request: HeaderMap,
+) -> Response {
+    discovery(&state, &request)
 }
 
-fn discovery(state: &AppState) -> Response {
+fn discovery(state: &AppState, request: &HeaderMap) -> Response {
     let now = state.clock.now();
     let snapshot = state.ring.snapshot();
     let published: Vec<Algorithm> = snapshot
@@ -101,7 +140,7 @@ fn discovery(state: &AppState) -> Response {
         subject_types_supported: vec!["public".to_owned()],
         access_token_signing_alg_values_supported: algorithms,
     };
-    cacheable(state, axum::Json(doc).into_response())
+    cacheable(state, request, &doc)
 }
 
 /// The public URL of one of our routes: the issuer (our public base URL) and the path, with no
@@ -110,13 +149,79 @@ pub fn public_url(issuer: &str, path: &str) -> String {
     format!("{}{path}", issuer.trim_end_matches('/'))
 }
 
-/// Marks a response as cacheable by anyone for `AUTH_JWKS_MAX_AGE_SECS`.
-fn cacheable(state: &AppState, mut response: Response) -> Response {
+/// `body` as JSON, cacheable by anyone for `AUTH_JWKS_MAX_AGE_SECS`, with a strong `ETag`; or
+/// `304 Not Modified` without a body when `If-None-Match` names that tag.
+fn cacheable(state: &AppState, request: &HeaderMap, body: &impl Serialize) -> Response {
+    let body = match serde_json::to_vec(body) {
+        Ok(body) => body,
+        Err(e) => return crate::error::ApiError::Internal(e.into()).into_response(),
+    };
+    let etag = entity_tag(&body);
+    let mut response = if if_none_match(request, &etag) {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
     let max_age = state.config.jwks_max_age.as_secs();
     if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
-        response.headers_mut().insert(header::CACHE_CONTROL, value);
+        headers.insert(header::CACHE_CONTROL, value);
     }
     response
+}
+
+/// The strong entity tag of `body`: 128 bits of its SHA-256, base64url, quoted. Identical
+/// bodies (on every replica) get identical tags.
+fn entity_tag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest[..16]))
+}
+
+/// Whether `If-None-Match` in `request` matches `etag` (RFC 9110 §13.1.2): `*`, or a list of
+/// entity tags compared weakly (a `W/` prefix is ignored), over every field line. A malformed
+/// list matches nothing from the first malformed member on, so the client gets the body.
+fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
+    let ours = etag.trim_matches('"');
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|list| {
+            let mut rest = list;
+            loop {
+                rest = rest.trim_start_matches([' ', '\t', ',']);
+                if rest.is_empty() {
+                    return false;
+                }
+                if let Some(after) = rest.strip_prefix('*') {
+                    // `*` stands alone: it is the whole field value.
+                    return after.trim().is_empty() && list.trim() == "*";
+                }
+                let tag = rest.strip_prefix("W/").unwrap_or(rest);
+                let Some(tag) = tag.strip_prefix('"') else {
+                    return false;
+                };
+                let Some((opaque, after)) = tag.split_once('"') else {
+                    return false;
+                };
+                if opaque == ours {
+                    return true;
+                }
+                rest = after;
+            }
+        })
 }
 
 #[cfg(test)]
@@ -142,5 +247,63 @@ mod tests {
         for (issuer, url) in cases {
             assert_eq!(public_url(issuer, JWKS_PATH), url);
         }
+    }
+
+    #[test]
+    fn if_none_match_follows_rfc_9110() {
+        let etag = entity_tag(b"{}");
+        let ours = etag.trim_matches('"');
+        let cases = [
+            (vec![etag.clone()], true, "the tag itself"),
+            (
+                vec![format!("W/{etag}")],
+                true,
+                "weak comparison ignores W/",
+            ),
+            (vec![format!("\"x\", {etag}")], true, "second in a list"),
+            (
+                vec![format!("\"x\",{etag} ,")],
+                true,
+                "no space, trailing comma",
+            ),
+            (
+                vec!["\"x\"".to_owned(), etag.clone()],
+                true,
+                "second field line",
+            ),
+            (vec!["*".to_owned()], true, "any current representation"),
+            (vec![" * ".to_owned()], true, "* with whitespace"),
+            (vec!["\"x\"".to_owned()], false, "another tag"),
+            (vec![ours.to_owned()], false, "unquoted"),
+            (vec![format!("\"{ours}")], false, "unterminated"),
+            (
+                vec![format!("\"x\", *, {etag}")],
+                false,
+                "* inside a list is malformed",
+            ),
+            (vec![format!("w/{etag}")], false, "W/ is case-sensitive"),
+            (vec![String::new()], false, "empty"),
+            (vec![], false, "absent"),
+        ];
+        for (lines, matches, reason) in cases {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                headers.append(header::IF_NONE_MATCH, line.parse().unwrap());
+            }
+            assert_eq!(
+                if_none_match(&headers, &etag),
+                matches,
+                "{reason}: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entity_tags_are_strong_quoted_and_follow_the_body() {
+        let tag = entity_tag(b"{\"keys\":[]}");
+        assert!(tag.starts_with('"') && tag.ends_with('"') && !tag.starts_with("W/"));
+        assert_eq!(tag.len(), 2 + 22, "128 bits in base64url");
+        assert_eq!(tag, entity_tag(b"{\"keys\":[]}"));
+        assert_ne!(tag, entity_tag(b"{\"keys\":[ ]}"));
     }
 }
