@@ -13,9 +13,13 @@
 //! Each key has its own algorithm (`AUTH_SIGNING_ALG` for the keys the ring makes itself; any
 //! for `keys rotate --alg`), so a ring moves from HS256 to ES256 by an ordinary rotation. Private
 //! material is stored sealed under the key-encryption keys ([`crate::kek`]); opening the ring
-//! first re-seals rows that are in the clear or under an older KEK.
+//! first re-seals rows that are in the clear or under an older KEK. That start-up re-seal is the
+//! only place a row in the clear is accepted: a snapshot loads only rows that open under a
+//! configured KEK, so a key written into the database in the clear later (by anyone who can
+//! write to it) is neither published nor trusted until a restart seals it.
 
 use std::{
+    collections::BTreeSet,
     fmt,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
@@ -130,35 +134,116 @@ impl RingKey {
 pub struct Snapshot {
     keys: Vec<RingKey>,
     verification: KeySet,
+    /// Kids of rows that were not loaded (in the clear, or not opening under the configured
+    /// KEKs): carried from snapshot to snapshot so that each is logged once.
+    ignored: BTreeSet<String>,
+}
+
+/// A stored row that a snapshot did not load, and why (the message names ids, never material).
+#[derive(Debug)]
+struct Rejected {
+    kid: String,
+    /// In the clear: only the start-up re-seal accepts such a row.
+    plaintext: bool,
+    /// A key this replica opened earlier under the same kid and algorithm is kept instead.
+    kept_earlier: bool,
+    error: anyhow::Error,
 }
 
 impl Snapshot {
-    /// Opens every stored key. A key whose sealed material is unchanged since `previous` is
-    /// taken from it rather than decrypted and parsed again.
+    /// Opens every stored key that is sealed under a configured KEK. A key whose sealed
+    /// material is unchanged since `previous` is taken from it rather than decrypted and parsed
+    /// again.
+    ///
+    /// A row that does not open — in the clear (`kek_id` NULL), under a KEK that is not
+    /// configured, failing authentication, or not a key of its algorithm — is not loaded: it
+    /// neither signs nor verifies nor is published, and it is returned among the rejected rows.
+    /// If `previous` holds a key of the same kid and algorithm (opened, so authenticated,
+    /// then), that key stays with the row's new schedule: a row whose ciphertext changed under
+    /// a KEK this replica lacks does not take a working key away, and the row's new material is
+    /// never used.
     fn new(
         stored: Vec<StoredKey>,
         keks: &KeyEncryptionKeys,
         previous: &Snapshot,
-    ) -> anyhow::Result<Self> {
+    ) -> (Self, Vec<Rejected>) {
         let mut keys = Vec::with_capacity(stored.len());
+        let mut rejected = Vec::new();
         for stored in stored {
-            let unchanged = previous.keys.iter().find(|k| {
-                k.stored.kid == stored.kid
-                    && k.stored.algorithm == stored.algorithm
-                    && same_material(&k.stored.material, &stored.material)
-            });
-            let key = match unchanged {
-                Some(known) => known.key.clone(),
-                None => open_key(&stored, keks)?,
-            };
-            keys.push(RingKey { stored, key });
+            let earlier = previous
+                .keys
+                .iter()
+                .find(|k| k.stored.kid == stored.kid && k.stored.algorithm == stored.algorithm);
+            if let Some(known) =
+                earlier.filter(|k| same_material(&k.stored.material, &stored.material))
+            {
+                keys.push(RingKey {
+                    stored,
+                    key: known.key.clone(),
+                });
+                continue;
+            }
+            match open_key(&stored, keks) {
+                Ok(key) => keys.push(RingKey { stored, key }),
+                Err(error) => {
+                    rejected.push(Rejected {
+                        kid: stored.kid.clone(),
+                        plaintext: stored.material.kek_id().is_none(),
+                        kept_earlier: earlier.is_some(),
+                        error,
+                    });
+                    if let Some(known) = earlier {
+                        keys.push(RingKey {
+                            stored: StoredKey {
+                                material: known.stored.material.clone(),
+                                ..stored
+                            },
+                            key: known.key.clone(),
+                        });
+                    }
+                }
+            }
         }
         let verification = keys
             .iter()
             .filter(|k| k.stored.revoked_at.is_none())
             .map(|k| k.key.clone())
             .collect();
-        Ok(Self { keys, verification })
+        let ignored = rejected.iter().map(|r| r.kid.clone()).collect();
+        let snapshot = Self {
+            keys,
+            verification,
+            ignored,
+        };
+        (snapshot, rejected)
+    }
+
+    /// The rejected rows whose kid `previous` did not already ignore.
+    fn newly_rejected<'a>(
+        rejected: &'a [Rejected],
+        previous: &'a Snapshot,
+    ) -> impl Iterator<Item = &'a Rejected> {
+        rejected
+            .iter()
+            .filter(|r| !previous.ignored.contains(&r.kid))
+    }
+
+    /// Logs each rejected row whose kid `previous` did not already ignore: once per kid.
+    fn log_rejected(rejected: &[Rejected], previous: &Snapshot) {
+        for r in Self::newly_rejected(rejected, previous) {
+            let outcome = if r.kept_earlier {
+                "its new material is not loaded; the key opened earlier stays"
+            } else {
+                "not loaded: neither published, nor signing, nor verifying"
+            };
+            tracing::error!(
+                event = "key_ignored",
+                kid = %r.kid,
+                plaintext = r.plaintext,
+                error = %format!("{:#}", r.error),
+                "signing key row ignored: {outcome}"
+            );
+        }
     }
 
     /// Every key, revoked and expired ones included (for `keys list`).
@@ -250,7 +335,7 @@ impl KeyRing {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             last_unknown_kid_reload: Mutex::new(None),
         };
-        ring.reload().await?;
+        ring.load(true).await?;
         Ok(ring)
     }
 
@@ -277,10 +362,26 @@ impl KeyRing {
         }
     }
 
-    /// Re-reads the ring from the database.
+    /// Re-reads the ring from the database. Rows that do not open under the configured KEKs
+    /// (a row in the clear among them: only the start-up re-seal accepts those) are left out
+    /// and logged once per kid; see [`Snapshot::new`].
     pub async fn reload(&self) -> anyhow::Result<()> {
+        self.load(false).await
+    }
+
+    /// [`KeyRing::reload`]; with `at_start`, a sealed row that does not open stops the start
+    /// instead (a wrong or missing KEK), as the re-seal before it does for other rows.
+    async fn load(&self, at_start: bool) -> anyhow::Result<()> {
         let stored = self.store.keys().await?;
-        let fresh = Arc::new(Snapshot::new(stored, &self.keks, &self.snapshot())?);
+        let previous = self.snapshot();
+        let (fresh, mut rejected) = Snapshot::new(stored, &self.keks, &previous);
+        if at_start {
+            if let Some(i) = rejected.iter().position(|r| !r.plaintext) {
+                return Err(rejected.swap_remove(i).error);
+            }
+        }
+        Snapshot::log_rejected(&rejected, &previous);
+        let fresh = Arc::new(fresh);
         match self.snapshot.write() {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -398,7 +499,8 @@ async fn reseal(store: &Store, keks: &KeyEncryptionKeys) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The private bytes of a stored key, opened if sealed.
+/// The private bytes of a stored key, opened if sealed. For the start-up re-seal only: nothing
+/// else may take a row in the clear.
 fn open_material(
     stored: &StoredKey,
     keks: &KeyEncryptionKeys,
@@ -411,8 +513,17 @@ fn open_material(
     }
 }
 
-/// The usable key of a stored row.
+/// The usable key of a stored row, which must be sealed under a configured KEK: a row in the
+/// clear is refused (the start-up re-seal is the one place that takes it).
 fn open_key(stored: &StoredKey, keks: &KeyEncryptionKeys) -> anyhow::Result<Key> {
+    let KeyMaterial::Sealed(sealed) = &stored.material else {
+        anyhow::bail!(
+            "key {} is stored in the clear (kek_id NULL) and was not written by this version; \
+             it is ignored until a restart seals it (a replica of an earlier version may have \
+             written it during an upgrade: if none did, delete the row before restarting)",
+            stored.kid
+        );
+    };
     let alg: Algorithm = stored.algorithm.parse().map_err(|_| {
         anyhow::anyhow!(
             "key {} has unsupported algorithm {:?}",
@@ -420,7 +531,7 @@ fn open_key(stored: &StoredKey, keks: &KeyEncryptionKeys) -> anyhow::Result<Key>
             stored.algorithm
         )
     })?;
-    let bytes = open_material(stored, keks)?;
+    let bytes = keks.open(&stored.kid, &stored.algorithm, sealed)?;
     Key::from_private_bytes(stored.kid.clone(), alg, &bytes)
         .with_context(|| format!("key {} ({alg}) does not load", stored.kid))
 }
@@ -495,7 +606,18 @@ mod tests {
     }
 
     fn snapshot(keys: Vec<StoredKey>) -> Snapshot {
-        Snapshot::new(keys, &keks(), &Snapshot::default()).unwrap()
+        let (snapshot, rejected) = Snapshot::new(keys, &keks(), &Snapshot::default());
+        assert!(rejected.is_empty(), "{rejected:?}");
+        snapshot
+    }
+
+    /// `key`, but its secret in the clear (`kek_id` NULL), as rows from before encryption at
+    /// rest are, or as anyone who can write to the database could insert it.
+    fn plaintext(kid: &str, activates_at: i64) -> StoredKey {
+        StoredKey {
+            material: KeyMaterial::Plaintext(secrecy::SecretSlice::from(vec![9_u8; 32])),
+            ..key(kid, activates_at, None)
+        }
     }
 
     #[test]
@@ -542,12 +664,71 @@ mod tests {
     }
 
     #[test]
-    fn a_key_under_an_unknown_kek_stops_the_snapshot_naming_the_variable() {
+    fn a_key_under_an_unknown_kek_is_rejected_naming_the_variable() {
         let (other, _) = KeyEncryptionKeys::generate("other").unwrap();
-        let err = Snapshot::new(vec![key("a", 0, None)], &other, &Snapshot::default())
-            .unwrap_err()
-            .to_string();
+        let (snapshot, rejected) =
+            Snapshot::new(vec![key("a", 0, None)], &other, &Snapshot::default());
+        assert!(snapshot.keys().is_empty());
+        assert!(snapshot.verification_keys().is_empty());
+        assert_eq!(rejected.len(), 1);
+        assert!(!rejected[0].plaintext);
+        let err = rejected[0].error.to_string();
         assert!(err.contains("AUTH_KEY_ENCRYPTION_KEYS"), "{err}");
+    }
+
+    #[test]
+    fn a_key_in_the_clear_is_not_loaded() {
+        let (snapshot, rejected) = Snapshot::new(
+            vec![key("sealed", 0, Some(100)), plaintext("clear", 100)],
+            &keks(),
+            &Snapshot::default(),
+        );
+        assert_eq!(snapshot.keys().len(), 1);
+        assert!(!snapshot.knows("clear"));
+        assert!(!snapshot.verifies("clear", 150, &POLICY));
+        assert!(snapshot.verification_keys().get("clear").is_none());
+        assert_eq!(snapshot.published(50, &POLICY).count(), 1);
+        assert!(
+            snapshot.signer(150, &POLICY).is_none(),
+            "the key in the clear does not sign even once its successor retired"
+        );
+        assert_eq!(rejected.len(), 1);
+        assert!(rejected[0].plaintext && !rejected[0].kept_earlier);
+        assert_eq!(snapshot.ignored, BTreeSet::from(["clear".to_owned()]));
+        let err = rejected[0].error.to_string();
+        assert!(err.contains("in the clear"), "{err}");
+        assert!(!err.contains("[9, 9"), "{err}");
+        assert_eq!(
+            Snapshot::newly_rejected(&rejected, &Snapshot::default()).count(),
+            1
+        );
+
+        let (next, again) = Snapshot::new(vec![plaintext("clear", 100)], &keks(), &snapshot);
+        assert!(next.keys().is_empty());
+        assert_eq!(again.len(), 1, "still not loaded at the next reload");
+        assert_eq!(
+            Snapshot::newly_rejected(&again, &snapshot).count(),
+            0,
+            "logged once per kid"
+        );
+    }
+
+    #[test]
+    fn a_known_key_whose_row_no_longer_opens_keeps_its_earlier_material() {
+        let earlier = snapshot(vec![key("a", 0, None)]);
+        let mut replaced = plaintext("a", 0);
+        replaced.retires_at = Some(50);
+        let (snapshot, rejected) = Snapshot::new(vec![replaced], &keks(), &earlier);
+        assert_eq!(rejected.len(), 1);
+        assert!(rejected[0].kept_earlier);
+        let kept = &snapshot.keys()[0];
+        assert_eq!(kept.stored.retires_at, Some(50), "the new schedule applies");
+        assert_eq!(kept.stored.material.kek_id(), Some("test"));
+        assert_eq!(
+            kept.key.to_private_bytes().unwrap().as_slice(),
+            [7_u8; 32],
+            "the earlier, authenticated secret"
+        );
     }
 
     #[tokio::test]

@@ -29,7 +29,8 @@ pub struct StoredKey {
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
     /// Written before encryption at rest (an HMAC secret in the clear, `kek_id` NULL); the
-    /// next start seals it.
+    /// next start seals it. Until then the ring does not load it: nothing but the start-up
+    /// re-seal trusts a row that no KEK authenticates.
     Plaintext(SecretSlice<u8>),
     /// Sealed under a key-encryption key.
     Sealed(Sealed),

@@ -1,12 +1,13 @@
 //! Private key material at rest (issue 8): sealed under a key-encryption key, so that a
-//! database dump alone cannot mint a token; KEK rotation; rows from before are sealed at start.
+//! database dump alone cannot mint a token; KEK rotation; rows from before are sealed at start,
+//! and a row in the clear written later is ignored until then.
 
 use auth_api::{clock::Clock, kek::KeyEncryptionKeys, AppState, Config};
 use auth_jwt::Algorithm;
 use axum::http::StatusCode;
 use sqlx::Row as _;
 
-use crate::helpers::{header_of, test_config, Backend, TestApp, TestDb};
+use crate::helpers::{header_of, kids, test_config, Backend, TestApp, TestDb};
 
 /// A second KEK, for rotation tests.
 const NEW_KEK: &str = "kek-2:bmV3LWtleS1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcyE";
@@ -233,6 +234,124 @@ async fn plaintext_keys_from_before_are_sealed_at_start(backend: Backend) {
     );
 }
 
+/// Inserts a key in the clear (`kek_id` NULL), as a replica of an earlier version writes one, or
+/// as anyone who can write to the database could.
+async fn insert_plaintext_key(url: &str, kid: &str, alg: Algorithm, material: &[u8], at: i64) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at) \
+         VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(kid)
+    .bind(alg.as_str())
+    .bind(material.to_vec())
+    .bind(at)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// The kids of the public JWKS and of `/internal/keys`.
+async fn published_kids(app: &TestApp) -> (Vec<String>, Vec<String>) {
+    let public = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(public.status, StatusCode::OK);
+    let internal = app.internal_keys().await;
+    assert_eq!(internal.status, StatusCode::OK);
+    (kids(&public), kids(&internal))
+}
+
+/// A key written in the clear after the start (an HS256 secret, an ES256 private key) is not
+/// loaded by a ring reload — neither published nor accepted nor signing, though it would be
+/// the newest signer — so the AEAD cannot be bypassed by writing to the database. A restart
+/// seals it (the start-up re-seal of rows from before encryption at rest), and from then on it
+/// is published, verifies and signs.
+async fn a_key_written_in_the_clear_is_ignored_until_a_restart_seals_it(backend: Backend) {
+    let (db, url) = TestDb::create(backend).await;
+    let app = TestApp::on_database(db, url.clone(), |_| {}).await;
+    let original = app.signer_kid();
+    let (_, tokens) = app.logged_in_user().await;
+    let claims = crate::helpers::claims_of(&tokens.access).to_string();
+
+    let secret = *b"an HS256 secret in the clear! 32";
+    let es256 =
+        auth_jwt::Key::generate("intruder-es", Algorithm::ES256, &mut rand::rngs::OsRng).unwrap();
+    let t0 = app.clock.now();
+    insert_plaintext_key(&url, "intruder-hs", Algorithm::HS256, &secret, t0 - 60).await;
+    let der = es256.to_private_bytes().unwrap();
+    insert_plaintext_key(&url, "intruder-es", Algorithm::ES256, &der, t0 + 1).await;
+    let by_hs = test_support::sign_raw(
+        &secret,
+        r#"{"alg":"HS256","typ":"at+jwt","kid":"intruder-hs"}"#,
+        &claims,
+    );
+    let by_es = test_support::sign_raw_with(
+        &es256,
+        r#"{"alg":"ES256","typ":"at+jwt","kid":"intruder-es"}"#,
+        &claims,
+    );
+
+    // Once `intruder-es` activates, it would be the newest active key.
+    app.advance(std::time::Duration::from_secs(1));
+    app.state.ring.reload().await.unwrap();
+    let (public, internal) = published_kids(&app).await;
+    assert_eq!(public, std::slice::from_ref(&original), "public JWKS");
+    assert_eq!(internal, std::slice::from_ref(&original), "/internal/keys");
+    assert_eq!(
+        app.signer_kid(),
+        original,
+        "a key in the clear does not sign"
+    );
+    for (forged, name) in [(&by_hs, "HS256"), (&by_es, "ES256")] {
+        let response = app.validate(forged).await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{name}");
+    }
+    assert_eq!(app.validate(&tokens.access).await.status, StatusCode::OK);
+    let again = app.state.ring.snapshot();
+    assert!(!again.knows("intruder-hs") && !again.knows("intruder-es"));
+    let rows = raw_keys(&url).await;
+    assert!(
+        rows.iter()
+            .filter(|r| r.kid.starts_with("intruder"))
+            .all(|r| r.kek_id.is_none()),
+        "a reload seals nothing"
+    );
+
+    // A restart seals them and uses them.
+    let (placeholder, _) = TestDb::create(Backend::Sqlite).await;
+    let restarted = TestApp::on_database(placeholder, url.clone(), |_| {}).await;
+    restarted.advance(std::time::Duration::from_secs(
+        u64::try_from(t0 + 1 - restarted.clock.now()).unwrap_or(0),
+    ));
+    for row in raw_keys(&url).await {
+        assert_eq!(row.kek_id.as_deref(), Some("test-kek"), "{}", row.kid);
+    }
+    assert!(!shares_a_run(
+        &raw_keys(&url)
+            .await
+            .into_iter()
+            .find(|r| r.kid == "intruder-es")
+            .unwrap()
+            .secret,
+        &der
+    ));
+    let (public, internal) = published_kids(&restarted).await;
+    assert!(public.contains(&"intruder-es".to_owned()), "{public:?}");
+    assert!(
+        !public.contains(&"intruder-hs".to_owned()),
+        "HMAC keys are never public"
+    );
+    for kid in [&original, "intruder-hs", "intruder-es"] {
+        assert!(internal.iter().any(|k| k == kid), "{kid}: {internal:?}");
+    }
+    assert_eq!(restarted.signer_kid(), "intruder-es");
+    for (forged, name) in [(&by_hs, "HS256"), (&by_es, "ES256")] {
+        let response = restarted.validate(forged).await;
+        assert_eq!(response.status, StatusCode::OK, "{name}: {}", response.body);
+    }
+}
+
 crate::on_both_stores!(stored_key_material_is_ciphertext);
 
 mod own_config {
@@ -242,6 +361,7 @@ mod own_config {
         a_wrong_kek_fails_clearly,
         kek_rotation_reseals_every_key_and_logs_nobody_out,
         plaintext_keys_from_before_are_sealed_at_start,
+        a_key_written_in_the_clear_is_ignored_until_a_restart_seals_it,
     );
 }
 
