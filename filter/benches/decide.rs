@@ -1,23 +1,42 @@
-//! The per-request cost of the filter's logic, natively: `decide` on a cache hit, on a miss
-//! (full verification), and on a bad signature, side by side. Inside Envoy's V8 the absolute
-//! numbers are higher; `cargo xtask bench edge` measures those against `jwt_authn`.
+//! The per-request cost of the filter's logic, natively: `decide` on a cache hit, and per
+//! algorithm on a miss (full verification with `auth_jwt`'s pure-Rust crypto, what the filter
+//! falls back to without the host's `verify_signature`) and on a bad signature, side by side.
+//! Inside Envoy's V8 the absolute numbers are higher; `cargo xtask bench edge` measures those
+//! against `jwt_authn`.
 
 use auth_filter::{
     cache::TokenCache,
     config::FilterConfig,
-    decide::{decide, Decision, RequestView, RevocationCheck},
+    decide::{decide, Decision, RequestView, RevocationCheck, Verification},
 };
-use auth_jwt::{encode, Header, Key, KeySet};
+use auth_jwt::{encode, Algorithm, Header, Jwk, JwkSet, Key, KeySet, RustCrypto};
 use criterion::Criterion;
+use rand_core::OsRng;
 use serde_json::json;
 
 const NOW: u64 = 1_700_000_000;
-const SECRET: &[u8] = b"bench-secret-bench-secret-bench-";
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn config() -> Result<FilterConfig> {
-    let jwk = auth_jwt::Jwk::from_key(&Key::hs256("k1", SECRET)?);
+/// One key per algorithm, each with its own kid.
+fn keys() -> Result<Vec<Key>> {
+    Algorithm::ALL
+        .iter()
+        .map(|&alg| {
+            Ok(Key::generate(
+                format!("k-{}", alg.as_str()),
+                alg,
+                &mut OsRng,
+            )?)
+        })
+        .collect()
+}
+
+fn config(keys: &[Key]) -> Result<FilterConfig> {
+    // The public JWK of each asymmetric key, the secret of the HS256 one.
+    let jwks = JwkSet {
+        keys: keys.iter().map(Jwk::from_key).collect(),
+    };
     let config = json!({
         "issuer": "auth-service",
         "audiences": ["api"],
@@ -26,24 +45,20 @@ fn config() -> Result<FilterConfig> {
             {"claim_name": "email", "header_name": "x-user-email"},
             {"claim_name": "roles", "header_name": "x-user-roles"}
         ],
-        "local_jwks": {"keys": [jwk]},
+        "local_jwks": jwks,
         "rules": [{"match": {"prefix": "/"}, "require": "authenticated"}]
     });
     Ok(FilterConfig::parse(config.to_string().as_bytes())?)
 }
 
-fn token() -> Result<String> {
+fn token(key: &Key) -> Result<String> {
     let claims = json!({
         "iss": "auth-service", "sub": "8c5c1f0e-2a4b-4f7e-9a51-0f6f3c1d2e3f", "aud": ["api"],
         "exp": NOW + 900, "iat": NOW, "jti": "0b1f6c2e-7f4d-4c1a-8e2b-5d9a3f1c7e60",
         "sid": "5e2d7c1a-9b3f-4e8d-a6c1-2f7b9d0e4a13", "client_id": "auth-service",
         "email": "ada@example.com", "roles": ["user"],
     });
-    Ok(encode(
-        &Header::access_token("k1"),
-        &claims,
-        &Key::hs256("k1", SECRET)?,
-    )?)
+    Ok(encode(&Header::access_token(key), &claims, key)?)
 }
 
 fn headers(token: &str) -> Vec<(String, String)> {
@@ -61,87 +76,64 @@ fn headers(token: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-fn run(
-    config: &FilterConfig,
-    keys: &KeySet,
-    headers: &[(String, String)],
-    cache: Option<&mut TokenCache>,
-) -> Decision {
-    let view = RequestView {
+fn view(headers: &[(String, String)]) -> RequestView<'_> {
+    RequestView {
         method: "GET",
         path: "/api/orders",
         headers,
-    };
-    decide(
-        &view,
-        config,
-        &config.validation(),
-        Some(keys),
-        RevocationCheck::Off,
-        cache,
-        NOW,
-    )
+    }
+}
+
+/// The token with its signature's first character changed: the same size, a wrong signature.
+fn tampered(token: &str) -> Result<String> {
+    let (signed, signature) = token.rsplit_once('.').ok_or("no signature")?;
+    let first = if signature.starts_with('A') { "B" } else { "A" };
+    Ok(format!(
+        "{signed}.{first}{}",
+        signature.get(1..).unwrap_or("")
+    ))
 }
 
 fn bench(c: &mut Criterion) -> Result<()> {
-    let config = config()?;
+    let keys = keys()?;
+    let config = config(&keys)?;
     let validation = config.validation();
-    let keys: KeySet = [Key::hs256("k1", SECRET)?].into_iter().collect();
-    let good = headers(&token()?);
-    let mut bad_token = token()?;
-    bad_token.replace_range(bad_token.len() - 2.., "AA");
-    let bad = headers(&bad_token);
-    let view = |headers| RequestView {
-        method: "GET",
-        path: "/api/orders",
-        headers,
+    let verification = Verification::new(&validation, &RustCrypto);
+    let key_set: KeySet = keys.iter().cloned().collect();
+    let run = |headers: &[(String, String)], cache: Option<&mut TokenCache>| {
+        decide(
+            &view(headers),
+            &config,
+            verification,
+            Some(&key_set),
+            RevocationCheck::Off,
+            cache,
+            NOW,
+        )
     };
 
     let mut group = c.benchmark_group("decide");
-    let mut cache = TokenCache::new(1024);
-    assert!(matches!(
-        run(&config, &keys, &good, Some(&mut cache)),
-        Decision::Allow { .. }
-    ));
-    group.bench_function("valid token, cache hit", |b| {
-        b.iter(|| {
-            decide(
-                &view(&good),
-                &config,
-                &validation,
-                Some(&keys),
-                RevocationCheck::Off,
-                Some(&mut cache),
-                NOW,
-            )
-        })
-    });
-    group.bench_function("valid token, no cache", |b| {
-        b.iter(|| {
-            decide(
-                &view(&good),
-                &config,
-                &validation,
-                Some(&keys),
-                RevocationCheck::Off,
-                None,
-                NOW,
-            )
-        })
-    });
-    group.bench_function("bad signature", |b| {
-        b.iter(|| {
-            decide(
-                &view(&bad),
-                &config,
-                &validation,
-                Some(&keys),
-                RevocationCheck::Off,
-                Some(&mut cache),
-                NOW,
-            )
-        })
-    });
+    for key in &keys {
+        let alg = key.algorithm().as_str();
+        let good = headers(&token(key)?);
+        let bad = headers(&tampered(&token(key)?)?);
+        let mut cache = TokenCache::new(1024);
+        if !matches!(run(&good, Some(&mut cache)), Decision::Allow { .. }) {
+            return Err(format!("the {alg} token is refused").into());
+        }
+        if matches!(run(&bad, None), Decision::Allow { .. }) {
+            return Err(format!("the tampered {alg} token is allowed").into());
+        }
+        group.bench_function(format!("{alg}: valid token, cache hit"), |b| {
+            b.iter(|| run(&good, Some(&mut cache)))
+        });
+        group.bench_function(format!("{alg}: valid token, no cache"), |b| {
+            b.iter(|| run(&good, None))
+        });
+        group.bench_function(format!("{alg}: bad signature"), |b| {
+            b.iter(|| run(&bad, Some(&mut cache)))
+        });
+    }
     group.finish();
     Ok(())
 }

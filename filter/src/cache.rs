@@ -1,11 +1,12 @@
-//! The per-worker cache of verified tokens, so that a token seen again skips the HMAC and the
-//! JSON parsing. It holds what the request path needs (expiry, claim headers, roles, and the
+//! The per-worker cache of verified tokens, so that a token seen again skips the signature check
+//! (whatever its algorithm: a cached ES256 or RS256 token costs what a cached HS256 one does) and
+//! the JSON parsing. It holds what the request path needs (expiry, claim headers, roles, and the
 //! claims revocation looks at). It never decides whether a token is valid: only tokens that
 //! passed `auth_jwt::decode` go in.
 //!
-//! Entries are found by the token's signature segment, an HMAC output and so already a uniform
-//! key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token, which on a
-//! hit would cost about as much as verifying it. The whole token is stored and compared on every
+//! Entries are found by the token's signature segment, a MAC or signature and so already a
+//! uniform key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token, which
+//! on a hit would cost about as much as verifying an HS256 token. The whole token is stored and compared on every
 //! hit, so a token that reuses a cached signature with another payload is a miss (and then
 //! fails verification).
 //!

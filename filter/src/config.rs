@@ -409,8 +409,9 @@ impl FilterConfig {
         })
     }
 
-    /// The token validation this configuration asks for: HS256, `typ: at+jwt`, the issuer, the
-    /// audiences, the clock skew and the required claims.
+    /// The token validation this configuration asks for: every algorithm (each key is bound to
+    /// its own), `typ: at+jwt`, the issuer, the audiences, the clock skew and the required
+    /// claims.
     pub fn validation(&self) -> Validation {
         Validation {
             leeway_secs: self.clock_skew_seconds,
@@ -516,7 +517,7 @@ fn local_jwks(value: Value) -> Result<KeySet, ConfigError> {
     if keys.is_empty() {
         return Err(ConfigError::new(
             "local_jwks",
-            "holds no usable key (oct, HS256)",
+            "holds no usable key (ES256, EdDSA, RS256 or HS256)",
         ));
     }
     Ok(keys)
@@ -727,6 +728,44 @@ pub(crate) mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-token"), "{debug}");
         assert!(debug.contains("[redacted]"));
+        Ok(())
+    }
+
+    #[test]
+    fn remote_jwks_may_poll_a_public_jwks_without_a_bearer_token() -> crate::TestResult {
+        let value = with(base(), "/local_jwks", Value::Null);
+        let value = with(
+            value,
+            "/remote_jwks",
+            json!({"cluster": "auth_api", "path": "/.well-known/jwks.json"}),
+        );
+        let config = parse(&value)?;
+        let KeySource::Remote(remote) = &config.key_source else {
+            panic!("expected remote keys");
+        };
+        assert_eq!(remote.source.bearer_token, None);
+        assert_eq!(remote.source.path, "/.well-known/jwks.json");
+        Ok(())
+    }
+
+    #[test]
+    fn local_jwks_takes_public_keys_of_every_algorithm() -> crate::TestResult {
+        let keys = auth_jwt::Algorithm::ALL
+            .iter()
+            .map(|&alg| crate::crypto::tests::key(alg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let jwks = auth_jwt::JwkSet {
+            keys: keys.iter().map(auth_jwt::Jwk::from_key).collect(),
+        };
+        let config = parse(&with(base(), "/local_jwks", serde_json::to_value(jwks)?))?;
+        let KeySource::Local(set) = &config.key_source else {
+            panic!("expected local keys");
+        };
+        assert_eq!(set.len(), 4);
+        for key in &keys {
+            let parsed = set.get(key.kid()).ok_or("a key is missing")?;
+            assert_eq!(parsed.algorithm(), key.algorithm());
+        }
         Ok(())
     }
 

@@ -4,9 +4,10 @@
 //! answer to send. `host.rs` reads the request, calls [`decide`] and applies the [`Decision`];
 //! nothing here talks to Envoy.
 
+use std::fmt;
 use std::rc::Rc;
 
-use auth_jwt::{decode, ErrorKind, KeySet, Validation};
+use auth_jwt::{decode_with_verifier, ErrorKind, KeySet, Validation, Verifier};
 use serde_json::{Map, Value};
 
 use crate::cache::{Identity, TokenCache};
@@ -57,6 +58,34 @@ pub struct RequestView<'a> {
     pub headers: &'a [(String, String)],
 }
 
+/// How `decide` checks a token: the validation rules, and where signatures are verified
+/// (`auth_jwt::RustCrypto`, or the filter's [`HostCrypto`](crate::crypto::HostCrypto)).
+#[derive(Clone, Copy)]
+pub struct Verification<'a> {
+    /// Algorithms, `typ`, issuer, audiences, clock skew, required claims.
+    pub validation: &'a Validation,
+    /// Checks each signature.
+    pub verifier: &'a dyn Verifier,
+}
+
+impl<'a> Verification<'a> {
+    /// `validation`, with signatures checked by `verifier`.
+    pub fn new(validation: &'a Validation, verifier: &'a dyn Verifier) -> Self {
+        Self {
+            validation,
+            verifier,
+        }
+    }
+}
+
+impl fmt::Debug for Verification<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verification")
+            .field("validation", self.validation)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What `decide` knows of the revocation feed.
 #[derive(Clone, Copy, Debug)]
 pub enum RevocationCheck<'a> {
@@ -104,13 +133,13 @@ pub enum Decision {
     },
 }
 
-/// Decides about one request at `now` (seconds since the Unix epoch). `keys` is `None` while no
-/// fresh key set is loaded; `revocations` is what this worker has of the revocation feed;
+/// Decides about one request at `now` (seconds since the Unix epoch). Tokens are checked as
+/// `verification` says, with `keys`, which is `None` while no fresh key set is loaded; `revocations` is what this worker has of the revocation feed;
 /// `cache` is the worker's verified-token cache, if any.
 pub fn decide(
     request: &RequestView<'_>,
     config: &FilterConfig,
-    validation: &Validation,
+    verification: Verification<'_>,
     keys: Option<&KeySet>,
     revocations: RevocationCheck<'_>,
     cache: Option<&mut TokenCache>,
@@ -191,7 +220,13 @@ pub fn decide(
     let cache_hit = cached.is_some();
     let identity = match cached {
         Some(identity) => identity,
-        None => match decode::<Map<String, Value>>(found.token, keys, validation, now) {
+        None => match decode_with_verifier::<Map<String, Value>>(
+            found.token,
+            keys,
+            verification.validation,
+            now,
+            verification.verifier,
+        ) {
             Ok(data) => {
                 let identity = Rc::new(identity_of(&data.claims, config));
                 if let Some(c) = cache {
@@ -326,7 +361,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use auth_jwt::{encode, Header, Key};
+    use auth_jwt::{encode, Algorithm, Header, Key, RustCrypto};
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use serde_json::json;
@@ -357,11 +392,8 @@ mod tests {
     }
 
     fn token(claims: &Value) -> crate::TestResult<String> {
-        Ok(encode(
-            &Header::access_token("k1"),
-            claims,
-            &Key::hs256("k1", SECRET)?,
-        )?)
+        let key = Key::hs256("k1", SECRET)?;
+        Ok(encode(&Header::access_token(&key), claims, &key)?)
     }
 
     fn b64(s: &str) -> String {
@@ -389,7 +421,7 @@ mod tests {
         decide(
             &view,
             config,
-            &config.validation(),
+            Verification::new(&config.validation(), &RustCrypto),
             keys,
             RevocationCheck::Off,
             cache,
@@ -568,16 +600,10 @@ mod tests {
             "{}.{payload}.",
             b64(r#"{"alg":"none","typ":"at+jwt","kid":"k1"}"#)
         );
-        let other_key = encode(
-            &Header::access_token("k1"),
-            &claims(),
-            &Key::hs256("k1", &[7; 32])?,
-        )?;
-        let unknown_kid = encode(
-            &Header::access_token("k9"),
-            &claims(),
-            &Key::hs256("k9", SECRET)?,
-        )?;
+        let other = Key::hs256("k1", &[7; 32])?;
+        let other_key = encode(&Header::access_token(&other), &claims(), &other)?;
+        let k9 = Key::hs256("k9", SECRET)?;
+        let unknown_kid = encode(&Header::access_token(&k9), &claims(), &k9)?;
         let with = |name: &str, value: Value| -> crate::TestResult<String> {
             let mut c = claims();
             c[name] = value;
@@ -910,6 +936,94 @@ mod tests {
     }
 
     #[test]
+    fn every_algorithm_verifies_and_the_cache_spares_the_host_on_repeats() -> crate::TestResult {
+        use crate::crypto::tests::{key, Behaviour, MockHost};
+        use crate::crypto::HostCrypto;
+
+        let keys = Algorithm::ALL
+            .iter()
+            .map(|&alg| key(alg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = config_with(|_| {})?;
+        let validation = config.validation();
+        let key_set: KeySet = keys.iter().cloned().collect();
+        for signer in &keys {
+            let host = MockHost::new(Behaviour::Envoy);
+            let verifier = HostCrypto::new(&host);
+            let mut cache = TokenCache::new(16);
+            let token = encode(&Header::access_token(signer), &claims(), signer)?;
+            let headers = [("authorization".to_owned(), bearer(&token))];
+            let view = RequestView {
+                method: "GET",
+                path: "/api/x",
+                headers: &headers,
+            };
+            let check = |cache: &mut TokenCache| {
+                decide(
+                    &view,
+                    &config,
+                    Verification::new(&validation, &verifier),
+                    Some(&key_set),
+                    RevocationCheck::Off,
+                    Some(cache),
+                    NOW,
+                )
+            };
+            let alg = signer.algorithm();
+            for (round, cache_hit) in [(1, false), (2, true)] {
+                let decision = check(&mut cache);
+                assert!(
+                    matches!(&decision, Decision::Allow { by: AllowedBy::Token { cache_hit: hit }, .. } if *hit == cache_hit),
+                    "{alg:?} round {round}: {decision:?}"
+                );
+            }
+            let host_calls = usize::from(matches!(alg, Algorithm::ES256 | Algorithm::RS256));
+            assert_eq!(host.calls().len(), host_calls, "{alg:?}: once at most");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_foreign_key_reusing_a_published_kid_is_refused() -> crate::TestResult {
+        use crate::crypto::tests::{Behaviour, MockHost};
+        use crate::crypto::HostCrypto;
+        use rand_core::OsRng;
+
+        let config = config_with(|_| {})?;
+        let validation = config.validation();
+        for alg in Algorithm::ALL {
+            let published = Key::generate("k-shared", alg, &mut OsRng)?;
+            let foreign = Key::generate("k-shared", alg, &mut OsRng)?;
+            let key_set: KeySet = [published.to_public().unwrap_or(published)]
+                .into_iter()
+                .collect();
+            let token = encode(&Header::access_token(&foreign), &claims(), &foreign)?;
+            let headers = [("authorization".to_owned(), bearer(&token))];
+            let host = MockHost::new(Behaviour::Envoy);
+            let verifier = HostCrypto::new(&host);
+            let decision = decide(
+                &RequestView {
+                    method: "GET",
+                    path: "/api/x",
+                    headers: &headers,
+                },
+                &config,
+                Verification::new(&validation, &verifier),
+                Some(&key_set),
+                RevocationCheck::Off,
+                None,
+                NOW,
+            );
+            assert_eq!(
+                reason(&decision),
+                Some(&DenyReason::InvalidToken("invalid signature".to_owned())),
+                "{alg:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_key_version_change_empties_the_cache_so_removed_keys_stop_working() -> crate::TestResult {
         let config = config_with(|_| {})?;
         let mut cache = TokenCache::new(8);
@@ -1004,7 +1118,7 @@ mod tests {
         decide(
             &view,
             config,
-            &config.validation(),
+            Verification::new(&config.validation(), &RustCrypto),
             keys.as_ref(),
             revocations,
             cache,
@@ -1143,7 +1257,7 @@ mod tests {
                 headers: &headers,
             },
             &config,
-            &config.validation(),
+            Verification::new(&config.validation(), &RustCrypto),
             None,
             RevocationCheck::NotLoaded,
             None,

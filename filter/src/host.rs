@@ -5,8 +5,9 @@
 //! `remote_revocations` on `on_tick`, following the shared-data protocol of [`crate::poll`]:
 //! this module only implements [`SharedData`] and sends the calls a [`Poller`] asks for. Each
 //! HTTP context reads the request headers, calls [`crate::decide::decide`] and applies the
-//! decision. Host calls are made through `proxy_wasm::hostcalls` rather than the SDK's trait
-//! defaults, which unwrap more. The SDK (0.2.5) still panics inside some hostcalls on a status
+//! decision. Signatures Envoy can check natively go to its `verify_signature` foreign function
+//! through [`EnvoyForeign`] (see [`crate::crypto`]). Host calls are made through
+//! `proxy_wasm::hostcalls` rather than the SDK's trait defaults, which unwrap more. The SDK (0.2.5) still panics inside some hostcalls on a status
 //! other than Ok or NotFound; such a panic aborts the VM and Envoy's `failure_policy:
 //! FAIL_RELOAD` (in the configs we ship) refuses requests until the VM is reloaded: it fails
 //! closed, never open.
@@ -24,7 +25,10 @@ use proxy_wasm::types::{
 
 use crate::cache::TokenCache;
 use crate::config::{FilterConfig, KeySource, RemoteSource};
-use crate::decide::{decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck};
+use crate::crypto::{ForeignError, ForeignFunctions, HostCrypto, HostSupport, SignatureCounts};
+use crate::decide::{
+    decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
+};
 use crate::keys;
 use crate::poll::{
     self, Document, FetchResult, Fetched, Poller, Refreshed, SetError, SharedData, SharedNames,
@@ -47,6 +51,20 @@ fn log(level: LogLevel, message: &str) {
 fn now_secs() -> Option<u64> {
     let time = hostcalls::get_current_time().ok()?;
     time.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
+}
+
+/// Envoy's foreign functions, through the host.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EnvoyForeign;
+
+impl ForeignFunctions for EnvoyForeign {
+    fn call(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, ForeignError> {
+        match hostcalls::call_foreign_function(name, Some(arguments)) {
+            Ok(answer) => Ok(answer.unwrap_or_default()),
+            Err(Status::NotFound) => Err(ForeignError::NotFound),
+            Err(status) => Err(ForeignError::Failed(format!("{status:?}"))),
+        }
+    }
 }
 
 /// Proxy-wasm shared data, through the host.
@@ -87,6 +105,9 @@ struct Metrics {
     revocations_not_modified: Option<u32>,
     jwt_cache_hit: Option<u32>,
     jwt_cache_miss: Option<u32>,
+    signature_host: Option<u32>,
+    signature_wasm: Option<u32>,
+    signature_host_failed: Option<u32>,
 }
 
 impl Metrics {
@@ -110,6 +131,9 @@ impl Metrics {
             revocations_not_modified: counter("auth_filter.revocations_not_modified"),
             jwt_cache_hit: counter("auth_filter.jwt_cache_hit"),
             jwt_cache_miss: counter("auth_filter.jwt_cache_miss"),
+            signature_host: counter("auth_filter.signature.host"),
+            signature_wasm: counter("auth_filter.signature.wasm"),
+            signature_host_failed: counter("auth_filter.signature.host_failed"),
         }
     }
 
@@ -136,6 +160,19 @@ impl Metrics {
             self.jwt_cache_hit,
             self.jwt_cache_miss,
         ]
+    }
+
+    /// Adds the signature checks since the last tick.
+    fn add_signatures(&self, counts: SignatureCounts) {
+        for (id, count) in [
+            (self.signature_host, counts.host),
+            (self.signature_wasm, counts.wasm),
+            (self.signature_host_failed, counts.host_failed),
+        ] {
+            if count > 0 {
+                Metrics::add(id, count);
+            }
+        }
     }
 
     fn jwks(&self) -> FetchCounters {
@@ -386,6 +423,10 @@ enum KeyState {
 struct Shared {
     config: Rc<FilterConfig>,
     validation: Rc<Validation>,
+    verifier: Rc<HostVerifier>,
+    /// What was last logged about the host's `verify_signature`, and whether a failed call was.
+    logged_support: Rc<Cell<HostSupport>>,
+    logged_failure: Rc<Cell<bool>>,
     cache: Rc<RefCell<TokenCache>>,
     metrics: Metrics,
     tally: Rc<Tally>,
@@ -394,7 +435,43 @@ struct Shared {
     key_fetch: Option<(Rc<SharedNames>, Rc<Cell<u64>>)>,
 }
 
+/// The filter's signature checks: Envoy's `verify_signature` where it can.
+type HostVerifier = HostCrypto<EnvoyForeign>;
+
 impl Shared {
+    /// Hands the signature counts to Envoy, and logs what the worker learnt of the host's
+    /// `verify_signature` and its first failed call (once each; the counters tell the rest).
+    fn flush_signatures(&self) {
+        self.metrics.add_signatures(self.verifier.take_counts());
+        let support = self.verifier.support();
+        if support != self.logged_support.get() {
+            self.logged_support.set(support);
+            match support {
+                HostSupport::Present => log(
+                    LogLevel::Info,
+                    "auth-filter: ES256 and RS256 signatures are verified by Envoy (verify_signature)",
+                ),
+                HostSupport::Absent => log(
+                    LogLevel::Warn,
+                    "auth-filter: the host has no verify_signature foreign function: ES256 and \
+                     RS256 signatures are verified in wasm (slower)",
+                ),
+                HostSupport::Unknown => {}
+            }
+        }
+        if let Some(failure) = self.verifier.take_last_failure() {
+            if !self.logged_failure.replace(true) {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "auth-filter: verify_signature gave no verdict ({failure:?}): checked in \
+                         wasm (further ones are counted in auth_filter.signature.host_failed)"
+                    ),
+                );
+            }
+        }
+    }
+
     /// A token named a key this worker's set lacks: perhaps a new one that signs before the
     /// next poll would bring it, so the next tick of any worker fetches the keys.
     fn hurry_key_fetch(&self, now: Option<u64>) {
@@ -541,6 +618,9 @@ impl RootContext for Root {
         self.shared = Some(Shared {
             key_fetch,
             validation: Rc::new(config.validation()),
+            verifier: Rc::new(HostCrypto::new(EnvoyForeign)),
+            logged_support: Rc::new(Cell::new(HostSupport::Unknown)),
+            logged_failure: Rc::new(Cell::new(false)),
             cache: Rc::new(RefCell::new(TokenCache::new(config.cache_entries))),
             config: Rc::new(config),
             metrics,
@@ -554,6 +634,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
             shared.tally.flush(&shared.metrics);
+            shared.flush_signatures();
         }
         self.refresh();
         let Some(now) = now_secs() else {
@@ -646,7 +727,7 @@ impl Http {
         let decision = decide(
             &view,
             &shared.config,
-            &shared.validation,
+            Verification::new(&shared.validation, &*shared.verifier),
             self.keys.as_deref(),
             revocations,
             cache.as_deref_mut(),

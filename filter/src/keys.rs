@@ -14,8 +14,9 @@ impl Document for KeySet {
     const KIND: &'static str = "jwks";
     const MAX_BYTES: usize = MAX_JWKS_BYTES;
 
-    /// A JWK Set with at least one usable (`oct`, `HS256`) key; a set with none would make every
-    /// token fail, so the last good set is kept instead.
+    /// A JWK Set with at least one usable key (`EC` P-256 for ES256, `OKP` Ed25519 for EdDSA,
+    /// `RSA` for RS256, `oct` for HS256); a set with none would make every token fail, so the
+    /// last good set is kept instead.
     fn parse(body: &[u8]) -> Result<Self, String> {
         match KeySet::from_jwks_json(body) {
             Ok(set) if set.is_empty() => Err("the key set holds no usable key".to_owned()),
@@ -70,6 +71,36 @@ mod tests {
         for (body, reason) in cases {
             assert!(KeySet::parse(body.as_bytes()).is_err(), "{reason}");
         }
+    }
+
+    #[test]
+    fn public_keys_of_every_algorithm_are_usable_and_private_members_refused() -> crate::TestResult
+    {
+        let keys = auth_jwt::Algorithm::ALL
+            .iter()
+            .map(|&alg| crate::crypto::tests::key(alg))
+            .collect::<Result<Vec<_>, _>>()?;
+        // What auth-api's public JWKS serves: the public half of every asymmetric key.
+        let public: Vec<_> = keys.iter().filter_map(auth_jwt::Jwk::public).collect();
+        assert_eq!(public.len(), 3);
+        let body = serde_json::to_vec(&auth_jwt::JwkSet { keys: public })?;
+        let set = KeySet::parse(&body)?;
+        assert_eq!(set.summary(), "3 keys");
+        for key in keys.iter().filter(|k| !k.algorithm().is_symmetric()) {
+            let parsed = set.get(key.kid()).ok_or("a key is missing")?;
+            assert_eq!(parsed.algorithm(), key.algorithm());
+            assert!(!parsed.can_sign(), "a public key only");
+        }
+
+        // A JWK that carries a private member is refused whole, never used.
+        let mut leaked = serde_json::to_value(auth_jwt::JwkSet { keys: vec![] })?;
+        let mut jwk = serde_json::to_value(
+            auth_jwt::Jwk::public(keys.first().ok_or("no key")?).ok_or("no public jwk")?,
+        )?;
+        jwk["d"] = serde_json::json!("AAAA");
+        leaked["keys"] = serde_json::json!([jwk]);
+        assert!(KeySet::parse(leaked.to_string().as_bytes()).is_err());
+        Ok(())
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! everything else with an RFC 6750 answer.
 //!
 //! The logic lives in pure modules tested natively ([`config`], [`policy`], [`keys`],
-//! [`cache`], [`response`], [`decide`]); only `host` touches the proxy-wasm SDK.
+//! [`cache`], [`crypto`], [`response`], [`decide`]); only `host` touches the proxy-wasm SDK.
 // Tests may unwrap and index; the filter itself must not be able to panic, and fails closed.
 #![cfg_attr(
     not(test),
@@ -21,6 +21,7 @@ type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 pub mod cache;
 pub mod config;
+pub mod crypto;
 pub mod decide;
 mod host;
 pub mod keys;

@@ -1,5 +1,6 @@
 //! The filter's whole per-request decision on any method, path and header values (the parts a
-//! client controls), with real keys and a warm cache: never a panic.
+//! client controls), with real keys of every algorithm (`k1` HS256, `k-es256`, `k-eddsa`,
+//! `k-rs256` public keys) and a warm cache: never a panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -7,9 +8,9 @@ use std::sync::OnceLock;
 use auth_filter::{
     cache::TokenCache,
     config::FilterConfig,
-    decide::{decide, RequestView, RevocationCheck},
+    decide::{decide, RequestView, RevocationCheck, Verification},
 };
-use auth_jwt::{Key, KeySet};
+use auth_jwt::{Algorithm, Key, KeySet, RustCrypto};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_700_000_000;
@@ -37,6 +38,22 @@ fn config() -> &'static FilterConfig {
     })
 }
 
+fn keys() -> &'static KeySet {
+    static KEYS: OnceLock<KeySet> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = vec![Key::hs256("k1", b"fuzz-secret-fuzz-secret-fuzz-sec").unwrap()];
+        for (kid, alg) in [
+            ("k-es256", Algorithm::ES256),
+            ("k-eddsa", Algorithm::EdDSA),
+            ("k-rs256", Algorithm::RS256),
+        ] {
+            let key = Key::generate(kid, alg, &mut rand_core::OsRng).unwrap();
+            keys.push(key.to_public().unwrap());
+        }
+        keys.into_iter().collect()
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     // Fields separated by newlines: method, path, then header name/value pairs.
     let text = String::from_utf8_lossy(data);
@@ -48,9 +65,7 @@ fuzz_target!(|data: &[u8]| {
         headers.push((name.to_ascii_lowercase(), value.to_owned()));
     }
     let config = config();
-    let keys: KeySet = [Key::hs256("k1", b"fuzz-secret-fuzz-secret-fuzz-sec").unwrap()]
-        .into_iter()
-        .collect();
+    let keys = keys();
     let mut cache = TokenCache::new(16);
     let view = RequestView {
         method,
@@ -63,8 +78,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = decide(
             &view,
             config,
-            &validation,
-            Some(&keys),
+            Verification::new(&validation, &RustCrypto),
+            Some(keys),
             RevocationCheck::Off,
             Some(&mut cache),
             NOW,
