@@ -63,6 +63,35 @@ pub fn render_config(values: &HashMap<&str, String>) -> String {
     render(&template, values)
 }
 
+/// A rendered `envoy/dev.yaml` whose filter polls auth-api's `/internal/keys` (with the internal
+/// token, on the internal listener) instead of the public JWKS: the key document of a gateway
+/// that must still verify HS256 tokens, whose secrets the public JWKS never lists.
+///
+/// # Panics
+/// When `config` has no `remote_jwks` on the public JWKS.
+pub fn poll_internal_keys(config: &str) -> String {
+    const PUBLIC: &str = r#""cluster": "auth_api","#;
+    const PUBLIC_PATH: &str = r#""path": "/.well-known/jwks.json","#;
+    let start = config
+        .find(r#""remote_jwks": {"#)
+        .expect("no remote_jwks in the Envoy config");
+    let (head, tail) = config.split_at(start);
+    let end = tail.find('}').expect("an unterminated remote_jwks");
+    let (section, rest) = tail.split_at(end);
+    assert!(
+        section.contains(PUBLIC) && section.contains(PUBLIC_PATH),
+        "remote_jwks does not poll the public JWKS:\n{section}"
+    );
+    let internal = format!(
+        r#""bearer_token": "{}", "path": "/internal/keys","#,
+        crate::stack::INTERNAL_TOKEN
+    );
+    let section = section
+        .replace(PUBLIC, r#""cluster": "auth_internal","#)
+        .replace(PUBLIC_PATH, &internal);
+    format!("{head}{section}{rest}")
+}
+
 /// Replaces every `{{NAME}}` in `template`.
 ///
 /// # Panics

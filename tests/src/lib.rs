@@ -6,5 +6,5 @@
 pub mod envoy;
 pub mod stack;
 
-pub use stack::{Stack, StackOptions};
+pub use stack::{GatewayKeys, Stack, StackOptions};
 pub use test_support::Backend;

@@ -2,16 +2,27 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use auth_api::{clock::Clock, App, AppState, Config};
-use secrecy::ExposeSecret;
+use auth_api::{clock::Clock, keyring::RingKey, App, AppState, Config};
 use serde_json::{json, Value};
 use test_support::{Backend, TestDb};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::envoy::{filter_wasm, render_config, Envoy};
+use crate::envoy::{filter_wasm, poll_internal_keys, render_config, Envoy};
 
 /// The internal token of every stack.
 pub const INTERNAL_TOKEN: &str = "e2e-internal-token-0123456789abcdefghij";
+
+/// Which key document the gateway polls (`remote_jwks`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GatewayKeys {
+    /// auth-api's public `/.well-known/jwks.json`, as `envoy/dev.yaml` ships: public keys only,
+    /// no credentials. Tokens of an HS256 key are refused (its secret is never published).
+    #[default]
+    PublicJwks,
+    /// `/internal/keys` with the internal token: the public keys, and the secrets of HS256 keys.
+    /// What a gateway polls while an installation still has HS256 tokens in flight.
+    Internal,
+}
 
 /// How to start a [`Stack`].
 #[derive(Debug, Clone, Copy)]
@@ -27,8 +38,10 @@ pub struct StackOptions {
     /// Serve auth-api from the start; when `false` its ports are bound but nobody answers until
     /// [`Stack::start_auth_api`].
     pub serve_auth_api: bool,
-    /// Changes to auth-api's test configuration (token lifetimes, delays).
+    /// Changes to auth-api's test configuration (token lifetimes, delays, signing algorithm).
     pub configure: fn(&mut Config),
+    /// Where the gateway's filter gets its keys.
+    pub keys: GatewayKeys,
 }
 
 impl Default for StackOptions {
@@ -40,6 +53,7 @@ impl Default for StackOptions {
             concurrency: 2,
             serve_auth_api: true,
             configure: |_| {},
+            keys: GatewayKeys::PublicJwks,
         }
     }
 }
@@ -63,6 +77,8 @@ pub struct Stack {
     pub client: reqwest::Client,
     /// auth-api's internal listener.
     pub internal_addr: SocketAddr,
+    /// auth-api's public listener.
+    pub public_addr: SocketAddr,
     auth_api: AuthApi,
     echo_stop: Option<oneshot::Sender<()>>,
     _db: TestDb,
@@ -90,11 +106,19 @@ impl Stack {
             internal_listen: loopback(),
             internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
             bcrypt_cost: 4,
+            // PostgreSQL needs one; a fixed test KEK for every backend.
+            key_encryption_keys: Some(
+                test_support::TEST_KEK
+                    .parse()
+                    .expect("test-support's KEK parses"),
+            ),
             // Every test client is one address; tests of the limit lower it again.
             ip_limit_per_minute: 100_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
+        // The gateway accepts the issuer auth-api signs with, whatever the test made it.
+        let config_issuer = config.issuer.clone();
         let app = App::build_with_clock(config, Clock::default())
             .await
             .expect("auth-api does not start");
@@ -122,13 +146,18 @@ impl Stack {
             ("UPSTREAM_PORT", upstream.port().to_string()),
             ("WASM_PATH", filter_wasm().display().to_string()),
             ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
+            ("ISSUER", config_issuer.clone()),
             ("POLL_SECONDS", options.poll_seconds.to_string()),
             (
                 "REVOCATION_POLL_SECONDS",
                 options.revocation_poll_seconds.to_string(),
             ),
         ]);
-        let envoy = match Envoy::start(&render_config(&values), options.concurrency).await {
+        let mut envoy_config = render_config(&values);
+        if options.keys == GatewayKeys::Internal {
+            envoy_config = poll_internal_keys(&envoy_config);
+        }
+        let envoy = match Envoy::start(&envoy_config, options.concurrency).await {
             Ok(envoy) => envoy,
             Err(failed) => panic!("Envoy did not start ({:?}):\n{}", failed.status, failed.log),
         };
@@ -141,6 +170,7 @@ impl Stack {
             state,
             client,
             internal_addr: internal,
+            public_addr: public,
             auth_api: AuthApi::Bound(Box::new(app)),
             echo_stop: Some(echo_stop),
             _db: db,
@@ -236,21 +266,24 @@ impl Stack {
         (email, login.json().await.expect("login body"))
     }
 
-    /// A token of exactly these header and payload texts, MAC'd with the key that signs now.
+    /// A token of exactly these header and payload texts, signed with the key that signs now
+    /// (whatever its algorithm; the header is taken as it is).
     ///
     /// # Panics
     /// When no key signs.
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let signer = self
-            .state
+        test_support::sign_raw_with(&self.signer().key, header_json, payload_json)
+    }
+
+    /// The key that signs now.
+    ///
+    /// # Panics
+    /// When no key signs.
+    pub fn signer(&self) -> RingKey {
+        self.state
             .ring
             .signer(self.state.clock.now())
-            .expect("no signer");
-        test_support::sign_raw(
-            signer.stored.secret.expose_secret(),
-            header_json,
-            payload_json,
-        )
+            .expect("no signer")
     }
 
     /// The kid of the key that signs now.
@@ -258,12 +291,22 @@ impl Stack {
     /// # Panics
     /// When no key signs.
     pub fn signer_kid(&self) -> String {
-        self.state
-            .ring
-            .signer(self.state.clock.now())
-            .expect("no signer")
-            .stored
-            .kid
+        self.signer().stored.kid
+    }
+
+    /// auth-api's public JWKS, read directly (not through the gateway).
+    ///
+    /// # Panics
+    /// When auth-api does not answer it.
+    pub async fn public_jwks(&self) -> Value {
+        self.client
+            .get(format!("http://{}/.well-known/jwks.json", self.public_addr))
+            .send()
+            .await
+            .expect("auth-api does not answer")
+            .json()
+            .await
+            .expect("the JWKS is not JSON")
     }
 }
 

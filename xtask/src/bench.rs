@@ -8,6 +8,12 @@
 //! Around each run Envoy's CPU time is read from `/proc`, which gives CPU microseconds per
 //! request independently of how busy the load generator's CPU was.
 //!
+//! HS256 is measured against every reference (no filter, a no-op wasm filter, `jwt_authn` with and
+//! without its cache, on valid and badly signed tokens); ES256, EdDSA and RS256 each get native
+//! `jwt_authn` (default and cached) and ours (cache on and off) with the same key. Before
+//! measuring, a probe reads our `auth_filter.signature.*` counters around a few uncached requests
+//! per algorithm, which tells whether Envoy's `verify_signature` (host crypto) did the work.
+//!
 //! The report (medians over rounds) is printed as a Markdown table and written to
 //! `target/bench-edge.md`.
 
@@ -26,7 +32,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use auth_jwt::{encode, Header, Jwk, JwkSet, Key};
+use auth_jwt::{encode, Algorithm, Header, Jwk, JwkSet, Key};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -37,7 +43,7 @@ use crate::tools::{ensure_envoy, run, step, ENVOY_VERSION};
 pub(crate) enum Bench {
     /// Requests/s, latency and Envoy CPU per request: no filter, a no-op wasm filter, native
     /// `jwt_authn` (with and without its cache) and ours (with and without its cache), on
-    /// valid and on badly signed tokens.
+    /// valid and on badly signed HS256 tokens, and on ES256, EdDSA and RS256 tokens.
     Edge(EdgeArgs),
 }
 
@@ -57,8 +63,8 @@ pub(crate) struct EdgeArgs {
     /// 0 skips the warm-up.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=600))]
     warmup: u32,
-    /// First loopback port; the six listeners take it and the next five, and Envoy's admin
-    /// interface the one after.
+    /// First loopback port; the eighteen listeners take it and the next seventeen, and Envoy's
+    /// admin interface the one after.
     #[arg(long, default_value_t = 18100)]
     base_port: u16,
 }
@@ -75,8 +81,8 @@ pub(crate) fn bench(root: &Path, bench: &Bench) -> anyhow::Result<()> {
 /// The token settings shared by our filter and `jwt_authn`.
 const ISSUER: &str = "auth-service";
 const AUDIENCE: &str = "api";
-const KID: &str = "bench";
-/// A fixed HS256 secret (exactly 32 bytes): only ever used on loopback by this benchmark.
+/// A fixed HS256 secret (exactly 32 bytes): only ever used on loopback by this benchmark. The
+/// public-key algorithms get a fresh key pair each run.
 const SECRET: &[u8; 32] = b"auth-service edge benchmark key!";
 const SUBJECT: &str = "bench-user";
 /// The body of every `direct_response`.
@@ -85,9 +91,9 @@ const BODY: &str = "ok\n";
 /// pre-flight checks use it.
 const CHECK_PATH: &str = "/check";
 
-/// One listener of the benchmark Envoy: which auth filter it runs, if any.
+/// Which auth filter a listener runs, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Listener {
+enum Filter {
     None,
     NoopWasm,
     JwtAuthn,
@@ -96,34 +102,71 @@ enum Listener {
     OursNoCache,
 }
 
-impl Listener {
-    const ALL: [Listener; 6] = [
-        Listener::None,
-        Listener::NoopWasm,
-        Listener::JwtAuthn,
-        Listener::JwtAuthnCache,
-        Listener::OursCache,
-        Listener::OursNoCache,
-    ];
-
+impl Filter {
     fn name(self) -> &'static str {
         match self {
-            Listener::None => "none",
-            Listener::NoopWasm => "noop-wasm",
-            Listener::JwtAuthn => "jwt_authn",
-            Listener::JwtAuthnCache => "jwt_authn+cache",
-            Listener::OursCache => "ours+cache",
-            Listener::OursNoCache => "ours-nocache",
+            Filter::None => "none",
+            Filter::NoopWasm => "noop-wasm",
+            Filter::JwtAuthn => "jwt_authn",
+            Filter::JwtAuthnCache => "jwt_authn+cache",
+            Filter::OursCache => "ours+cache",
+            Filter::OursNoCache => "ours-nocache",
         }
     }
 
     /// Whether the listener checks tokens (else everything passes).
     fn authenticates(self) -> bool {
-        !matches!(self, Listener::None | Listener::NoopWasm)
+        !matches!(self, Filter::None | Filter::NoopWasm)
+    }
+}
+
+/// One listener of the benchmark Envoy: a filter, and the algorithm of its key (and of the
+/// tokens sent to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Listener {
+    filter: Filter,
+    alg: Algorithm,
+}
+
+const fn listener(filter: Filter, alg: Algorithm) -> Listener {
+    Listener { filter, alg }
+}
+
+/// HS256 with the reference points (no filter, a no-op wasm filter), then per public-key
+/// algorithm native `jwt_authn` (default and cached) and ours (cache on and off).
+const LISTENERS: [Listener; 18] = [
+    listener(Filter::None, Algorithm::HS256),
+    listener(Filter::NoopWasm, Algorithm::HS256),
+    listener(Filter::JwtAuthn, Algorithm::HS256),
+    listener(Filter::JwtAuthnCache, Algorithm::HS256),
+    listener(Filter::OursCache, Algorithm::HS256),
+    listener(Filter::OursNoCache, Algorithm::HS256),
+    listener(Filter::JwtAuthn, Algorithm::ES256),
+    listener(Filter::JwtAuthnCache, Algorithm::ES256),
+    listener(Filter::OursCache, Algorithm::ES256),
+    listener(Filter::OursNoCache, Algorithm::ES256),
+    listener(Filter::JwtAuthn, Algorithm::EdDSA),
+    listener(Filter::JwtAuthnCache, Algorithm::EdDSA),
+    listener(Filter::OursCache, Algorithm::EdDSA),
+    listener(Filter::OursNoCache, Algorithm::EdDSA),
+    listener(Filter::JwtAuthn, Algorithm::RS256),
+    listener(Filter::JwtAuthnCache, Algorithm::RS256),
+    listener(Filter::OursCache, Algorithm::RS256),
+    listener(Filter::OursNoCache, Algorithm::RS256),
+];
+
+impl Listener {
+    /// The Envoy listener name, e.g. `ours+cache` (HS256) or `ours+cache-ES256`.
+    fn name(self) -> String {
+        if self.alg == Algorithm::HS256 {
+            self.filter.name().to_owned()
+        } else {
+            format!("{}-{}", self.filter.name(), self.alg)
+        }
     }
 
     fn index(self) -> usize {
-        Listener::ALL
+        LISTENERS
             .iter()
             .position(|&l| l == self)
             .unwrap_or_default()
@@ -153,49 +196,66 @@ struct Case {
     token: TokenKind,
 }
 
-const fn case(listener: Listener, token: TokenKind) -> Case {
-    Case { listener, token }
+const fn case(filter: Filter, alg: Algorithm, token: TokenKind) -> Case {
+    Case {
+        listener: listener(filter, alg),
+        token,
+    }
 }
 
 /// In the order of every round. `none` and `noop-wasm` get the valid token too, so that all
-/// requests have the same size.
-const CASES: [Case; 10] = [
-    case(Listener::None, TokenKind::Valid),
-    case(Listener::NoopWasm, TokenKind::Valid),
-    case(Listener::JwtAuthn, TokenKind::Valid),
-    case(Listener::JwtAuthnCache, TokenKind::Valid),
-    case(Listener::OursCache, TokenKind::Valid),
-    case(Listener::OursNoCache, TokenKind::Valid),
-    case(Listener::JwtAuthn, TokenKind::Bad),
-    case(Listener::JwtAuthnCache, TokenKind::Bad),
-    case(Listener::OursCache, TokenKind::Bad),
-    case(Listener::OursNoCache, TokenKind::Bad),
+/// requests have the same size. Badly signed tokens are measured with HS256 only: with a public
+/// key, refusing one costs the same verification as accepting one.
+const CASES: [Case; 22] = [
+    case(Filter::None, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::NoopWasm, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::JwtAuthn, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::JwtAuthnCache, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::OursCache, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::OursNoCache, Algorithm::HS256, TokenKind::Valid),
+    case(Filter::JwtAuthn, Algorithm::HS256, TokenKind::Bad),
+    case(Filter::JwtAuthnCache, Algorithm::HS256, TokenKind::Bad),
+    case(Filter::OursCache, Algorithm::HS256, TokenKind::Bad),
+    case(Filter::OursNoCache, Algorithm::HS256, TokenKind::Bad),
+    case(Filter::JwtAuthn, Algorithm::ES256, TokenKind::Valid),
+    case(Filter::JwtAuthnCache, Algorithm::ES256, TokenKind::Valid),
+    case(Filter::OursCache, Algorithm::ES256, TokenKind::Valid),
+    case(Filter::OursNoCache, Algorithm::ES256, TokenKind::Valid),
+    case(Filter::JwtAuthn, Algorithm::EdDSA, TokenKind::Valid),
+    case(Filter::JwtAuthnCache, Algorithm::EdDSA, TokenKind::Valid),
+    case(Filter::OursCache, Algorithm::EdDSA, TokenKind::Valid),
+    case(Filter::OursNoCache, Algorithm::EdDSA, TokenKind::Valid),
+    case(Filter::JwtAuthn, Algorithm::RS256, TokenKind::Valid),
+    case(Filter::JwtAuthnCache, Algorithm::RS256, TokenKind::Valid),
+    case(Filter::OursCache, Algorithm::RS256, TokenKind::Valid),
+    case(Filter::OursNoCache, Algorithm::RS256, TokenKind::Valid),
 ];
 
 impl Case {
     fn expected_status(self) -> u16 {
-        if self.token == TokenKind::Bad && self.listener.authenticates() {
+        if self.token == TokenKind::Bad && self.listener.filter.authenticates() {
             401
         } else {
             200
         }
     }
 
-    /// The native `jwt_authn` case this one's throughput is compared with: the same token.
+    /// The native `jwt_authn` case this one's throughput is compared with: the same algorithm
+    /// and key, and the same token.
     fn reference(self, cached: bool) -> usize {
-        let listener = if cached {
-            Listener::JwtAuthnCache
+        let filter = if cached {
+            Filter::JwtAuthnCache
         } else {
-            Listener::JwtAuthn
+            Filter::JwtAuthn
         };
-        let token = if self.listener.authenticates() {
+        let token = if self.listener.filter.authenticates() {
             self.token
         } else {
             TokenKind::Valid
         };
         CASES
             .iter()
-            .position(|c| c.listener == listener && c.token == token)
+            .position(|c| c.listener == listener(filter, self.listener.alg) && c.token == token)
             .unwrap_or_default()
     }
 }
@@ -248,16 +308,16 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
     step("check every configuration", || {
         check_answers(&mut envoy, &ports, &tokens)
     })?;
+    let host_crypto = step("who checks the signatures (host crypto or wasm)", || {
+        probe_signatures(&ports, &tokens)
+    })?;
 
     let clk_tck = clock_ticks();
     let load_cpu = cpus.map(|(_, load)| load);
-    let load = |port: u16, token: TokenKind, seconds: u32| Load {
+    let load = |case: Case, seconds: u32| Load {
         load_cpu,
-        port,
-        token: match token {
-            TokenKind::Valid => &tokens.valid,
-            TokenKind::Bad => &tokens.bad,
-        },
+        port: ports.of(case.listener),
+        token: tokens.of(case.listener.alg).token(case.token),
         seconds,
         connections: args.connections,
     };
@@ -265,7 +325,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         step("warm-up", || {
             for case in CASES {
                 interrupted(&stop)?;
-                load(ports.of(case.listener), case.token, args.warmup).run()?;
+                load(case, args.warmup).run()?;
                 envoy.ensure_running()?;
             }
             Ok(())
@@ -280,7 +340,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
             for (i, case) in CASES.iter().enumerate() {
                 interrupted(&stop)?;
                 let before = envoy.cpu_seconds(clk_tck)?;
-                let out = load(ports.of(case.listener), case.token, args.seconds).run()?;
+                let out = load(*case, args.seconds).run()?;
                 let after = envoy.cpu_seconds(clk_tck)?;
                 envoy.ensure_running()?;
                 let label = format!("{} ({})", case.listener.name(), case.token.name());
@@ -329,7 +389,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         cpus,
         filter_source,
     };
-    let report = report(&setup, &samples, &notes, &counters);
+    let report = report(&setup, &samples, &notes, &counters, &host_crypto);
     println!("\n{report}");
     let path = target.join("bench-edge.md");
     std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
@@ -499,7 +559,7 @@ fn clock_ticks() -> f64 {
 
 /// The loopback ports of the benchmark Envoy.
 struct Ports {
-    /// One per listener, in [`Listener::ALL`] order.
+    /// One per listener, in [`LISTENERS`] order.
     listeners: Vec<u16>,
     admin: u16,
 }
@@ -519,15 +579,15 @@ impl Ports {
 
 /// `base` and the next ports, each checked to be free.
 fn ports(base: u16) -> anyhow::Result<Ports> {
-    let names = Listener::ALL
+    let names = LISTENERS
         .iter()
         .map(|l| l.name())
-        .chain(["Envoy's admin interface"]);
+        .chain(["Envoy's admin interface".to_owned()]);
     let mut ports = Vec::new();
     for (offset, name) in (0_u16..).zip(names) {
         let port = base
             .checked_add(offset)
-            .with_context(|| format!("--base-port {base} leaves no room for seven ports"))?;
+            .with_context(|| format!("--base-port {base} leaves no room for the ports"))?;
         TcpListener::bind(addr(port)).with_context(|| {
             format!(
                 "port {port} (for {name}) is busy on 127.0.0.1: stop what listens there or pass \
@@ -550,15 +610,50 @@ fn addr(port: u16) -> SocketAddr {
 // ---------------------------------------------------------------------------------------------
 // Tokens and the Envoy configuration.
 
-struct Tokens {
+/// The tokens and key set of one algorithm.
+struct AlgTokens {
+    alg: Algorithm,
     valid: String,
     bad: String,
-    /// `{"keys":[…]}` with the HS256 key, for both filters.
+    /// `{"keys":[…]}` with the key, for both filters: the public JWK, or the HS256 secret.
     jwks: String,
 }
 
+impl AlgTokens {
+    fn token(&self, kind: TokenKind) -> &str {
+        match kind {
+            TokenKind::Valid => &self.valid,
+            TokenKind::Bad => &self.bad,
+        }
+    }
+}
+
+/// One [`AlgTokens`] per algorithm.
+struct Tokens {
+    es256: AlgTokens,
+    eddsa: AlgTokens,
+    rs256: AlgTokens,
+    hs256: AlgTokens,
+}
+
+impl Tokens {
+    /// The tokens of `alg`.
+    fn of(&self, alg: Algorithm) -> &AlgTokens {
+        match alg {
+            Algorithm::ES256 => &self.es256,
+            Algorithm::EdDSA => &self.eddsa,
+            Algorithm::RS256 => &self.rs256,
+            // HS256, and any algorithm the benchmark does not know yet.
+            _ => &self.hs256,
+        }
+    }
+
+    fn all(&self) -> [&AlgTokens; 4] {
+        [&self.es256, &self.eddsa, &self.rs256, &self.hs256]
+    }
+}
+
 fn tokens() -> anyhow::Result<Tokens> {
-    let key = Key::hs256(KID, SECRET).context("the benchmark key")?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     // Every claim auth-api puts in an access token, valid for a year.
     let claims = json!({
@@ -573,12 +668,34 @@ fn tokens() -> anyhow::Result<Tokens> {
         "email": "bench@example.com",
         "roles": ["user"],
     });
-    let valid = encode(&Header::access_token(KID), &claims, &key).context("signing the token")?;
-    let bad = flip_signature(&valid)?;
-    let jwks = serde_json::to_string(&JwkSet {
-        keys: vec![Jwk::from_key(&key)],
-    })?;
-    Ok(Tokens { valid, bad, jwks })
+    let make = |alg: Algorithm| -> anyhow::Result<AlgTokens> {
+        let kid = format!("bench-{alg}");
+        let key = if alg == Algorithm::HS256 {
+            Key::hs256(kid, SECRET)
+        } else {
+            Key::generate(kid, alg, &mut rand_core::OsRng)
+        }
+        .with_context(|| format!("the {alg} benchmark key"))?;
+        let valid = encode(&Header::access_token(&key), &claims, &key)
+            .with_context(|| format!("signing the {alg} token"))?;
+        let bad = flip_signature(&valid)?;
+        // What each verifier is given: the public JWK (as auth-api's JWKS serves it), or for
+        // HS256 the secret.
+        let jwk = Jwk::public(&key).unwrap_or_else(|| Jwk::from_key(&key));
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] })?;
+        Ok(AlgTokens {
+            alg,
+            valid,
+            bad,
+            jwks,
+        })
+    };
+    Ok(Tokens {
+        es256: make(Algorithm::ES256)?,
+        eddsa: make(Algorithm::EdDSA)?,
+        rs256: make(Algorithm::RS256)?,
+        hs256: make(Algorithm::HS256)?,
+    })
 }
 
 /// The token with the first character of its signature changed, which changes the signature's
@@ -595,7 +712,7 @@ fn flip_signature(token: &str) -> anyhow::Result<String> {
 /// The bootstrap: one listener per [`Listener`] and the admin interface (for the cache
 /// counters); no clusters.
 fn envoy_config(ports: &Ports, tokens: &Tokens, auth_wasm: &Path, noop_wasm: &Path) -> Value {
-    let listeners: Vec<Value> = Listener::ALL
+    let listeners: Vec<Value> = LISTENERS
         .iter()
         .zip(&ports.listeners)
         .map(|(&listener, &port)| {
@@ -651,31 +768,33 @@ fn envoy_config(ports: &Ports, tokens: &Tokens, auth_wasm: &Path, noop_wasm: &Pa
     })
 }
 
-/// The listener's filter before the router, if any. Our filter and `jwt_authn` get the same key,
-/// issuer, audience, token location (`Authorization: Bearer`), claim header and rule.
+/// The listener's filter before the router, if any. Our filter and `jwt_authn` get the same key
+/// (of the listener's algorithm), issuer, audience, token location (`Authorization: Bearer`),
+/// claim header and rule.
 fn auth_filter(
     listener: Listener,
     tokens: &Tokens,
     auth_wasm: &Path,
     noop_wasm: &Path,
 ) -> Option<Value> {
+    let jwks = &tokens.of(listener.alg).jwks;
     let ours = |cache_entries: u32| {
         let config = json!({
             "issuer": ISSUER,
             "audiences": [AUDIENCE],
             "claim_to_headers": [{"claim_name": "sub", "header_name": "x-user-id"}],
-            "local_jwks": serde_json::from_str::<Value>(&tokens.jwks).unwrap_or_default(),
+            "local_jwks": serde_json::from_str::<Value>(jwks).unwrap_or_default(),
             "rules": [{"match": {"prefix": "/"}, "require": "authenticated"}],
             "cache_entries": cache_entries,
         });
-        let name = format!("bench_ours_{cache_entries}");
+        let name = format!("bench_ours_{}_{cache_entries}", listener.alg);
         wasm_filter(&name, "auth_filter", auth_wasm, Some(config.to_string()))
     };
     let native = |cache: bool| {
         let mut provider = json!({
             "issuer": ISSUER,
             "audiences": [AUDIENCE],
-            "local_jwks": {"inline_string": tokens.jwks},
+            "local_jwks": {"inline_string": jwks},
             "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
             "claim_to_headers": [{"header_name": "x-user-id", "claim_name": "sub"}],
             "clock_skew_seconds": 60,
@@ -692,13 +811,13 @@ fn auth_filter(
             }
         })
     };
-    match listener {
-        Listener::None => None,
-        Listener::NoopWasm => Some(wasm_filter("bench_noop", "noop", noop_wasm, None)),
-        Listener::JwtAuthn => Some(native(false)),
-        Listener::JwtAuthnCache => Some(native(true)),
-        Listener::OursCache => Some(ours(1024)),
-        Listener::OursNoCache => Some(ours(0)),
+    match listener.filter {
+        Filter::None => None,
+        Filter::NoopWasm => Some(wasm_filter("bench_noop", "noop", noop_wasm, None)),
+        Filter::JwtAuthn => Some(native(false)),
+        Filter::JwtAuthnCache => Some(native(true)),
+        Filter::OursCache => Some(ours(1024)),
+        Filter::OursNoCache => Some(ours(0)),
     }
 }
 
@@ -860,16 +979,33 @@ impl Drop for Envoy {
 /// Every listener answers as its configuration says: the filters take a valid token and pass
 /// `sub` on as `x-user-id`, and refuse a badly signed token and a missing one.
 fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::Result<()> {
-    for (&listener, &port) in Listener::ALL.iter().zip(&ports.listeners) {
-        let refused = if listener.authenticates() { 401 } else { 200 };
+    for (&listener, &port) in LISTENERS.iter().zip(&ports.listeners) {
+        let refused = if listener.filter.authenticates() {
+            401
+        } else {
+            200
+        };
+        let own = tokens.of(listener.alg);
+        // A token of another algorithm names a key this listener does not have.
+        let other = tokens.of(if listener.alg == Algorithm::HS256 {
+            Algorithm::ES256
+        } else {
+            Algorithm::HS256
+        });
         let expectations = [
-            ("/", Some(&tokens.valid), "a valid token", 200),
-            ("/", Some(&tokens.bad), "a badly signed token", refused),
+            ("/", Some(own.valid.as_str()), "a valid token", 200),
+            ("/", Some(own.bad.as_str()), "a badly signed token", refused),
             ("/", None, "no token", refused),
-            (CHECK_PATH, Some(&tokens.valid), "a valid token", 200),
+            (
+                "/",
+                Some(other.valid.as_str()),
+                "another algorithm's token",
+                refused,
+            ),
+            (CHECK_PATH, Some(own.valid.as_str()), "a valid token", 200),
         ];
         for (path, token, what, expected) in expectations {
-            let answer = http_get(port, path, token.map(String::as_str))
+            let answer = http_get(port, path, token)
                 .with_context(|| format!("{}: GET {path} with {what}", listener.name()))
                 .with_context(|| envoy.log_tail())?;
             if answer.status != expected {
@@ -882,7 +1018,7 @@ fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::R
             }
             if path == CHECK_PATH {
                 let seen = answer.header("x-seen-user-id");
-                let wanted = listener.authenticates().then_some(SUBJECT);
+                let wanted = listener.filter.authenticates().then_some(SUBJECT);
                 if seen != wanted {
                     bail!(
                         "{}: x-user-id reached the route as {seen:?}, expected {wanted:?}",
@@ -891,9 +1027,76 @@ fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::R
                 }
             }
         }
-        println!("    {:<16} 127.0.0.1:{port}  ok", listener.name());
+        println!("    {:<22} 127.0.0.1:{port}  ok", listener.name());
     }
     envoy.ensure_running()
+}
+
+/// Requests per algorithm in [`probe_signatures`].
+const PROBE_REQUESTS: u64 = 5;
+
+/// Which code checked each algorithm's signatures in our filter: a few valid tokens are sent to
+/// the `ours-nocache` listener of each algorithm (each one a full verification), and our
+/// `auth_filter.signature.{host,wasm}` counters are read before and after (they reach Envoy on
+/// the filter's next tick, within 250 ms). One line per algorithm, for the report.
+fn probe_signatures(ports: &Ports, tokens: &Tokens) -> anyhow::Result<Vec<String>> {
+    let read = || -> anyhow::Result<(u64, u64)> {
+        let stats = admin_stats(ports.admin, "auth_filter.signature")?;
+        let value = |suffix: &str| {
+            stats
+                .iter()
+                .find(|(name, _)| name.ends_with(suffix))
+                .map_or(0, |(_, value)| *value)
+        };
+        Ok((value("signature.host"), value("signature.wasm")))
+    };
+    // Counts of earlier requests may still be on their way to Envoy.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut lines = Vec::new();
+    for alg in tokens.all().map(|t| t.alg) {
+        let (host_before, wasm_before) = read()?;
+        let port = ports.of(listener(Filter::OursNoCache, alg));
+        for _ in 0..PROBE_REQUESTS {
+            let answer = http_get(port, "/", Some(&tokens.of(alg).valid))?;
+            anyhow::ensure!(answer.status == 200, "{alg}: answered {}", answer.status);
+        }
+        std::thread::sleep(Duration::from_millis(800));
+        let (host_after, wasm_after) = read()?;
+        let (host, wasm) = (host_after - host_before, wasm_after - wasm_before);
+        let who = match (host, wasm) {
+            (h, 0) if h >= PROBE_REQUESTS => "host crypto (Envoy's `verify_signature`, BoringSSL)",
+            (0, w) if w >= PROBE_REQUESTS => "wasm (pure Rust)",
+            _ => "unclear",
+        };
+        let line = format!(
+            "{alg}: {who}: of {PROBE_REQUESTS} uncached requests, {host} checked by the host, \
+             {wasm} in wasm"
+        );
+        println!("    {line}");
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The counters of Envoy's admin `/stats` whose names contain `filter`, as `(name, value)`.
+fn admin_stats(admin: u16, filter: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut stream = TcpStream::connect_timeout(&addr(admin), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /stats?filter={filter} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    // The body is chunked; the counter lines are the ones with a name and a value.
+    Ok(response
+        .lines()
+        .filter(|line| line.contains(filter))
+        .filter_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            Some((name.trim().to_owned(), value.trim().parse().ok()?))
+        })
+        .collect())
 }
 
 struct Answer {
@@ -1145,7 +1348,18 @@ fn paired(samples: &[Sample], other: &[Sample], f: impl Fn(&Sample, &Sample) -> 
     median(samples.iter().zip(other).map(|(a, b)| f(a, b)).collect())
 }
 
-fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[String]) -> String {
+/// Throughput targets of issue 8, per algorithm: ours with its cache against `jwt_authn`
+/// default, and ours without it (ES256 and RS256, where the host's crypto does the work).
+const TARGET_CACHED: f64 = 3.0;
+const TARGET_UNCACHED: f64 = 0.8;
+
+fn report(
+    setup: &Setup,
+    samples: &[Vec<Sample>],
+    notes: &[String],
+    counters: &[String],
+    host_crypto: &[String],
+) -> String {
     let empty = Vec::new();
     let of = |i: usize| samples.get(i).unwrap_or(&empty);
     let none = of(0);
@@ -1171,10 +1385,11 @@ fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[
          {connections} connections; a `direct_response` route, so that only the filters cost. \
          {rounds} round(s) of {seconds} s per configuration, alternated (after {warmup} s of \
          warm-up each); medians over rounds. Every request carries the token named in the \
-         second column. CPU is Envoy's user + system time per request; \"above none\" subtracts \
-         `none` of the same round. Throughput ratios compare with native `jwt_authn` on the \
-         same token (valid or bad), round by round. auth-filter built from {source}. \
-         Machine: {cpus} × {cpu_model}.\n\n",
+         third column, signed with a key of the algorithm in the second; both filters have that \
+         key (the public JWK for ES256, EdDSA and RS256). CPU is Envoy's user + system time per \
+         request; \"above none\" subtracts `none` of the same round. Throughput ratios compare \
+         with native `jwt_authn` with the same algorithm, key and token (valid or bad), round \
+         by round. auth-filter built from {source}. Machine: {cpus} × {cpu_model}.\n\n",
         source = setup.filter_source,
         connections = setup.connections,
         rounds = setup.rounds,
@@ -1182,10 +1397,10 @@ fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[
         warmup = setup.warmup,
     ));
     md.push_str(
-        "| configuration | token | req/s | p50 µs | p99 µs | CPU µs/req | above none | \
+        "| configuration | alg | token | req/s | p50 µs | p99 µs | CPU µs/req | above none | \
          × jwt_authn | × jwt_authn+cache |\n",
     );
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (i, case) in CASES.iter().enumerate() {
         let s = of(i);
         let rps = median(s.iter().map(|x| x.rps).collect());
@@ -1206,27 +1421,94 @@ fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[
             }
         };
         md.push_str(&format!(
-            "| `{}` | {} | {rps:.0} | {p50:.0} | {p99:.0} | {cpu:.2} | {above} | {} | {} |\n",
-            case.listener.name(),
+            "| `{}` | {} | {} | {rps:.0} | {p50:.0} | {p99:.0} | {cpu:.2} | {above} | {} | {} |\n",
+            case.listener.filter.name(),
+            case.listener.alg,
             case.token.name(),
             ratio(false),
             ratio(true),
         ));
     }
 
-    md.push_str("\nreq/s per round:\n\n| configuration | token |");
+    md.push_str(&format!(
+        "\nTargets for the public-key algorithms (valid tokens, × `jwt_authn` default with the \
+         same algorithm and key): ours with its cache ≥ {TARGET_CACHED:.1}×; without it \
+         ≥ {TARGET_UNCACHED:.1}× for ES256 and RS256. The ceiling is what a wasm filter that \
+         does nothing reaches (`noop-wasm` × `jwt_authn`), and `none` × `jwt_authn` what no \
+         filter at all does. \"By CPU\" compares Envoy's CPU µs per request instead (`jwt_authn`'s \
+         ÷ ours).\n\n"
+    ));
+    let valid_case = |filter: Filter, alg: Algorithm| {
+        CASES
+            .iter()
+            .position(|c| c.listener == listener(filter, alg) && c.token == TokenKind::Valid)
+    };
+    for alg in [
+        Algorithm::ES256,
+        Algorithm::EdDSA,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ] {
+        let native = valid_case(Filter::JwtAuthn, alg);
+        let ratio_of = |case: Option<usize>| match (case, native) {
+            (Some(i), Some(native)) => paired(of(i), of(native), |a, b| a.rps / b.rps),
+            _ => f64::NAN,
+        };
+        // The same comparison by Envoy's CPU time per request, which a busy machine (other
+        // processes taking the load generator's or Envoy's CPU) disturbs less than req/s.
+        let cpu_ratio_of = |case: Option<usize>| match (case, native) {
+            (Some(i), Some(native)) => paired(of(i), of(native), |a, b| b.cpu_us / a.cpu_us),
+            _ => f64::NAN,
+        };
+        let cached = ratio_of(valid_case(Filter::OursCache, alg));
+        let uncached = ratio_of(valid_case(Filter::OursNoCache, alg));
+        let cached_cpu = cpu_ratio_of(valid_case(Filter::OursCache, alg));
+        let uncached_cpu = cpu_ratio_of(valid_case(Filter::OursNoCache, alg));
+        let noop_cpu = cpu_ratio_of(valid_case(Filter::NoopWasm, Algorithm::HS256));
+        let noop = ratio_of(valid_case(Filter::NoopWasm, Algorithm::HS256));
+        let bare = ratio_of(valid_case(Filter::None, Algorithm::HS256));
+        let verdict = |ratio: f64, target: f64| {
+            if alg == Algorithm::HS256 {
+                String::new()
+            } else if ratio >= target {
+                format!(" (target {target:.1}×: met)")
+            } else {
+                format!(" (target {target:.1}×: **missed**)")
+            }
+        };
+        let uncached_verdict = if matches!(alg, Algorithm::ES256 | Algorithm::RS256) {
+            verdict(uncached, TARGET_UNCACHED)
+        } else {
+            String::new()
+        };
+        md.push_str(&format!(
+            "- {alg}: cache on {cached:.2}×{}, cache off {uncached:.2}×{uncached_verdict}; \
+             ceiling {noop:.2}× (`none` {bare:.2}×). By CPU per request: cache on \
+             {cached_cpu:.2}×, cache off {uncached_cpu:.2}×, ceiling {noop_cpu:.2}×\n",
+            verdict(cached, TARGET_CACHED),
+        ));
+    }
+    if !host_crypto.is_empty() {
+        md.push_str("\nWho checked our filter's signatures (probe before measuring):\n\n");
+        for line in host_crypto {
+            md.push_str(&format!("- {line}\n"));
+        }
+    }
+
+    md.push_str("\nreq/s per round:\n\n| configuration | alg | token |");
     for round in 1..=setup.rounds {
         md.push_str(&format!(" {round} |"));
     }
-    md.push_str("\n|---|---|");
+    md.push_str("\n|---|---|---|");
     for _ in 1..=setup.rounds {
         md.push_str("---:|");
     }
     md.push('\n');
     for (i, case) in CASES.iter().enumerate() {
         md.push_str(&format!(
-            "| `{}` | {} |",
-            case.listener.name(),
+            "| `{}` | {} | {} |",
+            case.listener.filter.name(),
+            case.listener.alg,
             case.token.name()
         ));
         for sample in of(i) {
@@ -1236,7 +1518,7 @@ fn report(setup: &Setup, samples: &[Vec<Sample>], notes: &[String], counters: &[
     }
     if !counters.is_empty() {
         md.push_str(
-            "\nToken cache counters at the end (warm-up and checks included; ours counts both of \
+            "\nToken cache counters at the end (warm-up and checks included; ours counts all of \
              its listeners under one name, and `ours-nocache` counts every request as a miss):\n\n",
         );
         for counter in counters {
@@ -1308,12 +1590,33 @@ Transfer/sec:      5.70MB
     }
 
     #[test]
-    fn bad_token_differs_only_in_its_signature() {
+    fn bad_tokens_differ_only_in_their_signature_and_keys_are_public() {
         let tokens = tokens().unwrap();
-        assert_ne!(tokens.valid, tokens.bad);
-        assert_eq!(tokens.valid.len(), tokens.bad.len());
-        let signed = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
-        assert_eq!(signed(&tokens.valid), signed(&tokens.bad));
+        for (alg, t) in Algorithm::ALL.into_iter().zip(tokens.all()) {
+            assert_eq!(t.alg, alg);
+            assert_eq!(tokens.of(alg).alg, alg);
+            assert_ne!(t.valid, t.bad);
+            assert_eq!(t.valid.len(), t.bad.len());
+            let signed = |t: &str| t.rsplit_once('.').unwrap().0.to_owned();
+            assert_eq!(signed(&t.valid), signed(&t.bad));
+            let jwks: Value = serde_json::from_str(&t.jwks).unwrap();
+            let jwk = &jwks["keys"][0];
+            assert_eq!(jwk["alg"], alg.as_str());
+            for private in ["d", "p", "q"] {
+                assert!(jwk.get(private).is_none(), "{alg}: {private}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_listener_is_measured_and_named_once() {
+        let mut names: Vec<String> = LISTENERS.iter().map(|l| l.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), LISTENERS.len());
+        for listener in LISTENERS {
+            assert!(CASES.iter().any(|c| c.listener == listener), "{listener:?}");
+        }
     }
 
     #[test]
@@ -1322,10 +1625,11 @@ Transfer/sec:      5.70MB
             for cached in [false, true] {
                 let reference = CASES[case.reference(cached)];
                 assert!(matches!(
-                    reference.listener,
-                    Listener::JwtAuthn | Listener::JwtAuthnCache
+                    reference.listener.filter,
+                    Filter::JwtAuthn | Filter::JwtAuthnCache
                 ));
-                if case.listener.authenticates() {
+                assert_eq!(reference.listener.alg, case.listener.alg, "case {i}");
+                if case.listener.filter.authenticates() {
                     assert_eq!(reference.token, case.token, "case {i}");
                 }
             }

@@ -9,6 +9,7 @@
 mod bench;
 mod contract;
 mod fuzz;
+mod interop;
 mod tools;
 mod up;
 
@@ -72,6 +73,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     step("PostgreSQL", ensure_postgres)?;
     step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;
+    step("PyJWT and jose (interop tests)", || interop::ensure(root))?;
     step("format", || {
         run(root, "cargo", &["fmt", "--all", "--", "--check"])
     })?;

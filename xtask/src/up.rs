@@ -29,6 +29,11 @@ const POLL_SECONDS: u32 = 5;
 /// And the revocation feed this often (the filter's default): with `ETag`s an unchanged feed
 /// costs one indexed query per poll.
 const REVOCATION_POLL_SECONDS: u32 = 2;
+/// The issuer of the dev stack's tokens: auth-api's public URL behind the gateway, where
+/// discovery (`/.well-known/openid-configuration`) is found.
+const ISSUER: &str = "http://127.0.0.1:10000/auth";
+/// The public JWKS on auth-api's public listener, which the dev gateway polls.
+const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// The running processes, stopped (TERM, then KILL) when dropped.
 struct Processes(Vec<(&'static str, Child)>);
@@ -54,16 +59,23 @@ impl Drop for Processes {
     }
 }
 
-/// The dev gateway's filter configuration (`envoy/dev.yaml`) expects tokens from issuer
-/// `auth-service` for audience `api`, and the stack owns the listen addresses: environment
-/// variables that would make auth-api disagree are refused before anything starts, rather than
-/// every token being refused at the gateway later.
+/// The dev gateway (`envoy/dev.yaml`, filled in by `up`) expects tokens from issuer
+/// [`ISSUER`] for audience `api`, verifies them with the public keys of auth-api's JWKS, and the
+/// stack owns the listen addresses: environment variables that would make auth-api disagree are
+/// refused before anything starts, rather than every token being refused at the gateway later.
 fn check_environment(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
     let set = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
     let mut problems = Vec::new();
-    if let Some(issuer) = set("AUTH_JWT_ISSUER").filter(|i| i.trim() != "auth-service") {
+    if let Some(issuer) = set("AUTH_JWT_ISSUER").filter(|i| i.trim() != ISSUER) {
         problems.push(format!(
-            "AUTH_JWT_ISSUER={issuer:?}: the dev gateway accepts only tokens from \"auth-service\""
+            "AUTH_JWT_ISSUER={issuer:?}: the dev gateway accepts only tokens from {ISSUER:?} \
+             (the stack sets it)"
+        ));
+    }
+    if let Some(alg) = set("AUTH_SIGNING_ALG").filter(|a| a.trim() == "HS256") {
+        problems.push(format!(
+            "AUTH_SIGNING_ALG={alg:?}: the dev gateway verifies with the public keys of \
+             {JWKS_PATH}, where an HS256 key (a shared secret) never appears"
         ));
     }
     if let Some(audiences) =
@@ -82,7 +94,8 @@ fn check_environment(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<
     }
     if !problems.is_empty() {
         bail!(
-            "unset these for `cargo xtask up` (edit envoy/dev.yaml for other values):\n  {}",
+            "unset these for `cargo xtask up` (edit envoy/dev.yaml and xtask/src/up.rs for other \
+             values):\n  {}",
             problems.join("\n  ")
         );
     }
@@ -124,7 +137,8 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .arg("serve")
         .env("AUTH_LISTEN", format!("127.0.0.1:{AUTH_API}"))
         .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{AUTH_INTERNAL}"))
-        .env("AUTH_INTERNAL_TOKEN", &token);
+        .env("AUTH_INTERNAL_TOKEN", &token)
+        .env("AUTH_JWT_ISSUER", ISSUER);
     processes.0.push((
         "auth-api",
         auth_api.spawn().context("cannot start auth-api")?,
@@ -134,6 +148,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         || http_status(AUTH_API, "/readyz") == Some(200),
         "auth-api /readyz",
     )?;
+    check_public_keys()?;
 
     let mut upstream = Command::new(bin.join("echo-upstream"));
     upstream.arg(format!("127.0.0.1:{UPSTREAM}"));
@@ -156,6 +171,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         ("UPSTREAM_PORT", UPSTREAM.to_string()),
         ("WASM_PATH", wasm.display().to_string()),
         ("INTERNAL_TOKEN", token.clone()),
+        ("ISSUER", ISSUER.to_owned()),
         ("POLL_SECONDS", POLL_SECONDS.to_string()),
         (
             "REVOCATION_POLL_SECONDS",
@@ -228,6 +244,58 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The dev gateway verifies with public keys only: a key ring made before ES256 became the
+/// default (an old `./auth.db`) still signs with HS256, whose key the public JWKS never lists,
+/// and every protected request would be refused. Say so, and how to move on, before starting
+/// the gateway.
+fn check_public_keys() -> anyhow::Result<()> {
+    let body = http_body(AUTH_API, JWKS_PATH)
+        .with_context(|| format!("cannot read auth-api's {JWKS_PATH}"))?;
+    let jwks: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("auth-api's {JWKS_PATH} is not JSON"))?;
+    let count = jwks["keys"].as_array().map_or(0, Vec::len);
+    if count == 0 {
+        bail!(
+            "auth-api's {JWKS_PATH} lists no public key: its key ring (in ./auth.db, or \
+             AUTH_DATABASE_URL) signs with HS256 only, which the dev gateway cannot verify \
+             without the secret. Rotate it to a public-key algorithm:\n  \
+             cargo run -p auth-api -- keys rotate --alg ES256\n\
+             (the new key signs after AUTH_KEY_PUBLISH_DELAY_SECS; until then tokens stay HS256), \
+             or remove ./auth.db and its ./auth.db.kek for a fresh dev database"
+        );
+    }
+    Ok(())
+}
+
+/// The body of `GET path` on a loopback port (`connection: close`, read to the end).
+fn http_body(port: u16, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(response.get(..start).unwrap_or_default());
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{}",
+        head.lines().next().unwrap_or_default()
+    );
+    anyhow::ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a chunked answer"
+    );
+    Ok(response.get(start + 4..).unwrap_or_default().to_vec())
+}
+
 /// The status of `GET path` on a loopback port (HTTP/1.1: Envoy refuses HTTP/1.0).
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_millis(500)).ok()?;
@@ -259,6 +327,8 @@ auth-service is up:
   gateway   http://127.0.0.1:{GATEWAY}   (Envoy admin: http://127.0.0.1:{ADMIN})
   auth-api  http://127.0.0.1:{AUTH_API}    (internal: http://127.0.0.1:{AUTH_INTERNAL}, not routed)
   upstream  http://127.0.0.1:{UPSTREAM}    (echoes what it receives)
+  issuer    {ISSUER}   (discovery: {ISSUER}/.well-known/openid-configuration,
+            public keys: {ISSUER}{JWKS_PATH}, which the gateway polls)
 
 Try:
   curl -s localhost:{GATEWAY}/auth/signup -H 'content-type: application/json' \
@@ -291,15 +361,18 @@ mod tests {
     fn settings_the_dev_gateway_would_contradict_are_refused() {
         assert!(check(&[]).is_ok());
         assert!(check(&[
-            ("AUTH_JWT_ISSUER", "auth-service"),
+            ("AUTH_JWT_ISSUER", ISSUER),
             ("AUTH_JWT_AUDIENCE", "billing, api"),
             ("AUTH_DATABASE_URL", "postgres://x"),
+            ("AUTH_SIGNING_ALG", "EdDSA"),
         ])
         .is_ok());
         for (name, value) in [
             ("AUTH_JWT_ISSUER", "https://auth.example.com"),
+            ("AUTH_JWT_ISSUER", "auth-service"),
             ("AUTH_JWT_AUDIENCE", "billing"),
             ("AUTH_LISTEN", "0.0.0.0:9000"),
+            ("AUTH_SIGNING_ALG", "HS256"),
         ] {
             let err = check(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -14,6 +14,7 @@ async fn malformed_plugin_config_is_refused_naming_the_field() {
         ("UPSTREAM_PORT", "1".to_owned()),
         ("WASM_PATH", filter_wasm().display().to_string()),
         ("INTERNAL_TOKEN", "x".repeat(32)),
+        ("ISSUER", "http://127.0.0.1:10000/auth".to_owned()),
         ("POLL_SECONDS", "1".to_owned()),
         ("REVOCATION_POLL_SECONDS", "1".to_owned()),
     ]);
@@ -85,7 +86,7 @@ async fn the_filter_example_config_works() {
         })
     };
     let token = |roles: &[&str]| {
-        auth_jwt::encode(&auth_jwt::Header::access_token("k1"), &claims(roles), &key).unwrap()
+        auth_jwt::encode(&auth_jwt::Header::access_token(&key), &claims(roles), &key).unwrap()
     };
     let client = reqwest::Client::new();
     let status = |path: &str, token: Option<String>| {

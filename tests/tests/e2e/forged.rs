@@ -1,8 +1,9 @@
 //! SECURITY.md B 6-19 and 23-26 at the gateway: the forgery battery of `test_support`, each
-//! token re-signed with the real key so that only the property under test is wrong.
+//! token re-signed with the real key so that only the property under test is wrong. On the
+//! default stack the key is ES256, so the battery includes algorithm confusion (the token
+//! re-signed as HS256 with the public key as the secret) and a foreign key reusing our kid.
 
 use e2e::{Stack, StackOptions};
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,8 +12,15 @@ async fn forged_tokens_are_refused_at_the_gateway() {
     let (_, login) = stack.new_user().await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
-    let kid = stack.signer_kid();
-    let header = json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}).to_string();
+    let signer = stack.signer();
+    let kid = signer.stored.kid.clone();
+    let alg = signer.key.algorithm().as_str();
+    assert_eq!(
+        test_support::jwt_part(&access, 0)["alg"],
+        alg,
+        "auth-api signs with its signer's algorithm"
+    );
+    let header = json!({"alg": alg, "typ": "at+jwt", "kid": kid}).to_string();
     let body = test_support::jwt_part(&access, 1).to_string();
 
     // The control: the same re-signing with nothing changed passes.
@@ -23,13 +31,7 @@ async fn forged_tokens_are_refused_at_the_gateway() {
         "control token"
     );
 
-    let signer = stack.state.ring.signer(stack.state.clock.now()).unwrap();
-    let cases = test_support::forged_tokens(
-        &access,
-        signer.stored.secret.expose_secret(),
-        &kid,
-        &refresh,
-    );
+    let cases = test_support::forged_tokens_with(&access, &signer.key, &refresh);
     for (reason, token) in cases {
         let response = stack.get("/api/x", Some(&token)).await;
         assert_eq!(response.status(), 401, "{reason}");
