@@ -267,3 +267,36 @@ fn pkcs8_pem(der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// An OIDC client finds discovery at `<issuer>/.well-known/openid-configuration`, an RFC 8414
+/// client at `<origin>/.well-known/oauth-authorization-server/auth` (the issuer's path after the
+/// well-known name, §3.1); through the gateway both reach the same document, whose `jwks_uri`
+/// serves the keys that verify the tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_where_oidc_and_rfc_8414_clients_look_for_it() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let oidc = stack
+        .get("/auth/.well-known/openid-configuration", None)
+        .await;
+    assert_eq!(oidc.status(), 200);
+    let oidc: Value = oidc.json().await.expect("a JSON document");
+    let rfc8414 = stack
+        .get("/.well-known/oauth-authorization-server/auth", None)
+        .await;
+    assert_eq!(rfc8414.status(), 200);
+    let rfc8414: Value = rfc8414.json().await.expect("a JSON document");
+    assert_eq!(oidc, rfc8414);
+    assert_eq!(oidc["issuer"], stack.state.config.issuer.as_str());
+    assert_eq!(
+        oidc["jwks_uri"],
+        format!("{}/.well-known/jwks.json", stack.state.config.issuer)
+    );
+    assert_eq!(
+        oidc["access_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+    let other = stack
+        .get("/.well-known/oauth-authorization-server/other", None)
+        .await;
+    assert_eq!(other.status(), 403, "no rule for other paths: denied");
+}
