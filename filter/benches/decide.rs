@@ -5,9 +5,7 @@
 //! against `jwt_authn`.
 
 use auth_filter::{
-    cache::TokenCache,
-    config::FilterConfig,
-    decide::{decide, Decision, RequestView, RevocationCheck, Verification},
+    decide, Decision, FilterConfig, RequestView, RevocationCheck, TokenCache, Verification,
 };
 use auth_jwt::{encode, Algorithm, Header, Jwk, JwkSet, Key, KeySet, RustCrypto};
 use criterion::Criterion;

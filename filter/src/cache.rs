@@ -25,7 +25,7 @@ use crate::revocations::TokenIds;
 
 /// What the request path needs from a verified token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The token's `exp`, seconds since the Unix epoch.
     pub exp: u64,
     /// Headers to set upstream, from `claim_to_headers`.
@@ -42,7 +42,7 @@ pub struct Identity {
 
 impl Identity {
     /// The claims the revocation feed is matched against.
-    pub fn token_ids(&self) -> TokenIds<'_> {
+    pub(crate) fn token_ids(&self) -> TokenIds<'_> {
         TokenIds {
             sub: self.sub.as_deref(),
             sid: self.sid.as_deref(),
@@ -57,7 +57,7 @@ struct Entry {
     identity: Rc<Identity>,
 }
 
-/// A bounded FIFO map from token to [`Identity`]. Capacity 0 disables it.
+/// A bounded FIFO map from token to the identity it verified as. Capacity 0 disables it.
 #[derive(Debug)]
 pub struct TokenCache {
     capacity: usize,
@@ -86,7 +86,7 @@ impl TokenCache {
     }
 
     /// Clears the cache if `version` differs from the key set version of its entries.
-    pub fn set_key_version(&mut self, version: Option<u64>) {
+    pub(crate) fn set_key_version(&mut self, version: Option<u64>) {
         if self.key_version != version {
             self.entries.clear();
             self.order.clear();
@@ -96,7 +96,7 @@ impl TokenCache {
 
     /// The identity of `token` if it is cached and `exp` plus `skew_secs` is still after `now`;
     /// an expired entry is dropped.
-    pub fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Rc<Identity>> {
+    pub(crate) fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Rc<Identity>> {
         let key = signature(token);
         let entry = self.entries.get(key)?;
         if *entry.token != *token {
@@ -111,7 +111,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified token, evicting the oldest entry when full.
-    pub fn insert(&mut self, token: &str, identity: Rc<Identity>) {
+    pub(crate) fn insert(&mut self, token: &str, identity: Rc<Identity>) {
         if self.capacity == 0 {
             return;
         }
@@ -130,14 +130,18 @@ impl TokenCache {
             }
         }
     }
+}
 
+/// Inspection for tests: the filter itself never asks.
+#[cfg(test)]
+impl TokenCache {
     /// Number of cached tokens.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use auth_jwt::{KeySet, Validation};
+use auth_jwt::{is_token68, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -44,44 +44,46 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug)]
 pub struct FilterConfig {
     /// Required `iss`, compared byte for byte.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// Accepted `aud` values; a token must carry at least one. Required, non-empty.
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// Tolerated clock skew on `exp`, `nbf` and `iat`, in seconds. Default 60.
-    pub clock_skew_seconds: u64,
+    pub(crate) clock_skew_seconds: u64,
     /// Headers a token is read from, in order. Default `authorization` with prefix `Bearer `.
-    pub from_headers: Vec<FromHeader>,
+    pub(crate) from_headers: Vec<FromHeader>,
     /// Cookies a token is read from, after the headers. Default none.
-    pub from_cookies: Vec<String>,
+    pub(crate) from_cookies: Vec<String>,
     /// Whether the token is forwarded upstream (`true`) or stripped after verification. Default false.
-    pub forward: bool,
+    pub(crate) forward: bool,
     /// Claims copied into upstream request headers. Default none.
-    pub claim_to_headers: Vec<ClaimToHeader>,
+    pub(crate) claim_to_headers: Vec<ClaimToHeader>,
     /// The claim holding the user's roles (an array of strings, or one string). Default `roles`.
-    pub roles_claim: String,
-    /// Claims a token must carry. Default `sub`, `iat`, `jti`, `sid`.
-    pub required_claims: Vec<String>,
+    pub(crate) roles_claim: String,
+    /// Claims a token must carry besides `exp`, `iss` and `aud`. Default
+    /// [`ACCESS_TOKEN_REQUIRED_CLAIMS`]: `sub`, `iat`, `jti`, `sid`, `client_id`, the set
+    /// auth-api's `/validate` requires.
+    pub(crate) required_claims: Vec<String>,
     /// Where the verification keys come from.
-    pub key_source: KeySource,
+    pub(crate) key_source: KeySource,
     /// Where the revocation feed is polled from (`remote_revocations`). Default none: no token
     /// is refused as revoked.
-    pub remote_revocations: Option<RemoteRevocations>,
+    pub(crate) remote_revocations: Option<RemoteRevocations>,
     /// Route rules, first match wins; no match is denied (403).
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Let CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) through
     /// without a token, on routes that matched a rule. Default false, as in `jwt_authn`: a
     /// filter that lets requests through unchecked does so only when asked.
-    pub bypass_cors_preflight: bool,
+    pub(crate) bypass_cors_preflight: bool,
     /// The `realm` of `WWW-Authenticate` answers. Default `auth-service`.
-    pub realm: String,
+    pub(crate) realm: String,
     /// Capacity of the per-worker verified-token cache; 0 disables it. Default 1024.
-    pub cache_entries: usize,
+    pub(crate) cache_entries: usize,
 }
 
 /// One header a token may come in, e.g. `authorization` with prefix `Bearer `.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FromHeader {
+pub(crate) struct FromHeader {
     /// Header name, lowercase.
     pub name: String,
     /// Text before the token, compared case-insensitively. Default empty (the whole value).
@@ -92,7 +94,7 @@ pub struct FromHeader {
 /// One claim copied into an upstream request header; arrays are joined with `,`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClaimToHeader {
+pub(crate) struct ClaimToHeader {
     /// The top-level claim name, e.g. `sub`.
     pub claim_name: String,
     /// The header name, lowercase token characters, e.g. `x-user-id`.
@@ -101,7 +103,7 @@ pub struct ClaimToHeader {
 
 /// Where verification keys come from: exactly one of `remote_jwks` or `local_jwks`.
 #[derive(Debug)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// Polled from an Envoy cluster by the root context.
     Remote(RemoteJwks),
     /// Given inline; ready at once.
@@ -111,7 +113,7 @@ pub enum KeySource {
 /// Where and how to poll a document over an Envoy cluster: what `remote_jwks` and
 /// `remote_revocations` have in common.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RemoteSource {
+pub(crate) struct RemoteSource {
     /// The Envoy cluster to call. Required.
     pub cluster: String,
     /// The request path, starting with `/`. Required.
@@ -128,7 +130,7 @@ pub struct RemoteSource {
 
 /// `remote_revocations`: where the revocation feed is polled from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteRevocations {
+pub(crate) struct RemoteRevocations {
     /// Cluster, path, credentials, interval.
     pub source: RemoteSource,
     /// After this many seconds without a successful fetch the feed counts as missing and
@@ -140,7 +142,7 @@ pub struct RemoteRevocations {
 
 impl RemoteSource {
     /// The `:authority` to send: `authority`, or the cluster name.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         self.authority.as_deref().unwrap_or(&self.cluster)
     }
 }
@@ -163,7 +165,7 @@ impl fmt::Debug for RemoteSource {
 
 /// The `remote_jwks` section: where and how often to poll the key set.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RemoteJwks {
+pub(crate) struct RemoteJwks {
     /// Where to poll; `poll_seconds` defaults to 30.
     pub source: RemoteSource,
     /// Seconds after the last successful fetch when the keys stop being used (503). Default
@@ -173,7 +175,7 @@ pub struct RemoteJwks {
 
 /// One route rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Which paths the rule covers (the query string is ignored).
     pub path: PathMatch,
     /// Which methods it covers, uppercase; `None` is every method.
@@ -185,7 +187,7 @@ pub struct Rule {
 /// How a rule matches the request path.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PathMatch {
+pub(crate) enum PathMatch {
     /// The path starts with this text.
     Prefix(String),
     /// The path is exactly this text.
@@ -195,7 +197,7 @@ pub enum PathMatch {
 /// What a rule requires: `"public"`, `"authenticated"` or `{"roles": [...]}`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Require {
+pub(crate) enum Require {
     /// No token needed; a token that is sent is neither checked nor stripped.
     Public,
     /// A valid token.
@@ -328,9 +330,7 @@ impl FilterConfig {
             .unwrap_or_else(|| "roles".to_owned());
         non_empty("roles_claim", &roles_claim)?;
         let required_claims: Vec<String> = fields.take("required_claims")?.unwrap_or_else(|| {
-            // RFC 9068 §2.2's required claims, and `sid` for revocation; the same set
-            // auth-api's `/validate` requires.
-            ["sub", "iat", "jti", "sid", "client_id"]
+            ACCESS_TOKEN_REQUIRED_CLAIMS
                 .into_iter()
                 .map(str::to_owned)
                 .collect()
@@ -409,16 +409,13 @@ impl FilterConfig {
         })
     }
 
-    /// The token validation this configuration asks for: every algorithm (each key is bound to
-    /// its own), `typ: at+jwt`, the issuer, the audiences, the clock skew and the required
-    /// claims.
+    /// The token validation this configuration asks for: [`Validation::access_token`] (the
+    /// rules auth-api's `/validate` applies) with the issuer, the audiences and the clock skew,
+    /// requiring the configured claims.
     pub fn validation(&self) -> Validation {
         Validation {
-            leeway_secs: self.clock_skew_seconds,
-            issuer: Some(self.issuer.clone()),
-            audiences: Some(self.audiences.clone()),
             required_claims: self.required_claims.clone(),
-            ..Validation::default()
+            ..Validation::access_token(&self.issuer, &self.audiences, self.clock_skew_seconds)
         }
     }
 }
@@ -478,7 +475,7 @@ fn remote_source(
     }
     let bearer_token: Option<String> = fields.take("bearer_token")?;
     if let Some(token) = &bearer_token {
-        if !is_b64token(token) {
+        if !is_token68(token) {
             return Err(ConfigError::new(
                 fields.field_path("bearer_token"),
                 "expected a bearer token of letters, digits and - . _ ~ + / (then = padding)",
@@ -583,16 +580,6 @@ fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
         methods,
         require,
     })
-}
-
-/// RFC 6750 §2.1 `b64token`, the only bearer credentials a server has to accept:
-/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
@@ -1221,6 +1208,11 @@ pub(crate) mod tests {
         assert_eq!(validation.leeway_secs, 5);
         assert_eq!(validation.required_claims, config.required_claims);
         assert_eq!(validation.required_typ.as_deref(), Some("at+jwt"));
+        // By default the edge validates exactly as auth-api's `/validate` does.
+        assert_eq!(
+            validation,
+            Validation::access_token("auth-service", &["api".to_owned()], 5)
+        );
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use auth_jwt::{es256_signature_to_der, Algorithm, ErrorKind, Key, Verifier};
 use prost::Message as _;
 
 /// The name of Envoy's foreign function.
-pub const VERIFY_SIGNATURE: &str = "verify_signature";
+pub(crate) const VERIFY_SIGNATURE: &str = "verify_signature";
 
 /// The hash both ES256 and RS256 sign over.
 const HASH: &str = "sha256";
@@ -37,7 +37,7 @@ const NOT_VERIFIED: &str = "Failed to verify digest";
 
 /// `envoy.source.extensions.common.wasm.VerifySignatureArguments`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct VerifySignatureArguments {
+pub(crate) struct VerifySignatureArguments {
     /// The hash the signature covers, e.g. `sha256`.
     #[prost(string, tag = "1")]
     pub hash_function: String,
@@ -57,7 +57,7 @@ pub struct VerifySignatureArguments {
 
 /// `envoy.source.extensions.common.wasm.VerifySignatureResult`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct VerifySignatureResult {
+pub(crate) struct VerifySignatureResult {
     /// Whether the signature verified.
     #[prost(bool, tag = "1")]
     pub result: bool,
@@ -68,7 +68,7 @@ pub struct VerifySignatureResult {
 
 /// Why a foreign function call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ForeignError {
+pub(crate) enum ForeignError {
     /// The host has no function of that name.
     NotFound,
     /// The host refused or failed the call; the status, for the log.
@@ -76,14 +76,14 @@ pub enum ForeignError {
 }
 
 /// The host's foreign functions: `proxy_wasm::hostcalls::call_foreign_function` in Envoy.
-pub trait ForeignFunctions {
+pub(crate) trait ForeignFunctions {
     /// Calls the function `name` with `arguments` and returns its answer (empty if none).
     fn call(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, ForeignError>;
 }
 
 /// What this worker knows of the host's `verify_signature`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum HostSupport {
+pub(crate) enum HostSupport {
     /// Not asked yet (no ES256 or RS256 token seen).
     #[default]
     Unknown,
@@ -95,7 +95,7 @@ pub enum HostSupport {
 
 /// Signatures checked since the last [`HostCrypto::take_counts`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SignatureCounts {
+pub(crate) struct SignatureCounts {
     /// Checked by the host's `verify_signature`, valid or not.
     pub host: u64,
     /// Checked in wasm: HS256, EdDSA, and ES256 and RS256 where the host cannot.
@@ -107,7 +107,7 @@ pub struct SignatureCounts {
 
 /// The filter's [`Verifier`]: ES256 and RS256 by the host where it can, everything else (and
 /// those where it cannot) by `auth_jwt`'s pure-Rust code.
-pub struct HostCrypto<F> {
+pub(crate) struct HostCrypto<F> {
     host: F,
     support: Cell<HostSupport>,
     counts: Cell<SignatureCounts>,
@@ -137,7 +137,7 @@ enum HostVerdict {
 
 impl<F: ForeignFunctions> HostCrypto<F> {
     /// A verifier asking `host`; whether the host has the function is found out on first use.
-    pub fn new(host: F) -> Self {
+    pub(crate) fn new(host: F) -> Self {
         Self {
             host,
             support: Cell::new(HostSupport::Unknown),
@@ -147,17 +147,17 @@ impl<F: ForeignFunctions> HostCrypto<F> {
     }
 
     /// What is known of the host's function so far.
-    pub fn support(&self) -> HostSupport {
+    pub(crate) fn support(&self) -> HostSupport {
         self.support.get()
     }
 
     /// The counts since the last call, and starts over.
-    pub fn take_counts(&self) -> SignatureCounts {
+    pub(crate) fn take_counts(&self) -> SignatureCounts {
         self.counts.take()
     }
 
     /// The last failed host call since the last call, for the log.
-    pub fn take_last_failure(&self) -> Option<ForeignError> {
+    pub(crate) fn take_last_failure(&self) -> Option<ForeignError> {
         self.last_failure.take()
     }
 

@@ -26,7 +26,7 @@ pub struct HeadersToSet {
 
 impl HeadersToSet {
     /// Every `(name, value)` to set.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.identity
             .iter()
             .flat_map(|i| i.claim_headers.iter())
@@ -35,12 +35,13 @@ impl HeadersToSet {
     }
 
     /// Whether there is nothing to set.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
 
-    /// The pairs as owned strings (for tests and logs).
-    pub fn to_vec(&self) -> Vec<(String, String)> {
+    /// The pairs as owned strings, for tests.
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<(String, String)> {
         self.iter()
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect()
@@ -59,13 +60,13 @@ pub struct RequestView<'a> {
 }
 
 /// How `decide` checks a token: the validation rules, and where signatures are verified
-/// (`auth_jwt::RustCrypto`, or the filter's [`HostCrypto`](crate::crypto::HostCrypto)).
+/// ([`auth_jwt::RustCrypto`], or inside Envoy the host's `verify_signature`).
 #[derive(Clone, Copy)]
 pub struct Verification<'a> {
     /// Algorithms, `typ`, issuer, audiences, clock skew, required claims.
-    pub validation: &'a Validation,
+    pub(crate) validation: &'a Validation,
     /// Checks each signature.
-    pub verifier: &'a dyn Verifier,
+    pub(crate) verifier: &'a dyn Verifier,
 }
 
 impl<'a> Verification<'a> {

@@ -8,7 +8,7 @@ use crate::config::RemoteJwks;
 use crate::poll::{Document, SharedNames, Timing};
 
 /// Largest key set document accepted from the key source, in bytes.
-pub const MAX_JWKS_BYTES: usize = 1 << 20;
+pub(crate) const MAX_JWKS_BYTES: usize = 1 << 20;
 
 impl Document for KeySet {
     const KIND: &'static str = "jwks";
@@ -31,13 +31,13 @@ impl Document for KeySet {
 }
 
 /// The shared-data names of the key source of `remote`.
-pub fn shared_names(remote: &RemoteJwks) -> SharedNames {
+pub(crate) fn shared_names(remote: &RemoteJwks) -> SharedNames {
     SharedNames::new(KeySet::KIND, &remote.source.cluster, &remote.source.path)
 }
 
 /// How the key source is polled: every `poll_seconds`, unusable `stale_after_seconds` after the
 /// last successful fetch.
-pub fn timing(remote: &RemoteJwks) -> Timing {
+pub(crate) fn timing(remote: &RemoteJwks) -> Timing {
     Timing {
         poll_seconds: remote.source.poll_seconds,
         timeout_ms: remote.source.timeout_ms,

@@ -2,8 +2,10 @@
 //! enforces route rules, forwards the caller's identity upstream as headers, and refuses
 //! everything else with an RFC 6750 answer.
 //!
-//! The logic lives in pure modules tested natively ([`config`], [`policy`], [`keys`],
-//! [`cache`], [`crypto`], [`response`], [`decide`]); only `host` touches the proxy-wasm SDK.
+//! The logic lives in private, pure modules tested natively (`config`, `policy`, `keys`,
+//! `cache`, `crypto`, `poll`, `revocations`, `response`, `decide`); only `host` touches the
+//! proxy-wasm SDK. The crate exports only what its benches and fuzz targets drive natively:
+//! [`FilterConfig::parse`], and one request's [`decide`] with its inputs and [`Decision`].
 // Tests may unwrap and index; the filter itself must not be able to panic, and fails closed.
 #![cfg_attr(
     not(test),
@@ -19,16 +21,23 @@
 #[cfg(test)]
 type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-pub mod cache;
-pub mod config;
-pub mod crypto;
-pub mod decide;
+mod cache;
+mod config;
+mod crypto;
+mod decide;
 mod host;
-pub mod keys;
-pub mod policy;
-pub mod poll;
-pub mod response;
-pub mod revocations;
+mod keys;
+mod policy;
+mod poll;
+mod response;
+mod revocations;
+
+pub use cache::TokenCache;
+pub use config::{ConfigError, FilterConfig};
+pub use decide::{
+    decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
+};
+pub use response::{DenyReason, DenyResponse};
 
 proxy_wasm::main! {{
     std::panic::set_hook(Box::new(host::log_panic));

@@ -2,12 +2,15 @@
 //! it, and where the bearer token is (RFC 6750 §2.1, strictly). This module neither verifies
 //! tokens nor builds answers; it works on plain strings.
 
-use crate::config::{FilterConfig, PathMatch, Require, Rule};
 use std::borrow::Cow;
+
+use auth_jwt::is_token68;
+
+use crate::config::{FilterConfig, PathMatch, Require, Rule};
 
 /// The outcome of checking a rule's requirement against a verified token's roles.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Authorization {
+pub(crate) enum Authorization {
     /// The request may go on.
     Allow,
     /// The token lacks a required role (403 `insufficient_scope`).
@@ -21,7 +24,7 @@ pub enum Authorization {
 /// backslashes, `;` path parameters (Tomcat, Jetty and Spring drop `;…` from a segment, so
 /// `/public/..;/api/admin` would be `/api/admin` upstream), encoded `/`, `\` or `;`, or bad
 /// percent-encoding.
-pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
         return None;
@@ -85,7 +88,7 @@ fn segments_ok(path: &str) -> bool {
 /// case-insensitive matching) serve `/API/ADMIN/x` as `/api/admin/x`: a stricter rule must not
 /// be skipped by changing case. A prefix ending in `/` also covers the path without that slash
 /// (`/api/admin/` covers `/api/admin`), which routers such as Express serve as the same place.
-pub fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a Rule> {
+pub(crate) fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a Rule> {
     rules.iter().find(|rule| {
         let path_ok = match &rule.path {
             PathMatch::Prefix(prefix) => {
@@ -112,7 +115,7 @@ fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
 
 /// Whether a verified token holding `roles` satisfies `require`. Roles rules need at least one
 /// of the listed roles.
-pub fn authorize(require: &Require, roles: &[String]) -> Authorization {
+pub(crate) fn authorize(require: &Require, roles: &[String]) -> Authorization {
     match require {
         Require::Public | Require::Authenticated => Authorization::Allow,
         Require::Roles(required) => {
@@ -130,7 +133,7 @@ pub fn authorize(require: &Require, roles: &[String]) -> Authorization {
 
 /// Where the token was found, so it can be stripped before the request goes upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenLocation<'a> {
+pub(crate) enum TokenLocation<'a> {
     /// The whole value of this header (lowercase name).
     Header(&'a str),
     /// This cookie of the `cookie` header.
@@ -140,7 +143,7 @@ pub enum TokenLocation<'a> {
 /// A bearer token and where it came from, borrowed from the request and the configuration: the
 /// request path copies nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FoundToken<'a> {
+pub(crate) struct FoundToken<'a> {
     /// The token, checked to be `token68`.
     pub token: &'a str,
     /// Where it was.
@@ -149,7 +152,7 @@ pub struct FoundToken<'a> {
 
 /// Why no usable token was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// No configured location holds a token (401 without `error`).
     Missing,
     /// A location holds something that is not one well-formed token (401 `invalid_token`).
@@ -161,7 +164,7 @@ pub enum TokenError {
 /// `Authorization: Basic …`) holds no token. A header sent several times, extra spaces, trailing
 /// garbage or characters outside `token68` make the token malformed. Header names in `headers`
 /// are compared case-insensitively.
-pub fn extract_token<'a>(
+pub(crate) fn extract_token<'a>(
     headers: &'a [(String, String)],
     config: &'a FilterConfig,
 ) -> Result<FoundToken<'a>, TokenError> {
@@ -210,7 +213,7 @@ pub fn extract_token<'a>(
 }
 
 /// The `cookie` header(s) without the cookie `name`, joined with `; `; `None` when nothing is left.
-pub fn cookie_header_without(headers: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn cookie_header_without(headers: &[(String, String)], name: &str) -> Option<String> {
     let kept: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
@@ -234,15 +237,6 @@ fn cookies(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
         .flat_map(|(_, value)| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .map(|(name, value)| (name.trim(), value))
-}
-
-/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 #[cfg(test)]

@@ -31,21 +31,6 @@ pub enum DenyReason {
     Internal,
 }
 
-impl DenyReason {
-    /// The suffix of this reason's counter, e.g. `missing_token` for `auth_filter.denied.missing_token`.
-    pub fn metric_suffix(&self) -> &'static str {
-        match self {
-            Self::MissingToken => "missing_token",
-            Self::InvalidToken(_) | Self::UnknownKey => "invalid_token",
-            Self::Revoked => "revoked",
-            Self::InsufficientScope(_) => "insufficient_scope",
-            Self::NoRoute => "no_route",
-            Self::KeysUnavailable => "keys_unavailable",
-            Self::Internal => "internal",
-        }
-    }
-}
-
 /// A local answer, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DenyResponse {
@@ -70,7 +55,7 @@ pub enum DenyResponse {
 }
 
 /// The answer for `reason`: gRPC when `grpc`, else HTTP; `realm` goes in `WWW-Authenticate`.
-pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyResponse {
+pub(crate) fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyResponse {
     let realm = sanitize(realm);
     let invalid_token = |why: String| {
         let challenge = format!(
@@ -148,7 +133,7 @@ pub fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> DenyRespon
 }
 
 /// Whether a request's `content-type` makes it a gRPC request.
-pub fn is_grpc(content_type: Option<&str>) -> bool {
+pub(crate) fn is_grpc(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
         ct.get(..16)
             .is_some_and(|head| head.eq_ignore_ascii_case("application/grpc"))
@@ -230,7 +215,6 @@ mod tests {
             body,
             serde_json::json!({"error": "invalid_token", "message": "the token has been revoked"})
         );
-        assert_eq!(DenyReason::Revoked.metric_suffix(), "revoked");
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use crate::config::{RemoteRevocations, RemoteSource};
 use crate::poll::{Document, SharedNames, Timing};
 
 /// Largest feed accepted, in bytes.
-pub const MAX_FEED_BYTES: usize = 4 << 20;
+pub(crate) const MAX_FEED_BYTES: usize = 4 << 20;
 
 /// A parsed revocation feed, indexed for lookups by `sid` and `sub`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ struct UserEntry {
 
 /// A verified token's claims that revocation looks at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TokenIds<'a> {
+pub(crate) struct TokenIds<'a> {
     /// `sub`, if it is a string.
     pub sub: Option<&'a str>,
     /// `sid`, if it is a string.
@@ -61,16 +61,11 @@ pub struct TokenIds<'a> {
 }
 
 impl Revocations {
-    /// The feed's `version`.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
     /// Whether a verified token is revoked at `now`. Entries whose `until` plus `skew_secs`
     /// has passed are ignored: the filter accepts `exp` up to `skew_secs` late, so an entry
     /// keeps applying for that long after `until`. A token without `iat` is refused when its
     /// `sub` is listed, since nothing shows it was issued after `not_before`.
-    pub fn revokes(&self, token: &TokenIds<'_>, now: u64, skew_secs: u64) -> bool {
+    pub(crate) fn revokes(&self, token: &TokenIds<'_>, now: u64, skew_secs: u64) -> bool {
         let live = |until: i64| i128::from(until) + i128::from(skew_secs) > i128::from(now);
         let session = token
             .sid
@@ -127,13 +122,13 @@ impl Document for Revocations {
 }
 
 /// The shared-data names of the revocation source `remote`.
-pub fn shared_names(remote: &RemoteSource) -> SharedNames {
+pub(crate) fn shared_names(remote: &RemoteSource) -> SharedNames {
     SharedNames::new(Revocations::KIND, &remote.cluster, &remote.path)
 }
 
 /// How the revocation feed is polled: every `poll_seconds`, and the last good copy never goes
 /// stale (revocations issued while the source is unreachable wait for it to come back).
-pub fn timing(remote: &RemoteRevocations) -> Timing {
+pub(crate) fn timing(remote: &RemoteRevocations) -> Timing {
     Timing {
         poll_seconds: remote.source.poll_seconds,
         timeout_ms: remote.source.timeout_ms,
@@ -178,7 +173,7 @@ pub(crate) mod tests {
                 "users":[{"sub":"u1","not_before":5,"until":10}]}"#,
         )
         ?;
-        assert_eq!(revocations.version(), "3f2a");
+        assert_eq!(revocations.version, "3f2a");
         assert_eq!(
             revocations.summary(),
             "feed version 3f2a: 1 sessions, 1 users"
@@ -371,7 +366,7 @@ pub(crate) mod tests {
         .ok_or("a fetch is due")?;
         assert!(matches!(result, FetchResult::Failed(_)));
         let kept = poller.usable(NOW + 100_000).ok_or("no staleness limit")?;
-        assert_eq!(kept.version(), "v1");
+        assert_eq!(kept.version, "v1");
         assert!(
             kept.revokes(&token, NOW + 4, SKEW),
             "the old copy still refuses"

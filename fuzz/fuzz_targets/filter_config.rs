@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = auth_filter::config::FilterConfig::parse(data);
+    let _ = auth_filter::FilterConfig::parse(data);
 });

@@ -5,11 +5,7 @@
 
 use std::sync::OnceLock;
 
-use auth_filter::{
-    cache::TokenCache,
-    config::FilterConfig,
-    decide::{decide, RequestView, RevocationCheck, Verification},
-};
+use auth_filter::{decide, FilterConfig, RequestView, RevocationCheck, TokenCache, Verification};
 use auth_jwt::{Algorithm, Key, KeySet, RustCrypto};
 use libfuzzer_sys::fuzz_target;
 

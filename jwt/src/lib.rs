@@ -40,6 +40,7 @@
 )]
 
 mod algorithm;
+mod bearer;
 mod decode;
 mod encode;
 mod error;
@@ -54,6 +55,7 @@ mod validation;
 mod verifier;
 
 pub use algorithm::Algorithm;
+pub use bearer::is_token68;
 pub use decode::{decode, decode_with_verifier, TokenData};
 pub use encode::encode;
 pub use error::{Error, ErrorKind, Result};
@@ -61,5 +63,5 @@ pub use header::Header;
 pub use jwk::{Jwk, JwkSet};
 pub use key::{es256_signature_to_der, Key};
 pub use key_set::KeySet;
-pub use validation::Validation;
+pub use validation::{Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
 pub use verifier::{RustCrypto, Verifier};

@@ -1,11 +1,17 @@
-//! What a decoder accepts ([`Validation`]) and the checks on registered claims (`exp`, `nbf`,
-//! `iat`, `iss`, `aud`, required claims). Header checks live in `header.rs`; application
+//! What a decoder accepts ([`Validation`], with [`Validation::access_token`] the rules every
+//! access-token verifier uses) and the checks on registered claims (`exp`, `nbf`, `iat`, `iss`,
+//! `aud`, required claims). Header checks live in `header.rs`; application
 //! claims are the caller's type's business.
 
 use serde_json::{Map, Number, Value};
 
 use crate::algorithm::Algorithm;
 use crate::error::{ErrorKind, Result};
+
+/// Claims an access token must carry besides `exp`, `iss` and `aud` (which
+/// [`Validation::access_token`] requires anyway): RFC 9068 §2.2's `sub`, `iat`, `jti` and
+/// `client_id`, and `sid`, the session that revocation acts on.
+pub const ACCESS_TOKEN_REQUIRED_CLAIMS: [&str; 5] = ["sub", "iat", "jti", "sid", "client_id"];
 
 /// The rules [`decode`](crate::decode) applies. `Default` accepts every [`Algorithm`]; the
 /// other defaults are [`Validation::new`]'s.
@@ -43,6 +49,23 @@ impl Validation {
             required_claims: Vec::new(),
             required_typ: Some("at+jwt".to_owned()),
             max_token_len: 8192,
+        }
+    }
+
+    /// The rules for our access tokens, the same at the edge and in auth-api: every algorithm
+    /// (each key is bound to its own), `typ: at+jwt`, `iss` equal to `issuer`, `aud` holding one
+    /// of `audiences`, `leeway_secs` of clock skew, and [`ACCESS_TOKEN_REQUIRED_CLAIMS`]. The
+    /// other fields keep [`Default`]'s values.
+    pub fn access_token(issuer: &str, audiences: &[String], leeway_secs: u64) -> Self {
+        Self {
+            leeway_secs,
+            issuer: Some(issuer.to_owned()),
+            audiences: Some(audiences.to_vec()),
+            required_claims: ACCESS_TOKEN_REQUIRED_CLAIMS
+                .iter()
+                .map(|&claim| claim.to_owned())
+                .collect(),
+            ..Self::default()
         }
     }
 
@@ -151,7 +174,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::test_util::{claims, decode_with, token, token_with_claims, NOW};
+    use crate::test_util::{claims, decode_with, token, token_with_claims, AUDIENCE, ISSUER, NOW};
 
     /// Decodes a token carrying `claims` with the test validation at `now`.
     fn check(claims: &Value, now: u64) -> Result<()> {
@@ -192,6 +215,48 @@ mod tests {
         assert!(validation.required_claims.is_empty());
         assert_eq!(validation.required_typ.as_deref(), Some("at+jwt"));
         assert_eq!(validation.max_token_len, 8192);
+    }
+
+    #[test]
+    fn access_token_sets_issuer_audiences_leeway_and_required_claims() {
+        let audiences = vec!["api".to_owned(), "admin".to_owned()];
+        let validation = Validation::access_token("https://issuer", &audiences, 5);
+        assert_eq!(
+            validation,
+            Validation {
+                leeway_secs: 5,
+                issuer: Some("https://issuer".to_owned()),
+                audiences: Some(audiences),
+                required_claims: ["sub", "iat", "jti", "sid", "client_id"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ..Validation::default()
+            }
+        );
+    }
+
+    #[test]
+    fn access_token_claims_ok() {
+        let mut claims = claims();
+        claims["client_id"] = json!("client-1");
+        let validation = Validation::access_token(ISSUER, &[AUDIENCE.to_owned()], 60);
+        assert!(check_with(&claims, NOW, |v| *v = validation).is_ok());
+    }
+
+    #[test]
+    fn access_token_without_a_required_claim_fails() {
+        let mut full = claims();
+        full["client_id"] = json!("client-1");
+        for name in ACCESS_TOKEN_REQUIRED_CLAIMS {
+            let mut claims = full.clone();
+            claims.as_object_mut().unwrap().remove(name);
+            let validation = Validation::access_token(ISSUER, &[AUDIENCE.to_owned()], 60);
+            let result = check_with(&claims, NOW, |v| *v = validation);
+            assert!(
+                matches!(kind(result), ErrorKind::MissingClaim(ref c) if c == name),
+                "{name}"
+            );
+        }
     }
 
     #[test]
