@@ -177,7 +177,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         || http_status(&client, AUTH_API, "/readyz") == Some(200),
         "auth-api /readyz",
     )?;
-    check_public_keys(&client)?;
+    check_signer(root, &bin)?;
 
     let mut upstream = Command::new(bin.join("echo-upstream"));
     upstream.arg(format!("127.0.0.1:{UPSTREAM}"));
@@ -265,29 +265,43 @@ fn addr(port: u16) -> SocketAddr {
 
 /// The dev gateway verifies with public keys only: a key ring made before ES256 became the
 /// default (an old `./auth.db`) still signs with HS256, whose key the public JWKS never lists,
-/// and every protected request would be refused. Say so, and how to move on, before starting
-/// the gateway.
-fn check_public_keys(client: &Client) -> anyhow::Result<()> {
-    let body = client
-        .get(format!("http://{}{JWKS_PATH}", addr(AUTH_API)))
-        .send()
-        .and_then(reqwest::blocking::Response::error_for_status)
-        .and_then(reqwest::blocking::Response::bytes)
-        .with_context(|| format!("cannot read auth-api's {JWKS_PATH}"))?;
-    let jwks: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("auth-api's {JWKS_PATH} is not JSON"))?;
-    let count = jwks["keys"].as_array().map_or(0, Vec::len);
-    if count == 0 {
+/// and every protected request would be refused — also while a rotated-in public key is still
+/// pending. Ask auth-api which key signs (`keys list` marks it with `*`) and say how to move on
+/// before starting the gateway.
+fn check_signer(root: &Path, bin: &Path) -> anyhow::Result<()> {
+    let output = Command::new(bin.join("auth-api"))
+        .current_dir(root)
+        .args(["keys", "list"])
+        .output()
+        .context("cannot run auth-api keys list")?;
+    if !output.status.success() {
         bail!(
-            "auth-api's {JWKS_PATH} lists no public key: its key ring (in ./auth.db, or \
-             AUTH_DATABASE_URL) signs with HS256 only, which the dev gateway cannot verify \
-             without the secret. Rotate it to a public-key algorithm:\n  \
+            "auth-api keys list failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let signer = signer_algorithm(&listing)
+        .with_context(|| format!("auth-api keys list names no signer:\n{listing}"))?;
+    if signer == "HS256" {
+        bail!(
+            "the key ring (in ./auth.db, or AUTH_DATABASE_URL) signs with HS256, whose secret the \
+             dev gateway never gets: it verifies with the public keys of {JWKS_PATH}.\n{listing}\
+             Rotate to a public-key algorithm:\n  \
              cargo run -p auth-api -- keys rotate --alg ES256\n\
-             (the new key signs after AUTH_KEY_PUBLISH_DELAY_SECS; until then tokens stay HS256), \
-             or remove ./auth.db and its ./auth.db.kek for a fresh dev database"
+             (the new key signs after AUTH_KEY_PUBLISH_DELAY_SECS; run `cargo xtask up` again \
+             then), or remove ./auth.db and its ./auth.db.kek for a fresh dev database"
         );
     }
     Ok(())
+}
+
+/// The ALG column of the line `auth-api keys list` marks with a trailing `*`.
+fn signer_algorithm(listing: &str) -> Option<&str> {
+    listing
+        .lines()
+        .find(|line| line.trim_end().ends_with(" *"))
+        .and_then(|line| line.split_whitespace().nth(1))
 }
 
 /// The status of `GET path` on a loopback port, with a (bogus) token, so that the filter answers
@@ -367,5 +381,16 @@ mod tests {
             let err = check(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_signer_is_read_from_keys_list() {
+        let listing =
+            "KID                ALG    STATE     SIGNS FROM            SIGNS UNTIL           KEK\n\
+            2026-01            HS256  active    2026-01-01T00:00:00Z  -                     file\n\
+            2026-12            ES256  pending   2026-12-02T00:05:00Z  -                     file\n";
+        assert_eq!(signer_algorithm(listing), None, "no line is marked");
+        let marked = listing.replace("file\n2026-12", "file *\n2026-12");
+        assert_eq!(signer_algorithm(&marked), Some("HS256"));
     }
 }
