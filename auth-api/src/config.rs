@@ -105,6 +105,32 @@ pub struct Config {
     pub redis_prefix: String,
 }
 
+/// The lifetimes of tokens and sessions as whole seconds, the unit of every time the service
+/// stores and compares (Unix seconds): converted from [`Config`]'s durations once, at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// `access_token_ttl`: an access token's `exp` minus its `iat`.
+    pub access_token_secs: i64,
+    /// `session_ttl`: a session's absolute lifetime.
+    pub session_secs: i64,
+    /// `session_idle_timeout`: how long a refresh token may go unused.
+    pub session_idle_secs: i64,
+    /// `refresh_reuse_grace`: how long the live token's predecessor still answers.
+    pub refresh_reuse_grace_secs: i64,
+}
+
+impl Lifetimes {
+    /// The lifetimes `config` sets.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            access_token_secs: crate::clock::secs(config.access_token_ttl),
+            session_secs: crate::clock::secs(config.session_ttl),
+            session_idle_secs: crate::clock::secs(config.session_idle_timeout),
+            refresh_reuse_grace_secs: crate::clock::secs(config.refresh_reuse_grace),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -446,7 +472,7 @@ impl Env<'_> {
             )),
             // Any other character could never be presented as a bearer token: the gateway
             // would start, then answer 503 for want of keys.
-            Some(token) if !crate::extract::is_token68(&token) => Err(ConfigError::new(
+            Some(token) if !auth_jwt::is_token68(&token) => Err(ConfigError::new(
                 NAME,
                 "may hold only letters, digits and - . _ ~ + / (then = padding), as a bearer \
                  token must",

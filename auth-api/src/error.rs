@@ -3,7 +3,7 @@
 //! Every error, from any route, is JSON `{"error": "<code>", "message": "<text>"}` (plus
 //! `reason` where a client can act on it) with its status. Server faults become a bare 500 whose
 //! detail stays in the logs: [`ApiError::into_response`] puts it in a response extension and the
-//! `log_errors` middleware in `routes` writes it, once.
+//! `observe` middleware in `routes` writes it, once.
 
 use std::sync::Arc;
 
@@ -14,23 +14,14 @@ use axum::{
 };
 use serde::Serialize;
 
+pub use crate::domain::WeakPasswordReason;
+use crate::{domain::PasswordRejected, service};
+
 /// The realm named in every `WWW-Authenticate` challenge.
 pub const REALM: &str = "auth-service";
 
 /// `Result` with [`ApiError`] as the default error.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
-
-/// Why a password was refused at signup; the `reason` member of a `weak_password` error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeakPasswordReason {
-    /// Fewer characters than the minimum.
-    Length,
-    /// Contains the local part of the account's email.
-    ContainsEmail,
-    /// On the list of common (breached) passwords.
-    Common,
-}
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +122,32 @@ struct Body<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a WeakPasswordReason>,
+}
+
+impl From<service::Error> for ApiError {
+    fn from(err: service::Error) -> Self {
+        use service::Error as E;
+        match err {
+            E::InvalidEmail(message) => Self::InvalidEmail(message),
+            E::PasswordRejected(PasswordRejected::Weak { reason, message }) => {
+                Self::WeakPassword { reason, message }
+            }
+            E::PasswordRejected(PasswordRejected::TooLong { max_bytes }) => {
+                Self::PasswordTooLong { max_bytes }
+            }
+            E::EmailTaken => Self::EmailTaken,
+            E::InvalidCredentials => Self::InvalidCredentials,
+            E::AccountDisabled => Self::AccountDisabled,
+            E::Locked { retry_after_secs } => Self::RateLimited { retry_after_secs },
+            E::InvalidGrant => Self::InvalidGrant,
+            E::InvalidToken(description) => Self::InvalidToken(description),
+            E::WrongPassword => Self::WrongPassword,
+            E::Overloaded => Self::Overloaded,
+            E::NotReady(why) => Self::NotReady(why),
+            E::Database(e) => Self::Database(e),
+            E::Internal(e) => Self::Internal(e),
+        }
+    }
 }
 
 impl ApiError {

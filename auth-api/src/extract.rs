@@ -1,9 +1,14 @@
 //! Request extractors whose failures are [`ApiError`]s, so that every rejection has our shape.
 
 use axum::{
-    extract::{rejection::JsonRejection, FromRequest},
+    body::{Body, Bytes},
+    extract::{
+        rejection::{BytesRejection, JsonRejection},
+        FromRequest, Request,
+    },
     http::{header, HeaderMap, StatusCode},
 };
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
@@ -17,6 +22,45 @@ impl From<JsonRejection> for ApiError {
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            _ => Self::InvalidRequest(rejection.body_text()),
+        }
+    }
+}
+
+/// [`Json`] for a body that may be left out: an empty body is `T::default()`, any other is
+/// JSON, refused exactly as [`Json`] refuses it.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        let body = Bytes::from_request(request, state).await?;
+        if body.is_empty() {
+            return Ok(Self(T::default()));
+        }
+        // The body is read (within the size limit); `Json` parses it as it parses any other.
+        let mut again = Request::new(Body::from(body));
+        if let Some(content_type) = content_type {
+            again
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        let Json(value) = Json::from_request(again, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             _ => Self::InvalidRequest(rejection.body_text()),
         }
     }
@@ -49,20 +93,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
-    if is_token68(token) {
+    if auth_jwt::is_token68(token) {
         Ok(Some(token))
     } else {
         Err(malformed())
     }
-}
-
-/// RFC 7235 §2.1 `token68`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-pub(crate) fn is_token68(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
 }
 
 #[cfg(test)]

@@ -427,7 +427,7 @@ impl KeyRing {
         now: i64,
         period: Duration,
     ) -> anyhow::Result<Option<String>> {
-        let cutoff = now.saturating_sub(i64::try_from(period.as_secs()).unwrap_or(i64::MAX));
+        let cutoff = now.saturating_sub(secs(period));
         // Checked first so that a key (an RSA key takes a while) is made only when due.
         if self.store.last_key_added_at().await? > cutoff {
             return Ok(None);

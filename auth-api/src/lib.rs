@@ -13,6 +13,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod passwords;
 pub mod routes;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -35,9 +35,6 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
 }
 
-/// Claims `/validate` insists on besides `exp` (RFC 9068 §2.2).
-const REQUIRED_CLAIMS: [&str; 5] = ["sub", "iat", "jti", "sid", "client_id"];
-
 /// The subject of a token being issued.
 #[derive(Debug)]
 pub struct Subject<'a> {
@@ -51,18 +48,19 @@ pub struct Subject<'a> {
     pub session_id: &'a str,
 }
 
-/// Signs a new access token for `subject` with `signer`, valid from `now` for the configured TTL.
+/// Signs a new access token for `subject` with `signer`, valid from `now` for `ttl_secs`.
 pub fn issue_access_token(
     config: &Config,
     signer: &RingKey,
     subject: Subject<'_>,
     now: i64,
+    ttl_secs: i64,
 ) -> Result<String, auth_jwt::Error> {
     let claims = AccessClaims {
         iss: config.issuer.clone(),
         sub: subject.user_id.to_owned(),
         aud: config.audiences.clone(),
-        exp: now.saturating_add(crate::clock::secs(config.access_token_ttl)),
+        exp: now.saturating_add(ttl_secs),
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
         sid: subject.session_id.to_owned(),
@@ -73,15 +71,15 @@ pub fn issue_access_token(
     auth_jwt::encode(&Header::access_token(&signer.key), &claims, &signer.key)
 }
 
-/// The validation rules of `/validate` (and of bearer tokens at `/logout`).
+/// The validation rules of `/validate` (and of bearer tokens at `/logout` and `/password`): the
+/// access-token rules of `auth-jwt`, the same the gateway applies, for our issuer, audiences and
+/// clock skew.
 pub fn access_validation(config: &Config) -> Validation {
-    Validation {
-        leeway_secs: config.clock_skew.as_secs(),
-        issuer: Some(config.issuer.clone()),
-        audiences: Some(config.audiences.clone()),
-        required_claims: REQUIRED_CLAIMS.iter().map(|c| (*c).to_owned()).collect(),
-        ..Validation::default()
-    }
+    Validation::access_token(
+        &config.issuer,
+        &config.audiences,
+        config.clock_skew.as_secs(),
+    )
 }
 
 /// Random bytes in a refresh token: 256 bits.

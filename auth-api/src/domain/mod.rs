@@ -5,5 +5,6 @@ mod password;
 
 pub use email::{Email, MAX_EMAIL_LEN};
 pub use password::{
-    Password, DEFAULT_MIN_PASSWORD_CHARS, LOWEST_MIN_PASSWORD_CHARS, MAX_PASSWORD_BYTES,
+    Password, PasswordRejected, WeakPasswordReason, DEFAULT_MIN_PASSWORD_CHARS,
+    LOWEST_MIN_PASSWORD_CHARS, MAX_PASSWORD_BYTES,
 };

@@ -11,7 +11,6 @@ use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
 
 use super::Email;
-use crate::error::{ApiError, WeakPasswordReason};
 
 /// The default fewest characters (Unicode scalar values) of a new password: NIST SP 800-63B-4
 /// §3.1.1.2 for a password that is the only authentication factor, as it is here.
@@ -34,6 +33,37 @@ static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
         .collect()
 });
 
+/// Why a password was refused at signup; the `reason` member of a `weak_password` error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeakPasswordReason {
+    /// Fewer characters than the minimum.
+    Length,
+    /// Contains the local part of the account's email.
+    ContainsEmail,
+    /// On the list of common (breached) passwords.
+    Common,
+}
+
+/// Why a new password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRejected {
+    /// It breaks a rule of the policy.
+    #[error("{message}")]
+    Weak {
+        /// The rule that failed.
+        reason: WeakPasswordReason,
+        /// What to do about it.
+        message: String,
+    },
+    /// Longer than [`MAX_PASSWORD_BYTES`].
+    #[error("the password is longer than {max_bytes} bytes")]
+    TooLong {
+        /// The limit, in bytes of UTF-8.
+        max_bytes: usize,
+    },
+}
+
 /// A password in NFC form, so that "é" typed as one code point or as "e" + U+0301 is the same
 /// password (NIST SP 800-63B §5.1.1.2). `Debug` never shows it.
 #[derive(Debug)]
@@ -42,19 +72,23 @@ pub struct Password(SecretString);
 impl Password {
     /// A new password for the account `email`, checked against the policy, with at least
     /// `min_chars` characters.
-    pub fn for_signup(raw: &str, email: &Email, min_chars: usize) -> Result<Self, ApiError> {
-        let password = Self::for_login(raw).ok_or(ApiError::PasswordTooLong {
+    pub fn for_signup(
+        raw: &str,
+        email: &Email,
+        min_chars: usize,
+    ) -> Result<Self, PasswordRejected> {
+        let password = Self::for_login(raw).ok_or(PasswordRejected::TooLong {
             max_bytes: MAX_PASSWORD_BYTES,
         })?;
         let text = password.expose();
         if text.chars().count() < min_chars {
-            return Err(ApiError::WeakPassword {
+            return Err(PasswordRejected::Weak {
                 reason: WeakPasswordReason::Length,
                 message: format!("the password needs at least {min_chars} characters"),
             });
         }
         if COMMON_PASSWORDS.contains(text.to_lowercase().as_str()) {
-            return Err(ApiError::WeakPassword {
+            return Err(PasswordRejected::Weak {
                 reason: WeakPasswordReason::Common,
                 message: "this password is too common: it appears in lists of breached passwords"
                     .to_owned(),
@@ -62,7 +96,7 @@ impl Password {
         }
         let local = email.local_part();
         if local.chars().count() >= MIN_LOCAL_PART_CHECKED && text.to_lowercase().contains(local) {
-            return Err(ApiError::WeakPassword {
+            return Err(PasswordRejected::Weak {
                 reason: WeakPasswordReason::ContainsEmail,
                 message: "the password must not contain the email address".to_owned(),
             });
@@ -111,7 +145,7 @@ mod tests {
         let err = Password::for_signup("abcdefg", &email(), LOWEST_MIN_PASSWORD_CHARS).unwrap_err();
         assert!(matches!(
             err,
-            ApiError::WeakPassword {
+            PasswordRejected::Weak {
                 reason: WeakPasswordReason::Length,
                 ..
             }
@@ -124,7 +158,7 @@ mod tests {
         let err = Password::for_signup(&"😀".repeat(14), &email(), MIN).unwrap_err();
         assert!(matches!(
             err,
-            ApiError::WeakPassword {
+            PasswordRejected::Weak {
                 reason: WeakPasswordReason::Length,
                 ..
             }
@@ -136,7 +170,7 @@ mod tests {
         let err = Password::for_signup("my-Carol-password", &email(), MIN).unwrap_err();
         assert!(matches!(
             err,
-            ApiError::WeakPassword {
+            PasswordRejected::Weak {
                 reason: WeakPasswordReason::ContainsEmail,
                 ..
             }
@@ -156,7 +190,7 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    ApiError::WeakPassword {
+                    PasswordRejected::Weak {
                         reason: WeakPasswordReason::Common,
                         ..
                     }
@@ -171,7 +205,7 @@ mod tests {
     fn over_the_byte_limit_is_too_long() {
         let err =
             Password::for_signup(&"x".repeat(MAX_PASSWORD_BYTES + 1), &email(), MIN).unwrap_err();
-        assert!(matches!(err, ApiError::PasswordTooLong { .. }));
+        assert!(matches!(err, PasswordRejected::TooLong { .. }));
     }
 
     #[test]

@@ -5,13 +5,21 @@ use axum::{
     http::{header, HeaderValue},
     response::{IntoResponse, Response},
 };
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::{
     error::{ApiError, ErrorBody, Result},
-    routes::openapi::StatusDoc,
     state::AppState,
 };
+
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StatusDoc {
+    /// `ok` or `ready`.
+    pub(super) status: String,
+}
 
 /// `GET /healthz`: the process answers; touches nothing else.
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive", body = StatusDoc)))]

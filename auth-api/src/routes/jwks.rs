@@ -19,10 +19,44 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::{routes::openapi::JwksDoc, state::AppState};
+use crate::state::AppState;
 
 /// The route of the public JWKS.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// `{"keys": [...]}`: a JWK Set (RFC 7517 §5) of public keys.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JwksDoc {
+    /// Public JWKs; never an `oct` key or a private member.
+    pub keys: Vec<PublicJwkDoc>,
+}
+
+/// One public JWK (RFC 7517, RFC 7518 §6, RFC 8037 §2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublicJwkDoc {
+    /// `EC` (ES256), `OKP` (EdDSA) or `RSA` (RS256).
+    #[schema(pattern = "^(EC|OKP|RSA)$")]
+    pub kty: String,
+    /// The key id that tokens name in their header.
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    #[schema(pattern = "^sig$")]
+    pub use_: String,
+    /// `P-256` (EC) or `Ed25519` (OKP).
+    pub crv: Option<String>,
+    /// EC x coordinate, or the OKP public key; base64url.
+    pub x: Option<String>,
+    /// EC y coordinate; base64url.
+    pub y: Option<String>,
+    /// RSA modulus; base64url.
+    pub n: Option<String>,
+    /// RSA public exponent; base64url.
+    pub e: Option<String>,
+}
 
 /// `GET /.well-known/jwks.json`: the public key of every key that verifies now (pending, active
 /// and retired), with `kid`, `kty`, `alg` and `use: "sig"`. HMAC keys are secrets and never

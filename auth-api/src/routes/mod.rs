@@ -1,4 +1,8 @@
 //! The HTTP surface: the public router, the internal router, and the middleware both share.
+//!
+//! Each route module is an adapter: it extracts the request, calls one operation of
+//! [`crate::service`] and maps the result to a response (errors through [`ApiError`]). No route
+//! module uses another; what two of them answer alike (the token body) is here.
 
 mod accounts;
 mod health;
@@ -21,9 +25,12 @@ use axum::{
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
+use serde::Serialize;
+
 use crate::{
     error::{ApiError, ServerFault},
-    metrics::HttpLabels,
+    metrics::{HttpLabels, Metrics},
+    service::TokenPair,
     state::AppState,
 };
 
@@ -32,14 +39,28 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The public API (`AUTH_LISTEN`).
 pub fn router(state: AppState) -> Router {
-    let credentials = Router::new()
-        .route("/signup", post(accounts::signup))
-        .route("/login", post(accounts::login))
-        .route("/refresh", post(sessions::refresh))
-        .route("/password", post(password::change_password))
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit_by_ip));
+    // The credential endpoints, limited per client address; each counts a refusal with its
+    // other outcomes.
+    let limited = |outcomes: Option<CountOutcome>| {
+        middleware::from_fn_with_state((state.clone(), outcomes), limit_by_ip)
+    };
     Router::new()
-        .merge(credentials)
+        .route(
+            "/signup",
+            post(accounts::signup).layer(limited(Some(Metrics::signup))),
+        )
+        .route(
+            "/login",
+            post(accounts::login).layer(limited(Some(Metrics::login))),
+        )
+        .route(
+            "/refresh",
+            post(sessions::refresh).layer(limited(Some(Metrics::refresh))),
+        )
+        .route(
+            "/password",
+            post(password::change_password).layer(limited(None)),
+        )
         .route("/logout", post(sessions::logout))
         .route("/validate", get(validate::validate))
         .route(jwks::JWKS_PATH, get(jwks::public_jwks))
@@ -88,8 +109,16 @@ impl CommonLayers for Router<AppState> {
     }
 }
 
-/// Refuses a client address that has used up its bucket: 429 with `Retry-After`.
-async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts one outcome of an endpoint, e.g. [`Metrics::login`].
+type CountOutcome = fn(&Metrics, &'static str);
+
+/// Refuses a client address that has used up its bucket: 429 with `Retry-After`, counted as
+/// `rate_limited` by `outcomes` when the endpoint counts its outcomes.
+async fn limit_by_ip(
+    State((state, outcomes)): State<(AppState, Option<CountOutcome>)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let ip = state.ip_limiter.client_ip(peer, request.headers());
     match state.ip_limiter.check(ip).await {
@@ -101,11 +130,8 @@ async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next
                 "client address over its limit"
             );
             // Counted with the endpoint's other outcomes, like the per-email lock.
-            match request.uri().path() {
-                "/login" => state.metrics.login("rate_limited"),
-                "/refresh" => state.metrics.refresh("rate_limited"),
-                "/signup" => state.metrics.signup("rate_limited"),
-                _ => {}
+            if let Some(count) = outcomes {
+                count(&state.metrics, "rate_limited");
             }
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
@@ -145,5 +171,36 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         method,
         status,
     });
+    response
+}
+
+/// The body of a successful login or refresh (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The opaque refresh token.
+    pub refresh_token: String,
+    /// Seconds until the refresh token expires if unused.
+    pub refresh_expires_in: i64,
+}
+
+/// 200 with the token body and the RFC 6749 §5.1 no-cache headers.
+fn token_reply(tokens: TokenPair) -> Response {
+    let body = TokenResponse {
+        access_token: tokens.access_token,
+        token_type: "Bearer",
+        expires_in: tokens.expires_in,
+        refresh_token: tokens.refresh_token.expose().to_owned(),
+        refresh_expires_in: tokens.refresh_expires_in,
+    };
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }

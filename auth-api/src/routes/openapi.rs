@@ -1,14 +1,13 @@
 //! The OpenAPI document of the public API, generated from the handlers' annotations and served
 //! at `GET /openapi.json`.
 
-use serde::Serialize;
 use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-    Modify, OpenApi, ToSchema,
+    Modify, OpenApi,
 };
 
-use super::{accounts, health, jwks, password, sessions, validate};
-use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
+use super::{accounts, health, jwks, password, sessions, validate, TokenResponse};
+use crate::{error::ErrorBody, service::LogoutScope, tokens::AccessClaims};
 
 /// The public API.
 #[derive(Debug, OpenApi)]
@@ -28,51 +27,10 @@ use crate::{error::ErrorBody, state::TokenResponse, tokens::AccessClaims};
         health::readyz,
         health::metrics,
     ),
-    components(schemas(ErrorBody, TokenResponse, AccessClaims, JwksDoc, PublicJwkDoc, jwks::DiscoveryDoc, StatusDoc, sessions::LogoutScope)),
+    components(schemas(ErrorBody, TokenResponse, AccessClaims, jwks::JwksDoc, jwks::PublicJwkDoc, jwks::DiscoveryDoc, health::StatusDoc, LogoutScope)),
     modifiers(&BearerScheme),
 )]
 pub struct ApiDoc;
-
-/// `{"keys": [...]}`: a JWK Set (RFC 7517 §5) of public keys.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JwksDoc {
-    /// Public JWKs; never an `oct` key or a private member.
-    pub keys: Vec<PublicJwkDoc>,
-}
-
-/// One public JWK (RFC 7517, RFC 7518 §6, RFC 8037 §2).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PublicJwkDoc {
-    /// `EC` (ES256), `OKP` (EdDSA) or `RSA` (RS256).
-    #[schema(pattern = "^(EC|OKP|RSA)$")]
-    pub kty: String,
-    /// The key id that tokens name in their header.
-    pub kid: String,
-    /// `ES256`, `EdDSA` or `RS256`.
-    #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
-    pub alg: String,
-    /// Always `sig`.
-    #[serde(rename = "use")]
-    #[schema(pattern = "^sig$")]
-    pub use_: String,
-    /// `P-256` (EC) or `Ed25519` (OKP).
-    pub crv: Option<String>,
-    /// EC x coordinate, or the OKP public key; base64url.
-    pub x: Option<String>,
-    /// EC y coordinate; base64url.
-    pub y: Option<String>,
-    /// RSA modulus; base64url.
-    pub n: Option<String>,
-    /// RSA public exponent; base64url.
-    pub e: Option<String>,
-}
-
-/// `{"status": "ok"}` or `{"status": "ready"}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusDoc {
-    /// `ok` or `ready`.
-    pub status: String,
-}
 
 #[derive(Debug)]
 struct BearerScheme;

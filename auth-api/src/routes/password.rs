@@ -1,4 +1,5 @@
-//! `POST /password`: a signed-in user changes their password.
+//! `POST /password`: a signed-in user changes their password; an adapter of
+//! [`service::accounts::change_password`].
 
 use axum::{
     extract::State,
@@ -7,13 +8,11 @@ use axum::{
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::accounts::{count_password_failure, refuse_while_locked};
 use crate::{
-    domain::{Email, Password},
     error::{ApiError, ErrorBody, Result},
     extract::{bearer_token, Json},
+    service,
     state::AppState,
-    store::PasswordChange,
 };
 
 /// `{"current_password", "new_password"}`; deliberately without `Debug`.
@@ -39,71 +38,13 @@ pub(super) struct ChangePasswordRequest {
     (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
     (status = 503, description = "password hashing is saturated", body = ErrorBody),
 ), security(("bearer" = [])))]
-#[tracing::instrument(skip_all, fields(user_id))]
 pub(super) async fn change_password(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let verified = state.verify_access_token(token).await?;
-    state.check_session(&verified).await?;
-    let claims = &verified.typed;
-    tracing::Span::current().record("user_id", claims.sub.as_str());
-    let user = state
-        .store
-        .user_by_id(&claims.sub)
-        .await?
-        .ok_or_else(|| ApiError::InvalidToken("the user no longer exists".to_owned()))?;
-    let now = state.clock.now();
-    refuse_while_locked(&state, &user.email, now).await?;
-    let current_is_right = match Password::for_login(&body.current_password) {
-        Some(current) => {
-            state
-                .hasher
-                .verify(&current, Some(&user.password_hash))
-                .await?
-        }
-        None => false,
-    };
-    if !current_is_right {
-        count_password_failure(&state, &user.email, now).await?;
-        return Err(ApiError::WrongPassword);
-    }
-    state.store.clear_login_failures(&user.email).await?;
-    let email = Email::parse(&user.email).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let new_password =
-        Password::for_signup(&body.new_password, &email, state.config.password_min_chars)?;
-    let password_hash = state.hasher.hash(&new_password).await?;
-    let end_others = state
-        .config
-        .password_change_ends_other_sessions
-        .then(|| state.revoke_at());
-    let outcome = state
-        .store
-        .change_password(
-            &user.id,
-            &user.password_hash,
-            &password_hash,
-            &claims.sid,
-            end_others,
-        )
+    service::accounts::change_password(&state, token, &body.current_password, &body.new_password)
         .await?;
-    match outcome {
-        PasswordChange::Changed {
-            other_sessions_ended,
-        } => {
-            tracing::info!(
-                event = "password_changed",
-                other_sessions_ended,
-                "password changed"
-            );
-            Ok(StatusCode::NO_CONTENT)
-        }
-        // Another change came first: the current password given is no longer the password.
-        PasswordChange::Conflict => Err(ApiError::WrongPassword),
-        PasswordChange::SessionEnded => {
-            Err(ApiError::InvalidToken("the session has ended".to_owned()))
-        }
-    }
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,12 @@
-//! `GET /validate`: the stateful check of an access token.
+//! `GET /validate`: the stateful check of an access token; an adapter of
+//! [`service::access::validate`].
 
 use axum::{extract::State, http::HeaderMap};
 
 use crate::{
     error::{ApiError, ErrorBody, Result},
     extract::bearer_token,
+    service,
     state::AppState,
     tokens::AccessClaims,
 };
@@ -16,13 +18,11 @@ use crate::{
     (status = 200, description = "the token's claims", body = AccessClaims),
     (status = 401, description = "no bearer token (bare challenge), or invalid_token", body = ErrorBody),
 ), security(("bearer" = [])))]
-#[tracing::instrument(skip_all)]
 pub(super) async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Map<String, serde_json::Value>>> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let verified = state.verify_access_token(token).await?;
-    state.check_session(&verified).await?;
+    let verified = service::access::validate(&state, token).await?;
     Ok(axum::Json(verified.claims))
 }

@@ -108,27 +108,29 @@ impl Store {
     /// Creates a session and records its first refresh token.
     ///
     /// Only while the user's password hash is still `verified_hash`, the one the login just
-    /// checked: `false` (and nothing created) when a password change committed meanwhile. The
+    /// checked: `None` (and nothing created) when a password change committed meanwhile. The
     /// check is a write on the user's row, so it also waits for a change in progress: a login
     /// with the old password either ends before the change, which then ends its session, or
-    /// sees the new hash.
+    /// sees the new hash. Once created, the user's `tokens_valid_after` as of that write, which
+    /// the session's first access token must not predate.
     pub async fn create_session(
         &self,
         session: &NewSession,
         verified_hash: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Option<i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let fenced = sqlx::query(
-            "UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2",
+        let fenced: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2 \
+             RETURNING tokens_valid_after",
         )
         .bind(&session.user_id)
         .bind(verified_hash)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if fenced.rows_affected() != 1 {
+        let Some(tokens_valid_after) = fenced else {
             tx.rollback().await?;
-            return Ok(false);
-        }
+            return Ok(None);
+        };
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, rotation_key) \
              VALUES ($1, $2, $3, $4, 0, $3, $5)",
@@ -149,7 +151,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(tokens_valid_after))
     }
 
     /// The session a refresh token (by hash) belongs to, with the token's generation.

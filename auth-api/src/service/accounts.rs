@@ -1,0 +1,255 @@
+//! Accounts: sign up, log in, change the password, and the per-account lock after consecutive
+//! password failures that login and the password change share.
+
+use super::{
+    access::{self, Grant, TokenPair},
+    Error, Result,
+};
+use crate::{
+    domain::{Email, Password},
+    state::AppState,
+    store::{InsertUser, NewSession, PasswordChange, UserRow},
+    tokens::{new_rotation_key, RefreshToken},
+};
+
+/// Roles every new account starts with.
+const DEFAULT_ROLES: [&str; 1] = ["user"];
+
+/// An account just created.
+#[derive(Debug)]
+pub struct NewAccount {
+    /// UUID text.
+    pub id: String,
+    /// The normalised email.
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Creates an account for `email` with `password`, which must follow the signup policy.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<NewAccount> {
+    let email = Email::parse(email).map_err(Error::InvalidEmail)?;
+    let password = Password::for_signup(password, &email, state.config.password_min_chars)?;
+    let password_hash = state.hasher.hash(&password).await?;
+    let now = state.clock.now();
+    let user = UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.as_str().to_owned(),
+        password_hash,
+        created_at: now,
+        disabled_at: None,
+        tokens_valid_after: 0,
+    };
+    match state.store.insert_user(&user, &DEFAULT_ROLES).await? {
+        InsertUser::Created => {
+            tracing::Span::current().record("user_id", user.id.as_str());
+            tracing::info!(event = "signup", "account created");
+            state.metrics.signup("created");
+            Ok(NewAccount {
+                id: user.id,
+                email: user.email,
+                created_at: now,
+            })
+        }
+        InsertUser::EmailTaken => {
+            state.metrics.signup("email_taken");
+            Err(Error::EmailTaken)
+        }
+    }
+}
+
+/// Verifies the credentials and opens a session: [`Error::InvalidCredentials`] alike for an
+/// unknown email and a wrong password (in about the same time), [`Error::AccountDisabled`] only
+/// once the password is right, [`Error::Locked`] while the email is locked after consecutive
+/// failures (known or not, right password or not).
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair> {
+    let raw_email = email;
+    let email = Email::parse(raw_email).ok();
+    // The lock's key: the normalised email, or for a malformed one its trimmed lower-case text,
+    // so that nonsense is throttled like everything else.
+    let lock_key = email.as_ref().map_or_else(
+        || raw_email.trim().to_lowercase(),
+        |e| e.as_str().to_owned(),
+    );
+    let now = state.clock.now();
+    if let Err(locked) = refuse_while_locked(state, &lock_key, now).await {
+        state.metrics.login("rate_limited");
+        return Err(locked);
+    }
+    let user = match &email {
+        Some(email) => state.store.user_by_email(email.as_str()).await?,
+        None => None,
+    };
+    let verified = match Password::for_login(password) {
+        // An unknown or malformed email still costs one bcrypt verify, against a dummy hash.
+        Some(password) => {
+            state
+                .hasher
+                .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .await?
+        }
+        // Longer than any password we accept: it cannot be anybody's, whoever they are.
+        None => false,
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        state.metrics.login("invalid_credentials");
+        count_password_failure(state, &lock_key, now).await?;
+        return Err(Error::InvalidCredentials);
+    };
+    state.store.clear_login_failures(&lock_key).await?;
+    tracing::Span::current().record("user_id", user.id.as_str());
+    if user.disabled_at.is_some() {
+        state.metrics.login("account_disabled");
+        tracing::info!(
+            event = "login_failed",
+            reason = "account_disabled",
+            "login to a disabled account"
+        );
+        return Err(Error::AccountDisabled);
+    }
+    let refresh = RefreshToken::generate();
+    let session = NewSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        created_at: now,
+        expires_at: now.saturating_add(state.lifetimes.session_secs),
+        rotation_key: new_rotation_key(),
+        first_token_hash: refresh.hash(),
+    };
+    let Some(tokens_valid_after) = state
+        .store
+        .create_session(&session, &user.password_hash)
+        .await?
+    else {
+        // The password changed while this login checked the old one.
+        state.metrics.login("invalid_credentials");
+        return Err(Error::InvalidCredentials);
+    };
+    // The user as of the session's creation, which a "revoke everything" may have changed.
+    let user = UserRow {
+        tokens_valid_after,
+        ..user
+    };
+    let grant = Grant {
+        user: &user,
+        session_id: &session.id,
+        session_expires_at: session.expires_at,
+        refresh,
+        refresh_issued_at: now,
+    };
+    let tokens = access::issue(state, grant, now).await?;
+    state.metrics.login("success");
+    tracing::info!(event = "login", session_id = %session.id, "session opened");
+    Ok(tokens)
+}
+
+/// Changes the password of the user of `access_token` (which must validate) from `current` to
+/// `new`. The current password is asked again (an access token alone, perhaps stolen, must not
+/// be enough to take the account over), and wrong answers count towards the same lock as failed
+/// logins. The new password follows the signup policy. With
+/// `AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS` every other session of the user ends; the token's
+/// own lives on.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn change_password(
+    state: &AppState,
+    access_token: &str,
+    current: &str,
+    new: &str,
+) -> Result<()> {
+    let verified = access::verify(state, access_token).await?;
+    access::check_session(state, &verified).await?;
+    let claims = &verified.typed;
+    tracing::Span::current().record("user_id", claims.sub.as_str());
+    let user = state
+        .store
+        .user_by_id(&claims.sub)
+        .await?
+        .ok_or_else(|| Error::InvalidToken("the user no longer exists".to_owned()))?;
+    let now = state.clock.now();
+    refuse_while_locked(state, &user.email, now).await?;
+    let current_is_right = match Password::for_login(current) {
+        Some(current) => {
+            state
+                .hasher
+                .verify(&current, Some(&user.password_hash))
+                .await?
+        }
+        None => false,
+    };
+    if !current_is_right {
+        count_password_failure(state, &user.email, now).await?;
+        return Err(Error::WrongPassword);
+    }
+    state.store.clear_login_failures(&user.email).await?;
+    let email = Email::parse(&user.email).map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
+    let new_password = Password::for_signup(new, &email, state.config.password_min_chars)?;
+    let password_hash = state.hasher.hash(&new_password).await?;
+    let end_others = state
+        .config
+        .password_change_ends_other_sessions
+        .then(|| state.revoke_at());
+    let outcome = state
+        .store
+        .change_password(
+            &user.id,
+            &user.password_hash,
+            &password_hash,
+            &claims.sid,
+            end_others,
+        )
+        .await?;
+    match outcome {
+        PasswordChange::Changed {
+            other_sessions_ended,
+        } => {
+            tracing::info!(
+                event = "password_changed",
+                other_sessions_ended,
+                "password changed"
+            );
+            Ok(())
+        }
+        // Another change came first: the current password given is no longer the password.
+        PasswordChange::Conflict => Err(Error::WrongPassword),
+        PasswordChange::SessionEnded => {
+            Err(Error::InvalidToken("the session has ended".to_owned()))
+        }
+    }
+}
+
+/// [`Error::Locked`] while the account `key` (a normalised email) is locked after consecutive
+/// password failures. No password is checked while locked, right or wrong, for a known email
+/// or not.
+async fn refuse_while_locked(state: &AppState, key: &str, now: i64) -> Result<()> {
+    match state.store.login_locked_until(key).await? {
+        Some(until) if until > now => {
+            tracing::info!(event = "login_throttled", "password attempt during a lock");
+            let retry_after_secs = u64::try_from(until - now).unwrap_or(u64::MAX);
+            Err(Error::Locked { retry_after_secs })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Counts a wrong password for the account `key`, locking it once the free attempts are used
+/// up: login and the password change share one counter, so a stolen access token does not
+/// open a second guessing channel.
+async fn count_password_failure(state: &AppState, key: &str, now: i64) -> Result<()> {
+    let failures = state.store.record_login_failure(key, now).await?;
+    if let Some(delay) = state.login_throttle.delay_after(failures) {
+        state
+            .store
+            .lock_login(key, now.saturating_add(delay))
+            .await?;
+        tracing::warn!(
+            event = "login_locked",
+            failures,
+            delay_secs = delay,
+            "consecutive password failures: locked"
+        );
+    }
+    tracing::info!(event = "login_failed", failures, "wrong password");
+    Ok(())
+}

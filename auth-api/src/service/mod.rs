@@ -1,0 +1,22 @@
+//! The operations of auth-api, with no HTTP in them: sign up, log in, refresh, log out, change
+//! a password, validate an access token.
+//!
+//! Each takes the shared [`AppState`](crate::AppState) and plain values (the strings a client
+//! sent, parsed here into domain types), returns domain values, and fails with [`Error`]. A front
+//! end is an adapter: the HTTP routes in [`crate::routes`] extract a request, call one operation
+//! and map its result (an [`Error`] becomes an [`ApiError`](crate::ApiError)); another front end
+//! calls the same functions. Outcome metrics and the audit log lines are written here, so that
+//! every front end counts and logs alike.
+//!
+//! - [`accounts`]: sign up, log in (the per-account lock, bcrypt, a new session), change password.
+//! - [`sessions`]: refresh (rotation and reuse detection), log out (each scope).
+//! - [`access`]: access tokens: issuing a pair for a session, verifying, validating.
+
+pub mod access;
+pub mod accounts;
+mod error;
+pub mod sessions;
+
+pub use access::{TokenPair, VerifiedToken};
+pub use error::{Error, Result};
+pub use sessions::{LogoutCredential, LogoutScope};
