@@ -5,10 +5,12 @@
 
 use std::fmt;
 
-use auth_jwt::{is_token68, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
+use auth_jwt::{is_token68, Algorithm, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::keys::{self, Jwks};
 
 /// A configuration error: the path of the field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +65,12 @@ pub struct FilterConfig {
     /// [`ACCESS_TOKEN_REQUIRED_CLAIMS`]: `sub`, `iat`, `jti`, `sid`, `client_id`, the set
     /// auth-api's `/validate` requires.
     pub(crate) required_claims: Vec<String>,
+    /// The JWS algorithms accepted in a token's `alg`, in [`Algorithm::ALL`]'s order; any other
+    /// is refused before any cryptography, and keys of other algorithms are ignored. Default
+    /// ES256, EdDSA and RS256, plus HS256 when the keys come from `local_jwks` or from a
+    /// `remote_jwks` with a `bearer_token`: a secret from a document fetched without
+    /// credentials is never trusted.
+    pub(crate) algorithms: Vec<Algorithm>,
     /// Where the verification keys come from.
     pub(crate) key_source: KeySource,
     /// Where the revocation feed is polled from (`remote_revocations`). Default none: no token
@@ -106,8 +114,28 @@ pub(crate) struct ClaimToHeader {
 pub(crate) enum KeySource {
     /// Polled from an Envoy cluster by the root context.
     Remote(RemoteJwks),
-    /// Given inline; ready at once.
-    Local(KeySet),
+    /// Given inline, already restricted to the accepted algorithms; ready at once.
+    Local(Jwks),
+}
+
+/// The key source while the configuration is read: `remote_jwks` parsed, or `local_jwks` still
+/// as JSON (which of its keys are kept depends on the algorithms, which depend on the source).
+enum SourceRead {
+    Remote(RemoteJwks),
+    Local(Value),
+}
+
+impl SourceRead {
+    /// Whether an HMAC secret from this source may be trusted: it is in the configuration
+    /// itself (`local_jwks`), or fetched with credentials (`remote_jwks` with a `bearer_token`,
+    /// e.g. auth-api's `/internal/keys`). A secret in a document anyone can fetch (a public
+    /// JWKS) would let anyone who reads it mint tokens.
+    fn trusts_secrets(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::Remote(remote) => remote.source.bearer_token.is_some(),
+        }
+    }
 }
 
 /// Where and how to poll a document over an Envoy cluster: what `remote_jwks` and
@@ -339,12 +367,15 @@ impl FilterConfig {
             non_empty(&format!("required_claims[{i}]"), claim)?;
         }
 
+        let explicit_algorithms: Option<Vec<String>> = fields.take("algorithms")?;
+        // The remote source is read first: whether it has credentials decides the default
+        // algorithms, and the algorithms decide which local keys are kept.
         let key_source = match (
             fields.take_raw("remote_jwks"),
             fields.take_raw("local_jwks"),
         ) {
-            (Some(remote), None) => KeySource::Remote(remote_jwks(remote)?),
-            (None, Some(local)) => KeySource::Local(local_jwks(local)?),
+            (Some(remote), None) => SourceRead::Remote(remote_jwks(remote)?),
+            (None, Some(local)) => SourceRead::Local(local),
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
                     "remote_jwks",
@@ -357,6 +388,11 @@ impl FilterConfig {
                     "one of remote_jwks and local_jwks is required",
                 ))
             }
+        };
+        let algorithms = algorithms(explicit_algorithms.as_deref(), key_source.trusts_secrets())?;
+        let key_source = match key_source {
+            SourceRead::Remote(remote) => KeySource::Remote(remote),
+            SourceRead::Local(local) => KeySource::Local(local_jwks(local, &algorithms)?),
         };
 
         let remote_revocations = fields
@@ -400,6 +436,7 @@ impl FilterConfig {
             claim_to_headers,
             roles_claim,
             required_claims,
+            algorithms,
             key_source,
             remote_revocations,
             rules,
@@ -411,9 +448,10 @@ impl FilterConfig {
 
     /// The token validation this configuration asks for: [`Validation::access_token`] (the
     /// rules auth-api's `/validate` applies) with the issuer, the audiences and the clock skew,
-    /// requiring the configured claims.
+    /// requiring the configured claims and accepting only the configured algorithms.
     pub fn validation(&self) -> Validation {
         Validation {
+            algorithms: self.algorithms.clone(),
             required_claims: self.required_claims.clone(),
             ..Validation::access_token(&self.issuer, &self.audiences, self.clock_skew_seconds)
         }
@@ -506,7 +544,54 @@ fn remote_source(
     })
 }
 
-fn local_jwks(value: Value) -> Result<KeySet, ConfigError> {
+/// The algorithms the filter accepts: `explicit` (the `algorithms` field) if set, else ES256,
+/// EdDSA and RS256, plus HS256 when the key source is trusted with secrets.
+fn algorithms(
+    explicit: Option<&[String]>,
+    trusts_secrets: bool,
+) -> Result<Vec<Algorithm>, ConfigError> {
+    let Some(names) = explicit else {
+        return Ok(Algorithm::ALL
+            .into_iter()
+            .filter(|alg| trusts_secrets || !alg.is_symmetric())
+            .collect());
+    };
+    if names.is_empty() {
+        return Err(ConfigError::new("algorithms", "must not be empty"));
+    }
+    let mut listed = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("algorithms[{i}]");
+        let alg: Algorithm = name.parse().map_err(|_| {
+            ConfigError::new(
+                &field,
+                format!("unknown algorithm `{name}` (expected ES256, EdDSA, RS256 or HS256)"),
+            )
+        })?;
+        if listed.contains(&alg) {
+            return Err(ConfigError::new(field, format!("{alg} is listed twice")));
+        }
+        listed.push(alg);
+    }
+    if !trusts_secrets {
+        if let Some(alg) = listed.iter().find(|alg| alg.is_symmetric()) {
+            return Err(ConfigError::new(
+                "algorithms",
+                format!(
+                    "{alg} needs keys from local_jwks or from a remote_jwks with a \
+                     bearer_token: a secret fetched without credentials is in a document \
+                     anyone can read, and would let them mint tokens"
+                ),
+            ));
+        }
+    }
+    Ok(Algorithm::ALL
+        .into_iter()
+        .filter(|alg| listed.contains(alg))
+        .collect())
+}
+
+fn local_jwks(value: Value, algorithms: &[Algorithm]) -> Result<Jwks, ConfigError> {
     let json =
         serde_json::to_vec(&value).map_err(|e| ConfigError::new("local_jwks", e.to_string()))?;
     let keys =
@@ -517,7 +602,17 @@ fn local_jwks(value: Value) -> Result<KeySet, ConfigError> {
             "holds no usable key (ES256, EdDSA, RS256 or HS256)",
         ));
     }
-    Ok(keys)
+    let jwks = Jwks::accept(keys, algorithms);
+    if jwks.keys().is_empty() {
+        return Err(ConfigError::new(
+            "local_jwks",
+            format!(
+                "holds no key of an accepted algorithm (algorithms: {})",
+                keys::names(algorithms)
+            ),
+        ));
+    }
+    Ok(jwks)
 }
 
 fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
@@ -612,6 +707,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::poll::Document as _;
 
     pub(crate) const SECRET_B64: &str = "dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWM";
 
@@ -684,7 +780,7 @@ pub(crate) mod tests {
         assert!(!config.bypass_cors_preflight);
         assert_eq!(config.realm, "auth-service");
         assert_eq!(config.cache_entries, 1024);
-        assert!(matches!(&config.key_source, KeySource::Local(keys) if keys.len() == 1));
+        assert!(matches!(&config.key_source, KeySource::Local(keys) if keys.keys().len() == 1));
         assert_eq!(config.rules.len(), 4);
         assert_eq!(
             config.rules[2].require,
@@ -748,10 +844,149 @@ pub(crate) mod tests {
         let KeySource::Local(set) = &config.key_source else {
             panic!("expected local keys");
         };
-        assert_eq!(set.len(), 4);
+        assert_eq!(set.keys().len(), 4);
         for key in &keys {
-            let parsed = set.get(key.kid()).ok_or("a key is missing")?;
+            let parsed = set.keys().get(key.kid()).ok_or("a key is missing")?;
             assert_eq!(parsed.algorithm(), key.algorithm());
+        }
+        Ok(())
+    }
+
+    fn remote(source: Value) -> Value {
+        with(
+            with(base(), "/local_jwks", Value::Null),
+            "/remote_jwks",
+            source,
+        )
+    }
+
+    const PUBLIC_KEYS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256];
+
+    #[test]
+    fn hs256_is_accepted_by_default_only_from_a_source_trusted_with_secrets() -> crate::TestResult {
+        let public = remote(json!({"cluster": "auth_api", "path": "/.well-known/jwks.json"}));
+        let internal = remote(
+            json!({"cluster": "auth_internal", "path": "/internal/keys", "bearer_token": "t0ken"}),
+        );
+        let cases = [
+            (base(), &Algorithm::ALL[..], "local_jwks"),
+            (public, &PUBLIC_KEYS[..], "a public JWKS, no credentials"),
+            (
+                internal,
+                &Algorithm::ALL[..],
+                "a key source behind a bearer token",
+            ),
+        ];
+        for (value, expected, reason) in cases {
+            let config = parse(&value)?;
+            assert_eq!(config.algorithms, expected, "{reason}");
+            assert_eq!(config.validation().algorithms, expected, "{reason}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn explicit_algorithms_are_read_in_a_fixed_order_and_hs256_needs_credentials(
+    ) -> crate::TestResult {
+        let public = remote(json!({"cluster": "auth_api", "path": "/.well-known/jwks.json"}));
+        let config = parse(&with(
+            public.clone(),
+            "/algorithms",
+            json!(["RS256", "ES256"]),
+        ))?;
+        assert_eq!(config.algorithms, [Algorithm::ES256, Algorithm::RS256]);
+        assert_eq!(
+            config.validation().algorithms,
+            [Algorithm::ES256, Algorithm::RS256]
+        );
+
+        let err = parse(&with(public, "/algorithms", json!(["ES256", "HS256"])))
+            .expect_err("a secret from a public document");
+        assert_eq!(err.field, "algorithms");
+        assert!(err.message.contains("bearer_token"), "{err}");
+
+        let internal = remote(
+            json!({"cluster": "auth_internal", "path": "/internal/keys", "bearer_token": "t0ken"}),
+        );
+        let config = parse(&with(internal, "/algorithms", json!(["HS256"])))?;
+        assert_eq!(config.algorithms, [Algorithm::HS256]);
+        let config = parse(&with(base(), "/algorithms", json!(["HS256"])))?;
+        assert_eq!(config.algorithms, [Algorithm::HS256]);
+        Ok(())
+    }
+
+    #[test]
+    fn local_keys_of_algorithms_not_accepted_are_set_aside() -> crate::TestResult {
+        let es256 = crate::crypto::tests::key(Algorithm::ES256)?;
+        let mut value = base();
+        value["local_jwks"]["keys"]
+            .as_array_mut()
+            .ok_or("no keys")?
+            .push(serde_json::to_value(
+                auth_jwt::Jwk::public(&es256).ok_or("no jwk")?,
+            )?);
+        let config = parse(&with(value.clone(), "/algorithms", json!(["ES256"])))?;
+        let KeySource::Local(jwks) = &config.key_source else {
+            return Err("expected local keys".into());
+        };
+        assert_eq!(jwks.keys().kids().collect::<Vec<_>>(), [es256.kid()]);
+        assert_eq!(jwks.ignored(), [("k1".to_owned(), Algorithm::HS256)]);
+        assert!(jwks.warning().is_some_and(|w| w.contains("`k1` (HS256)")));
+
+        // Nothing left: the configuration is refused.
+        let err = parse(&with(base(), "/algorithms", json!(["ES256", "EdDSA"])))
+            .expect_err("no key of an accepted algorithm");
+        assert_eq!(err.field, "local_jwks");
+        assert!(err.message.contains("ES256, EdDSA"), "{err}");
+        Ok(())
+    }
+
+    /// The filter configuration embedded in a shipped Envoy config, placeholders filled in.
+    fn shipped(file: &str) -> crate::TestResult<String> {
+        let path = format!("{}/../envoy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let yaml = std::fs::read_to_string(path)?;
+        let (_, rest) = yaml
+            .split_once("value: |\n")
+            .ok_or("no filter configuration")?;
+        let mut json = String::new();
+        for line in rest.lines() {
+            let trimmed = line.trim_start();
+            if line.len() - trimmed.len() < 28 && !trimmed.is_empty() {
+                break;
+            }
+            json.push_str(trimmed);
+            json.push('\n');
+        }
+        Ok(json
+            .replace("{{ISSUER}}", "http://127.0.0.1:10000/auth")
+            .replace("{{INTERNAL_TOKEN}}", "internal-token-internal-token-01")
+            .replace("{{POLL_SECONDS}}", "30")
+            .replace("{{REVOCATION_POLL_SECONDS}}", "2"))
+    }
+
+    #[test]
+    fn the_shipped_configs_take_no_secret_from_the_public_jwks() -> crate::TestResult {
+        for file in ["dev.yaml", "docker.yaml"] {
+            let json = shipped(file)?;
+            let config = FilterConfig::parse(json.as_bytes())?;
+            assert_eq!(config.algorithms, PUBLIC_KEYS, "{file}");
+            // The HS256 migration's gateway (the e2e harness's `GatewayKeys::Internal`): the same
+            // configuration polling `/internal/keys` with the internal token verifies HS256 too.
+            let internal = json
+                .replace(
+                    r#""cluster": "auth_api","#,
+                    r#""cluster": "auth_internal","#,
+                )
+                .replace(
+                    r#""path": "/.well-known/jwks.json","#,
+                    r#""bearer_token": "t0ken", "path": "/internal/keys","#,
+                );
+            let config = FilterConfig::parse(internal.as_bytes())?;
+            let KeySource::Remote(remote) = &config.key_source else {
+                return Err("expected remote keys".into());
+            };
+            assert_eq!(remote.source.path, "/internal/keys", "{file}");
+            assert_eq!(config.algorithms, Algorithm::ALL, "{file}");
         }
         Ok(())
     }
@@ -794,7 +1029,7 @@ pub(crate) mod tests {
 
     #[test]
     fn each_config_error_names_its_field() -> crate::TestResult {
-        let remote = json!({"cluster": "c", "path": "/keys"});
+        let remote_keys = json!({"cluster": "c", "path": "/keys"});
         let cases: Vec<(Value, &str, &str)> = vec![
             (
                 with(base(), "/issuer", Value::Null),
@@ -901,7 +1136,7 @@ pub(crate) mod tests {
                 "no key source",
             ),
             (
-                with(base(), "/remote_jwks", remote.clone()),
+                with(base(), "/remote_jwks", remote_keys.clone()),
                 "remote_jwks",
                 "two key sources",
             ),
@@ -1161,6 +1396,36 @@ pub(crate) mod tests {
                 with(base(), "/cache_entries", json!(-5)),
                 "cache_entries",
                 "a negative cache size",
+            ),
+            (
+                with(base(), "/algorithms", json!([])),
+                "algorithms",
+                "no algorithm",
+            ),
+            (
+                with(base(), "/algorithms", json!(["ES256", "none"])),
+                "algorithms[1]",
+                "alg none",
+            ),
+            (
+                with(base(), "/algorithms", json!(["hs256"])),
+                "algorithms[0]",
+                "a lowercase algorithm",
+            ),
+            (
+                with(base(), "/algorithms", json!(["ES256", "ES256"])),
+                "algorithms[1]",
+                "an algorithm listed twice",
+            ),
+            (
+                with(base(), "/algorithms", json!("ES256")),
+                "algorithms",
+                "algorithms not a list",
+            ),
+            (
+                with(remote(remote_keys.clone()), "/algorithms", json!(["HS256"])),
+                "algorithms",
+                "HS256 from a key source without credentials",
             ),
             (
                 with(base(), "/forwrd", json!(true)),

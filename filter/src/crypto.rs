@@ -16,8 +16,25 @@
 //! PKCS #1 v1.5. It answers a serialized `VerifySignatureResult {result = 1, error = 2}`. A host
 //! without the function answers `NotFound`.
 //!
+//! The answer taken as "verified" is exactly Envoy's encoding of `{result: true}`, `08 01`;
+//! a refusal is an answer decoding to `result: false` with an error starting
+//! `Failed to verify digest`; anything else is no verdict and the signature is checked in wasm.
+//!
 //! This module does not talk to Envoy: `host.rs` implements [`ForeignFunctions`] with the SDK, and
 //! the tests with a model of Envoy's function.
+//!
+//! A limit we cannot remove without `unsafe` (which this crate forbids): proxy-wasm 0.2.5's
+//! `hostcalls::call_foreign_function` maps the host's status to `Ok`, `NotFound`, `BadArgument`,
+//! `SerializationFailure` or `InternalFailure`, and **panics** on any other (`Unimplemented`, or
+//! `InvalidMemoryAccess`; a value outside the SDK's `Status` enum is not even a valid Rust
+//! value), and the raw `proxy_call_foreign_function` import is private to the SDK, so the only
+//! other way would be our own `extern "C"` import called in an `unsafe` block. Envoy (the
+//! proxy-wasm C++ host, `src/exports.cc`) answers `NotFound` for a missing function and
+//! `verify_signature` answers `Ok` or `BadArgument`; `InvalidMemoryAccess` needs pointers the
+//! SDK itself built to be out of bounds. A host that answers another status would abort the VM
+//! on every ES256 or RS256 token that misses the cache; with `failure_policy: FAIL_RELOAD` (the
+//! shipped configs) that refuses requests, it never lets one through. The SDK's `main` branch
+//! has the same match; revisit this when a release returns the status instead of panicking.
 
 use std::cell::Cell;
 use std::fmt;
@@ -34,6 +51,14 @@ const HASH: &str = "sha256";
 /// How the host's answer begins when the signature itself did not verify, as opposed to a key
 /// or a hash the host could not use (`utility_impl.cc`).
 const NOT_VERIFIED: &str = "Failed to verify digest";
+
+/// The one answer taken as "verified": `VerifySignatureResult {result: true}` exactly as Envoy
+/// serializes it (field 1, varint 1; the empty `error` is not sent in proto3). Compared byte for
+/// byte rather than decoded, because decoding is lenient where a verdict must not be: prost
+/// skips unknown fields, reads any non-zero varint as `true` and keeps `result` beside an
+/// `error`. An answer that is anything else is no verdict, and the signature is checked in wasm:
+/// a host that encodes differently costs speed, never correctness.
+const VERIFIED: [u8; 2] = [0x08, 0x01];
 
 /// `envoy.source.extensions.common.wasm.VerifySignatureArguments`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -187,9 +212,22 @@ impl<F: ForeignFunctions> HostCrypto<F> {
             Err(ForeignError::NotFound) => return HostVerdict::Missing,
             Err(failed) => return HostVerdict::NoVerdict(failed),
         };
+        if answer == VERIFIED {
+            return HostVerdict::Valid;
+        }
+        // A refusal only ever refuses: it is taken as decoded, as long as it says `false`.
         match VerifySignatureResult::decode(answer.as_slice()) {
-            Ok(result) if result.result => HostVerdict::Valid,
-            Ok(result) if result.error.starts_with(NOT_VERIFIED) => HostVerdict::Invalid,
+            Ok(result) if !result.result && result.error.starts_with(NOT_VERIFIED) => {
+                HostVerdict::Invalid
+            }
+            Ok(result) if result.result => HostVerdict::NoVerdict(ForeignError::Failed(format!(
+                "not Envoy's encoding of a verified signature ({} bytes, error {:?})",
+                answer.len(),
+                result.error
+            ))),
+            Ok(result) if result.error.is_empty() => HostVerdict::NoVerdict(ForeignError::Failed(
+                format!("an answer without a verdict ({} bytes)", answer.len()),
+            )),
             Ok(result) => HostVerdict::NoVerdict(ForeignError::Failed(result.error)),
             Err(err) => {
                 HostVerdict::NoVerdict(ForeignError::Failed(format!("undecodable answer: {err}")))
@@ -205,9 +243,14 @@ impl<F: ForeignFunctions> Verifier for HostCrypto<F> {
             Some(der) if by_host && self.support.get() != HostSupport::Absent => der,
             _ => return self.in_wasm(key, message, signature),
         };
-        // BoringSSL's ECDSA takes the DER `ECDSA-Sig-Value`, JOSE the fixed-size `r || s`.
+        // BoringSSL's ECDSA takes the DER `ECDSA-Sig-Value`, JOSE the fixed-size `r || s`. A
+        // signature that does not convert (`decode` checks its size first, so never in practice)
+        // is left to the wasm check, which refuses it and is counted like every other check.
         let host_signature = if key.algorithm() == Algorithm::ES256 {
-            es256_signature_to_der(signature)?
+            match es256_signature_to_der(signature) {
+                Ok(der) => der,
+                Err(_) => return self.in_wasm(key, message, signature),
+            }
         } else {
             signature.to_vec()
         };
@@ -503,6 +546,112 @@ pub(crate) mod tests {
         assert_eq!(
             verifier.take_last_failure(),
             Some(ForeignError::Failed("sha256 is not supported.".to_owned()))
+        );
+        Ok(())
+    }
+
+    /// A host whose `verify_signature` answers these bytes to every call.
+    #[derive(Debug)]
+    struct Answers(Vec<u8>);
+
+    impl ForeignFunctions for Answers {
+        fn call(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, ForeignError> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn only_envoys_exact_verified_answer_counts_as_verified() -> crate::TestResult {
+        let with_error = VerifySignatureResult {
+            result: true,
+            error: "Failed to initialize digest verify.".to_owned(),
+        }
+        .encode_to_vec();
+        let refusal_saying_true = VerifySignatureResult {
+            result: true,
+            error: "Failed to verify digest. Error code: 0".to_owned(),
+        }
+        .encode_to_vec();
+        let cases: [(Vec<u8>, &str); 8] = [
+            (with_error, "result=true with an error"),
+            (refusal_saying_true, "result=true with the refusal's error"),
+            (vec![0x08, 0x02], "a varint of 2 for the bool"),
+            (vec![0x08, 0x81, 0x00], "true as a non-minimal varint"),
+            (
+                vec![0x08, 0x01, 0x18, 0x01],
+                "true and an unknown varint field",
+            ),
+            (
+                vec![0x08, 0x01, 0x2a, 0x01, b'x'],
+                "true and an unknown bytes field",
+            ),
+            (
+                vec![0x08, 0x01, 0x12, 0x00],
+                "true and an explicitly empty error",
+            ),
+            (vec![], "an empty answer"),
+        ];
+        for (answer, reason) in cases {
+            let verifier = HostCrypto::new(Answers(answer));
+            for alg in [Algorithm::ES256, Algorithm::RS256] {
+                let key = key(alg)?;
+                let good = token(&key)?;
+                // The host "verifies" a tampered token: its answer must not decide.
+                assert_eq!(
+                    check(&verifier, &key, &tampered(&good)?),
+                    Err(ErrorKind::InvalidSignature),
+                    "{reason} ({alg:?}): decided by the host"
+                );
+                assert_eq!(check(&verifier, &key, &good), Ok(()), "{reason} ({alg:?})");
+            }
+            assert_eq!(
+                verifier.take_counts(),
+                SignatureCounts {
+                    host: 0,
+                    wasm: 4,
+                    host_failed: 4
+                },
+                "{reason}: checked in wasm, counted as host failures"
+            );
+            assert!(verifier.take_last_failure().is_some(), "{reason}");
+        }
+        // Envoy's own encodings still decide.
+        let verifier = HostCrypto::new(Answers(vec![0x08, 0x01]));
+        let key = key(Algorithm::ES256)?;
+        assert_eq!(check(&verifier, &key, &token(&key)?), Ok(()));
+        let refusal = VerifySignatureResult {
+            result: false,
+            error: "Failed to verify digest. Error code: 0".to_owned(),
+        }
+        .encode_to_vec();
+        let verifier_refusing = HostCrypto::new(Answers(refusal));
+        assert_eq!(
+            check(&verifier_refusing, &key, &token(&key)?),
+            Err(ErrorKind::InvalidSignature),
+            "the host's refusal is a verdict"
+        );
+        assert_eq!(verifier.take_counts().host, 1);
+        assert_eq!(verifier_refusing.take_counts().host, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_signature_that_cannot_become_der_is_counted_and_checked_in_wasm() -> crate::TestResult {
+        let host = MockHost::new(Behaviour::Envoy);
+        let verifier = HostCrypto::new(&host);
+        let key = key(Algorithm::ES256)?;
+        // `decode` checks the size first; the verifier must stand on its own all the same.
+        let short = [7_u8; 63];
+        assert!(verifier.verify(&key, b"header.payload", &short).is_err());
+        assert!(host.calls().is_empty(), "nothing to send the host");
+        assert_eq!(
+            verifier.take_counts(),
+            SignatureCounts {
+                host: 0,
+                wasm: 1,
+                host_failed: 0
+            },
+            "every signature checked is counted once"
         );
         Ok(())
     }

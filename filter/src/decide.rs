@@ -369,7 +369,6 @@ mod tests {
 
     use super::*;
     use crate::config::tests::base;
-    use crate::poll::Document;
 
     const NOW: u64 = 1_700_000_000;
     const SECRET: &[u8] = b"test-secret-test-secret-test-sec";
@@ -985,6 +984,48 @@ mod tests {
     }
 
     #[test]
+    fn an_hs256_token_is_refused_before_any_crypto_when_the_keys_are_public() -> crate::TestResult {
+        use crate::crypto::tests::{Behaviour, MockHost};
+        use crate::crypto::HostCrypto;
+
+        // The shipped layout: a public JWKS polled without credentials.
+        let config = config_with(|value| {
+            value["local_jwks"] = Value::Null;
+            value["remote_jwks"] = json!({"cluster": "auth_api", "path": "/.well-known/jwks.json"});
+        })?;
+        let validation = config.validation();
+        // Even were the secret in the key set the request sees (it is left out when parsed).
+        let key_set = keys()?;
+        let auth = bearer(&token(&claims())?);
+        let headers = [("authorization".to_owned(), auth)];
+        let host = MockHost::new(Behaviour::Envoy);
+        let verifier = HostCrypto::new(&host);
+        let decision = decide(
+            &RequestView {
+                method: "GET",
+                path: "/api/x",
+                headers: &headers,
+            },
+            &config,
+            Verification::new(&validation, &verifier),
+            Some(&key_set),
+            RevocationCheck::Off,
+            None,
+            NOW,
+        );
+        assert!(
+            matches!(reason(&decision), Some(DenyReason::InvalidToken(_))),
+            "{decision:?}"
+        );
+        assert_eq!(
+            verifier.take_counts(),
+            crate::crypto::SignatureCounts::default(),
+            "no signature was checked"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_foreign_key_reusing_a_published_kid_is_refused() -> crate::TestResult {
         use crate::crypto::tests::{Behaviour, MockHost};
         use crate::crypto::HostCrypto;
@@ -1128,7 +1169,7 @@ mod tests {
     }
 
     fn empty_feed() -> crate::TestResult<Revocations> {
-        Ok(Revocations::parse(
+        Ok(Revocations::from_feed(
             br#"{"version":"0","sessions":[],"users":[]}"#,
         )?)
     }
@@ -1281,7 +1322,7 @@ mod tests {
             let body = format!(
                 r#"{{"version":"1","sessions":[{{"sid":"s-old","until":{until}}}],"users":[]}}"#
             );
-            Ok(Revocations::parse(body.as_bytes())?)
+            Ok(Revocations::from_feed(body.as_bytes())?)
         };
         let cases = [
             (NOW - 60, false, "until plus the 60 s skew has passed"),

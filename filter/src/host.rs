@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use auth_jwt::{KeySet, Validation};
+use auth_jwt::Validation;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{
@@ -29,7 +29,7 @@ use crate::crypto::{ForeignError, ForeignFunctions, HostCrypto, HostSupport, Sig
 use crate::decide::{
     decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
 };
-use crate::keys;
+use crate::keys::{self, Jwks};
 use crate::poll::{
     self, Document, FetchResult, Fetched, Poller, Refreshed, SetError, SharedData, SharedNames,
     Timing,
@@ -202,7 +202,7 @@ struct FetchCounters {
 
 /// One document this worker polls: the pure [`Poller`], and where its calls go.
 #[derive(Debug)]
-struct Remote<D> {
+struct Remote<D: Document> {
     poller: Poller<D>,
     source: RemoteSource,
     counters: FetchCounters,
@@ -215,9 +215,10 @@ impl<D: Document> Remote<D> {
         timing: Timing,
         worker_id: u64,
         counters: FetchCounters,
+        options: D::Options,
     ) -> Self {
         Self {
-            poller: Poller::new(names, worker_id, timing),
+            poller: Poller::new(names, worker_id, timing, options),
             source: source.clone(),
             counters,
         }
@@ -236,14 +237,30 @@ impl<D: Document> Remote<D> {
     fn refresh(&mut self) -> Refreshed {
         let refreshed = self.poller.refresh(&HostShared);
         match &refreshed {
-            Refreshed::Loaded { version, summary } => log(
-                LogLevel::Info,
-                &format!(
-                    "auth-filter: loaded {} version {} ({summary})",
-                    D::KIND,
-                    poll::version_label(*version)
-                ),
-            ),
+            Refreshed::Loaded {
+                version,
+                summary,
+                warning,
+            } => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "auth-filter: loaded {} version {} ({summary})",
+                        D::KIND,
+                        poll::version_label(*version)
+                    ),
+                );
+                if let Some(warning) = warning {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "auth-filter: {} version {}: {warning}",
+                            D::KIND,
+                            poll::version_label(*version)
+                        ),
+                    );
+                }
+            }
             Refreshed::Unusable { version, error } => log(
                 LogLevel::Error,
                 &format!(
@@ -413,9 +430,9 @@ enum KeyState {
     /// Before a configuration was accepted.
     Unconfigured,
     /// `local_jwks`: ready from the start.
-    Local(Rc<KeySet>),
+    Local(Rc<Jwks>),
     /// `remote_jwks`: polled.
-    Remote(Box<Remote<KeySet>>),
+    Remote(Box<Remote<Jwks>>),
 }
 
 /// What every HTTP context of a configured root shares.
@@ -505,7 +522,7 @@ impl Root {
     }
 
     /// The keys a request may use now: none while unloaded or stale.
-    fn usable_keys(&self, now: u64) -> Option<Rc<KeySet>> {
+    fn usable_keys(&self, now: u64) -> Option<Rc<Jwks>> {
         match &self.keys {
             KeyState::Unconfigured => None,
             KeyState::Local(keys) => Some(Rc::clone(keys)),
@@ -582,6 +599,22 @@ impl RootContext for Root {
             }
         };
         let metrics = Metrics::define();
+        log(
+            LogLevel::Info,
+            &format!(
+                "auth-filter: accepting tokens signed with {}",
+                keys::names(&config.algorithms)
+            ),
+        );
+        if let Some(warning) = match &config.key_source {
+            KeySource::Local(jwks) => jwks.warning(),
+            KeySource::Remote(_) => None,
+        } {
+            log(
+                LogLevel::Warn,
+                &format!("auth-filter: local_jwks: {warning}"),
+            );
+        }
         let polls = matches!(config.key_source, KeySource::Remote(_))
             || config.remote_revocations.is_some();
         // The tick also flushes the request counters, so it runs for local keys too.
@@ -598,6 +631,7 @@ impl RootContext for Root {
                 keys::timing(remote),
                 worker_id,
                 metrics.jwks(),
+                config.algorithms.clone(),
             ))),
         };
         self.revocations = config.remote_revocations.as_ref().map(|remote| {
@@ -607,6 +641,7 @@ impl RootContext for Root {
                 revocations::timing(remote),
                 worker_id,
                 metrics.revocations(),
+                (),
             ))
         });
         let key_fetch = match &config.key_source {
@@ -675,7 +710,7 @@ struct Http {
     shared: Option<Shared>,
     /// The host's clock when the request arrived; `None` if it could not be read.
     now: Option<u64>,
-    keys: Option<Rc<KeySet>>,
+    keys: Option<Rc<Jwks>>,
     /// The revocation feed, if configured and loaded.
     revocations: Option<Rc<Revocations>>,
 }
@@ -728,7 +763,7 @@ impl Http {
             &view,
             &shared.config,
             Verification::new(&shared.validation, &*shared.verifier),
-            self.keys.as_deref(),
+            self.keys.as_deref().map(Jwks::keys),
             revocations,
             cache.as_deref_mut(),
             now,

@@ -45,12 +45,21 @@ pub(crate) trait Document: Sized {
     /// Largest body accepted from the source, in bytes.
     const MAX_BYTES: usize;
 
+    /// What parsing needs from the configuration besides the body (the key set: the accepted
+    /// algorithms); `()` for none.
+    type Options: std::fmt::Debug;
+
     /// Parses and checks a fetched body; an error (lowercase, no trailing period) refuses it,
     /// and the last good copy stays in force.
-    fn parse(body: &[u8]) -> Result<Self, String>;
+    fn parse(body: &[u8], options: &Self::Options) -> Result<Self, String>;
 
     /// A short description for the log, e.g. `3 keys`.
     fn summary(&self) -> String;
+
+    /// Something about an accepted document worth a warning in the log (e.g. keys left out).
+    fn warning(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Proxy-wasm shared data: a key-value store shared by the VMs of one `vm_id`, with a
@@ -380,13 +389,14 @@ pub(crate) enum Fetched {
 
 /// Sorts an answer: `status` (`None` when the call failed or timed out), its `ETag` header,
 /// the announced body size and the body (read by the caller only when `body_size` is within
-/// `D::MAX_BYTES`), for a request sent with `If-None-Match: sent_etag`.
+/// `D::MAX_BYTES`), for a request sent with `If-None-Match: sent_etag`, parsed with `options`.
 pub(crate) fn classify<D: Document>(
     status: Option<&str>,
     etag: Option<&str>,
     body_size: usize,
     body: Option<&[u8]>,
     sent_etag: Option<&str>,
+    options: &D::Options,
 ) -> Fetched {
     match status {
         Some("200") => {}
@@ -411,7 +421,7 @@ pub(crate) fn classify<D: Document>(
     let Some(body) = body else {
         return Fetched::Failed(format!("the body is over the {limit} byte limit"));
     };
-    if let Err(why) = D::parse(body) {
+    if let Err(why) = D::parse(body, options) {
         return Fetched::Failed(why);
     }
     match std::str::from_utf8(body) {
@@ -469,6 +479,8 @@ pub(crate) enum Refreshed {
         version: u64,
         /// [`Document::summary`].
         summary: String,
+        /// [`Document::warning`].
+        warning: Option<String>,
     },
     /// A new version could not be parsed; the previous copy stays in use.
     Unusable {
@@ -522,8 +534,10 @@ enum Store {
 
 /// One worker's side of one polled document: its parsed copy, and its part in fetching.
 #[derive(Debug)]
-pub(crate) struct Poller<D> {
+pub(crate) struct Poller<D: Document> {
     names: SharedNames,
+    /// How fetched bodies are parsed.
+    options: D::Options,
     worker_id: u64,
     timing: Timing,
     tracker: VersionTracker,
@@ -536,10 +550,17 @@ pub(crate) struct Poller<D> {
 }
 
 impl<D: Document> Poller<D> {
-    /// A worker's poller for the records at `names`, with nothing loaded yet.
-    pub(crate) fn new(names: SharedNames, worker_id: u64, timing: Timing) -> Self {
+    /// A worker's poller for the records at `names`, parsing with `options`, with nothing
+    /// loaded yet.
+    pub(crate) fn new(
+        names: SharedNames,
+        worker_id: u64,
+        timing: Timing,
+        options: D::Options,
+    ) -> Self {
         Self {
             names,
+            options,
             worker_id,
             timing,
             tracker: VersionTracker::default(),
@@ -573,7 +594,7 @@ impl<D: Document> Poller<D> {
         }
         let (bytes, _) = shared.get(&self.names.document)?;
         let (_, body) = decode_document(bytes.as_deref())?;
-        D::parse(body.as_bytes()).ok().map(Rc::new)
+        D::parse(body.as_bytes(), &self.options).ok().map(Rc::new)
     }
 
     /// Reads the shared stamp, and the document too if its version is new, re-parsing it.
@@ -602,11 +623,16 @@ impl<D: Document> Poller<D> {
         if !self.tracker.needs_parse(version) {
             return unchanged(self);
         }
-        match D::parse(body.as_bytes()) {
+        match D::parse(body.as_bytes(), &self.options) {
             Ok(document) => {
                 let summary = document.summary();
+                let warning = document.warning();
                 self.current = Some((Rc::new(document), stamp.fetched_at));
-                Refreshed::Loaded { version, summary }
+                Refreshed::Loaded {
+                    version,
+                    summary,
+                    warning,
+                }
             }
             Err(error) => Refreshed::Unusable { version, error },
         }
@@ -658,7 +684,7 @@ impl<D: Document> Poller<D> {
             .in_flight
             .as_ref()
             .and_then(|f| f.if_none_match.as_deref());
-        classify::<D>(status, etag, body_size, body, sent)
+        classify::<D>(status, etag, body_size, body, sent, &self.options)
     }
 
     /// Records the outcome of this worker's fetch at `now`: the document and its stamp stored,
@@ -838,8 +864,9 @@ pub(crate) mod tests {
     impl Document for Words {
         const KIND: &'static str = "words";
         const MAX_BYTES: usize = 64;
+        type Options = ();
 
-        fn parse(body: &[u8]) -> Result<Self, String> {
+        fn parse(body: &[u8], (): &()) -> Result<Self, String> {
             serde_json::from_slice(body)
                 .map(Words)
                 .map_err(|_| "not a list of words".to_owned())
@@ -863,7 +890,7 @@ pub(crate) mod tests {
     }
 
     fn poller(worker_id: u64, stale_after_seconds: Option<u64>) -> Poller<Words> {
-        Poller::new(names(), worker_id, timing(stale_after_seconds))
+        Poller::new(names(), worker_id, timing(stale_after_seconds), ())
     }
 
     fn words(p: &Poller<Words>, now: u64) -> Option<Vec<String>> {
@@ -1386,7 +1413,7 @@ pub(crate) mod tests {
         ];
         for (status, etag, size, body, sent, expected, reason) in cases {
             assert_eq!(
-                classify::<Words>(status, etag, size, body, sent),
+                classify::<Words>(status, etag, size, body, sent, &()),
                 expected,
                 "{reason}"
             );
@@ -1413,7 +1440,8 @@ pub(crate) mod tests {
             b.refresh(&shared),
             Refreshed::Loaded {
                 version: version_of(1, 1),
-                summary: "2 words".to_owned()
+                summary: "2 words".to_owned(),
+                warning: None,
             }
         );
         assert_eq!(

@@ -85,10 +85,26 @@ impl Revocations {
 impl Document for Revocations {
     const KIND: &'static str = "revocations";
     const MAX_BYTES: usize = MAX_FEED_BYTES;
+    type Options = ();
 
+    fn parse(body: &[u8], (): &()) -> Result<Self, String> {
+        Self::from_feed(body)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "feed version {}: {} sessions, {} users",
+            self.version,
+            self.sessions.len(),
+            self.users.len()
+        )
+    }
+}
+
+impl Revocations {
     /// Parses the feed. An entry listed twice is merged to the latest `not_before` and `until`,
     /// which refuses at least as much as either.
-    fn parse(body: &[u8]) -> Result<Self, String> {
+    pub(crate) fn from_feed(body: &[u8]) -> Result<Self, String> {
         let feed: Feed =
             serde_json::from_slice(body).map_err(|e| format!("bad revocation feed: {e}"))?;
         let mut sessions = HashMap::with_capacity(feed.sessions.len());
@@ -109,15 +125,6 @@ impl Document for Revocations {
             sessions,
             users,
         })
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "feed version {}: {} sessions, {} users",
-            self.version,
-            self.sessions.len(),
-            self.users.len()
-        )
     }
 }
 
@@ -155,7 +162,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn parsed() -> crate::TestResult<Revocations> {
-        Ok(Revocations::parse(feed().as_bytes())?)
+        Ok(Revocations::from_feed(feed().as_bytes())?)
     }
 
     fn ids<'a>(sub: &'a str, sid: &'a str, iat: Option<i64>) -> TokenIds<'a> {
@@ -168,7 +175,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_good_feed_is_parsed_and_unknown_members_ignored() -> crate::TestResult {
-        let revocations = Revocations::parse(
+        let revocations = Revocations::from_feed(
             br#"{"version":"3f2a","generated_at":1,"sessions":[{"sid":"s1","until":10,"why":"logout"}],
                 "users":[{"sub":"u1","not_before":5,"until":10}]}"#,
         )
@@ -178,7 +185,7 @@ pub(crate) mod tests {
             revocations.summary(),
             "feed version 3f2a: 1 sessions, 1 users"
         );
-        let empty = Revocations::parse(br#"{"version":"0","sessions":[],"users":[]}"#)?;
+        let empty = Revocations::from_feed(br#"{"version":"0","sessions":[],"users":[]}"#)?;
         assert_eq!(empty.summary(), "feed version 0: 0 sessions, 0 users");
         Ok(())
     }
@@ -221,14 +228,14 @@ pub(crate) mod tests {
             ("", "empty"),
         ];
         for (body, reason) in cases {
-            assert!(Revocations::parse(body.as_bytes()).is_err(), "{reason}");
+            assert!(Revocations::from_feed(body.as_bytes()).is_err(), "{reason}");
         }
         Ok(())
     }
 
     #[test]
     fn an_entry_listed_twice_refuses_at_least_as_much_as_either() -> crate::TestResult {
-        let revocations = Revocations::parse(
+        let revocations = Revocations::from_feed(
             br#"{"version":"1","sessions":[{"sid":"s","until":10},{"sid":"s","until":20}],
                 "users":[{"sub":"u","not_before":5,"until":30},{"sub":"u","not_before":8,"until":25}]}"#,
         )
@@ -312,7 +319,8 @@ pub(crate) mod tests {
 
     #[test]
     fn an_oversized_feed_is_refused_unread() -> crate::TestResult {
-        let fetched = classify::<Revocations>(Some("200"), None, MAX_FEED_BYTES + 1, None, None);
+        let fetched =
+            classify::<Revocations>(Some("200"), None, MAX_FEED_BYTES + 1, None, None, &());
         assert!(matches!(fetched, Fetched::Failed(why) if why.contains("limit")));
         Ok(())
     }
@@ -327,7 +335,7 @@ pub(crate) mod tests {
         let source = config.remote_revocations.ok_or("no feed configured")?;
         let names = shared_names(&source.source);
         let shared = MockShared::default();
-        let mut poller = Poller::<Revocations>::new(names.clone(), 1, timing(&source));
+        let mut poller = Poller::<Revocations>::new(names.clone(), 1, timing(&source), ());
         let answer = |p: &mut Poller<Revocations>, now: u64, status: &str, body: &str| {
             let request = p.start(&shared, now)?;
             p.sent(9, request.clone());
