@@ -48,7 +48,12 @@ enum KeysCommand {
         alg: Option<auth_jwt::Algorithm>,
     },
     /// Withdraw a key at once (compromise); a new key signs at once if it was the signer.
-    Revoke { kid: String },
+    Revoke {
+        /// The key's id as `keys list` shows it. Key ids are base64url and may begin with `-`,
+        /// so no value here is read as an option.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Print a new key-encryption key (`id:base64url`) for AUTH_KEY_ENCRYPTION_KEYS; touches
     /// no database.
     NewKek {

@@ -3,7 +3,8 @@
 //! Every error, from any route, is JSON `{"error": "<code>", "message": "<text>"}` (plus
 //! `reason` where a client can act on it) with its status. Server faults become a bare 500 whose
 //! detail stays in the logs: [`ApiError::into_response`] puts it in a response extension and the
-//! `observe` middleware in `routes` writes it, once.
+//! `observe` middleware in `routes` writes it, once. An unreachable store (or Redis) is no
+//! fault of ours to hide behind a 500: it is `503 unavailable` with `Retry-After`, logged alike.
 
 use std::sync::Arc;
 
@@ -19,6 +20,9 @@ use crate::{domain::PasswordRejected, service};
 
 /// The realm named in every `WWW-Authenticate` challenge.
 pub const REALM: &str = "auth-service";
+
+/// The `Retry-After` of `503 unavailable`, in seconds: about the store's pool acquire timeout.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
 /// `Result` with [`ApiError`] as the default error.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -92,12 +96,30 @@ pub enum ApiError {
     /// 503 `not_ready`: the store or the key ring is not available.
     #[error("{0}")]
     NotReady(String),
+    /// 503 `unavailable` with `Retry-After`: the store (or Redis) cannot be reached right now
+    /// (see [`service::is_unavailable`]); its detail is logged, never sent.
+    #[error("a backing service is unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
     /// 500 `internal`: a database fault; its detail is logged, never sent.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// 500 `internal`: any other fault; its detail is logged, never sent.
     #[error("internal error: {0:#}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// 503 `unavailable` for an unreachable store, else 500: classified once, by the service.
+    fn from(err: sqlx::Error) -> Self {
+        service::Error::from(err).into()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// 503 `unavailable` when the chain holds an unreachable store or Redis, else 500.
+    fn from(err: anyhow::Error) -> Self {
+        service::Error::from(err).into()
+    }
 }
 
 /// The error body every route answers with, as documented in the OpenAPI document.
@@ -144,6 +166,7 @@ impl From<service::Error> for ApiError {
             E::WrongPassword => Self::WrongPassword,
             E::Overloaded => Self::Overloaded,
             E::NotReady(why) => Self::NotReady(why),
+            E::Unavailable(e) => Self::Unavailable(e),
             E::Database(e) => Self::Database(e),
             E::Internal(e) => Self::Internal(e),
         }
@@ -169,7 +192,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::NotReady(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,6 +220,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::NotReady(_) => "not_ready",
+            Self::Unavailable(_) => "unavailable",
             Self::Database(_) | Self::Internal(_) => "internal",
         }
     }
@@ -231,12 +257,14 @@ fn quoted_string_safe(text: &str) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message =
-            if status.is_server_error() && !matches!(self, Self::Overloaded | Self::NotReady(_)) {
-                "internal server error".to_owned()
-            } else {
-                self.to_string()
-            };
+        let message = match &self {
+            Self::Overloaded | Self::NotReady(_) => self.to_string(),
+            Self::Unavailable(_) => {
+                "the service is temporarily unavailable, retry later".to_owned()
+            }
+            _ if status.is_server_error() => "internal server error".to_owned(),
+            _ => self.to_string(),
+        };
         let reason = match &self {
             Self::WeakPassword { reason, .. } => Some(reason),
             _ => None,
@@ -261,9 +289,18 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
+            Self::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+                );
+            }
             _ => {}
         }
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if matches!(
+            self,
+            Self::Unavailable(_) | Self::Database(_) | Self::Internal(_)
+        ) {
             response
                 .extensions_mut()
                 .insert(ServerFault(Arc::new(self.to_string())));
@@ -294,5 +331,47 @@ mod tests {
             challenge,
             "Bearer realm=\"auth-service\", error=\"invalid_token\", error_description=\"bad ?kid??\""
         );
+    }
+
+    #[test]
+    fn an_unreachable_store_is_503_unavailable_with_retry_after() {
+        for (reason, err) in [
+            ("pool timeout", sqlx::Error::PoolTimedOut),
+            ("pool closed", sqlx::Error::PoolClosed),
+            (
+                "connection refused",
+                sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            ),
+        ] {
+            let response = ApiError::from(err).into_response();
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{reason}"
+            );
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).unwrap(),
+                "5",
+                "{reason}"
+            );
+            let fault = response.extensions().get::<ServerFault>().unwrap();
+            assert!(fault.0.contains("unavailable"), "{reason}: logged");
+        }
+    }
+
+    #[test]
+    fn a_query_error_stays_a_500() {
+        let err = sqlx::Error::ColumnNotFound("nope".to_owned());
+        assert_eq!(
+            ApiError::from(err).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn an_unreachable_store_inside_context_is_still_503() {
+        let err = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("cannot reload the keys");
+        let api = ApiError::from(err);
+        assert_eq!(api.code(), "unavailable");
     }
 }

@@ -77,6 +77,8 @@ pub struct RingPolicy {
     /// The algorithm of the keys the ring creates itself (`AUTH_SIGNING_ALG`): the first key
     /// and scheduled rotations.
     pub signing_alg: Algorithm,
+    /// The clock skew tolerated between replicas (`AUTH_CLOCK_SKEW_SECS`).
+    pub clock_skew_secs: i64,
 }
 
 impl RingPolicy {
@@ -86,6 +88,7 @@ impl RingPolicy {
             retention_secs: secs(config.access_token_ttl).saturating_add(secs(config.clock_skew)),
             publish_delay_secs: secs(config.key_publish_delay),
             signing_alg: config.signing_alg,
+            clock_skew_secs: secs(config.clock_skew),
         }
     }
 }
@@ -461,7 +464,10 @@ impl KeyRing {
         let activates_at = if self.signer(now).is_some() {
             now.saturating_add(self.policy.publish_delay_secs)
         } else {
-            now
+            // Nothing signs (a first start, or the signer was revoked): the new key must sign on
+            // every replica at once, also on one whose clock is behind this one's by up to the
+            // tolerated skew, which would otherwise have no signer and answer 503 meanwhile.
+            now.saturating_sub(self.policy.clock_skew_secs)
         };
         new_key(&self.keks, alg, now, activates_at).await
     }
@@ -584,6 +590,7 @@ mod tests {
         retention_secs: 960,
         publish_delay_secs: 300,
         signing_alg: Algorithm::ES256,
+        clock_skew_secs: 60,
     };
 
     fn keks() -> KeyEncryptionKeys {

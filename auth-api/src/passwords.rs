@@ -5,6 +5,11 @@
 //! own. bcrypt runs on tokio's blocking threads behind a semaphore of `hash_concurrency` permits;
 //! at most `hash_queue` callers wait for one, and the rest are told to retry (503) at once
 //! instead of queueing without limit.
+//!
+//! Both bounds hold when callers are cancelled (a client disconnects, a timeout fires): the
+//! permit is owned by the blocking task, so it is released when bcrypt ends, not when the
+//! caller stops waiting for the answer, and a place in the queue is a guard that leaves the
+//! queue when dropped.
 
 use std::sync::{
     atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -15,7 +20,7 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha384;
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::domain::Password;
 
@@ -39,7 +44,7 @@ pub struct PasswordHasher {
 struct Inner {
     cost: u32,
     pepper: SecretString,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     queue_limit: usize,
     waiting: AtomicUsize,
     /// bcrypt computations started since the start (hashes and verifies).
@@ -78,7 +83,7 @@ impl PasswordHasher {
             inner: Arc::new(Inner {
                 cost,
                 pepper,
-                permits: Semaphore::new(concurrency.max(1)),
+                permits: Arc::new(Semaphore::new(concurrency.max(1))),
                 queue_limit,
                 waiting: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
@@ -125,28 +130,61 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let permit = self.permit().await?;
+        self.inner.started.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Held until bcrypt ends, even if the caller is gone by then: a disconnecting client
+            // must not let another bcrypt start beside its own.
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?
+        .map_err(|e| HashError::Failed(e.to_string()))
+    }
+
+    /// A permit at once, or after waiting in the bounded queue; [`HashError::Overloaded`] when
+    /// the queue is full.
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, HashError> {
         let inner = &self.inner;
-        let _permit = match inner.permits.try_acquire() {
-            Ok(permit) => permit,
+        match Arc::clone(&inner.permits).try_acquire_owned() {
+            Ok(permit) => Ok(permit),
             Err(TryAcquireError::NoPermits) => {
-                // Join the queue only while it has room; past that, shed the request now.
-                if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.queue_limit {
-                    inner.waiting.fetch_sub(1, Ordering::AcqRel);
+                // Join the queue only while it has room; past that, shed the request now. The
+                // place is left when dropped: on getting a permit, or when the caller is
+                // cancelled while waiting.
+                let place = QueuePlace::join(&inner.waiting);
+                if place.ahead >= inner.queue_limit {
                     return Err(HashError::Overloaded);
                 }
-                let permit = inner.permits.acquire().await;
-                inner.waiting.fetch_sub(1, Ordering::AcqRel);
-                permit.map_err(|e| HashError::Failed(e.to_string()))?
+                Arc::clone(&inner.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| HashError::Failed(e.to_string()))
             }
-            Err(TryAcquireError::Closed) => {
-                return Err(HashError::Failed("hash pool closed".to_owned()))
-            }
-        };
-        inner.started.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Failed(e.to_string()))?
-            .map_err(|e| HashError::Failed(e.to_string()))
+            Err(TryAcquireError::Closed) => Err(HashError::Failed("hash pool closed".to_owned())),
+        }
+    }
+}
+
+/// A place in the queue for a permit: counted in `waiting` from [`QueuePlace::join`] until
+/// dropped, however the wait ends.
+struct QueuePlace<'a> {
+    waiting: &'a AtomicUsize,
+    /// Callers that were waiting when this one joined.
+    ahead: usize,
+}
+
+impl<'a> QueuePlace<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Self {
+        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
+        Self { waiting, ahead }
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -260,5 +298,68 @@ mod tests {
             hasher.hash(&pw("other horse")).await.is_ok(),
             "the permit is free again"
         );
+    }
+
+    /// A job that counts how many jobs run at once (`running`, highest in `peak`) while it
+    /// stands in for a bcrypt of `busy`.
+    fn counting_job(
+        running: &Arc<AtomicUsize>,
+        peak: &Arc<AtomicUsize>,
+        busy: std::time::Duration,
+    ) -> impl FnOnce() -> Result<(), bcrypt::BcryptError> + Send + 'static {
+        let (running, peak) = (Arc::clone(running), Arc::clone(peak));
+        move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(busy);
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_callers_cannot_raise_concurrent_bcrypt_above_the_limit() {
+        use std::time::Duration;
+        // Arrange: two permits, four places in the queue, jobs far longer than the waves.
+        let hasher = PasswordHasher::new(4, None, 2, 4).await.unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let busy = Duration::from_millis(300);
+        // Act: three waves of twelve callers each, cancelled mid-flight: half by a client
+        // timeout, the other half aborted (a disconnect).
+        for _wave in 0..3 {
+            let mut callers = tokio::task::JoinSet::new();
+            for i in 0..12 {
+                let hasher = hasher.clone();
+                let job = counting_job(&running, &peak, busy);
+                callers.spawn(async move {
+                    if i % 2 == 0 {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(5), hasher.run(job)).await;
+                    } else {
+                        let _ = hasher.run(job).await;
+                    }
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            callers.abort_all();
+            while callers.join_next().await.is_some() {}
+            assert_eq!(hasher.waiting(), 0, "every cancelled waiter left the queue");
+        }
+        for _ in 0..100 {
+            if running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Assert: never more jobs at once than permits, and the pool is whole again.
+        assert_eq!(running.load(Ordering::SeqCst), 0, "the started jobs ended");
+        assert!(
+            peak.load(Ordering::SeqCst) <= 2,
+            "{} jobs ran at once with 2 permits",
+            peak.load(Ordering::SeqCst)
+        );
+        assert_eq!(hasher.waiting(), 0);
+        assert!(hasher.hash(&pw("correct horse")).await.is_ok());
     }
 }

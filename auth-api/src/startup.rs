@@ -162,7 +162,7 @@ fn spawn_background_tasks(
                         tracing::warn!(error = %e, "cannot prune the revocation feed");
                     }
                     let quiet_since = state.clock.now() - EXPIRED_SESSION_RETENTION_SECS;
-                    if let Err(e) = state.store.prune_login_attempts(quiet_since, state.clock.now()).await {
+                    if let Err(e) = state.store.prune_login_attempts(quiet_since, state.clock.now(), state.login_throttle.free_attempts).await {
                         tracing::warn!(error = %e, "cannot prune old login failures");
                     }
                     state.ip_limiter.prune();

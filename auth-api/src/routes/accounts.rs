@@ -36,7 +36,7 @@ pub(super) struct SignupResponse {
     (status = 415, description = "not application/json", body = ErrorBody),
     (status = 422, description = "invalid_email, weak_password (with reason), password_too_long", body = ErrorBody),
     (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
-    (status = 503, description = "password hashing is saturated", body = ErrorBody),
+    (status = 503, description = "overloaded (password hashing is saturated) or unavailable (the store cannot be reached), with Retry-After", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
 pub(super) async fn signup(
     State(state): State<AppState>,
@@ -65,7 +65,7 @@ pub(super) async fn signup(
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
     (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
-    (status = 503, description = "password hashing is saturated", body = ErrorBody),
+    (status = 503, description = "overloaded (password hashing is saturated) or unavailable (the store cannot be reached), with Retry-After", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
 pub(super) async fn login(
     State(state): State<AppState>,

@@ -36,7 +36,7 @@ pub(super) struct ChangePasswordRequest {
     (status = 415, description = "not application/json", body = ErrorBody),
     (status = 422, description = "weak_password (with reason), password_too_long", body = ErrorBody),
     (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
-    (status = 503, description = "password hashing is saturated", body = ErrorBody),
+    (status = 503, description = "overloaded (password hashing is saturated) or unavailable (the store cannot be reached), with Retry-After", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ), security(("bearer" = [])))]
 pub(super) async fn change_password(
     State(state): State<AppState>,

@@ -61,7 +61,7 @@ fn logout_scope(
     }
 }
 
-/// Rotates a refresh token: 200 with a new pair, or 401 `invalid_grant`.
+/// Rotates a refresh token: 200 with a new pair, 401 `invalid_grant`, or 503 `unavailable`.
 ///
 /// The live token rotates to its successor (one conditional update: of concurrent rotations
 /// one wins, the others see the new generation and answer with the same successor). Its
@@ -74,6 +74,7 @@ fn logout_scope(
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
     (status = 429, description = "too many attempts", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
+    (status = 503, description = "unavailable: the store cannot be reached", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
 pub(super) async fn refresh(
     State(state): State<AppState>,
@@ -86,13 +87,15 @@ pub(super) async fn refresh(
 /// Ends the session of a refresh token or of a bearer access token; with `?scope=all` (or
 /// `"all": true`) every session of the user, with `?scope=others` every other one. 204, also
 /// for tokens already revoked or unknown (RFC 7009 §2.2); 400 with neither token or an
-/// unknown scope; 401 for a bearer token that does not verify.
+/// unknown scope; 401 for a bearer token that does not verify; 503 `unavailable` when the
+/// store cannot be reached (never a 204 for sessions that did not end).
 #[utoipa::path(post, path = "/logout", params(LogoutQuery), request_body(content = Option<LogoutRequest>, description = "empty when a bearer token is sent"), responses(
     (status = 204, description = "logged out (also for unknown or already revoked tokens)"),
     (status = 400, description = "neither a refresh token nor a bearer token, an unknown scope, or malformed JSON", body = ErrorBody),
     (status = 401, description = "a bearer token that does not verify", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
+    (status = 503, description = "unavailable: the store cannot be reached", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ), security((), ("bearer" = [])))]
 pub(super) async fn logout(
     State(state): State<AppState>,

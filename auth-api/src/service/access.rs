@@ -134,8 +134,8 @@ pub async fn verify(state: &AppState, token: &str) -> Result<VerifiedToken> {
     })
 }
 
-/// The stateful half of validation: the token's session exists, is the token's user's and is
-/// not revoked, the user is not disabled, the signing key is not revoked, and the token is not
+/// The stateful half of validation: the token's session exists, is the token's user's, is not
+/// revoked and has not reached its absolute end (`expires_at`), the user is not disabled, the signing key is not revoked, and the token is not
 /// older than the user's last "revoke everything". Read from the database on every call, so a
 /// revocation by any replica or the CLI counts at once.
 pub async fn check_session(state: &AppState, token: &VerifiedToken) -> Result<()> {
@@ -154,6 +154,9 @@ pub async fn check_session(state: &AppState, token: &VerifiedToken) -> Result<()
     }
     if status.revoked_at.is_some() {
         return Err(invalid("the session has been revoked"));
+    }
+    if state.clock.now() >= status.expires_at {
+        return Err(invalid("the session has expired"));
     }
     if status.disabled_at.is_some() {
         return Err(invalid("the account is disabled"));

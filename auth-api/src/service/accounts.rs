@@ -8,7 +8,7 @@ use super::{
 use crate::{
     domain::{Email, Password},
     state::AppState,
-    store::{InsertUser, NewSession, PasswordChange, UserRow},
+    store::{InsertUser, LoginReservation, NewSession, PasswordChange, UserRow},
     tokens::{new_rotation_key, RefreshToken},
 };
 
@@ -67,17 +67,19 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<New
 pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair> {
     let raw_email = email;
     let email = Email::parse(raw_email).ok();
-    // The lock's key: the normalised email, or for a malformed one its trimmed lower-case text,
-    // so that nonsense is throttled like everything else.
-    let lock_key = email.as_ref().map_or_else(
-        || raw_email.trim().to_lowercase(),
-        |e| e.as_str().to_owned(),
-    );
+    // The lock's key: the normalised email, or for a malformed one a bounded digest of it, so
+    // that nonsense is throttled like everything else and any engine can index the key.
+    let lock_key = Email::throttle_key(raw_email);
     let now = state.clock.now();
-    if let Err(locked) = refuse_while_locked(state, &lock_key, now).await {
-        state.metrics.login("rate_limited");
-        return Err(locked);
-    }
+    let failures = match reserve_password_check(state, &lock_key, now).await {
+        Ok(failures) => failures,
+        Err(e) => {
+            if matches!(e, Error::Locked { .. }) {
+                state.metrics.login("rate_limited");
+            }
+            return Err(e);
+        }
+    };
     let user = match &email {
         Some(email) => state.store.user_by_email(email.as_str()).await?,
         None => None,
@@ -95,7 +97,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
     };
     let Some(user) = user.filter(|_| verified) else {
         state.metrics.login("invalid_credentials");
-        count_password_failure(state, &lock_key, now).await?;
+        tracing::info!(event = "login_failed", failures, "wrong password");
         return Err(Error::InvalidCredentials);
     };
     state.store.clear_login_failures(&lock_key).await?;
@@ -123,7 +125,16 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         .create_session(&session, &user.password_hash)
         .await?
     else {
-        // The password changed while this login checked the old one.
+        // The password changed, or the account was disabled, while this login checked the
+        // password: no session. Which one only chooses the answer.
+        if let Some(now_disabled) = state.store.user_by_id(&user.id).await? {
+            if now_disabled.disabled_at.is_some()
+                && now_disabled.password_hash == user.password_hash
+            {
+                state.metrics.login("account_disabled");
+                return Err(Error::AccountDisabled);
+            }
+        }
         state.metrics.login("invalid_credentials");
         return Err(Error::InvalidCredentials);
     };
@@ -168,7 +179,7 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| Error::InvalidToken("the user no longer exists".to_owned()))?;
     let now = state.clock.now();
-    refuse_while_locked(state, &user.email, now).await?;
+    let failures = reserve_password_check(state, &user.email, now).await?;
     let current_is_right = match Password::for_login(current) {
         Some(current) => {
             state
@@ -179,7 +190,7 @@ pub async fn change_password(
         None => false,
     };
     if !current_is_right {
-        count_password_failure(state, &user.email, now).await?;
+        tracing::info!(event = "login_failed", failures, "wrong password");
         return Err(Error::WrongPassword);
     }
     state.store.clear_login_failures(&user.email).await?;
@@ -219,37 +230,38 @@ pub async fn change_password(
     }
 }
 
-/// [`Error::Locked`] while the account `key` (a normalised email) is locked after consecutive
-/// password failures. No password is checked while locked, right or wrong, for a known email
-/// or not.
-async fn refuse_while_locked(state: &AppState, key: &str, now: i64) -> Result<()> {
-    match state.store.login_locked_until(key).await? {
-        Some(until) if until > now => {
+/// Reserves one password check for the account `key` (a normalised email) and returns the
+/// consecutive failures counting it: [`Error::Locked`] while the key is locked after
+/// consecutive failures, so that no password is checked then, right or wrong, for a known
+/// email or not. The attempt is counted as a failure before the check, and the lock it earns
+/// once the free attempts are used up is set in the same write, so concurrent guesses cannot
+/// all pass the check first; a right password clears the count. Login and the password change
+/// share one counter, so a stolen access token does not open a second guessing channel.
+async fn reserve_password_check(state: &AppState, key: &str, now: i64) -> Result<i64> {
+    let throttle = state.login_throttle;
+    let reservation = state
+        .store
+        .reserve_login_attempt(key, now, |failures| throttle.delay_after(failures))
+        .await?;
+    match reservation {
+        LoginReservation::Locked { until } => {
             tracing::info!(event = "login_throttled", "password attempt during a lock");
-            let retry_after_secs = u64::try_from(until - now).unwrap_or(u64::MAX);
+            let retry_after_secs = u64::try_from(until.saturating_sub(now)).unwrap_or(u64::MAX);
             Err(Error::Locked { retry_after_secs })
         }
-        _ => Ok(()),
-    }
-}
-
-/// Counts a wrong password for the account `key`, locking it once the free attempts are used
-/// up: login and the password change share one counter, so a stolen access token does not
-/// open a second guessing channel.
-async fn count_password_failure(state: &AppState, key: &str, now: i64) -> Result<()> {
-    let failures = state.store.record_login_failure(key, now).await?;
-    if let Some(delay) = state.login_throttle.delay_after(failures) {
-        state
-            .store
-            .lock_login(key, now.saturating_add(delay))
-            .await?;
-        tracing::warn!(
-            event = "login_locked",
+        LoginReservation::Granted {
             failures,
-            delay_secs = delay,
-            "consecutive password failures: locked"
-        );
+            locked_until,
+        } => {
+            if let Some(until) = locked_until {
+                tracing::warn!(
+                    event = "login_locked",
+                    failures,
+                    delay_secs = until.saturating_sub(now),
+                    "consecutive password failures: locked"
+                );
+            }
+            Ok(failures)
+        }
     }
-    tracing::info!(event = "login_failed", failures, "wrong password");
-    Ok(())
 }

@@ -45,12 +45,89 @@ pub enum Error {
     /// The store or the key ring is not available.
     #[error("{0}")]
     NotReady(String),
-    /// A database fault.
+    /// The store (or another service we depend on, such as Redis) cannot be reached right now:
+    /// a pool timeout, a refused or broken connection, a server shutting down. Retrying later
+    /// can succeed; see [`is_unavailable`].
+    #[error("a backing service is unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// A database fault that retrying will not cure (a query or constraint error).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// Any other fault.
     #[error("internal error: {0:#}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    /// [`Error::Unavailable`] when anything in the chain is an unavailability (the key ring,
+    /// for one, wraps the store's errors in context), else [`Error::Internal`].
+    fn from(err: anyhow::Error) -> Self {
+        let unavailable = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_unavailable)
+                || cause
+                    .downcast_ref::<redis::RedisError>()
+                    .is_some_and(redis_is_unavailable)
+        });
+        if unavailable {
+            Self::Unavailable(err)
+        } else {
+            Self::Internal(err)
+        }
+    }
+}
+
+/// Whether `err` says the database cannot be reached now, rather than that a query is wrong:
+/// the pool timed out or is closed, the connection failed (I/O, TLS), or the server refuses
+/// work for a while (PostgreSQL: connection exceptions `08…`, insufficient resources `53…`,
+/// shutdown `57P01`–`57P03`; SQLite: busy, locked, I/O error, full, cannot open).
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes keep the primary code in their low byte.
+                const BUSY: i32 = 5;
+                const LOCKED: i32 = 6;
+                const IOERR: i32 = 10;
+                const FULL: i32 = 13;
+                const CANTOPEN: i32 = 14;
+                code.parse::<i32>()
+                    .is_ok_and(|c| matches!(c & 0xff, BUSY | LOCKED | IOERR | FULL | CANTOPEN))
+            } else {
+                code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03")
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a Redis error is the server being unreachable rather than a wrong command.
+fn redis_is_unavailable(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
 }
 
 impl From<HashError> for Error {

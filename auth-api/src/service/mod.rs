@@ -18,5 +18,5 @@ mod error;
 pub mod sessions;
 
 pub use access::{TokenPair, VerifiedToken};
-pub use error::{Error, Result};
+pub use error::{is_unavailable, Error, Result};
 pub use sessions::{LogoutCredential, LogoutScope};

@@ -182,9 +182,12 @@ pub async fn logout(
             tracing::Span::current().record("user_id", claims.sub.as_str());
             // Only a token validation would accept ends sessions: one of an already ended
             // session changes nothing (logout is idempotent) and above all cannot end every
-            // other session.
-            if access::check_session(state, &verified).await.is_ok() {
-                end_sessions(state, scope, &claims.sub, &claims.sid).await?;
+            // other session. Any other failure (the store is down) is the caller's to see: a
+            // 204 would claim sessions ended that did not.
+            match access::check_session(state, &verified).await {
+                Ok(()) => end_sessions(state, scope, &claims.sub, &claims.sid).await?,
+                Err(Error::InvalidToken(_)) => {}
+                Err(e) => return Err(e),
             }
             return Ok(());
         }

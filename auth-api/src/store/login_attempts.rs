@@ -1,6 +1,30 @@
 //! Queries on `login_attempts`: consecutive failed logins per normalised email.
+//!
+//! An attempt is reserved before its password is checked: one conditional write refuses it
+//! while the email is locked, or else counts it as a failure and, in the same transaction, sets
+//! the lock that count earns. Concurrent attempts are thereby serialised on the email's row, so
+//! no more passwords are checked than the policy allows, and a success clears the row after the
+//! fact. Locks only ever grow.
 
 use super::Store;
+
+/// The outcome of [`Store::reserve_login_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginReservation {
+    /// The password may be checked; the attempt is already counted as this consecutive failure
+    /// (a success clears it).
+    Granted {
+        /// The consecutive failures, this attempt included.
+        failures: i64,
+        /// The lock this attempt set (Unix seconds), if it earned one.
+        locked_until: Option<i64>,
+    },
+    /// The email is locked: no password is checked until then (Unix seconds).
+    Locked {
+        /// When the lock ends.
+        until: i64,
+    },
+}
 
 impl Store {
     /// Until when attempts for `email` are refused (Unix seconds), if a lock was ever set.
@@ -11,27 +35,76 @@ impl Store {
             .await
     }
 
-    /// Counts one more consecutive failure for `email`; returns the new count.
-    pub async fn record_login_failure(&self, email: &str, now: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
+    /// Reserves one password check for `email` at `now`: refused while a lock runs; otherwise
+    /// counted as one more consecutive failure, and locked for `delay_after(failures)` seconds
+    /// (never shortening a lock already set). The check of the lock and the count are one
+    /// conditional write, and the lock is set before the row is released, so of any number of
+    /// concurrent attempts only those the policy allows are granted.
+    pub async fn reserve_login_attempt(
+        &self,
+        email: &str,
+        now: i64,
+        delay_after: impl FnOnce(i64) -> Option<i64>,
+    ) -> Result<LoginReservation, sqlx::Error> {
+        // Begins with a write, so SQLite takes its write lock at once, and PostgreSQL holds the
+        // row's lock until the lock below is set: the next attempt sees both.
+        let mut tx = self.pool.begin().await?;
+        let counted: Option<i64> = sqlx::query_scalar(
             "INSERT INTO login_attempts (email, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
              ON CONFLICT (email) DO UPDATE SET failures = login_attempts.failures + 1, last_failure = $2 \
+             WHERE login_attempts.locked_until <= $2 \
              RETURNING failures",
         )
         .bind(email)
         .bind(now)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(failures) = counted else {
+            let until: i64 =
+                sqlx::query_scalar("SELECT locked_until FROM login_attempts WHERE email = $1")
+                    .bind(email)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Ok(LoginReservation::Locked { until });
+        };
+        let locked_until = match delay_after(failures) {
+            Some(delay) => {
+                let until = now.saturating_add(delay);
+                Self::extend_login_lock(&mut tx, email, until).await?;
+                Some(until)
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(LoginReservation::Granted {
+            failures,
+            locked_until,
+        })
     }
 
-    /// Refuses attempts for `email` until `until`.
+    /// Refuses attempts for `email` until `until`, or later if a longer lock is already set.
     pub async fn lock_login(&self, email: &str, until: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE login_attempts SET locked_until = $2 WHERE email = $1")
-            .bind(email)
-            .bind(until)
-            .execute(&self.pool)
-            .await
-            .map(drop)
+        let mut conn = self.pool.acquire().await?;
+        Self::extend_login_lock(&mut conn, email, until).await
+    }
+
+    /// Moves the lock of `email` to `until` unless it already ends later: a lock never shortens.
+    async fn extend_login_lock(
+        conn: &mut sqlx::AnyConnection,
+        email: &str,
+        until: i64,
+    ) -> Result<(), sqlx::Error> {
+        // CASE rather than GREATEST (PostgreSQL) or two-argument MAX (SQLite): one query for both.
+        sqlx::query(
+            "UPDATE login_attempts SET locked_until = CASE WHEN locked_until < $2 THEN $2 ELSE locked_until END \
+             WHERE email = $1",
+        )
+        .bind(email)
+        .bind(until)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
     }
 
     /// Forgets the failures of `email` (after a successful login, or an operator's unlock).
@@ -44,14 +117,22 @@ impl Store {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Forgets failure streaks whose last failure is older than `before` and that are not
-    /// locked beyond `now`.
-    pub async fn prune_login_attempts(&self, before: i64, now: i64) -> Result<u64, sqlx::Error> {
+    /// Forgets failure streaks whose last failure is older than `before`, that are not locked
+    /// beyond `now`, and that never earned a delay (fewer than `free_attempts` failures): a
+    /// streak that did is kept until a success or an operator's unlock, so that waiting out the
+    /// prune does not give a guesser a fresh series of attempts.
+    pub async fn prune_login_attempts(
+        &self,
+        before: i64,
+        now: i64,
+        free_attempts: i64,
+    ) -> Result<u64, sqlx::Error> {
         let result = sqlx::query(
-            "DELETE FROM login_attempts WHERE last_failure < $1 AND locked_until <= $2",
+            "DELETE FROM login_attempts WHERE last_failure < $1 AND locked_until <= $2 AND failures < $3",
         )
         .bind(before)
         .bind(now)
+        .bind(free_attempts)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())

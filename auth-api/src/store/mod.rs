@@ -6,6 +6,7 @@
 //! begin with a write, so SQLite never has to upgrade a read lock (which fails at once instead
 //! of waiting).
 
+mod emails;
 mod keys;
 mod login_attempts;
 mod revocations;
@@ -20,7 +21,9 @@ use sqlx::{
     AnyPool, Executor,
 };
 
+pub use emails::EmailCanonicalisation;
 pub use keys::{KeyMaterial, StoredKey};
+pub use login_attempts::LoginReservation;
 pub use revocations::{RevocationRow, Revoked};
 pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, SessionSummary, TokenStatus};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
@@ -114,6 +117,11 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
         };
         migrator.run(&self.pool).await?;
+        // Stored emails in the canonical form of issue 10: SQL cannot do IDNA, so Rust does.
+        let emails = self.canonicalise_emails().await?;
+        if emails != EmailCanonicalisation::default() {
+            tracing::info!(?emails, "stored emails brought to canonical form");
+        }
         Ok(())
     }
 

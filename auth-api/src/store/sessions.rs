@@ -96,6 +96,8 @@ pub struct TokenStatus {
     pub user_id: String,
     /// Set once the session is revoked.
     pub revoked_at: Option<i64>,
+    /// The session's absolute end, Unix seconds.
+    pub expires_at: i64,
     /// Set while the user is disabled.
     pub disabled_at: Option<i64>,
     /// Tokens issued before this time are refused.
@@ -108,11 +110,12 @@ impl Store {
     /// Creates a session and records its first refresh token.
     ///
     /// Only while the user's password hash is still `verified_hash`, the one the login just
-    /// checked: `None` (and nothing created) when a password change committed meanwhile. The
-    /// check is a write on the user's row, so it also waits for a change in progress: a login
-    /// with the old password either ends before the change, which then ends its session, or
-    /// sees the new hash. Once created, the user's `tokens_valid_after` as of that write, which
-    /// the session's first access token must not predate.
+    /// checked, and the user is not disabled: `None` (and nothing created) when a password
+    /// change or a disable committed meanwhile. The check is a write on the user's row, so it
+    /// also waits for a change, a disable or a "logout everywhere" in progress: a login either
+    /// ends before it, which then ends its session, or sees its outcome. Once created, the
+    /// user's `tokens_valid_after` as of that write, which the session's first access token
+    /// must not predate.
     pub async fn create_session(
         &self,
         session: &NewSession,
@@ -121,7 +124,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let fenced: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2 \
-             RETURNING tokens_valid_after",
+             AND disabled_at IS NULL RETURNING tokens_valid_after",
         )
         .bind(&session.user_id)
         .bind(verified_hash)
@@ -330,27 +333,37 @@ impl Store {
 
     /// Revokes every session and token of a user, inside the caller's transaction. Tokens
     /// issued in the same second as the revocation are refused too: `tokens_valid_after` is
-    /// the next second, and tokens issued afterwards carry at least that `iat`.
+    /// the next second, and tokens issued afterwards carry at least that `iat`. It never moves
+    /// backwards, and it passes every session's latest issue time (its creation or last
+    /// rotation, the `iat` of its newest access token), so that a replica whose clock runs
+    /// ahead cannot have issued a token the gateway would still accept.
     pub(super) async fn revoke_user_tokens(
         conn: &mut AnyConnection,
         user_id: &str,
         at: RevokeAt,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
-        let not_before = at.now.saturating_add(1);
-        sqlx::query("UPDATE users SET tokens_valid_after = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(not_before)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL",
+        // The user's row first: this write waits for a login's session-creation fence in
+        // progress, so the sessions update below (a fresh snapshot) sees and ends its session.
+        let mut not_before =
+            Self::raise_tokens_valid_after(conn, user_id, at.now.saturating_add(1)).await?;
+        let ended: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL \
+             RETURNING created_at, refreshed_at",
         )
         .bind(user_id)
         .bind(at.now)
         .bind(reason)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        let latest_issue = ended
+            .iter()
+            .map(|&(created_at, refreshed_at)| created_at.max(refreshed_at))
+            .max();
+        if let Some(latest) = latest_issue.filter(|&latest| latest >= not_before) {
+            not_before =
+                Self::raise_tokens_valid_after(conn, user_id, latest.saturating_add(1)).await?;
+        }
         Self::record_revocation(
             conn,
             Revoked::User {
@@ -363,6 +376,28 @@ impl Store {
         .await
     }
 
+    /// Moves the user's `tokens_valid_after` to `not_before` unless it is already later (it
+    /// never moves backwards, whichever of two revocations commits last); the value now in
+    /// force.
+    async fn raise_tokens_valid_after(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        not_before: i64,
+    ) -> Result<i64, sqlx::Error> {
+        // CASE rather than GREATEST (PostgreSQL) or two-argument MAX (SQLite): one query for
+        // both, and it reads the row's latest version when it waited for another writer.
+        let in_force: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET tokens_valid_after = \
+             CASE WHEN tokens_valid_after < $2 THEN $2 ELSE tokens_valid_after END \
+             WHERE id = $1 RETURNING tokens_valid_after",
+        )
+        .bind(user_id)
+        .bind(not_before)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(in_force.unwrap_or(not_before))
+    }
+
     /// What `/validate` needs to know about a session and the key that signed the token: read
     /// from the database on every call, so a revocation (of a session, a user or a key) made by
     /// any replica or the CLI takes effect at once.
@@ -372,7 +407,7 @@ impl Store {
         kid: &str,
     ) -> Result<Option<TokenStatus>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT s.user_id, s.revoked_at, u.disabled_at, u.tokens_valid_after, \
+            "SELECT s.user_id, s.revoked_at, s.expires_at, u.disabled_at, u.tokens_valid_after, \
                     (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = $2) AS key_revoked_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         )

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, TestUser};
+use crate::helpers::{claims_of, TestApp, TestUser};
 use axum::{
     body::Body,
     http::{header, Request, StatusCode},
@@ -55,6 +55,139 @@ async fn invalid_emails_are_422(app: TestApp) {
             "{email:?}"
         );
         assert_eq!(response.error(), "invalid_email");
+    }
+}
+
+/// Two spellings of one mailbox: the second signup is `409`, and either spelling logs in.
+async fn assert_one_account(app: &TestApp, first: &str, second: &str, canonical: &str) {
+    let password = "correct horse battery staple";
+    let created = app.signup(first, password).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.str("email"), canonical, "stored in canonical form");
+    let again = app.signup(second, "another passphrase here").await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "{second:?}: {}",
+        again.body
+    );
+    assert_eq!(again.error(), "email_taken");
+    for spelling in [first, second, canonical] {
+        let login = app.login(spelling, password).await;
+        assert_eq!(login.status, StatusCode::OK, "login as {spelling:?}");
+        let access = login.str("access_token");
+        assert_eq!(claims_of(&access)["email"], canonical, "{spelling:?}");
+    }
+}
+
+async fn idn_domain_and_its_a_label_are_one_account(app: TestApp) {
+    assert_one_account(
+        &app,
+        "a@bücher.example",
+        "a@xn--bcher-kva.example",
+        "a@xn--bcher-kva.example",
+    )
+    .await;
+}
+
+async fn fullwidth_spelling_is_the_same_account(app: TestApp) {
+    assert_one_account(
+        &app,
+        "bob@example.com",
+        "ｂob@example.com",
+        "bob@example.com",
+    )
+    .await;
+}
+
+async fn control_characters_in_an_email_are_422_not_500(app: TestApp) {
+    let cases = [
+        ("a\u{0}b@example.com", "NUL, which PostgreSQL text refuses"),
+        ("\u{0}@example.com", "NUL alone before @"),
+        ("bob@exa\u{0}mple.com", "NUL in the domain"),
+        ("bob\u{1b}@example.com", "escape"),
+        ("b\u{200B}ob@example.com", "zero-width space"),
+        ("bob@xn--zz.example", "invalid Punycode"),
+    ];
+    for (email, reason) in cases {
+        let response = app.signup(email, "correct horse battery staple").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{reason}: {}",
+            response.body
+        );
+        assert_eq!(response.error(), "invalid_email", "{reason}");
+    }
+}
+
+async fn login_with_a_nul_or_3_kb_email_is_401_not_500(app: TestApp) {
+    let huge = format!("{}@example.com", "x".repeat(3000));
+    for email in ["a\u{0}b@example.com", huge.as_str()] {
+        let response = app.login(email, "correct horse battery staple").await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "{} bytes: {}",
+            email.len(),
+            response.body
+        );
+        assert_eq!(response.error(), "invalid_credentials");
+    }
+}
+
+/// Inserts a row as signup stored it before issue 10 (trimmed + lower-cased only), with the
+/// password hash of `like`; returns its id.
+async fn insert_legacy_user(app: &TestApp, email: &str, like: &str) -> String {
+    let row = auth_api::store::UserRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.to_owned(),
+        password_hash: app.user(like).await.password_hash,
+        created_at: 0,
+        disabled_at: None,
+        tokens_valid_after: 0,
+    };
+    let inserted = app.state.store.insert_user(&row, &["user"]).await.unwrap();
+    assert!(matches!(inserted, auth_api::store::InsertUser::Created));
+    row.id
+}
+
+async fn emails_stored_before_canonicalisation_still_log_in(app: TestApp) {
+    // Arrange: two legacy rows, and the duplicate pair of issue 10 (a canonical account and a
+    // legacy spelling of the same mailbox).
+    let password = "correct horse battery staple";
+    let template = "template@example.com";
+    assert_eq!(
+        app.signup(template, password).await.status,
+        StatusCode::CREATED
+    );
+    let jose = insert_legacy_user(&app, "josé@bücher.example", template).await;
+    let bob = insert_legacy_user(&app, "ｂob@example.com", template).await;
+    let canonical = app
+        .signup("a@xn--bcher-kva.example", password)
+        .await
+        .str("id");
+    insert_legacy_user(&app, "a@bücher.example", template).await;
+
+    // Act: what every start runs after the SQL migrations.
+    app.state.store.migrate().await.unwrap();
+
+    // Assert
+    let again = app.state.store.canonicalise_emails().await.unwrap();
+    assert_eq!(again.rewritten, 0, "the start rewrote them already");
+    assert_eq!(again.conflicts, 1, "the duplicate is left for an operator");
+    assert_eq!(app.user("josé@xn--bcher-kva.example").await.id, jose);
+    assert_eq!(app.user("bob@example.com").await.id, bob);
+    for (spelling, id) in [
+        ("JOSÉ@BÜCHER.EXAMPLE", &jose),
+        ("jose\u{301}@xn--bcher-kva.example", &jose),
+        ("ｂob@example.com", &bob),
+        ("Bob@Example.com", &bob),
+        ("a@bücher.example", &canonical),
+    ] {
+        let login = app.login(spelling, password).await;
+        assert_eq!(login.status, StatusCode::OK, "{spelling:?}: {}", login.body);
+        assert_eq!(&claims_of(&login.str("access_token"))["sub"], id.as_str());
     }
 }
 
@@ -254,6 +387,11 @@ crate::on_both_stores!(
     signup_returns_201_with_id_email_and_created_at,
     duplicate_email_ignoring_case_is_409_and_creates_nothing,
     invalid_emails_are_422,
+    idn_domain_and_its_a_label_are_one_account,
+    fullwidth_spelling_is_the_same_account,
+    control_characters_in_an_email_are_422_not_500,
+    login_with_a_nul_or_3_kb_email_is_401_not_500,
+    emails_stored_before_canonicalisation_still_log_in,
     short_password_is_422_with_reason_length,
     password_containing_the_email_is_422,
     breached_password_is_422_with_reason_common,

@@ -10,6 +10,8 @@ use axum::{
 };
 use serde_json::json;
 
+use auth_api::store::LoginReservation;
+
 use crate::helpers::{Backend, TestApp, TestResponse, TestUser};
 
 async fn five_failures_lock_the_email_and_a_right_password_waits_too(app: TestApp) {
@@ -89,11 +91,203 @@ async fn unknown_email_is_throttled_exactly_like_a_known_one(app: TestApp) {
     assert_eq!(run(user.email.clone()).await, run(unknown).await);
 }
 
+/// `n` logins for `email` with `password`, all sent at once, each on its own task; their
+/// statuses.
+async fn concurrent_logins(
+    app: &TestApp,
+    email: &str,
+    password: &str,
+    n: usize,
+) -> Vec<StatusCode> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let router = app.router.clone();
+        let body = json!({"email": email, "password": password}).to_string();
+        tasks.spawn(async move {
+            let request = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            crate::helpers::send(&router, request).await.status
+        });
+    }
+    tasks.join_all().await
+}
+
+fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+/// SECURITY.md 48: the lock is checked and the attempt counted in one write, so concurrent
+/// guesses cannot all pass the check before the first failure is counted.
+async fn concurrent_guesses_get_no_more_password_checks_than_the_lock_allows(app: TestApp) {
+    let user = TestUser::random();
+    user.register(&app).await;
+    let start = app.clock.now();
+
+    let before = app.state.hasher.started();
+    let burst = concurrent_logins(&app, &user.email, "wrong password entirely", 20).await;
+    assert_eq!(
+        app.state.hasher.started() - before,
+        5,
+        "the five free attempts only: {burst:?}"
+    );
+    assert_eq!(count(&burst, StatusCode::UNAUTHORIZED), 5, "{burst:?}");
+    assert_eq!(
+        count(&burst, StatusCode::TOO_MANY_REQUESTS),
+        15,
+        "{burst:?}"
+    );
+    let locked_until = app
+        .state
+        .store
+        .login_locked_until(&user.email)
+        .await
+        .unwrap();
+    assert_eq!(locked_until, Some(start + 1), "the fifth failure's lock");
+
+    app.advance(Duration::from_secs(1));
+    let before = app.state.hasher.started();
+    let burst = concurrent_logins(&app, &user.email, "wrong password entirely", 10).await;
+    assert_eq!(
+        app.state.hasher.started() - before,
+        1,
+        "one per lock: {burst:?}"
+    );
+    let locked_until = app
+        .state
+        .store
+        .login_locked_until(&user.email)
+        .await
+        .unwrap();
+    assert_eq!(
+        locked_until,
+        Some(start + 1 + 2),
+        "the sixth failure's lock, doubled"
+    );
+}
+
+/// A lock is never shortened: a straggler computing a shorter lock leaves the longer one.
+async fn a_lock_never_shortens(app: TestApp) {
+    let store = &app.state.store;
+    let email = TestUser::random().email;
+    let now = app.clock.now();
+    let reserved = store
+        .reserve_login_attempt(&email, now, |_| Some(900))
+        .await
+        .unwrap();
+    assert_eq!(
+        reserved,
+        LoginReservation::Granted {
+            failures: 1,
+            locked_until: Some(now + 900)
+        }
+    );
+    store.lock_login(&email, now + 5).await.unwrap();
+    assert_eq!(
+        store.login_locked_until(&email).await.unwrap(),
+        Some(now + 900),
+        "the straggler's shorter lock is ignored"
+    );
+    assert_eq!(
+        store
+            .reserve_login_attempt(&email, now + 899, |_| Some(1))
+            .await
+            .unwrap(),
+        LoginReservation::Locked { until: now + 900 },
+        "refused and not counted while locked"
+    );
+    let after = store
+        .reserve_login_attempt(&email, now + 900, |_| None)
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        LoginReservation::Granted {
+            failures: 2,
+            locked_until: None
+        },
+        "the refused attempt was not counted"
+    );
+}
+
+/// The hourly prune forgets only streaks that never earned a delay: waiting a day after a
+/// series of delayed guesses does not buy a fresh series.
+async fn the_prune_never_forgets_a_streak_that_earned_a_delay(app: TestApp) {
+    let store = &app.state.store;
+    let free = app.state.login_throttle.free_attempts;
+    let (quiet, guessed) = (TestUser::random().email, TestUser::random().email);
+    let now = app.clock.now();
+    for _ in 0..free - 1 {
+        store
+            .reserve_login_attempt(&quiet, now, |_| None)
+            .await
+            .unwrap();
+    }
+    for _ in 0..free + 10 {
+        app.login(&guessed, "wrong password entirely").await;
+        app.advance(Duration::from_secs(900));
+    }
+    let later = app.clock.now() + 30 * 24 * 3600;
+    let pruned = store
+        .prune_login_attempts(later - 24 * 3600, later, free)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "the streak below the free attempts");
+    assert_eq!(store.login_locked_until(&quiet).await.unwrap(), None);
+    assert!(store.login_locked_until(&guessed).await.unwrap().is_some());
+    let next = store
+        .reserve_login_attempt(&guessed, later, |_| None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        LoginReservation::Granted {
+            failures: free + 11,
+            locked_until: None
+        },
+        "the streak goes on"
+    );
+}
+
 crate::on_both_stores!(
+    the_prune_never_forgets_a_streak_that_earned_a_delay,
     five_failures_lock_the_email_and_a_right_password_waits_too,
     delays_double_with_each_failure,
     unknown_email_is_throttled_exactly_like_a_known_one,
+    concurrent_guesses_get_no_more_password_checks_than_the_lock_allows,
+    a_lock_never_shortens,
 );
+
+mod hard_limit {
+    use super::*;
+
+    /// SECURITY.md 48: the hard limit holds under concurrency: of 130 guesses sent at once past
+    /// any delay, at most 100 have their password checked, and the email ends locked for good.
+    async fn concurrent_guesses_cannot_pass_the_hard_limit(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.login_free_attempts = 1000;
+            c.hash_queue = 1000;
+        })
+        .await;
+        let email = TestUser::random().email;
+        let before = app.state.hasher.started();
+        let burst = concurrent_logins(&app, &email, "wrong password entirely", 130).await;
+        let checked = app.state.hasher.started() - before;
+        assert!(checked <= 100, "{checked} checks");
+        assert_eq!(
+            count(&burst, StatusCode::TOO_MANY_REQUESTS),
+            30,
+            "{burst:?}"
+        );
+        assert_eq!(
+            app.state.store.login_locked_until(&email).await.unwrap(),
+            Some(i64::MAX)
+        );
+    }
+
+    crate::on_both_backends!(concurrent_guesses_cannot_pass_the_hard_limit);
+}
 
 /// NIST SP 800-63B §5.2.2: at most 100 consecutive failures; then an operator unlocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

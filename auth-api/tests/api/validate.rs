@@ -168,6 +168,40 @@ async fn token_issued_before_logout_everywhere_is_refused(app: TestApp) {
     );
 }
 
+async fn token_of_a_session_past_its_absolute_end_is_refused(app: TestApp) {
+    // Arrange: a token whose own lifetime outlasts its session's, as a refresh a moment before
+    // the session's absolute end issues (its `exp` is 15 minutes on, the session's end sooner).
+    let (_, tokens) = app.logged_in_user().await;
+    let session_secs = app.state.lifetimes.session_secs;
+    app.advance(Duration::from_secs(u64::try_from(session_secs).unwrap()));
+    let now = app.clock.now();
+    let claims = claims_of(&tokens.access);
+    let late = with(&claims, "iat", json!(now - 10));
+    let late = with(
+        &serde_json::from_str(&late).unwrap(),
+        "exp",
+        json!(now + 890),
+    );
+    let token = app.sign_raw(&header(&app), &late);
+    // Act
+    let response = app.validate(&token).await;
+    // Assert
+    assert_eq!(
+        response.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        response.body
+    );
+    assert!(
+        response.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("session has expired"),
+        "{}",
+        response.body
+    );
+}
+
 crate::on_both_stores!(
     valid_token_returns_its_claims,
     resigned_token_passes_so_forgeries_below_fail_for_their_one_change,
@@ -178,4 +212,5 @@ crate::on_both_stores!(
     token_in_the_query_string_is_ignored,
     token_of_a_logged_out_session_is_refused,
     token_issued_before_logout_everywhere_is_refused,
+    token_of_a_session_past_its_absolute_end_is_refused,
 );
