@@ -5,12 +5,15 @@
 
 use std::fmt;
 
-use auth_jwt::{is_token68, Algorithm, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
+use auth_jwt::{
+    is_token68, Algorithm, ErrorKind, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::keys::{self, Jwks};
+use crate::policy;
 
 /// A configuration error: the path of the field and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +213,9 @@ pub(crate) struct Rule {
     pub methods: Option<Vec<String>>,
     /// What a request must show to pass.
     pub require: Require,
+    /// Whether the token goes upstream on this rule's requests; `None` is the configuration's
+    /// `forward`.
+    pub forward: Option<bool>,
 }
 
 /// How a rule matches the request path.
@@ -292,6 +298,16 @@ impl FilterConfig {
     pub fn parse(json: &[u8]) -> Result<Self, ConfigError> {
         let document: Value = serde_json::from_slice(json)
             .map_err(|e| ConfigError::new("", format!("not valid json: {e}")))?;
+        // `serde_json` keeps the last of two members with one name; a configuration must mean
+        // one thing to every reader (and to whoever reviews it), so a repeated name is refused.
+        if let Err(err) = auth_jwt::parse_json_object(json) {
+            if *err.kind() == ErrorKind::DuplicateMember {
+                return Err(ConfigError::new(
+                    "",
+                    "a member name is repeated in an object",
+                ));
+            }
+        }
         let mut fields = Fields::new("", document)?;
 
         let issuer: String = fields.require("issuer")?;
@@ -630,6 +646,15 @@ fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
             "expected a path starting with / without query or fragment",
         ));
     }
+    // Requests are matched on their normalized path, so a rule written any other way (`//`,
+    // `.` or `..` segments, `;`, `\`, percent-encoding that normalization would decode or
+    // refuse) could never match: refused here rather than left silently dead.
+    if policy::normalize_path(p).as_deref() != Some(p.as_str()) {
+        return Err(ConfigError::new(
+            &match_path,
+            "expected a normalized path: no //, . or .. segments, ;, \\, or %-encoded unreserved characters",
+        ));
+    }
     let methods: Option<Vec<String>> = fields.take("methods")?;
     if let Some(methods) = &methods {
         if methods.is_empty() {
@@ -669,11 +694,13 @@ fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
             ));
         }
     }
+    let forward: Option<bool> = fields.take("forward")?;
     fields.finish()?;
     Ok(Rule {
         path: path_match,
         methods,
         require,
+        forward,
     })
 }
 
@@ -1441,6 +1468,72 @@ pub(crate) mod tests {
                 "{reason}: {err}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn rule_paths_that_no_request_could_match_are_refused() -> crate::TestResult {
+        for (path, reason) in [
+            ("api/", "no leading slash"),
+            ("/api//admin/", "an empty segment"),
+            ("/api/../admin/", "a dot-dot segment"),
+            ("/api/./x", "a dot segment"),
+            ("/api;x/", "a path parameter"),
+            ("/api\\x", "a backslash"),
+            (
+                "/%61pi/",
+                "encoded unreserved characters are matched decoded",
+            ),
+            ("/api/%2f", "an encoded slash"),
+        ] {
+            let err = parse(&with(base(), "/rules/3/match", json!({"prefix": path})))
+                .err()
+                .ok_or(reason)?;
+            assert_eq!(err.field, "rules[3].match", "{reason}: {err}");
+        }
+        parse(&with(
+            base(),
+            "/rules/3/match",
+            json!({"prefix": "/api/a%20b/"}),
+        ))?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_member_named_twice_is_refused() -> crate::TestResult {
+        let json = base().to_string();
+        for (doubled, reason) in [
+            (
+                json.replacen(r#""issuer":"#, r#""issuer":"other","issuer":"#, 1),
+                "at the top",
+            ),
+            (
+                json.replacen(
+                    r#""require":"public""#,
+                    r#""require":"public","require":"authenticated""#,
+                    1,
+                ),
+                "in a rule",
+            ),
+        ] {
+            assert_ne!(doubled, json, "{reason}: the test edits the document");
+            let err = FilterConfig::parse(doubled.as_bytes())
+                .err()
+                .ok_or(reason)?;
+            assert!(err.message.contains("repeated"), "{reason}: {err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_rule_may_forward_the_token() -> crate::TestResult {
+        let config = parse(&with(base(), "/rules/0/forward", json!(true)))?;
+        assert_eq!(config.rules[0].forward, Some(true));
+        assert_eq!(config.rules[1].forward, None);
+        let err = parse(&with(base(), "/rules/0/forward", json!("yes")))
+            .err()
+            .ok_or("a string is not a boolean")?;
+        assert_eq!(err.field, "rules[0].forward");
         Ok(())
     }
 

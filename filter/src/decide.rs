@@ -11,7 +11,7 @@ use auth_jwt::{decode_with_verifier, ErrorKind, KeySet, Validation, Verifier};
 use serde_json::{Map, Value};
 
 use crate::cache::{Identity, TokenCache};
-use crate::config::{FilterConfig, Require};
+use crate::config::FilterConfig;
 use crate::policy::{self, Authorization, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
 use crate::revocations::Revocations;
@@ -103,8 +103,6 @@ pub enum RevocationCheck<'a> {
 pub enum AllowedBy {
     /// A public rule.
     Public,
-    /// A CORS preflight on a covered route.
-    CorsPreflight,
     /// A verified token; `cache_hit` says whether the cache answered.
     Token {
         /// Whether the verified-token cache held the token.
@@ -168,10 +166,20 @@ pub fn decide(
         reason,
     };
 
+    // An upstream that honours a method override would run another method than the one the
+    // rules matched (`POST` with `X-HTTP-Method-Override: DELETE`): such requests are refused
+    // on every route.
+    if request.headers.iter().any(|(name, _)| {
+        METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|h| same_header_for_cgi(name, h))
+    }) {
+        return deny(DenyReason::MethodOverride);
+    }
     let Some(path) = policy::normalize_path(request.path) else {
         return deny(DenyReason::NoRoute);
     };
-    let Some(rule) = policy::match_rule(request.method, &path, &config.rules) else {
+    let Some(matched) = policy::match_rule(request.method, &path, &config.rules) else {
         return deny(DenyReason::NoRoute);
     };
     let allow = |headers_to_remove, headers_to_set, by| Decision::Allow {
@@ -179,24 +187,38 @@ pub fn decide(
         headers_to_remove,
         by,
     };
+    // A preflight never needs a token, so it must never reach an upstream that might route it
+    // without looking at the method: the gateway answers it (Envoy's CORS filter, before this
+    // one), and one that gets this far is refused here, on every route.
     if config.bypass_cors_preflight
         && request.method == "OPTIONS"
         && header(request.headers, "origin").is_some()
         && header(request.headers, "access-control-request-method").is_some()
     {
-        return allow(
-            headers_to_remove,
-            HeadersToSet::default(),
-            AllowedBy::CorsPreflight,
-        );
+        return deny(DenyReason::CorsPreflight);
     }
-    if rule.require == Require::Public {
-        // A public route's upstream (e.g. logout) may need the token: it is left alone.
-        return allow(
-            headers_to_remove,
-            HeadersToSet::default(),
-            AllowedBy::Public,
-        );
+    let forward = matched.forward(config.forward);
+    let mut headers_to_set = HeadersToSet::default();
+    // Unless tokens are forwarded, every token location the request fills is emptied, whether
+    // or not its token is the one checked (or, on public routes, checked at all): an upstream
+    // never sees an unverified token.
+    if !forward {
+        let mut cookies = Vec::new();
+        for location in policy::token_locations(request.headers, config) {
+            match location {
+                TokenLocation::Header(name) => headers_to_remove.push(name.to_owned()),
+                TokenLocation::Cookie(name) => cookies.push(name),
+            }
+        }
+        if !cookies.is_empty() {
+            match policy::cookie_header_without(request.headers, &cookies) {
+                Some(rest) => headers_to_set.cookie = Some(rest),
+                None => headers_to_remove.push("cookie".to_owned()),
+            }
+        }
+    }
+    if matched.is_public() {
+        return allow(headers_to_remove, headers_to_set, AllowedBy::Public);
     }
 
     let found = match policy::extract_token(request.headers, config) {
@@ -248,31 +270,28 @@ pub fn decide(
     {
         return deny(DenyReason::Revoked);
     }
-    if let Authorization::Deny(why) = policy::authorize(&rule.require, &identity.roles) {
-        return deny(DenyReason::InsufficientScope(why));
-    }
-
-    let mut headers_to_set = HeadersToSet {
-        identity: Some(identity),
-        cookie: None,
-    };
-    if !config.forward {
-        match found.location {
-            TokenLocation::Header(name) => headers_to_remove.push(name.to_owned()),
-            TokenLocation::Cookie(name) => {
-                match policy::cookie_header_without(request.headers, name) {
-                    Some(rest) => headers_to_set.cookie = Some(rest),
-                    None => headers_to_remove.push("cookie".to_owned()),
-                }
-            }
+    // Every matched rule must be satisfied: the strictest wins.
+    for rule in matched.rules() {
+        if let Authorization::Deny(why) = policy::authorize(&rule.require, &identity.roles) {
+            return deny(DenyReason::InsufficientScope(why));
         }
     }
+
+    headers_to_set.identity = Some(identity);
     allow(
         headers_to_remove,
         headers_to_set,
         AllowedBy::Token { cache_hit },
     )
 }
+
+/// Headers through which some frameworks let a request claim another method (Rails, Laravel,
+/// Express's method-override, ASP.NET, Google APIs).
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values, the roles, and
 /// `sub`, `sid` and `iat` for the revocation check.
@@ -561,29 +580,131 @@ mod tests {
         Ok(())
     }
 
+    /// What an allow decision removes, sets, and why it allowed.
+    type Allowed = (Vec<String>, Vec<(String, String)>, AllowedBy);
+
+    /// The headers an allow decision removes and sets.
+    fn allowed(decision: Decision) -> crate::TestResult<Allowed> {
+        match decision {
+            Decision::Allow {
+                headers_to_set,
+                headers_to_remove,
+                by,
+            } => Ok((headers_to_remove, headers_to_set.to_vec(), by)),
+            Decision::Deny { reason, .. } => Err(format!("denied: {reason:?}").into()),
+        }
+    }
+
     #[test]
-    fn public_routes_need_no_token_and_leave_a_sent_token_alone() -> crate::TestResult {
-        let config = config_with(|_| {})?;
-        let decision = run(
-            &config,
+    fn public_routes_need_no_token_and_strip_an_unverified_one_unless_forwarded(
+    ) -> crate::TestResult {
+        let config = config_with(|v| v["from_cookies"] = json!(["access_token"]))?;
+        let sent = [
+            ("authorization", "Bearer garbage"),
+            ("cookie", "a=1; access_token=garbage"),
+        ];
+        let (removed, set, by) =
+            allowed(run(&config, "POST", "/auth/logout", &sent, None, None, NOW))?;
+        assert_eq!(by, AllowedBy::Public);
+        assert!(removed.contains(&"authorization".to_owned()), "{removed:?}");
+        assert_eq!(set, vec![("cookie".to_owned(), "a=1".to_owned())]);
+
+        // A rule may forward the token (auth-api's routes: its /logout takes one).
+        let forwarding = config_with(|v| {
+            v["from_cookies"] = json!(["access_token"]);
+            v["rules"][0]["forward"] = json!(true);
+        })?;
+        let (removed, set, _) = allowed(run(
+            &forwarding,
             "POST",
             "/auth/logout",
-            &[("authorization", "Bearer garbage")],
+            &sent,
             None,
             None,
             NOW,
+        ))?;
+        assert!(!removed.contains(&"authorization".to_owned()));
+        assert!(set.is_empty());
+        // `Basic` credentials are not a token location.
+        let (removed, _, _) = allowed(run(
+            &config,
+            "GET",
+            "/auth/x",
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+            None,
+            None,
+            NOW,
+        ))?;
+        assert!(removed.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_second_token_location_is_stripped_with_the_checked_one() -> crate::TestResult {
+        let config = config_with(|v| v["from_cookies"] = json!(["access_token"]))?;
+        let auth = format!("Bearer {}", token(&claims())?);
+        let (removed, set, _) = allowed(run(
+            &config,
+            "GET",
+            "/api/x",
+            &[
+                ("authorization", &auth),
+                ("cookie", "access_token=unverified; theme=dark"),
+            ],
+            Some(&keys()?),
+            None,
+            NOW,
+        ))?;
+        assert!(removed.contains(&"authorization".to_owned()), "{removed:?}");
+        assert!(
+            set.contains(&("cookie".to_owned(), "theme=dark".to_owned())),
+            "the unverified cookie token is gone: {set:?}"
         );
-        let Decision::Allow {
-            headers_to_set,
-            headers_to_remove,
-            by,
-        } = decision
-        else {
-            panic!("{decision:?}")
-        };
-        assert_eq!(by, AllowedBy::Public);
-        assert!(headers_to_set.is_empty());
-        assert!(!headers_to_remove.contains(&"authorization".to_owned()));
+        Ok(())
+    }
+
+    #[test]
+    fn method_override_headers_are_refused_on_every_route() -> crate::TestResult {
+        let config = config_with(|_| {})?;
+        for (name, path) in [
+            ("x-http-method-override", "/auth/login"),
+            ("X-HTTP-Method", "/api/x"),
+            ("x-method-override", "/healthz"),
+            ("x_http_method_override", "/auth/login"),
+        ] {
+            let decision = run(&config, "POST", path, &[(name, "DELETE")], None, None, NOW);
+            assert_eq!(
+                reason(&decision),
+                Some(&DenyReason::MethodOverride),
+                "{name}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_strictest_rule_under_any_reading_of_the_path_decides() -> crate::TestResult {
+        let config = config_with(|_| {})?;
+        let user = format!("Bearer {}", token(&claims())?);
+        for path in ["/api/Admin/x", "/API/ADMIN", "/api/admin"] {
+            let decision = run(
+                &config,
+                "GET",
+                path,
+                &[("authorization", &user)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert!(
+                matches!(reason(&decision), Some(DenyReason::InsufficientScope(_))),
+                "{path}: {decision:?}"
+            );
+        }
+        for path in ["/Auth/signup", "/AUTH/x", "/auth", "/HEALTHZ"] {
+            let decision = run(&config, "GET", path, &[], None, None, NOW);
+            assert_eq!(reason(&decision), Some(&DenyReason::NoRoute), "{path}");
+        }
         Ok(())
     }
 
@@ -813,7 +934,7 @@ mod tests {
     }
 
     #[test]
-    fn cors_preflights_pass_only_on_covered_routes_and_when_enabled() -> crate::TestResult {
+    fn cors_preflights_are_never_forwarded_when_enabled() -> crate::TestResult {
         let preflight = [
             ("origin", "https://app.example"),
             ("access-control-request-method", "POST"),
@@ -828,13 +949,25 @@ mod tests {
             None,
             NOW,
         );
-        assert!(matches!(
-            decision,
-            Decision::Allow {
-                by: AllowedBy::CorsPreflight,
-                ..
-            }
-        ));
+        assert_eq!(
+            reason(&decision),
+            Some(&DenyReason::CorsPreflight),
+            "answered here, not forwarded"
+        );
+        let public = run(
+            &config,
+            "OPTIONS",
+            "/auth/login",
+            &preflight,
+            None,
+            None,
+            NOW,
+        );
+        assert_eq!(
+            reason(&public),
+            Some(&DenyReason::CorsPreflight),
+            "public routes too"
+        );
         let uncovered = run(
             &config,
             "OPTIONS",

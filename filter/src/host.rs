@@ -97,7 +97,8 @@ struct Metrics {
     denied_no_route: Option<u32>,
     denied_keys_unavailable: Option<u32>,
     denied_internal: Option<u32>,
-    cors_preflight_bypassed: Option<u32>,
+    denied_cors_preflight: Option<u32>,
+    denied_method_override: Option<u32>,
     jwks_fetch_success: Option<u32>,
     jwks_fetch_failed: Option<u32>,
     revocations_fetch_success: Option<u32>,
@@ -123,7 +124,8 @@ impl Metrics {
             denied_no_route: counter("auth_filter.denied.no_route"),
             denied_keys_unavailable: counter("auth_filter.denied.keys_unavailable"),
             denied_internal: counter("auth_filter.denied.internal"),
-            cors_preflight_bypassed: counter("auth_filter.cors_preflight_bypassed"),
+            denied_cors_preflight: counter("auth_filter.denied.cors_preflight"),
+            denied_method_override: counter("auth_filter.denied.method_override"),
             jwks_fetch_success: counter("auth_filter.jwks_fetch_success"),
             jwks_fetch_failed: counter("auth_filter.jwks_fetch_failed"),
             revocations_fetch_success: counter("auth_filter.revocations_fetch_success"),
@@ -156,9 +158,10 @@ impl Metrics {
             self.denied_no_route,
             self.denied_keys_unavailable,
             self.denied_internal,
-            self.cors_preflight_bypassed,
+            self.denied_cors_preflight,
             self.jwt_cache_hit,
             self.jwt_cache_miss,
+            self.denied_method_override,
         ]
     }
 
@@ -370,7 +373,7 @@ impl<D: Document> Remote<D> {
 /// tick bounds how long a revocation takes to reach every worker after it is fetched.
 const TICK: Duration = Duration::from_millis(250);
 
-const TALLY_LEN: usize = 12;
+const TALLY_LEN: usize = 13;
 
 /// Request-path counts, kept per worker and handed to Envoy on the next tick (at most [`TICK`]
 /// later): one host call per counter per request costs more than a cached token check.
@@ -380,7 +383,6 @@ struct Tally([Cell<u64>; TALLY_LEN]);
 impl Tally {
     const ALLOWED: usize = 0;
     const DENIED: usize = 1;
-    const CORS: usize = 9;
     const CACHE_HIT: usize = 10;
     const CACHE_MISS: usize = 11;
 
@@ -393,7 +395,6 @@ impl Tally {
     fn allowed(&self, by: AllowedBy) {
         self.bump(Self::ALLOWED);
         match by {
-            AllowedBy::CorsPreflight => self.bump(Self::CORS),
             AllowedBy::Token { cache_hit: true } => self.bump(Self::CACHE_HIT),
             AllowedBy::Token { cache_hit: false } => self.bump(Self::CACHE_MISS),
             AllowedBy::Public => {}
@@ -410,6 +411,8 @@ impl Tally {
             DenyReason::NoRoute => 6,
             DenyReason::KeysUnavailable => 7,
             DenyReason::Internal => 8,
+            DenyReason::CorsPreflight => 9,
+            DenyReason::MethodOverride => 12,
         });
     }
 
@@ -814,6 +817,7 @@ fn send(response: &DenyResponse) {
 
 fn grpc_code(status: u32) -> GrpcStatusCode {
     match status {
+        3 => GrpcStatusCode::InvalidArgument,
         7 => GrpcStatusCode::PermissionDenied,
         14 => GrpcStatusCode::Unavailable,
         16 => GrpcStatusCode::Unauthenticated,

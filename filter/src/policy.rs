@@ -82,29 +82,83 @@ fn segments_ok(path: &str) -> bool {
     true
 }
 
-/// The first rule covering `method` and the normalized `path`, if any.
+/// The rules that decide a request: the first rule covering it as written, and a protective
+/// rule that covers it only under another reading, when there is one. The request must satisfy
+/// both (the strictest wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Matched<'a> {
+    /// The first rule matching the path exactly (case-sensitively, a prefix as written), or
+    /// else the protective rule below.
+    pub first: &'a Rule,
+    /// The first protective rule covering the path only under another reading (other ASCII
+    /// case, or a prefix `/x/` read as covering `/x`), when `first` is not that rule.
+    pub also: Option<&'a Rule>,
+}
+
+impl<'a> Matched<'a> {
+    /// The matched rules, strictest last.
+    pub(crate) fn rules(&self) -> impl Iterator<Item = &'a Rule> {
+        std::iter::once(self.first).chain(self.also)
+    }
+
+    /// Whether every matched rule is public.
+    pub(crate) fn is_public(&self) -> bool {
+        self.rules().all(|rule| rule.require == Require::Public)
+    }
+
+    /// Whether tokens go upstream: only when every matched rule says so (its own `forward`,
+    /// else the configuration's).
+    pub(crate) fn forward(&self, default: bool) -> bool {
+        self.rules().all(|rule| rule.forward.unwrap_or(default))
+    }
+}
+
+/// The rules covering `method` and the normalized `path`, if any.
 ///
-/// Paths compare without regard to ASCII case, because some upstreams (ASP.NET, Spring with
-/// case-insensitive matching) serve `/API/ADMIN/x` as `/api/admin/x`: a stricter rule must not
-/// be skipped by changing case. A prefix ending in `/` also covers the path without that slash
-/// (`/api/admin/` covers `/api/admin`), which routers such as Express serve as the same place.
-pub(crate) fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<&'a Rule> {
-    rules.iter().find(|rule| {
-        let path_ok = match &rule.path {
-            PathMatch::Prefix(prefix) => {
-                starts_with_ignore_case(path, prefix)
-                    || prefix
-                        .strip_suffix('/')
-                        .is_some_and(|bare| path.eq_ignore_ascii_case(bare))
-            }
-            PathMatch::Path(exact) => path.eq_ignore_ascii_case(exact),
-        };
-        let method_ok = rule
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == method));
-        path_ok && method_ok
-    })
+/// Each rule matches the path as written: case-sensitively, a prefix by its exact text. The
+/// first such rule is the one the configuration names for the path. Protective rules
+/// (`authenticated`, `roles`) also match other readings of the path, because some upstreams
+/// serve `/API/ADMIN/x` as `/api/admin/x` (ASP.NET, Spring with case-insensitive matching) and
+/// `/api/admin` as `/api/admin/` (Express): a stricter rule must not be skipped by changing case
+/// or dropping a slash. Public rules match only what they name, so `"/auth/"` does not make
+/// `/AUTH/x` or `/auth` public. When a protective rule covers the path only under another
+/// reading, the request must satisfy it as well as the first exact match.
+///
+/// `HEAD` is matched as `GET` by rules listing `GET` (RFC 9110 §9.3.2: the same answer without
+/// its body).
+pub(crate) fn match_rule<'a>(method: &str, path: &str, rules: &'a [Rule]) -> Option<Matched<'a>> {
+    let method_ok = |rule: &Rule| {
+        rule.methods.as_ref().is_none_or(|methods| {
+            methods
+                .iter()
+                .any(|m| m == method || (method == "HEAD" && m == "GET"))
+        })
+    };
+    let exact = |rule: &Rule| match &rule.path {
+        PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        PathMatch::Path(exact) => path == exact,
+    };
+    let loose = |rule: &Rule| match &rule.path {
+        PathMatch::Prefix(prefix) => {
+            starts_with_ignore_case(path, prefix)
+                || prefix
+                    .strip_suffix('/')
+                    .is_some_and(|bare| path.eq_ignore_ascii_case(bare))
+        }
+        PathMatch::Path(exact) => path.eq_ignore_ascii_case(exact),
+    };
+    let first = rules.iter().find(|rule| method_ok(rule) && exact(rule));
+    let other_reading = rules.iter().find(|rule| {
+        rule.require != Require::Public && method_ok(rule) && !exact(rule) && loose(rule)
+    });
+    match (first, other_reading) {
+        (Some(first), also) => Some(Matched { first, also }),
+        (None, Some(only)) => Some(Matched {
+            first: only,
+            also: None,
+        }),
+        (None, None) => None,
+    }
 }
 
 fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
@@ -212,15 +266,46 @@ pub(crate) fn extract_token<'a>(
     Err(TokenError::Missing)
 }
 
-/// The `cookie` header(s) without the cookie `name`, joined with `; `; `None` when nothing is left.
-pub(crate) fn cookie_header_without(headers: &[(String, String)], name: &str) -> Option<String> {
+/// Every token location the request fills, found token or not: the configured headers whose
+/// value starts with their prefix, and the configured cookies present. When tokens are not
+/// forwarded all of them are removed, so that no unverified token reaches the upstream beside
+/// (or instead of) the one that was checked.
+pub(crate) fn token_locations<'a>(
+    headers: &[(String, String)],
+    config: &'a FilterConfig,
+) -> Vec<TokenLocation<'a>> {
+    let in_headers = config.from_headers.iter().filter(|source| {
+        headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(&source.name)
+                && value
+                    .as_bytes()
+                    .get(..source.value_prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(source.value_prefix.as_bytes()))
+        })
+    });
+    let in_cookies = config
+        .from_cookies
+        .iter()
+        .filter(|name| cookies(headers).any(|(n, _)| n == name.as_str()));
+    in_headers
+        .map(|source| TokenLocation::Header(&source.name))
+        .chain(in_cookies.map(|name| TokenLocation::Cookie(name)))
+        .collect()
+}
+
+/// The `cookie` header(s) without the cookies `names`, joined with `; `; `None` when nothing
+/// is left.
+pub(crate) fn cookie_header_without(
+    headers: &[(String, String)],
+    names: &[&str],
+) -> Option<String> {
     let kept: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
         .flat_map(|(_, value)| value.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(n, _)| n.trim()) != name)
+        .filter(|pair| !names.contains(&pair.split_once('=').map_or(*pair, |(n, _)| n.trim())))
         .map(str::to_owned)
         .collect();
     if kept.is_empty() {
@@ -262,9 +347,26 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_methods_restrict() -> crate::TestResult {
         let config = config(|_| {})?;
+        // (first, also): indexes of the exact match and of a stricter rule under another reading.
         let cases = [
-            ("GET", "/auth/login", Some(0), "prefix of a public route"),
-            ("GET", "/healthz", Some(1), "exact path with its method"),
+            (
+                "GET",
+                "/auth/login",
+                Some((0, None)),
+                "prefix of a public route",
+            ),
+            (
+                "GET",
+                "/healthz",
+                Some((1, None)),
+                "exact path with its method",
+            ),
+            (
+                "HEAD",
+                "/healthz",
+                Some((1, None)),
+                "HEAD is matched as GET",
+            ),
             ("POST", "/healthz", None, "exact path with another method"),
             (
                 "GET",
@@ -275,36 +377,85 @@ mod tests {
             (
                 "GET",
                 "/api/admin/users",
-                Some(2),
+                Some((2, None)),
                 "admin before the wider /api/",
             ),
             (
                 "DELETE",
                 "/api/things",
-                Some(3),
+                Some((3, None)),
                 "every method when none are listed",
             ),
-            ("GET", "/api", Some(3), "prefix /api/ covers /api itself"),
+            (
+                "GET",
+                "/api",
+                Some((3, None)),
+                "prefix /api/ covers /api itself",
+            ),
             ("GET", "/apix", None, "but not a longer segment"),
             (
                 "GET",
                 "/api/admin",
-                Some(2),
-                "the admin rule covers /api/admin without its slash",
+                Some((3, Some(2))),
+                "the admin rule covers /api/admin",
             ),
             (
                 "GET",
                 "/API/Admin/users",
-                Some(2),
+                Some((2, None)),
                 "case cannot skip the admin rule",
             ),
-            ("GET", "/HEALTHZ", Some(1), "exact paths ignore case too"),
+            (
+                "GET",
+                "/api/Admin/users",
+                Some((3, Some(2))),
+                "nor reach only /api/",
+            ),
             ("GET", "/other", None, "no rule"),
         ];
         for (method, path, expected, reason) in cases {
+            let index = |rule: &Rule| config.rules.iter().position(|r| std::ptr::eq(r, rule));
             let found = match_rule(method, path, &config.rules)
-                .and_then(|rule| config.rules.iter().position(|r| r == rule));
+                .map(|m| (index(m.first).unwrap_or(99), m.also.and_then(index)));
             assert_eq!(found, expected, "{reason}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn public_rules_match_only_what_they_name() -> crate::TestResult {
+        let config = config(|v| {
+            v["rules"] = json!([
+                {"match": {"prefix": "/auth/"}, "require": "public"},
+                {"match": {"path": "/docs"}, "require": "public"},
+                {"match": {"prefix": "/public/"}, "require": "public"},
+                {"match": {"prefix": "/docs/"}, "require": {"roles": ["editor"]}},
+                {"match": {"prefix": "/api/"}, "require": "authenticated"},
+                {"match": {"path": "/api/status"}, "require": "public"}
+            ]);
+        })?;
+        let cases = [
+            ("/auth/signup", Some(true), "what the rule names"),
+            ("/Auth/signup", None, "not another case"),
+            ("/AUTH/x", None, "not another case"),
+            ("/auth", None, "a prefix /auth/ does not make /auth public"),
+            ("/PUBLIC/x", None, "not another case"),
+            ("/public/x", Some(true), "what the rule names"),
+            (
+                "/docs",
+                Some(false),
+                "the stricter /docs/ covers /docs too: it wins",
+            ),
+            ("/DOCS/x", Some(false), "only the protective rule"),
+            (
+                "/API/STATUS",
+                Some(false),
+                "the wider protective rule, not the public one",
+            ),
+        ];
+        for (path, public, reason) in cases {
+            let found = match_rule("GET", path, &config.rules).map(|m| m.is_public());
+            assert_eq!(found, public, "{path}: {reason}");
         }
         Ok(())
     }
@@ -532,11 +683,11 @@ mod tests {
     fn cookie_header_without_drops_only_the_token_cookie() -> crate::TestResult {
         let h = headers(&[("cookie", "a=1; access_token=abc"), ("cookie", "b=2")]);
         assert_eq!(
-            cookie_header_without(&h, "access_token").as_deref(),
+            cookie_header_without(&h, &["access_token"]).as_deref(),
             Some("a=1; b=2")
         );
         let only = headers(&[("cookie", "access_token=abc")]);
-        assert_eq!(cookie_header_without(&only, "access_token"), None);
+        assert_eq!(cookie_header_without(&only, &["access_token"]), None);
         Ok(())
     }
 }

@@ -24,6 +24,14 @@ pub enum DenyReason {
     InsufficientScope(String),
     /// No rule covers the request, or its path is ambiguous (403 `access_denied`; gRPC 7).
     NoRoute,
+    /// A CORS preflight reached the filter with `bypass_cors_preflight` on: preflights are
+    /// answered at the gateway (by Envoy's CORS filter, placed before this one), never
+    /// forwarded, so one that gets here is refused (403 `access_denied`, no challenge; gRPC 7).
+    CorsPreflight,
+    /// The request carries a method-override header (`X-HTTP-Method-Override`,
+    /// `X-HTTP-Method`, `X-Method-Override`), which would let an upstream run another method
+    /// than the one the rules matched (400 `invalid_request`; gRPC 3).
+    MethodOverride,
     /// No fresh key set is loaded, or the revocation feed is configured but has never been
     /// fetched (503; gRPC 14).
     KeysUnavailable,
@@ -91,6 +99,20 @@ pub(crate) fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> Den
             7,
             "access_denied",
             "no route rule allows this request".to_owned(),
+            None,
+        ),
+        DenyReason::CorsPreflight => (
+            403,
+            7,
+            "access_denied",
+            "CORS preflights are answered by the gateway's CORS policy".to_owned(),
+            None,
+        ),
+        DenyReason::MethodOverride => (
+            400,
+            3,
+            "invalid_request",
+            "method override headers are not accepted".to_owned(),
             None,
         ),
         DenyReason::KeysUnavailable => (
@@ -230,6 +252,20 @@ mod tests {
             ),
             (DenyReason::NoRoute, 403, "access_denied", false, "no rule"),
             (
+                DenyReason::CorsPreflight,
+                403,
+                "access_denied",
+                false,
+                "a preflight is not forwarded",
+            ),
+            (
+                DenyReason::MethodOverride,
+                400,
+                "invalid_request",
+                false,
+                "method override",
+            ),
+            (
                 DenyReason::KeysUnavailable,
                 503,
                 "temporarily_unavailable",
@@ -277,6 +313,8 @@ mod tests {
                 "permission denied",
             ),
             (DenyReason::NoRoute, 7, "permission denied"),
+            (DenyReason::CorsPreflight, 7, "permission denied"),
+            (DenyReason::MethodOverride, 3, "invalid argument"),
             (DenyReason::KeysUnavailable, 14, "unavailable"),
         ];
         for (reason, expected, why) in cases {

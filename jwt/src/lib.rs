@@ -65,3 +65,12 @@ pub use key::{es256_signature_to_der, Key};
 pub use key_set::KeySet;
 pub use validation::{Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
 pub use verifier::{RustCrypto, Verifier};
+
+/// Parses `bytes` as one JSON object with the strictness used for JOSE headers, claims and JWK
+/// sets: no trailing input, and no member name repeated in any object at any depth
+/// ([`ErrorKind::DuplicateMember`]; anything else that is not one JSON object is
+/// [`ErrorKind::InvalidJson`]). For other documents that must mean one thing to every parser,
+/// such as the gateway filter's configuration.
+pub fn parse_json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    strict_json::parse_object(bytes)
+}

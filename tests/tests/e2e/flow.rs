@@ -77,8 +77,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             .header("x-user-id", "00000000-0000-0000-0000-000000000000")
             .header("X-User-Roles", "admin")
             .header("x-user-email", "root@example.com")
-            .header("x_user_roles", "admin")
-            .header("X_User_Id", "00000000-0000-0000-0000-000000000000")
+        // `x_user_roles` and kin are refused by Envoy (`headers_with_underscores_action`):
+        // edge.rs.
     };
 
     let public: Value = spoof(stack.client.get(stack.url("/public/info")))
@@ -88,13 +88,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         .json()
         .await
         .unwrap();
-    for name in [
-        "x-user-id",
-        "x-user-roles",
-        "x-user-email",
-        "x_user_roles",
-        "x_user_id",
-    ] {
+    for name in ["x-user-id", "x-user-roles", "x-user-email"] {
         assert!(
             public["headers"].get(name).is_none(),
             "{name} survived on a public route: {public}"
@@ -230,7 +224,11 @@ async fn cors_preflight_passes_without_a_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(preflight.status(), 200, "reaches the upstream");
+    assert_eq!(
+        preflight.status(),
+        200,
+        "answered by Envoy's CORS filter (an origin not listed: no CORS headers); edge.rs"
+    );
     let bare_options = stack
         .client
         .request(reqwest::Method::OPTIONS, stack.url("/api/orders"))

@@ -4,6 +4,7 @@
 mod algorithms;
 mod attack;
 mod config;
+mod edge;
 mod flow;
 mod forged;
 mod interop;

@@ -1,0 +1,158 @@
+//! The gateway as an edge proxy: CORS preflights are answered by Envoy and never forwarded,
+//! public rules open only what they name, method overrides and unverified tokens never reach an
+//! upstream, and a client that sends half a request head is cut off.
+
+use std::time::{Duration, Instant};
+
+use e2e::{Stack, StackOptions};
+use reqwest::Method;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Whether `body` is the echo upstream's answer (`{"method","path","headers"}`).
+fn is_echo(body: &str) -> bool {
+    serde_json::from_str::<Value>(body).is_ok_and(|v| v.get("method").is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() {
+    let stack = Stack::start(StackOptions::default()).await;
+    for (origin, allowed) in [
+        ("http://localhost:3000", true),
+        ("http://127.0.0.1:8080", true),
+        ("https://evil.example", false),
+    ] {
+        let response = stack
+            .client
+            .request(Method::OPTIONS, stack.url("/api/admin/x"))
+            .header("origin", origin)
+            .header("access-control-request-method", "DELETE")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let allow_origin = response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.text().await.unwrap();
+        assert!(!is_echo(&body), "{origin}: forwarded upstream: {body}");
+        assert_eq!(status, 200, "{origin}: Envoy's CORS filter answers: {body}");
+        assert_eq!(
+            allow_origin.as_deref(),
+            allowed.then_some(origin),
+            "{origin}: only listed origins are allowed"
+        );
+    }
+    // Envoy answered every preflight itself: none reached the auth filter either.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        stack
+            .envoy
+            .counter("auth_filter.denied.cors_preflight")
+            .await,
+        0
+    );
+    // A cross-origin request that is not a preflight is an ordinary one: it needs a token.
+    let actual = stack
+        .client
+        .get(stack.url("/api/admin/x"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(actual.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_rules_open_only_the_paths_they_name() {
+    let stack = Stack::start(StackOptions::default()).await;
+    for path in ["/Auth/signup", "/AUTH/x", "/auth", "/PUBLIC/x", "/Public/x"] {
+        let response = stack.get(path, None).await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(!is_echo(&body), "{path} reached the upstream: {body}");
+        assert_eq!(status, 403, "{path}: no rule covers it: {body}");
+    }
+    let public = stack.get("/public/x", None).await;
+    assert_eq!(public.status(), 200, "what the public rule names");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_and_underscored_headers_are_refused() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (_, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let response = stack
+            .client
+            .post(stack.url("/api/orders"))
+            .bearer_auth(access)
+            .header(name, "DELETE")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{name}");
+    }
+    // Envoy refuses `_` in header names (`x_user_roles` is `X-User-Roles` to CGI and PHP).
+    let underscored = stack
+        .client
+        .get(stack.url("/public/info"))
+        .header("x_user_roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(underscored.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_token_on_a_public_route_is_not_forwarded() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let echo: Value = stack
+        .get("/public/info", Some("not-a-verified-token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        echo["headers"].get("authorization").is_none(),
+        "the unverified token reached the upstream: {echo}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_half_a_request_head_is_disconnected() {
+    let stack = Stack::start(StackOptions::default()).await;
+    // The shipped configs give a client 10 s for its request head.
+    let timeout = Duration::from_secs(10);
+    let addr = stack.envoy.gateway.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /public/info HTTP/1.1\r\nhost: gateway\r\nx-slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(timeout * 2, stream.read_to_end(&mut answer)).await;
+    let elapsed = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= timeout - Duration::from_secs(1),
+        "cut off after {elapsed:?}, before the timeout"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
