@@ -86,6 +86,10 @@ pub struct Config {
     /// `AUTH_IP_LIMIT_PER_MINUTE`, default 60: requests per client address and minute to
     /// `/login`, `/signup` and `/refresh`, per replica.
     pub ip_limit_per_minute: u32,
+    /// `AUTH_IP_LIMIT_IPV6_PREFIX`, default 64, 32 to 128: IPv6 clients share one bucket per
+    /// prefix of this length (a single holder usually gets a whole /64). IPv4 addresses, and
+    /// IPv4-mapped IPv6 ones, have a bucket each.
+    pub ip_limit_ipv6_prefix: u8,
     /// `AUTH_CLIENT_IP_HEADER`, default `x-envoy-external-address`: where a trusted proxy puts
     /// the client's address. Empty: always the connection's address.
     pub client_ip_header: Option<String>,
@@ -189,6 +193,7 @@ impl Default for Config {
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
             ip_limit_per_minute: 60,
+            ip_limit_ipv6_prefix: 64,
             client_ip_header: Some("x-envoy-external-address".to_owned()),
             trusted_proxies: vec![
                 std::net::IpAddr::from([127, 0, 0, 1]).into(),
@@ -279,6 +284,16 @@ impl Config {
                 Some(n) => u32::try_from(n)
                     .map_err(|_| ConfigError::new("AUTH_IP_LIMIT_PER_MINUTE", "too large"))?,
                 None => d.ip_limit_per_minute,
+            },
+            ip_limit_ipv6_prefix: match env.parsed::<u8>("AUTH_IP_LIMIT_IPV6_PREFIX")? {
+                Some(n) if !(32..=128).contains(&n) => {
+                    return Err(ConfigError::new(
+                        "AUTH_IP_LIMIT_IPV6_PREFIX",
+                        "must be a prefix length from 32 to 128",
+                    ))
+                }
+                Some(n) => n,
+                None => d.ip_limit_ipv6_prefix,
             },
             client_ip_header: match (lookup)("AUTH_CLIENT_IP_HEADER") {
                 Some(name) if name.trim().is_empty() => None,
@@ -544,6 +559,9 @@ mod tests {
                 "not a bearer token",
             ),
             ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "no such range"),
+            ("AUTH_IP_LIMIT_IPV6_PREFIX", "16", "shorter than /32"),
+            ("AUTH_IP_LIMIT_IPV6_PREFIX", "129", "no such prefix"),
+            ("AUTH_IP_LIMIT_IPV6_PREFIX", "sixty-four", "not a number"),
             ("AUTH_TRUSTED_PROXIES", "gateway", "not an address"),
             (
                 "AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS",

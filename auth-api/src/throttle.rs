@@ -14,18 +14,23 @@
 //! `x-envoy-external-address`, never a client-supplied `X-Forwarded-For`.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     num::NonZeroU32,
-    time::Duration,
+    sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use axum::{extract::ConnectInfo, http::HeaderMap};
-use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Config;
 
 /// The header Envoy puts the client's address in (the default `AUTH_CLIENT_IP_HEADER`).
 const ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
+/// The most per-address buckets kept in memory: about 4 MB. Past it, full buckets are
+/// forgotten first, then the fullest of the rest, so a flood of new addresses costs the
+/// flooder, not memory.
+pub const MAX_BUCKETS: usize = 100_000;
 /// Consecutive failures after which an email stays locked until an operator unlocks it.
 pub const HARD_LIMIT: i64 = 100;
 
@@ -62,12 +67,14 @@ impl LoginThrottle {
 #[derive(Debug)]
 pub struct IpLimiter {
     buckets: Buckets,
+    /// The prefix length that IPv6 clients are keyed by.
+    ipv6_prefix: u8,
     header: Option<String>,
     trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 enum Buckets {
-    Memory(DefaultKeyedRateLimiter<IpAddr>),
+    Memory(MemoryBuckets),
     Redis {
         connection: redis::aio::ConnectionManager,
         script: redis::Script,
@@ -114,7 +121,7 @@ impl IpLimiter {
         use secrecy::ExposeSecret as _;
         let per_minute = NonZeroU32::new(config.ip_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let buckets = match &config.redis_url {
-            None => Buckets::Memory(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            None => Buckets::Memory(MemoryBuckets::new(per_minute, MAX_BUCKETS)),
             Some(url) => {
                 let client = redis::Client::open(url.expose_secret())
                     .context("AUTH_REDIS_URL is not a Redis URL")?;
@@ -138,6 +145,7 @@ impl IpLimiter {
         };
         Ok(Self {
             buckets,
+            ipv6_prefix: config.ip_limit_ipv6_prefix.clamp(32, 128),
             header: config.client_ip_header.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
         })
@@ -187,10 +195,9 @@ impl IpLimiter {
         let Some(ip) = ip else {
             return Ok(());
         };
+        let key = bucket_key(ip, self.ipv6_prefix);
         match &self.buckets {
-            Buckets::Memory(limiter) => limiter.check_key(&ip).map_err(|not_until| {
-                not_until.wait_time_from(governor::clock::DefaultClock::default().now())
-            }),
+            Buckets::Memory(buckets) => buckets.check(key, Instant::now()),
             Buckets::Redis {
                 connection,
                 script,
@@ -200,7 +207,7 @@ impl IpLimiter {
             } => {
                 let mut connection = connection.clone();
                 let wait: redis::RedisResult<u64> = script
-                    .key(format!("{prefix}{ip}"))
+                    .key(format!("{prefix}{}", key.redis_suffix()))
                     .arg(*interval_ms)
                     .arg(*burst_ms)
                     .invoke_async(&mut connection)
@@ -217,11 +224,121 @@ impl IpLimiter {
         }
     }
 
-    /// Forgets addresses whose buckets are full again (bounded memory; Redis expires keys).
+    /// Forgets addresses whose buckets are full again (Redis expires its keys itself). Memory
+    /// stays bounded by [`MAX_BUCKETS`] whether or not this runs.
     pub fn prune(&self) {
-        if let Buckets::Memory(limiter) = &self.buckets {
-            limiter.retain_recent();
+        if let Buckets::Memory(buckets) = &self.buckets {
+            buckets.prune(Instant::now());
         }
+    }
+}
+
+/// What a bucket belongs to: an IPv4 address (IPv4-mapped IPv6 ones included), or an IPv6
+/// network of the configured prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum BucketKey {
+    V4(std::net::Ipv4Addr),
+    V6(Ipv6Addr, u8),
+}
+
+impl BucketKey {
+    /// The Redis key's tail: `192.0.2.1`, or `2001:db8::/64`.
+    fn redis_suffix(self) -> String {
+        match self {
+            Self::V4(ip) => ip.to_string(),
+            Self::V6(net, len) => format!("{net}/{len}"),
+        }
+    }
+}
+
+/// The bucket `ip` counts against: itself for IPv4 and IPv4-mapped IPv6, its `/ipv6_prefix`
+/// network for other IPv6 addresses (whoever holds one address usually holds the whole /64).
+pub(crate) fn bucket_key(ip: IpAddr, ipv6_prefix: u8) -> BucketKey {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => BucketKey::V4(v4),
+        IpAddr::V6(v6) => {
+            let len = ipv6_prefix.min(128);
+            let mask = u128::MAX.checked_shl(u32::from(128 - len)).unwrap_or(0);
+            BucketKey::V6(Ipv6Addr::from(u128::from(v6) & mask), len)
+        }
+    }
+}
+
+/// In-memory GCRA buckets, at most `max` of them. Each is one instant, the "theoretical
+/// arrival time": a bucket whose instant has passed is full, the same as no bucket at all, so
+/// forgetting it changes nothing.
+#[derive(Debug)]
+pub(crate) struct MemoryBuckets {
+    tats: Mutex<HashMap<BucketKey, Instant>>,
+    interval: Duration,
+    burst: Duration,
+    max: usize,
+}
+
+impl MemoryBuckets {
+    pub(crate) fn new(per_minute: NonZeroU32, max: usize) -> Self {
+        let interval = Duration::from_secs(60) / per_minute.get();
+        Self {
+            tats: Mutex::new(HashMap::new()),
+            interval,
+            burst: interval * (per_minute.get() - 1),
+            max: max.max(2),
+        }
+    }
+
+    pub(crate) fn check(&self, key: BucketKey, now: Instant) -> Result<(), Duration> {
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tat = match tats.get(&key) {
+            Some(&tat) => tat.max(now),
+            None => {
+                if tats.len() >= self.max {
+                    self.evict(&mut tats, now);
+                }
+                now
+            }
+        };
+        let wait = tat.saturating_duration_since(now + self.burst);
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        tats.insert(key, tat + self.interval);
+        Ok(())
+    }
+
+    /// Makes room: forgets the full buckets, and if that frees less than a quarter of the map,
+    /// the fullest buckets down to half of it (amortised O(1) per new key; an evicted bucket
+    /// comes back full, which only a flood of more than `max` networks can earn).
+    fn evict(&self, tats: &mut HashMap<BucketKey, Instant>, now: Instant) {
+        tats.retain(|_, tat| *tat > now);
+        if tats.len() > self.max - self.max / 4 {
+            let mut instants: Vec<Instant> = tats.values().copied().collect();
+            let keep = self.max / 2;
+            let cut_at = instants.len() - keep;
+            let (_, &mut cut, _) = instants.select_nth_unstable(cut_at);
+            tats.retain(|_, tat| *tat > cut);
+            // Ties at the cut may leave a few more than `keep`; never more than the map held.
+            if tats.len() >= self.max {
+                tats.clear();
+            }
+        }
+        tracing::debug!(buckets = tats.len(), "per-address buckets evicted");
+    }
+
+    fn prune(&self, now: Instant) {
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tats.retain(|_, tat| *tat > now);
+        tats.shrink_to(self.max);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tats.lock().unwrap().len()
     }
 }
 
@@ -318,5 +435,97 @@ mod tests {
         );
         let other = limiter.check(Some(IpAddr::from([203, 0, 113, 8]))).await;
         assert!(other.is_ok(), "other addresses unaffected");
+    }
+
+    #[test]
+    fn ipv6_addresses_share_a_bucket_per_prefix() {
+        let key = |ip: &str, len| bucket_key(ip.parse().unwrap(), len);
+        assert_eq!(
+            key("2001:db8:1:2::1", 64),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64),
+            "one /64"
+        );
+        assert_ne!(
+            key("2001:db8:1:2::1", 64),
+            key("2001:db8:1:3::1", 64),
+            "two /64s"
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1", 48),
+            key("2001:db8:1:3::1", 48),
+            "one /48"
+        );
+        assert_ne!(
+            key("2001:db8::1", 128),
+            key("2001:db8::2", 128),
+            "/128: per address"
+        );
+        assert_eq!(
+            key("::ffff:203.0.113.7", 64),
+            BucketKey::V4([203, 0, 113, 7].into()),
+            "IPv4-mapped: the IPv4 address"
+        );
+        assert_ne!(
+            key("203.0.113.7", 64),
+            key("203.0.113.8", 64),
+            "IPv4: per address"
+        );
+        assert_eq!(
+            key("2001:db8:1:2::1", 64).redis_suffix(),
+            "2001:db8:1:2::/64"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_addresses_in_one_slash_64_share_a_bucket() {
+        let config = Config {
+            ip_limit_per_minute: 2,
+            ..Config::default()
+        };
+        let limiter = IpLimiter::new(&config).await.unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(limiter.check(ip("2001:db8:1:2::1")).await.is_ok());
+        assert!(limiter.check(ip("2001:db8:1:2::2")).await.is_ok());
+        assert!(
+            limiter.check(ip("2001:db8:1:2:abcd::9")).await.is_err(),
+            "a third address in the same /64 finds the bucket empty"
+        );
+        assert!(
+            limiter.check(ip("2001:db8:1:3::1")).await.is_ok(),
+            "the next /64 has its own bucket"
+        );
+    }
+
+    #[test]
+    fn a_million_new_keys_keep_the_map_bounded() {
+        let max = 1_000;
+        let buckets = MemoryBuckets::new(NonZeroU32::new(2).unwrap(), max);
+        let now = Instant::now();
+        let guesser = BucketKey::V4([198, 51, 100, 1].into());
+        assert!(buckets.check(guesser, now).is_ok());
+        assert!(buckets.check(guesser, now).is_ok());
+        assert!(buckets.check(guesser, now).is_err(), "empty");
+        for n in 0..1_000_000_u128 {
+            let key = BucketKey::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (n << 64)), 64);
+            assert!(buckets.check(key, now).is_ok(), "a new network starts full");
+            assert!(
+                buckets.len() <= max,
+                "{} buckets after {n} keys",
+                buckets.len()
+            );
+        }
+        assert!(
+            buckets.check(guesser, now).is_err(),
+            "a flood of new networks does not refill an emptied bucket"
+        );
+        // Once its time has passed, a bucket is full and the first to go.
+        let later = now + Duration::from_secs(3600);
+        assert!(buckets.check(guesser, later).is_ok());
+        buckets.prune(later + Duration::from_secs(3600));
+        assert_eq!(
+            buckets.len(),
+            0,
+            "every bucket is full again: all forgotten"
+        );
     }
 }
