@@ -21,7 +21,7 @@ use std::{
     rc::Rc,
 };
 
-use crate::revocations::TokenIds;
+use crate::revocations::{StringClaim, TokenIds};
 
 /// What the request path needs from a verified token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,10 +32,10 @@ pub(crate) struct Identity {
     pub claim_headers: Vec<(String, String)>,
     /// The roles claim.
     pub roles: Vec<String>,
-    /// `sub`, if it is a string.
-    pub sub: Option<String>,
-    /// `sid`, if it is a string.
-    pub sid: Option<String>,
+    /// `sub`.
+    pub sub: StringClaim,
+    /// `sid`.
+    pub sid: StringClaim,
     /// `iat` rounded down to whole seconds, if it is a number.
     pub iat: Option<i64>,
 }
@@ -44,8 +44,8 @@ impl Identity {
     /// The claims the revocation feed is matched against.
     pub(crate) fn token_ids(&self) -> TokenIds<'_> {
         TokenIds {
-            sub: self.sub.as_deref(),
-            sid: self.sid.as_deref(),
+            sub: self.sub.as_id(),
+            sid: self.sid.as_id(),
             iat: self.iat,
         }
     }
@@ -157,8 +157,8 @@ mod tests {
             exp,
             claim_headers: vec![("x-user-id".to_owned(), "u1".to_owned())],
             roles: vec!["user".to_owned()],
-            sub: Some("u1".to_owned()),
-            sid: Some("s1".to_owned()),
+            sub: StringClaim::Text("u1".to_owned()),
+            sid: StringClaim::Text("s1".to_owned()),
             iat: Some(1),
         }
     }

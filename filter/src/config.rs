@@ -7,6 +7,7 @@ use std::fmt;
 
 use auth_jwt::{
     is_token68, Algorithm, ErrorKind, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS,
+    MAX_CLOCK_SKEW_SECS,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -159,16 +160,21 @@ pub(crate) struct RemoteSource {
     pub timeout_ms: u64,
 }
 
+/// How long a revocation set may go without catching up with the feed before protected routes
+/// fail closed: the default access-token lifetime, so a revocation the gateway cannot learn of
+/// outlives the gateway's patience by no more than the token it refuses would have lived.
+pub(crate) const DEFAULT_REVOCATIONS_STALE_AFTER_SECS: u64 = 900;
+
 /// `remote_revocations`: where the revocation feed is polled from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RemoteRevocations {
     /// Cluster, path, credentials, interval.
     pub source: RemoteSource,
-    /// After this many seconds without a successful fetch the feed counts as missing and
-    /// protected routes answer 503 (fail closed), as before the first fetch. Default none: the
-    /// last good feed stays in force however old it gets, so an outage of auth-api never
-    /// stops the gateway, at the price of revocations made meanwhile not reaching it.
-    pub stale_after_seconds: Option<u64>,
+    /// After this many seconds without catching up with the feed (a fetch that fails, an
+    /// answer that cannot be read, a sync that does not complete) the set counts as missing
+    /// and protected routes answer 503 (fail closed), as before the first sync. Default
+    /// [`DEFAULT_REVOCATIONS_STALE_AFTER_SECS`].
+    pub stale_after_seconds: u64,
 }
 
 impl RemoteSource {
@@ -320,10 +326,12 @@ impl FilterConfig {
             non_empty(&format!("audiences[{i}]"), aud)?;
         }
         let clock_skew_seconds = fields.take("clock_skew_seconds")?.unwrap_or(60);
-        if clock_skew_seconds > 600 {
+        // auth-api keeps serving a revocation for `MAX_CLOCK_SKEW_SECS` past the `exp` of the
+        // last token it covers; a larger skew would accept such a token after the entry left.
+        if clock_skew_seconds > MAX_CLOCK_SKEW_SECS {
             return Err(ConfigError::new(
                 "clock_skew_seconds",
-                "must be at most 600",
+                format!("must be at most {MAX_CLOCK_SKEW_SECS}"),
             ));
         }
 
@@ -415,6 +423,18 @@ impl FilterConfig {
             .take_raw("remote_revocations")
             .map(remote_revocations)
             .transpose()?;
+        // The feed names sessions and users: a token the gateway cannot match against it
+        // (no `sid`, or no `sub`) would pass whatever was revoked.
+        if remote_revocations.is_some() {
+            for claim in ["sid", "sub"] {
+                if !required_claims.iter().any(|c| c == claim) {
+                    return Err(ConfigError::new(
+                        "required_claims",
+                        format!("must include \"{claim}\" when remote_revocations is set"),
+                    ));
+                }
+            }
+        }
 
         let raw_rules: Vec<Value> = fields.require("rules")?;
         if raw_rules.is_empty() {
@@ -494,8 +514,10 @@ fn remote_jwks(value: Value) -> Result<RemoteJwks, ConfigError> {
 fn remote_revocations(value: Value) -> Result<RemoteRevocations, ConfigError> {
     let mut fields = Fields::new("remote_revocations", value)?;
     let source = remote_source(&mut fields, 2)?;
-    let stale_after_seconds: Option<u64> = fields.take("stale_after_seconds")?;
-    if stale_after_seconds.is_some_and(|stale| stale < source.poll_seconds) {
+    let stale_after_seconds = fields
+        .take("stale_after_seconds")?
+        .unwrap_or(DEFAULT_REVOCATIONS_STALE_AFTER_SECS);
+    if stale_after_seconds < source.poll_seconds {
         return Err(ConfigError::new(
             fields.field_path("stale_after_seconds"),
             "must be at least poll_seconds",
@@ -1033,6 +1055,14 @@ pub(crate) mod tests {
         assert_eq!(remote.poll_seconds, 2);
         assert_eq!(remote.timeout_ms, 2000);
         assert_eq!(remote.authority(), "auth_internal");
+        assert_eq!(
+            config
+                .remote_revocations
+                .as_ref()
+                .map(|r| r.stale_after_seconds),
+            Some(DEFAULT_REVOCATIONS_STALE_AFTER_SECS),
+            "a feed that stops failing closed after a while, by default"
+        );
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cr3t-token"), "{debug}");
         assert!(debug.contains("[redacted]"));
@@ -1050,7 +1080,7 @@ pub(crate) mod tests {
             (remote.authority(), remote.poll_seconds, remote.timeout_ms),
             ("auth-api", 5, 500)
         );
-        assert_eq!(revocations.stale_after_seconds, Some(960));
+        assert_eq!(revocations.stale_after_seconds, 960);
         Ok(())
     }
 
@@ -1092,6 +1122,41 @@ pub(crate) mod tests {
                 with(base(), "/clock_skew_seconds", json!(3600)),
                 "clock_skew_seconds",
                 "an hour of skew",
+            ),
+            (
+                with(
+                    base(),
+                    "/clock_skew_seconds",
+                    json!(MAX_CLOCK_SKEW_SECS + 1),
+                ),
+                "clock_skew_seconds",
+                "more skew than auth-api keeps revocations for",
+            ),
+            (
+                with(
+                    with(
+                        base(),
+                        "/remote_revocations",
+                        json!({"cluster": "c", "path": "/r"}),
+                    ),
+                    "/required_claims",
+                    json!(["sub", "iat"]),
+                ),
+                "required_claims",
+                "revocations without sid required",
+            ),
+            (
+                with(
+                    with(
+                        base(),
+                        "/remote_revocations",
+                        json!({"cluster": "c", "path": "/r"}),
+                    ),
+                    "/required_claims",
+                    json!(["sid"]),
+                ),
+                "required_claims",
+                "revocations without sub required",
             ),
             (
                 with(base(), "/from_headers", json!([{"name": "Authorization"}])),

@@ -14,7 +14,7 @@ use crate::cache::{Identity, TokenCache};
 use crate::config::FilterConfig;
 use crate::policy::{self, Authorization, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
-use crate::revocations::Revocations;
+use crate::revocations::{Revocations, StringClaim};
 
 /// Headers an allowed request gets upstream: the verified identity's claim headers (shared with
 /// the cache entry, not copied), and the `cookie` header without the token cookie.
@@ -314,13 +314,12 @@ fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
         Some(Value::String(role)) => vec![role.clone()],
         _ => Vec::new(),
     };
-    let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     Identity {
         exp,
         claim_headers,
         roles,
-        sub: string("sub"),
-        sid: string("sid"),
+        sub: StringClaim::of(claims, "sub"),
+        sid: StringClaim::of(claims, "sid"),
         iat: claims.get("iat").and_then(whole_seconds),
     }
 }
@@ -1302,9 +1301,9 @@ mod tests {
     }
 
     fn empty_feed() -> crate::TestResult<Revocations> {
-        Ok(Revocations::from_feed(
-            br#"{"version":"0","sessions":[],"users":[]}"#,
-        )?)
+        crate::revocations::tests::from_page(
+            r#"{"epoch":"e","full":true,"seq":0,"more":false,"sessions":[],"users":[]}"#,
+        )
     }
 
     #[test]
@@ -1348,6 +1347,16 @@ mod tests {
                 "fractional iat just before not_before",
             ),
             (token_with(&[])?, false, "another user and session"),
+            (
+                token_with(&[("sid", json!(["s-revoked"]))])?,
+                true,
+                "a sid that is not a string cannot be told apart from a revoked one",
+            ),
+            (
+                token_with(&[("sub", json!(42))])?,
+                true,
+                "a sub that is not a string",
+            ),
         ];
         for (auth, revoked, why) in cases {
             let decision = run_checked(&config, &auth, RevocationCheck::Loaded(&feed), None, NOW);
@@ -1452,10 +1461,10 @@ mod tests {
         c["sid"] = json!("s-old");
         let auth = bearer(&token(&c)?);
         let feed_until = |until: u64| -> crate::TestResult<Revocations> {
-            let body = format!(
-                r#"{{"version":"1","sessions":[{{"sid":"s-old","until":{until}}}],"users":[]}}"#
-            );
-            Ok(Revocations::from_feed(body.as_bytes())?)
+            crate::revocations::tests::from_page(&format!(
+                r#"{{"epoch":"e","full":true,"seq":1,"more":false,
+                    "sessions":[{{"sid":"s-old","until":{until}}}],"users":[]}}"#
+            ))
         };
         let cases = [
             (NOW - 60, false, "until plus the 60 s skew has passed"),

@@ -29,13 +29,14 @@ use crate::crypto::{ForeignError, ForeignFunctions, HostCrypto, HostSupport, Sig
 use crate::decide::{
     decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
 };
+use crate::feed::{self, FeedSync, Outcome};
 use crate::keys::{self, Jwks};
 use crate::poll::{
     self, Document, FetchResult, Fetched, Poller, Refreshed, SetError, SharedData, SharedNames,
     Timing,
 };
 use crate::response::{deny_response, DenyReason, DenyResponse};
-use crate::revocations::{self, Revocations};
+use crate::revocations::{Revocations, MAX_PAGE_BYTES};
 
 /// Logs a panic's message to Envoy's log before the VM aborts.
 pub(crate) fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
@@ -283,28 +284,13 @@ impl<D: Document> Remote<D> {
             return;
         };
         let source = &self.source;
-        let bearer = source
-            .bearer_token
-            .as_ref()
-            .map(|token| format!("Bearer {token}"));
-        let mut headers = vec![
-            (":method", "GET"),
-            (":path", source.path.as_str()),
-            (":authority", source.authority()),
-        ];
-        if let Some(bearer) = &bearer {
-            headers.push(("authorization", bearer.as_str()));
-        }
-        if let Some(etag) = &request.if_none_match {
-            headers.push(("if-none-match", etag.as_str()));
-        }
-        let timeout = Duration::from_millis(source.timeout_ms);
-        match hostcalls::dispatch_http_call(&source.cluster, headers, None, vec![], timeout) {
+        let etag = request
+            .if_none_match
+            .as_deref()
+            .map(|etag| ("if-none-match", etag));
+        match get(source, &source.path, etag) {
             Ok(token) => self.poller.sent(token, request),
-            Err(status) => {
-                let why = format!("cannot call cluster {}: {status:?}", source.cluster);
-                self.finish(now, Fetched::Failed(why));
-            }
+            Err(why) => self.finish(now, Fetched::Failed(why)),
         }
     }
 
@@ -313,25 +299,8 @@ impl<D: Document> Remote<D> {
         if !self.poller.owns(token) {
             return false;
         }
-        // Bytes, not `get_map_value`: the SDK unwraps that one's UTF-8, and a response header is
-        // not ours to trust.
-        let header = |name: &str| {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
-                .ok()
-                .flatten()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-        };
-        let (status, etag) = (header(":status"), header("etag"));
-        // Bodies over the limit are not even read.
-        let body = match body_size {
-            0 => Some(Vec::new()),
-            size if size <= D::MAX_BYTES => {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
-                    .ok()
-                    .flatten()
-            }
-            _ => None,
-        };
+        let (status, etag) = (response_header(":status"), response_header("etag"));
+        let body = response_body(body_size, D::MAX_BYTES);
         let fetched = self.poller.classify(
             status.as_deref(),
             etag.as_deref(),
@@ -360,6 +329,129 @@ impl<D: Document> Remote<D> {
                         D::KIND,
                         self.source.cluster,
                         self.source.path
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Sends `GET path` to `source`'s cluster with its credentials and `extra` header; the call's
+/// token, or why it could not be sent.
+fn get(source: &RemoteSource, path: &str, extra: Option<(&str, &str)>) -> Result<u32, String> {
+    let bearer = source
+        .bearer_token
+        .as_ref()
+        .map(|token| format!("Bearer {token}"));
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", source.authority()),
+    ];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
+    }
+    headers.extend(extra);
+    let timeout = Duration::from_millis(source.timeout_ms);
+    hostcalls::dispatch_http_call(&source.cluster, headers, None, vec![], timeout)
+        .map_err(|status| format!("cannot call cluster {}: {status:?}", source.cluster))
+}
+
+/// A header of the call's answer, if it is UTF-8. Bytes, not `get_map_value`: the SDK unwraps
+/// that one's UTF-8, and a response header is not ours to trust.
+fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// The call's answer body, if it is at most `limit` bytes: larger ones are not even read.
+fn response_body(body_size: usize, limit: usize) -> Option<Vec<u8>> {
+    match body_size {
+        0 => Some(Vec::new()),
+        size if size <= limit => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+            .ok()
+            .flatten(),
+        _ => None,
+    }
+}
+
+/// The revocation feed this worker follows: the pure [`FeedSync`], and where its calls go.
+#[derive(Debug)]
+struct RemoteFeed {
+    sync: FeedSync,
+    source: RemoteSource,
+    counters: FetchCounters,
+}
+
+impl RemoteFeed {
+    /// Sends the next request if one is due.
+    fn maybe_fetch(&mut self, now: u64) {
+        let Some(query) = self.sync.start(now) else {
+            return;
+        };
+        let path = &self.source.path;
+        let path = match (query.is_empty(), path.contains('?')) {
+            (true, _) => path.clone(),
+            (false, false) => format!("{path}?{query}"),
+            (false, true) => format!("{path}&{query}"),
+        };
+        match get(&self.source, &path, None) {
+            Ok(token) => self.sync.sent(token, now),
+            Err(why) => self.finish(now, Err(why)),
+        }
+    }
+
+    /// Handles the answer to the call `token` if it is the feed's; `false` if it is not.
+    fn on_response(&mut self, token: u32, body_size: usize, now: u64) -> bool {
+        if !self.sync.owns(token) {
+            return false;
+        }
+        let status = response_header(":status");
+        let body = response_body(body_size, MAX_PAGE_BYTES);
+        let answer = match (&status, &body) {
+            (None, _) => Err("no answer (timeout or reset)".to_owned()),
+            (Some(status), None) => Err(format!(
+                "status {status}: the body ({body_size} bytes) is over the {MAX_PAGE_BYTES} byte limit"
+            )),
+            (Some(status), Some(body)) => Ok((status.as_str(), body.as_slice())),
+        };
+        self.finish(now, answer);
+        // The next page, if one waits, without waiting for the tick.
+        self.maybe_fetch(now);
+        true
+    }
+
+    fn finish(&mut self, now: u64, answer: Result<(&str, &[u8]), String>) {
+        match self.sync.finish(now, answer) {
+            Outcome::Applied {
+                swapped,
+                caught_up,
+                entries,
+                held,
+            } => {
+                Metrics::add(self.counters.success, 1);
+                if caught_up && entries == 0 && !swapped {
+                    Metrics::add(self.counters.not_modified, 1);
+                }
+                if swapped {
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "auth-filter: revocations in sync with {}{}: {} sessions, {} users",
+                            self.source.cluster, self.source.path, held.0, held.1
+                        ),
+                    );
+                }
+            }
+            Outcome::Failed(why) => {
+                Metrics::add(self.counters.failed, 1);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "auth-filter: revocations fetch from {}{} failed: {why}",
+                        self.source.cluster, self.source.path
                     ),
                 );
             }
@@ -512,7 +604,7 @@ pub(crate) struct Root {
     shared: Option<Shared>,
     keys: KeyState,
     /// `remote_revocations`, when configured.
-    revocations: Option<Box<Remote<Revocations>>>,
+    revocations: Option<Box<RemoteFeed>>,
 }
 
 impl Root {
@@ -543,9 +635,6 @@ impl Root {
                     }
                 }
             }
-        }
-        if let Some(revocations) = &mut self.revocations {
-            revocations.refresh();
         }
     }
 }
@@ -638,14 +727,11 @@ impl RootContext for Root {
             ))),
         };
         self.revocations = config.remote_revocations.as_ref().map(|remote| {
-            Box::new(Remote::new(
-                &remote.source,
-                revocations::shared_names(&remote.source),
-                revocations::timing(remote),
-                worker_id,
-                metrics.revocations(),
-                (),
-            ))
+            Box::new(RemoteFeed {
+                sync: FeedSync::new(feed::timing(remote), config.clock_skew_seconds),
+                source: remote.source.clone(),
+                counters: metrics.revocations(),
+            })
         });
         let key_fetch = match &config.key_source {
             KeySource::Remote(remote) => {
@@ -689,7 +775,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let now = now_secs();
         let keys = now.and_then(|now| self.usable_keys(now));
-        let revocations = now.and_then(|now| self.revocations.as_ref()?.for_request(now));
+        let revocations = now.and_then(|now| self.revocations.as_ref()?.sync.usable(now));
         Some(Box::new(Http {
             shared: self.shared.clone(),
             now,
@@ -714,8 +800,8 @@ struct Http {
     /// The host's clock when the request arrived; `None` if it could not be read.
     now: Option<u64>,
     keys: Option<Rc<Jwks>>,
-    /// The revocation feed, if configured and loaded.
-    revocations: Option<Rc<Revocations>>,
+    /// The revocation set, if configured, in sync and fresh.
+    revocations: Option<Rc<RefCell<Revocations>>>,
 }
 
 impl Http {
@@ -756,10 +842,13 @@ impl Http {
             path: pseudo(":path"),
             headers: &headers,
         };
-        let revocations = match (&shared.config.remote_revocations, &self.revocations) {
+        // The set is only ever borrowed mutably while an answer from auth-api is applied,
+        // never during a request; if it were, the request would fail closed.
+        let borrowed = self.revocations.as_ref().map(|set| set.try_borrow());
+        let revocations = match (&shared.config.remote_revocations, &borrowed) {
             (None, _) => RevocationCheck::Off,
-            (Some(_), None) => RevocationCheck::NotLoaded,
-            (Some(_), Some(revocations)) => RevocationCheck::Loaded(revocations),
+            (Some(_), None | Some(Err(_))) => RevocationCheck::NotLoaded,
+            (Some(_), Some(Ok(set))) => RevocationCheck::Loaded(set),
         };
         let mut cache = shared.cache.try_borrow_mut().ok();
         let decision = decide(

@@ -25,6 +25,7 @@ mod cache;
 mod config;
 mod crypto;
 mod decide;
+mod feed;
 mod host;
 mod keys;
 mod policy;
@@ -38,6 +39,12 @@ pub use decide::{
     decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
 };
 pub use response::{DenyReason, DenyResponse};
+
+/// The revocation set and the feed's pages, for `benches/revocations.rs` only.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::revocations::{map_heap_bytes, IdClaim, Page, Revocations, TokenIds};
+}
 
 proxy_wasm::main! {{
     std::panic::set_hook(Box::new(host::log_panic));

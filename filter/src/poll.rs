@@ -819,6 +819,8 @@ pub(crate) mod tests {
     pub(crate) struct MockShared {
         values: RefCell<HashMap<String, (Vec<u8>, u32)>>,
         next_cas: RefCell<u32>,
+        /// Writes to this key fail, as when Envoy cannot store a value.
+        failing: RefCell<Option<String>>,
     }
 
     impl SharedData for MockShared {
@@ -830,6 +832,9 @@ pub(crate) mod tests {
         }
 
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SetError> {
+            if self.failing.borrow().as_deref() == Some(key) {
+                return Err(SetError::Failed);
+            }
             let mut values = self.values.borrow_mut();
             if let (Some(expected), Some((_, current))) = (cas, values.get(key)) {
                 if expected != *current {
@@ -911,6 +916,49 @@ pub(crate) mod tests {
         let result = p.finish(shared, now, fetched);
         p.refresh(shared);
         Some(result)
+    }
+
+    #[test]
+    fn a_failed_stamp_write_fails_the_fetch_and_never_keeps_a_copy_past_its_limit(
+    ) -> crate::TestResult {
+        let shared = MockShared::default();
+        let (mut a, mut b) = (poller(1, Some(60)), poller(2, Some(60)));
+        assert_eq!(
+            poll(&mut a, &shared, NOW, ("200", None, r#"["one"]"#)),
+            Some(FetchResult::Stored)
+        );
+        b.refresh(&shared);
+        *shared.failing.borrow_mut() = Some(names().stamp);
+        let mut now = NOW + 30;
+        let result = poll(&mut a, &shared, now, ("200", None, r#"["two"]"#));
+        assert!(
+            matches!(result, Some(FetchResult::Failed(_))),
+            "a document whose stamp was not written is a failed fetch: {result:?}"
+        );
+        // Fetches keep succeeding at the source but never reach the stamp: every worker keeps
+        // the last copy the stamp names, and only until its staleness limit.
+        while now <= NOW + 60 {
+            now += 1;
+            let _ = poll(&mut a, &shared, now, ("200", None, r#"["two"]"#));
+            b.refresh(&shared);
+        }
+        assert_eq!(words(&a, NOW + 60), Some(vec!["one".to_owned()]));
+        assert_eq!(words(&a, now), None, "stale: fail closed, not frozen");
+        assert_eq!(words(&b, now), None, "the other worker too");
+        *shared.failing.borrow_mut() = None;
+        now += 30;
+        assert_eq!(
+            poll(&mut a, &shared, now, ("200", None, r#"["two"]"#)),
+            Some(FetchResult::Stored)
+        );
+        b.refresh(&shared);
+        assert_eq!(words(&a, now), Some(vec!["two".to_owned()]));
+        assert_eq!(
+            words(&b, now),
+            Some(vec!["two".to_owned()]),
+            "every worker moves on"
+        );
+        Ok(())
     }
 
     #[test]

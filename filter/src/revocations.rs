@@ -1,61 +1,126 @@
-//! The revocation feed as a polled [`Document`]: parsing `GET /internal/revocations` and
-//! answering "is this verified token revoked?". Polling, sharing between workers and the 304
-//! handling are [`crate::poll`]'s; `decide` asks [`Revocations::revokes`] on every request.
+//! The revocation set a worker holds, the pages of auth-api's revocation feed that build it,
+//! and the answer to "is this verified token revoked?". Fetching and paging are
+//! [`crate::feed`]'s; `decide` asks [`Revocations::revokes`] on every request.
 //!
-//! The feed is `{"version", "sessions": [{"sid", "until"}], "users": [{"sub", "not_before",
-//! "until"}]}`. A token is revoked when its `sid` is listed, or its `sub` is listed and its
-//! `iat` is before that entry's `not_before`. `until` is when an entry can no longer matter:
-//! every token it could refuse has expired by then.
+//! A page is `{"epoch", "full", "seq", "more", "sessions": [{"sid", "until"}], "users":
+//! [{"sub", "not_before", "until"}]}` (the contract is in auth-api's `routes/internal.rs`). A
+//! token is revoked when its `sid` is listed, or its `sub` is listed and its `iat` is before
+//! that entry's `not_before`. `until` is when an entry can no longer matter: every token it
+//! could refuse has expired by then.
+//!
+//! Sizes: the feed may list a million live entries, and every worker holds its own copy, so
+//! ids are kept as 64-bit hashes rather than strings: about 17 bytes per session and 25 per
+//! user in the map, against some 80 for a 36-character id as a `String`. Two ids that share
+//! a hash can only make a token wrongly refused (never wrongly accepted), with odds of about
+//! one in 2^64 / entries per request.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use serde::Deserialize;
 
-use crate::config::{RemoteRevocations, RemoteSource};
-use crate::poll::{Document, SharedNames, Timing};
+/// Largest page accepted, in bytes. auth-api sends at most 10,000 entries per page, well
+/// under this with its ids.
+pub(crate) const MAX_PAGE_BYTES: usize = 4 << 20;
 
-/// Largest feed accepted, in bytes.
-pub(crate) const MAX_FEED_BYTES: usize = 4 << 20;
+/// Longest `epoch` accepted; it is sent back in a query string, so it is also restricted to
+/// `[A-Za-z0-9_-]`.
+const MAX_EPOCH_LEN: usize = 64;
 
-/// A parsed revocation feed, indexed for lookups by `sid` and `sub`.
+/// The set's key for an id: SipHash-1-3 with fixed keys. Ids are chosen by auth-api, not by
+/// clients, so a fixed key gives an attacker nothing to aim at.
+fn key(id: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The maps' hasher: keys are already uniform hashes, so they are used as they are.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is reached with `u64` keys; this keeps the trait whole.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
+
+/// The revoked sessions and users a worker knows of.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Revocations {
-    version: String,
-    /// `sid` → `until`.
-    sessions: HashMap<String, i64>,
-    /// `sub` → (`not_before`, `until`).
-    users: HashMap<String, (i64, i64)>,
+    /// `key(sid)` → `until`.
+    sessions: IdMap<i64>,
+    /// `key(sub)` → (`not_before`, `until`).
+    users: IdMap<(i64, i64)>,
 }
 
-/// The feed as sent. Unknown members are ignored, and a member named twice in one object is
-/// refused (serde's derive does that for known members).
-#[derive(Deserialize)]
-struct Feed {
-    version: String,
-    sessions: Vec<SessionEntry>,
-    users: Vec<UserEntry>,
+/// One of a verified token's identifying claims, as revocation reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdClaim<'a> {
+    /// The claim is not in the token.
+    #[default]
+    Absent,
+    /// A string, as auth-api issues it.
+    Text(&'a str),
+    /// Present but not a string: it cannot be matched against the feed, so a token carrying
+    /// one is refused wherever revocations are checked.
+    NotText,
 }
 
-#[derive(Deserialize)]
-struct SessionEntry {
-    sid: String,
-    until: i64,
+/// An identifying claim as the token cache keeps it; [`StringClaim::as_id`] lends it to
+/// [`Revocations::revokes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum StringClaim {
+    /// Not in the token.
+    #[default]
+    Absent,
+    /// A string.
+    Text(String),
+    /// Present but not a string.
+    NotText,
 }
 
-#[derive(Deserialize)]
-struct UserEntry {
-    sub: String,
-    not_before: i64,
-    until: i64,
+impl StringClaim {
+    /// Reads claim `name` of `claims`.
+    pub(crate) fn of(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Self {
+        match claims.get(name) {
+            None => Self::Absent,
+            Some(serde_json::Value::String(text)) => Self::Text(text.clone()),
+            Some(_) => Self::NotText,
+        }
+    }
+
+    /// The claim as [`TokenIds`] holds it.
+    pub(crate) fn as_id(&self) -> IdClaim<'_> {
+        match self {
+            Self::Absent => IdClaim::Absent,
+            Self::Text(text) => IdClaim::Text(text),
+            Self::NotText => IdClaim::NotText,
+        }
+    }
 }
 
 /// A verified token's claims that revocation looks at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TokenIds<'a> {
-    /// `sub`, if it is a string.
-    pub sub: Option<&'a str>,
-    /// `sid`, if it is a string.
-    pub sid: Option<&'a str>,
+pub struct TokenIds<'a> {
+    /// `sub`.
+    pub sub: IdClaim<'a>,
+    /// `sid`.
+    pub sid: IdClaim<'a>,
     /// `iat`, rounded down to whole seconds, if it is a number.
     pub iat: Option<i64>,
 }
@@ -63,185 +128,277 @@ pub(crate) struct TokenIds<'a> {
 impl Revocations {
     /// Whether a verified token is revoked at `now`. Entries whose `until` plus `skew_secs`
     /// has passed are ignored: the filter accepts `exp` up to `skew_secs` late, so an entry
-    /// keeps applying for that long after `until`. A token without `iat` is refused when its
-    /// `sub` is listed, since nothing shows it was issued after `not_before`.
-    pub(crate) fn revokes(&self, token: &TokenIds<'_>, now: u64, skew_secs: u64) -> bool {
+    /// keeps applying for that long after `until` (auth-api keeps serving it for
+    /// [`auth_jwt::MAX_CLOCK_SKEW_SECS`], the most any configuration may allow). A token
+    /// without `iat` is refused when its `sub` is listed, since nothing shows it was issued
+    /// after `not_before`; one whose `sub` or `sid` is not a string is refused outright.
+    pub fn revokes(&self, token: &TokenIds<'_>, now: u64, skew_secs: u64) -> bool {
         let live = |until: i64| i128::from(until) + i128::from(skew_secs) > i128::from(now);
-        let session = token
-            .sid
-            .and_then(|sid| self.sessions.get(sid))
-            .is_some_and(|&until| live(until));
-        let user =
-            token
-                .sub
-                .and_then(|sub| self.users.get(sub))
+        let session = match token.sid {
+            IdClaim::Absent => false,
+            IdClaim::NotText => return true,
+            IdClaim::Text(sid) => self.sessions.get(&key(sid)).is_some_and(|&u| live(u)),
+        };
+        let user = match token.sub {
+            IdClaim::Absent => false,
+            IdClaim::NotText => return true,
+            IdClaim::Text(sub) => self
+                .users
+                .get(&key(sub))
                 .is_some_and(|&(not_before, until)| {
                     live(until) && token.iat.is_none_or(|iat| iat < not_before)
-                });
+                }),
+        };
         session || user
+    }
+
+    /// Adds a page's entries. An entry listed twice is merged to the latest `not_before` and
+    /// `until`, which refuses at least as much as either.
+    pub fn apply(&mut self, page: &Page) {
+        self.sessions.reserve(page.sessions.len());
+        for &(sid, until) in &page.sessions {
+            let entry = self.sessions.entry(sid).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        self.users.reserve(page.users.len());
+        for &(sub, not_before, until) in &page.users {
+            let entry = self.users.entry(sub).or_insert((not_before, until));
+            *entry = (entry.0.max(not_before), entry.1.max(until));
+        }
+    }
+
+    /// Forgets the entries that can no longer refuse anything at `now`.
+    pub(crate) fn expire(&mut self, now: u64, skew_secs: u64) {
+        let live = |until: i64| i128::from(until) + i128::from(skew_secs) > i128::from(now);
+        self.sessions.retain(|_, until| live(*until));
+        self.users.retain(|_, (_, until)| live(*until));
+    }
+
+    /// How many sessions and users are listed.
+    pub fn len(&self) -> (usize, usize) {
+        (self.sessions.len(), self.users.len())
     }
 }
 
-impl Document for Revocations {
-    const KIND: &'static str = "revocations";
-    const MAX_BYTES: usize = MAX_FEED_BYTES;
-    type Options = ();
-
-    fn parse(body: &[u8], (): &()) -> Result<Self, String> {
-        Self::from_feed(body)
+/// The heap bytes of `map`'s table: hashbrown keeps a power of two of buckets, at most 7/8
+/// full, each an entry plus a control byte.
+pub fn map_heap_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+    if map.capacity() == 0 {
+        return 0;
     }
-
-    fn summary(&self) -> String {
-        format!(
-            "feed version {}: {} sessions, {} users",
-            self.version,
-            self.sessions.len(),
-            self.users.len()
-        )
-    }
+    let buckets = (map.capacity() * 8 / 7).next_power_of_two();
+    buckets * (std::mem::size_of::<(K, V)>() + 1)
 }
 
 impl Revocations {
-    /// Parses the feed. An entry listed twice is merged to the latest `not_before` and `until`,
-    /// which refuses at least as much as either.
-    pub(crate) fn from_feed(body: &[u8]) -> Result<Self, String> {
-        let feed: Feed =
-            serde_json::from_slice(body).map_err(|e| format!("bad revocation feed: {e}"))?;
-        let mut sessions = HashMap::with_capacity(feed.sessions.len());
-        for entry in feed.sessions {
-            let until = sessions.entry(entry.sid).or_insert(entry.until);
-            *until = (*until).max(entry.until);
-        }
-        let mut users = HashMap::with_capacity(feed.users.len());
-        for entry in feed.users {
-            let (not_before, until) = users
-                .entry(entry.sub)
-                .or_insert((entry.not_before, entry.until));
-            *not_before = (*not_before).max(entry.not_before);
-            *until = (*until).max(entry.until);
-        }
-        Ok(Self {
-            version: feed.version,
-            sessions,
-            users,
-        })
+    /// The heap bytes the set holds.
+    pub fn heap_bytes(&self) -> usize {
+        map_heap_bytes(&self.sessions) + map_heap_bytes(&self.users)
     }
 }
 
-/// The shared-data names of the revocation source `remote`.
-pub(crate) fn shared_names(remote: &RemoteSource) -> SharedNames {
-    SharedNames::new(Revocations::KIND, &remote.cluster, &remote.path)
+/// One page of the feed, its ids already hashed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The feed's numbering; a new one means a new database.
+    pub epoch: String,
+    /// This page starts a full sync: what the worker held must be replaced.
+    pub full: bool,
+    /// The cursor to send next.
+    pub seq: u64,
+    /// More entries wait past `seq`.
+    pub more: bool,
+    /// (`key(sid)`, `until`).
+    pub sessions: Vec<(u64, i64)>,
+    /// (`key(sub)`, `not_before`, `until`).
+    pub users: Vec<(u64, i64, i64)>,
 }
 
-/// How the revocation feed is polled: every `poll_seconds`, and the last good copy never goes
-/// stale (revocations issued while the source is unreachable wait for it to come back).
-pub(crate) fn timing(remote: &RemoteRevocations) -> Timing {
-    Timing {
-        poll_seconds: remote.source.poll_seconds,
-        timeout_ms: remote.source.timeout_ms,
-        stale_after_seconds: remote.stale_after_seconds,
+/// The page as sent. Unknown members are ignored, and a member named twice in one object is
+/// refused (serde's derive does that for known members). Ids are borrowed from the body when
+/// they hold no escapes, so a page of 10,000 entries makes no per-entry allocation.
+#[derive(Deserialize)]
+struct WirePage<'a> {
+    #[serde(borrow)]
+    epoch: Cow<'a, str>,
+    full: bool,
+    seq: u64,
+    more: bool,
+    #[serde(borrow)]
+    sessions: Vec<SessionEntry<'a>>,
+    #[serde(borrow)]
+    users: Vec<UserEntry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SessionEntry<'a> {
+    #[serde(borrow)]
+    sid: Cow<'a, str>,
+    until: i64,
+}
+
+#[derive(Deserialize)]
+struct UserEntry<'a> {
+    #[serde(borrow)]
+    sub: Cow<'a, str>,
+    not_before: i64,
+    until: i64,
+}
+
+impl Page {
+    /// Parses one page of the feed.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        if body.len() > MAX_PAGE_BYTES {
+            return Err(format!("the page is over the {MAX_PAGE_BYTES} byte limit"));
+        }
+        let wire: WirePage<'_> =
+            serde_json::from_slice(body).map_err(|e| format!("bad revocation feed page: {e}"))?;
+        let epoch_ok = !wire.epoch.is_empty()
+            && wire.epoch.len() <= MAX_EPOCH_LEN
+            && wire
+                .epoch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !epoch_ok {
+            return Err(
+                "bad revocation feed page: the epoch is not 1 to 64 of [A-Za-z0-9_-]".into(),
+            );
+        }
+        Ok(Self {
+            epoch: wire.epoch.into_owned(),
+            full: wire.full,
+            seq: wire.seq,
+            more: wire.more,
+            sessions: wire
+                .sessions
+                .iter()
+                .map(|s| (key(&s.sid), s.until))
+                .collect(),
+            users: wire
+                .users
+                .iter()
+                .map(|u| (key(&u.sub), u.not_before, u.until))
+                .collect(),
+        })
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::poll::tests::MockShared;
-    use crate::poll::{classify, FetchResult, Fetched, Poller};
 
     const NOW: u64 = 1_700_000_000;
     const SKEW: u64 = 60;
 
-    /// A feed revoking session `s-revoked` and user `u-revoked`'s tokens issued before NOW.
-    pub(crate) fn feed() -> String {
+    /// A full page revoking session `s-revoked` and user `u-revoked`'s tokens issued before NOW.
+    pub(crate) fn page() -> String {
         let until = NOW + 900;
         format!(
-            r#"{{"version":"v1","sessions":[{{"sid":"s-revoked","until":{until}}}],
+            r#"{{"epoch":"e1","full":true,"seq":2,"more":false,
+                "sessions":[{{"sid":"s-revoked","until":{until}}}],
                 "users":[{{"sub":"u-revoked","not_before":{NOW},"until":{until}}}]}}"#
         )
     }
 
+    /// The set one page builds.
+    pub(crate) fn from_page(body: &str) -> crate::TestResult<Revocations> {
+        let mut set = Revocations::default();
+        set.apply(&Page::parse(body.as_bytes())?);
+        Ok(set)
+    }
+
+    /// The set [`page`] builds.
     pub(crate) fn parsed() -> crate::TestResult<Revocations> {
-        Ok(Revocations::from_feed(feed().as_bytes())?)
+        from_page(&page())
     }
 
     fn ids<'a>(sub: &'a str, sid: &'a str, iat: Option<i64>) -> TokenIds<'a> {
         TokenIds {
-            sub: Some(sub),
-            sid: Some(sid),
+            sub: IdClaim::Text(sub),
+            sid: IdClaim::Text(sid),
             iat,
         }
     }
 
     #[test]
-    fn a_good_feed_is_parsed_and_unknown_members_ignored() -> crate::TestResult {
-        let revocations = Revocations::from_feed(
-            br#"{"version":"3f2a","generated_at":1,"sessions":[{"sid":"s1","until":10,"why":"logout"}],
+    fn a_good_page_is_parsed_and_unknown_members_ignored() -> crate::TestResult {
+        let page = Page::parse(
+            br#"{"epoch":"3f2a","full":false,"seq":7,"more":true,"generated_at":1,
+                "sessions":[{"sid":"s1","until":10,"why":"logout"}],
                 "users":[{"sub":"u1","not_before":5,"until":10}]}"#,
-        )
-        ?;
-        assert_eq!(revocations.version, "3f2a");
+        )?;
         assert_eq!(
-            revocations.summary(),
-            "feed version 3f2a: 1 sessions, 1 users"
+            (page.epoch.as_str(), page.full, page.seq, page.more),
+            ("3f2a", false, 7, true)
         );
-        let empty = Revocations::from_feed(br#"{"version":"0","sessions":[],"users":[]}"#)?;
-        assert_eq!(empty.summary(), "feed version 0: 0 sessions, 0 users");
+        assert_eq!(page.sessions, vec![(key("s1"), 10)]);
+        assert_eq!(page.users, vec![(key("u1"), 5, 10)]);
+        let escaped = Page::parse(
+            br#"{"epoch":"e","full":true,"seq":0,"more":false,
+                "sessions":[{"sid":"s\u0031","until":10}],"users":[]}"#,
+        )?;
+        assert_eq!(
+            escaped.sessions,
+            vec![(key("s1"), 10)],
+            "escapes are decoded"
+        );
         Ok(())
     }
 
     #[test]
-    fn malformed_feeds_are_refused() -> crate::TestResult {
+    fn malformed_pages_are_refused() {
+        let good = |sessions: &str, users: &str| {
+            format!(
+                r#"{{"epoch":"e","full":true,"seq":1,"more":false,"sessions":{sessions},"users":{users}}}"#
+            )
+        };
         let cases = [
-            (r#"{"sessions":[],"users":[]}"#, "no version"),
-            (r#"{"version":"1","users":[]}"#, "no sessions"),
-            (r#"{"version":"1","sessions":[]}"#, "no users"),
-            (
-                r#"{"version":"1","version":"2","sessions":[],"users":[]}"#,
-                "a member named twice",
-            ),
-            (
-                r#"{"version":"1","sessions":[{"sid":"s","sid":"t","until":1}],"users":[]}"#,
-                "an entry member named twice",
-            ),
-            (
-                r#"{"version":"1","sessions":[{"sid":"s"}],"users":[]}"#,
-                "a session without until",
-            ),
-            (
-                r#"{"version":"1","sessions":[],"users":[{"sub":"u","until":1}]}"#,
-                "a user without not_before",
-            ),
-            (
-                r#"{"version":"1","sessions":[{"sid":1,"until":1}],"users":[]}"#,
-                "a numeric sid",
-            ),
-            (
-                r#"{"version":"1","sessions":[],"users":[{"sub":"u","not_before":"x","until":1}]}"#,
-                "a string not_before",
-            ),
-            (
-                r#"{"version":"1","sessions":[],"users":[]} x"#,
-                "trailing data",
-            ),
-            (r#"["version"]"#, "not an object"),
-            ("", "empty"),
+            (r#"{"full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no epoch"),
+            (r#"{"epoch":"e","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no full"),
+            (r#"{"epoch":"e","full":true,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no seq"),
+            (r#"{"epoch":"e","full":true,"seq":1,"sessions":[],"users":[]}"#.to_owned(), "no more"),
+            (r#"{"epoch":"e","full":true,"seq":1,"more":false,"users":[]}"#.to_owned(), "no sessions"),
+            (r#"{"epoch":"e","full":true,"seq":1,"more":false,"sessions":[]}"#.to_owned(), "no users"),
+            (r#"{"epoch":"e","epoch":"f","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a member named twice"),
+            (r#"{"epoch":"","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an empty epoch"),
+            (r#"{"epoch":"a&after=0","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an epoch that is not URL-safe"),
+            (format!(r#"{{"epoch":"{}","full":true,"seq":1,"more":false,"sessions":[],"users":[]}}"#, "e".repeat(65)), "a long epoch"),
+            (r#"{"epoch":"e","full":true,"seq":-1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a negative seq"),
+            (good(r#"[{"sid":"s","sid":"t","until":1}]"#, "[]"), "an entry member named twice"),
+            (good(r#"[{"sid":"s"}]"#, "[]"), "a session without until"),
+            (good("[]", r#"[{"sub":"u","until":1}]"#), "a user without not_before"),
+            (good(r#"[{"sid":1,"until":1}]"#, "[]"), "a numeric sid"),
+            (good("[]", r#"[{"sub":"u","not_before":"x","until":1}]"#), "a string not_before"),
+            (good("[]", "[]") + " x", "trailing data"),
+            (r#"["epoch"]"#.to_owned(), "not an object"),
+            (String::new(), "empty"),
         ];
         for (body, reason) in cases {
-            assert!(Revocations::from_feed(body.as_bytes()).is_err(), "{reason}");
+            assert!(Page::parse(body.as_bytes()).is_err(), "{reason}");
         }
-        Ok(())
+    }
+
+    #[test]
+    fn an_oversized_page_is_refused_unparsed() {
+        let body = vec![b' '; MAX_PAGE_BYTES + 1];
+        assert!(Page::parse(&body).is_err_and(|why| why.contains("limit")));
     }
 
     #[test]
     fn an_entry_listed_twice_refuses_at_least_as_much_as_either() -> crate::TestResult {
-        let revocations = Revocations::from_feed(
-            br#"{"version":"1","sessions":[{"sid":"s","until":10},{"sid":"s","until":20}],
-                "users":[{"sub":"u","not_before":5,"until":30},{"sub":"u","not_before":8,"until":25}]}"#,
-        )
-        ?;
-        assert!(revocations.revokes(&ids("x", "s", Some(0)), 15, 0));
-        assert!(revocations.revokes(&ids("u", "x", Some(7)), 28, 0));
+        let mut set = Revocations::default();
+        set.apply(&Page::parse(
+            br#"{"epoch":"e","full":true,"seq":1,"more":true,
+                "sessions":[{"sid":"s","until":10},{"sid":"s","until":20}],
+                "users":[{"sub":"u","not_before":5,"until":30}]}"#,
+        )?);
+        set.apply(&Page::parse(
+            br#"{"epoch":"e","full":false,"seq":2,"more":false,"sessions":[],
+                "users":[{"sub":"u","not_before":8,"until":25}]}"#,
+        )?);
+        assert!(set.revokes(&ids("x", "s", Some(0)), 15, 0));
+        assert!(set.revokes(&ids("u", "x", Some(7)), 28, 0));
+        assert_eq!(set.len(), (1, 1));
         Ok(())
     }
 
@@ -276,14 +433,22 @@ pub(crate) mod tests {
                 "listed user without iat: fail closed",
             ),
             (ids("u1", "s1", Some(0)), false, "another user and session"),
+            (TokenIds::default(), false, "no identifiers at all"),
             (
                 TokenIds {
-                    sub: None,
-                    sid: None,
-                    iat: None,
+                    sid: IdClaim::NotText,
+                    ..ids("u1", "s1", Some(0))
                 },
-                false,
-                "no identifiers at all",
+                true,
+                "a sid that is not a string",
+            ),
+            (
+                TokenIds {
+                    sub: IdClaim::NotText,
+                    ..ids("u1", "s1", Some(0))
+                },
+                true,
+                "a sub that is not a string",
             ),
         ];
         for (token, revoked, reason) in cases {
@@ -293,8 +458,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn entries_past_until_plus_the_skew_are_ignored() -> crate::TestResult {
-        let revocations = parsed()?;
+    fn entries_past_until_plus_the_skew_are_ignored_then_forgotten() -> crate::TestResult {
+        let mut revocations = parsed()?;
         let session = ids("u1", "s-revoked", Some(0));
         let user = ids("u-revoked", "s1", Some(0));
         let cases = [
@@ -314,97 +479,19 @@ pub(crate) mod tests {
                 "user {reason}"
             );
         }
+        revocations.expire(NOW + 900 + SKEW - 1, SKEW);
+        assert_eq!(revocations.len(), (1, 1), "still live: kept");
+        revocations.expire(NOW + 900 + SKEW, SKEW);
+        assert_eq!(revocations.len(), (0, 0), "dead: forgotten");
         Ok(())
     }
 
     #[test]
-    fn an_oversized_feed_is_refused_unread() -> crate::TestResult {
-        let fetched =
-            classify::<Revocations>(Some("200"), None, MAX_FEED_BYTES + 1, None, None, &());
-        assert!(matches!(fetched, Fetched::Failed(why) if why.contains("limit")));
-        Ok(())
-    }
-
-    #[test]
-    fn the_feed_is_polled_with_etags_and_a_malformed_answer_keeps_the_old_copy() -> crate::TestResult
-    {
-        let mut config = crate::config::tests::base();
-        config["remote_revocations"] =
-            serde_json::json!({"cluster": "auth_internal", "path": "/internal/revocations"});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
-        let source = config.remote_revocations.ok_or("no feed configured")?;
-        let names = shared_names(&source.source);
-        let shared = MockShared::default();
-        let mut poller = Poller::<Revocations>::new(names.clone(), 1, timing(&source), ());
-        let answer = |p: &mut Poller<Revocations>, now: u64, status: &str, body: &str| {
-            let request = p.start(&shared, now)?;
-            p.sent(9, request.clone());
-            let fetched = p.classify(
-                Some(status),
-                Some("\"v1\""),
-                body.len(),
-                Some(body.as_bytes()),
-            );
-            let result = p.finish(&shared, now, fetched);
-            p.refresh(&shared);
-            Some((request, result))
-        };
-        let token = ids("u1", "s-revoked", Some(0));
-
-        let (first, result) = answer(&mut poller, NOW, "200", &feed()).ok_or("a fetch is due")?;
-        assert_eq!((first.if_none_match, result), (None, FetchResult::Stored));
-        assert!(poller
-            .usable(NOW)
-            .is_some_and(|feed| feed.revokes(&token, NOW, SKEW)));
-
-        let (second, result) = answer(&mut poller, NOW + 2, "304", "").ok_or("a fetch is due")?;
-        assert_eq!(second.if_none_match.as_deref(), Some("\"v1\""));
-        assert_eq!(result, FetchResult::NotModified);
-        assert_eq!(
-            shared.record(&names).map(|(stamp, _)| stamp.fetched_at),
-            Some(NOW + 2)
-        );
-
-        let (_, result) = answer(
-            &mut poller,
-            NOW + 4,
-            "200",
-            r#"{"version":"v2","sessions":"#,
-        )
-        .ok_or("a fetch is due")?;
-        assert!(matches!(result, FetchResult::Failed(_)));
-        let kept = poller.usable(NOW + 100_000).ok_or("no staleness limit")?;
-        assert_eq!(kept.version, "v1");
-        assert!(
-            kept.revokes(&token, NOW + 4, SKEW),
-            "the old copy still refuses"
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn a_stale_limit_for_the_feed_is_optional() -> crate::TestResult {
-        let mut config = crate::config::tests::base();
-        config["remote_revocations"] =
-            serde_json::json!({"cluster": "c", "path": "/r", "stale_after_seconds": 960});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
-        assert_eq!(
-            config
-                .remote_revocations
-                .as_ref()
-                .map(|r| timing(r).stale_after_seconds),
-            Some(Some(960))
-        );
-        let mut config = crate::config::tests::base();
-        config["remote_revocations"] = serde_json::json!({"cluster": "c", "path": "/r"});
-        let config = crate::config::FilterConfig::parse(config.to_string().as_bytes())?;
-        assert_eq!(
-            config
-                .remote_revocations
-                .as_ref()
-                .map(|r| timing(r).stale_after_seconds),
-            Some(None)
-        );
-        Ok(())
+    fn distinct_ids_get_distinct_keys() {
+        let keys: std::collections::HashSet<u64> =
+            (0..100_000).map(|i| key(&format!("session-{i}"))).collect();
+        assert_eq!(keys.len(), 100_000);
+        assert_ne!(key("a"), key("b"));
+        assert_eq!(key("same"), key("same"));
     }
 }

@@ -66,6 +66,14 @@ pub use key_set::KeySet;
 pub use validation::{Validation, ACCESS_TOKEN_REQUIRED_CLAIMS};
 pub use verifier::{RustCrypto, Verifier};
 
+/// The largest clock skew, in seconds, that any verifier of our tokens may tolerate on `exp`.
+///
+/// Shared by both sides of the revocation feed so that they agree by construction: auth-api
+/// keeps (and serves) every revocation until `until + MAX_CLOCK_SKEW_SECS`, and the gateway
+/// filter refuses a `clock_skew_seconds` above it. A gateway that accepts a token up to its skew
+/// after `exp` therefore still holds every entry that refuses that token.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
+
 /// Parses `bytes` as one JSON object with the strictness used for JOSE headers, claims and JWK
 /// sets: no trailing input, and no member name repeated in any object at any depth
 /// ([`ErrorKind::DuplicateMember`]; anything else that is not one JSON object is

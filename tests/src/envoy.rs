@@ -75,6 +75,31 @@ pub fn poll_internal_keys(config: &str) -> String {
     format!("{head}{section}{rest}")
 }
 
+/// A rendered `envoy/dev.yaml` whose `section` (`remote_jwks` or `remote_revocations`) has
+/// `stale_after_seconds` set to `seconds`.
+///
+/// # Panics
+/// When the section or its `stale_after_seconds` is missing.
+pub fn set_stale_after(config: &str, section: &str, seconds: u32) -> String {
+    let start = config
+        .find(&format!(r#""{section}": {{"#))
+        .unwrap_or_else(|| panic!("no {section} in the Envoy config"));
+    let (head, tail) = config.split_at(start);
+    let end = tail.find('}').expect("an unterminated section");
+    let (body, rest) = tail.split_at(end);
+    let member = body
+        .find(r#""stale_after_seconds": "#)
+        .unwrap_or_else(|| panic!("{section} sets no stale_after_seconds"));
+    let (before, value) = body.split_at(member);
+    let value_end = value
+        .find(',')
+        .expect("stale_after_seconds is not followed by a member");
+    format!(
+        r#"{head}{before}"stale_after_seconds": {seconds}{}{rest}"#,
+        &value[value_end..]
+    )
+}
+
 /// Replaces every `{{NAME}}` in `template`.
 ///
 /// # Panics

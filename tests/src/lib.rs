@@ -4,7 +4,9 @@
 //! Nothing here skips: a missing Envoy or `.wasm` is a panic that says how to get it.
 
 pub mod envoy;
+pub mod replicas;
 pub mod stack;
 
-pub use stack::{GatewayKeys, Stack, StackOptions};
+pub use replicas::{Cluster, ClusterOptions, Replica};
+pub use stack::{GatewayKeys, Stack, StackOptions, StaleAfter};
 pub use test_support::Backend;

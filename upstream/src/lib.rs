@@ -1,5 +1,6 @@
 //! The example upstream behind the gateway: answers every request, whatever its method and path,
-//! with `200 {"method", "path", "headers": {name: value}}` of what it received, so that a client
+//! with `200 {"method", "path", "headers": {name: value}, "non_utf8_headers": {name: hex}}` of
+//! what it received, so that a client
 //! (or a test) sees exactly which identity headers the gateway forwarded.
 
 use axum::{extract::Request, Json};
@@ -19,7 +20,18 @@ pub async fn serve(
 
 async fn echo(request: Request) -> Json<Value> {
     let mut headers = Map::new();
+    // Values that are not UTF-8 also appear here, byte for byte in hex, so that a test can tell
+    // them from a copy whose bytes were replaced on the way.
+    let mut raw = Map::new();
     for (name, value) in request.headers() {
+        if std::str::from_utf8(value.as_bytes()).is_err() {
+            let hex = value
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            raw.insert(name.as_str().to_owned(), Value::String(hex));
+        }
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         // Repeated headers are joined, as a proxy would fold them.
         match headers.get_mut(name.as_str()) {
@@ -36,5 +48,6 @@ async fn echo(request: Request) -> Json<Value> {
         "method": request.method().as_str(),
         "path": request.uri().path_and_query().map_or("/", |p| p.as_str()),
         "headers": headers,
+        "non_utf8_headers": raw,
     }))
 }

@@ -1,25 +1,22 @@
 //! The internal listener: the verification keys and the revocation feed that the gateway
 //! polls, behind `AUTH_INTERNAL_TOKEN`.
 
-use std::collections::BTreeMap;
-
 use auth_jwt::{Jwk, JwkSet};
 use axum::{
-    extract::{Request, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    extract::{RawQuery, Request, State},
+    http::HeaderMap,
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
     error::{ApiError, Result},
     extract::bearer_token,
     state::AppState,
-    store::RevocationRow,
+    store::{FeedCursor, RevocationPage},
 };
 
 /// `GET /internal/keys`: every published key (pending, active, retired) as a JWK Set for the
@@ -60,11 +57,23 @@ pub(super) async fn require_internal_token(
     }
 }
 
-/// The revocation feed as the gateway reads it.
+/// Entries per answer of the revocation feed: the default and the most of
+/// `AUTH_REVOCATION_FEED_PAGE`. Ids are bounded (UUID text), so a full page stays far below the
+/// filter's 4 MiB body cap (about 0.6 MiB, see the `revocation_feed` bench).
+pub const PAGE: usize = 10_000;
+
+/// One answer of the revocation feed (issue 10, feed v2): the entries numbered after the
+/// reader's cursor, oldest first, never merged (a user listed twice is merged by the reader).
 #[derive(Debug, Serialize)]
-struct Feed {
-    /// Changes whenever the content does; also the `ETag`.
-    version: String,
+pub(super) struct Feed {
+    /// The feed's numbering; changes only when the database is replaced.
+    epoch: String,
+    /// This answer starts a full sync: the reader drops what it held once `more` is false.
+    full: bool,
+    /// The cursor to send next as `after`.
+    seq: u64,
+    /// More entries wait past `seq`: fetch again at once.
+    more: bool,
     sessions: Vec<SessionEntry>,
     users: Vec<UserEntry>,
 }
@@ -82,72 +91,83 @@ struct UserEntry {
     until: i64,
 }
 
-/// `GET /internal/revocations`: every revoked session and user whose tokens could still be
-/// alive. A token is refused when its `sid` is listed, or its `sub` is listed and its `iat` is
-/// before `not_before`. With `If-None-Match` of the current `ETag`: 304 and no body, so an
-/// unchanged feed costs one indexed query and a hash.
-pub(super) async fn revocations(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response> {
-    let rows = state.store.revocations(state.clock.now()).await?;
-    let feed = feed(rows);
-    let etag = format!("\"{}\"", feed.version);
-    let unchanged = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
-    let mut response = if unchanged {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        axum::Json(feed).into_response()
-    };
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    Ok(response)
+/// The query of `GET /internal/revocations`: `after` (a u64) and `epoch`, both optional;
+/// other parameters are ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FeedQuery {
+    after: Option<u64>,
+    epoch: Option<String>,
 }
 
-/// Merges the rows (a user may have several entries: keep the latest `not_before` and `until`)
-/// into a canonical, sorted feed, and versions it by its content.
-fn feed(rows: Vec<RevocationRow>) -> Feed {
-    let mut sessions = BTreeMap::<String, i64>::new();
-    let mut users = BTreeMap::<String, (i64, i64)>::new();
-    for row in rows {
-        match (row.kind.as_str(), row.not_before) {
-            ("user", Some(not_before)) => {
-                let entry = users.entry(row.subject).or_insert((not_before, row.until));
-                *entry = (entry.0.max(not_before), entry.1.max(row.until));
-            }
-            _ => {
-                let until = sessions.entry(row.subject).or_insert(row.until);
-                *until = (*until).max(row.until);
+impl FeedQuery {
+    /// 400 `invalid_request` when `after` is not a u64, or `after` or `epoch` is repeated.
+    fn parse(query: Option<&str>) -> Result<Self> {
+        let mut parsed = Self::default();
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match name.as_ref() {
+                "after" if parsed.after.is_some() => {
+                    return Err(ApiError::InvalidRequest("after is repeated".to_owned()))
+                }
+                "after" => {
+                    let after = value.parse::<u64>().map_err(|_| {
+                        ApiError::InvalidRequest("after must be an unsigned integer".to_owned())
+                    })?;
+                    parsed.after = Some(after);
+                }
+                "epoch" if parsed.epoch.is_some() => {
+                    return Err(ApiError::InvalidRequest("epoch is repeated".to_owned()))
+                }
+                "epoch" => parsed.epoch = Some(value.into_owned()),
+                _ => {}
             }
         }
+        Ok(parsed)
     }
-    let sessions: Vec<_> = sessions
-        .into_iter()
-        .map(|(sid, until)| SessionEntry { sid, until })
-        .collect();
-    let users: Vec<_> = users
-        .into_iter()
-        .map(|(sub, (not_before, until))| UserEntry {
-            sub,
-            not_before,
-            until,
-        })
-        .collect();
-    let mut hasher = Sha256::new();
-    for s in &sessions {
-        hasher.update(format!("s\0{}\0{}\n", s.sid, s.until));
+}
+
+/// `GET /internal/revocations?after=<seq>&epoch=<epoch>`: the revoked sessions and users
+/// numbered after the reader's cursor whose tokens could still be alive, at most
+/// `AUTH_REVOCATION_FEED_PAGE` ([`PAGE`] by default) per answer. A token is refused when its `sid` is listed, or its `sub` is listed and its `iat` is
+/// before `not_before`. A reader at the head gets an empty page from one indexed query. 400
+/// `invalid_request` for an `after` that is not a u64.
+pub(super) async fn revocations(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Feed>> {
+    let query = FeedQuery::parse(query.as_deref())?;
+    let cursor = FeedCursor {
+        after: query.after,
+        epoch: query.epoch.as_deref(),
+    };
+    let page = state
+        .store
+        .revocation_page(cursor, state.clock.now(), state.config.revocation_feed_page)
+        .await?;
+    Ok(axum::Json(feed(page)))
+}
+
+/// The answer for one page: its entries split by kind, in feed order.
+fn feed(page: RevocationPage) -> Feed {
+    let mut sessions = Vec::new();
+    let mut users = Vec::new();
+    for row in page.entries {
+        match (row.kind.as_str(), row.not_before) {
+            ("user", Some(not_before)) => users.push(UserEntry {
+                sub: row.subject,
+                not_before,
+                until: row.until,
+            }),
+            _ => sessions.push(SessionEntry {
+                sid: row.subject,
+                until: row.until,
+            }),
+        }
     }
-    for u in &users {
-        hasher.update(format!("u\0{}\0{}\0{}\n", u.sub, u.not_before, u.until));
-    }
-    let digest = hasher.finalize();
-    let version = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
     Feed {
-        version,
+        epoch: page.epoch,
+        full: page.full,
+        seq: page.seq,
+        more: page.more,
         sessions,
         users,
     }
@@ -156,39 +176,90 @@ fn feed(rows: Vec<RevocationRow>) -> Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RevocationRow;
 
-    fn row(kind: &str, subject: &str, not_before: Option<i64>, until: i64) -> RevocationRow {
+    fn row(seq: i64, kind: &str, subject: &str, not_before: Option<i64>) -> RevocationRow {
         RevocationRow {
+            seq,
             kind: kind.to_owned(),
             subject: subject.to_owned(),
             not_before,
-            until,
+            until: 100 + seq,
         }
     }
 
     #[test]
-    fn user_entries_merge_to_the_latest_times() {
-        let feed = feed(vec![
-            row("user", "u1", Some(10), 100),
-            row("user", "u1", Some(20), 90),
-        ]);
-        assert_eq!(feed.users.len(), 1);
-        assert_eq!((feed.users[0].not_before, feed.users[0].until), (20, 100));
+    fn feed_query_reads_after_and_epoch_and_ignores_the_rest() {
+        let cases = [
+            (None, FeedQuery::default(), "no query"),
+            (Some(""), FeedQuery::default(), "empty query"),
+            (
+                Some("after=42&epoch=ab%20c&x=1"),
+                FeedQuery {
+                    after: Some(42),
+                    epoch: Some("ab c".to_owned()),
+                },
+                "both, percent-decoded, unknown ignored",
+            ),
+            (
+                Some("after=18446744073709551615"),
+                FeedQuery {
+                    after: Some(u64::MAX),
+                    epoch: None,
+                },
+                "the largest u64",
+            ),
+        ];
+        for (query, expected, reason) in cases {
+            assert_eq!(FeedQuery::parse(query).unwrap(), expected, "{reason}");
+        }
     }
 
     #[test]
-    fn version_follows_the_content_not_the_row_order() {
-        let a = feed(vec![
-            row("session", "s1", None, 100),
-            row("session", "s2", None, 100),
-        ]);
-        let b = feed(vec![
-            row("session", "s2", None, 100),
-            row("session", "s1", None, 100),
-        ]);
-        let c = feed(vec![row("session", "s1", None, 100)]);
-        assert_eq!(a.version, b.version);
-        assert_ne!(a.version, c.version);
-        assert_eq!(a.version.len(), 32);
+    fn feed_query_refuses_an_after_that_is_not_a_u64() {
+        for (query, reason) in [
+            ("after=abc", "not a number"),
+            ("after=", "empty"),
+            ("after=-1", "negative"),
+            ("after=1.5", "not an integer"),
+            ("after=18446744073709551616", "past u64"),
+            ("after=%FF", "not UTF-8"),
+            ("after=1&after=2", "repeated"),
+            ("epoch=a&epoch=b", "epoch repeated"),
+        ] {
+            let err = FeedQuery::parse(Some(query)).unwrap_err();
+            assert!(
+                matches!(err, ApiError::InvalidRequest(_)),
+                "{reason}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn feed_keeps_the_page_order_and_does_not_merge() {
+        let feed = feed(RevocationPage {
+            epoch: "e".to_owned(),
+            full: true,
+            seq: 4,
+            more: true,
+            entries: vec![
+                row(1, "user", "u1", Some(10)),
+                row(2, "session", "s1", None),
+                row(3, "user", "u1", Some(20)),
+                row(4, "session", "s0", None),
+            ],
+        });
+        let json = serde_json::to_value(&feed).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "epoch": "e", "full": true, "seq": 4, "more": true,
+                "sessions": [{"sid": "s1", "until": 102}, {"sid": "s0", "until": 104}],
+                "users": [
+                    {"sub": "u1", "not_before": 10, "until": 101},
+                    {"sub": "u1", "not_before": 20, "until": 103}
+                ]
+            })
+        );
     }
 }

@@ -1,13 +1,20 @@
-//! The revocation feed on the internal listener (`GET /internal/revocations`).
+//! The revocation feed on the internal listener (`GET /internal/revocations`, feed v2 of
+//! issue 10): a cursor (`after`, `epoch`) into entries numbered in commit order, in pages of
+//! `REVOCATION_FEED_PAGE`, each entry kept `MAX_CLOCK_SKEW_SECS` past its `until`
+//! (SECURITY.md 74).
 
-use std::time::Duration;
+use std::{borrow::Cow, collections::HashSet, time::Duration};
 
-use axum::{
-    body::Body,
-    http::{header, Request, StatusCode},
+use auth_api::{
+    routes::REVOCATION_FEED_PAGE as PAGE,
+    store::{FeedCursor, RevokeAt, Store},
 };
+use axum::http::StatusCode;
+use sqlx::{migrate::Migrator, AnyPool, Executor};
 
-use crate::helpers::{claims_of, sids, TestApp, TestResponse, Tokens, INTERNAL_TOKEN};
+use crate::helpers::{
+    claims_of, sids, Backend, TestApp, TestDb, TestResponse, Tokens, INTERNAL_TOKEN,
+};
 
 async fn feed(app: &TestApp) -> TestResponse {
     app.revocation_feed().await
@@ -27,7 +34,7 @@ async fn feed_needs_the_internal_token(app: TestApp) {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 }
 
-async fn logout_publishes_the_session_until_its_tokens_expire(app: TestApp) {
+async fn logout_publishes_the_session_until_its_tokens_expire_plus_the_largest_skew(app: TestApp) {
     let (_, tokens) = app.logged_in_user().await;
     let sid = claims_of(&tokens.access)["sid"]
         .as_str()
@@ -42,7 +49,13 @@ async fn logout_publishes_the_session_until_its_tokens_expire(app: TestApp) {
     assert_eq!(sids(&published), std::slice::from_ref(&sid));
     let until = published.body["sessions"][0]["until"].as_i64().unwrap();
     assert_eq!(until, app.clock.now() + 900 + 60, "access TTL + clock skew");
-    app.advance(Duration::from_secs(900 + 60));
+    app.advance(Duration::from_secs(900 + 60 + 599));
+    assert_eq!(
+        sids(&feed(&app).await),
+        std::slice::from_ref(&sid),
+        "kept for MAX_CLOCK_SKEW_SECS past until"
+    );
+    app.advance(Duration::from_secs(1));
     assert!(
         sids(&feed(&app).await).is_empty(),
         "expired entries leave the feed"
@@ -107,40 +120,450 @@ async fn disabling_a_user_publishes_a_user_entry(app: TestApp) {
     assert_eq!(users[0]["sub"], claims_of(&tokens.access)["sub"]);
 }
 
-async fn unchanged_feed_answers_304_to_its_etag(app: TestApp) {
-    let (_, tokens) = app.logged_in_user().await;
-    let first = feed(&app).await;
-    let etag = first.header("etag").unwrap().to_owned();
-    assert_eq!(
-        etag,
-        format!("\"{}\"", first.body["version"].as_str().unwrap())
-    );
-    let conditional = |etag: String| {
-        Request::get("/internal/revocations")
-            .header(header::AUTHORIZATION, format!("Bearer {INTERNAL_TOKEN}"))
-            .header(header::IF_NONE_MATCH, etag)
-            .body(Body::empty())
-            .unwrap()
-    };
-    let unchanged = crate::helpers::send(&app.internal, conditional(etag.clone())).await;
-    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
-    assert_eq!(unchanged.body, serde_json::Value::Null);
+/// `GET /internal/revocations` with this query string.
+async fn feed_at(app: &TestApp, query: &str) -> TestResponse {
+    app.get_internal(
+        &format!("/internal/revocations?{query}"),
+        Some(&format!("Bearer {INTERNAL_TOKEN}")),
+    )
+    .await
+}
 
+/// The answer's cursor as the next query: `after=<seq>&epoch=<epoch>`.
+fn next_query(answer: &TestResponse) -> String {
+    format!(
+        "after={}&epoch={}",
+        answer.body["seq"].as_u64().unwrap(),
+        answer.str("epoch")
+    )
+}
+
+/// Every entry of an answer as `s:<sid>` or `u:<sub>:<not_before>`, in answer order.
+fn entries(answer: &TestResponse) -> Vec<String> {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let sessions = answer.body["sessions"].as_array().unwrap().iter();
+    let users = answer.body["users"].as_array().unwrap().iter();
+    sessions
+        .map(|s| format!("s:{}", s["sid"].as_str().unwrap()))
+        .chain(users.map(|u| format!("u:{}:{}", u["sub"].as_str().unwrap(), u["not_before"])))
+        .collect()
+}
+
+/// A pool of its own on the app's database, for what the API cannot do (seeding).
+async fn raw_pool(url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    AnyPool::connect(url).await.unwrap()
+}
+
+/// Appends `n` session entries `seeded-<i>` with this `until` to the feed, numbered as the
+/// store numbers them (head + 1 …, then the head moves): 10k entries in one statement.
+async fn seed(pool: &AnyPool, n: i64, until: i64) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq) \
+         SELECT 'session', 'seeded-' || i, NULL, $2, 0, \
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i FROM n",
+    )
+    .bind(n)
+    .bind(until)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE revocation_feed SET seq = seq + $1 WHERE id = 1")
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A "logout everywhere" of a user id no one holds: the whole transaction of a real
+/// revocation (users, sessions, then the feed), with no set-up.
+async fn revoke_user(store: &Store, user_id: &str, at: RevokeAt) {
+    store.revoke_all_sessions(user_id, at).await.unwrap();
+}
+
+async fn a_reader_at_the_head_gets_an_empty_page(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
     app.logout_bearer(&tokens.access, false).await;
-    let changed = crate::helpers::send(&app.internal, conditional(etag.clone())).await;
+    let first = feed(&app).await;
+    assert_eq!(entries(&first).len(), 1);
+    assert!(first.header("etag").is_none(), "v2 has no ETag");
+
+    let again = feed_at(&app, &next_query(&first)).await;
+
+    assert!(entries(&again).is_empty());
+    assert_eq!(again.body["seq"], first.body["seq"]);
+    assert_eq!(again.body["epoch"], first.body["epoch"]);
+    assert_eq!(again.body["full"], false);
+    assert_eq!(again.body["more"], false);
+}
+
+async fn a_cursor_resumes_with_nothing_lost_or_repeated(app: TestApp) {
+    let empty = feed(&app).await;
+    assert_eq!(empty.body["seq"], 0, "an empty feed starts at 0");
+    let still_empty = feed_at(&app, &next_query(&empty)).await;
     assert_eq!(
-        changed.status,
-        StatusCode::OK,
-        "a new revocation changes the version"
+        still_empty.body["full"], false,
+        "polling an empty feed is no rebuild"
     );
-    assert_ne!(changed.header("etag").unwrap(), etag);
+    let (_, before) = app.logged_in_user().await;
+    app.logout_bearer(&before.access, false).await;
+    let start = feed(&app).await;
+    assert_eq!(start.body["full"], true);
+    let mut cursor = next_query(&start);
+    let mut seen = entries(&start);
+    let mut expected = Vec::new();
+    for round in 0..4 {
+        let (_, tokens) = app.logged_in_user().await;
+        let (_, other) = app.logged_in_user().await;
+        app.logout_bearer(&tokens.access, false).await;
+        app.logout_bearer(&other.access, round % 2 == 0).await;
+        expected.push(format!("s:{}", tokens.sid()));
+        let answer = feed_at(&app, &cursor).await;
+        assert_eq!(answer.body["full"], false, "round {round}");
+        seen.extend(entries(&answer));
+        cursor = next_query(&answer);
+    }
+    let seen_set: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen_set.len(), seen.len(), "nothing repeated: {seen:?}");
+    assert_eq!(seen.len(), 1 + 8, "nothing lost: {seen:?}");
+    assert!(expected.iter().all(|e| seen_set.contains(e)), "{seen:?}");
+    let everything = feed(&app).await;
+    assert_eq!(
+        entries(&everything).into_iter().collect::<HashSet<_>>(),
+        seen_set,
+        "a full sync holds exactly what the cursor collected"
+    );
+}
+
+async fn a_full_sync_starts_without_a_cursor_with_another_epoch_or_past_the_head(app: TestApp) {
+    for _ in 0..2 {
+        let (_, tokens) = app.logged_in_user().await;
+        app.logout_bearer(&tokens.access, false).await;
+    }
+    let head = feed(&app).await;
+    let (seq, epoch) = (head.body["seq"].as_u64().unwrap(), head.str("epoch"));
+    assert_eq!(epoch.len(), 32, "128 random bits in hex: {epoch}");
+    assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()));
+    for (query, reason) in [
+        (String::new(), "no cursor"),
+        (String::from("after=0"), "after=0 without an epoch"),
+        (format!("after={seq}"), "no epoch"),
+        (
+            format!("after={seq}&epoch=0123456789abcdef0123456789abcdef"),
+            "another epoch",
+        ),
+        (format!("after={}&epoch={epoch}", seq + 1), "past the head"),
+        (format!("after={}&epoch={epoch}", u64::MAX), "past any seq"),
+    ] {
+        let answer = feed_at(&app, &query).await;
+        assert_eq!(answer.body["full"], true, "{reason}");
+        assert_eq!(
+            entries(&answer),
+            entries(&head),
+            "{reason}: every live entry"
+        );
+        assert_eq!(answer.body["seq"], seq, "{reason}");
+    }
+    let from_zero = feed_at(&app, &format!("after=0&epoch={epoch}")).await;
+    assert_eq!(
+        from_zero.body["full"], false,
+        "after=0 with the epoch: a reader of an empty feed"
+    );
+    assert_eq!(entries(&from_zero), entries(&head));
+    let resumed = feed_at(&app, &format!("after={}&epoch={epoch}", seq - 1)).await;
+    assert_eq!(resumed.body["full"], false);
+    assert_eq!(entries(&resumed), entries(&head)[1..]);
+}
+
+async fn pages_stop_at_page_entries_and_the_next_one_resumes_after_them(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
+    let (_, tokens) = app.logged_in_user().await;
+    app.logout_bearer(&tokens.access, false).await;
+    seed(&pool, i64::try_from(PAGE).unwrap(), app.clock.now() + 60).await;
+
+    let first = feed(&app).await;
+    let first_entries = entries(&first);
+    assert_eq!(first_entries.len(), PAGE);
+    assert_eq!(first.body["more"], true);
+    assert_eq!(first.body["full"], true);
+    assert_eq!(first.body["seq"], PAGE, "the last entry served");
+    assert_eq!(
+        first_entries[0],
+        format!("s:{}", tokens.sid()),
+        "oldest first"
+    );
+    let second = feed_at(&app, &next_query(&first)).await;
+    assert_eq!(entries(&second), ["s:seeded-10000"]);
+    assert_eq!(second.body["more"], false);
+    assert_eq!(second.body["full"], false);
+    assert_eq!(second.body["seq"], PAGE + 1, "the head");
+    let bytes = serde_json::to_vec(&first.body).unwrap().len();
+    assert!(
+        bytes < 4 << 20,
+        "a full page ({bytes} bytes) fits the filter's cap"
+    );
+}
+
+async fn small_pages_resume_with_nothing_lost_or_repeated(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
+    let now = app.clock.now();
+    seed(&pool, 5, now + 60).await;
+    seed(&pool, 4, now - 1000).await; // Expired: skipped, yet the cursor moves past them.
+    seed(&pool, 3, now + 60).await;
+    let store = &app.state.store;
+    let mut cursor = (None, None::<String>);
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = store
+            .revocation_page(
+                FeedCursor {
+                    after: cursor.0,
+                    epoch: cursor.1.as_deref(),
+                },
+                now,
+                3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.full, pages == 0);
+        assert!(page.entries.len() <= 3);
+        seqs.extend(page.entries.iter().map(|row| row.seq));
+        pages += 1;
+        cursor = (Some(page.seq), Some(page.epoch));
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 10, 11, 12]);
+    assert_eq!(cursor.0, Some(12));
+    assert_eq!(pages, 3);
+}
+
+/// The commit-order guarantee: a reader that polls with its cursor while many transactions
+/// record revocations at once ends up with every entry, because a head is visible only once
+/// every entry numbered up to it has committed.
+async fn a_reader_polling_during_concurrent_revocations_misses_none(app: TestApp) {
+    const WRITERS: usize = 200;
+    let ids: Vec<String> = (0..WRITERS)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let mut writers = tokio::task::JoinSet::new();
+    for id in ids.clone() {
+        let (store, at) = (app.state.store.clone(), app.state.revoke_at());
+        writers.spawn(async move { revoke_user(&store, &id, at).await });
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    let mut polls = 0;
+    let mut done = false;
+    loop {
+        let answer = feed_at(&app, &cursor).await;
+        assert!(
+            polls == 0 || answer.body["full"] == false,
+            "{}",
+            answer.body
+        );
+        seen.extend(entries(&answer));
+        cursor = next_query(&answer);
+        polls += 1;
+        if done && answer.body["more"] == false {
+            break;
+        }
+        while let Some(joined) = writers.try_join_next() {
+            joined.unwrap();
+        }
+        done = writers.is_empty();
+        tokio::task::yield_now().await;
+    }
+    let subs: Vec<&str> = seen.iter().map(|e| e.split(':').nth(1).unwrap()).collect();
+    let unique: HashSet<&str> = subs.iter().copied().collect();
+    assert_eq!(unique.len(), subs.len(), "nothing repeated");
+    let missed: Vec<_> = ids
+        .iter()
+        .filter(|id| !unique.contains(id.as_str()))
+        .collect();
+    assert!(missed.is_empty(), "missed {missed:?} in {polls} polls");
+    assert!(
+        polls > 2,
+        "the reader polled while the writers ran ({polls} polls)"
+    );
+}
+
+async fn entries_are_served_for_the_largest_skew_past_until_then_pruned(app: TestApp) {
+    let now = app.clock.now();
+    let store = &app.state.store;
+    let kept = RevokeAt {
+        now,
+        until: now - 599,
+    };
+    let gone = RevokeAt {
+        now,
+        until: now - 601,
+    };
+    revoke_user(store, "kept-user", kept).await;
+    revoke_user(store, "gone-user", gone).await;
+
+    let served: Vec<_> = entries(&feed(&app).await)
+        .into_iter()
+        .map(|e| e.split(':').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(served, ["kept-user"]);
+    assert_eq!(
+        store.prune_revocations(now).await.unwrap(),
+        1,
+        "only gone-user"
+    );
+    let pool = raw_pool(&app.database_url).await;
+    let left: Vec<String> = sqlx::query_scalar("SELECT subject FROM revocations")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["kept-user"]);
+}
+
+async fn an_after_that_is_not_a_u64_is_400_json(app: TestApp) {
+    for query in [
+        "after=abc",
+        "after=-1",
+        "after=",
+        "after=1e3",
+        "after=1&after=2",
+    ] {
+        let answer = feed_at(&app, query).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            answer.error(),
+            "invalid_request",
+            "{query}: {}",
+            answer.body
+        );
+    }
+    let ignored = feed_at(&app, "unknown=1&after=0").await;
+    assert_eq!(
+        ignored.status,
+        StatusCode::OK,
+        "unknown parameters are ignored"
+    );
+}
+
+/// A database migrated before the feed had numbers: existing entries are numbered by id,
+/// the head is the largest id, and new entries follow it.
+async fn migration_numbers_existing_entries_by_id(backend: Backend) {
+    // Arrange: the schema before 0005, with three entries of which the second was pruned.
+    let (db, url) = TestDb::create(backend).await;
+    let raw_url = match backend {
+        Backend::Sqlite => format!("{url}?mode=rwc"),
+        Backend::Postgres => url.clone(),
+    };
+    let pool = raw_pool(&raw_url).await;
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let mut before = Migrator::new(std::path::Path::new(&format!(
+        "{}/../migrations/{dir}",
+        env!("CARGO_MANIFEST_DIR")
+    )))
+    .await
+    .unwrap();
+    before.migrations = Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 5)
+            .cloned()
+            .collect(),
+    );
+    before.run(&pool).await.unwrap();
+    let far = 4_000_000_000_i64;
+    for subject in ["old-1", "old-2", "old-3"] {
+        sqlx::query(
+            "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
+             VALUES ('session', $1, NULL, $2, 0)",
+        )
+        .bind(subject)
+        .bind(far)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.execute("DELETE FROM revocations WHERE subject = 'old-2'")
+        .await
+        .unwrap();
+
+    // Act: what every start does.
+    let store = Store::open(&url).await.unwrap();
+
+    // Assert
+    let page = store
+        .revocation_page(FeedCursor::default(), 0, 10)
+        .await
+        .unwrap();
+    let numbered: Vec<_> = page
+        .entries
+        .iter()
+        .map(|r| (r.seq, r.subject.as_str()))
+        .collect();
+    assert_eq!(numbered, [(1, "old-1"), (3, "old-3")]);
+    assert_eq!(page.seq, 3, "the head is the largest id");
+    revoke_user(&store, "new-user", RevokeAt::new(0, far)).await;
+    let next = store
+        .revocation_page(
+            FeedCursor {
+                after: Some(3),
+                epoch: Some(&page.epoch),
+            },
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.entries.len(), 1);
+    assert_eq!((next.entries[0].seq, next.full), (4, false));
+    let unnumbered = sqlx::query(
+        "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
+         VALUES ('session', 'no-seq', NULL, 1, 0)",
+    )
+    .execute(&pool)
+    .await;
+    assert!(unnumbered.is_err(), "seq is NOT NULL");
+    pool.close().await;
+    store.close().await;
+    drop(db);
+}
+
+/// Two databases never share an epoch, so a cursor from one is never resumed on the other.
+async fn each_database_gets_its_own_epoch(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let b = TestApp::spawn(backend).await;
+    assert_ne!(feed(&a).await.str("epoch"), feed(&b).await.str("epoch"));
 }
 
 crate::on_both_stores!(
     feed_needs_the_internal_token,
-    logout_publishes_the_session_until_its_tokens_expire,
+    logout_publishes_the_session_until_its_tokens_expire_plus_the_largest_skew,
     logout_everywhere_publishes_one_user_entry,
     refresh_reuse_publishes_the_session,
     disabling_a_user_publishes_a_user_entry,
-    unchanged_feed_answers_304_to_its_etag,
+    a_reader_at_the_head_gets_an_empty_page,
+    a_cursor_resumes_with_nothing_lost_or_repeated,
+    a_full_sync_starts_without_a_cursor_with_another_epoch_or_past_the_head,
+    pages_stop_at_page_entries_and_the_next_one_resumes_after_them,
+    small_pages_resume_with_nothing_lost_or_repeated,
+    a_reader_polling_during_concurrent_revocations_misses_none,
+    entries_are_served_for_the_largest_skew_past_until_then_pruned,
+    an_after_that_is_not_a_u64_is_400_json,
 );
+
+mod backends {
+    use super::*;
+
+    crate::on_both_backends!(
+        migration_numbers_existing_entries_by_id,
+        each_database_gets_its_own_epoch,
+    );
+}

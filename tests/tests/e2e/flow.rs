@@ -122,6 +122,41 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     assert_eq!(admin.status(), 403, "a spoofed role header grants nothing");
 }
 
+/// A request with a header value that is not UTF-8 takes the filter's other way of changing
+/// headers (one call per change, never writing back a lossy copy of the map): the token and
+/// spoofed identity headers still go, the identity is still set, and the odd value reaches the
+/// upstream byte for byte (SECURITY.md I 96).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_that_is_not_utf8_reaches_the_upstream_unchanged_beside_the_identity() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let (_, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap();
+    let odd = reqwest::header::HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
+    let answer = stack
+        .client
+        .get(stack.url("/api/orders"))
+        .bearer_auth(access)
+        .header("x-legacy", odd)
+        .header("x-user-id", "00000000-0000-0000-0000-000000000000")
+        .header("x-user-roles", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let echoed: Value = answer.json().await.unwrap();
+    assert_eq!(
+        echoed["non_utf8_headers"]["x-legacy"], "636166e920ff",
+        "the bytes as sent: {echoed}"
+    );
+    let claims = test_support::jwt_part(access, 1);
+    assert_eq!(echoed["headers"]["x-user-id"], claims["sub"], "{echoed}");
+    assert_eq!(echoed["headers"]["x-user-roles"], "user", "{echoed}");
+    assert!(
+        echoed["headers"].get("authorization").is_none(),
+        "the token is not forwarded: {echoed}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_rules_refuse_then_admit_after_grant() {
     let stack = Stack::start(StackOptions::default()).await;

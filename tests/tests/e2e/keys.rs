@@ -1,8 +1,8 @@
 //! Keys at the edge: before the first fetch, with auth-api gone, and one fetch per interval.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use e2e::{Stack, StackOptions};
+use e2e::{Stack, StackOptions, StaleAfter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_fails_closed_until_keys_arrive() {
@@ -131,4 +131,95 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
         flood_fetches <= 4,
         "{flood_fetches} key fetches for {sent} made-up kids in 3 s"
     );
+}
+
+/// With auth-api gone, a token that passes keeps passing until the gateway's copy of `source`
+/// goes stale, then every worker answers 503 on protected routes (SECURITY.md I 85), while
+/// public routes still pass.
+async fn a_stale_source_fails_closed(stale_after: StaleAfter, source: &str) {
+    let mut stack = Stack::start(StackOptions {
+        stale_after: Some(stale_after),
+        ..StackOptions::default()
+    })
+    .await;
+    let (_, login) = stack.new_user().await;
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    stack.stop_auth_api().await;
+    let ask = |path: &'static str, token: Option<String>| {
+        let mut request = stack
+            .client
+            .get(stack.url(path))
+            .header("connection", "close");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("the gateway answers")
+                .status()
+                .as_u16()
+        }
+    };
+    let stopped = Instant::now();
+    assert_eq!(
+        ask("/api/orders", Some(access.clone())).await,
+        200,
+        "{source}: fresh copy"
+    );
+    loop {
+        let status = ask("/api/orders", Some(access.clone())).await;
+        if status == 503 {
+            break;
+        }
+        assert_eq!(status, 200, "{source}");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "{source}: still 200 {:?} after auth-api stopped",
+            stopped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "{source}: 503 after {:?}, before its stale limit",
+        stopped.elapsed()
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            ask("/api/orders", Some(access.clone())).await,
+            503,
+            "{source}: every worker"
+        );
+    }
+    assert_eq!(
+        ask("/public/hello", None).await,
+        200,
+        "public routes need neither"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_keys_fail_closed_at_the_gateway() {
+    a_stale_source_fails_closed(
+        StaleAfter {
+            keys: 3,
+            revocations: 900,
+        },
+        "keys",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_revocation_feed_fails_closed_at_the_gateway() {
+    a_stale_source_fails_closed(
+        StaleAfter {
+            keys: 3600,
+            revocations: 3,
+        },
+        "revocations",
+    )
+    .await;
 }
