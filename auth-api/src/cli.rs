@@ -126,7 +126,9 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let keks = crate::kek::resolve(config)?;
     let store = Store::open(&config.database_url).await?;
     let policy = RingPolicy::from_config(config);
-    let ring = KeyRing::open(store, policy, keks, now).await?;
+    let ring = KeyRing::open(store.clone(), policy, keks, now).await?;
+    // The sessions' rotation keys move to the current KEK with the signing keys (a KEK rotation).
+    let sessions = crate::service::sessions::reseal_rotation_keys(&store, ring.keks()).await?;
     match command {
         KeysCommand::List | KeysCommand::NewKek { .. } => {}
         KeysCommand::Rotate { alg } => {
@@ -163,6 +165,26 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             rfc3339(k.activates_at),
             k.retires_at.map_or_else(|| "-".to_owned(), rfc3339),
             k.material.kek_id().unwrap_or("(plaintext)"),
+        );
+    }
+    if sessions.resealed > 0 {
+        println!(
+            "{} sessions' rotation keys re-sealed under {}",
+            sessions.resealed,
+            ring.keks().current_id()
+        );
+    }
+    if sessions.unopenable > 0 {
+        println!(
+            "{} sessions' rotation keys do not open under the configured KEKs (they name {}): \
+             those sessions cannot refresh",
+            sessions.unopenable,
+            sessions
+                .unopenable_keks
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
     Ok(())

@@ -20,6 +20,18 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `AUTH_INTERNAL_LISTEN`, default `127.0.0.1:8081`: key material for the gateway.
     pub internal_listen: SocketAddr,
+    /// `AUTH_HEADER_READ_TIMEOUT_SECS`, default 10, at least 1: a connection that has not sent a
+    /// whole request head this long after it was opened, or after its previous response, is
+    /// closed (a slow or idle client cannot keep it).
+    pub header_read_timeout: Duration,
+    /// `AUTH_REQUEST_TIMEOUT_SECS`, default 30, at least 1: a request not answered this long
+    /// after its head arrived (a body trickling in, a stuck backing service) gets
+    /// `408 request_timeout` and its work is dropped.
+    pub request_timeout: Duration,
+    /// `AUTH_MAX_CONNECTIONS`, default 10000, at least 1: open connections per listener. Past
+    /// the cap a listener stops accepting: new connections wait in the kernel's backlog until one
+    /// closes.
+    pub max_connections: u32,
     /// `AUTH_INTERNAL_TOKEN`: bearer token of the internal listener (at least 32 characters of
     /// RFC 6750's `b64token` alphabet: letters, digits and `-._~+/`, then `=` padding).
     /// Unset: the internal listener is not started.
@@ -77,6 +89,9 @@ pub struct Config {
     /// the discovery documents. Must be less than `AUTH_KEY_PUBLISH_DELAY_SECS`, so that a
     /// verifier caching the JWKS sees a rotated-in key before it signs.
     pub jwks_max_age: Duration,
+    /// `AUTH_REVOCATION_FEED_PAGE`, default and most 10,000: entries per answer of the
+    /// gateway's revocation feed. The most keeps a page far below the filter's 4 MiB limit.
+    pub revocation_feed_page: usize,
     /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
     pub log_format: LogFormat,
     /// `AUTH_LOGIN_FREE_ATTEMPTS`, default 5: consecutive failed logins per email before delays.
@@ -84,7 +99,7 @@ pub struct Config {
     /// `AUTH_LOGIN_MAX_DELAY_SECS`, default 900: the longest delay between login attempts.
     pub login_max_delay: Duration,
     /// `AUTH_IP_LIMIT_PER_MINUTE`, default 60: requests per client address and minute to
-    /// `/login`, `/signup` and `/refresh`, per replica.
+    /// `/login`, `/signup`, `/refresh`, `/password` and `/logout` (one bucket), per replica.
     pub ip_limit_per_minute: u32,
     /// `AUTH_IP_LIMIT_IPV6_PREFIX`, default 64, 32 to 128: IPv6 clients share one bucket per
     /// prefix of this length (a single holder usually gets a whole /64). IPv4 addresses, and
@@ -171,6 +186,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             internal_token: None,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
             issuer: DEFAULT_ISSUER.to_owned(),
             audiences: vec!["api".to_owned()],
             client_id: "auth-service".to_owned(),
@@ -189,6 +207,7 @@ impl Default for Config {
             key_rotation_interval: None,
             key_refresh_interval: Duration::from_secs(10),
             jwks_max_age: Duration::from_secs(60),
+            revocation_feed_page: crate::routes::REVOCATION_FEED_PAGE,
             log_format: LogFormat::Text,
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
@@ -233,6 +252,17 @@ impl Config {
                 .parsed("AUTH_INTERNAL_LISTEN")?
                 .unwrap_or(d.internal_listen),
             internal_token: env.internal_token()?,
+            header_read_timeout: env
+                .secs("AUTH_HEADER_READ_TIMEOUT_SECS", 1)?
+                .unwrap_or(d.header_read_timeout),
+            request_timeout: env
+                .secs("AUTH_REQUEST_TIMEOUT_SECS", 1)?
+                .unwrap_or(d.request_timeout),
+            max_connections: match env.parsed_at_least("AUTH_MAX_CONNECTIONS", 1)? {
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| ConfigError::new("AUTH_MAX_CONNECTIONS", "too large"))?,
+                None => d.max_connections,
+            },
             issuer: env.issuer()?.unwrap_or(d.issuer),
             audiences: env.list("AUTH_JWT_AUDIENCE")?.unwrap_or(d.audiences),
             client_id: env.string("AUTH_JWT_CLIENT_ID")?.unwrap_or(d.client_id),
@@ -271,6 +301,16 @@ impl Config {
             jwks_max_age: env
                 .secs("AUTH_JWKS_MAX_AGE_SECS", 0)?
                 .unwrap_or(d.jwks_max_age),
+            revocation_feed_page: match env.parsed_at_least("AUTH_REVOCATION_FEED_PAGE", 1)? {
+                Some(n) if n > crate::routes::REVOCATION_FEED_PAGE => {
+                    return Err(ConfigError::new(
+                        "AUTH_REVOCATION_FEED_PAGE",
+                        "must be from 1 to 10000",
+                    ))
+                }
+                Some(n) => n,
+                None => d.revocation_feed_page,
+            },
             log_format: env.parsed("AUTH_LOG_FORMAT")?.unwrap_or(d.log_format),
             login_free_attempts: env
                 .parsed_at_least("AUTH_LOGIN_FREE_ATTEMPTS", 1)?
@@ -546,10 +586,31 @@ mod tests {
     }
 
     #[test]
+    fn slow_client_limits_default_and_read_their_variables() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 10_000);
+        let config = load(&[
+            ("AUTH_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("AUTH_REQUEST_TIMEOUT_SECS", "7"),
+            ("AUTH_MAX_CONNECTIONS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(config.request_timeout, Duration::from_secs(7));
+        assert_eq!(config.max_connections, 250);
+    }
+
+    #[test]
     fn invalid_values_name_their_variable() {
         let cases = [
             ("AUTH_ACCESS_TOKEN_TTL_SECS", "ten", "not a number"),
             ("AUTH_ACCESS_TOKEN_TTL_SECS", "0", "below the minimum"),
+            ("AUTH_HEADER_READ_TIMEOUT_SECS", "0", "no timeout"),
+            ("AUTH_REQUEST_TIMEOUT_SECS", "0", "no request timeout"),
+            ("AUTH_MAX_CONNECTIONS", "0", "no connection at all"),
+            ("AUTH_MAX_CONNECTIONS", "4294967296", "above u32"),
             ("AUTH_LISTEN", "localhost", "not ip:port"),
             ("AUTH_BCRYPT_COST", "4", "too cheap for production"),
             ("AUTH_INTERNAL_TOKEN", "short", "guessable"),

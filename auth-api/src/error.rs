@@ -61,6 +61,10 @@ pub enum ApiError {
     /// 409 `email_taken`.
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// 408 `request_timeout`: the request was not answered within `AUTH_REQUEST_TIMEOUT_SECS`
+    /// (a body too slow to arrive, a backing service too slow to answer); its work is dropped.
+    #[error("the request took too long")]
+    RequestTimeout,
     /// 413 `payload_too_large`.
     #[error("the request body is too large")]
     PayloadTooLarge,
@@ -185,6 +189,7 @@ impl ApiError {
             Self::AccountDisabled | Self::WrongPassword => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -211,6 +216,7 @@ impl ApiError {
             Self::WrongPassword => "wrong_password",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::EmailTaken => "email_taken",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

@@ -40,12 +40,29 @@ pub const NONCE_BYTES: usize = 24;
 const MAX_ID_LEN: usize = 64;
 /// Domain label of the associated data, so these ciphertexts mean nothing anywhere else.
 const AAD_LABEL: &[u8] = b"auth-api signing key v1";
+/// Domain label of the associated data of a session's rotation key: a sealed signing key can
+/// never pass for a rotation key, nor the reverse.
+const ROTATION_KEY_AAD_LABEL: &[u8] = b"auth-api rotation key v1";
+/// Domain label of [`KeyEncryptionKeys::subkeys`].
+const SUBKEY_LABEL: &[u8] = b"auth-api subkey v1\0";
 
-/// One key-encryption key: an id and the cipher keyed with it (zeroed when dropped).
+/// One key-encryption key: an id, the cipher keyed with it, and the key itself for deriving
+/// purpose-bound subkeys (both zeroed when dropped).
 #[derive(Clone)]
 struct Kek {
     id: String,
     cipher: XChaCha20Poly1305,
+    secret: Zeroizing<[u8; KEK_BYTES]>,
+}
+
+impl Kek {
+    fn new(id: String, bytes: &[u8; KEK_BYTES]) -> Self {
+        Self {
+            id,
+            cipher: XChaCha20Poly1305::new(bytes.into()),
+            secret: Zeroizing::new(*bytes),
+        }
+    }
 }
 
 /// The KEKs in force: the first seals, every one opens. `Debug` shows the ids only.
@@ -78,12 +95,12 @@ pub struct Sealed {
 pub enum OpenError {
     /// The row names a KEK that is not configured.
     #[error(
-        "key {kid} is encrypted under key-encryption key {kek_id:?}, which {KEK_VAR} does not \
+        "{what} is encrypted under key-encryption key {kek_id:?}, which {KEK_VAR} does not \
          hold (configured: {configured})"
     )]
     UnknownKek {
-        /// The ring key.
-        kid: String,
+        /// What was sealed: `key <kid>`, or `the rotation key of session <id>`.
+        what: String,
         /// The KEK it names.
         kek_id: String,
         /// The configured ids, comma-separated.
@@ -91,12 +108,12 @@ pub enum OpenError {
     },
     /// Authentication failed: a different key under the same id, or a tampered row.
     #[error(
-        "key {kid} does not decrypt with key-encryption key {kek_id:?}: {KEK_VAR} holds a \
+        "{what} does not decrypt with key-encryption key {kek_id:?}: {KEK_VAR} holds a \
          different key under that id, or the row was altered"
     )]
     WrongKey {
-        /// The ring key.
-        kid: String,
+        /// What was sealed, as in [`OpenError::UnknownKek`].
+        what: String,
         /// The KEK tried.
         kek_id: String,
     },
@@ -133,21 +150,29 @@ impl KeyEncryptionKeys {
         self.keys.iter().map(|k| k.id.as_str())
     }
 
+    /// A 256-bit subkey for `purpose` from every KEK, the current one first:
+    /// HMAC-SHA256(KEK, label || purpose), so that no other use ever sees a KEK itself and
+    /// subkeys of different purposes are independent. The first authenticates what is made
+    /// now; all of them check what was made before a KEK rotation.
+    pub fn subkeys(&self, purpose: &str) -> Vec<Zeroizing<[u8; 32]>> {
+        use hmac::{Hmac, Mac};
+        self.keys
+            .iter()
+            .map(|kek| {
+                // HMAC takes a key of any length; a 32-byte one is never refused.
+                let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(kek.secret.as_ref())
+                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+                mac.update(SUBKEY_LABEL);
+                mac.update(purpose.as_bytes());
+                Zeroizing::new(mac.finalize().into_bytes().into())
+            })
+            .collect()
+    }
+
     /// Seals `plaintext`, the material of ring key `kid` for `alg`, under the current KEK.
     pub fn seal(&self, kid: &str, alg: &str, plaintext: &[u8]) -> anyhow::Result<Sealed> {
-        let kek = self.keys.first().context("no key-encryption key")?;
-        let mut nonce = [0_u8; NONCE_BYTES];
-        OsRng.fill_bytes(&mut nonce);
-        // Zeroed on drop if encryption fails with the plaintext still in it.
-        let mut buffer = Zeroizing::new(plaintext.to_vec());
-        kek.cipher
-            .encrypt_in_place(XNonce::from_slice(&nonce), &aad(kid, alg), &mut *buffer)
-            .map_err(|_| anyhow::anyhow!("cannot encrypt key {kid}"))?;
-        Ok(Sealed {
-            kek_id: kek.id.clone(),
-            nonce: nonce.to_vec(),
-            ciphertext: std::mem::take(&mut *buffer),
-        })
+        self.seal_with(&aad(kid, alg), plaintext)
+            .with_context(|| format!("cannot encrypt key {kid}"))
     }
 
     /// Opens what [`KeyEncryptionKeys::seal`] sealed for the same `kid` and `alg`.
@@ -157,15 +182,65 @@ impl KeyEncryptionKeys {
         alg: &str,
         sealed: &Sealed,
     ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_with(&aad(kid, alg), || format!("key {kid}"), sealed)
+    }
+
+    /// Seals the rotation key of session `session_id` under the current KEK (issue 10): the
+    /// associated data binds it to that session, so a blob copied onto another one does not
+    /// open.
+    pub fn seal_rotation_key(
+        &self,
+        session_id: &str,
+        rotation_key: &[u8],
+    ) -> anyhow::Result<Sealed> {
+        self.seal_with(&rotation_key_aad(session_id), rotation_key)
+            .with_context(|| format!("cannot encrypt the rotation key of session {session_id}"))
+    }
+
+    /// Opens what [`KeyEncryptionKeys::seal_rotation_key`] sealed for the same session.
+    pub fn open_rotation_key(
+        &self,
+        session_id: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_with(
+            &rotation_key_aad(session_id),
+            || format!("the rotation key of session {session_id}"),
+            sealed,
+        )
+    }
+
+    fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> anyhow::Result<Sealed> {
+        let kek = self.keys.first().context("no key-encryption key")?;
+        let mut nonce = [0_u8; NONCE_BYTES];
+        OsRng.fill_bytes(&mut nonce);
+        // Zeroed on drop if encryption fails with the plaintext still in it.
+        let mut buffer = Zeroizing::new(plaintext.to_vec());
+        kek.cipher
+            .encrypt_in_place(XNonce::from_slice(&nonce), aad, &mut *buffer)
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        Ok(Sealed {
+            kek_id: kek.id.clone(),
+            nonce: nonce.to_vec(),
+            ciphertext: std::mem::take(&mut *buffer),
+        })
+    }
+
+    fn open_with(
+        &self,
+        aad: &[u8],
+        what: impl Fn() -> String,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         let Some(kek) = self.keys.iter().find(|k| k.id == sealed.kek_id) else {
             return Err(OpenError::UnknownKek {
-                kid: kid.to_owned(),
+                what: what(),
                 kek_id: sealed.kek_id.clone(),
                 configured: self.ids().collect::<Vec<_>>().join(","),
             });
         };
         let wrong = || OpenError::WrongKey {
-            kid: kid.to_owned(),
+            what: what(),
             kek_id: sealed.kek_id.clone(),
         };
         if sealed.nonce.len() != NONCE_BYTES {
@@ -173,11 +248,7 @@ impl KeyEncryptionKeys {
         }
         let mut buffer = Zeroizing::new(sealed.ciphertext.clone());
         kek.cipher
-            .decrypt_in_place(
-                XNonce::from_slice(&sealed.nonce),
-                &aad(kid, alg),
-                &mut *buffer,
-            )
+            .decrypt_in_place(XNonce::from_slice(&sealed.nonce), aad, &mut *buffer)
             .map_err(|_| wrong())?;
         Ok(buffer)
     }
@@ -229,12 +300,11 @@ impl FromStr for KeyEncryptionKeys {
                     bytes.len()
                 ));
             }
-            let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
+            let bytes: &[u8; KEK_BYTES] = bytes
+                .as_slice()
+                .try_into()
                 .map_err(|_| format!("the key of {id:?} is unusable"))?;
-            keys.push(Kek {
-                id: id.to_owned(),
-                cipher,
-            });
+            keys.push(Kek::new(id.to_owned(), bytes));
         }
         if keys.is_empty() {
             return Err("needs at least one id:base64url(32 bytes) entry".to_owned());
@@ -251,6 +321,20 @@ fn aad(kid: &str, alg: &str) -> Vec<u8> {
         aad.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
         aad.extend_from_slice(part.as_bytes());
     }
+    aad
+}
+
+/// The associated data of the rotation key of session `session_id`: its own label, then the
+/// id, length-prefixed like [`aad`].
+fn rotation_key_aad(session_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(ROTATION_KEY_AAD_LABEL.len() + session_id.len() + 4);
+    aad.extend_from_slice(ROTATION_KEY_AAD_LABEL);
+    aad.extend_from_slice(
+        &u32::try_from(session_id.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    aad.extend_from_slice(session_id.as_bytes());
     aad
 }
 
@@ -328,12 +412,8 @@ fn process_key() -> KeyEncryptionKeys {
     KEY.get_or_init(|| {
         let mut bytes = Zeroizing::new([0_u8; KEK_BYTES]);
         OsRng.fill_bytes(bytes.as_mut());
-        let cipher = XChaCha20Poly1305::new(bytes.as_ref().into());
         KeyEncryptionKeys {
-            keys: Arc::from([Kek {
-                id: "process".to_owned(),
-                cipher,
-            }]),
+            keys: Arc::from([Kek::new("process".to_owned(), &bytes)]),
         }
     })
     .clone()
@@ -443,6 +523,36 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_rotation_key_opens_only_for_its_session() {
+        let keys: KeyEncryptionKeys = ONE.parse().unwrap();
+        let sealed = keys.seal_rotation_key("session-a", &[5; 32]).unwrap();
+        assert_eq!(sealed.kek_id, "one");
+        assert_eq!(
+            keys.open_rotation_key("session-a", &sealed)
+                .unwrap()
+                .as_slice(),
+            [5; 32]
+        );
+        assert!(!shares_bytes(&sealed.ciphertext, &[5; 32]));
+        let err = keys.open_rotation_key("session-b", &sealed).unwrap_err();
+        assert!(matches!(err, OpenError::WrongKey { .. }), "{err}");
+        assert!(err.to_string().contains("session session-b"), "{err}");
+        assert!(
+            keys.open("session-a", "HS256", &sealed).is_err(),
+            "a rotation key never passes for a signing key"
+        );
+        let signing = keys.seal("session-a", "", &[5; 32]).unwrap();
+        assert!(
+            keys.open_rotation_key("session-a", &signing).is_err(),
+            "nor the reverse"
+        );
+    }
+
+    fn shares_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod passwords;
 pub mod routes;
+pub mod server;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -116,6 +116,20 @@ impl PasswordHasher {
         Ok(known && matched)
     }
 
+    /// The configured bcrypt cost (`AUTH_BCRYPT_COST`).
+    pub fn cost(&self) -> u32 {
+        self.inner.cost
+    }
+
+    /// Whether `stored`, a hash that just verified, should be replaced by one at the configured
+    /// cost: it is not `$2b$`, or its cost is below the configured one. Otherwise a raised
+    /// `AUTH_BCRYPT_COST` would leave old accounts answering faster than the dummy hash of an
+    /// unknown email, a timing oracle for which emails have accounts (SECURITY.md E 46). A hash
+    /// above the configured cost stays: lowering the cost never weakens a stored hash.
+    pub fn is_weaker_than_configured(&self, stored: &str) -> bool {
+        !stored.starts_with("$2b$") || cost_of(stored).is_none_or(|cost| cost < self.inner.cost)
+    }
+
     /// Callers waiting for a permit right now (for metrics).
     pub fn waiting(&self) -> usize {
         self.inner.waiting.load(Ordering::Relaxed)
@@ -186,6 +200,13 @@ impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// The cost of a bcrypt hash (`$2?$<cost>$…`), `None` when it is not one.
+fn cost_of(hash: &str) -> Option<u32> {
+    hash.parse::<bcrypt::HashParts>()
+        .ok()
+        .map(|parts| parts.get_cost())
 }
 
 /// `base64(HMAC-SHA-384(pepper, password))`: 64 ASCII characters, under bcrypt's 72-byte limit
@@ -265,6 +286,37 @@ mod tests {
             .verify(&pw("correct horse"), Some(&hash))
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn dummy_hash_has_the_configured_cost() {
+        // Two costs, so that a dummy computed at a fixed cost fails one of them.
+        for cost in [4, 5] {
+            let hasher = PasswordHasher::new(cost, None, 1, 8).await.unwrap();
+            let dummy = &hasher.inner.dummy_hash;
+            assert_eq!(cost_of(dummy), Some(cost), "{dummy}");
+            assert!(dummy.starts_with("$2b$"), "{dummy}");
+            assert!(!hasher.is_weaker_than_configured(dummy));
+        }
+    }
+
+    #[tokio::test]
+    async fn hashes_below_the_configured_cost_or_not_2b_are_weaker() {
+        let low = hasher().await.hash(&pw("correct horse")).await.unwrap();
+        let high = PasswordHasher::new(5, None, 1, 8).await.unwrap();
+        let same = high.hash(&pw("correct horse")).await.unwrap();
+        assert!(high.is_weaker_than_configured(&low), "cost 4 under cost 5");
+        assert!(
+            !high.is_weaker_than_configured(&same),
+            "cost 5 under cost 5"
+        );
+        assert!(
+            !hasher().await.is_weaker_than_configured(&same),
+            "a higher cost is never lowered"
+        );
+        let as_2a = same.replacen("$2b$", "$2a$", 1);
+        assert!(high.is_weaker_than_configured(&as_2a), "$2a$ is replaced");
+        assert!(high.is_weaker_than_configured("not a bcrypt hash"));
     }
 
     #[tokio::test]

@@ -7,7 +7,13 @@ use std::{future::Future, net::SocketAddr};
 use anyhow::Context as _;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{clock::Clock, config::Config, routes, state::AppState};
+use crate::{
+    clock::Clock,
+    config::Config,
+    routes,
+    server::{serve, Limits},
+    state::AppState,
+};
 
 /// How often expired sessions are purged.
 const CLEANUP_INTERVAL_SECS: u64 = 3600;
@@ -74,6 +80,7 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests and closes the pool.
+    /// Each listener has its own header-read timeout and connection cap ([`crate::server`]).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -85,9 +92,11 @@ impl App {
         });
         let background = spawn_background_tasks(self.state.clone(), stop_rx.clone());
         tracing::info!(addr = %self.public.local_addr()?, "public API listening");
+        let limits = Limits::of(&self.state.config);
         let public = serve(
             self.public,
             routes::router(self.state.clone()),
+            limits,
             stop_rx.clone(),
         );
         let result = match self.internal {
@@ -96,6 +105,7 @@ impl App {
                 let internal = serve(
                     listener,
                     routes::internal_router(self.state.clone()),
+                    limits,
                     stop_rx,
                 );
                 tokio::try_join!(public, internal).map(drop)
@@ -109,24 +119,6 @@ impl App {
         self.state.store.close().await;
         result
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    // The connection's address feeds the per-IP limits (and decides whether the gateway's
-    // client-address header is believed).
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    })
-    .await?;
-    Ok(())
 }
 
 /// Re-reads the key ring (rotating it first when the schedule says so) and purges expired
@@ -157,6 +149,15 @@ fn spawn_background_tasks(
                         Ok(0) => {}
                         Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired sessions"),
+                    }
+                    // A session unused past the idle timeout can never refresh again; past the
+                    // grace window too, or its predecessor token could still answer.
+                    let lifetimes = &state.lifetimes;
+                    let idle = lifetimes.session_idle_secs.max(lifetimes.refresh_reuse_grace_secs);
+                    match state.store.prune_refresh_tokens(state.clock.now(), idle).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(refresh_tokens = n, "pruned the refresh tokens of ended sessions"),
+                        Err(e) => tracing::warn!(error = %e, "cannot prune refresh tokens"),
                     }
                     if let Err(e) = state.store.prune_revocations(state.clock.now()).await {
                         tracing::warn!(error = %e, "cannot prune the revocation feed");

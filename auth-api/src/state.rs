@@ -51,6 +51,9 @@ impl AppState {
             .await
             .context("cannot open the key ring")?;
         check_ring(&ring, clock.now())?;
+        crate::service::sessions::reseal_rotation_keys(&store, ring.keks())
+            .await
+            .context("cannot re-seal the sessions' rotation keys")?;
         let hasher = PasswordHasher::new(
             config.bcrypt_cost,
             config.password_pepper.clone(),

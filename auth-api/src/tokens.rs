@@ -90,7 +90,8 @@ const REFRESH_BYTES: usize = 32;
 /// Only its SHA-256 is stored. Each successor is `HMAC-SHA-256(session rotation key,
 /// predecessor)`: every concurrent rotation of one token computes the same successor, a replay
 /// inside the grace window can be answered with it without storing it, and nobody holding only
-/// the database (hashes and keys, no token) or only an old token (no key) can compute it.
+/// the database (hashes and sealed keys) or only an old token (no key) can compute it; nor
+/// both together, since the rotation key is stored sealed under the key-encryption key.
 pub struct RefreshToken {
     bytes: [u8; REFRESH_BYTES],
     text: SecretString,
@@ -149,9 +150,10 @@ impl RefreshToken {
     }
 }
 
-/// A new random rotation key for a session.
-pub fn new_rotation_key() -> Vec<u8> {
-    let mut key = vec![0_u8; 32];
+/// A new random rotation key for a session (stored only sealed: see
+/// [`crate::kek::KeyEncryptionKeys::seal_rotation_key`]).
+pub fn new_rotation_key() -> zeroize::Zeroizing<Vec<u8>> {
+    let mut key = zeroize::Zeroizing::new(vec![0_u8; 32]);
     OsRng.fill_bytes(&mut key);
     key
 }

@@ -1,6 +1,10 @@
-//! Any request body, sent to every JSON endpoint of the real auth-api router (SQLite, cheap
-//! bcrypt): never a 5xx, never a panic. `/password` gets a signed-in user's access token, so
-//! that the body reaches the password checks.
+//! Any request body, sent to every JSON endpoint of the real auth-api router (cheap bcrypt):
+//! never a 5xx, never a panic. `/password` gets a signed-in user's access token, so that the
+//! body reaches the password checks.
+//!
+//! The store is a SQLite file in a temporary directory, or the database named by
+//! `AUTH_FUZZ_DATABASE_URL` (an empty PostgreSQL database: `cargo xtask test` creates one per
+//! run and drops it afterwards), since an input one engine accepts another may refuse.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -13,6 +17,11 @@ use axum::{
 };
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
+
+/// The database to fuzz against instead of a fresh SQLite file.
+const DATABASE_VAR: &str = "AUTH_FUZZ_DATABASE_URL";
+/// A key-encryption key (`id:base64url`) for the signing keys of a PostgreSQL store.
+const FUZZ_KEK: &str = "fuzz-kek:ZnV6ei1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM";
 
 struct App {
     runtime: tokio::runtime::Runtime,
@@ -39,8 +48,18 @@ fn app() -> &'static App {
             .build()
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let (database_url, key_encryption_keys) = match std::env::var(DATABASE_VAR) {
+            // PostgreSQL refuses to start without a key-encryption key; any fixed one will do.
+            Ok(url) => (url, Some(FUZZ_KEK.parse().unwrap())),
+            Err(std::env::VarError::NotPresent) => (
+                format!("sqlite://{}", dir.path().join("auth.db").display()),
+                None,
+            ),
+            Err(e) => panic!("{DATABASE_VAR}: {e}"),
+        };
         let config = Config {
-            database_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+            database_url,
+            key_encryption_keys,
             bcrypt_cost: 4,
             login_free_attempts: i64::MAX,
             ..Config::default()
@@ -60,7 +79,9 @@ fn app() -> &'static App {
                 .oneshot(post("/login", credentials.to_vec(), None))
                 .await
                 .unwrap();
-            let body = axum::body::to_bytes(login.into_body(), 1 << 16).await.unwrap();
+            let body = axum::body::to_bytes(login.into_body(), 1 << 16)
+                .await
+                .unwrap();
             let tokens: serde_json::Value = serde_json::from_slice(&body).unwrap();
             let access = tokens["access_token"].as_str().unwrap().to_owned();
             (router, format!("Bearer {access}"))

@@ -19,6 +19,17 @@ pub(super) struct Credentials {
     password: String,
 }
 
+/// `{"email", "password", "device_token"?}`; deliberately without `Debug`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct LoginRequest {
+    email: String,
+    password: String,
+    /// The device token a previous login on this device returned, if any. One that is not
+    /// valid for this email's account (expired, altered, another user's) counts as none.
+    #[serde(default)]
+    device_token: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub(super) struct SignupResponse {
     id: String,
@@ -53,12 +64,13 @@ pub(super) async fn signup(
     ))
 }
 
-/// Verifies the credentials and opens a session: 200 with tokens, 401 `invalid_credentials`
-/// (the same for an unknown email and a wrong password, in about the same time), 403
-/// `account_disabled` (only once the password is right), 429 `rate_limited` while the email is
-/// locked after consecutive failures (known or not, right password or not).
-#[utoipa::path(post, path = "/login", request_body = Credentials, responses(
-    (status = 200, description = "a session", body = TokenResponse),
+/// Verifies the credentials and opens a session: 200 with tokens and a device token, 401
+/// `invalid_credentials` (the same for an unknown email and a wrong password, in about the same
+/// time), 403 `account_disabled` (only once the password is right), 429 `rate_limited` while
+/// the email is locked after consecutive failures (known or not, right password or not), or,
+/// for a login with a valid device token, while that token is locked.
+#[utoipa::path(post, path = "/login", request_body = LoginRequest, responses(
+    (status = 200, description = "a session, and a device token for later logins", body = TokenResponse),
     (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
     (status = 401, description = "invalid_credentials", body = ErrorBody),
     (status = 403, description = "account_disabled", body = ErrorBody),
@@ -69,9 +81,15 @@ pub(super) async fn signup(
 ))]
 pub(super) async fn login(
     State(state): State<AppState>,
-    Json(body): Json<Credentials>,
+    Json(body): Json<LoginRequest>,
 ) -> Result<Response> {
-    let tokens = service::accounts::login(&state, &body.email, &body.password).await?;
+    let tokens = service::accounts::login(
+        &state,
+        &body.email,
+        &body.password,
+        body.device_token.as_deref(),
+    )
+    .await?;
     Ok(token_reply(tokens))
 }
 

@@ -13,6 +13,8 @@ mod password;
 mod sessions;
 mod validate;
 
+pub use internal::PAGE as REVOCATION_FEED_PAGE;
+
 use std::{net::SocketAddr, time::Instant};
 
 use axum::{
@@ -39,8 +41,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The public API (`AUTH_LISTEN`).
 pub fn router(state: AppState) -> Router {
-    // The credential endpoints, limited per client address; each counts a refusal with its
-    // other outcomes.
+    // The credential endpoints, limited per client address (SECURITY.md E 49); each that counts
+    // its outcomes counts a refusal with them. `/password` checks a password and `/logout`
+    // verifies tokens and writes revocations: both are in the bucket too.
     let limited = |outcomes: Option<CountOutcome>| {
         middleware::from_fn_with_state((state.clone(), outcomes), limit_by_ip)
     };
@@ -61,7 +64,7 @@ pub fn router(state: AppState) -> Router {
             "/password",
             post(password::change_password).layer(limited(None)),
         )
-        .route("/logout", post(sessions::logout))
+        .route("/logout", post(sessions::logout).layer(limited(None)))
         .route("/validate", get(validate::validate))
         .route(jwks::JWKS_PATH, get(jwks::public_jwks))
         .route(
@@ -104,8 +107,29 @@ impl CommonLayers for Router<AppState> {
             .layer(CatchPanicLayer::custom(|_| {
                 ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
             }))
+            // Inside `observe` too: a timed-out request is counted and answered in JSON.
+            .layer(middleware::from_fn_with_state(state.clone(), time_limit))
             .layer(middleware::from_fn_with_state(state.clone(), observe))
             .with_state(state)
+    }
+}
+
+/// Answers `408 request_timeout` to a request not answered within `AUTH_REQUEST_TIMEOUT_SECS`
+/// of its head (SECURITY.md I 97): a body trickling in, or a backing service that hangs, cannot
+/// hold a connection and a task for ever. The handler's future is dropped, as when a client goes
+/// away (every operation is cancellation-safe).
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => {
+            tracing::info!(event = "request_timeout", "request not answered in time");
+            let mut response = ApiError::RequestTimeout.into_response();
+            // The rest of a body that is still arriving must not be read as the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
     }
 }
 
@@ -187,6 +211,11 @@ pub struct TokenResponse {
     pub refresh_token: String,
     /// Seconds until the refresh token expires if unused.
     pub refresh_expires_in: i64,
+    /// Login only: a device token for this user (90 days). Send it with the next logins from
+    /// this device: they are then throttled on its own lock, not the email's, so whoever locks
+    /// the email by guessing does not lock this device out (SECURITY.md E 48).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 /// 200 with the token body and the RFC 6749 §5.1 no-cache headers.
@@ -197,6 +226,7 @@ fn token_reply(tokens: TokenPair) -> Response {
         expires_in: tokens.expires_in,
         refresh_token: tokens.refresh_token.expose().to_owned(),
         refresh_expires_in: tokens.refresh_expires_in,
+        device_token: tokens.device_token,
     };
     let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();

@@ -15,17 +15,22 @@ use crate::{
     state::AppState,
 };
 
-/// `{"current_password", "new_password"}`; deliberately without `Debug`.
+/// `{"current_password", "new_password", "device_token"?}`; deliberately without `Debug`.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
+    /// This device's token from `/login`: the current-password check then counts against its
+    /// lock, not the email's. One not valid for this user counts as none.
+    #[serde(default)]
+    device_token: Option<String>,
 }
 
 /// Changes the password of the access token's user: 204. The current password is asked again
 /// (an access token alone, perhaps stolen, must not be enough to take the account over), and
-/// wrong answers count towards the same lock as failed logins. The new password follows the
-/// signup policy. By default (`AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS`) every other session
+/// wrong answers count towards the same lock as failed logins (the device token's, when one
+/// valid for this user is sent). The new password follows the signup policy, and a change
+/// clears the email's failed-login streak. By default (`AUTH_PASSWORD_CHANGE_ENDS_OTHER_SESSIONS`) every other session
 /// of the user ends, at the gateway too; this one lives on.
 #[utoipa::path(post, path = "/password", request_body = ChangePasswordRequest, responses(
     (status = 204, description = "password changed; the other sessions ended (by default)"),
@@ -44,7 +49,13 @@ pub(super) async fn change_password(
     Json(body): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    service::accounts::change_password(&state, token, &body.current_password, &body.new_password)
-        .await?;
+    service::accounts::change_password(
+        &state,
+        token,
+        &body.current_password,
+        &body.new_password,
+        body.device_token.as_deref(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,8 @@ pub struct TokenPair {
     pub refresh_token: RefreshToken,
     /// Seconds until the refresh token expires if unused.
     pub refresh_expires_in: i64,
+    /// A login's device token ([`crate::devices`]); `None` from a refresh.
+    pub device_token: Option<String>,
 }
 
 /// The session a [`TokenPair`] is issued for, and its live refresh token.
@@ -83,6 +85,7 @@ pub(super) async fn issue(state: &AppState, grant: Grant<'_>, now: i64) -> Resul
         expires_in: lifetimes.access_token_secs,
         refresh_token: grant.refresh,
         refresh_expires_in: idle_left.min(grant.session_expires_at - now).max(0),
+        device_token: None,
     })
 }
 

@@ -6,6 +6,7 @@ use super::{
     Error, Result,
 };
 use crate::{
+    devices::DeviceTokens,
     domain::{Email, Password},
     state::AppState,
     store::{InsertUser, LoginReservation, NewSession, PasswordChange, UserRow},
@@ -62,15 +63,38 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<New
 /// Verifies the credentials and opens a session: [`Error::InvalidCredentials`] alike for an
 /// unknown email and a wrong password (in about the same time), [`Error::AccountDisabled`] only
 /// once the password is right, [`Error::Locked`] while the email is locked after consecutive
-/// failures (known or not, right password or not).
+/// failures (known or not, right password or not). A success also hands out a new device
+/// token. With a `device_token` that this user was given, the attempt counts against that
+/// token's own lock instead of the email's ([`crate::devices`], SECURITY.md E 48); any other
+/// token, also for an unknown email, counts as none.
 #[tracing::instrument(skip_all, fields(user_id))]
-pub async fn login(state: &AppState, email: &str, password: &str) -> Result<TokenPair> {
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    device_token: Option<&str>,
+) -> Result<TokenPair> {
     let raw_email = email;
     let email = Email::parse(raw_email).ok();
-    // The lock's key: the normalised email, or for a malformed one a bounded digest of it, so
-    // that nonsense is throttled like everything else and any engine can index the key.
-    let lock_key = Email::throttle_key(raw_email);
     let now = state.clock.now();
+    let user = match &email {
+        Some(email) => state.store.user_by_email(email.as_str()).await?,
+        None => None,
+    };
+    let device_tokens = DeviceTokens::new(state.ring.keks());
+    // Checked for every login that sends one, against an id no token is issued for when the
+    // email is unknown, so that the check's cost says nothing either.
+    let device = device_token.and_then(|token| {
+        device_tokens.recognise(token, user.as_ref().map_or("", |u| u.id.as_str()), now)
+    });
+    // The lock's key: the device token's own, else the normalised email, or for a malformed
+    // one a bounded digest of it, so that nonsense is throttled like everything else and any
+    // engine can index the key. A device login neither counts against nor clears the email's
+    // streak, so the owner's logins never hand a guesser a fresh series.
+    let lock_key = match &device {
+        Some(device) => device.throttle_key().to_owned(),
+        None => Email::throttle_key(raw_email),
+    };
     let failures = match reserve_password_check(state, &lock_key, now).await {
         Ok(failures) => failures,
         Err(e) => {
@@ -79,10 +103,6 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
             }
             return Err(e);
         }
-    };
-    let user = match &email {
-        Some(email) => state.store.user_by_email(email.as_str()).await?,
-        None => None,
     };
     let verified = match Password::for_login(password) {
         // An unknown or malformed email still costs one bcrypt verify, against a dummy hash.
@@ -97,7 +117,12 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
     };
     let Some(user) = user.filter(|_| verified) else {
         state.metrics.login("invalid_credentials");
-        tracing::info!(event = "login_failed", failures, "wrong password");
+        tracing::info!(
+            event = "login_failed",
+            failures,
+            device = device.is_some(),
+            "wrong password"
+        );
         return Err(Error::InvalidCredentials);
     };
     state.store.clear_login_failures(&lock_key).await?;
@@ -112,12 +137,19 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         return Err(Error::AccountDisabled);
     }
     let refresh = RefreshToken::generate();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    // Sealed for this session: the database alone never holds it (SECURITY.md I 100).
+    let rotation_key = state
+        .ring
+        .keks()
+        .seal_rotation_key(&session_id, &new_rotation_key())
+        .map_err(Error::Internal)?;
     let session = NewSession {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: session_id,
         user_id: user.id.clone(),
         created_at: now,
         expires_at: now.saturating_add(state.lifetimes.session_secs),
-        rotation_key: new_rotation_key(),
+        rotation_key,
         first_token_hash: refresh.hash(),
     };
     let Some(tokens_valid_after) = state
@@ -138,6 +170,7 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         state.metrics.login("invalid_credentials");
         return Err(Error::InvalidCredentials);
     };
+    rehash_if_weaker(state, &user, password).await;
     // The user as of the session's creation, which a "revoke everything" may have changed.
     let user = UserRow {
         tokens_valid_after,
@@ -150,10 +183,45 @@ pub async fn login(state: &AppState, email: &str, password: &str) -> Result<Toke
         refresh,
         refresh_issued_at: now,
     };
-    let tokens = access::issue(state, grant, now).await?;
+    let mut tokens = access::issue(state, grant, now).await?;
+    tokens.device_token = Some(device_tokens.issue(&user.id, now));
     state.metrics.login("success");
     tracing::info!(event = "login", session_id = %session.id, "session opened");
     Ok(tokens)
+}
+
+/// After a successful login, replaces the user's stored hash with one at the configured cost
+/// when it is weaker (a lower cost, or not `$2b$`): so that raising `AUTH_BCRYPT_COST` brings
+/// every account that logs in to the dummy hash's cost (SECURITY.md E 46). The write replaces
+/// only the hash this login checked; losing that race (a password change or another login came
+/// first), a busy hash pool or a store error leaves the old hash and never fails the login.
+async fn rehash_if_weaker(state: &AppState, user: &UserRow, password: &str) {
+    if !state.hasher.is_weaker_than_configured(&user.password_hash) {
+        return;
+    }
+    let Some(password) = Password::for_login(password) else {
+        return;
+    };
+    let rehashed = match state.hasher.hash(&password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            tracing::info!(error = %e, "password not rehashed; next login will");
+            return;
+        }
+    };
+    match state
+        .store
+        .rehash_password(&user.id, &user.password_hash, &rehashed)
+        .await
+    {
+        Ok(true) => tracing::info!(
+            event = "password_rehashed",
+            cost = state.hasher.cost(),
+            "password rehashed at the configured cost"
+        ),
+        Ok(false) => tracing::info!("password changed meanwhile; not rehashed"),
+        Err(e) => tracing::warn!(error = %e, "cannot store the rehashed password"),
+    }
 }
 
 /// Changes the password of the user of `access_token` (which must validate) from `current` to
@@ -168,6 +236,7 @@ pub async fn change_password(
     access_token: &str,
     current: &str,
     new: &str,
+    device_token: Option<&str>,
 ) -> Result<()> {
     let verified = access::verify(state, access_token).await?;
     access::check_session(state, &verified).await?;
@@ -179,7 +248,15 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| Error::InvalidToken("the user no longer exists".to_owned()))?;
     let now = state.clock.now();
-    let failures = reserve_password_check(state, &user.email, now).await?;
+    // As at login: a device token this user was given counts the check against its own lock,
+    // so an owner whose email a guesser has locked can still change the password from a device
+    // they used before; without one, the email's lock.
+    let device = device_token
+        .and_then(|token| DeviceTokens::new(state.ring.keks()).recognise(token, &user.id, now));
+    let lock_key = device
+        .as_ref()
+        .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());
+    let failures = reserve_password_check(state, &lock_key, now).await?;
     let current_is_right = match Password::for_login(current) {
         Some(current) => {
             state
@@ -193,7 +270,7 @@ pub async fn change_password(
         tracing::info!(event = "login_failed", failures, "wrong password");
         return Err(Error::WrongPassword);
     }
-    state.store.clear_login_failures(&user.email).await?;
+    state.store.clear_login_failures(&lock_key).await?;
     let email = Email::parse(&user.email).map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
     let new_password = Password::for_signup(new, &email, state.config.password_min_chars)?;
     let password_hash = state.hasher.hash(&new_password).await?;
@@ -220,6 +297,11 @@ pub async fn change_password(
                 other_sessions_ended,
                 "password changed"
             );
+            // The guesses counted so far were against the old password: the email's streak,
+            // and its lock, start over (SECURITY.md E 50). The password is changed either way.
+            if let Err(e) = state.store.clear_login_failures(&user.email).await {
+                tracing::warn!(error = %e, "password changed; the email's failures not cleared");
+            }
             Ok(())
         }
         // Another change came first: the current password given is no longer the password.

@@ -1,14 +1,18 @@
 //! Sessions after login: refresh-token rotation with reuse detection, and logout.
 
+use std::collections::BTreeSet;
+
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::{
     access::{self, Grant, TokenPair},
     Error, Result,
 };
 use crate::{
+    kek::KeyEncryptionKeys,
     state::AppState,
-    store::{RefreshLookup, SessionRow},
+    store::{RefreshLookup, RotationKeyAtRest, SessionRow, Store},
     tokens::RefreshToken,
 };
 
@@ -93,7 +97,8 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
     if session.user_disabled_at.is_some() {
         return Err(Rejected::Invalid("account disabled"));
     }
-    let successor = token.successor(&session.rotation_key);
+    // The rotation key is opened only where a successor is needed: reuse detection below does
+    // not depend on it, so an old token still ends the session where the key does not open.
     let lifetimes = &state.lifetimes;
     if found.token_generation == session.generation {
         if now
@@ -103,6 +108,7 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
         {
             return Err(Rejected::Invalid("idle timeout"));
         }
+        let successor = token.successor(&open_rotation_key(state, &session).await?);
         let won = state
             .store
             .rotate_refresh_token(&session.id, session.generation, &successor.hash(), now)
@@ -127,6 +133,7 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
         .saturating_add(lifetimes.refresh_reuse_grace_secs);
     if found.token_generation + 1 == session.generation && now < grace_ends {
         // The client retried (lost response, two tabs): answer with the live token again.
+        let successor = token.successor(&open_rotation_key(state, &session).await?);
         return issue(state, &session, successor, session.refreshed_at, now).await;
     }
     state
@@ -141,6 +148,140 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
         "refresh token reuse: session revoked"
     );
     Err(Rejected::Reused)
+}
+
+/// The rotation key of `session`, opened (SECURITY.md I 100).
+///
+/// A key that does not open — under a KEK this replica is not given, or altered, or moved from
+/// another session (the associated data is the session id) — refuses the refresh as
+/// `invalid_grant`, and is logged by session and KEK id (never a byte of it). The session is not
+/// revoked: a replica started without one of the KEKs must not end every session it meets.
+///
+/// A key in the clear (written before issue 10, or by a replica of an earlier version during a
+/// rolling upgrade) or under an older KEK is used and re-sealed under the current KEK here, so
+/// that such a session still refreshes. The start already re-sealed every row it found
+/// ([`reseal_rotation_keys`]); this catches the rows written since. Accepting a key in the clear
+/// lets nobody in who could not get in anyway: whoever can write one into the database can as
+/// well write the hash of a refresh token of their own.
+async fn open_rotation_key(
+    state: &AppState,
+    session: &SessionRow,
+) -> Result<Zeroizing<Vec<u8>>, Rejected> {
+    let keks = state.ring.keks();
+    let (key, from) = match session.rotation_key_at_rest() {
+        RotationKeyAtRest::Sealed(sealed) => match keks.open_rotation_key(&session.id, &sealed) {
+            Ok(key) if sealed.kek_id == keks.current_id() => return Ok(key),
+            Ok(key) => (key, sealed.kek_id),
+            Err(e) => {
+                tracing::error!(
+                    event = "rotation_key_unopenable",
+                    session_id = %session.id,
+                    kek_id = %sealed.kek_id,
+                    error = %e,
+                    "the session's rotation key does not open: refresh refused"
+                );
+                return Err(Rejected::Invalid("rotation key does not open"));
+            }
+        },
+        RotationKeyAtRest::Clear(key) => (Zeroizing::new(key.to_vec()), "plaintext".to_owned()),
+    };
+    let sealed = keks
+        .seal_rotation_key(&session.id, &key)
+        .map_err(Error::Internal)?;
+    if state
+        .store
+        .reseal_rotation_key(&session.id, &session.rotation_key, &sealed)
+        .await?
+    {
+        tracing::info!(
+            event = "rotation_key_resealed",
+            session_id = %session.id,
+            from = %from,
+            to = keks.current_id(),
+            "rotation key encrypted under the current key-encryption key"
+        );
+    }
+    Ok(key)
+}
+
+/// What [`reseal_rotation_keys`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RotationKeyReseal {
+    /// Rows re-sealed under the current KEK (in the clear or under an older one before).
+    pub resealed: u64,
+    /// Rows left as they were because they do not open under the configured KEKs; their
+    /// sessions cannot refresh (users log in again).
+    pub unopenable: u64,
+    /// The KEK ids those rows name.
+    pub unopenable_keks: BTreeSet<String>,
+}
+
+/// Rows read and re-sealed per transaction by [`reseal_rotation_keys`].
+const RESEAL_BATCH: i64 = 500;
+
+/// Re-seals, under the current KEK, every session's rotation key that is in the clear (written
+/// before issue 10) or sealed under another KEK (after a KEK rotation): at every start and by
+/// every `auth-api keys` command, as [`crate::keyring`] does with the signing keys.
+///
+/// At start rather than only lazily at the next refresh: a session that is never refreshed
+/// again would keep its key in the clear (or under a KEK that must then stay configured) until
+/// it expires, in every dump taken meanwhile, and `keys list` could not tell when the old KEK may
+/// be dropped. Idempotent and safe with several replicas starting at once (each row is replaced
+/// only if it still holds what was read); in batches, so memory stays bounded. A row that does
+/// not open is counted and logged (by KEK id), not fatal: its session only cannot refresh.
+pub async fn reseal_rotation_keys(
+    store: &Store,
+    keks: &KeyEncryptionKeys,
+) -> anyhow::Result<RotationKeyReseal> {
+    let mut done = RotationKeyReseal::default();
+    let mut after = String::new();
+    loop {
+        let rows = store
+            .rotation_keys_not_under(keks.current_id(), &after, RESEAL_BATCH)
+            .await?;
+        let Some((last, _, _)) = rows.last() else {
+            break;
+        };
+        after.clone_from(last);
+        let mut updates = Vec::with_capacity(rows.len());
+        for (session_id, column, kek_id) in rows {
+            let key = match RotationKeyAtRest::of(&column, kek_id.as_deref()) {
+                RotationKeyAtRest::Clear(key) => Zeroizing::new(key.to_vec()),
+                RotationKeyAtRest::Sealed(sealed) => {
+                    match keks.open_rotation_key(&session_id, &sealed) {
+                        Ok(key) => key,
+                        Err(_) => {
+                            done.unopenable += 1;
+                            done.unopenable_keks.insert(sealed.kek_id);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let sealed = keks.seal_rotation_key(&session_id, &key)?;
+            updates.push((session_id, column, sealed));
+        }
+        done.resealed += store.reseal_rotation_keys(&updates).await?;
+    }
+    if done.resealed > 0 {
+        tracing::info!(
+            event = "rotation_keys_resealed",
+            count = done.resealed,
+            to = keks.current_id(),
+            "sessions' rotation keys encrypted under the current key-encryption key"
+        );
+    }
+    if done.unopenable > 0 {
+        tracing::warn!(
+            event = "rotation_keys_unopenable",
+            count = done.unopenable,
+            kek_ids = ?done.unopenable_keks,
+            configured = ?keks.ids().collect::<Vec<_>>(),
+            "sessions' rotation keys that do not open under the configured key-encryption keys \
+             were left as they were: those sessions cannot refresh"
+        );
+    }
+    Ok(done)
 }
 
 /// The pair for `session` with its live `refresh` token, issued at `refresh_issued_at`.

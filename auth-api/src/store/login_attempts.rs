@@ -120,19 +120,25 @@ impl Store {
     /// Forgets failure streaks whose last failure is older than `before`, that are not locked
     /// beyond `now`, and that never earned a delay (fewer than `free_attempts` failures): a
     /// streak that did is kept until a success or an operator's unlock, so that waiting out the
-    /// prune does not give a guesser a fresh series of attempts.
+    /// prune does not give a guesser a fresh series of attempts. The counter of a device token
+    /// ([`crate::devices`]) goes, whatever it holds, once its token has expired: nothing can
+    /// count against it any more.
     pub async fn prune_login_attempts(
         &self,
         before: i64,
         now: i64,
         free_attempts: i64,
     ) -> Result<u64, sqlx::Error> {
+        // `device:` keys never contain an `@`; the second test keeps an odd email out of it.
         let result = sqlx::query(
-            "DELETE FROM login_attempts WHERE last_failure < $1 AND locked_until <= $2 AND failures < $3",
+            "DELETE FROM login_attempts WHERE (last_failure < $1 AND locked_until <= $2 AND failures < $3) \
+             OR (email LIKE $4 AND email NOT LIKE '%@%' AND last_failure < $5)",
         )
         .bind(before)
         .bind(now)
         .bind(free_attempts)
+        .bind(format!("{}%", crate::devices::KEY_PREFIX))
+        .bind(now.saturating_sub(crate::devices::FORGET_AFTER_SECS))
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())

@@ -24,8 +24,10 @@ use sqlx::{
 pub use emails::EmailCanonicalisation;
 pub use keys::{KeyMaterial, StoredKey};
 pub use login_attempts::LoginReservation;
-pub use revocations::{RevocationRow, Revoked};
-pub use sessions::{NewSession, RefreshLookup, RevokeAt, SessionRow, SessionSummary, TokenStatus};
+pub use revocations::{FeedCursor, RevocationPage, RevocationRow, Revoked};
+pub use sessions::{
+    NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
+};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -7,6 +7,12 @@
 use sqlx::{AnyConnection, FromRow};
 
 use super::{revocations::Revoked, Store};
+use crate::kek::{Sealed, NONCE_BYTES};
+
+/// How long a session that can never refresh again keeps its refresh-token hashes: a margin
+/// over clock differences between replicas, and a day in which a replay of its tokens is still
+/// logged as what it is (a revoked or expired session) rather than as an unknown token.
+const ENDED_SESSION_TOKENS_KEPT_SECS: i64 = 24 * 3600;
 
 /// When a revocation happens, and until when the gateway must be told about it: the access
 /// token lifetime plus the clock skew after it.
@@ -39,8 +45,9 @@ pub struct NewSession {
     pub created_at: i64,
     /// Absolute end, Unix seconds.
     pub expires_at: i64,
-    /// Key from which each successor refresh token is derived.
-    pub rotation_key: Vec<u8>,
+    /// Key from which each successor refresh token is derived, sealed for this session under
+    /// the current key-encryption key ([`crate::kek::KeyEncryptionKeys::seal_rotation_key`]).
+    pub rotation_key: Sealed,
     /// SHA-256 of the generation-0 refresh token.
     pub first_token_hash: Vec<u8>,
 }
@@ -58,12 +65,58 @@ pub struct SessionRow {
     pub generation: i64,
     /// When the live refresh token was issued.
     pub refreshed_at: i64,
-    /// Key from which successor refresh tokens are derived.
+    /// Key from which successor refresh tokens are derived, as stored: nonce and ciphertext
+    /// (see [`SessionRow::rotation_key_at_rest`]).
     pub rotation_key: Vec<u8>,
+    /// The key-encryption key that sealed `rotation_key`; `None` for a key in the clear,
+    /// written before issue 10.
+    pub rotation_key_kek: Option<String>,
     /// Set once revoked.
     pub revoked_at: Option<i64>,
     /// Set while the user is disabled.
     pub user_disabled_at: Option<i64>,
+}
+
+/// How a session's rotation key is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationKeyAtRest<'a> {
+    /// In the clear: written before issue 10 (or by a replica of an earlier version).
+    Clear(&'a [u8]),
+    /// Sealed under a key-encryption key, bound to the session's id.
+    Sealed(Sealed),
+}
+
+impl<'a> RotationKeyAtRest<'a> {
+    /// The rotation key of a `rotation_key` column and its `rotation_key_kek`: the column of a
+    /// sealed key holds the 24-byte nonce, then the ciphertext and its tag. A column too short
+    /// for a nonce still comes back as `Sealed`, and fails to open.
+    pub fn of(column: &'a [u8], kek_id: Option<&str>) -> Self {
+        match kek_id {
+            None => Self::Clear(column),
+            Some(kek_id) => Self::Sealed(split_sealed(kek_id, column)),
+        }
+    }
+}
+
+impl SessionRow {
+    /// The rotation key as stored.
+    pub fn rotation_key_at_rest(&self) -> RotationKeyAtRest<'_> {
+        RotationKeyAtRest::of(&self.rotation_key, self.rotation_key_kek.as_deref())
+    }
+}
+
+/// The column value of a sealed rotation key: nonce, then ciphertext and tag.
+fn join_sealed(sealed: &Sealed) -> Vec<u8> {
+    [sealed.nonce.as_slice(), sealed.ciphertext.as_slice()].concat()
+}
+
+fn split_sealed(kek_id: &str, stored: &[u8]) -> Sealed {
+    let (nonce, ciphertext) = stored.split_at(stored.len().min(NONCE_BYTES));
+    Sealed {
+        kek_id: kek_id.to_owned(),
+        nonce: nonce.to_vec(),
+        ciphertext: ciphertext.to_vec(),
+    }
 }
 
 /// A presented refresh token, found by its hash.
@@ -135,14 +188,15 @@ impl Store {
             return Ok(None);
         };
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, rotation_key) \
-             VALUES ($1, $2, $3, $4, 0, $3, $5)",
+            "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, \
+             rotation_key, rotation_key_kek) VALUES ($1, $2, $3, $4, 0, $3, $5, $6)",
         )
         .bind(&session.id)
         .bind(&session.user_id)
         .bind(session.created_at)
         .bind(session.expires_at)
-        .bind(&session.rotation_key)
+        .bind(join_sealed(&session.rotation_key))
+        .bind(&session.rotation_key.kek_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -164,7 +218,8 @@ impl Store {
     ) -> Result<Option<RefreshLookup>, sqlx::Error> {
         sqlx::query_as(
             "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, s.generation, \
-                    s.refreshed_at, s.rotation_key, s.revoked_at, u.disabled_at AS user_disabled_at \
+                    s.refreshed_at, s.rotation_key, s.rotation_key_kek, s.revoked_at, \
+                    u.disabled_at AS user_disabled_at \
              FROM refresh_tokens rt \
              JOIN sessions s ON s.id = rt.session_id \
              JOIN users u ON u.id = s.user_id \
@@ -211,11 +266,78 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Replaces the rotation key of `session_id` with `sealed`, if the column still holds
+    /// `previous` as read: of several replicas (or refreshes) re-sealing one row at once, the
+    /// first wins and the others change nothing. `true` when this call replaced it.
+    pub async fn reseal_rotation_key(
+        &self,
+        session_id: &str,
+        previous: &[u8],
+        sealed: &Sealed,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 \
+             WHERE id = $3 AND rotation_key = $4",
+        )
+        .bind(join_sealed(sealed))
+        .bind(&sealed.kek_id)
+        .bind(session_id)
+        .bind(previous.to_vec())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// [`Store::reseal_rotation_key`] for many rows in one transaction (the start-up re-seal);
+    /// how many it replaced. Each row is `(session id, column as read, new sealed key)`.
+    pub async fn reseal_rotation_keys(
+        &self,
+        rows: &[(String, Vec<u8>, Sealed)],
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut replaced = 0;
+        for (session_id, previous, sealed) in rows {
+            replaced += sqlx::query(
+                "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 \
+                 WHERE id = $3 AND rotation_key = $4",
+            )
+            .bind(join_sealed(sealed))
+            .bind(&sealed.kek_id)
+            .bind(session_id)
+            .bind(previous.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(replaced)
+    }
+
+    /// Up to `limit` sessions, by id after `after`, whose rotation key is in the clear or
+    /// sealed under a key-encryption key other than `current_kek`: `(id, column, KEK)`.
+    pub async fn rotation_keys_not_under(
+        &self,
+        current_kek: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, rotation_key, rotation_key_kek FROM sessions \
+             WHERE (rotation_key_kek IS NULL OR rotation_key_kek <> $1) AND id > $2 \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(current_kek)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The session as it is now (after losing a rotation race).
     pub async fn session(&self, session_id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, s.rotation_key, \
-                    s.revoked_at, u.disabled_at AS user_disabled_at \
+                    s.rotation_key_kek, s.revoked_at, u.disabled_at AS user_disabled_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
         )
         .bind(session_id)
@@ -290,9 +412,12 @@ impl Store {
         .bind(reason)
         .fetch_all(&mut *conn)
         .await?;
-        for session_id in &ended {
-            Self::record_revocation(conn, Revoked::Session(session_id), at.until, at.now).await?;
-        }
+        // One bump of the feed's head for all of them, last: it holds the head until commit.
+        let revoked: Vec<_> = ended
+            .iter()
+            .map(|sid| Revoked::Session(sid.as_str()))
+            .collect();
+        Self::record_revocations(conn, &revoked, at.until, at.now).await?;
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
     }
 
@@ -423,6 +548,28 @@ impl Store {
             .bind(before)
             .execute(&self.pool)
             .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Deletes the refresh-token hashes of every session that can never refresh again, once it
+    /// has been so for a day: revoked (a revocation is never
+    /// undone), past its absolute end, or unused past the idle timeout `idle_secs` (only the
+    /// live token could bring it back, and the idle timeout refuses it). No token of such a
+    /// session can refresh, so a replay answers `invalid_grant` whether or not its hash is
+    /// still known; the session row itself stays (for `/validate` and the CLI) until
+    /// [`Store::delete_sessions_expired_before`]. A live session keeps every generation:
+    /// reuse detection needs them (SECURITY.md F 56, F 58, I 101). How many rows it deleted.
+    pub async fn prune_refresh_tokens(&self, now: i64, idle_secs: i64) -> Result<u64, sqlx::Error> {
+        let ended_before = now.saturating_sub(ENDED_SESSION_TOKENS_KEPT_SECS);
+        let result = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE session_id IN (\
+               SELECT id FROM sessions \
+               WHERE revoked_at < $1 OR expires_at < $1 OR refreshed_at < $2)",
+        )
+        .bind(ended_before)
+        .bind(ended_before.saturating_sub(idle_secs))
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 }

@@ -230,6 +230,26 @@ impl Store {
         })
     }
 
+    /// Replaces the user's password hash `verified_hash` (the one a login just checked) with
+    /// `password_hash`, the same password hashed at a higher cost; `false`, and nothing
+    /// written, when the hash is no longer `verified_hash` (a password change or another
+    /// login's rehash came first).
+    pub async fn rehash_password(
+        &self,
+        user_id: &str,
+        verified_hash: &str,
+        password_hash: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let result =
+            sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+                .bind(user_id)
+                .bind(verified_hash)
+                .bind(password_hash)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Enables a disabled user; `false` when not disabled.
     pub async fn enable_user(&self, user_id: &str) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(

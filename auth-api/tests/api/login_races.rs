@@ -82,7 +82,12 @@ async fn a_login_finishing_after_a_disable_opens_no_session(app: TestApp) {
         user_id: checked.id.clone(),
         created_at: app.clock.now(),
         expires_at: app.clock.now() + 3600,
-        rotation_key: vec![7; 32],
+        rotation_key: app
+            .state
+            .ring
+            .keks()
+            .seal_rotation_key("unused", &[7; 32])
+            .unwrap(),
         first_token_hash: vec![1; 32],
     };
     let created = app
@@ -189,7 +194,12 @@ async fn a_revocation_passes_every_session_issue_time(app: TestApp) {
         user_id: row.id.clone(),
         created_at: now + 30,
         expires_at: now + 3600,
-        rotation_key: vec![7; 32],
+        rotation_key: app
+            .state
+            .ring
+            .keks()
+            .seal_rotation_key("unused", &[7; 32])
+            .unwrap(),
         first_token_hash: vec![2; 32],
     };
     app.state

@@ -7,7 +7,10 @@
 
 mod algorithms;
 mod at_rest;
+mod audit;
 mod cli;
+mod connections;
+mod devices;
 mod discovery;
 mod helpers;
 mod keys;
@@ -16,10 +19,14 @@ mod login_races;
 mod logout;
 mod password;
 mod refresh;
+mod refresh_storage;
+mod rehash;
 mod revocation;
+mod rotation_keys;
 mod service;
 mod shedding;
 mod signup;
+mod startup;
 mod throttle;
 mod unavailable;
 mod validate;

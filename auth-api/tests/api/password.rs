@@ -196,7 +196,12 @@ async fn changes_and_logins_that_lost_a_race_change_nothing(app: TestApp) {
         user_id: row.id.clone(),
         created_at: app.clock.now(),
         expires_at: app.clock.now() + 3600,
-        rotation_key: vec![7; 32],
+        rotation_key: app
+            .state
+            .ring
+            .keks()
+            .seal_rotation_key("unused", &[7; 32])
+            .unwrap(),
         first_token_hash: vec![1; 32],
     };
     assert!(

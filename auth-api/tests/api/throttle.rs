@@ -469,3 +469,34 @@ async fn replicas_share_the_address_buckets_in_redis() {
         .await;
     assert_ne!(elsewhere.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// SECURITY.md E 49: `/logout` and `/password` are inside the per-address bucket: once a client
+/// address has used it up, each answers 429 `rate_limited` with `Retry-After`, before any
+/// token or password is looked at; another address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_and_password_refuse_a_client_address_over_its_limit() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.ip_limit_per_minute = 2).await;
+    for (path, client) in [("/logout", "203.0.113.21"), ("/password", "203.0.113.22")] {
+        for _ in 0..2 {
+            let response = app.request(through_gateway(path, client, "10.0.0.1")).await;
+            assert_ne!(
+                response.status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "{path}: within the bucket"
+            );
+        }
+        let limited = app.request(through_gateway(path, client, "10.0.0.2")).await;
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert_eq!(limited.error(), "rate_limited", "{path}");
+        let retry_after: u64 = limited
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!(retry_after >= 1, "{path}: {retry_after}");
+        let other = app
+            .request(through_gateway(path, "203.0.113.99", "10.0.0.2"))
+            .await;
+        assert_ne!(other.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+}

@@ -1,0 +1,245 @@
+//! Slow and numerous clients over real sockets (SECURITY.md I 97): the header-read timeout, the
+//! request timeout, the connection cap of each listener, and the graceful drain.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use crate::helpers::{test_config, Backend, TestDb};
+
+/// A running `App` over real sockets on a fresh SQLite database.
+struct Served {
+    public: SocketAddr,
+    internal: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<anyhow::Result<()>>,
+    _db: TestDb,
+}
+
+impl Served {
+    async fn start(adjust: impl FnOnce(&mut auth_api::Config)) -> Self {
+        let (db, url) = TestDb::create(Backend::Sqlite).await;
+        let mut config = test_config(url);
+        adjust(&mut config);
+        let app = auth_api::App::build(config).await.unwrap();
+        let public = app.public_addr().unwrap();
+        let internal = app.internal_addr().unwrap().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            public,
+            internal,
+            stop: Some(stop),
+            server,
+            _db: db,
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.stop.take().expect("stopped twice").send(());
+    }
+}
+
+/// Reads one HTTP/1.1 response (head, then a `Content-Length` body) and returns it as text.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return text.into_owned();
+            }
+        }
+        let n = stream.read(&mut chunk).await.expect("cannot read");
+        assert!(n > 0, "closed before a whole response: {text:?}");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `GET /healthz` on an open connection, kept alive; returns the response.
+async fn get_healthz(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: auth\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(stream).await
+}
+
+/// Whether the server closes `stream` (end of stream or reset) within `limit`, with nothing sent.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0_u8; 256];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!(
+            "expected no answer, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(_elapsed) => false,
+    }
+}
+
+/// SECURITY.md I 97: a connection that never finishes its request head is closed after
+/// `AUTH_HEADER_READ_TIMEOUT_SECS`, on both listeners; so is one left idle after a response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_half_a_request_head_is_disconnected_by_auth_api() {
+    let timeout = Duration::from_millis(400);
+    let mut served = Served::start(|c| c.header_read_timeout = timeout).await;
+    for addr in [served.public, served.internal] {
+        let started = Instant::now();
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"POST /login HTTP/1.1\r\nHost: auth\r\nContent-Ty")
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(5)).await,
+            "{addr}: the half-sent head keeps its connection"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= timeout - Duration::from_millis(50), "{waited:?}");
+    }
+    // An idle keep-alive connection cannot hold its place either.
+    let mut idle = TcpStream::connect(served.public).await.unwrap();
+    assert!(get_healthz(&mut idle).await.starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut idle, Duration::from_secs(5)).await);
+    // A client that sends its head in time is served.
+    let mut prompt = TcpStream::connect(served.public).await.unwrap();
+    assert!(get_healthz(&mut prompt).await.starts_with("HTTP/1.1 200"));
+    served.stop();
+    served.server.await.unwrap().unwrap();
+}
+
+/// SECURITY.md I 97: with `AUTH_MAX_CONNECTIONS` = N, the N+1th connection of a listener is not
+/// served until one of the N closes; each listener has its own cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_beyond_the_cap_waits_until_one_closes() {
+    const CAP: usize = 2;
+    let mut served = Served::start(|c| {
+        c.max_connections = CAP as u32;
+        // Long enough that no idle connection is closed during the test.
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    for addr in [served.public, served.internal] {
+        let mut open = Vec::new();
+        for _ in 0..CAP {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            assert!(get_healthz(&mut stream).await.starts_with("HTTP/1.1 "));
+            open.push(stream);
+        }
+        // The kernel completes the handshake (backlog), but auth-api does not accept it.
+        let mut waiting = TcpStream::connect(addr).await.unwrap();
+        waiting
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: auth\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0_u8; 64];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf))
+                .await
+                .is_err(),
+            "{addr}: the connection past the cap was served"
+        );
+        if addr == served.public {
+            // The internal listener is not starved by a full public one.
+            let mut internal = TcpStream::connect(served.internal).await.unwrap();
+            assert!(get_healthz(&mut internal).await.starts_with("HTTP/1.1 "));
+        }
+        drop(open.pop());
+        let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut waiting))
+            .await
+            .expect("served once a connection closed");
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    }
+    served.stop();
+    served.server.await.unwrap().unwrap();
+}
+
+/// SECURITY.md I 97: a request whose body trickles in gets `408 request_timeout` (JSON) after
+/// `AUTH_REQUEST_TIMEOUT_SECS`, and its connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408_after_the_request_timeout() {
+    let timeout = Duration::from_millis(400);
+    let mut served = Served::start(|c| c.request_timeout = timeout).await;
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(served.public).await.unwrap();
+    slow.write_all(
+        b"POST /login HTTP/1.1\r\nHost: auth\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"email\":",
+    )
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut slow))
+        .await
+        .expect("no answer within 5 s");
+    assert!(started.elapsed() >= timeout - Duration::from_millis(50));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await);
+    served.stop();
+    served.server.await.unwrap().unwrap();
+}
+
+/// Graceful shutdown under the new accept loop: the listener closes at once, a request in
+/// flight is still answered, then the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_still_completes_a_request_in_flight() {
+    let mut served = Served::start(|_| {}).await;
+    let body = br#"{"email":"in-flight@example.com","password":"correct horse battery staple"}"#;
+    let (first, rest) = body.split_at(20);
+    let mut in_flight = TcpStream::connect(served.public).await.unwrap();
+    in_flight
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: auth\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    in_flight.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    served.stop();
+    // The listener closes; the in-flight request keeps the server running.
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(served.public).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener still accepts after the stop");
+    assert!(!served.server.is_finished(), "stopped before answering");
+    in_flight.write_all(rest).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_response(&mut in_flight))
+        .await
+        .expect("the request in flight is answered");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_credentials"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), &mut served.server)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,179 @@
+//! Starting and operating the service: the refusal to start on a ring that cannot sign
+//! (SECURITY.md H 77), readiness and the exported metrics (H 79), and which listener serves the
+//! internal routes (I 86).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{send, test_config, Backend, TestApp, TestDb, TestResponse, INTERNAL_TOKEN};
+
+/// Revokes every key of the app's ring in the database, without a replacement.
+async fn revoke_every_key(app: &TestApp) {
+    let now = app.clock.now();
+    for key in app.state.store.keys().await.unwrap() {
+        app.state.store.revoke_key(&key.kid, now).await.unwrap();
+    }
+}
+
+/// SECURITY.md H 77: `App::build` (what `auth-api serve` runs) refuses a ring in which no key
+/// can sign, naming the way out; an empty ring gets a first key instead.
+async fn a_ring_that_cannot_sign_refuses_to_start(backend: Backend) {
+    let (db, url) = TestDb::create(backend).await;
+    let first = TestApp::on_database(db, url.clone(), |_| {}).await;
+    assert!(
+        first.state.ring.signer(first.clock.now()).is_some(),
+        "an empty ring got a first key"
+    );
+    revoke_every_key(&first).await;
+    let refused = auth_api::App::build(test_config(url))
+        .await
+        .expect_err("started on a ring that cannot sign");
+    let message = format!("{refused:#}");
+    assert!(message.contains("no signing key is active"), "{message}");
+    assert!(message.contains("auth-api keys rotate"), "{message}");
+}
+
+/// SECURITY.md H 79: `/readyz` is 503 `not_ready` once no key of the ring signs (while
+/// `/healthz` stays 200), and 200 again when one does.
+async fn readyz_is_503_when_no_key_signs(app: TestApp) {
+    assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+    revoke_every_key(&app).await;
+    app.state.ring.reload().await.unwrap();
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.error(), "not_ready");
+    assert!(
+        ready.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no signing key"),
+        "{}",
+        ready.body
+    );
+    assert_eq!(app.get("/healthz", None).await.status, StatusCode::OK);
+    let now = app.clock.now();
+    let (_, activates_at) = app.state.ring.rotate(now).await.expect("a new key");
+    app.advance(Duration::from_secs((activates_at - now + 1).unsigned_abs()));
+    app.state.ring.reload().await.unwrap();
+    assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+}
+
+fn metrics_text(response: &TestResponse) -> String {
+    assert_eq!(response.status, StatusCode::OK);
+    response.body.as_str().unwrap().to_owned()
+}
+
+/// SECURITY.md H 79: a detected refresh-token reuse is counted in
+/// `auth_refresh_total{result="reuse_detected"}`, next to the successes.
+async fn metrics_count_refresh_token_reuse(app: TestApp) {
+    let (_, tokens) = app.logged_in_user().await;
+    assert_eq!(app.refresh(&tokens.refresh).await.status, StatusCode::OK);
+    // Past the grace period the old token is a reuse: the session is revoked.
+    app.advance(app.state.config.refresh_reuse_grace + Duration::from_secs(1));
+    assert_eq!(
+        app.refresh(&tokens.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let text = metrics_text(&app.get("/metrics", None).await);
+    assert!(
+        text.contains(r#"auth_refresh_total{result="reuse_detected"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"auth_refresh_total{result="success"} 1"#),
+        "{text}"
+    );
+}
+
+/// SECURITY.md H 79: `auth_hash_queue_waiting` shows the logins waiting for a bcrypt slot, and
+/// goes back to 0.
+async fn metrics_show_the_hash_queue(backend: Backend) {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(backend, |c| {
+            c.bcrypt_cost = 12;
+            c.hash_concurrency = 1;
+            c.hash_queue = 4;
+        })
+        .await,
+    );
+    let text = metrics_text(&app.get("/metrics", None).await);
+    assert!(text.contains("auth_hash_queue_waiting 0"), "{text}");
+    let mut logins = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let app = std::sync::Arc::clone(&app);
+        logins.spawn(async move {
+            app.login(
+                &format!("queued-{i}@example.com"),
+                "wrong password entirely",
+            )
+            .await
+            .status
+        });
+    }
+    let hasher = app.state.hasher.clone();
+    let mut seen = false;
+    for _ in 0..5000 {
+        if hasher.waiting() == 2 {
+            let text = metrics_text(&app.get("/metrics", None).await);
+            // The gauge is read at scrape time: the queue may move between the two reads.
+            if text.contains("auth_hash_queue_waiting 2") {
+                seen = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(seen, "the gauge never showed the two waiting logins");
+    while let Some(status) = logins.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::UNAUTHORIZED);
+    }
+    let text = metrics_text(&app.get("/metrics", None).await);
+    assert!(text.contains("auth_hash_queue_waiting 0"), "{text}");
+}
+
+/// SECURITY.md I 86: the public router does not serve `/internal/*`, even with the internal
+/// token: 404 `not_found`, as for any unknown route; the internal router does.
+async fn internal_routes_are_404_on_the_public_listener(app: TestApp) {
+    let bearer = format!("Bearer {INTERNAL_TOKEN}");
+    for path in ["/internal/keys", "/internal/revocations"] {
+        for authorization in [None, Some(bearer.as_str())] {
+            let response = app.get(path, authorization).await;
+            assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(response.error(), "not_found", "{path}");
+        }
+        assert_eq!(
+            app.get_internal(path, Some(&bearer)).await.status,
+            StatusCode::OK,
+            "{path} on the internal listener"
+        );
+    }
+    // Nor does the internal router serve the public API.
+    let public_route = send(
+        &app.internal,
+        axum::http::Request::post("/login")
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .body(axum::body::Body::from(
+                json!({"email": "a@example.com", "password": "x"}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(public_route.status, StatusCode::NOT_FOUND);
+}
+
+crate::on_both_stores!(
+    readyz_is_503_when_no_key_signs,
+    metrics_count_refresh_token_reuse,
+    internal_routes_are_404_on_the_public_listener,
+);
+
+mod backends {
+    use super::*;
+    crate::on_both_backends!(
+        a_ring_that_cannot_sign_refuses_to_start,
+        metrics_show_the_hash_queue
+    );
+}
