@@ -5,6 +5,10 @@
 //! `unsafe`, so what is left to find is panics, which libFuzzer reports without one.
 //! `fuzz/seeds/` holds the committed seed inputs; what a run discovers goes to `fuzz/corpus/`
 //! (not committed) and crashes to `fuzz/artifacts/`.
+//!
+//! `api_bodies` drives the whole router on a SQLite file, or on the database in
+//! `AUTH_FUZZ_DATABASE_URL`: `cargo xtask test` runs it on both, since an input one engine
+//! accepts another may refuse (a NUL byte, a key past PostgreSQL's index row limit).
 
 use std::{
     path::{Path, PathBuf},
@@ -13,7 +17,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::tools::status;
+use crate::tools::{status, step, ThrowawayDb};
 
 /// Every fuzz target, with the runs `cargo xtask test` gives it (a few seconds each).
 pub(crate) const TARGETS: [(&str, u32); 5] = [
@@ -24,6 +28,13 @@ pub(crate) const TARGETS: [(&str, u32); 5] = [
     // The whole router on SQLite: about ten times slower an input.
     ("api_bodies", 30_000),
 ];
+
+/// The runs `cargo xtask test` gives `api_bodies` on PostgreSQL, after replaying the seeds and
+/// what the SQLite run found.
+const API_BODIES_POSTGRES_RUNS: u32 = 20_000;
+
+/// The variable that points `api_bodies` at a database instead of a fresh SQLite file.
+const API_BODIES_DATABASE_VAR: &str = "AUTH_FUZZ_DATABASE_URL";
 
 /// Installs cargo-fuzz when `cargo fuzz` does not answer.
 pub(crate) fn ensure_cargo_fuzz() -> anyhow::Result<()> {
@@ -39,13 +50,53 @@ pub(crate) fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     status(install).context("cannot install cargo-fuzz from crates.io")
 }
 
-/// Runs `target` from its seeds and the grown corpus, writing new inputs to `corpus`, with
-/// libFuzzer `options` (e.g. `-runs=N` or `-max_total_time=S`).
+/// What `cargo xtask test` runs: each target (or the named ones) from its seeds with a fixed
+/// seed and run count, the same inputs every time and a few seconds each; then `api_bodies`
+/// again on a throwaway PostgreSQL database, from its seeds and what the SQLite run found.
+pub(crate) fn check(root: &Path, only: &[String]) -> anyhow::Result<()> {
+    ensure_cargo_fuzz()?;
+    let scratch = std::env::temp_dir().join(format!("auth-fuzz-{}", std::process::id()));
+    let selected = |target: &str| only.is_empty() || only.iter().any(|o| o == target);
+    for (target, runs) in TARGETS.iter().filter(|(t, _)| selected(t)) {
+        step(&format!("fuzz {target}"), || {
+            let options = [format!("-runs={runs}"), "-seed=1".to_owned()];
+            // The SQLite pass is on SQLite even where the caller's environment says otherwise.
+            let env = [(API_BODIES_DATABASE_VAR, None)];
+            run(root, target, &scratch.join(target), &[], &options, &env)
+        })?;
+    }
+    if selected("api_bodies") {
+        step("fuzz api_bodies on PostgreSQL", || {
+            let db = ThrowawayDb::create("fuzz")?;
+            let found_on_sqlite = scratch.join("api_bodies");
+            let options = [
+                format!("-runs={API_BODIES_POSTGRES_RUNS}"),
+                "-seed=1".to_owned(),
+            ];
+            run(
+                root,
+                "api_bodies",
+                &scratch.join("api_bodies-postgres"),
+                &[found_on_sqlite.as_path()],
+                &options,
+                &[(API_BODIES_DATABASE_VAR, Some(&db.url))],
+            )
+        })?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Runs `target` from its seeds, the grown corpus and `inputs`, writing new inputs to `corpus`,
+/// with libFuzzer `options` (e.g. `-runs=N` or `-max_total_time=S`) and the variables of `env`
+/// set (or removed, for `None`).
 pub(crate) fn run(
     root: &Path,
     target: &str,
     corpus: &Path,
+    inputs: &[&Path],
     options: &[String],
+    env: &[(&str, Option<&str>)],
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(corpus)?;
     let fuzz = root.join("fuzz");
@@ -53,9 +104,16 @@ pub(crate) fn run(
     cmd.current_dir(&fuzz)
         .args(["fuzz", "run", "--sanitizer", "none", target])
         .arg(corpus)
+        .args(inputs.iter().filter(|dir| dir.exists()))
         .arg(fuzz.join("seeds").join(target))
         .arg("--")
         .args(options);
+    for (name, value) in env {
+        match value {
+            Some(value) => cmd.env(name, value),
+            None => cmd.env_remove(name),
+        };
+    }
     status(cmd)
         .with_context(|| format!("fuzz target {target} failed: see fuzz/artifacts/{target}/"))
 }
@@ -73,7 +131,9 @@ pub(crate) fn fuzz(root: &Path, seconds: u64, only: &[String]) -> anyhow::Result
             root,
             target,
             &corpus,
+            &[],
             &[format!("-max_total_time={seconds}")],
+            &[],
         )?;
     }
     Ok(())

@@ -194,3 +194,79 @@ pub(crate) fn ensure_nextest() -> anyhow::Result<()> {
     install.args(["install", "--locked", "cargo-nextest"]);
     status(install).context("cannot install cargo-nextest from crates.io")
 }
+
+/// The development machines' PostgreSQL, where tests and checks create their databases.
+pub(crate) const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The PostgreSQL server tests and checks create their databases on: `AUTH_TEST_POSTGRES_URL`,
+/// else [`DEFAULT_POSTGRES_URL`].
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// An empty PostgreSQL database for one run of a check, dropped (`WITH (FORCE)`) when this is
+/// dropped. Created and dropped with `psql`, which comes with any PostgreSQL installation; a
+/// server that does not answer is an error, never a reason to skip.
+pub(crate) struct ThrowawayDb {
+    name: String,
+    /// The database's URL, for `AUTH_DATABASE_URL` and the like.
+    pub(crate) url: String,
+}
+
+impl ThrowawayDb {
+    /// Creates `auth_<purpose>_<unique suffix>` on [`postgres_admin_url`].
+    pub(crate) fn create(purpose: &str) -> anyhow::Result<Self> {
+        let admin = postgres_admin_url();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("auth_{purpose}_{}_{nanos}", std::process::id());
+        psql(&admin, &format!("CREATE DATABASE {name}")).with_context(|| {
+            format!(
+                "cannot create a PostgreSQL database for {purpose} (server: AUTH_TEST_POSTGRES_URL, \
+                 default {DEFAULT_POSTGRES_URL}; start a local one with `pg_ctlcluster \
+                 --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
+            )
+        })?;
+        let Some((server, _)) = admin.rsplit_once('/') else {
+            bail!("AUTH_TEST_POSTGRES_URL needs a database path");
+        };
+        let url = format!("{server}/{name}");
+        Ok(Self { name, url })
+    }
+}
+
+impl Drop for ThrowawayDb {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = psql(&postgres_admin_url(), &drop) {
+            eprintln!("    could not drop the database {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Runs one SQL statement with `psql` on the database at `url`, failing with psql's message.
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let output = Command::new("psql")
+        .args([
+            "--no-psqlrc",
+            "--quiet",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .context("cannot run psql (the PostgreSQL client)")?;
+    if !output.status.success() {
+        bail!(
+            "psql `{sql}` exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
