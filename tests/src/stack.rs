@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use test_support::{Backend, TestDb};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::envoy::{filter_wasm, poll_internal_keys, render_config, Envoy};
+use crate::envoy::{filter_wasm, poll_internal_keys, render_config, set_stale_after, Envoy};
 
 /// The internal token of every stack.
 pub const INTERNAL_TOKEN: &str = "e2e-internal-token-0123456789abcdefghij";
@@ -42,6 +42,18 @@ pub struct StackOptions {
     pub configure: fn(&mut Config),
     /// Where the gateway's filter gets its keys.
     pub keys: GatewayKeys,
+    /// The filter's `stale_after_seconds` for keys and for the revocation feed, when not the
+    /// shipped ones.
+    pub stale_after: Option<StaleAfter>,
+}
+
+/// `stale_after_seconds` of the filter's two polled sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleAfter {
+    /// `remote_jwks.stale_after_seconds`.
+    pub keys: u32,
+    /// `remote_revocations.stale_after_seconds`.
+    pub revocations: u32,
 }
 
 impl Default for StackOptions {
@@ -54,11 +66,13 @@ impl Default for StackOptions {
             serve_auth_api: true,
             configure: |_| {},
             keys: GatewayKeys::PublicJwks,
+            stale_after: None,
         }
     }
 }
 
-enum AuthApi {
+/// auth-api in one of its lives: built (ports bound, nobody answering), serving, or stopped.
+pub(crate) enum AuthApi {
     Bound(Box<App>),
     Running {
         stop: oneshot::Sender<()>,
@@ -100,78 +114,29 @@ impl Stack {
     /// When any part does not start, with its log.
     pub async fn start(options: StackOptions) -> Self {
         let (db, url) = TestDb::create(options.backend).await;
-        let mut config = Config {
-            database_url: url,
-            listen: loopback(),
-            internal_listen: loopback(),
-            internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
-            bcrypt_cost: 4,
-            // PostgreSQL needs one; a fixed test KEK for every backend.
-            key_encryption_keys: Some(
-                test_support::TEST_KEK
-                    .parse()
-                    .expect("test-support's KEK parses"),
-            ),
-            // Every test client is one address; tests of the limit lower it again.
-            ip_limit_per_minute: 100_000,
-            ..Config::default()
-        };
+        let mut config = test_config(url);
         (options.configure)(&mut config);
         // The gateway accepts the issuer auth-api signs with, whatever the test made it.
         let config_issuer = config.issuer.clone();
-        let app = App::build_with_clock(config, Clock::default())
-            .await
-            .expect("auth-api does not start");
-        let public = app.public_addr().expect("no public address");
-        let internal = app
-            .internal_addr()
-            .expect("no internal address")
-            .expect("internal listener off");
-        let state = app.state().clone();
-
-        let echo = tokio::net::TcpListener::bind(loopback())
-            .await
-            .expect("cannot bind the upstream");
-        let upstream = echo.local_addr().expect("no upstream address");
-        let (echo_stop, echo_stopped) = oneshot::channel::<()>();
-        tokio::spawn(echo_upstream::serve(echo, async {
-            let _ = echo_stopped.await;
-        }));
-
-        let values = HashMap::from([
-            ("GATEWAY_PORT", "0".to_owned()),
-            ("ADMIN_PORT", "0".to_owned()),
-            ("AUTH_API_PORT", public.port().to_string()),
-            ("AUTH_INTERNAL_PORT", internal.port().to_string()),
-            ("UPSTREAM_PORT", upstream.port().to_string()),
-            ("WASM_PATH", filter_wasm().display().to_string()),
-            ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
-            ("ISSUER", config_issuer.clone()),
-            ("POLL_SECONDS", options.poll_seconds.to_string()),
-            (
-                "REVOCATION_POLL_SECONDS",
-                options.revocation_poll_seconds.to_string(),
-            ),
-        ]);
-        let mut envoy_config = render_config(&values);
-        if options.keys == GatewayKeys::Internal {
-            envoy_config = poll_internal_keys(&envoy_config);
-        }
-        let envoy = match Envoy::start(&envoy_config, options.concurrency).await {
-            Ok(envoy) => envoy,
-            Err(failed) => panic!("Envoy did not start ({:?}):\n{}", failed.status, failed.log),
-        };
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("cannot build an HTTP client");
+        let app = build_auth_api(config).await;
+        let (upstream, echo_stop) = spawn_echo().await;
+        let envoy = start_gateway(
+            &options,
+            GatewayUpstreams {
+                public: app.public,
+                internal: app.internal,
+                upstream,
+            },
+            &config_issuer,
+        )
+        .await;
         let mut stack = Self {
             envoy,
-            state,
-            client,
-            internal_addr: internal,
-            public_addr: public,
-            auth_api: AuthApi::Bound(Box::new(app)),
+            state: app.state,
+            client: http_client(),
+            internal_addr: app.internal,
+            public_addr: app.public,
+            auth_api: app.server,
             echo_stop: Some(echo_stop),
             _db: db,
         };
@@ -187,24 +152,12 @@ impl Stack {
     /// # Panics
     /// When auth-api was already started.
     pub async fn start_auth_api(&mut self) {
-        let AuthApi::Bound(app) = std::mem::replace(&mut self.auth_api, AuthApi::Stopped) else {
-            panic!("auth-api was already started");
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        self.auth_api = AuthApi::Running { stop, task };
+        self.auth_api.serve();
     }
 
     /// Stops auth-api (its ports close); Envoy keeps running.
     pub async fn stop_auth_api(&mut self) {
-        if let AuthApi::Running { stop, task } =
-            std::mem::replace(&mut self.auth_api, AuthApi::Stopped)
-        {
-            let _ = stop.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+        self.auth_api.stop().await;
     }
 
     /// Waits until a request on a protected route is no longer refused for lack of keys.
@@ -212,20 +165,7 @@ impl Stack {
     /// # Panics
     /// After 20 s.
     pub async fn wait_for_keys(&self) {
-        for _ in 0..200 {
-            // A token is needed: without one the answer is 401 whether keys are loaded or not.
-            let response = self
-                .client
-                .get(self.url("/api/ping"))
-                .bearer_auth("not.a.jwt")
-                .send()
-                .await;
-            if response.is_ok_and(|r| r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the gateway never loaded its keys:\n{}", self.envoy.log());
+        wait_for_gateway_keys(&self.client, &self.envoy).await;
     }
 
     /// The gateway URL of `path`.
@@ -257,13 +197,7 @@ impl Stack {
     /// # Panics
     /// When either step fails.
     pub async fn new_user(&self) -> (String, Value) {
-        let email = format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple());
-        let credentials = json!({"email": email, "password": "correct horse battery staple"});
-        let signup = self.post("/auth/signup", &credentials).await;
-        assert_eq!(signup.status(), 201, "signup through the gateway");
-        let login = self.post("/auth/login", &credentials).await;
-        assert_eq!(login.status(), 200, "login through the gateway");
-        (email, login.json().await.expect("login body"))
+        new_user_at(&self.client, &self.envoy.gateway).await
     }
 
     /// A token of exactly these header and payload texts, signed with the key that signs now
@@ -315,14 +249,207 @@ impl Drop for Stack {
         if let Some(stop) = self.echo_stop.take() {
             let _ = stop.send(());
         }
-        if let AuthApi::Running { stop, .. } =
-            std::mem::replace(&mut self.auth_api, AuthApi::Stopped)
-        {
-            let _ = stop.send(());
-        }
+        self.auth_api.signal_stop();
     }
 }
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// auth-api's test configuration on `database_url`: loopback ports chosen by the system, the
+/// internal listener with [`INTERNAL_TOKEN`], cheap bcrypt, the test KEK, and a per-address
+/// limit no test reaches unless it lowers it.
+pub(crate) fn test_config(database_url: String) -> Config {
+    Config {
+        database_url,
+        listen: loopback(),
+        internal_listen: loopback(),
+        internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
+        bcrypt_cost: 4,
+        // PostgreSQL needs one; a fixed test KEK for every backend.
+        key_encryption_keys: Some(
+            test_support::TEST_KEK
+                .parse()
+                .expect("test-support's KEK parses"),
+        ),
+        // Every test client is one address; tests of the limit lower it again.
+        ip_limit_per_minute: 100_000,
+        ..Config::default()
+    }
+}
+
+/// An auth-api built (migrated, key ring loaded, ports bound) but not serving yet.
+pub(crate) struct BuiltAuthApi {
+    pub(crate) state: AppState,
+    pub(crate) public: SocketAddr,
+    pub(crate) internal: SocketAddr,
+    pub(crate) server: AuthApi,
+}
+
+/// Builds auth-api on `config`; [`AuthApi::serve`] starts answering.
+///
+/// # Panics
+/// When it does not start.
+pub(crate) async fn build_auth_api(config: Config) -> BuiltAuthApi {
+    let app = App::build_with_clock(config, Clock::default())
+        .await
+        .expect("auth-api does not start");
+    BuiltAuthApi {
+        state: app.state().clone(),
+        public: app.public_addr().expect("no public address"),
+        internal: app
+            .internal_addr()
+            .expect("no internal address")
+            .expect("internal listener off"),
+        server: AuthApi::Bound(Box::new(app)),
+    }
+}
+
+impl AuthApi {
+    /// Serves on the ports it was bound to.
+    ///
+    /// # Panics
+    /// When it was already started.
+    pub(crate) fn serve(&mut self) {
+        let Self::Bound(app) = std::mem::replace(self, Self::Stopped) else {
+            panic!("auth-api was already started");
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        *self = Self::Running { stop, task };
+    }
+
+    /// Stops serving and waits (up to 10 s) until it has.
+    pub(crate) async fn stop(&mut self) {
+        if let Self::Running { stop, task } = std::mem::replace(self, Self::Stopped) {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// Tells a running auth-api to stop, without waiting (for `Drop`).
+    pub(crate) fn signal_stop(&mut self) {
+        if let Self::Running { stop, .. } = std::mem::replace(self, Self::Stopped) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the echo upstream on a free port; it stops when the sender is dropped or sent to.
+pub(crate) async fn spawn_echo() -> (SocketAddr, oneshot::Sender<()>) {
+    let echo = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("cannot bind the upstream");
+    let upstream = echo.local_addr().expect("no upstream address");
+    let (echo_stop, echo_stopped) = oneshot::channel::<()>();
+    tokio::spawn(echo_upstream::serve(echo, async {
+        let _ = echo_stopped.await;
+    }));
+    (upstream, echo_stop)
+}
+
+/// Where one gateway sends its traffic.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GatewayUpstreams {
+    /// auth-api's public listener: `/auth/*`, the JWKS.
+    pub(crate) public: SocketAddr,
+    /// auth-api's internal listener: the revocation feed (and `/internal/keys`).
+    pub(crate) internal: SocketAddr,
+    /// The echo upstream behind `/api/*`.
+    pub(crate) upstream: SocketAddr,
+}
+
+/// Renders `envoy/dev.yaml` for `to` with `options`' poll intervals, key document and
+/// staleness, and starts Envoy with `options.concurrency` workers.
+///
+/// # Panics
+/// When Envoy does not start, with its log.
+pub(crate) async fn start_gateway(
+    options: &StackOptions,
+    to: GatewayUpstreams,
+    issuer: &str,
+) -> Envoy {
+    let values = HashMap::from([
+        ("GATEWAY_PORT", "0".to_owned()),
+        ("ADMIN_PORT", "0".to_owned()),
+        ("AUTH_API_PORT", to.public.port().to_string()),
+        ("AUTH_INTERNAL_PORT", to.internal.port().to_string()),
+        ("UPSTREAM_PORT", to.upstream.port().to_string()),
+        ("WASM_PATH", filter_wasm().display().to_string()),
+        ("INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
+        ("ISSUER", issuer.to_owned()),
+        ("POLL_SECONDS", options.poll_seconds.to_string()),
+        (
+            "REVOCATION_POLL_SECONDS",
+            options.revocation_poll_seconds.to_string(),
+        ),
+    ]);
+    let mut envoy_config = render_config(&values);
+    if options.keys == GatewayKeys::Internal {
+        envoy_config = poll_internal_keys(&envoy_config);
+    }
+    if let Some(stale) = options.stale_after {
+        envoy_config = set_stale_after(&envoy_config, "remote_jwks", stale.keys);
+        envoy_config = set_stale_after(&envoy_config, "remote_revocations", stale.revocations);
+    }
+    match Envoy::start(&envoy_config, options.concurrency).await {
+        Ok(envoy) => envoy,
+        Err(failed) => panic!("Envoy did not start ({:?}):\n{}", failed.status, failed.log),
+    }
+}
+
+/// An HTTP client that follows no redirects.
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("cannot build an HTTP client")
+}
+
+/// Waits until `envoy` no longer refuses a request on a protected route for lack of keys.
+///
+/// # Panics
+/// After 20 s.
+pub(crate) async fn wait_for_gateway_keys(client: &reqwest::Client, envoy: &Envoy) {
+    for _ in 0..200 {
+        // A token is needed: without one the answer is 401 whether keys are loaded or not.
+        let response = client
+            .get(format!("{}/api/ping", envoy.gateway))
+            .bearer_auth("not.a.jwt")
+            .send()
+            .await;
+        if response.is_ok_and(|r| r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway never loaded its keys:\n{}", envoy.log());
+}
+
+/// Signs up and logs in a fresh user through the gateway at `gateway` (its base URL); returns
+/// (email, login body).
+///
+/// # Panics
+/// When either step fails.
+pub(crate) async fn new_user_at(client: &reqwest::Client, gateway: &str) -> (String, Value) {
+    let email = format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple());
+    let credentials = json!({"email": email, "password": "correct horse battery staple"});
+    let post = |path: &str| {
+        client
+            .post(format!("{gateway}{path}"))
+            .json(&credentials)
+            .send()
+    };
+    let signup = post("/auth/signup")
+        .await
+        .expect("the gateway does not answer");
+    assert_eq!(signup.status(), 201, "signup through the gateway");
+    let login = post("/auth/login")
+        .await
+        .expect("the gateway does not answer");
+    assert_eq!(login.status(), 200, "login through the gateway");
+    (email, login.json().await.expect("login body"))
 }

@@ -9,5 +9,6 @@ mod flow;
 mod forged;
 mod interop;
 mod keys;
+mod replicas;
 mod revocation;
 mod rotation;

@@ -230,3 +230,70 @@ async fn revoked_key_is_refused_at_the_gateway_within_a_poll() {
         .unwrap();
     answers_within(&stack, access(&fresh), 200).await;
 }
+
+/// Revocations that arrive faster than one page per poll reach the gateway over several pages
+/// of the feed, each asked for as soon as the last one answers: here pages of two entries, five
+/// sessions revoked at once and a 4 s poll. A gateway that waited a poll between pages would
+/// need three polls (at least 8 s) for the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages() {
+    const POLL: Duration = Duration::from_secs(4);
+    let stack = Stack::start(StackOptions {
+        configure: |config| config.revocation_feed_page = 2,
+        revocation_poll_seconds: 4,
+        ..StackOptions::default()
+    })
+    .await;
+    let (email, kept) = stack.new_user().await;
+    let credentials = json!({"email": email, "password": "correct horse battery staple"});
+    let mut revoked = Vec::new();
+    for _ in 0..5 {
+        let login: Value = stack
+            .post("/auth/login", &credentials)
+            .await
+            .json()
+            .await
+            .unwrap();
+        revoked.push(access(&login).to_owned());
+    }
+    for token in &revoked {
+        let logout = stack
+            .client
+            .post(stack.url("/auth/logout"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 204);
+    }
+    let logged_out = Instant::now();
+    let last = revoked.last().unwrap();
+    loop {
+        let status = stack
+            .client
+            .get(stack.url("/api/orders"))
+            .bearer_auth(last)
+            .header("connection", "close")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            logged_out.elapsed() < POLL + Duration::from_secs(3),
+            "the fifth revocation (third page) still not in force after {:?}",
+            logged_out.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for token in &revoked {
+        answers_within(&stack, token, 401).await;
+    }
+    assert_eq!(
+        stack.get("/api/orders", Some(access(&kept))).await.status(),
+        200,
+        "the session nobody revoked"
+    );
+}
