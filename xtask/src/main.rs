@@ -4,9 +4,16 @@
 //! - `up`: the whole dev stack on one machine (auth-api on SQLite, the echo upstream, Envoy
 //!   loading the filter), until Ctrl-C.
 //! - `bench edge`: the filter's cost per request in Envoy, next to native `jwt_authn`.
-//! - `fuzz`: the long fuzzing run (CI replays the seeds and fuzzes briefly in `test`).
+//! - `bench api`: auth-api's logins, refreshes and validations per second on each store, beside
+//!   the bcrypt bound and the store's in-process bound.
+//! - `contract`: the API contract check alone (schemathesis, auth-api on SQLite and on
+//!   PostgreSQL), as `test` runs it.
+//! - `fuzz`: the long fuzzing run; `fuzz --ci` is what `test` runs (the seeds replayed and each
+//!   target fuzzed briefly, `api_bodies` on SQLite and then on PostgreSQL).
 
 mod bench;
+mod bench_api;
+mod bench_load;
 mod contract;
 mod fuzz;
 mod interop;
@@ -22,7 +29,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::tools::{
-    ensure_envoy, ensure_nextest, ensure_postgres, ensure_redis, run, status, step,
+    ensure_envoy, ensure_nextest, ensure_postgres, ensure_redis, postgres_admin_url, run, status,
+    step,
 };
 
 /// The project's scripts.
@@ -42,17 +50,21 @@ enum Task {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Run the API contract check (schemathesis) against auth-api on SQLite and on PostgreSQL.
+    Contract,
     /// Fuzz every target (or the named ones) for a while, growing fuzz/corpus/.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 300)]
         seconds: u64,
+        /// Instead, what `cargo xtask test` runs: the seeds replayed and a fixed, brief run per
+        /// target (`api_bodies` on SQLite, then on a throwaway PostgreSQL database).
+        #[arg(long, conflicts_with = "seconds")]
+        ci: bool,
         /// Only these targets.
         targets: Vec<String>,
     },
 }
-
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -61,7 +73,19 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(&root),
         Task::Up => up::up(&root),
         Task::Bench(bench) => bench::bench(&root, &bench),
-        Task::Fuzz { seconds, targets } => fuzz::fuzz(&root, seconds, &targets),
+        Task::Contract => {
+            step("PostgreSQL", ensure_postgres)?;
+            contract_step(&root)
+        }
+        Task::Fuzz {
+            ci: true, targets, ..
+        } => {
+            step("PostgreSQL", ensure_postgres)?;
+            fuzz_step(&root, &targets)
+        }
+        Task::Fuzz {
+            seconds, targets, ..
+        } => fuzz::fuzz(&root, seconds, &targets),
     }
 }
 
@@ -110,8 +134,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
         )
     })?;
     let wasm = step("build the filter (wasm32-wasip1)", || build_filter(root))?;
-    let postgres_url =
-        std::env::var("AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+    let postgres_url = postgres_admin_url();
     step("tests", || {
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root)
@@ -131,22 +154,21 @@ fn test(root: &Path) -> anyhow::Result<()> {
     step("doctests", || {
         run(root, "cargo", &["test", "--workspace", "--doc", "--locked"])
     })?;
-    step("API contract (schemathesis against /openapi.json)", || {
-        contract::check(root)
-    })?;
+    contract_step(root)?;
+    fuzz_step(root, &[])
+}
+
+fn contract_step(root: &Path) -> anyhow::Result<()> {
     step(
-        "fuzz: replay the seeds and fuzz each target briefly",
-        || {
-            fuzz::ensure_cargo_fuzz()?;
-            let scratch = std::env::temp_dir().join(format!("auth-fuzz-{}", std::process::id()));
-            for (target, runs) in fuzz::TARGETS {
-                // A fixed seed and run count: the same inputs every time, a few seconds each.
-                let options = [format!("-runs={runs}"), "-seed=1".to_owned()];
-                fuzz::run(root, target, &scratch.join(target), &options)?;
-            }
-            let _ = std::fs::remove_dir_all(&scratch);
-            Ok(())
-        },
+        "API contract (schemathesis against /openapi.json, SQLite and PostgreSQL at once)",
+        || contract::check(root),
+    )
+}
+
+fn fuzz_step(root: &Path, only: &[String]) -> anyhow::Result<()> {
+    step(
+        "fuzz: replay the seeds and fuzz each target briefly (api_bodies on both stores)",
+        || fuzz::check(root, only),
     )
 }
 

@@ -1,0 +1,1350 @@
+//! `cargo xtask bench api`: auth-api's login, refresh and `/validate` rates, each beside the
+//! bound it could reach, on each store (`--store sqlite,postgres`; both by default).
+//!
+//! auth-api runs as the real release binary (`target/release/auth-api serve`, configured by
+//! environment as in production, bcrypt cost 12 unless `--bcrypt-cost` says otherwise), one per
+//! store, all started at once: a fresh PostgreSQL database (dropped after) and a SQLite file in a
+//! temporary directory. The per-address limiter is raised out of the way
+//! (`AUTH_IP_LIMIT_PER_MINUTE`), and logins cycle through many accounts, so that neither the
+//! limiter nor the per-email throttle shapes the numbers. In each round, for each store in turn,
+//! it measures:
+//!
+//! - **logins/s** with enough concurrent clients to keep every bcrypt slot busy, beside the
+//!   **bcrypt bound** measured just before in this process with the same `bcrypt` crate: the
+//!   CPUs auth-api runs on ÷ the median time of one verify at the configured cost (target ≥ 90%),
+//!   and, for the record, the verifies/s one thread per CPU got at once (what a shared machine
+//!   actually gives bcrypt at that moment);
+//! - **refreshes/s** over HTTP, beside the same store queries a refresh issues (find the token,
+//!   rotate it, read the user and its roles) driven directly through auth-api's own `Store` in
+//!   this process with as many concurrent tasks as wrk has connections: the bound the store
+//!   allows (target ≥ 50%); and, for the record, auth-api's whole refresh service in-process
+//!   (`service::sessions::refresh`: the store, the rotation key, signing; no HTTP);
+//! - **`/validate`/s** with one access token (target ≥ 20k/s on 2 cores on PostgreSQL);
+//!
+//! each with p50 and p99. Rounds alternate the measurements (login, refresh and its bounds,
+//! validate, then the next store, then the next round) so that a noisy neighbour hits them
+//! alike; the report gives medians over rounds, ratios paired round by round.
+//!
+//! The load is wrk's, pinned with taskset as in `bench edge` (one thread, so that a Lua script
+//! has one state), with Lua scripts for the POST bodies: logins walk through the accounts, and
+//! refreshes keep a queue of live refresh tokens, seeded with one token per session and fed by
+//! each answer's successor (each refresh consumes its token). wrk can do that cleanly because
+//! its `response()` callback runs before the connection asks `request()` for its next body, so
+//! the queue never runs dry while every answer is a 200 (it is seeded with twice as many
+//! sessions as connections: wrk calls `request()` once more to check the script, and that token
+//! is never sent); a token cut off by the end of a run is lost, so every refresh run starts from
+//! fresh sessions (opened in-process, as a login does after the password check, without
+//! bcrypt). So a Rust load generator was not needed, and every load comes from the same,
+//! pinned wrk.
+//!
+//! The in-process bounds need auth-api's library and a tokio runtime, which the everyday xtask
+//! does not build: `bench api` builds `auth-api` and xtask (feature `api-bench`) in release and
+//! re-runs itself as that binary, so the bounds run optimised like the server.
+
+use std::path::Path;
+
+use clap::{Args, ValueEnum};
+
+use crate::tools::{run, step};
+
+/// A store auth-api can run on. MySQL/MariaDB joins here once auth-api supports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StoreKind {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL (`AUTH_TEST_POSTGRES_URL`, default
+    /// `postgres://postgres@127.0.0.1:5432/postgres`), dropped after.
+    Postgres,
+}
+
+impl StoreKind {
+    #[cfg_attr(not(feature = "api-bench"), allow(dead_code))]
+    fn name(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "SQLite",
+            StoreKind::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// Options of `cargo xtask bench api`.
+#[derive(Debug, Args)]
+#[cfg_attr(not(feature = "api-bench"), allow(dead_code))]
+pub(crate) struct ApiArgs {
+    /// The stores, comma-separated; each round measures them in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StoreKind::Sqlite, StoreKind::Postgres])]
+    store: Vec<StoreKind>,
+    /// Seconds of load per refresh and `/validate` measurement (and per in-process bound).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
+    seconds: u32,
+    /// Seconds of load per login measurement: longer, since a run's first and last bcrypt
+    /// computations are only partly counted.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    login_seconds: u32,
+    /// Rounds; each round runs every measurement on every store once, in the same order.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Seconds of unrecorded load per measurement before the first round; 0 skips the warm-up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=600))]
+    warmup: u32,
+    /// Connections for `/refresh` and `/validate`, and tasks of the in-process bounds.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    connections: u32,
+    /// Connections for `/login`; default three per CPU auth-api runs on (more than the bcrypt
+    /// slots, so that a slot never waits for a client).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    login_connections: Option<u32>,
+    /// `AUTH_BCRYPT_COST` (12 is the default, as in production).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(10..=31))]
+    bcrypt_cost: u32,
+    /// Accounts the logins cycle through (at least twice the login connections, so that no
+    /// email is ever logged into twice at once).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    users: u32,
+}
+
+#[cfg(feature = "api-bench")]
+pub(crate) fn api(root: &Path, args: &ApiArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        return release_run(root);
+    }
+    measure::run(root, args)
+}
+
+#[cfg(not(feature = "api-bench"))]
+pub(crate) fn api(root: &Path, _args: &ApiArgs) -> anyhow::Result<()> {
+    release_run(root)
+}
+
+/// Builds auth-api and this benchmark in release, then replaces this process with the release
+/// xtask, given the same arguments.
+fn release_run(root: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    step("build auth-api and the benchmark (release)", || {
+        run(
+            root,
+            "cargo",
+            &[
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "auth-api",
+                "-p",
+                "xtask",
+                "--features",
+                "xtask/api-bench",
+            ],
+        )
+    })?;
+    let xtask = crate::tools::target_dir(root).join("release/xtask");
+    let error = std::process::Command::new(&xtask)
+        .current_dir(root)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(anyhow::Error::new(error).context(format!("cannot run {}", xtask.display())))
+}
+
+#[cfg(feature = "api-bench")]
+mod measure {
+    use std::{
+        fs::File,
+        net::{SocketAddr, TcpListener, TcpStream},
+        path::{Path, PathBuf},
+        process::{Child, Command},
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::{Duration, Instant},
+    };
+
+    use anyhow::{bail, Context as _};
+    use auth_api::{clock::Clock, store::NewSession, tokens::RefreshToken, AppState, Config};
+    use rand_core::{OsRng, RngCore as _};
+    use reqwest::blocking::Client;
+    use serde_json::Value;
+
+    use super::{ApiArgs, StoreKind};
+    use crate::{
+        bench_load::{
+            allowed_cpus, cpu_model, ensure_load_tools, interrupted, median, or_interrupted, Wrk,
+            WrkOutput,
+        },
+        tools::{ensure_postgres, step, target_dir, ThrowawayDb},
+    };
+
+    /// The key-encryption key of every store (32 bytes, base64url): only ever used on loopback
+    /// by this benchmark. PostgreSQL refuses to start without one; SQLite gets it too, so that
+    /// both seal alike.
+    const KEK: &str = "bench-api:YXV0aC1zZXJ2aWNlIGFwaSBiZW5jaG1hcmsga2VrISE";
+    /// The password of every benchmark account.
+    const PASSWORD: &str = "loopback-Bench-password-4f9c2e71";
+    /// Targets of issue 11.
+    const TARGET_LOGIN: f64 = 0.90;
+    const TARGET_REFRESH: f64 = 0.50;
+    const TARGET_VALIDATE: f64 = 20_000.0;
+
+    fn email(i: u32) -> String {
+        format!("bench-{i}@example.com")
+    }
+
+    /// The SQLite store's directory, removed when dropped (also when the run fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn create() -> anyhow::Result<Self> {
+            let dir = std::env::temp_dir().join(format!("auth-bench-api-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Ok(Self(dir))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A running auth-api, killed when dropped.
+    struct Server {
+        child: Child,
+        log: PathBuf,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Server {
+        /// The end of its log, for an error message.
+        fn log_tail(&self) -> String {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nauth-api's log ({}) ends with:\n{tail}",
+                    self.log.display()
+                )
+            }
+        }
+
+        fn ensure_running(&mut self) -> anyhow::Result<()> {
+            if let Some(exit) = self.child.try_wait()? {
+                bail!("auth-api exited with {exit}{}", self.log_tail());
+            }
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Sample {
+        rps: f64,
+        p50_us: f64,
+        p99_us: f64,
+    }
+
+    impl From<&WrkOutput> for Sample {
+        fn from(out: &WrkOutput) -> Self {
+            Self {
+                rps: out.rps,
+                p50_us: out.p50_us,
+                p99_us: out.p99_us,
+            }
+        }
+    }
+
+    /// Samples of one store, one per round.
+    #[derive(Default)]
+    struct Samples {
+        /// Median seconds of one bcrypt verify.
+        bcrypt_verify: Vec<f64>,
+        /// bcrypt verifies per second with one thread per CPU of auth-api, all at once.
+        bcrypt_parallel: Vec<f64>,
+        login: Vec<Sample>,
+        refresh: Vec<Sample>,
+        store_bound: Vec<Sample>,
+        service: Vec<Sample>,
+        validate: Vec<Sample>,
+    }
+
+    /// One store under test. Fields drop in order: the server, then the in-process state,
+    /// then the database.
+    struct Target {
+        kind: StoreKind,
+        server: Server,
+        port: u16,
+        state: AppState,
+        /// Fresh refresh tokens, one batch of twice `connections` per wrk run.
+        sessions: Vec<String>,
+        /// The live token hash of each chain of the store-queries bound.
+        store_chains: Vec<Vec<u8>>,
+        /// The live refresh token of each chain of the in-process service bound.
+        service_chains: Vec<String>,
+        access_token: String,
+        samples: Samples,
+        _db: Option<ThrowawayDb>,
+    }
+
+    /// CPUs: auth-api's, and wrk's.
+    struct Cpus {
+        server: Vec<u32>,
+        load: Option<u32>,
+        /// Whether auth-api is pinned (only with three CPUs or more).
+        server_pinned: bool,
+    }
+
+    fn cpus() -> Cpus {
+        let all = allowed_cpus();
+        match all.split_last() {
+            Some((&last, rest)) if rest.len() >= 2 => Cpus {
+                server: rest.to_vec(),
+                load: Some(last),
+                server_pinned: true,
+            },
+            Some((&last, _)) => Cpus {
+                server: all.clone(),
+                load: Some(last),
+                server_pinned: false,
+            },
+            None => Cpus {
+                server: vec![0],
+                load: None,
+                server_pinned: false,
+            },
+        }
+    }
+
+    pub(super) fn run(root: &Path, args: &ApiArgs) -> anyhow::Result<()> {
+        step("wrk and taskset", ensure_load_tools)?;
+        if args.store.contains(&StoreKind::Postgres) {
+            step("PostgreSQL", ensure_postgres)?;
+        }
+        let mut stores = args.store.clone();
+        stores.dedup();
+        anyhow::ensure!(!stores.is_empty(), "no store to measure");
+        let binary = target_dir(root).join("release/auth-api");
+        anyhow::ensure!(binary.exists(), "{} is missing", binary.display());
+        let work = target_dir(root).join("bench-api");
+        std::fs::create_dir_all(&work)
+            .with_context(|| format!("cannot create {}", work.display()))?;
+        let temp = TempDir::create()?;
+        let temp = &temp.0;
+        let cpus = cpus();
+        let cores = cpus.server.len();
+        let login_connections = args
+            .login_connections
+            .unwrap_or(u32::try_from(cores * 3).unwrap_or(6));
+        anyhow::ensure!(
+            args.users >= login_connections * 2,
+            "--users {} must be at least twice --login-connections ({login_connections})",
+            args.users
+        );
+        println!(
+            "    auth-api on CPUs {:?}{}, wrk on {:?}",
+            cpus.server,
+            if cpus.server_pinned {
+                ""
+            } else {
+                " (not pinned: fewer than three CPUs)"
+            },
+            cpus.load
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .context("cannot catch Ctrl-C")?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()?;
+        let _entered = runtime.enter();
+
+        let wrk_runs = usize::try_from(args.rounds + u32::from(args.warmup > 0))?;
+        let connections = usize::try_from(args.connections)?;
+        let mut targets = Vec::new();
+        for &kind in &stores {
+            let target = step(&format!("start auth-api on {}", kind.name()), || {
+                start(
+                    &runtime,
+                    kind,
+                    &binary,
+                    &work,
+                    temp,
+                    &cpus,
+                    args,
+                    wrk_runs * 2 * connections,
+                    connections,
+                )
+            })?;
+            targets.push(target);
+        }
+
+        let bcrypt_input = "x".repeat(64);
+        let bcrypt_hash = bcrypt::non_truncating_hash(&bcrypt_input, args.bcrypt_cost)?;
+        let scripts = Scripts::write(&work, args.users)?;
+        let client = control_client()?;
+        for target in &mut targets {
+            step(&format!("check {} over HTTP", target.kind.name()), || {
+                check(&client, target)
+            })?;
+        }
+        drop(client);
+
+        let mut notes = Vec::new();
+        let one_round = |round: Option<u32>,
+                         targets: &mut Vec<Target>,
+                         notes: &mut Vec<String>|
+         -> anyhow::Result<()> {
+            let (seconds, login_seconds) = match round {
+                Some(_) => (args.seconds, args.login_seconds),
+                None => (args.warmup, args.warmup),
+            };
+            for target in targets.iter_mut() {
+                let store = target.kind.name();
+                let label = |what: &str| match round {
+                    Some(r) => format!("round {r}/{}, {store}, {what}", args.rounds),
+                    None => format!("warm-up, {store}, {what}"),
+                };
+                interrupted(&stop)?;
+                let verify = bcrypt_verify_secs(&bcrypt_input, &bcrypt_hash, 5)?;
+                #[allow(clippy::cast_precision_loss)] // a core count
+                let bound = cores as f64 / verify;
+                println!(
+                    "    {:<40} one verify {:>7.1} ms → {bound:>7.1} logins/s on {cores} CPU(s)",
+                    label("bcrypt bound"),
+                    verify * 1e3
+                );
+                let parallel = bcrypt_parallel_rate(&bcrypt_input, &bcrypt_hash, cores, 3)?;
+                println!(
+                    "    {:<40} {parallel:>7.1} verifies/s",
+                    label("bcrypt, all CPUs at once")
+                );
+
+                interrupted(&stop)?;
+                let login = wrk(
+                    target,
+                    &cpus,
+                    "/login",
+                    login_seconds,
+                    login_connections,
+                    Some(&scripts.login),
+                    Vec::new(),
+                )
+                .with_context(|| label("login"))?;
+                report_line(&label("login"), &login, notes);
+
+                interrupted(&stop)?;
+                let batch: Vec<String> = target.sessions.drain(..2 * connections).collect();
+                let tokens = scripts.dir.join(format!("tokens-{store}.txt"));
+                std::fs::write(&tokens, batch.join("\n"))?;
+                let refresh = wrk(
+                    target,
+                    &cpus,
+                    "/refresh",
+                    seconds,
+                    args.connections,
+                    Some(&scripts.refresh(&tokens)?),
+                    Vec::new(),
+                )
+                .with_context(|| label("refresh"))?;
+                report_line(&label("refresh"), &refresh, notes);
+
+                interrupted(&stop)?;
+                let store_bound = runtime
+                    .block_on(store_bound(
+                        &target.state,
+                        &mut target.store_chains,
+                        seconds,
+                    ))
+                    .with_context(|| label("refresh, store queries in-process"))?;
+                print_sample(&label("refresh, store in-process"), &store_bound);
+
+                interrupted(&stop)?;
+                let service = runtime
+                    .block_on(service_bound(
+                        &target.state,
+                        &mut target.service_chains,
+                        seconds,
+                    ))
+                    .with_context(|| label("refresh, service in-process"))?;
+                print_sample(&label("refresh, service in-process"), &service);
+
+                interrupted(&stop)?;
+                let validate = wrk(
+                    target,
+                    &cpus,
+                    "/validate",
+                    seconds,
+                    args.connections,
+                    None,
+                    vec![format!("authorization: Bearer {}", target.access_token)],
+                )
+                .with_context(|| label("validate"))?;
+                report_line(&label("validate"), &validate, notes);
+
+                if round.is_some() {
+                    let s = &mut target.samples;
+                    s.bcrypt_verify.push(verify);
+                    s.bcrypt_parallel.push(parallel);
+                    s.login.push(Sample::from(&login));
+                    s.refresh.push(Sample::from(&refresh));
+                    s.store_bound.push(store_bound);
+                    s.service.push(service);
+                    s.validate.push(Sample::from(&validate));
+                }
+            }
+            Ok(())
+        };
+        if args.warmup > 0 {
+            step("warm-up", || one_round(None, &mut targets, &mut notes))
+                .map_err(|e| or_interrupted(e, &stop))?;
+        }
+        step("measure", || {
+            for round in 1..=args.rounds {
+                one_round(Some(round), &mut targets, &mut notes)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| or_interrupted(e, &stop))?;
+
+        let setup = Setup {
+            args,
+            cores,
+            login_connections,
+            cpus: &cpus,
+        };
+        let report = report(&setup, &targets, &notes);
+        for target in &targets {
+            runtime.block_on(target.state.store.close());
+        }
+        drop(targets);
+        println!("\n{report}");
+        let path = target_dir(root).join("bench-api.md");
+        std::fs::write(&path, &report)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("(written to {})", path.display());
+        Ok(())
+    }
+
+    /// The environment of auth-api: production defaults except for the benchmark's needs.
+    fn server_env(
+        database_url: &str,
+        port: u16,
+        args: &ApiArgs,
+        cores: usize,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("AUTH_DATABASE_URL", database_url.to_owned()),
+            ("AUTH_LISTEN", format!("127.0.0.1:{port}")),
+            ("AUTH_KEY_ENCRYPTION_KEYS", KEK.to_owned()),
+            ("AUTH_BCRYPT_COST", args.bcrypt_cost.to_string()),
+            ("AUTH_HASH_CONCURRENCY", cores.to_string()),
+            // Every login client waits for a slot rather than being turned away.
+            ("AUTH_HASH_QUEUE", "1000".to_owned()),
+            // wrk is one address: the per-address limit must not be what is measured.
+            ("AUTH_IP_LIMIT_PER_MINUTE", "1000000000".to_owned()),
+            // The `/validate` token must outlive the run.
+            ("AUTH_ACCESS_TOKEN_TTL_SECS", "86400".to_owned()),
+            ("AUTH_LOG_FORMAT", "text".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        kind: StoreKind,
+        binary: &Path,
+        work: &Path,
+        temp: &Path,
+        cpus: &Cpus,
+        args: &ApiArgs,
+        wrk_sessions: usize,
+        connections: usize,
+    ) -> anyhow::Result<Target> {
+        let (db, database_url) = match kind {
+            StoreKind::Postgres => {
+                let db = ThrowawayDb::create("bench_api")?;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+            StoreKind::Sqlite => (None, format!("sqlite://{}", temp.join("auth.db").display())),
+        };
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let env = server_env(&database_url, port, args, cpus.server.len());
+        let log = work.join(format!("auth-api-{}.log", kind.name()));
+        let file = File::create(&log)?;
+        let mut cmd = if cpus.server_pinned {
+            let list: Vec<String> = cpus.server.iter().map(u32::to_string).collect();
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &list.join(",")]).arg(binary);
+            cmd
+        } else {
+            Command::new(binary)
+        };
+        cmd.arg("serve").stdout(file.try_clone()?).stderr(file);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AUTH_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut server = Server {
+            child: cmd.spawn().context("cannot start auth-api")?,
+            log,
+        };
+        wait_until_serving(&mut server, port)?;
+
+        // The same configuration in this process, on the same database.
+        let config = Config::from_lookup(|name| {
+            env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        })?;
+        let state = runtime.block_on(AppState::new(config, Clock::default()))?;
+        let users = runtime.block_on(sign_up(&state, args.users))?;
+        println!("    {} accounts", users.len());
+        let sessions = runtime.block_on(open_sessions(&state, &users, wrk_sessions))?;
+        let store_chains = runtime
+            .block_on(open_sessions(&state, &users, connections))?
+            .iter()
+            .map(|token| RefreshToken::parse(token).map(|t| t.hash()))
+            .collect::<Option<Vec<_>>>()
+            .context("a refresh token that does not parse")?;
+        let service_chains = runtime.block_on(open_sessions(&state, &users, connections))?;
+        println!(
+            "    {} sessions",
+            sessions.len() + store_chains.len() + service_chains.len()
+        );
+        Ok(Target {
+            kind,
+            server,
+            port,
+            state,
+            sessions,
+            store_chains,
+            service_chains,
+            access_token: String::new(),
+            samples: Samples::default(),
+            _db: db,
+        })
+    }
+
+    fn wait_until_serving(server: &mut Server, port: u16) -> anyhow::Result<()> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            server.ensure_running()?;
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!(
+            "auth-api does not listen on {addr} after 60s{}",
+            server.log_tail()
+        )
+    }
+
+    /// Signs up `count` accounts through auth-api's own service (bcrypt at the configured
+    /// cost, as many at once as the hasher allows); their ids and password hashes.
+    async fn sign_up(state: &AppState, count: u32) -> anyhow::Result<Vec<(String, String)>> {
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let account = auth_api::service::accounts::signup(&state, &email(i), PASSWORD)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("signup of {}: {e}", email(i)))?;
+                    let user = state
+                        .store
+                        .user_by_email(&account.email)
+                        .await?
+                        .context("a new account is not found")?;
+                    Ok::<_, anyhow::Error>((user.id, user.password_hash))
+                })
+            })
+            .collect();
+        let mut users = Vec::new();
+        for task in tasks {
+            users.push(task.await??);
+        }
+        Ok(users)
+    }
+
+    /// Opens `count` sessions over `users` directly through the store, as a login does after
+    /// the password check (a sealed rotation key, the first token's hash); their refresh tokens.
+    async fn open_sessions(
+        state: &AppState,
+        users: &[(String, String)],
+        count: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut tokens = Vec::with_capacity(count);
+        for (user_id, password_hash) in users.iter().cycle().take(count) {
+            let id = uuid_v4();
+            let key = auth_api::tokens::new_rotation_key();
+            let rotation_key = state.ring.keks().seal_rotation_key(&id, &key)?;
+            let token = RefreshToken::generate();
+            let now = state.clock.now();
+            let session = NewSession {
+                id,
+                user_id: user_id.clone(),
+                created_at: now,
+                expires_at: now + state.lifetimes.session_secs,
+                rotation_key,
+                first_token_hash: token.hash(),
+            };
+            state
+                .store
+                .create_session(&session, password_hash)
+                .await?
+                .context("the store refused to open a session")?;
+            tokens.push(token.expose().to_owned());
+        }
+        Ok(tokens)
+    }
+
+    fn uuid_v4() -> String {
+        let mut b = [0_u8; 16];
+        OsRng.fill_bytes(&mut b);
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
+    /// The median time of `n` bcrypt verifies of `input` against `hash`, in seconds, on this
+    /// thread.
+    fn bcrypt_verify_secs(input: &str, hash: &str, n: usize) -> anyhow::Result<f64> {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            let ok = bcrypt::non_truncating_verify(input, hash)?;
+            times.push(started.elapsed().as_secs_f64());
+            anyhow::ensure!(ok, "bcrypt verify refused its own hash");
+        }
+        Ok(median(times))
+    }
+
+    /// Verifies per second with `threads` threads doing `each` verifies at once: what the
+    /// machine gives bcrypt right now, neighbours included (for the record beside the bound).
+    fn bcrypt_parallel_rate(
+        input: &str,
+        hash: &str,
+        threads: usize,
+        each: usize,
+    ) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| bcrypt_verify_secs(input, hash, each)))
+                .collect();
+            for handle in handles {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a bcrypt thread panicked"))??;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        #[allow(clippy::cast_precision_loss)] // small counts
+        Ok((threads * each) as f64 / started.elapsed().as_secs_f64())
+    }
+
+    /// The queries of one refresh through auth-api's `Store`, by `chains.len()` concurrent
+    /// tasks for `seconds`: find the presented token's session, record the successor and move
+    /// the generation, read the user and its roles. Successor hashes are random here (the same
+    /// 32 bytes a real successor's SHA-256 has); the rotation key and signing are left out.
+    async fn store_bound(
+        state: &AppState,
+        chains: &mut [Vec<u8>],
+        seconds: u32,
+    ) -> anyhow::Result<Sample> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds.into());
+        let tasks: Vec<_> = chains
+            .iter()
+            .map(|hash| {
+                let store = state.store.clone();
+                let clock = state.clock.clone();
+                let mut hash = hash.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        let found = store
+                            .find_refresh_token(&hash)
+                            .await?
+                            .context("a chain's live token is gone")?;
+                        let mut next = vec![0_u8; 32];
+                        OsRng.fill_bytes(&mut next);
+                        let won = store
+                            .rotate_refresh_token(
+                                &found.session.id,
+                                found.session.generation,
+                                &next,
+                                clock.now(),
+                            )
+                            .await?;
+                        anyhow::ensure!(won, "a chain's rotation lost");
+                        let user = store
+                            .user_by_id(&found.session.user_id)
+                            .await?
+                            .context("a session's user is gone")?;
+                        store.roles(&user.id).await?;
+                        hash = next;
+                        latencies.push(t0.elapsed());
+                    }
+                    Ok::<_, anyhow::Error>((hash, latencies))
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for (chain, task) in chains.iter_mut().zip(tasks) {
+            let (hash, latencies) = task.await??;
+            *chain = hash;
+            all.extend(latencies);
+        }
+        Ok(sample_of(all, started.elapsed()))
+    }
+
+    /// auth-api's whole refresh (`service::sessions::refresh`) in this process, without HTTP.
+    async fn service_bound(
+        state: &AppState,
+        chains: &mut [String],
+        seconds: u32,
+    ) -> anyhow::Result<Sample> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds.into());
+        let tasks: Vec<_> = chains
+            .iter()
+            .map(|token| {
+                let state = state.clone();
+                let mut token = token.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        let pair = auth_api::service::sessions::refresh(&state, &token)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("refresh: {e}"))?;
+                        token = pair.refresh_token.expose().to_owned();
+                        latencies.push(t0.elapsed());
+                    }
+                    Ok::<_, anyhow::Error>((token, latencies))
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for (chain, task) in chains.iter_mut().zip(tasks) {
+            let (token, latencies) = task.await??;
+            *chain = token;
+            all.extend(latencies);
+        }
+        Ok(sample_of(all, started.elapsed()))
+    }
+
+    fn sample_of(mut latencies: Vec<Duration>, elapsed: Duration) -> Sample {
+        latencies.sort();
+        let at = |p: usize| {
+            latencies
+                .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+        };
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let rps = latencies.len() as f64 / elapsed.as_secs_f64();
+        Sample {
+            rps,
+            p50_us: at(50),
+            p99_us: at(99),
+        }
+    }
+
+    /// The Lua scripts of wrk.
+    struct Scripts {
+        dir: PathBuf,
+        login: PathBuf,
+    }
+
+    impl Scripts {
+        fn write(work: &Path, users: u32) -> anyhow::Result<Self> {
+            let login = work.join("login.lua");
+            let script = r#"-- Logins of USERS accounts in turn, so that no email is logged into twice at once.
+local users = USERS
+local n = 0
+local headers = { ["Content-Type"] = "application/json" }
+request = function()
+  n = n + 1
+  local body = string.format('{"email":"bench-%d@example.com","password":"PASSWORD"}', n % users)
+  return wrk.format("POST", "/login", headers, body)
+end
+"#
+            .replace("USERS", &users.to_string())
+            .replace("PASSWORD", PASSWORD);
+            std::fs::write(&login, script)?;
+            Ok(Self {
+                dir: work.to_path_buf(),
+                login,
+            })
+        }
+
+        /// A refresh script that starts from the tokens in `tokens` (one a line).
+        fn refresh(&self, tokens: &Path) -> anyhow::Result<PathBuf> {
+            let path = tokens.to_string_lossy();
+            anyhow::ensure!(!path.contains("]]"), "an unusual path: {path}");
+            let script = r#"-- Refresh tokens rotate: each refresh consumes its token. A queue of live tokens, seeded
+-- with one per session (twice as many as connections: wrk also calls request() once to check
+-- the script, and that token is never sent) and fed by each answer's successor; response()
+-- runs before the connection asks request() for its next body, so the queue never runs dry
+-- while every answer is a 200 (any other answer fails the run).
+local queue, head, tail = {}, 1, 0
+for line in io.lines([[TOKENS]]) do
+  if #line > 0 then tail = tail + 1; queue[tail] = line end
+end
+local headers = { ["Content-Type"] = "application/json" }
+request = function()
+  local token = "exhausted"
+  if head <= tail then
+    token = queue[head]; queue[head] = nil; head = head + 1
+  end
+  return wrk.format("POST", "/refresh", headers, '{"refresh_token":"' .. token .. '"}')
+end
+local refused = 0
+response = function(status, headers, body)
+  if status == 200 then
+    local token = body:match('"refresh_token"%s*:%s*"([^"]+)"')
+    if token then tail = tail + 1; queue[tail] = token end
+  elseif refused < 3 then
+    -- The first few refusals, for the error message.
+    refused = refused + 1
+    io.write("refused: ", status, " ", body, "\n")
+  end
+end
+"#
+            .replace("TOKENS", &path);
+            let file = self.dir.join("refresh.lua");
+            std::fs::write(&file, script)?;
+            Ok(file)
+        }
+    }
+
+    fn wrk(
+        target: &mut Target,
+        cpus: &Cpus,
+        path: &str,
+        seconds: u32,
+        connections: u32,
+        script: Option<&Path>,
+        headers: Vec<String>,
+    ) -> anyhow::Result<WrkOutput> {
+        let out = Wrk {
+            load_cpu: cpus.load,
+            url: format!("http://127.0.0.1:{}{path}", target.port),
+            seconds,
+            connections,
+            headers,
+            script,
+            // A login waits for a bcrypt slot behind the other connections: seconds on a
+            // busy machine, which must still count in the latencies.
+            timeout_secs: Some(60),
+        }
+        .run()?;
+        target.server.ensure_running()?;
+        if out.requests == 0 {
+            bail!("wrk completed no request{}", target.server.log_tail());
+        }
+        if out.non_2xx > 0 {
+            let refused: Vec<&str> = out
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("refused: "))
+                .collect();
+            bail!(
+                "{} of {} answers to {path} were not 2xx{}{}",
+                out.non_2xx,
+                out.requests,
+                if refused.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the first: {})", refused.join("; "))
+                },
+                target.server.log_tail()
+            );
+        }
+        Ok(out)
+    }
+
+    fn report_line(label: &str, out: &WrkOutput, notes: &mut Vec<String>) {
+        print_sample(label, &Sample::from(out));
+        if let Some(errors) = &out.socket_errors {
+            notes.push(format!("{label}: socket errors: {errors}"));
+        }
+    }
+
+    fn print_sample(label: &str, s: &Sample) {
+        println!(
+            "    {label:<40} {:>9.1} /s  p50 {:>8.2} ms  p99 {:>8.2} ms",
+            s.rps,
+            s.p50_us / 1e3,
+            s.p99_us / 1e3
+        );
+    }
+
+    fn control_client() -> anyhow::Result<Client> {
+        Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
+            .build()
+            .context("cannot build an HTTP client")
+    }
+
+    /// A login, a refresh and a validation over HTTP, each a 200; keeps the access token.
+    fn check(client: &Client, target: &mut Target) -> anyhow::Result<()> {
+        let base = format!("http://127.0.0.1:{}", target.port);
+        let post = |path: &str, body: Value| -> anyhow::Result<Value> {
+            let answer = client
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()?;
+            let status = answer.status();
+            let text = answer.text()?;
+            anyhow::ensure!(status == 200, "POST {path}: {status}: {text}");
+            Ok(serde_json::from_str(&text)?)
+        };
+        let login = post(
+            "/login",
+            serde_json::json!({"email": email(0), "password": PASSWORD}),
+        )?;
+        let refresh_token = login["refresh_token"]
+            .as_str()
+            .context("no refresh_token")?;
+        let refreshed = post(
+            "/refresh",
+            serde_json::json!({"refresh_token": refresh_token}),
+        )?;
+        let access = refreshed["access_token"]
+            .as_str()
+            .context("no access_token")?
+            .to_owned();
+        let answer = client
+            .get(format!("{base}/validate"))
+            .bearer_auth(&access)
+            .send()?;
+        anyhow::ensure!(answer.status() == 200, "GET /validate: {}", answer.status());
+        target.access_token = access;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Report.
+
+    struct Setup<'a> {
+        args: &'a ApiArgs,
+        cores: usize,
+        login_connections: u32,
+        cpus: &'a Cpus,
+    }
+
+    fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+        median(samples.iter().map(f).collect())
+    }
+
+    /// A rate with a decimal below 100/s (logins), whole above.
+    fn rate(per_second: f64) -> String {
+        if per_second < 100.0 {
+            format!("{per_second:.1}")
+        } else {
+            format!("{per_second:.0}")
+        }
+    }
+
+    fn verdict(value: f64, target: f64) -> &'static str {
+        if value >= target {
+            "met"
+        } else {
+            "**missed**"
+        }
+    }
+
+    fn report(setup: &Setup<'_>, targets: &[Target], notes: &[String]) -> String {
+        let args = setup.args;
+        let machine_cpus = std::thread::available_parallelism().map_or(0, usize::from);
+        #[allow(clippy::cast_precision_loss)] // a core count
+        let cores = setup.cores as f64;
+        let mut md = String::new();
+        md.push_str("### API benchmark (`cargo xtask bench api`)\n\n");
+        md.push_str(&format!(
+            "auth-api release build, bcrypt cost {cost}, on {server} (`AUTH_HASH_CONCURRENCY` \
+             {n}); wrk (1 thread) {load}. Logins: {lc} connections cycling through {users} \
+             accounts, {ls} s per run; refresh and `/validate`: {c} connections, {s} s per run; \
+             the in-process bounds: {c} tasks on a {n}-thread tokio runtime, {s} s. {rounds} \
+             round(s) after {warmup} s of warm-up per measurement, alternated (per round and \
+             store: bcrypt bound, login, refresh, its two in-process bounds, `/validate`); \
+             medians over rounds, ratios paired round by round. Machine: {machine_cpus} × \
+             {model}.\n\n",
+            cost = args.bcrypt_cost,
+            server = if setup.cpus.server_pinned {
+                format!("CPUs {:?} (taskset)", setup.cpus.server)
+            } else {
+                format!("all {} CPUs (not pinned)", setup.cores)
+            },
+            n = setup.cores,
+            load = match setup.cpus.load {
+                Some(cpu) => format!("pinned to CPU {cpu}"),
+                None => "not pinned".to_owned(),
+            },
+            lc = setup.login_connections,
+            users = args.users,
+            ls = args.login_seconds,
+            c = args.connections,
+            s = args.seconds,
+            rounds = args.rounds,
+            warmup = args.warmup,
+            model = cpu_model(),
+        ));
+        md.push_str(
+            "| store | measurement | per second | p50 ms | p99 ms | × bound | target |\n\
+             |---|---|---:|---:|---:|---:|---|\n",
+        );
+        for target in targets {
+            let s = &target.samples;
+            let store = target.kind.name();
+            let verify = median(s.bcrypt_verify.clone());
+            let bound = cores / verify;
+            let login_ratio = median(
+                s.login
+                    .iter()
+                    .zip(&s.bcrypt_verify)
+                    .map(|(l, v)| l.rps / (cores / v))
+                    .collect(),
+            );
+            let refresh_ratio = median(
+                s.refresh
+                    .iter()
+                    .zip(&s.store_bound)
+                    .map(|(r, b)| r.rps / b.rps)
+                    .collect(),
+            );
+            let validate = med(&s.validate, |x| x.rps);
+            let row = |what: &str, samples: &[Sample], ratio: &str, target: &str| {
+                format!(
+                    "| {store} | {what} | {} | {:.2} | {:.2} | {ratio} | {target} |\n",
+                    rate(med(samples, |x| x.rps)),
+                    med(samples, |x| x.p50_us) / 1e3,
+                    med(samples, |x| x.p99_us) / 1e3,
+                )
+            };
+            md.push_str(&format!(
+                "| {store} | bcrypt bound ({} CPU(s) ÷ {:.1} ms per verify) | {bound:.1} | — | — \
+                 | 1.00 | |\n",
+                setup.cores,
+                verify * 1e3
+            ));
+            let parallel = median(s.bcrypt_parallel.clone());
+            let parallel_ratio = median(
+                s.login
+                    .iter()
+                    .zip(&s.bcrypt_parallel)
+                    .map(|(l, p)| l.rps / p)
+                    .collect(),
+            );
+            md.push_str(&format!(
+                "| {store} | bcrypt on all {} CPU(s) at once, as measured (neighbours included) \
+                 | {parallel:.1} | — | — | login {:.0}% of it | |\n",
+                setup.cores,
+                parallel_ratio * 100.0
+            ));
+            md.push_str(&row(
+                "`POST /login`",
+                &s.login,
+                &format!("{:.0}%", login_ratio * 100.0),
+                &format!(
+                    "≥ {:.0}%: {}",
+                    TARGET_LOGIN * 100.0,
+                    verdict(login_ratio, TARGET_LOGIN)
+                ),
+            ));
+            md.push_str(&row(
+                "refresh, store queries in-process (bound)",
+                &s.store_bound,
+                "1.00",
+                "",
+            ));
+            md.push_str(&row(
+                "`POST /refresh`",
+                &s.refresh,
+                &format!("{:.0}%", refresh_ratio * 100.0),
+                &format!(
+                    "≥ {:.0}%: {}",
+                    TARGET_REFRESH * 100.0,
+                    verdict(refresh_ratio, TARGET_REFRESH)
+                ),
+            ));
+            let service_ratio = median(
+                s.service
+                    .iter()
+                    .zip(&s.store_bound)
+                    .map(|(r, b)| r.rps / b.rps)
+                    .collect(),
+            );
+            md.push_str(&row(
+                "refresh, whole service in-process (no HTTP)",
+                &s.service,
+                &format!("{:.0}%", service_ratio * 100.0),
+                "",
+            ));
+            let validate_target = if target.kind == StoreKind::Postgres {
+                format!(
+                    "≥ {:.0}k/s: {}",
+                    TARGET_VALIDATE / 1e3,
+                    verdict(validate, TARGET_VALIDATE)
+                )
+            } else {
+                String::new()
+            };
+            md.push_str(&row("`GET /validate`", &s.validate, "—", &validate_target));
+        }
+
+        md.push_str("\nPer round (per second):\n\n| store | measurement |");
+        for round in 1..=args.rounds {
+            md.push_str(&format!(" {round} |"));
+        }
+        md.push_str("\n|---|---|");
+        for _ in 1..=args.rounds {
+            md.push_str("---:|");
+        }
+        md.push('\n');
+        for target in targets {
+            let s = &target.samples;
+            let bounds: Vec<Sample> = s
+                .bcrypt_verify
+                .iter()
+                .map(|v| Sample {
+                    rps: cores / v,
+                    p50_us: v * 1e6,
+                    p99_us: f64::NAN,
+                })
+                .collect();
+            let parallel: Vec<Sample> = s
+                .bcrypt_parallel
+                .iter()
+                .map(|&rps| Sample {
+                    rps,
+                    p50_us: f64::NAN,
+                    p99_us: f64::NAN,
+                })
+                .collect();
+            for (what, samples) in [
+                ("bcrypt bound", &bounds),
+                ("bcrypt, all CPUs at once", &parallel),
+                ("login", &s.login),
+                ("refresh, store in-process", &s.store_bound),
+                ("refresh", &s.refresh),
+                ("refresh, service in-process", &s.service),
+                ("validate", &s.validate),
+            ] {
+                md.push_str(&format!("| {} | {what} |", target.kind.name()));
+                for sample in samples {
+                    md.push_str(&format!(" {} |", rate(sample.rps)));
+                }
+                md.push('\n');
+            }
+        }
+        if !notes.is_empty() {
+            md.push_str("\nNotes:\n\n");
+            for note in notes {
+                md.push_str(&format!("- {note}\n"));
+            }
+        }
+        md
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn percentiles_and_rate_of_latencies() {
+            let latencies: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+            let s = sample_of(latencies, Duration::from_secs(2));
+            assert!((s.rps - 50.0).abs() < 1e-9);
+            assert!((s.p50_us - 51_000.0).abs() < 1e-6);
+            assert!((s.p99_us - 100_000.0).abs() < 1e-6);
+            assert!(sample_of(Vec::new(), Duration::from_secs(1))
+                .p50_us
+                .is_nan());
+        }
+
+        #[test]
+        fn session_ids_are_version_4_uuids() {
+            let id = uuid_v4();
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(parts[2].starts_with('4'));
+            assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+            assert_ne!(uuid_v4(), id);
+        }
+
+        #[test]
+        fn the_scripts_name_their_accounts_and_tokens() {
+            let dir = std::env::temp_dir().join(format!("bench-api-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let scripts = Scripts::write(&dir, 64).unwrap();
+            let login = std::fs::read_to_string(&scripts.login).unwrap();
+            assert!(login.contains("local users = 64"));
+            assert!(login.contains(PASSWORD));
+            let tokens = dir.join("tokens.txt");
+            let refresh = std::fs::read_to_string(scripts.refresh(&tokens).unwrap()).unwrap();
+            assert!(refresh.contains(&format!("io.lines([[{}]])", tokens.display())));
+            assert!(scripts.refresh(&dir.join("a]]b")).is_err());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ApiArgs,
+    }
+
+    #[test]
+    fn both_stores_by_default_and_any_list_of_them() {
+        let cli = Cli::try_parse_from(["bench-api"]).unwrap();
+        assert_eq!(cli.args.store, [StoreKind::Sqlite, StoreKind::Postgres]);
+        assert_eq!(cli.args.bcrypt_cost, 12);
+        let cli = Cli::try_parse_from(["bench-api", "--store", "postgres"]).unwrap();
+        assert_eq!(cli.args.store, [StoreKind::Postgres]);
+        let cli = Cli::try_parse_from(["bench-api", "--store", "postgres,sqlite"]).unwrap();
+        assert_eq!(cli.args.store, [StoreKind::Postgres, StoreKind::Sqlite]);
+        assert!(Cli::try_parse_from(["bench-api", "--store", "mysql"]).is_err());
+        // auth-api refuses a cost below 10 from the environment.
+        assert!(Cli::try_parse_from(["bench-api", "--bcrypt-cost", "9"]).is_err());
+    }
+}
