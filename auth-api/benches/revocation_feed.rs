@@ -44,12 +44,18 @@ async fn get(router: &Router, query: &str) -> (usize, Value) {
     (bytes.len(), serde_json::from_slice(&bytes).unwrap())
 }
 
+/// The tag of seeded entry `seq` on the wire: the seed tags entry i with i.
+fn tag(seq: i64) -> String {
+    format!("{seq:016x}")
+}
+
 /// The next query after an answer.
 fn next(answer: &Value) -> String {
     format!(
-        "after={}&epoch={}",
+        "after={}&epoch={}&tag={}",
         answer["seq"],
-        answer["epoch"].as_str().unwrap()
+        answer["epoch"].as_str().unwrap(),
+        answer["tag"].as_str().unwrap()
     )
 }
 
@@ -158,16 +164,17 @@ async fn seed(pool: &AnyPool, backend: Backend, n: i64, until: i64) {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq) \
+         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
          SELECT CASE WHEN i % 10 = 0 THEN 'user' ELSE 'session' END, {subject}, \
-                CASE WHEN i % 10 = 0 THEN $2 ELSE NULL END, $2, 0, i FROM n"
+                CASE WHEN i % 10 = 0 THEN $2 ELSE NULL END, $2, 0, i, i FROM n"
     ))
     .bind(n)
     .bind(until)
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("UPDATE revocation_feed SET seq = $1 WHERE id = 1")
+    // Entry i is tagged i, and the head takes its entry's tag (see `tag`).
+    sqlx::query("UPDATE revocation_feed SET seq = $1, tag = $1 WHERE id = 1")
         .bind(n)
         .execute(&mut *tx)
         .await
@@ -221,15 +228,23 @@ fn bench(c: &mut Criterion) {
         let (_, head) = get(&router, "").await;
         let epoch = head["epoch"].as_str().unwrap().to_owned();
         let (pages, bytes) = full_sync(&router).await;
-        let middle = format!("after={}&epoch={epoch}", entries / 2);
+        let middle = format!(
+            "after={}&epoch={epoch}&tag={}",
+            entries / 2,
+            tag(entries / 2)
+        );
         let (page_bytes, page) = get(&router, &middle).await;
+        assert_eq!(page["full"], false, "the cursor resumes");
         let v1_bytes = v1_whole_feed(&pool, now).await;
         println!(
             "{backend:?}: one page of {} entries: {page_bytes} bytes; full sync: {pages} pages, \
              {bytes} bytes; v1 whole feed: {v1_bytes} bytes",
             page["sessions"].as_array().unwrap().len() + page["users"].as_array().unwrap().len(),
         );
-        (format!("after={entries}&epoch={epoch}"), middle)
+        (
+            format!("after={entries}&epoch={epoch}&tag={}", tag(entries)),
+            middle,
+        )
     });
     assert_eq!(REVOCATION_FEED_PAGE, 10_000);
 

@@ -99,7 +99,8 @@ pub struct Config {
     /// `AUTH_LOGIN_MAX_DELAY_SECS`, default 900: the longest delay between login attempts.
     pub login_max_delay: Duration,
     /// `AUTH_IP_LIMIT_PER_MINUTE`, default 60: requests per client address and minute to
-    /// `/login`, `/signup`, `/refresh`, `/password` and `/logout` (one bucket), per replica.
+    /// `/login`, `/signup`, `/refresh` and `/password` (one bucket), per replica. Never
+    /// `/logout`: nobody's guesses may stop anyone ending their own session.
     pub ip_limit_per_minute: u32,
     /// `AUTH_IP_LIMIT_IPV6_PREFIX`, default 64, 32 to 128: IPv6 clients share one bucket per
     /// prefix of this length (a single holder usually gets a whole /64). IPv4 addresses, and

@@ -1,5 +1,6 @@
-//! The accept loop of each listener: HTTP/1.1 by hyper, with a header-read timeout, a cap on
-//! open connections and a graceful drain (SECURITY.md I 97).
+//! The accept loop of each listener: HTTP/1.1 by hyper, with a header-read timeout, a
+//! write-progress timeout, a cap on open connections and a graceful drain with a deadline
+//! (SECURITY.md I 97).
 //!
 //! `axum::serve` sets no timeout and no cap: a client sending half a request head, or opening
 //! connections and never using them, kept each connection (and its file descriptor) forever.
@@ -12,10 +13,18 @@
 //!   connections wait in the kernel's backlog (and a proxy's connect timeout applies) instead of
 //!   being accepted and dropped. An idle client frees its permit within the header-read timeout.
 //! - **Request timeout**: the routers' own layer (`AUTH_REQUEST_TIMEOUT_SECS`, in `routes`), so that its `408` is
-//!   JSON and counted like every other answer.
+//!   JSON and counted like every other answer. It ends when the answer is handed to hyper, not
+//!   when it has been sent.
+//! - **Write timeout** ([`Limits::write_timeout`], `AUTH_REQUEST_TIMEOUT_SECS` again, by
+//!   `tokio-io-timeout`): a write to the client that makes no progress that long (a client that
+//!   pipelines requests and never reads its answers, with a small receive window) fails and the
+//!   connection is closed, freeing its permit. It bounds each stall, not a whole answer: a client
+//!   that keeps reading slowly keeps its connection (auth-api's answers are small; the drain
+//!   deadline still bounds a shutdown).
 //! - **Graceful shutdown**: the listener closes at once; each open connection finishes the
-//!   request it is serving and is then closed (idle ones at once); the drain ends when the last
-//!   permit is back.
+//!   request it is serving and is then closed (idle ones at once), but gets at most
+//!   [`Limits::drain_timeout`] (`AUTH_REQUEST_TIMEOUT_SECS` + 5 s) from the stop signal before it
+//!   is dropped; the drain ends when the last permit is back.
 //!
 //! HTTP/1.1 only, as before (axum's `http1` feature; HTTP/2 was never enabled): the gateway
 //! speaks HTTP/1.1 to auth-api.
@@ -32,15 +41,25 @@ use tokio::{
     net::TcpListener,
     sync::{watch, Semaphore},
 };
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt as _;
 
 use crate::config::Config;
+
+/// How long past the request timeout a connection may still take to finish after the stop
+/// signal (its answer is then being written) before it is dropped.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// What a listener allows a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// `AUTH_HEADER_READ_TIMEOUT_SECS`: longest wait for a whole request head.
     pub header_read_timeout: Duration,
+    /// `AUTH_REQUEST_TIMEOUT_SECS`: longest a write to the client may make no progress.
+    pub write_timeout: Duration,
+    /// `AUTH_REQUEST_TIMEOUT_SECS` + [`DRAIN_GRACE`]: how long each connection has, after the
+    /// stop signal, to finish.
+    pub drain_timeout: Duration,
     /// `AUTH_MAX_CONNECTIONS`: open connections at once.
     pub max_connections: u32,
 }
@@ -50,6 +69,8 @@ impl Limits {
     pub fn of(config: &Config) -> Self {
         Self {
             header_read_timeout: config.header_read_timeout,
+            write_timeout: config.request_timeout,
+            drain_timeout: config.request_timeout.saturating_add(DRAIN_GRACE),
             max_connections: config.max_connections,
         }
     }
@@ -93,8 +114,15 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.map(Body::new)
             });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        // A write that makes no progress for `write_timeout` (a client that stopped reading)
+        // fails with `TimedOut`, which ends the connection. Reads are left to hyper's
+        // header-read timeout and the request timeout.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(service),
+        );
         let stop = stop.clone();
         tokio::spawn(async move {
             // Held until the connection is closed: the cap counts open connections.
@@ -103,13 +131,21 @@ pub async fn serve(
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 () = stopped(stop) => {
-                    // Finish the request in flight (if any), then close.
+                    // Finish the request in flight (if any), then close; past the deadline the
+                    // connection is dropped (closed) whatever it was doing.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    match tokio::time::timeout(limits.drain_timeout, connection).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => {
+                            tracing::info!(%peer, "connection dropped at the drain deadline");
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
-                // A header-read timeout, a client that went away, a malformed head.
+                // A header-read timeout, a write timeout, a client that went away, a malformed
+                // head.
                 tracing::debug!(%peer, error = %e, "connection closed with an error");
             }
         });

@@ -30,7 +30,7 @@ fn page_body(from: usize) -> String {
         .map(|i| format!(r#"{{"sid":"{}","until":{UNTIL}}}"#, sid(i)))
         .collect();
     format!(
-        r#"{{"epoch":"e","full":false,"seq":{},"more":false,"sessions":[{}],"users":[]}}"#,
+        r#"{{"epoch":"e","full":false,"tag":"00000000000000aa","seq":{},"more":false,"sessions":[{}],"users":[]}}"#,
         from + PAGE,
         sessions.join(",")
     )

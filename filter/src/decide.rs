@@ -1302,7 +1302,7 @@ mod tests {
 
     fn empty_feed() -> crate::TestResult<Revocations> {
         crate::revocations::tests::from_page(
-            r#"{"epoch":"e","full":true,"seq":0,"more":false,"sessions":[],"users":[]}"#,
+            r#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":0,"more":false,"sessions":[],"users":[]}"#,
         )
     }
 
@@ -1462,7 +1462,7 @@ mod tests {
         let auth = bearer(&token(&c)?);
         let feed_until = |until: u64| -> crate::TestResult<Revocations> {
             crate::revocations::tests::from_page(&format!(
-                r#"{{"epoch":"e","full":true,"seq":1,"more":false,
+                r#"{{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"more":false,
                     "sessions":[{{"sid":"s-old","until":{until}}}],"users":[]}}"#
             ))
         };

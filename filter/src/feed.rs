@@ -44,8 +44,12 @@ const LOST_CALL_GRACE_SECS: u64 = 5;
 enum Cursor {
     /// Nothing held: ask for a full sync.
     Start,
-    /// After `seq` of the feed numbered `epoch`.
-    At { epoch: String, seq: u64 },
+    /// After `seq` (whose entry auth-api tagged `tag`) of the feed numbered `epoch`.
+    At {
+        epoch: String,
+        seq: u64,
+        tag: String,
+    },
 }
 
 /// A request in flight.
@@ -138,7 +142,8 @@ impl FeedSync {
         }
         Some(match &self.cursor {
             Cursor::Start => String::new(),
-            Cursor::At { epoch, seq } => format!("after={seq}&epoch={epoch}"),
+            // Both were checked to be URL-safe when the page was read.
+            Cursor::At { epoch, seq, tag } => format!("after={seq}&epoch={epoch}&tag={tag}"),
         })
     }
 
@@ -201,7 +206,7 @@ impl FeedSync {
         } else {
             let continues = matches!(
                 sent_from,
-                Some(Cursor::At { epoch, seq }) if *epoch == page.epoch && page.seq >= *seq
+                Some(Cursor::At { epoch, seq, .. }) if *epoch == page.epoch && page.seq >= *seq
             );
             if !continues || (self.building.is_none() && self.live.is_none()) {
                 // Nothing to add it to: start over rather than hold a set with a gap.
@@ -223,6 +228,7 @@ impl FeedSync {
         self.cursor = Cursor::At {
             epoch: page.epoch.clone(),
             seq: page.seq,
+            tag: page.tag.clone(),
         };
         let caught_up = !page.more;
         let mut swapped = false;
@@ -279,7 +285,7 @@ mod tests {
             .map(|sid| format!(r#"{{"sid":"{sid}","until":{}}}"#, NOW + 900))
             .collect();
         format!(
-            r#"{{"epoch":"{epoch}","full":{full},"seq":{seq},"more":{more},"sessions":[{}],"users":[]}}"#,
+            r#"{{"epoch":"{epoch}","full":{full},"tag":"{seq:016x}","seq":{seq},"more":{more},"sessions":[{}],"users":[]}}"#,
             sessions.join(",")
         )
     }
@@ -326,7 +332,7 @@ mod tests {
 
         let (query, outcome) = fetch(&mut sync, NOW, "200", &page("e1", false, 3, false, &["c"]))
             .ok_or("next page at once")?;
-        assert_eq!(query, "after=2&epoch=e1");
+        assert_eq!(query, "after=2&epoch=e1&tag=0000000000000002");
         assert_eq!(
             outcome,
             Outcome::Applied {
@@ -352,7 +358,7 @@ mod tests {
             &page("e1", false, 4, false, &["d"]),
         )
         .ok_or("due")?;
-        assert_eq!(query, "after=3&epoch=e1");
+        assert_eq!(query, "after=3&epoch=e1&tag=0000000000000003");
         assert_eq!(
             revoked(&sync, NOW + 2, "d"),
             Some(true),
@@ -372,7 +378,7 @@ mod tests {
             &page("e2", true, 1, true, &["new"]),
         )
         .ok_or("due")?;
-        assert_eq!(query, "after=5&epoch=e1");
+        assert_eq!(query, "after=5&epoch=e1&tag=0000000000000005");
         assert_eq!(
             revoked(&sync, NOW + 2, "old"),
             Some(true),
@@ -381,7 +387,7 @@ mod tests {
         assert_eq!(revoked(&sync, NOW + 2, "new"), Some(false));
         let (query, _) =
             fetch(&mut sync, NOW + 2, "200", &page("e2", false, 1, false, &[])).ok_or("due")?;
-        assert_eq!(query, "after=1&epoch=e2");
+        assert_eq!(query, "after=1&epoch=e2&tag=0000000000000001");
         assert_eq!(revoked(&sync, NOW + 2, "old"), Some(false), "replaced");
         assert_eq!(revoked(&sync, NOW + 2, "new"), Some(true));
         Ok(())
@@ -395,7 +401,7 @@ mod tests {
         let bad = [
             (
                 "200",
-                r#"{"epoch":"e1","full":false,"seq":2,"more":false,"sessions":[{"sid":1}]"#,
+                r#"{"epoch":"e1","full":false,"tag":"0000000000000002","seq":2,"more":false,"sessions":[{"sid":1}]"#,
             ),
             ("500", "{}"),
             ("200", "not json"),
@@ -405,7 +411,7 @@ mod tests {
             let (query, outcome) =
                 fetch(&mut sync, now, status, body).ok_or("due after backoff")?;
             assert_eq!(
-                query, "after=1&epoch=e1",
+                query, "after=1&epoch=e1&tag=0000000000000001",
                 "the cursor never moves on a failure"
             );
             assert!(matches!(outcome, Outcome::Failed(_)), "{body}");

@@ -2,7 +2,7 @@
 //! and the answer to "is this verified token revoked?". Fetching and paging are
 //! [`crate::feed`]'s; `decide` asks [`Revocations::revokes`] on every request.
 //!
-//! A page is `{"epoch", "full", "seq", "more", "sessions": [{"sid", "until"}], "users":
+//! A page is `{"epoch", "full", "seq", "tag", "more", "sessions": [{"sid", "until"}], "users":
 //! [{"sub", "not_before", "until"}]}` (the contract is in auth-api's `routes/internal.rs`). A
 //! token is revoked when its `sid` is listed, or its `sub` is listed and its `iat` is before
 //! that entry's `not_before`. `until` is when an entry can no longer matter: every token it
@@ -27,6 +27,9 @@ pub(crate) const MAX_PAGE_BYTES: usize = 4 << 20;
 /// Longest `epoch` accepted; it is sent back in a query string, so it is also restricted to
 /// `[A-Za-z0-9_-]`.
 const MAX_EPOCH_LEN: usize = 64;
+
+/// Length of a cursor's tag: 64 bits in lowercase hex.
+const TAG_LEN: usize = 16;
 
 /// The set's key for an id: SipHash-1-3 with fixed keys. Ids are chosen by auth-api, not by
 /// clients, so a fixed key gives an attacker nothing to aim at.
@@ -206,6 +209,9 @@ pub struct Page {
     pub full: bool,
     /// The cursor to send next.
     pub seq: u64,
+    /// The tag of the entry at `seq`, sent back with it so that auth-api can tell a cursor
+    /// into another history (a restored database) from one into its own.
+    pub tag: String,
     /// More entries wait past `seq`.
     pub more: bool,
     /// (`key(sid)`, `until`).
@@ -223,6 +229,8 @@ struct WirePage<'a> {
     epoch: Cow<'a, str>,
     full: bool,
     seq: u64,
+    #[serde(borrow)]
+    tag: Cow<'a, str>,
     more: bool,
     #[serde(borrow)]
     sessions: Vec<SessionEntry<'a>>,
@@ -264,10 +272,19 @@ impl Page {
                 "bad revocation feed page: the epoch is not 1 to 64 of [A-Za-z0-9_-]".into(),
             );
         }
+        let tag_ok = wire.tag.len() == TAG_LEN
+            && wire
+                .tag
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !tag_ok {
+            return Err("bad revocation feed page: the tag is not 16 lowercase hex digits".into());
+        }
         Ok(Self {
             epoch: wire.epoch.into_owned(),
             full: wire.full,
             seq: wire.seq,
+            tag: wire.tag.into_owned(),
             more: wire.more,
             sessions: wire
                 .sessions
@@ -294,7 +311,7 @@ pub(crate) mod tests {
     pub(crate) fn page() -> String {
         let until = NOW + 900;
         format!(
-            r#"{{"epoch":"e1","full":true,"seq":2,"more":false,
+            r#"{{"epoch":"e1","full":true,"tag":"00000000000000aa","seq":2,"more":false,
                 "sessions":[{{"sid":"s-revoked","until":{until}}}],
                 "users":[{{"sub":"u-revoked","not_before":{NOW},"until":{until}}}]}}"#
         )
@@ -323,7 +340,7 @@ pub(crate) mod tests {
     #[test]
     fn a_good_page_is_parsed_and_unknown_members_ignored() -> crate::TestResult {
         let page = Page::parse(
-            br#"{"epoch":"3f2a","full":false,"seq":7,"more":true,"generated_at":1,
+            br#"{"epoch":"3f2a","full":false,"tag":"00000000000000aa","seq":7,"more":true,"generated_at":1,
                 "sessions":[{"sid":"s1","until":10,"why":"logout"}],
                 "users":[{"sub":"u1","not_before":5,"until":10}]}"#,
         )?;
@@ -334,7 +351,7 @@ pub(crate) mod tests {
         assert_eq!(page.sessions, vec![(key("s1"), 10)]);
         assert_eq!(page.users, vec![(key("u1"), 5, 10)]);
         let escaped = Page::parse(
-            br#"{"epoch":"e","full":true,"seq":0,"more":false,
+            br#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":0,"more":false,
                 "sessions":[{"sid":"s\u0031","until":10}],"users":[]}"#,
         )?;
         assert_eq!(
@@ -349,27 +366,31 @@ pub(crate) mod tests {
     fn malformed_pages_are_refused() {
         let good = |sessions: &str, users: &str| {
             format!(
-                r#"{{"epoch":"e","full":true,"seq":1,"more":false,"sessions":{sessions},"users":{users}}}"#
+                r#"{{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":{sessions},"users":{users}}}"#
             )
         };
         let cases = [
-            (r#"{"full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no epoch"),
-            (r#"{"epoch":"e","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no full"),
+            (r#"{"full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no epoch"),
+            (r#"{"epoch":"e","tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no full"),
             (r#"{"epoch":"e","full":true,"more":false,"sessions":[],"users":[]}"#.to_owned(), "no seq"),
-            (r#"{"epoch":"e","full":true,"seq":1,"sessions":[],"users":[]}"#.to_owned(), "no more"),
-            (r#"{"epoch":"e","full":true,"seq":1,"more":false,"users":[]}"#.to_owned(), "no sessions"),
-            (r#"{"epoch":"e","full":true,"seq":1,"more":false,"sessions":[]}"#.to_owned(), "no users"),
-            (r#"{"epoch":"e","epoch":"f","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a member named twice"),
-            (r#"{"epoch":"","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an empty epoch"),
-            (r#"{"epoch":"a&after=0","full":true,"seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an epoch that is not URL-safe"),
-            (format!(r#"{{"epoch":"{}","full":true,"seq":1,"more":false,"sessions":[],"users":[]}}"#, "e".repeat(65)), "a long epoch"),
-            (r#"{"epoch":"e","full":true,"seq":-1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a negative seq"),
+            (r#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"sessions":[],"users":[]}"#.to_owned(), "no more"),
+            (r#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"more":false,"users":[]}"#.to_owned(), "no sessions"),
+            (r#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[]}"#.to_owned(), "no users"),
+            (r#"{"epoch":"e","epoch":"f","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a member named twice"),
+            (r#"{"epoch":"","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an empty epoch"),
+            (r#"{"epoch":"a&after=0","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "an epoch that is not URL-safe"),
+            (format!(r#"{{"epoch":"{}","full":true,"tag":"00000000000000aa","seq":1,"more":false,"sessions":[],"users":[]}}"#, "e".repeat(65)), "a long epoch"),
+            (r#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":-1,"more":false,"sessions":[],"users":[]}"#.to_owned(), "a negative seq"),
             (good(r#"[{"sid":"s","sid":"t","until":1}]"#, "[]"), "an entry member named twice"),
             (good(r#"[{"sid":"s"}]"#, "[]"), "a session without until"),
             (good("[]", r#"[{"sub":"u","until":1}]"#), "a user without not_before"),
             (good(r#"[{"sid":1,"until":1}]"#, "[]"), "a numeric sid"),
             (good("[]", r#"[{"sub":"u","not_before":"x","until":1}]"#), "a string not_before"),
             (good("[]", "[]") + " x", "trailing data"),
+            (good("[]", "[]").replace(r#""tag":"00000000000000aa","#, ""), "no tag"),
+            (good("[]", "[]").replace("00000000000000aa", "00000000000000AA"), "an uppercase tag"),
+            (good("[]", "[]").replace("00000000000000aa", "00aa"), "a short tag"),
+            (good("[]", "[]").replace("00000000000000aa", "00000000000000a&"), "a tag that is not hex"),
             (r#"["epoch"]"#.to_owned(), "not an object"),
             (String::new(), "empty"),
         ];
@@ -388,12 +409,12 @@ pub(crate) mod tests {
     fn an_entry_listed_twice_refuses_at_least_as_much_as_either() -> crate::TestResult {
         let mut set = Revocations::default();
         set.apply(&Page::parse(
-            br#"{"epoch":"e","full":true,"seq":1,"more":true,
+            br#"{"epoch":"e","full":true,"tag":"00000000000000aa","seq":1,"more":true,
                 "sessions":[{"sid":"s","until":10},{"sid":"s","until":20}],
                 "users":[{"sub":"u","not_before":5,"until":30}]}"#,
         )?);
         set.apply(&Page::parse(
-            br#"{"epoch":"e","full":false,"seq":2,"more":false,"sessions":[],
+            br#"{"epoch":"e","full":false,"tag":"00000000000000aa","seq":2,"more":false,"sessions":[],
                 "users":[{"sub":"u","not_before":8,"until":25}]}"#,
         )?);
         assert!(set.revokes(&ids("x", "s", Some(0)), 15, 0));

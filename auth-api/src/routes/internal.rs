@@ -72,6 +72,8 @@ pub(super) struct Feed {
     full: bool,
     /// The cursor to send next as `after`.
     seq: u64,
+    /// The tag of the entry at `seq` (16 lowercase hex digits), to send next as `tag`.
+    tag: String,
     /// More entries wait past `seq`: fetch again at once.
     more: bool,
     sessions: Vec<SessionEntry>,
@@ -91,16 +93,27 @@ struct UserEntry {
     until: i64,
 }
 
-/// The query of `GET /internal/revocations`: `after` (a u64) and `epoch`, both optional;
-/// other parameters are ignored.
+/// The query of `GET /internal/revocations`: `after` (a u64), `epoch` and `tag` (16 lowercase
+/// hex digits), all optional; other parameters are ignored.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct FeedQuery {
     after: Option<u64>,
     epoch: Option<String>,
+    tag: Option<u64>,
+}
+
+/// A tag on the wire: exactly 16 lowercase hex digits.
+fn parse_tag(value: &str) -> Option<u64> {
+    let hex = value.len() == 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hex.then(|| u64::from_str_radix(value, 16).ok()).flatten()
 }
 
 impl FeedQuery {
-    /// 400 `invalid_request` when `after` is not a u64, or `after` or `epoch` is repeated.
+    /// 400 `invalid_request` when `after` is not a u64, `tag` is not 16 lowercase hex digits,
+    /// or `after`, `epoch` or `tag` is repeated.
     fn parse(query: Option<&str>) -> Result<Self> {
         let mut parsed = Self::default();
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -118,6 +131,17 @@ impl FeedQuery {
                     return Err(ApiError::InvalidRequest("epoch is repeated".to_owned()))
                 }
                 "epoch" => parsed.epoch = Some(value.into_owned()),
+                "tag" if parsed.tag.is_some() => {
+                    return Err(ApiError::InvalidRequest("tag is repeated".to_owned()))
+                }
+                "tag" => {
+                    let tag = parse_tag(&value).ok_or_else(|| {
+                        ApiError::InvalidRequest(
+                            "tag must be 16 lowercase hexadecimal digits".to_owned(),
+                        )
+                    })?;
+                    parsed.tag = Some(tag);
+                }
                 _ => {}
             }
         }
@@ -125,11 +149,14 @@ impl FeedQuery {
     }
 }
 
-/// `GET /internal/revocations?after=<seq>&epoch=<epoch>`: the revoked sessions and users
-/// numbered after the reader's cursor whose tokens could still be alive, at most
-/// `AUTH_REVOCATION_FEED_PAGE` ([`PAGE`] by default) per answer. A token is refused when its `sid` is listed, or its `sub` is listed and its `iat` is
-/// before `not_before`. A reader at the head gets an empty page from one indexed query. 400
-/// `invalid_request` for an `after` that is not a u64.
+/// `GET /internal/revocations?after=<seq>&epoch=<epoch>&tag=<tag>`: the revoked sessions and
+/// users numbered after the reader's cursor whose tokens could still be alive, at most
+/// `AUTH_REVOCATION_FEED_PAGE` ([`PAGE`] by default) per answer. A token is refused when its
+/// `sid` is listed, or its `sub` is listed and its `iat` is before `not_before`. A reader at
+/// the head gets an empty page from one indexed query. A cursor whose `tag` is missing or is
+/// not the one of the entry at `after` (a restored database) gets a full sync. 400
+/// `invalid_request` for an `after` that is not a u64 or a `tag` that is not 16 lowercase hex
+/// digits.
 pub(super) async fn revocations(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -138,6 +165,7 @@ pub(super) async fn revocations(
     let cursor = FeedCursor {
         after: query.after,
         epoch: query.epoch.as_deref(),
+        tag: query.tag,
     };
     let page = state
         .store
@@ -167,6 +195,7 @@ fn feed(page: RevocationPage) -> Feed {
         epoch: page.epoch,
         full: page.full,
         seq: page.seq,
+        tag: format!("{:016x}", page.tag),
         more: page.more,
         sessions,
         users,
@@ -185,6 +214,7 @@ mod tests {
             subject: subject.to_owned(),
             not_before,
             until: 100 + seq,
+            tag: seq,
         }
     }
 
@@ -194,20 +224,22 @@ mod tests {
             (None, FeedQuery::default(), "no query"),
             (Some(""), FeedQuery::default(), "empty query"),
             (
-                Some("after=42&epoch=ab%20c&x=1"),
+                Some("after=42&epoch=ab%20c&x=1&tag=00000000000000ff"),
                 FeedQuery {
                     after: Some(42),
                     epoch: Some("ab c".to_owned()),
+                    tag: Some(255),
                 },
-                "both, percent-decoded, unknown ignored",
+                "all three, percent-decoded, unknown ignored",
             ),
             (
-                Some("after=18446744073709551615"),
+                Some("after=18446744073709551615&tag=ffffffffffffffff"),
                 FeedQuery {
                     after: Some(u64::MAX),
                     epoch: None,
+                    tag: Some(u64::MAX),
                 },
-                "the largest u64",
+                "the largest u64 and tag",
             ),
         ];
         for (query, expected, reason) in cases {
@@ -216,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn feed_query_refuses_an_after_that_is_not_a_u64() {
+    fn feed_query_refuses_an_after_that_is_not_a_u64_or_a_tag_that_is_not_16_hex_digits() {
         for (query, reason) in [
             ("after=abc", "not a number"),
             ("after=", "empty"),
@@ -226,6 +258,14 @@ mod tests {
             ("after=%FF", "not UTF-8"),
             ("after=1&after=2", "repeated"),
             ("epoch=a&epoch=b", "epoch repeated"),
+            ("tag=0123456789abcdef&tag=0123456789abcdef", "tag repeated"),
+            ("tag=", "empty tag"),
+            ("tag=0123456789abcde", "15 digits"),
+            ("tag=0123456789abcdef0", "17 digits"),
+            ("tag=0123456789ABCDEF", "upper case"),
+            ("tag=0123456789abcdeg", "not hex"),
+            ("tag=+123456789abcdef", "a sign"),
+            ("tag=%FF", "not UTF-8"),
         ] {
             let err = FeedQuery::parse(Some(query)).unwrap_err();
             assert!(
@@ -241,6 +281,7 @@ mod tests {
             epoch: "e".to_owned(),
             full: true,
             seq: 4,
+            tag: 0x00ab_0000_0000_0001,
             more: true,
             entries: vec![
                 row(1, "user", "u1", Some(10)),
@@ -253,7 +294,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "epoch": "e", "full": true, "seq": 4, "more": true,
+                "epoch": "e", "full": true, "seq": 4, "tag": "00ab000000000001", "more": true,
                 "sessions": [{"sid": "s1", "until": 102}, {"sid": "s0", "until": 104}],
                 "users": [
                     {"sub": "u1", "not_before": 10, "until": 101},

@@ -95,7 +95,6 @@ pub(super) async fn refresh(
     (status = 401, description = "a bearer token that does not verify", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
-    (status = 429, description = "rate_limited: the client address used up its bucket", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
     (status = 503, description = "unavailable: the store cannot be reached", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ), security((), ("bearer" = [])))]
 pub(super) async fn logout(

@@ -6,7 +6,7 @@ use super::{
     Error, Result,
 };
 use crate::{
-    devices::DeviceTokens,
+    devices::{DeviceTokens, Holder},
     domain::{Email, Password},
     state::AppState,
     store::{InsertUser, LoginReservation, NewSession, PasswordChange, UserRow},
@@ -66,7 +66,8 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<New
 /// failures (known or not, right password or not). A success also hands out a new device
 /// token. With a `device_token` that this user was given, the attempt counts against that
 /// token's own lock instead of the email's ([`crate::devices`], SECURITY.md E 48); any other
-/// token, also for an unknown email, counts as none.
+/// token, one issued before the user's last password change, rehash, "logout everywhere" or
+/// disable, and any token for an unknown email, counts as none.
 #[tracing::instrument(skip_all, fields(user_id))]
 pub async fn login(
     state: &AppState,
@@ -82,10 +83,15 @@ pub async fn login(
         None => None,
     };
     let device_tokens = DeviceTokens::new(state.ring.keks());
-    // Checked for every login that sends one, against an id no token is issued for when the
-    // email is unknown, so that the check's cost says nothing either.
+    // Checked for every login that sends one, against the user's credential state as stored,
+    // or when the email is unknown against nobody (the nil UUID and a dummy hash, as long as
+    // an account's), so that the check's cost says nothing either.
     let device = device_token.and_then(|token| {
-        device_tokens.recognise(token, user.as_ref().map_or("", |u| u.id.as_str()), now)
+        let holder = match &user {
+            Some(user) => Holder::of(user),
+            None => Holder::nobody(),
+        };
+        device_tokens.recognise(token, &holder, now)
     });
     // The lock's key: the device token's own, else the normalised email, or for a malformed
     // one a bounded digest of it, so that nonsense is throttled like everything else and any
@@ -170,10 +176,12 @@ pub async fn login(
         state.metrics.login("invalid_credentials");
         return Err(Error::InvalidCredentials);
     };
-    rehash_if_weaker(state, &user, password).await;
-    // The user as of the session's creation, which a "revoke everything" may have changed.
+    let rehashed = rehash_if_weaker(state, &user, password).await;
+    // The user as of the session's creation, which a "revoke everything" may have changed, with
+    // the hash now stored: the device token below is bound to both.
     let user = UserRow {
         tokens_valid_after,
+        password_hash: rehashed.unwrap_or(user.password_hash),
         ..user
     };
     let grant = Grant {
@@ -184,7 +192,7 @@ pub async fn login(
         refresh_issued_at: now,
     };
     let mut tokens = access::issue(state, grant, now).await?;
-    tokens.device_token = Some(device_tokens.issue(&user.id, now));
+    tokens.device_token = Some(device_tokens.issue(&Holder::of(&user), now));
     state.metrics.login("success");
     tracing::info!(event = "login", session_id = %session.id, "session opened");
     Ok(tokens)
@@ -195,18 +203,17 @@ pub async fn login(
 /// every account that logs in to the dummy hash's cost (SECURITY.md E 46). The write replaces
 /// only the hash this login checked; losing that race (a password change or another login came
 /// first), a busy hash pool or a store error leaves the old hash and never fails the login.
-async fn rehash_if_weaker(state: &AppState, user: &UserRow, password: &str) {
+/// The new hash when this call stored one (device tokens are bound to the stored hash).
+async fn rehash_if_weaker(state: &AppState, user: &UserRow, password: &str) -> Option<String> {
     if !state.hasher.is_weaker_than_configured(&user.password_hash) {
-        return;
+        return None;
     }
-    let Some(password) = Password::for_login(password) else {
-        return;
-    };
+    let password = Password::for_login(password)?;
     let rehashed = match state.hasher.hash(&password).await {
         Ok(hash) => hash,
         Err(e) => {
             tracing::info!(error = %e, "password not rehashed; next login will");
-            return;
+            return None;
         }
     };
     match state
@@ -214,13 +221,22 @@ async fn rehash_if_weaker(state: &AppState, user: &UserRow, password: &str) {
         .rehash_password(&user.id, &user.password_hash, &rehashed)
         .await
     {
-        Ok(true) => tracing::info!(
-            event = "password_rehashed",
-            cost = state.hasher.cost(),
-            "password rehashed at the configured cost"
-        ),
-        Ok(false) => tracing::info!("password changed meanwhile; not rehashed"),
-        Err(e) => tracing::warn!(error = %e, "cannot store the rehashed password"),
+        Ok(true) => {
+            tracing::info!(
+                event = "password_rehashed",
+                cost = state.hasher.cost(),
+                "password rehashed at the configured cost"
+            );
+            Some(rehashed)
+        }
+        Ok(false) => {
+            tracing::info!("password changed meanwhile; not rehashed");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store the rehashed password");
+            None
+        }
     }
 }
 
@@ -251,8 +267,9 @@ pub async fn change_password(
     // As at login: a device token this user was given counts the check against its own lock,
     // so an owner whose email a guesser has locked can still change the password from a device
     // they used before; without one, the email's lock.
-    let device = device_token
-        .and_then(|token| DeviceTokens::new(state.ring.keks()).recognise(token, &user.id, now));
+    let device = device_token.and_then(|token| {
+        DeviceTokens::new(state.ring.keks()).recognise(token, &Holder::of(&user), now)
+    });
     let lock_key = device
         .as_ref()
         .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());

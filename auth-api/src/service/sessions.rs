@@ -13,7 +13,7 @@ use crate::{
     kek::KeyEncryptionKeys,
     state::AppState,
     store::{RefreshLookup, RotationKeyAtRest, SessionRow, Store},
-    tokens::RefreshToken,
+    tokens::{new_rotation_key, RefreshToken},
 };
 
 /// Which sessions a logout ends, in GoTrue's vocabulary.
@@ -108,7 +108,7 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
         {
             return Err(Rejected::Invalid("idle timeout"));
         }
-        let successor = token.successor(&open_rotation_key(state, &session).await?);
+        let successor = token.successor(&rotation_key_to_rotate(state, &session).await?);
         let won = state
             .store
             .rotate_refresh_token(&session.id, session.generation, &successor.hash(), now)
@@ -123,6 +123,16 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
             if current.revoked_at.is_some() || current.generation != session.generation + 1 {
                 return Err(Rejected::Invalid("lost a rotation race"));
             }
+            // The winner derived it with the key now stored; only a key replaced between the
+            // two reads (a start re-sealing meanwhile) derives another one, which is not the
+            // live token: refused, and a retry meets the grace path below.
+            if token
+                .successor(&open_as_stored(state, &current)?.key)
+                .hash()
+                != successor.hash()
+            {
+                return Err(Rejected::Invalid("rotation key replaced meanwhile"));
+            }
             let issued_at = current.refreshed_at;
             return issue(state, &current, successor, issued_at, now).await;
         }
@@ -132,8 +142,23 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
         .refreshed_at
         .saturating_add(lifetimes.refresh_reuse_grace_secs);
     if found.token_generation + 1 == session.generation && now < grace_ends {
-        // The client retried (lost response, two tabs): answer with the live token again.
-        let successor = token.successor(&open_rotation_key(state, &session).await?);
+        // The client retried (lost response, two tabs): answer with the live token again. With
+        // the key as stored, never replaced here: the live token was derived with it. Unless a
+        // re-seal replaced it since (SECURITY.md I 100): then what it derives is not the live
+        // token, and the retry is refused like an unknown token (the session lives on).
+        let successor = token.successor(&open_as_stored(state, &session)?.key);
+        let live = state
+            .store
+            .find_refresh_token(&successor.hash())
+            .await?
+            .is_some_and(|found| {
+                found.session.id == session.id && found.token_generation == session.generation
+            });
+        if !live {
+            return Err(Rejected::Invalid(
+                "rotation key replaced since the rotation",
+            ));
+        }
         return issue(state, &session, successor, session.refreshed_at, now).await;
     }
     state
@@ -150,28 +175,27 @@ async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, Rejected
     Err(Rejected::Reused)
 }
 
-/// The rotation key of `session`, opened (SECURITY.md I 100).
+/// A session's rotation key as stored, opened.
+struct Opened {
+    key: Zeroizing<Vec<u8>>,
+    /// Where it was not under the current KEK: `plaintext` or the KEK's id.
+    stale: Option<String>,
+}
+
+/// The rotation key of `session` as stored, opened (SECURITY.md I 100), without replacing it.
 ///
 /// A key that does not open — under a KEK this replica is not given, or altered, or moved from
 /// another session (the associated data is the session id) — refuses the refresh as
 /// `invalid_grant`, and is logged by session and KEK id (never a byte of it). The session is not
 /// revoked: a replica started without one of the KEKs must not end every session it meets.
-///
-/// A key in the clear (written before issue 10, or by a replica of an earlier version during a
-/// rolling upgrade) or under an older KEK is used and re-sealed under the current KEK here, so
-/// that such a session still refreshes. The start already re-sealed every row it found
-/// ([`reseal_rotation_keys`]); this catches the rows written since. Accepting a key in the clear
-/// lets nobody in who could not get in anyway: whoever can write one into the database can as
-/// well write the hash of a refresh token of their own.
-async fn open_rotation_key(
-    state: &AppState,
-    session: &SessionRow,
-) -> Result<Zeroizing<Vec<u8>>, Rejected> {
+fn open_as_stored(state: &AppState, session: &SessionRow) -> Result<Opened, Rejected> {
     let keks = state.ring.keks();
-    let (key, from) = match session.rotation_key_at_rest() {
+    match session.rotation_key_at_rest() {
         RotationKeyAtRest::Sealed(sealed) => match keks.open_rotation_key(&session.id, &sealed) {
-            Ok(key) if sealed.kek_id == keks.current_id() => return Ok(key),
-            Ok(key) => (key, sealed.kek_id),
+            Ok(key) => Ok(Opened {
+                key,
+                stale: (sealed.kek_id != keks.current_id()).then_some(sealed.kek_id),
+            }),
             Err(e) => {
                 tracing::error!(
                     event = "rotation_key_unopenable",
@@ -180,13 +204,40 @@ async fn open_rotation_key(
                     error = %e,
                     "the session's rotation key does not open: refresh refused"
                 );
-                return Err(Rejected::Invalid("rotation key does not open"));
+                Err(Rejected::Invalid("rotation key does not open"))
             }
         },
-        RotationKeyAtRest::Clear(key) => (Zeroizing::new(key.to_vec()), "plaintext".to_owned()),
+        RotationKeyAtRest::Clear(key) => Ok(Opened {
+            key: Zeroizing::new(key.to_vec()),
+            stale: Some("plaintext".to_owned()),
+        }),
+    }
+}
+
+/// The rotation key that derives the successor of `session`'s live token.
+///
+/// A key in the clear (written before issue 10, or by a replica of an earlier version during a
+/// rolling upgrade) or under an older KEK is not re-sealed but replaced: a new random key,
+/// sealed under the current KEK, derives this successor and every later one, so that a dump
+/// holding the old key (in the clear, or under a KEK that leaks later) plus an old refresh
+/// token derives nothing live (SECURITY.md I 100). The successor is computed and stored at
+/// rotation, so any key will do for the live token. The start already replaced every row it
+/// found ([`reseal_rotation_keys`]); this catches the rows written since. Of two replacing at
+/// once, the first wins and the other uses its key. Accepting a key in the clear lets nobody in
+/// who could not get in anyway: whoever can write one into the database can as well write the
+/// hash of a refresh token of their own.
+async fn rotation_key_to_rotate(
+    state: &AppState,
+    session: &SessionRow,
+) -> Result<Zeroizing<Vec<u8>>, Rejected> {
+    let opened = open_as_stored(state, session)?;
+    let Some(from) = opened.stale else {
+        return Ok(opened.key);
     };
+    let keks = state.ring.keks();
+    let fresh = new_rotation_key();
     let sealed = keks
-        .seal_rotation_key(&session.id, &key)
+        .seal_rotation_key(&session.id, &fresh)
         .map_err(Error::Internal)?;
     if state
         .store
@@ -198,16 +249,23 @@ async fn open_rotation_key(
             session_id = %session.id,
             from = %from,
             to = keks.current_id(),
-            "rotation key encrypted under the current key-encryption key"
+            "rotation key replaced by a new one under the current key-encryption key"
         );
+        return Ok(fresh);
     }
-    Ok(key)
+    // Another refresh or a start replaced it first: its key is the one.
+    let current = state
+        .store
+        .session(&session.id)
+        .await?
+        .ok_or(Rejected::Invalid("session gone"))?;
+    Ok(open_as_stored(state, &current)?.key)
 }
 
 /// What [`reseal_rotation_keys`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RotationKeyReseal {
-    /// Rows re-sealed under the current KEK (in the clear or under an older one before).
+    /// Rows given a new key under the current KEK (in the clear or under an older one before).
     pub resealed: u64,
     /// Rows left as they were because they do not open under the configured KEKs; their
     /// sessions cannot refresh (users log in again).
@@ -219,9 +277,17 @@ pub struct RotationKeyReseal {
 /// Rows read and re-sealed per transaction by [`reseal_rotation_keys`].
 const RESEAL_BATCH: i64 = 500;
 
-/// Re-seals, under the current KEK, every session's rotation key that is in the clear (written
-/// before issue 10) or sealed under another KEK (after a KEK rotation): at every start and by
-/// every `auth-api keys` command, as [`crate::keyring`] does with the signing keys.
+/// Replaces by a new random key sealed under the current KEK every session's rotation key that
+/// is in the clear (written before issue 10) or sealed under another KEK (after a KEK
+/// rotation): at every start and by every `auth-api keys` command, as [`crate::keyring`] does
+/// with the signing keys.
+///
+/// A new key, not the old one sealed again: a dump taken before (with the key in the clear) or
+/// a leak of the old KEK plus an old refresh token would otherwise still derive the live
+/// successor for the rest of the session's life. The live token stays valid (its successor is
+/// derived from it with the new key at its next refresh); the only loss is the grace-window
+/// retry of its predecessor, for a session refreshed less than `AUTH_REFRESH_REUSE_GRACE_SECS`
+/// before: it is refused as `invalid_grant` and the session lives on ([`refresh`]).
 ///
 /// At start rather than only lazily at the next refresh: a session that is never refreshed
 /// again would keep its key in the clear (or under a KEK that must then stay configured) until
@@ -245,20 +311,18 @@ pub async fn reseal_rotation_keys(
         after.clone_from(last);
         let mut updates = Vec::with_capacity(rows.len());
         for (session_id, column, kek_id) in rows {
-            let key = match RotationKeyAtRest::of(&column, kek_id.as_deref()) {
-                RotationKeyAtRest::Clear(key) => Zeroizing::new(key.to_vec()),
-                RotationKeyAtRest::Sealed(sealed) => {
-                    match keks.open_rotation_key(&session_id, &sealed) {
-                        Ok(key) => key,
-                        Err(_) => {
-                            done.unopenable += 1;
-                            done.unopenable_keks.insert(sealed.kek_id);
-                            continue;
-                        }
-                    }
+            // A row under a KEK that is not configured is left as it was: that KEK may only be
+            // missing here, and replacing the key would end the session for every replica.
+            if let RotationKeyAtRest::Sealed(sealed) =
+                RotationKeyAtRest::of(&column, kek_id.as_deref())
+            {
+                if keks.open_rotation_key(&session_id, &sealed).is_err() {
+                    done.unopenable += 1;
+                    done.unopenable_keks.insert(sealed.kek_id);
+                    continue;
                 }
-            };
-            let sealed = keks.seal_rotation_key(&session_id, &key)?;
+            }
+            let sealed = keks.seal_rotation_key(&session_id, &new_rotation_key())?;
             updates.push((session_id, column, sealed));
         }
         done.resealed += store.reseal_rotation_keys(&updates).await?;
@@ -268,7 +332,7 @@ pub async fn reseal_rotation_keys(
             event = "rotation_keys_resealed",
             count = done.resealed,
             to = keks.current_id(),
-            "sessions' rotation keys encrypted under the current key-encryption key"
+            "sessions' rotation keys replaced by new ones under the current key-encryption key"
         );
     }
     if done.unopenable > 0 {

@@ -7,8 +7,15 @@
 //! numbered up to H is committed, and a reader that resumes after H misses nothing. The feed's
 //! `epoch` is random per database, so a cursor from another database is never mistaken for one
 //! of this one. Entries are kept, and served, until `until + MAX_CLOCK_SKEW_SECS`.
+//!
+//! The epoch is in the data, so a restored backup, a promoted asynchronous standby or a copy
+//! keeps it while numbering new entries again from an older head. Every entry therefore also
+//! gets a random 64-bit `tag` (the head row keeps the tag of the head entry), and a cursor is
+//! `(seq, tag)`: a reader resumes only where the entry it stopped at is still there with the
+//! same tag. A cursor from a lost history (or one whose entry was pruned) starts a full sync.
 
 use auth_jwt::MAX_CLOCK_SKEW_SECS;
+use rand::Rng;
 use sqlx::{AnyConnection, FromRow};
 
 use super::Store;
@@ -41,15 +48,20 @@ pub struct RevocationRow {
     /// When every token the entry refuses has expired; it stays in the feed
     /// [`MAX_CLOCK_SKEW_SECS`] longer.
     pub until: i64,
+    /// 64 random bits (stored as a signed BIGINT) that tell this entry from one numbered alike
+    /// in another history of the database.
+    pub tag: i64,
 }
 
-/// Where a reader of the feed says it stands: the `after` and `epoch` of its last answer.
+/// Where a reader of the feed says it stands: the `seq`, `epoch` and `tag` of its last answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FeedCursor<'a> {
-    /// The last `seq` it holds; `None` for nothing (0 with an epoch: an empty feed).
+    /// The last `seq` it holds; `None` for nothing.
     pub after: Option<u64>,
     /// The epoch its `after` belongs to.
     pub epoch: Option<&'a str>,
+    /// The tag of the entry at `after` (of the head, when `after` was the head).
+    pub tag: Option<u64>,
 }
 
 /// One answer of the feed.
@@ -61,6 +73,8 @@ pub struct RevocationPage {
     pub full: bool,
     /// The cursor to resume from.
     pub seq: u64,
+    /// The tag of the entry at `seq`: the last entry of the page when `more`, else the head's.
+    pub tag: u64,
     /// More entries wait past `seq`.
     pub more: bool,
     /// The entries of this page, in feed order.
@@ -73,20 +87,62 @@ fn expired_at_or_before(now: i64) -> i64 {
     now.saturating_sub(i64::try_from(MAX_CLOCK_SKEW_SECS).unwrap_or(i64::MAX))
 }
 
-/// Where a page starts (`None`: a full sync from the beginning), given the reader's cursor and
-/// the feed's epoch and head.
-fn resume_after(cursor: FeedCursor<'_>, epoch: &str, head: i64) -> Option<i64> {
-    // `after=0` with the right epoch is a reader that holds an empty feed: incremental, so an
-    // empty feed does not answer `full` (a rebuild) on every poll.
-    let after = i64::try_from(cursor.after?).ok()?;
-    (cursor.epoch == Some(epoch) && after <= head).then_some(after)
+/// A tag as stored (BIGINT) from its 64 bits.
+fn stored_tag(tag: u64) -> i64 {
+    i64::from_be_bytes(tag.to_be_bytes())
+}
+
+/// A tag's 64 bits from its stored form (BIGINT).
+fn tag_bits(tag: i64) -> u64 {
+    u64::from_be_bytes(tag.to_be_bytes())
+}
+
+/// What a reader's cursor allows, given the feed's epoch, head and head tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// A full sync from the beginning.
+    Full,
+    /// Resume after this `seq`.
+    After(i64),
+    /// Resume after `seq` only if the entry numbered `seq` is there with this tag.
+    AfterEntry { seq: i64, tag: i64 },
+}
+
+/// Where a page starts, given the reader's cursor and the feed's epoch, head and head tag. A
+/// reader resumes only in this epoch, up to the head, and with the tag of the entry it stopped
+/// at: a missing tag or a tag of another history (a restored database) starts a full sync.
+/// Except at 0: a reader there holds nothing, so it skips nothing in any history once the head
+/// has moved on (no entry is numbered 0); at a head of 0 it still needs the head's tag.
+fn resume_after(cursor: FeedCursor<'_>, epoch: &str, head: i64, head_tag: i64) -> Resume {
+    let (Some(after), Some(tag)) = (cursor.after, cursor.tag) else {
+        return Resume::Full;
+    };
+    let (Ok(after), tag) = (i64::try_from(after), stored_tag(tag)) else {
+        return Resume::Full;
+    };
+    if cursor.epoch != Some(epoch) || after > head {
+        Resume::Full
+    } else if after == head {
+        // The head's tag, also at 0: an empty feed's reader stays incremental, so an empty
+        // feed does not answer `full` (a rebuild) on every poll.
+        if tag == head_tag {
+            Resume::After(after)
+        } else {
+            Resume::Full
+        }
+    } else if after == 0 {
+        Resume::After(0)
+    } else {
+        Resume::AfterEntry { seq: after, tag }
+    }
 }
 
 impl Store {
     /// One page of the feed for a reader at `cursor`: at most `page` entries (at least one)
     /// numbered after the cursor and up to the head read first, that can still matter at `now`.
-    /// A missing `after`, a missing or other epoch, or an `after` past the head starts a full
-    /// sync (`after=0` with this epoch is a reader that holds an empty feed: incremental).
+    /// A missing `after` or `tag`, a missing or other epoch, an `after` past the head, or a tag
+    /// that is not the one of the entry at `after` (of the head, when `after` is the head)
+    /// starts a full sync.
     pub async fn revocation_page(
         &self,
         cursor: FeedCursor<'_>,
@@ -95,14 +151,27 @@ impl Store {
     ) -> Result<RevocationPage, sqlx::Error> {
         // The head first: everything numbered up to it is committed (see the module docs), so
         // the rows read next, in a later snapshot, hold every entry up to it.
-        let (epoch, head): (String, i64) =
-            sqlx::query_as("SELECT epoch, seq FROM revocation_feed WHERE id = 1")
+        let (epoch, head, head_tag): (String, i64, i64) =
+            sqlx::query_as("SELECT epoch, seq, tag FROM revocation_feed WHERE id = 1")
                 .fetch_one(&self.pool)
                 .await?;
-        let resume = resume_after(cursor, &epoch, head);
+        let resume = match resume_after(cursor, &epoch, head, head_tag) {
+            Resume::Full => None,
+            Resume::After(after) => Some(after),
+            Resume::AfterEntry { seq, tag } => {
+                // Numbered below the head: committed (see the module docs), unless pruned
+                // since, or of another history.
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT tag FROM revocations WHERE seq = $1")
+                        .bind(seq)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                (found == Some(tag)).then_some(seq)
+            }
+        };
         let page = page.max(1);
         let mut entries: Vec<RevocationRow> = sqlx::query_as(
-            "SELECT seq, kind, subject, not_before, until FROM revocations \
+            "SELECT seq, kind, subject, not_before, until, tag FROM revocations \
              WHERE seq > $1 AND seq <= $2 AND until > $3 ORDER BY seq LIMIT $4",
         )
         .bind(resume.unwrap_or(0))
@@ -116,16 +185,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let more = entries.len() > page;
-        let seq = if more {
+        let (seq, tag) = if more {
             entries.truncate(page);
-            entries.last().map_or(head, |row| row.seq)
+            entries
+                .last()
+                .map_or((head, head_tag), |row| (row.seq, row.tag))
         } else {
-            head
+            (head, head_tag)
         };
         Ok(RevocationPage {
             epoch,
             full: resume.is_none(),
             seq: u64::try_from(seq).unwrap_or(0),
+            tag: tag_bits(tag),
             more,
             entries,
         })
@@ -165,14 +237,21 @@ impl Store {
             return Ok(());
         }
         let count = i64::try_from(revoked.len()).unwrap_or(i64::MAX);
+        let tags: Vec<i64> = {
+            let mut rng = rand::thread_rng();
+            revoked.iter().map(|_| rng.gen()).collect()
+        };
+        let last_tag = tags.last().copied().unwrap_or_default();
+        // The head keeps the tag of its entry, the last one.
         let head: i64 = sqlx::query_scalar(
-            "UPDATE revocation_feed SET seq = seq + $1 WHERE id = 1 RETURNING seq",
+            "UPDATE revocation_feed SET seq = seq + $1, tag = $2 WHERE id = 1 RETURNING seq",
         )
         .bind(count)
+        .bind(last_tag)
         .fetch_one(&mut *conn)
         .await?;
         let mut seq = head.saturating_sub(count);
-        for entry in revoked {
+        for (entry, tag) in revoked.iter().zip(tags) {
             seq = seq.saturating_add(1);
             let (kind, subject, not_before) = match *entry {
                 Revoked::Session(sid) => ("session", sid, None),
@@ -182,8 +261,8 @@ impl Store {
                 } => ("user", user_id, Some(not_before)),
             };
             sqlx::query(
-                "INSERT INTO revocations (kind, subject, not_before, until, created_at, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(kind)
             .bind(subject)
@@ -191,6 +270,7 @@ impl Store {
             .bind(until)
             .bind(now)
             .bind(seq)
+            .bind(tag)
             .execute(&mut *conn)
             .await?;
         }
@@ -202,38 +282,99 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn at(after: Option<u64>, epoch: Option<&str>) -> FeedCursor<'_> {
-        FeedCursor { after, epoch }
+    fn at(after: Option<u64>, epoch: Option<&str>, tag: Option<u64>) -> FeedCursor<'_> {
+        FeedCursor { after, epoch, tag }
     }
 
     #[test]
-    fn a_cursor_resumes_only_within_the_same_epoch_and_up_to_the_head() {
+    fn a_cursor_resumes_only_within_the_same_epoch_up_to_the_head_with_its_tag() {
+        const HEAD_TAG: i64 = -7;
+        let head_tag = Some(tag_bits(HEAD_TAG));
         let cases = [
             (
-                at(Some(5), Some("e1")),
-                Some(5),
-                "same epoch, behind the head",
+                at(Some(5), Some("e1"), Some(3)),
+                Resume::AfterEntry { seq: 5, tag: 3 },
+                "behind the head: if the entry at 5 has the tag",
             ),
-            (at(Some(9), Some("e1")), Some(9), "same epoch, at the head"),
-            (at(None, Some("e1")), None, "no cursor"),
             (
-                at(Some(0), Some("e1")),
-                Some(0),
-                "an empty feed's reader stays incremental",
+                at(Some(5), Some("e1"), Some(u64::MAX)),
+                Resume::AfterEntry { seq: 5, tag: -1 },
+                "all 64 bits of the tag",
             ),
-            (at(Some(0), None), None, "zero without an epoch"),
-            (at(Some(5), None), None, "a cursor without its epoch"),
-            (at(Some(5), Some("e2")), None, "another database's cursor"),
             (
-                at(Some(10), Some("e1")),
-                None,
+                at(Some(9), Some("e1"), head_tag),
+                Resume::After(9),
+                "at the head, with its tag",
+            ),
+            (
+                at(Some(9), Some("e1"), Some(3)),
+                Resume::Full,
+                "at the head, with another tag: restored from a backup",
+            ),
+            (
+                at(Some(9), Some("e1"), None),
+                Resume::Full,
+                "at the head, without a tag",
+            ),
+            (at(Some(5), Some("e1"), None), Resume::Full, "no tag"),
+            (at(None, Some("e1"), head_tag), Resume::Full, "no cursor"),
+            (
+                at(Some(0), None, head_tag),
+                Resume::Full,
+                "zero without an epoch",
+            ),
+            (at(Some(5), None, Some(3)), Resume::Full, "no epoch"),
+            (
+                at(Some(5), Some("e2"), Some(3)),
+                Resume::Full,
+                "another database's cursor",
+            ),
+            (
+                at(Some(10), Some("e1"), head_tag),
+                Resume::Full,
                 "past the head: restored from a backup",
             ),
-            (at(Some(u64::MAX), Some("e1")), None, "past any i64"),
+            (
+                at(Some(u64::MAX), Some("e1"), head_tag),
+                Resume::Full,
+                "past any i64",
+            ),
         ];
         for (cursor, expected, reason) in cases {
-            assert_eq!(resume_after(cursor, "e1", 9), expected, "{reason}");
+            assert_eq!(
+                resume_after(cursor, "e1", 9, HEAD_TAG),
+                expected,
+                "{reason}"
+            );
         }
+        assert_eq!(
+            resume_after(at(Some(0), Some("e1"), head_tag), "e1", 0, HEAD_TAG),
+            Resume::After(0),
+            "an empty feed's reader stays incremental"
+        );
+        assert_eq!(
+            resume_after(at(Some(0), Some("e1"), Some(3)), "e1", 0, HEAD_TAG),
+            Resume::Full,
+            "an empty feed's reader of another history"
+        );
+        assert_eq!(
+            resume_after(at(Some(0), Some("e1"), Some(3)), "e1", 9, HEAD_TAG),
+            Resume::After(0),
+            "a reader at 0 holds nothing: it skips nothing once the head moved on"
+        );
+        assert_eq!(
+            resume_after(at(Some(0), Some("e1"), None), "e1", 9, HEAD_TAG),
+            Resume::Full,
+            "at 0 without a tag"
+        );
+    }
+
+    #[test]
+    fn a_tag_keeps_its_64_bits_through_the_database() {
+        for bits in [0, 1, 1 << 63, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(tag_bits(stored_tag(bits)), bits);
+        }
+        assert_eq!(stored_tag(u64::MAX), -1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Slow and numerous clients over real sockets (SECURITY.md I 97): the header-read timeout, the
-//! request timeout, the connection cap of each listener, and the graceful drain.
+//! request timeout, the write timeout, the connection cap of each listener, and the graceful
+//! drain and its deadline.
 
 use std::{
     net::SocketAddr,
@@ -242,4 +243,125 @@ async fn graceful_shutdown_still_completes_a_request_in_flight() {
         .expect("the drain ends")
         .unwrap()
         .unwrap();
+}
+
+/// A client with a tiny receive window that pipelines `GET /openapi.json` (tens of KiB each)
+/// without reading: auth-api soon has more to write than the socket buffers hold. Returns the
+/// read half, never read by the caller unless it wants to, and the writer task.
+async fn pipelining_slow_reader(
+    addr: SocketAddr,
+) -> (tokio::net::tcp::OwnedReadHalf, JoinHandle<()>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let request = b"GET /openapi.json HTTP/1.1\r\nHost: auth\r\n\r\n".repeat(50);
+        for _ in 0..20 {
+            // Blocks once auth-api stops reading (its answers are stuck); errors once closed.
+            if write.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+    });
+    (read, writer)
+}
+
+/// Reads `stream` until it ends (end of stream or reset), for at most `limit`; whether it did.
+async fn drained_until_closed(
+    stream: &mut tokio::net::tcp::OwnedReadHalf,
+    limit: Duration,
+) -> bool {
+    let mut buf = [0_u8; 65536];
+    tokio::time::timeout(limit, async {
+        while let Ok(1..) = stream.read(&mut buf).await {}
+    })
+    .await
+    .is_ok()
+}
+
+/// SECURITY.md I 97 (finding F1): a client that pipelines requests and never reads its answers
+/// loses its connection once a write has made no progress for `AUTH_REQUEST_TIMEOUT_SECS`, and
+/// its permit is back: at `AUTH_MAX_CONNECTIONS` = 1 the next client is served. (Public listener:
+/// the internal one has no large answer without its token; both run the same accept loop.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection_after_the_write_timeout() {
+    let write_timeout = Duration::from_secs(1);
+    let mut served = Served::start(|c| {
+        c.max_connections = 1;
+        c.request_timeout = write_timeout;
+        // Not the header-read timeout that frees the connection.
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let (mut stuck, writer) = pipelining_slow_reader(served.public).await;
+    // Let auth-api take the connection and fill the socket buffers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut next = TcpStream::connect(served.public).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), get_healthz(&mut next))
+        .await
+        .expect("the client that never reads keeps the only permit");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        started.elapsed() >= write_timeout / 2,
+        "served at once: was the cap reached?"
+    );
+    // The stuck connection was closed by auth-api (what it had sent, then the end).
+    assert!(
+        drained_until_closed(&mut stuck, Duration::from_secs(10)).await,
+        "the stuck connection is still open"
+    );
+    writer.abort();
+    served.stop();
+    tokio::time::timeout(Duration::from_secs(10), &mut served.server)
+        .await
+        .expect("the drain ends")
+        .unwrap()
+        .unwrap();
+}
+
+/// SECURITY.md I 97 (finding F1): after the stop signal each connection has
+/// `AUTH_REQUEST_TIMEOUT_SECS` + 5 s to finish, whatever holds it, then it is dropped and the
+/// server stops. Held here by a client that pipelines and never reads (its writes stall) and by
+/// one whose first request head is unfinished under a long `AUTH_HEADER_READ_TIMEOUT_SECS`
+/// (hyper's graceful shutdown waits for that head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_the_drain_deadline_while_clients_hold_their_connections() {
+    let request_timeout = Duration::from_secs(1);
+    let drain_deadline = request_timeout + Duration::from_secs(5);
+    let mut served = Served::start(|c| {
+        c.request_timeout = request_timeout;
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let (mut stuck, writer) = pipelining_slow_reader(served.public).await;
+    let mut half = TcpStream::connect(served.public).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: au")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    served.stop();
+    let stopped = Instant::now();
+    tokio::time::sleep(request_timeout * 2).await;
+    assert!(
+        !served.server.is_finished(),
+        "stopped before the deadline: nothing held a connection, the test shows nothing"
+    );
+    tokio::time::timeout(
+        (drain_deadline + Duration::from_secs(3)).saturating_sub(stopped.elapsed()),
+        &mut served.server,
+    )
+    .await
+    .expect("the drain has no deadline")
+    .unwrap()
+    .unwrap();
+    let took = stopped.elapsed();
+    assert!(
+        took >= drain_deadline - Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert!(closed_within(&mut half, Duration::from_secs(1)).await);
+    assert!(drained_until_closed(&mut stuck, Duration::from_secs(10)).await);
+    writer.abort();
 }

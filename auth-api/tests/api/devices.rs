@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::{json, Value};
 
-use auth_api::devices::{DeviceTokens, FORGET_AFTER_SECS, KEY_PREFIX, LIFETIME_SECS};
+use auth_api::devices::{DeviceTokens, Holder, FORGET_AFTER_SECS, KEY_PREFIX, LIFETIME_SECS};
 
 use crate::helpers::{Backend, TestApp, TestResponse, TestUser};
 
@@ -34,15 +34,36 @@ async fn user_with_device(app: &TestApp) -> (TestUser, String) {
 
 /// The lock of `token`'s own counter, as the store holds it.
 async fn device_lock(app: &TestApp, user: &TestUser, token: &str) -> Option<i64> {
-    let id = app.user(&user.email).await.id;
+    let row = app.user(&user.email).await;
     let device = DeviceTokens::new(app.state.ring.keks())
-        .recognise(token, &id, app.clock.now())
+        .recognise(token, &Holder::of(&row), app.clock.now())
         .expect("a valid device token");
     app.state
         .store
         .login_locked_until(device.throttle_key())
         .await
         .unwrap()
+}
+
+async fn change_password(
+    app: &TestApp,
+    access: &str,
+    current: &str,
+    new: &str,
+    device_token: Option<&str>,
+) -> TestResponse {
+    let mut body = json!({"current_password": current, "new_password": new});
+    if let Some(token) = device_token {
+        body["device_token"] = token.into();
+    }
+    app.request(
+        Request::post("/password")
+            .header(header::AUTHORIZATION, format!("Bearer {access}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
 }
 
 /// Status, body and `Retry-After` of an answer: what a client can compare.
@@ -156,11 +177,12 @@ async fn the_owner_logs_in_with_a_device_token_while_the_email_is_locked(app: Te
 async fn a_forged_tampered_expired_or_foreign_device_token_counts_as_none(app: TestApp) {
     let (user, token) = user_with_device(&app).await;
     let (_, foreign) = user_with_device(&app).await;
-    let id = app.user(&user.email).await.id;
+    let row = app.user(&user.email).await;
+    let holder = Holder::of(&row);
     let now = app.clock.now();
-    let expired = DeviceTokens::new(app.state.ring.keks()).issue(&id, now - LIFETIME_SECS);
+    let expired = DeviceTokens::new(app.state.ring.keks()).issue(&holder, now - LIFETIME_SECS);
     let (other_install, _) = auth_api::kek::KeyEncryptionKeys::generate("elsewhere").unwrap();
-    let other_kek = DeviceTokens::new(&other_install).issue(&id, now);
+    let other_kek = DeviceTokens::new(&other_install).issue(&holder, now);
     let mut tampered = token.clone().into_bytes();
     tampered[40] = if tampered[40] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
@@ -257,7 +279,104 @@ async fn the_prune_forgets_a_device_counter_once_its_token_has_expired(app: Test
     );
 }
 
+/// The F3 attack (SECURITY.md E 48): someone who once knew the password collected device
+/// tokens; after `void` (a password change, a "logout everywhere", a disable) each of them
+/// counts as none: guesses with them count against the email and lock it, and none is
+/// recognised any more. A token issued afterwards is.
+async fn collected_tokens_count_as_none_after(
+    app: &TestApp,
+    void: impl AsyncFnOnce(&TestUser, &str) -> String,
+) {
+    let (user, first) = user_with_device(app).await;
+    let mut collected = vec![first];
+    for _ in 0..3 {
+        collected.push(
+            app.login(&user.email, &user.password)
+                .await
+                .str("device_token"),
+        );
+    }
+    let owner = app.login(&user.email, &user.password).await;
+    let password = void(&user, &owner.str("access_token")).await;
+    let fresh = app.login(&user.email, &password).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.body);
+    let fresh = fresh.str("device_token");
+    let row = app.user(&user.email).await;
+    let devices = DeviceTokens::new(app.state.ring.keks());
+    for token in &collected {
+        assert_eq!(
+            devices.recognise(token, &Holder::of(&row), app.clock.now()),
+            None
+        );
+    }
+    assert!(devices
+        .recognise(&fresh, &Holder::of(&row), app.clock.now())
+        .is_some());
+    for attempt in 0..5 {
+        let token = &collected[attempt % collected.len()];
+        let response = login_with(app, &user.email, WRONG, token).await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{attempt}");
+    }
+    let locked = app.login(&user.email, &password).await;
+    assert_eq!(
+        (locked.status, locked.header("retry-after")),
+        (StatusCode::TOO_MANY_REQUESTS, Some("1")),
+        "the guesses with the old tokens counted against the email"
+    );
+    for token in &collected {
+        let response = login_with(app, &user.email, &password, token).await;
+        assert_eq!(
+            response.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "counts as none"
+        );
+    }
+    let owner = login_with(app, &user.email, &password, &fresh).await;
+    assert_eq!(
+        owner.status,
+        StatusCode::OK,
+        "the new token: {}",
+        owner.body
+    );
+}
+
+async fn collected_device_tokens_count_as_none_after_a_password_change(app: TestApp) {
+    let new_password = "a brand new passphrase";
+    collected_tokens_count_as_none_after(&app, async |user, access| {
+        let changed = change_password(&app, access, &user.password, new_password, None).await;
+        assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.body);
+        new_password.to_owned()
+    })
+    .await;
+}
+
+async fn collected_device_tokens_count_as_none_after_logout_everywhere(app: TestApp) {
+    collected_tokens_count_as_none_after(&app, async |user, access| {
+        let out = app.logout_bearer(access, true).await;
+        assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.body);
+        user.password.clone()
+    })
+    .await;
+}
+
+async fn collected_device_tokens_count_as_none_after_a_disable(app: TestApp) {
+    collected_tokens_count_as_none_after(&app, async |user, _| {
+        let id = app.user(&user.email).await.id;
+        let store = &app.state.store;
+        assert!(store
+            .disable_user(&id, app.state.revoke_at())
+            .await
+            .unwrap());
+        assert!(store.enable_user(&id).await.unwrap());
+        user.password.clone()
+    })
+    .await;
+}
+
 crate::on_both_stores!(
+    collected_device_tokens_count_as_none_after_a_password_change,
+    collected_device_tokens_count_as_none_after_logout_everywhere,
+    collected_device_tokens_count_as_none_after_a_disable,
     the_prune_forgets_a_device_counter_once_its_token_has_expired,
     a_login_returns_a_device_token_and_every_login_a_new_one,
     failures_with_a_device_token_lock_that_token_only,
@@ -268,27 +387,6 @@ crate::on_both_stores!(
 
 mod hard_limit {
     use super::*;
-
-    async fn change_password(
-        app: &TestApp,
-        access: &str,
-        current: &str,
-        new: &str,
-        device_token: Option<&str>,
-    ) -> TestResponse {
-        let mut body = json!({"current_password": current, "new_password": new});
-        if let Some(token) = device_token {
-            body["device_token"] = token.into();
-        }
-        app.request(
-            Request::post("/password")
-                .header(header::AUTHORIZATION, format!("Bearer {access}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-    }
 
     /// SECURITY.md E 48/E 50: a guesser drives the email to the hard lock; the owner's device
     /// logs in regardless, changes the password from there (the check counts against the
@@ -371,7 +469,62 @@ mod hard_limit {
         );
     }
 
+    /// A login that rehashes the password at a raised cost (SECURITY.md E 46) hands out a
+    /// token bound to the hash it stored, which then works as a device token; the tokens
+    /// issued before the rehash count as none from then on (E 48: once per account and raise).
+    async fn a_login_that_rehashes_hands_out_a_token_for_the_new_hash(backend: Backend) {
+        use auth_api::{
+            domain::Password,
+            passwords::PasswordHasher,
+            store::{InsertUser, UserRow},
+        };
+        let app = TestApp::spawn_with(backend, |c| c.bcrypt_cost = 5).await;
+        let user = TestUser::random();
+        let old = PasswordHasher::new(4, app.state.config.password_pepper.clone(), 1, 1)
+            .await
+            .unwrap();
+        let row = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: user.email.clone(),
+            password_hash: old
+                .hash(&Password::for_login(&user.password).unwrap())
+                .await
+                .unwrap(),
+            created_at: app.clock.now(),
+            disabled_at: None,
+            tokens_valid_after: 0,
+        };
+        let inserted = app.state.store.insert_user(&row, &["user"]).await.unwrap();
+        assert!(matches!(inserted, InsertUser::Created));
+        let devices = DeviceTokens::new(app.state.ring.keks());
+        let before_raise = devices.issue(&Holder::of(&row), app.clock.now());
+
+        let response = login_with(&app, &user.email, &user.password, &before_raise).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        let rehashed = app.user(&user.email).await;
+        assert_ne!(rehashed.password_hash, row.password_hash, "rehashed");
+        let fresh = response.str("device_token");
+        let now = app.clock.now();
+        assert!(devices
+            .recognise(&fresh, &Holder::of(&rehashed), now)
+            .is_some());
+        assert_eq!(
+            devices.recognise(&before_raise, &Holder::of(&rehashed), now),
+            None
+        );
+        for attempt in 1..=5 {
+            let response = login_with(&app, &user.email, WRONG, &fresh).await;
+            assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{attempt}");
+        }
+        assert_eq!(
+            app.login(&user.email, &user.password).await.status,
+            StatusCode::OK,
+            "the guesses counted against the new token, not the email"
+        );
+    }
+
     crate::on_both_backends!(
+        a_login_that_rehashes_hands_out_a_token_for_the_new_hash,
         an_owner_locked_out_by_a_guesser_keeps_the_device_and_a_password_change_unlocks,
         a_hundred_failures_with_a_device_token_lock_it_for_good,
     );

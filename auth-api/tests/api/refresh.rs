@@ -275,3 +275,34 @@ crate::on_both_stores!(
     unknown_well_formed_token_leaves_the_real_session_alone,
     refreshed_token_carries_the_current_roles,
 );
+
+/// SECURITY.md F 60, on PostgreSQL (SQLite serialises every write anyway): a refresh locks
+/// only its own session, so while another session of the same user is held locked by an open
+/// transaction, a refresh of this one completes; the locked one's own refresh waits, which
+/// shows the lock is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_held_locked_does_not_hold_up_another_of_the_same_user() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Postgres, |_| {}).await;
+    let (user, a) = app.logged_in_user().await;
+    let b = user.login(&app).await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let mut held = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+        .bind(a.sid())
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    let other = tokio::time::timeout(Duration::from_secs(5), app.refresh(&b.refresh))
+        .await
+        .expect("a refresh of another session waited on this one's lock");
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    let own = tokio::time::timeout(Duration::from_millis(500), app.refresh(&a.refresh)).await;
+    assert!(
+        own.is_err(),
+        "the locked session's own refresh waits for the lock"
+    );
+    held.rollback().await.unwrap();
+    let own = app.refresh(&a.refresh).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+}

@@ -1,7 +1,8 @@
 //! The revocation feed on the internal listener (`GET /internal/revocations`, feed v2 of
-//! issue 10): a cursor (`after`, `epoch`) into entries numbered in commit order, in pages of
-//! `REVOCATION_FEED_PAGE`, each entry kept `MAX_CLOCK_SKEW_SECS` past its `until`
-//! (SECURITY.md 74).
+//! issue 10): a cursor (`after`, `epoch`, `tag`) into entries numbered in commit order, in
+//! pages of `REVOCATION_FEED_PAGE`, each entry kept `MAX_CLOCK_SKEW_SECS` past its `until`
+//! (SECURITY.md 74, I 102); a cursor from another history of the database (a restored backup)
+//! gets a full sync.
 
 use std::{borrow::Cow, collections::HashSet, time::Duration};
 
@@ -129,13 +130,24 @@ async fn feed_at(app: &TestApp, query: &str) -> TestResponse {
     .await
 }
 
-/// The answer's cursor as the next query: `after=<seq>&epoch=<epoch>`.
+/// The answer's cursor as the next query: `after=<seq>&epoch=<epoch>&tag=<tag>`.
 fn next_query(answer: &TestResponse) -> String {
     format!(
-        "after={}&epoch={}",
+        "after={}&epoch={}&tag={}",
         answer.body["seq"].as_u64().unwrap(),
-        answer.str("epoch")
+        answer.str("epoch"),
+        answer.str("tag")
     )
+}
+
+/// The tag of the entry numbered `seq`, as on the wire.
+async fn tag_of(pool: &AnyPool, seq: u64) -> String {
+    let tag: i64 = sqlx::query_scalar("SELECT tag FROM revocations WHERE seq = $1")
+        .bind(i64::try_from(seq).unwrap())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    format!("{:016x}", u64::from_be_bytes(tag.to_be_bytes()))
 }
 
 /// Every entry of an answer as `s:<sid>` or `u:<sub>:<not_before>`, in answer order.
@@ -155,23 +167,27 @@ async fn raw_pool(url: &str) -> AnyPool {
     AnyPool::connect(url).await.unwrap()
 }
 
-/// Appends `n` session entries `seeded-<i>` with this `until` to the feed, numbered as the
-/// store numbers them (head + 1 …, then the head moves): 10k entries in one statement.
+/// Appends `n` session entries `seeded-<i>` with this `until` to the feed, numbered and tagged
+/// as the store does (head + 1 …, then the head moves and takes the last entry's tag): 10k
+/// entries in one statement.
 async fn seed(pool: &AnyPool, n: i64, until: i64) {
+    let salt = rand::random::<i64>() >> 2; // Distinct tags: salt + i never overflows.
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq) \
+         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
          SELECT 'session', 'seeded-' || i, NULL, $2, 0, \
-                (SELECT seq FROM revocation_feed WHERE id = 1) + i FROM n",
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i, $3 + i FROM n",
     )
     .bind(n)
     .bind(until)
+    .bind(salt)
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("UPDATE revocation_feed SET seq = seq + $1 WHERE id = 1")
+    sqlx::query("UPDATE revocation_feed SET seq = seq + $1, tag = $2 + $1 WHERE id = 1")
         .bind(n)
+        .bind(salt)
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -208,6 +224,16 @@ async fn a_cursor_resumes_with_nothing_lost_or_repeated(app: TestApp) {
         still_empty.body["full"], false,
         "polling an empty feed is no rebuild"
     );
+    let flipped = u64::from_str_radix(&empty.str("tag"), 16).unwrap() ^ 1;
+    let other_history = feed_at(
+        &app,
+        &format!("after=0&epoch={}&tag={flipped:016x}", empty.str("epoch")),
+    )
+    .await;
+    assert_eq!(
+        other_history.body["full"], true,
+        "at a head of 0, only with the head's tag"
+    );
     let (_, before) = app.logged_in_user().await;
     app.logout_bearer(&before.access, false).await;
     let start = feed(&app).await;
@@ -239,24 +265,51 @@ async fn a_cursor_resumes_with_nothing_lost_or_repeated(app: TestApp) {
 }
 
 async fn a_full_sync_starts_without_a_cursor_with_another_epoch_or_past_the_head(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
     for _ in 0..2 {
         let (_, tokens) = app.logged_in_user().await;
         app.logout_bearer(&tokens.access, false).await;
     }
     let head = feed(&app).await;
-    let (seq, epoch) = (head.body["seq"].as_u64().unwrap(), head.str("epoch"));
+    let (seq, epoch, tag) = (
+        head.body["seq"].as_u64().unwrap(),
+        head.str("epoch"),
+        head.str("tag"),
+    );
     assert_eq!(epoch.len(), 32, "128 random bits in hex: {epoch}");
     assert!(epoch.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        tag,
+        tag_of(&pool, seq).await,
+        "the head's tag is its entry's"
+    );
+    let first_tag = tag_of(&pool, seq - 1).await;
     for (query, reason) in [
         (String::new(), "no cursor"),
         (String::from("after=0"), "after=0 without an epoch"),
         (format!("after={seq}"), "no epoch"),
+        (format!("after={seq}&tag={tag}"), "no epoch, with the tag"),
+        (format!("after={seq}&epoch={epoch}"), "no tag"),
         (
-            format!("after={seq}&epoch=0123456789abcdef0123456789abcdef"),
+            format!("after={seq}&epoch=0123456789abcdef0123456789abcdef&tag={tag}"),
             "another epoch",
         ),
-        (format!("after={}&epoch={epoch}", seq + 1), "past the head"),
-        (format!("after={}&epoch={epoch}", u64::MAX), "past any seq"),
+        (
+            format!("after={}&epoch={epoch}&tag={tag}", seq + 1),
+            "past the head",
+        ),
+        (
+            format!("after={}&epoch={epoch}&tag={tag}", u64::MAX),
+            "past any seq",
+        ),
+        (
+            format!("after={}&epoch={epoch}&tag={tag}", seq - 1),
+            "the head's tag for an entry behind it",
+        ),
+        (
+            format!("after={seq}&epoch={epoch}&tag={first_tag}"),
+            "an entry's tag for the head",
+        ),
     ] {
         let answer = feed_at(&app, &query).await;
         assert_eq!(answer.body["full"], true, "{reason}");
@@ -267,15 +320,20 @@ async fn a_full_sync_starts_without_a_cursor_with_another_epoch_or_past_the_head
         );
         assert_eq!(answer.body["seq"], seq, "{reason}");
     }
-    let from_zero = feed_at(&app, &format!("after=0&epoch={epoch}")).await;
+    let from_zero = feed_at(&app, &format!("after=0&epoch={epoch}&tag={tag}")).await;
     assert_eq!(
         from_zero.body["full"], false,
-        "after=0 with the epoch: a reader of an empty feed"
+        "after=0 with the epoch: a reader of an empty feed holds nothing to lose"
     );
     assert_eq!(entries(&from_zero), entries(&head));
-    let resumed = feed_at(&app, &format!("after={}&epoch={epoch}", seq - 1)).await;
+    let resumed = feed_at(
+        &app,
+        &format!("after={}&epoch={epoch}&tag={first_tag}", seq - 1),
+    )
+    .await;
     assert_eq!(resumed.body["full"], false);
     assert_eq!(entries(&resumed), entries(&head)[1..]);
+    assert_eq!(resumed.str("tag"), tag);
 }
 
 async fn pages_stop_at_page_entries_and_the_next_one_resumes_after_them(app: TestApp) {
@@ -314,7 +372,7 @@ async fn small_pages_resume_with_nothing_lost_or_repeated(app: TestApp) {
     seed(&pool, 4, now - 1000).await; // Expired: skipped, yet the cursor moves past them.
     seed(&pool, 3, now + 60).await;
     let store = &app.state.store;
-    let mut cursor = (None, None::<String>);
+    let mut cursor = (None, None::<String>, None);
     let mut seqs = Vec::new();
     let mut pages = 0;
     loop {
@@ -323,6 +381,7 @@ async fn small_pages_resume_with_nothing_lost_or_repeated(app: TestApp) {
                 FeedCursor {
                     after: cursor.0,
                     epoch: cursor.1.as_deref(),
+                    tag: cursor.2,
                 },
                 now,
                 3,
@@ -333,7 +392,14 @@ async fn small_pages_resume_with_nothing_lost_or_repeated(app: TestApp) {
         assert!(page.entries.len() <= 3);
         seqs.extend(page.entries.iter().map(|row| row.seq));
         pages += 1;
-        cursor = (Some(page.seq), Some(page.epoch));
+        if let Some(last) = page.entries.last().filter(|_| page.more) {
+            assert_eq!(
+                page.tag,
+                u64::from_be_bytes(last.tag.to_be_bytes()),
+                "the tag of the last entry served"
+            );
+        }
+        cursor = (Some(page.seq), Some(page.epoch), Some(page.tag));
         if !page.more {
             break;
         }
@@ -345,39 +411,51 @@ async fn small_pages_resume_with_nothing_lost_or_repeated(app: TestApp) {
 
 /// The commit-order guarantee: a reader that polls with its cursor while many transactions
 /// record revocations at once ends up with every entry, because a head is visible only once
-/// every entry numbered up to it has committed.
+/// every entry numbered up to it has committed. Rounds of writers go on until the reader has
+/// polled at least twice while writers ran (fast writers may all finish within one poll).
 async fn a_reader_polling_during_concurrent_revocations_misses_none(app: TestApp) {
     const WRITERS: usize = 200;
-    let ids: Vec<String> = (0..WRITERS)
-        .map(|_| uuid::Uuid::new_v4().to_string())
-        .collect();
-    let mut writers = tokio::task::JoinSet::new();
-    for id in ids.clone() {
-        let (store, at) = (app.state.store.clone(), app.state.revoke_at());
-        writers.spawn(async move { revoke_user(&store, &id, at).await });
-    }
+    let mut ids: Vec<String> = Vec::new();
     let mut seen = Vec::new();
     let mut cursor = String::new();
     let mut polls = 0;
-    let mut done = false;
-    loop {
-        let answer = feed_at(&app, &cursor).await;
-        assert!(
-            polls == 0 || answer.body["full"] == false,
-            "{}",
-            answer.body
-        );
-        seen.extend(entries(&answer));
-        cursor = next_query(&answer);
-        polls += 1;
-        if done && answer.body["more"] == false {
+    let mut polls_while_writing = 0;
+    for _round in 0..10 {
+        let round: Vec<String> = (0..WRITERS)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        ids.extend(round.iter().cloned());
+        let mut writers = tokio::task::JoinSet::new();
+        for id in round {
+            let (store, at) = (app.state.store.clone(), app.state.revoke_at());
+            writers.spawn(async move { revoke_user(&store, &id, at).await });
+        }
+        let mut done = false;
+        loop {
+            let answer = feed_at(&app, &cursor).await;
+            assert!(
+                polls == 0 || answer.body["full"] == false,
+                "{}",
+                answer.body
+            );
+            seen.extend(entries(&answer));
+            cursor = next_query(&answer);
+            polls += 1;
+            if done && answer.body["more"] == false {
+                break;
+            }
+            while let Some(joined) = writers.try_join_next() {
+                joined.unwrap();
+            }
+            done = writers.is_empty();
+            if !done {
+                polls_while_writing += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        if polls_while_writing >= 2 {
             break;
         }
-        while let Some(joined) = writers.try_join_next() {
-            joined.unwrap();
-        }
-        done = writers.is_empty();
-        tokio::task::yield_now().await;
     }
     let subs: Vec<&str> = seen.iter().map(|e| e.split(':').nth(1).unwrap()).collect();
     let unique: HashSet<&str> = subs.iter().copied().collect();
@@ -388,8 +466,8 @@ async fn a_reader_polling_during_concurrent_revocations_misses_none(app: TestApp
         .collect();
     assert!(missed.is_empty(), "missed {missed:?} in {polls} polls");
     assert!(
-        polls > 2,
-        "the reader polled while the writers ran ({polls} polls)"
+        polls_while_writing >= 2,
+        "the reader polled while the writers ran ({polls_while_writing} of {polls} polls)"
     );
 }
 
@@ -425,13 +503,19 @@ async fn entries_are_served_for_the_largest_skew_past_until_then_pruned(app: Tes
     assert_eq!(left, ["kept-user"]);
 }
 
-async fn an_after_that_is_not_a_u64_is_400_json(app: TestApp) {
+async fn an_after_that_is_not_a_u64_or_a_tag_that_is_not_16_hex_digits_is_400_json(app: TestApp) {
     for query in [
         "after=abc",
         "after=-1",
         "after=",
         "after=1e3",
         "after=1&after=2",
+        "after=0&tag=",
+        "after=0&tag=abc",
+        "after=0&tag=0123456789ABCDEF",
+        "after=0&tag=0123456789abcdefa",
+        "after=0&tag=0x23456789abcdef",
+        "after=0&tag=0123456789abcdef&tag=0123456789abcdef",
     ] {
         let answer = feed_at(&app, query).await;
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{query}");
@@ -448,6 +532,195 @@ async fn an_after_that_is_not_a_u64_is_400_json(app: TestApp) {
         StatusCode::OK,
         "unknown parameters are ignored"
     );
+}
+
+/// The feed's head as stored: `(seq, tag)`.
+async fn stored_head(pool: &AnyPool) -> (i64, i64) {
+    sqlx::query_as("SELECT seq, tag FROM revocation_feed WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A database restored to an earlier state (a backup, a promoted asynchronous standby, a
+/// dump): the entries numbered after `head` are gone and the head is back, epoch unchanged.
+async fn restore_to(pool: &AnyPool, (head, tag): (i64, i64)) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM revocations WHERE seq > $1")
+        .bind(head)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE revocation_feed SET seq = $1, tag = $2 WHERE id = 1")
+        .bind(head)
+        .bind(tag)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Revokes each of these user ids, one transaction each.
+async fn revoke_users(app: &TestApp, ids: &[&str]) {
+    for id in ids {
+        revoke_user(&app.state.store, id, app.state.revoke_at()).await;
+    }
+}
+
+/// The subjects of an answer, in answer order.
+fn subjects(answer: &TestResponse) -> Vec<String> {
+    entries(answer)
+        .into_iter()
+        .map(|e| e.split(':').nth(1).unwrap().to_owned())
+        .collect()
+}
+
+/// F2: a restored database keeps its epoch but numbers new entries again from the restored
+/// head. A gateway whose cursor is from the lost history must not resume (it would skip the
+/// new entries numbered up to its cursor): whether the new history ends before, at or past
+/// its cursor, it gets a full sync with every new entry (SECURITY.md I 102).
+async fn a_cursor_from_before_a_restore_gets_a_full_sync(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
+    revoke_users(&app, &["kept-1", "kept-2"]).await;
+    let snapshot = stored_head(&pool).await;
+    revoke_users(&app, &["lost-3", "lost-4", "lost-5"]).await;
+    let before = feed(&app).await;
+    assert_eq!(before.body["seq"], 5);
+    let cursor = next_query(&before);
+    let kept = ["kept-1", "kept-2"];
+
+    for (new, reason) in [
+        (&["new-3"][..], "the new history ends before the cursor"),
+        (&["new-3", "new-4", "new-5"][..], "it ends at the cursor"),
+        (
+            &["new-3", "new-4", "new-5", "new-6"][..],
+            "it ends past the cursor",
+        ),
+    ] {
+        restore_to(&pool, snapshot).await;
+        revoke_users(&app, new).await;
+
+        let answer = feed_at(&app, &cursor).await;
+
+        assert_eq!(answer.body["full"], true, "{reason}: {}", answer.body);
+        assert_eq!(answer.body["epoch"], before.body["epoch"], "{reason}");
+        let expected: Vec<_> = kept.iter().chain(new).map(|s| (*s).to_owned()).collect();
+        assert_eq!(subjects(&answer), expected, "{reason}");
+        let again = feed_at(&app, &next_query(&answer)).await;
+        assert_eq!(
+            again.body["full"], false,
+            "{reason}: the new cursor resumes"
+        );
+    }
+}
+
+/// A reader whose cursor was taken at the restored head itself shares the history up to it,
+/// and resumes.
+async fn a_cursor_at_the_restored_head_resumes(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
+    revoke_users(&app, &["kept-1", "kept-2"]).await;
+    let snapshot = stored_head(&pool).await;
+    let at_snapshot = next_query(&feed(&app).await);
+    revoke_users(&app, &["lost-3"]).await;
+    restore_to(&pool, snapshot).await;
+    revoke_users(&app, &["new-3", "new-4"]).await;
+
+    let answer = feed_at(&app, &at_snapshot).await;
+
+    assert_eq!(answer.body["full"], false, "{}", answer.body);
+    assert_eq!(subjects(&answer), ["new-3", "new-4"]);
+}
+
+/// At the head, a cursor resumes only with the head's tag.
+async fn a_cursor_at_the_head_with_another_tag_gets_a_full_sync(app: TestApp) {
+    revoke_users(&app, &["u-1", "u-2"]).await;
+    let head = feed(&app).await;
+    let (seq, epoch, tag) = (head.body["seq"].clone(), head.str("epoch"), head.str("tag"));
+    let other = format!("{:016x}", u64::from_str_radix(&tag, 16).unwrap() ^ 1);
+
+    let matching = feed_at(&app, &format!("after={seq}&epoch={epoch}&tag={tag}")).await;
+    let mismatched = feed_at(&app, &format!("after={seq}&epoch={epoch}&tag={other}")).await;
+
+    assert_eq!(matching.body["full"], false);
+    assert!(entries(&matching).is_empty());
+    assert_eq!(mismatched.body["full"], true);
+    assert_eq!(subjects(&mismatched), ["u-1", "u-2"]);
+}
+
+/// A cursor behind the head whose entry is gone (pruned, or never in this history) cannot be
+/// checked: a full sync.
+async fn a_cursor_whose_entry_is_gone_gets_a_full_sync(app: TestApp) {
+    let pool = raw_pool(&app.database_url).await;
+    revoke_users(&app, &["u-1", "u-2"]).await;
+    let cursor = next_query(&feed(&app).await);
+    revoke_users(&app, &["u-3"]).await;
+    let with_the_entry = feed_at(&app, &cursor).await;
+    assert_eq!(with_the_entry.body["full"], false);
+    assert_eq!(subjects(&with_the_entry), ["u-3"]);
+
+    sqlx::query("DELETE FROM revocations WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let answer = feed_at(&app, &cursor).await;
+
+    assert_eq!(answer.body["full"], true, "{}", answer.body);
+    assert_eq!(subjects(&answer), ["u-1", "u-3"]);
+}
+
+/// F4, rolling upgrade: a replica still on the code from before migration 0005 inserts entries
+/// without `seq` and `tag`. On PostgreSQL a trigger numbers them like the new code (the next
+/// seq, a new tag, the head moved) and a reader at its cursor gets them; SQLite has a single
+/// replica, hence no old code writing, and refuses such an insert.
+async fn an_entry_inserted_by_the_code_before_the_feed_is_numbered_on_postgres(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let pool = raw_pool(&app.database_url).await;
+    revoke_users(&app, &["new-code-1"]).await;
+    let cursor = feed(&app).await;
+    let old_code_insert = || {
+        sqlx::query(
+            "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
+             VALUES ('user', 'old-code-2', $1, $2, $1)",
+        )
+        .bind(app.clock.now())
+        .bind(app.clock.now() + 960)
+    };
+
+    let inserted = old_code_insert().execute(&pool).await;
+
+    match backend {
+        Backend::Sqlite => {
+            assert!(inserted.is_err(), "seq is NOT NULL");
+            return;
+        }
+        Backend::Postgres => {
+            inserted.unwrap();
+        }
+    }
+    let (head, head_tag) = stored_head(&pool).await;
+    assert_eq!(head, 2, "the next seq");
+    let answer = feed_at(&app, &next_query(&cursor)).await;
+    assert_eq!(answer.body["full"], false, "{}", answer.body);
+    assert_eq!(subjects(&answer), ["old-code-2"]);
+    assert_eq!(answer.body["seq"], 2);
+    assert_eq!(
+        answer.str("tag"),
+        tag_of(&pool, 2).await,
+        "the head took the entry's tag"
+    );
+    assert_ne!(
+        answer.str("tag"),
+        cursor.str("tag"),
+        "a new tag, {head_tag}"
+    );
+    revoke_users(&app, &["new-code-3"]).await;
+    let next = feed_at(&app, &next_query(&answer)).await;
+    assert_eq!(
+        next.body["full"], false,
+        "the trigger's entry is a valid cursor"
+    );
+    assert_eq!(subjects(&next), ["new-code-3"]);
+    assert_eq!(next.body["seq"], 3);
 }
 
 /// A database migrated before the feed had numbers: existing entries are numbered by id,
@@ -516,6 +789,7 @@ async fn migration_numbers_existing_entries_by_id(backend: Backend) {
             FeedCursor {
                 after: Some(3),
                 epoch: Some(&page.epoch),
+                tag: Some(page.tag),
             },
             0,
             10,
@@ -524,13 +798,13 @@ async fn migration_numbers_existing_entries_by_id(backend: Backend) {
         .unwrap();
     assert_eq!(next.entries.len(), 1);
     assert_eq!((next.entries[0].seq, next.full), (4, false));
-    let unnumbered = sqlx::query(
-        "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
-         VALUES ('session', 'no-seq', NULL, 1, 0)",
-    )
-    .execute(&pool)
-    .await;
-    assert!(unnumbered.is_err(), "seq is NOT NULL");
+    let tags: HashSet<i64> = sqlx::query_scalar("SELECT tag FROM revocations")
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(tags.len(), 3, "old entries got tags of their own");
     pool.close().await;
     store.close().await;
     drop(db);
@@ -556,7 +830,11 @@ crate::on_both_stores!(
     small_pages_resume_with_nothing_lost_or_repeated,
     a_reader_polling_during_concurrent_revocations_misses_none,
     entries_are_served_for_the_largest_skew_past_until_then_pruned,
-    an_after_that_is_not_a_u64_is_400_json,
+    an_after_that_is_not_a_u64_or_a_tag_that_is_not_16_hex_digits_is_400_json,
+    a_cursor_from_before_a_restore_gets_a_full_sync,
+    a_cursor_at_the_restored_head_resumes,
+    a_cursor_at_the_head_with_another_tag_gets_a_full_sync,
+    a_cursor_whose_entry_is_gone_gets_a_full_sync,
 );
 
 mod backends {
@@ -565,5 +843,6 @@ mod backends {
     crate::on_both_backends!(
         migration_numbers_existing_entries_by_id,
         each_database_gets_its_own_epoch,
+        an_entry_inserted_by_the_code_before_the_feed_is_numbered_on_postgres,
     );
 }

@@ -1,7 +1,8 @@
 //! Each session's rotation key at rest (SECURITY.md I 100, issue 10): sealed under the
 //! key-encryption key and bound to its session, so that a database dump plus an old refresh
-//! token no longer derives the live successor. Rows from before are sealed at start (and by a
-//! refresh); a KEK rotation re-seals them; a row that does not open refuses cleanly.
+//! token no longer derives the live successor. Rows from before get a new key sealed at start
+//! (and by a refresh), and so do rows after a KEK rotation: the old key, in a dump or under
+//! the old KEK, derives nothing live; a row that does not open refuses cleanly.
 
 use auth_api::{kek::Sealed, tokens::RefreshToken};
 use axum::http::StatusCode;
@@ -297,10 +298,19 @@ async fn a_rotation_key_that_does_not_open_is_refused_cleanly(backend: crate::he
     Tokens::from_response(&restarted.refresh(&tokens.refresh).await);
 }
 
-/// Rows from before issue 10 hold the key in the clear (`rotation_key_kek` NULL). A start seals
-/// every one it finds; a refresh seals one written later (by a replica of an earlier version
-/// during a rolling upgrade). Either way the session refreshes with the same key.
-async fn legacy_plaintext_rotation_keys_still_refresh_and_get_sealed(
+/// Two successors on from `token`, derived with `key`: what a dump's key and a stolen token
+/// give once the owner has refreshed twice.
+fn two_on(token: &str, key: &[u8]) -> String {
+    successor(&successor(token, key), key)
+}
+
+/// SECURITY.md I 100 (F6): rows from before issue 10 hold the key in the clear
+/// (`rotation_key_kek` NULL). A start replaces every one it finds by a new key sealed under
+/// the KEK; a refresh replaces one written later (by a replica of an earlier version during a
+/// rolling upgrade). Either way the session refreshes, then and afterwards, and the legacy key
+/// — what a dump taken before the upgrade holds — plus the token stolen then no longer derives
+/// the live successor.
+async fn legacy_plaintext_rotation_keys_are_replaced_and_still_refresh(
     backend: crate::helpers::Backend,
 ) {
     let (db, url) = TestDb::create(backend).await;
@@ -311,41 +321,113 @@ async fn legacy_plaintext_rotation_keys_still_refresh_and_get_sealed(
         rotation_key_kek: None,
     };
 
-    // Sealed by the next start, before any refresh.
+    // Replaced by the next start, before any refresh.
     let (_, at_start) = app.logged_in_user().await;
     write_raw_session(&url, &at_start.sid(), &legacy).await;
-    // Sealed by a refresh.
+    // Replaced by a refresh.
     let (_, by_refresh) = app.logged_in_user().await;
     write_raw_session(&url, &by_refresh.sid(), &legacy).await;
 
     let next = Tokens::from_response(&app.refresh(&by_refresh.refresh).await);
-    assert_eq!(
-        next.refresh,
-        successor(&by_refresh.refresh, &legacy_key),
-        "the legacy key derived it"
+    let replaced = raw_session(&url, &by_refresh.sid()).await;
+    assert_eq!(replaced.rotation_key_kek.as_deref(), Some("test-kek"));
+    assert!(!shares_a_run(&replaced.rotation_key, &legacy_key));
+    let key = opened(&app, &by_refresh.sid(), &replaced);
+    assert_ne!(key, legacy_key, "a new key, not the legacy one sealed");
+    assert_eq!(next.refresh, successor(&by_refresh.refresh, &key));
+    let live = Tokens::from_response(&app.refresh(&next.refresh).await);
+    let forged = two_on(&by_refresh.refresh, &legacy_key);
+    assert_ne!(
+        live.refresh, forged,
+        "the dump no longer derives the live token"
     );
-    let sealed = raw_session(&url, &by_refresh.sid()).await;
-    assert_eq!(sealed.rotation_key_kek.as_deref(), Some("test-kek"));
-    assert!(!shares_a_run(&sealed.rotation_key, &legacy_key));
-    assert_eq!(opened(&app, &by_refresh.sid(), &sealed), legacy_key);
-    Tokens::from_response(&app.refresh(&next.refresh).await);
+    assert_invalid_grant(&app.refresh(&forged).await, "the dump's successor");
+    Tokens::from_response(&app.refresh(&live.refresh).await);
 
     let restarted = restart(&url, test_support::TEST_KEK).await;
-    let sealed = raw_session(&url, &at_start.sid()).await;
-    assert_eq!(sealed.rotation_key_kek.as_deref(), Some("test-kek"));
-    assert!(!shares_a_run(&sealed.rotation_key, &legacy_key));
-    assert_eq!(opened(&restarted, &at_start.sid(), &sealed), legacy_key);
+    let replaced = raw_session(&url, &at_start.sid()).await;
+    assert_eq!(replaced.rotation_key_kek.as_deref(), Some("test-kek"));
+    assert!(!shares_a_run(&replaced.rotation_key, &legacy_key));
+    let key = opened(&restarted, &at_start.sid(), &replaced);
+    assert_ne!(key, legacy_key, "a new key, not the legacy one sealed");
     let next = Tokens::from_response(&restarted.refresh(&at_start.refresh).await);
-    assert_eq!(next.refresh, successor(&at_start.refresh, &legacy_key));
+    assert_eq!(next.refresh, successor(&at_start.refresh, &key));
+    let live = Tokens::from_response(&restarted.refresh(&next.refresh).await);
+    let forged = two_on(&at_start.refresh, &legacy_key);
+    assert_ne!(
+        live.refresh, forged,
+        "the dump no longer derives the live token"
+    );
+    assert_invalid_grant(&restarted.refresh(&forged).await, "the dump's successor");
+    Tokens::from_response(&restarted.refresh(&live.refresh).await);
 }
 
-/// KEK rotation: with `new,old` a start re-seals every rotation key under `new` and every
-/// session still refreshes; then `new` alone suffices. The `keys` command re-seals them too.
+/// The one loss of replacing a key (SECURITY.md I 100): the grace-window retry of the live
+/// token's predecessor, for a session refreshed just before its key was replaced, derives a
+/// token that is not the live one. It is refused as `invalid_grant` like an unknown token —
+/// not a 200 with a token that is no token, not a revocation — and the live token refreshes.
+async fn a_grace_retry_after_a_key_replacement_is_refused_and_the_session_lives(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let live = Tokens::from_response(&app.refresh(&first.refresh).await);
+    let legacy = RawSession {
+        rotation_key: b"a legacy rotation key, 32 bytes!".to_vec(),
+        rotation_key_kek: None,
+    };
+    write_raw_session(&app.database_url, &live.sid(), &legacy).await;
+    let done =
+        auth_api::service::sessions::reseal_rotation_keys(&app.state.store, app.state.ring.keks())
+            .await
+            .unwrap();
+    assert_eq!(done.resealed, 1);
+    let retry = app.refresh(&first.refresh).await;
+    assert_invalid_grant(&retry, "the predecessor after the replacement");
+    assert!(
+        !app.revoked_sids().await.contains(&live.sid()),
+        "not revoked"
+    );
+    let next = Tokens::from_response(&app.refresh(&live.refresh).await);
+    assert_eq!(next.sid(), live.sid());
+}
+
+/// A rotation made by a replica of an earlier version (key in the clear, successor derived
+/// with it) is retried within the grace window on an upgraded one: the retry uses the key as
+/// stored and answers with the live token; the next rotation replaces the key.
+async fn a_grace_retry_of_a_legacy_rotation_answers_the_live_token(app: TestApp) {
+    let (_, first) = app.logged_in_user().await;
+    let legacy_key = *b"a legacy rotation key, 32 bytes!";
+    let legacy = RawSession {
+        rotation_key: legacy_key.to_vec(),
+        rotation_key_kek: None,
+    };
+    write_raw_session(&app.database_url, &first.sid(), &legacy).await;
+    let by_old_replica = successor(&first.refresh, &legacy_key);
+    let store = &app.state.store;
+    let hash = RefreshToken::parse(&by_old_replica).unwrap().hash();
+    assert!(store
+        .rotate_refresh_token(&first.sid(), 0, &hash, app.clock.now())
+        .await
+        .unwrap());
+    let retry = Tokens::from_response(&app.refresh(&first.refresh).await);
+    assert_eq!(retry.refresh, by_old_replica, "the live token again");
+    let next = Tokens::from_response(&app.refresh(&by_old_replica).await);
+    assert_ne!(
+        next.refresh,
+        successor(&by_old_replica, &legacy_key),
+        "replaced"
+    );
+    Tokens::from_response(&app.refresh(&next.refresh).await);
+}
+
+/// KEK rotation: with `new,old` a start replaces every rotation key by a new one under `new`
+/// (not the old key sealed again: a leak of the old KEK then derives nothing live) and every
+/// session still refreshes; then `new` alone suffices. The `keys` command replaces them too.
 async fn kek_rotation_reseals_rotation_keys_and_logs_nobody_out(backend: crate::helpers::Backend) {
     let (db, url) = TestDb::create(backend).await;
     let first = TestApp::on_database(db, url.clone(), |_| {}).await;
     let (_, a) = first.logged_in_user().await;
     let (_, b) = first.logged_in_user().await;
+    let a_before = opened(&first, &a.sid(), &raw_session(&url, &a.sid()).await);
+    let b_before = opened(&first, &b.sid(), &raw_session(&url, &b.sid()).await);
 
     // `keys list` with the new KEK first: the operator's re-seal, no server start.
     let both = format!("{NEW_KEK},{}", test_support::TEST_KEK);
@@ -362,9 +444,18 @@ async fn kek_rotation_reseals_rotation_keys_and_logs_nobody_out(backend: crate::
         stdout.contains("2 sessions' rotation keys re-sealed under kek-2"),
         "{stdout}"
     );
-    for tokens in [&a, &b] {
+    for (tokens, before) in [(&a, &a_before), (&b, &b_before)] {
         let raw = raw_session(&url, &tokens.sid()).await;
         assert_eq!(raw.rotation_key_kek.as_deref(), Some("kek-2"));
+        let moved = both
+            .parse::<auth_api::kek::KeyEncryptionKeys>()
+            .unwrap()
+            .open_rotation_key(&tokens.sid(), &sealed_of(&raw))
+            .unwrap();
+        assert_ne!(
+            *moved, *before,
+            "a new key, not the old one sealed under kek-2"
+        );
     }
 
     // A session opened meanwhile under the old KEK is re-sealed by the next start.
@@ -395,6 +486,8 @@ async fn kek_rotation_reseals_rotation_keys_and_logs_nobody_out(backend: crate::
 crate::on_both_stores!(
     stored_rotation_keys_are_sealed_under_the_kek,
     a_dump_and_an_old_refresh_token_do_not_derive_the_live_successor,
+    a_grace_retry_after_a_key_replacement_is_refused_and_the_session_lives,
+    a_grace_retry_of_a_legacy_rotation_answers_the_live_token,
     a_rotation_key_moved_to_another_session_does_not_open,
     an_old_token_ends_the_session_even_where_the_key_does_not_open,
 );
@@ -405,7 +498,7 @@ mod own_config {
     crate::on_both_backends!(
         refresh_works_across_a_restart,
         a_rotation_key_that_does_not_open_is_refused_cleanly,
-        legacy_plaintext_rotation_keys_still_refresh_and_get_sealed,
+        legacy_plaintext_rotation_keys_are_replaced_and_still_refresh,
         kek_rotation_reseals_rotation_keys_and_logs_nobody_out,
     );
 }
