@@ -10,8 +10,9 @@
 //!
 //! The byte sizes of one page, a full sync and the v1 document are printed first.
 //! `cargo bench -p auth-api --bench revocation_feed` (SQLite in a temporary directory), or with
-//! `FEED_BENCH_DATABASE=postgres` on `AUTH_TEST_POSTGRES_URL`'s server (a fresh database,
-//! dropped afterwards). `FEED_BENCH_ENTRIES` changes the 1,000,000.
+//! `FEED_BENCH_DATABASE=postgres` on `AUTH_TEST_POSTGRES_URL`'s server, or `=mysql` on
+//! `AUTH_TEST_MYSQL_URL`'s (a fresh database, dropped afterwards). `FEED_BENCH_ENTRIES` changes
+//! the 1,000,000.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -96,10 +97,13 @@ struct V1User {
 
 /// What v1's handler did (the code removed by feed v2): one query of every live row, a merge
 /// into sorted maps, a SHA-256 version over everything, one JSON document. Its byte size.
-async fn v1_whole_feed(pool: &AnyPool, now: i64) -> usize {
-    let rows: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT kind, subject, not_before, until FROM revocations WHERE until > $1 ORDER BY id",
-    )
+async fn v1_whole_feed(pool: &AnyPool, backend: Backend, now: i64) -> usize {
+    let rows: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(match backend {
+        Backend::Mysql => {
+            "SELECT kind, subject, not_before, `until` FROM revocations WHERE `until` > ? ORDER BY id"
+        }
+        _ => "SELECT kind, subject, not_before, until FROM revocations WHERE until > $1 ORDER BY id",
+    })
     .bind(now)
     .fetch_all(pool)
     .await
@@ -155,36 +159,66 @@ async fn v1_whole_feed(pool: &AnyPool, now: i64) -> usize {
 /// `n` live entries, numbered as the store numbers them: one in ten a user entry, the others
 /// sessions, each with a UUID-sized subject.
 async fn seed(pool: &AnyPool, backend: Backend, n: i64, until: i64) {
-    let subject = match backend {
-        Backend::Sqlite => "printf('%08x-0000-4000-8000-%012x', i, i)",
-        Backend::Postgres => {
-            "lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0')"
+    const ENTRIES: &str = "SELECT CASE WHEN i % 10 = 0 THEN 'user' ELSE 'session' END, {subject}, \
+                           CASE WHEN i % 10 = 0 THEN {until} ELSE NULL END, {until}, 0, i, i FROM n";
+    let statement = match backend {
+        Backend::Sqlite | Backend::Postgres => {
+            let subject = if backend == Backend::Sqlite {
+                "printf('%08x-0000-4000-8000-%012x', i, i)"
+            } else {
+                "lpad(to_hex(i), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0')"
+            };
+            format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+                 INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) {}",
+                ENTRIES
+                    .replace("{subject}", subject)
+                    .replace("{until}", &until.to_string())
+            )
+        }
+        // MariaDB stops a recursive CTE at 1,000 rows by default: the numbers come from a cross
+        // join of digits instead, as many as `n` has.
+        Backend::Mysql => {
+            let digits = n.max(1).to_string().len();
+            let tables: Vec<String> = (0..digits).map(|k| format!("d d{k}")).collect();
+            let number: Vec<String> = (0..digits)
+                .map(|k| format!("{} * d{k}.x", 10_i64.pow(u32::try_from(k).unwrap())))
+                .collect();
+            format!(
+                "INSERT INTO revocations (kind, subject, not_before, `until`, created_at, seq, tag) \
+                 WITH d(x) AS (SELECT 0 UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                               UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 \
+                               UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9), \
+                      n(i) AS (SELECT 1 + {} FROM {} WHERE {} < {n}) {}",
+                number.join(" + "),
+                tables.join(", "),
+                number.join(" + "),
+                ENTRIES
+                    .replace(
+                        "{subject}",
+                        "LOWER(CONCAT(LPAD(HEX(i), 8, '0'), '-0000-4000-8000-', LPAD(HEX(i), 12, '0')))"
+                    )
+                    .replace("{until}", &until.to_string())
+            )
         }
     };
     let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&statement).execute(&mut *tx).await.unwrap();
+    // Entry i is tagged i, and the head takes its entry's tag (see `tag`).
     sqlx::query(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
-         SELECT CASE WHEN i % 10 = 0 THEN 'user' ELSE 'session' END, {subject}, \
-                CASE WHEN i % 10 = 0 THEN $2 ELSE NULL END, $2, 0, i, i FROM n"
+        "UPDATE revocation_feed SET seq = {n}, tag = {n} WHERE id = 1"
     ))
-    .bind(n)
-    .bind(until)
     .execute(&mut *tx)
     .await
     .unwrap();
-    // Entry i is tagged i, and the head takes its entry's tag (see `tag`).
-    sqlx::query("UPDATE revocation_feed SET seq = $1, tag = $1 WHERE id = 1")
-        .bind(n)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
     tx.commit().await.unwrap();
-    if backend == Backend::Postgres {
-        sqlx::query("ANALYZE revocations")
-            .execute(pool)
-            .await
-            .unwrap();
+    let analyze = match backend {
+        Backend::Postgres => Some("ANALYZE revocations"),
+        Backend::Mysql => Some("ANALYZE TABLE revocations"),
+        Backend::Sqlite => None,
+    };
+    if let Some(analyze) = analyze {
+        sqlx::query(analyze).execute(pool).await.unwrap();
     }
 }
 
@@ -196,6 +230,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let backend = match std::env::var("FEED_BENCH_DATABASE").as_deref() {
         Ok("postgres") => Backend::Postgres,
+        Ok("mysql") => Backend::Mysql,
         _ => Backend::Sqlite,
     };
     let entries: i64 = std::env::var("FEED_BENCH_ENTRIES")
@@ -235,7 +270,7 @@ fn bench(c: &mut Criterion) {
         );
         let (page_bytes, page) = get(&router, &middle).await;
         assert_eq!(page["full"], false, "the cursor resumes");
-        let v1_bytes = v1_whole_feed(&pool, now).await;
+        let v1_bytes = v1_whole_feed(&pool, backend, now).await;
         println!(
             "{backend:?}: one page of {} entries: {page_bytes} bytes; full sync: {pages} pages, \
              {bytes} bytes; v1 whole feed: {v1_bytes} bytes",
@@ -263,7 +298,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| runtime.block_on(full_sync(&router)))
     });
     group.bench_function(format!("{backend:?}: v1 whole feed"), |b| {
-        b.iter(|| runtime.block_on(v1_whole_feed(&pool, now)))
+        b.iter(|| runtime.block_on(v1_whole_feed(&pool, backend, now)))
     });
     group.finish();
     runtime.block_on(pool.close());

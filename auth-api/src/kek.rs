@@ -340,7 +340,7 @@ fn rotation_key_aad(session_id: &str) -> Vec<u8> {
 
 /// The KEKs for `config`: `AUTH_KEY_ENCRYPTION_KEYS` when set; otherwise, for a SQLite file,
 /// the key file beside it (created on first use), for in-memory SQLite a key of this process;
-/// PostgreSQL without the variable is an error naming it.
+/// PostgreSQL or MySQL without the variable is an error naming it.
 ///
 /// When the variable is set and a key file from an earlier start without it lies beside the
 /// SQLite database, the file's key is added as a decrypt-only fallback: the rows it sealed are
@@ -352,7 +352,7 @@ pub fn resolve(config: &Config) -> anyhow::Result<KeyEncryptionKeys> {
             Backend::Sqlite => sqlite_file(&config.database_url)?
                 .map(|db| key_file_of(&db))
                 .filter(|path| path.exists()),
-            Backend::Postgres => None,
+            Backend::Postgres | Backend::Mysql => None,
         };
         return match file {
             Some(path) => {
@@ -367,8 +367,8 @@ pub fn resolve(config: &Config) -> anyhow::Result<KeyEncryptionKeys> {
         };
     }
     match backend {
-        Backend::Postgres => anyhow::bail!(
-            "{KEK_VAR} is not set: with PostgreSQL the signing keys are encrypted under a \
+        Backend::Postgres | Backend::Mysql => anyhow::bail!(
+            "{KEK_VAR} is not set: with a database server the signing keys are encrypted under a \
              key-encryption key that every replica must share; generate one with \
              `auth-api keys new-kek` and set {KEK_VAR} to it"
         ),

@@ -16,6 +16,7 @@ pub mod passwords;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod signatures;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -3,8 +3,10 @@
 //! body reaches the password checks.
 //!
 //! The store is a SQLite file in a temporary directory, or the database named by
-//! `AUTH_FUZZ_DATABASE_URL` (an empty PostgreSQL database: `cargo xtask test` creates one per
-//! run and drops it afterwards), since an input one engine accepts another may refuse.
+//! `AUTH_FUZZ_DATABASE_URL`: an empty PostgreSQL (`postgres://…`) or MySQL/MariaDB
+//! (`mysql://…`, `mariadb://…`) database, which `cargo xtask test` creates per run and drops
+//! afterwards, since an input one engine accepts another may refuse (NUL bytes, over-long text,
+//! text past an index's limit): each must be a 4xx on every store, never a 5xx.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -20,7 +22,7 @@ use tower::ServiceExt;
 
 /// The database to fuzz against instead of a fresh SQLite file.
 const DATABASE_VAR: &str = "AUTH_FUZZ_DATABASE_URL";
-/// A key-encryption key (`id:base64url`) for the signing keys of a PostgreSQL store.
+/// A key-encryption key (`id:base64url`) for the signing keys of a server store.
 const FUZZ_KEK: &str = "fuzz-kek:ZnV6ei1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM";
 
 struct App {
@@ -49,7 +51,7 @@ fn app() -> &'static App {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (database_url, key_encryption_keys) = match std::env::var(DATABASE_VAR) {
-            // PostgreSQL refuses to start without a key-encryption key; any fixed one will do.
+            // A server store refuses to start without a key-encryption key; any fixed one will do.
             Ok(url) => (url, Some(FUZZ_KEK.parse().unwrap())),
             Err(std::env::VarError::NotPresent) => (
                 format!("sqlite://{}", dir.path().join("auth.db").display()),

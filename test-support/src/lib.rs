@@ -1,13 +1,14 @@
 //! Test support shared by auth-api's API tests and the end-to-end tests: a database per test on
-//! either store, and compact JWS forging, with any of our algorithms, for tokens our encoder
-//! would never produce.
+//! any of the three stores (a SQLite file, a fresh PostgreSQL database, a fresh MySQL/MariaDB
+//! database, each removed when the test ends), and compact JWS forging, with any of our
+//! algorithms, for tokens our encoder would never produce.
 //!
-//! Tests panic on set-up failures, loudly and naming what is missing: a missing PostgreSQL is a
-//! failure, never a skip.
+//! Tests panic on set-up failures, loudly and naming what is missing: a missing PostgreSQL or
+//! MariaDB is a failure, never a skip.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use hmac::{Hmac, Mac};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, Executor, MySqlConnection, PgConnection};
 
 /// The PostgreSQL server tests create their databases on: `AUTH_TEST_POSTGRES_URL`, default
 /// the development machines' `postgres://postgres@127.0.0.1:5432/postgres`.
@@ -16,8 +17,16 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A key-encryption key for tests (`AUTH_KEY_ENCRYPTION_KEYS` syntax): PostgreSQL refuses to
-/// start without one. Parse it into auth-api's `Config::key_encryption_keys`.
+/// The MySQL or MariaDB server tests create their databases on: `AUTH_TEST_MYSQL_URL`, default
+/// the development machines' MariaDB, `mysql://root@127.0.0.1:3306/mysql` (a user allowed to
+/// create and drop databases; the path names any database it may connect to).
+pub fn mysql_admin_url() -> String {
+    std::env::var("AUTH_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned())
+}
+
+/// A key-encryption key for tests (`AUTH_KEY_ENCRYPTION_KEYS` syntax): PostgreSQL and MySQL
+/// refuse to start without one. Parse it into auth-api's `Config::key_encryption_keys`.
 pub const TEST_KEK: &str = "test-kek:dGVzdC1rZXktZW5jcnlwdGlvbi1rZXktMzItYnl0ZXM";
 
 /// Which store a test runs against.
@@ -27,6 +36,27 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on [`postgres_admin_url`].
     Postgres,
+    /// A fresh database on [`mysql_admin_url`] (MariaDB on the development machines).
+    Mysql,
+}
+
+impl Backend {
+    /// The store a database URL names (`sqlite:`, `postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://`).
+    ///
+    /// # Panics
+    /// On any other scheme.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Self::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::Postgres
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Self::Mysql
+        } else {
+            panic!("not a database URL of ours: {url}")
+        }
+    }
 }
 
 /// A database that exists for one test and is removed when dropped.
@@ -42,6 +72,29 @@ pub enum TestDb {
         /// The database name.
         name: String,
     },
+    /// Dropped with `DROP DATABASE IF EXISTS …`, after its connections are killed (MySQL has no
+    /// `WITH (FORCE)`, and a connection left inside a transaction would hold the drop up).
+    Mysql {
+        /// The database name.
+        name: String,
+    },
+}
+
+/// `url` with its database (the last path segment) replaced by `name`, query string kept.
+fn with_database(url: &str, name: &str, variable: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
+    let Some((server, _)) = base
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("//"))
+    else {
+        panic!("{variable} needs a database path: {url}");
+    };
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
 }
 
 impl TestDb {
@@ -50,6 +103,7 @@ impl TestDb {
     /// # Panics
     /// When the database cannot be created, naming the server and how to start it.
     pub async fn create(backend: Backend) -> (Self, String) {
+        let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("cannot create a temporary directory");
@@ -65,26 +119,88 @@ impl TestDb {
                          or set AUTH_TEST_POSTGRES_URL"
                     )
                 });
-                let name = format!("auth_test_{}", uuid::Uuid::new_v4().simple());
                 conn.execute(format!("CREATE DATABASE {name}").as_str())
                     .await
                     .expect("cannot create the test database");
-                let Some((server, _)) = admin.rsplit_once('/') else {
-                    panic!("AUTH_TEST_POSTGRES_URL needs a database path");
-                };
-                let url = format!("{server}/{name}");
+                let url = with_database(&admin, &name, "AUTH_TEST_POSTGRES_URL");
                 (Self::Postgres { name }, url)
             }
+            Backend::Mysql => {
+                let admin = mysql_admin_url();
+                let mut conn = MySqlConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "MariaDB (or MySQL) is not reachable at {admin} ({e}): start it with \
+                         `/etc/init.d/mariadb start` (install it with \
+                         `apt-get install mariadb-server`) or set AUTH_TEST_MYSQL_URL"
+                    )
+                });
+                // The character set and collation the store expects of a database it is given:
+                // 4-byte UTF-8, compared byte for byte.
+                conn.execute(
+                    format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                        .as_str(),
+                )
+                .await
+                .expect("cannot create the test database");
+                let url = with_database(&admin, &name, "AUTH_TEST_MYSQL_URL");
+                (Self::Mysql { name }, url)
+            }
         }
+    }
+
+    /// Which store this database is on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite { .. } => Backend::Sqlite,
+            Self::Postgres { .. } => Backend::Postgres,
+            Self::Mysql { .. } => Backend::Mysql,
+        }
+    }
+}
+
+/// Drops a PostgreSQL test database, its connections cut.
+async fn drop_postgres(name: &str) {
+    if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = conn.execute(drop.as_str()).await;
+    }
+}
+
+/// Drops a MySQL test database: first kills the connections still on it (a pool closing in the
+/// background, a transaction a failed test left open), as PostgreSQL's `WITH (FORCE)` does.
+/// Failures are printed, not raised: this runs in `Drop`.
+async fn drop_mysql(name: &str) {
+    let result: Result<(), sqlx::Error> = async {
+        let mut conn = MySqlConnection::connect(&mysql_admin_url()).await?;
+        // Never wait long on a lock a connection we failed to kill still holds.
+        conn.execute("SET SESSION lock_wait_timeout = 10").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+        )
+        .bind(name)
+        .fetch_all(&mut conn)
+        .await?;
+        for id in ids {
+            // The connection may have ended meanwhile.
+            let _ = conn.execute(format!("KILL CONNECTION {id}").as_str()).await;
+        }
+        conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("cannot drop the MySQL test database {name}: {e}");
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Self::Postgres { name } = self else {
-            return;
+        let (backend, name) = match self {
+            Self::Sqlite { .. } => return,
+            Self::Postgres { name } => (Backend::Postgres, name.clone()),
+            Self::Mysql { name } => (Backend::Mysql, name.clone()),
         };
-        let name = name.clone();
         // Drop may run inside or outside a runtime: a thread with its own is safe in both.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -94,9 +210,10 @@ impl Drop for TestDb {
                 return;
             };
             runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&postgres_admin_url()).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = conn.execute(drop.as_str()).await;
+                match backend {
+                    Backend::Postgres => drop_postgres(&name).await,
+                    Backend::Mysql => drop_mysql(&name).await,
+                    Backend::Sqlite => {}
                 }
             });
         })
@@ -466,4 +583,61 @@ fn confusion_cases(
         ));
     }
     cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether a database of this name exists on the MySQL server.
+    async fn mysql_database_exists(name: &str) -> bool {
+        let mut conn = MySqlConnection::connect(&mysql_admin_url()).await.unwrap();
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA \
+             WHERE SCHEMA_NAME = ?",
+        )
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        found.is_some()
+    }
+
+    /// A test that fails while it holds a transaction open (a row lock, a table it altered)
+    /// still leaves no database behind: the drop kills its connection first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mysql_test_database_is_dropped_even_under_an_open_transaction() {
+        let (db, url) = TestDb::create(Backend::Mysql).await;
+        let TestDb::Mysql { name } = &db else {
+            panic!("not a MySQL database: {db:?}");
+        };
+        let name = name.clone();
+        let mut conn = MySqlConnection::connect(&url).await.unwrap();
+        conn.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE = InnoDB")
+            .await
+            .unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        conn.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        assert!(mysql_database_exists(&name).await);
+
+        drop(db);
+
+        assert!(!mysql_database_exists(&name).await, "{name} is left");
+        assert!(conn.ping().await.is_err(), "the connection was killed");
+    }
+
+    #[test]
+    fn a_test_database_url_keeps_the_server_and_the_query() {
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306/mysql", "t1", "V"),
+            "mysql://root@127.0.0.1:3306/t1"
+        );
+        assert_eq!(
+            with_database("mysql://u:p@db:3307/x?ssl-mode=disabled", "t2", "V"),
+            "mysql://u:p@db:3307/t2?ssl-mode=disabled"
+        );
+        assert_eq!(Backend::of_url("mariadb://h/db"), Backend::Mysql);
+        assert_eq!(Backend::of_url("sqlite:///tmp/a.db"), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgresql://h/db"), Backend::Postgres);
+    }
 }

@@ -1,5 +1,6 @@
-//! The end-to-end harness: the real auth-api (in process, on SQLite or PostgreSQL), the echo
-//! upstream, and a real Envoy process loading the real `.wasm`, all on free loopback ports.
+//! The end-to-end harness: the real auth-api (in process, on SQLite, PostgreSQL or
+//! MySQL/MariaDB), the echo upstream, and a real Envoy process loading the real `.wasm`, all on
+//! free loopback ports.
 //!
 //! Nothing here skips: a missing Envoy or `.wasm` is a panic that says how to get it.
 

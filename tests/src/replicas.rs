@@ -38,7 +38,8 @@ pub fn redis_url() -> String {
 /// How to start a [`Cluster`].
 #[derive(Debug, Clone, Copy)]
 pub struct ClusterOptions {
-    /// The one store every replica uses; default PostgreSQL.
+    /// The one store every replica uses (one database, shared); default PostgreSQL. SQLite is
+    /// a file of one process: not a store for several replicas.
     pub backend: Backend,
     /// How many replicas (each with its own gateway); default 2.
     pub replicas: usize,

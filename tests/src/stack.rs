@@ -27,7 +27,8 @@ pub enum GatewayKeys {
 /// How to start a [`Stack`].
 #[derive(Debug, Clone, Copy)]
 pub struct StackOptions {
-    /// The store of auth-api.
+    /// The store of auth-api: a fresh database of its own (default SQLite; see the e2e suite's
+    /// `main.rs` for which tests run on which store).
     pub backend: Backend,
     /// The filter's key poll interval.
     pub poll_seconds: u32,
@@ -267,7 +268,7 @@ pub(crate) fn test_config(database_url: String) -> Config {
         internal_listen: loopback(),
         internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
         bcrypt_cost: 4,
-        // PostgreSQL needs one; a fixed test KEK for every backend.
+        // PostgreSQL and MySQL need one; a fixed test KEK for every backend.
         key_encryption_keys: Some(
             test_support::TEST_KEK
                 .parse()

@@ -1,10 +1,10 @@
 //! `cargo xtask bench api`: auth-api's login, refresh and `/validate` rates, each beside the
-//! bound it could reach, on each store (`--store sqlite,postgres`; both by default).
+//! bound it could reach, on each store (`--store sqlite,postgres,mysql`; all three by default).
 //!
 //! auth-api runs as the real release binary (`target/release/auth-api serve`, configured by
 //! environment as in production, bcrypt cost 12 unless `--bcrypt-cost` says otherwise), one per
-//! store, all started at once: a fresh PostgreSQL database (dropped after) and a SQLite file in a
-//! temporary directory. The per-address limiter is raised out of the way
+//! store, all started at once: fresh PostgreSQL and MariaDB databases (dropped after) and a SQLite
+//! file in a temporary directory. The per-address limiter is raised out of the way
 //! (`AUTH_IP_LIMIT_PER_MINUTE`), and logins cycle through many accounts, so that neither the
 //! limiter nor the per-email throttle shapes the numbers. In each round, for each store in turn,
 //! it measures:
@@ -19,7 +19,11 @@
 //!   this process with as many concurrent tasks as wrk has connections: the bound the store
 //!   allows (target ≥ 50%); and, for the record, auth-api's whole refresh service in-process
 //!   (`service::sessions::refresh`: the store, the rotation key, signing; no HTTP);
-//! - **`/validate`/s** with one access token (target ≥ 20k/s on 2 cores on PostgreSQL);
+//! - **`/validate`/s** (target ≥ 20k/s on 2 cores on PostgreSQL) replaying one access token,
+//!   and cycling through `--validate-tokens` (1000) tokens of as many sessions (what a real mix
+//!   of clients sends: auth-api remembers verified signatures, so one token replayed measures
+//!   that memo and the session read only); and, as the HTTP stack's own ceiling on the same
+//!   cores, `GET /healthz`;
 //!
 //! each with p50 and p99. Rounds alternate the measurements (login, refresh and its bounds,
 //! validate, then the next store, then the next round) so that a noisy neighbour hits them
@@ -47,7 +51,7 @@ use clap::{Args, ValueEnum};
 
 use crate::tools::{run, step};
 
-/// A store auth-api can run on. MySQL/MariaDB joins here once auth-api supports it.
+/// A store auth-api can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum StoreKind {
     /// A SQLite file in a temporary directory.
@@ -55,6 +59,10 @@ pub(crate) enum StoreKind {
     /// A fresh database on the local PostgreSQL (`AUTH_TEST_POSTGRES_URL`, default
     /// `postgres://postgres@127.0.0.1:5432/postgres`), dropped after.
     Postgres,
+    /// A fresh database on the local MariaDB or a MySQL (`AUTH_TEST_MYSQL_URL`, default
+    /// `mysql://root@127.0.0.1:3306/mysql`), dropped after.
+    #[value(alias = "mariadb")]
+    Mysql,
 }
 
 impl StoreKind {
@@ -63,6 +71,7 @@ impl StoreKind {
         match self {
             StoreKind::Sqlite => "SQLite",
             StoreKind::Postgres => "PostgreSQL",
+            StoreKind::Mysql => "MariaDB",
         }
     }
 }
@@ -72,7 +81,7 @@ impl StoreKind {
 #[cfg_attr(not(feature = "api-bench"), allow(dead_code))]
 pub(crate) struct ApiArgs {
     /// The stores, comma-separated; each round measures them in this order.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StoreKind::Sqlite, StoreKind::Postgres])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StoreKind::Sqlite, StoreKind::Postgres, StoreKind::Mysql])]
     store: Vec<StoreKind>,
     /// Seconds of load per refresh and `/validate` measurement (and per in-process bound).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
@@ -101,6 +110,17 @@ pub(crate) struct ApiArgs {
     /// email is ever logged into twice at once).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=100_000))]
     users: u32,
+    /// Only `/healthz` and `/validate` (one token, then many): no bcrypt, login or refresh.
+    #[arg(long)]
+    validate_only: bool,
+    /// Access tokens, each of its own session, that the many-token `/validate` run cycles
+    /// through.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    validate_tokens: u32,
+    /// The auth-api binary to measure instead of `target/release/auth-api` (e.g. a copy built
+    /// from an earlier commit, to compare).
+    #[arg(long)]
+    binary: Option<std::path::PathBuf>,
 }
 
 #[cfg(feature = "api-bench")]
@@ -171,7 +191,7 @@ mod measure {
             allowed_cpus, cpu_model, ensure_load_tools, interrupted, median, or_interrupted, Wrk,
             WrkOutput,
         },
-        tools::{ensure_postgres, step, target_dir, ThrowawayDb},
+        tools::{ensure_mariadb, ensure_postgres, step, target_dir, DbServer, ThrowawayDb},
     };
 
     /// The key-encryption key of every store (32 bytes, base64url): only ever used on loopback
@@ -273,6 +293,8 @@ mod measure {
         store_bound: Vec<Sample>,
         service: Vec<Sample>,
         validate: Vec<Sample>,
+        validate_mix: Vec<Sample>,
+        healthz: Vec<Sample>,
     }
 
     /// One store under test. Fields drop in order: the server, then the in-process state,
@@ -289,6 +311,8 @@ mod measure {
         /// The live refresh token of each chain of the in-process service bound.
         service_chains: Vec<String>,
         access_token: String,
+        /// Access tokens of as many sessions, one a line, for the many-token `/validate`.
+        validate_tokens: PathBuf,
         samples: Samples,
         _db: Option<ThrowawayDb>,
     }
@@ -327,10 +351,16 @@ mod measure {
         if args.store.contains(&StoreKind::Postgres) {
             step("PostgreSQL", ensure_postgres)?;
         }
+        if args.store.contains(&StoreKind::Mysql) {
+            step("MariaDB", ensure_mariadb)?;
+        }
         let mut stores = args.store.clone();
         stores.dedup();
         anyhow::ensure!(!stores.is_empty(), "no store to measure");
-        let binary = target_dir(root).join("release/auth-api");
+        let binary = args
+            .binary
+            .clone()
+            .unwrap_or_else(|| target_dir(root).join("release/auth-api"));
         anyhow::ensure!(binary.exists(), "{} is missing", binary.display());
         let work = target_dir(root).join("bench-api");
         std::fs::create_dir_all(&work)
@@ -371,6 +401,12 @@ mod measure {
 
         let wrk_runs = usize::try_from(args.rounds + u32::from(args.warmup > 0))?;
         let connections = usize::try_from(args.connections)?;
+        // Sessions for the refresh runs and the in-process bounds (none for `--validate-only`).
+        let (wrk_sessions, chains) = if args.validate_only {
+            (0, 0)
+        } else {
+            (wrk_runs * 2 * connections, connections)
+        };
         let mut targets = Vec::new();
         for &kind in &stores {
             let target = step(&format!("start auth-api on {}", kind.name()), || {
@@ -382,8 +418,8 @@ mod measure {
                     temp,
                     &cpus,
                     args,
-                    wrk_runs * 2 * connections,
-                    connections,
+                    wrk_sessions,
+                    chains,
                 )
             })?;
             targets.push(target);
@@ -401,13 +437,100 @@ mod measure {
         drop(client);
 
         let mut notes = Vec::new();
-        let one_round = |round: Option<u32>,
-                         targets: &mut Vec<Target>,
-                         notes: &mut Vec<String>|
+        let login_and_refresh = |round: Option<u32>,
+                                 target: &mut Target,
+                                 notes: &mut Vec<String>|
          -> anyhow::Result<()> {
             let (seconds, login_seconds) = match round {
                 Some(_) => (args.seconds, args.login_seconds),
                 None => (args.warmup, args.warmup),
+            };
+            let store = target.kind.name();
+            let label = |what: &str| match round {
+                Some(r) => format!("round {r}/{}, {store}, {what}", args.rounds),
+                None => format!("warm-up, {store}, {what}"),
+            };
+            let verify = bcrypt_verify_secs(&bcrypt_input, &bcrypt_hash, 5)?;
+            #[allow(clippy::cast_precision_loss)] // a core count
+            let bound = cores as f64 / verify;
+            println!(
+                "    {:<40} one verify {:>7.1} ms → {bound:>7.1} logins/s on {cores} CPU(s)",
+                label("bcrypt bound"),
+                verify * 1e3
+            );
+            let parallel = bcrypt_parallel_rate(&bcrypt_input, &bcrypt_hash, cores, 3)?;
+            println!(
+                "    {:<40} {parallel:>7.1} verifies/s",
+                label("bcrypt, all CPUs at once")
+            );
+
+            interrupted(&stop)?;
+            let login = wrk(
+                target,
+                &cpus,
+                "/login",
+                login_seconds,
+                login_connections,
+                Some(&scripts.login),
+                Vec::new(),
+            )
+            .with_context(|| label("login"))?;
+            report_line(&label("login"), &login, notes);
+
+            interrupted(&stop)?;
+            let batch: Vec<String> = target.sessions.drain(..2 * connections).collect();
+            let tokens = scripts.dir.join(format!("tokens-{store}.txt"));
+            std::fs::write(&tokens, batch.join("\n"))?;
+            let refresh = wrk(
+                target,
+                &cpus,
+                "/refresh",
+                seconds,
+                args.connections,
+                Some(&scripts.refresh(&tokens)?),
+                Vec::new(),
+            )
+            .with_context(|| label("refresh"))?;
+            report_line(&label("refresh"), &refresh, notes);
+
+            interrupted(&stop)?;
+            let store_bound = runtime
+                .block_on(store_bound(
+                    &target.state,
+                    &mut target.store_chains,
+                    seconds,
+                ))
+                .with_context(|| label("refresh, store queries in-process"))?;
+            print_sample(&label("refresh, store in-process"), &store_bound);
+
+            interrupted(&stop)?;
+            let service = runtime
+                .block_on(service_bound(
+                    &target.state,
+                    &mut target.service_chains,
+                    seconds,
+                ))
+                .with_context(|| label("refresh, service in-process"))?;
+            print_sample(&label("refresh, service in-process"), &service);
+
+            if round.is_some() {
+                let s = &mut target.samples;
+                s.bcrypt_verify.push(verify);
+                s.bcrypt_parallel.push(parallel);
+                s.login.push(Sample::from(&login));
+                s.refresh.push(Sample::from(&refresh));
+                s.store_bound.push(store_bound);
+                s.service.push(service);
+            }
+            Ok(())
+        };
+        let one_round = |round: Option<u32>,
+                         targets: &mut Vec<Target>,
+                         notes: &mut Vec<String>|
+         -> anyhow::Result<()> {
+            let seconds = match round {
+                Some(_) => args.seconds,
+                None => args.warmup,
             };
             for target in targets.iter_mut() {
                 let store = target.kind.name();
@@ -416,68 +539,22 @@ mod measure {
                     None => format!("warm-up, {store}, {what}"),
                 };
                 interrupted(&stop)?;
-                let verify = bcrypt_verify_secs(&bcrypt_input, &bcrypt_hash, 5)?;
-                #[allow(clippy::cast_precision_loss)] // a core count
-                let bound = cores as f64 / verify;
-                println!(
-                    "    {:<40} one verify {:>7.1} ms → {bound:>7.1} logins/s on {cores} CPU(s)",
-                    label("bcrypt bound"),
-                    verify * 1e3
-                );
-                let parallel = bcrypt_parallel_rate(&bcrypt_input, &bcrypt_hash, cores, 3)?;
-                println!(
-                    "    {:<40} {parallel:>7.1} verifies/s",
-                    label("bcrypt, all CPUs at once")
-                );
+                if !args.validate_only {
+                    login_and_refresh(round, target, notes)?;
+                }
 
                 interrupted(&stop)?;
-                let login = wrk(
+                let healthz = wrk(
                     target,
                     &cpus,
-                    "/login",
-                    login_seconds,
-                    login_connections,
-                    Some(&scripts.login),
-                    Vec::new(),
-                )
-                .with_context(|| label("login"))?;
-                report_line(&label("login"), &login, notes);
-
-                interrupted(&stop)?;
-                let batch: Vec<String> = target.sessions.drain(..2 * connections).collect();
-                let tokens = scripts.dir.join(format!("tokens-{store}.txt"));
-                std::fs::write(&tokens, batch.join("\n"))?;
-                let refresh = wrk(
-                    target,
-                    &cpus,
-                    "/refresh",
+                    "/healthz",
                     seconds,
                     args.connections,
-                    Some(&scripts.refresh(&tokens)?),
+                    None,
                     Vec::new(),
                 )
-                .with_context(|| label("refresh"))?;
-                report_line(&label("refresh"), &refresh, notes);
-
-                interrupted(&stop)?;
-                let store_bound = runtime
-                    .block_on(store_bound(
-                        &target.state,
-                        &mut target.store_chains,
-                        seconds,
-                    ))
-                    .with_context(|| label("refresh, store queries in-process"))?;
-                print_sample(&label("refresh, store in-process"), &store_bound);
-
-                interrupted(&stop)?;
-                let service = runtime
-                    .block_on(service_bound(
-                        &target.state,
-                        &mut target.service_chains,
-                        seconds,
-                    ))
-                    .with_context(|| label("refresh, service in-process"))?;
-                print_sample(&label("refresh, service in-process"), &service);
+                .with_context(|| label("healthz"))?;
+                report_line(&label("healthz"), &healthz, notes);
 
                 interrupted(&stop)?;
                 let validate = wrk(
@@ -490,17 +567,31 @@ mod measure {
                     vec![format!("authorization: Bearer {}", target.access_token)],
                 )
                 .with_context(|| label("validate"))?;
-                report_line(&label("validate"), &validate, notes);
+                report_line(&label("validate, one token"), &validate, notes);
+
+                interrupted(&stop)?;
+                let script = scripts.validate_mix(&target.validate_tokens)?;
+                let validate_mix = wrk(
+                    target,
+                    &cpus,
+                    "/validate",
+                    seconds,
+                    args.connections,
+                    Some(&script),
+                    Vec::new(),
+                )
+                .with_context(|| label("validate, many tokens"))?;
+                report_line(
+                    &label(&format!("validate, {} tokens", args.validate_tokens)),
+                    &validate_mix,
+                    notes,
+                );
 
                 if round.is_some() {
                     let s = &mut target.samples;
-                    s.bcrypt_verify.push(verify);
-                    s.bcrypt_parallel.push(parallel);
-                    s.login.push(Sample::from(&login));
-                    s.refresh.push(Sample::from(&refresh));
-                    s.store_bound.push(store_bound);
-                    s.service.push(service);
+                    s.healthz.push(Sample::from(&healthz));
                     s.validate.push(Sample::from(&validate));
+                    s.validate_mix.push(Sample::from(&validate_mix));
                 }
             }
             Ok(())
@@ -573,8 +664,13 @@ mod measure {
         connections: usize,
     ) -> anyhow::Result<Target> {
         let (db, database_url) = match kind {
-            StoreKind::Postgres => {
-                let db = ThrowawayDb::create("bench_api")?;
+            StoreKind::Postgres | StoreKind::Mysql => {
+                let server = if kind == StoreKind::Postgres {
+                    DbServer::Postgres
+                } else {
+                    DbServer::Mysql
+                };
+                let db = ThrowawayDb::create(server, "bench_api")?;
                 let url = db.url.clone();
                 (Some(db), url)
             }
@@ -620,9 +716,16 @@ mod measure {
             .collect::<Option<Vec<_>>>()
             .context("a refresh token that does not parse")?;
         let service_chains = runtime.block_on(open_sessions(&state, &users, connections))?;
+        let access_tokens = runtime.block_on(access_tokens(
+            &state,
+            &users,
+            usize::try_from(args.validate_tokens)?,
+        ))?;
+        let validate_tokens = work.join(format!("validate-tokens-{}.txt", kind.name()));
+        std::fs::write(&validate_tokens, access_tokens.join("\n"))?;
         println!(
             "    {} sessions",
-            sessions.len() + store_chains.len() + service_chains.len()
+            sessions.len() + store_chains.len() + service_chains.len() + access_tokens.len()
         );
         Ok(Target {
             kind,
@@ -633,23 +736,34 @@ mod measure {
             store_chains,
             service_chains,
             access_token: String::new(),
+            validate_tokens,
             samples: Samples::default(),
             _db: db,
         })
     }
 
+    /// Waits until auth-api answers `/readyz` with a 200. Its port accepts connections earlier:
+    /// it binds before it migrates, and this process opens the same database next, which must
+    /// not race those migrations.
     fn wait_until_serving(server: &mut Server, port: u16) -> anyhow::Result<()> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let client = control_client()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             server.ensure_running()?;
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+                && client
+                    .get(format!("http://{addr}/readyz"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         bail!(
-            "auth-api does not listen on {addr} after 60s{}",
+            "auth-api is not ready on {addr} after 60s{}",
             server.log_tail()
         )
     }
@@ -708,6 +822,23 @@ mod measure {
                 .await?
                 .context("the store refused to open a session")?;
             tokens.push(token.expose().to_owned());
+        }
+        Ok(tokens)
+    }
+
+    /// Opens `count` sessions as [`open_sessions`] does and refreshes each once in-process: an
+    /// access token of each.
+    async fn access_tokens(
+        state: &AppState,
+        users: &[(String, String)],
+        count: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut tokens = Vec::with_capacity(count);
+        for refresh in open_sessions(state, users, count).await? {
+            let pair = auth_api::service::sessions::refresh(state, &refresh)
+                .await
+                .map_err(|e| anyhow::anyhow!("refresh: {e}"))?;
+            tokens.push(pair.access_token);
         }
         Ok(tokens)
     }
@@ -900,6 +1031,36 @@ end
                 dir: work.to_path_buf(),
                 login,
             })
+        }
+
+        /// A `/validate` script that cycles through the access tokens in `tokens` (one a line),
+        /// each request formatted once and then reused, so that wrk's Lua costs little more
+        /// than a fixed request.
+        fn validate_mix(&self, tokens: &Path) -> anyhow::Result<PathBuf> {
+            let path = tokens.to_string_lossy();
+            anyhow::ensure!(!path.contains("]]"), "an unusual path: {path}");
+            let script = r#"-- One access token after the other, each of its own session.
+local tokens = {}
+for line in io.lines([[TOKENS]]) do
+  if #line > 0 then tokens[#tokens + 1] = line end
+end
+local requests, n = {}, 0
+request = function()
+  n = n % #tokens + 1
+  local r = requests[n]
+  if r == nil then
+    r = wrk.format("GET", "/validate", { ["Authorization"] = "Bearer " .. tokens[n] })
+    requests[n] = r
+  end
+  return r
+end
+-- No response(): wrk counts the answers that are not 2xx, and a Lua call per answer would
+-- take CPU from the server on a shared machine.
+"#
+            .replace("TOKENS", &path);
+            let file = self.dir.join("validate-mix.lua");
+            std::fs::write(&file, script)?;
+            Ok(file)
         }
 
         /// A refresh script that starts from the tokens in `tokens` (one a line).
@@ -1096,7 +1257,8 @@ end
              accounts, {ls} s per run; refresh and `/validate`: {c} connections, {s} s per run; \
              the in-process bounds: {c} tasks on a {n}-thread tokio runtime, {s} s. {rounds} \
              round(s) after {warmup} s of warm-up per measurement, alternated (per round and \
-             store: bcrypt bound, login, refresh, its two in-process bounds, `/validate`); \
+             store: bcrypt bound, login, refresh, its two in-process bounds, `/healthz`, \
+             `/validate` with one token, then with many){only}; \
              medians over rounds, ratios paired round by round. Machine: {machine_cpus} × \
              {model}.\n\n",
             cost = args.bcrypt_cost,
@@ -1118,6 +1280,11 @@ end
             rounds = args.rounds,
             warmup = args.warmup,
             model = cpu_model(),
+            only = if args.validate_only {
+                " (`--validate-only`: the last three alone)"
+            } else {
+                ""
+            },
         ));
         md.push_str(
             "| store | measurement | per second | p50 ms | p99 ms | × bound | target |\n\
@@ -1142,7 +1309,6 @@ end
                     .map(|(r, b)| r.rps / b.rps)
                     .collect(),
             );
-            let validate = med(&s.validate, |x| x.rps);
             let row = |what: &str, samples: &[Sample], ratio: &str, target: &str| {
                 format!(
                     "| {store} | {what} | {} | {:.2} | {:.2} | {ratio} | {target} |\n",
@@ -1151,75 +1317,99 @@ end
                     med(samples, |x| x.p99_us) / 1e3,
                 )
             };
-            md.push_str(&format!(
-                "| {store} | bcrypt bound ({} CPU(s) ÷ {:.1} ms per verify) | {bound:.1} | — | — \
-                 | 1.00 | |\n",
-                setup.cores,
-                verify * 1e3
-            ));
-            let parallel = median(s.bcrypt_parallel.clone());
-            let parallel_ratio = median(
-                s.login
-                    .iter()
-                    .zip(&s.bcrypt_parallel)
-                    .map(|(l, p)| l.rps / p)
-                    .collect(),
-            );
-            md.push_str(&format!(
-                "| {store} | bcrypt on all {} CPU(s) at once, as measured (neighbours included) \
-                 | {parallel:.1} | — | — | login {:.0}% of it | |\n",
-                setup.cores,
-                parallel_ratio * 100.0
-            ));
-            md.push_str(&row(
-                "`POST /login`",
-                &s.login,
-                &format!("{:.0}%", login_ratio * 100.0),
-                &format!(
-                    "≥ {:.0}%: {}",
-                    TARGET_LOGIN * 100.0,
-                    verdict(login_ratio, TARGET_LOGIN)
-                ),
-            ));
-            md.push_str(&row(
-                "refresh, store queries in-process (bound)",
-                &s.store_bound,
-                "1.00",
-                "",
-            ));
-            md.push_str(&row(
-                "`POST /refresh`",
-                &s.refresh,
-                &format!("{:.0}%", refresh_ratio * 100.0),
-                &format!(
-                    "≥ {:.0}%: {}",
-                    TARGET_REFRESH * 100.0,
-                    verdict(refresh_ratio, TARGET_REFRESH)
-                ),
-            ));
-            let service_ratio = median(
-                s.service
-                    .iter()
-                    .zip(&s.store_bound)
-                    .map(|(r, b)| r.rps / b.rps)
-                    .collect(),
-            );
-            md.push_str(&row(
-                "refresh, whole service in-process (no HTTP)",
-                &s.service,
-                &format!("{:.0}%", service_ratio * 100.0),
-                "",
-            ));
-            let validate_target = if target.kind == StoreKind::Postgres {
-                format!(
-                    "≥ {:.0}k/s: {}",
-                    TARGET_VALIDATE / 1e3,
-                    verdict(validate, TARGET_VALIDATE)
-                )
-            } else {
-                String::new()
+            if !args.validate_only {
+                md.push_str(&format!(
+                    "| {store} | bcrypt bound ({} CPU(s) ÷ {:.1} ms per verify) | {bound:.1} | — | — \
+                     | 1.00 | |\n",
+                    setup.cores,
+                    verify * 1e3
+                ));
+                let parallel = median(s.bcrypt_parallel.clone());
+                let parallel_ratio = median(
+                    s.login
+                        .iter()
+                        .zip(&s.bcrypt_parallel)
+                        .map(|(l, p)| l.rps / p)
+                        .collect(),
+                );
+                md.push_str(&format!(
+                    "| {store} | bcrypt on all {} CPU(s) at once, as measured (neighbours included) \
+                     | {parallel:.1} | — | — | login {:.0}% of it | |\n",
+                    setup.cores,
+                    parallel_ratio * 100.0
+                ));
+                md.push_str(&row(
+                    "`POST /login`",
+                    &s.login,
+                    &format!("{:.0}%", login_ratio * 100.0),
+                    &format!(
+                        "≥ {:.0}%: {}",
+                        TARGET_LOGIN * 100.0,
+                        verdict(login_ratio, TARGET_LOGIN)
+                    ),
+                ));
+                md.push_str(&row(
+                    "refresh, store queries in-process (bound)",
+                    &s.store_bound,
+                    "1.00",
+                    "",
+                ));
+                md.push_str(&row(
+                    "`POST /refresh`",
+                    &s.refresh,
+                    &format!("{:.0}%", refresh_ratio * 100.0),
+                    &format!(
+                        "≥ {:.0}%: {}",
+                        TARGET_REFRESH * 100.0,
+                        verdict(refresh_ratio, TARGET_REFRESH)
+                    ),
+                ));
+                let service_ratio = median(
+                    s.service
+                        .iter()
+                        .zip(&s.store_bound)
+                        .map(|(r, b)| r.rps / b.rps)
+                        .collect(),
+                );
+                md.push_str(&row(
+                    "refresh, whole service in-process (no HTTP)",
+                    &s.service,
+                    &format!("{:.0}%", service_ratio * 100.0),
+                    "",
+                ));
+            }
+            let validate_target = |samples: &[Sample]| {
+                if target.kind == StoreKind::Postgres {
+                    format!(
+                        "≥ {:.0}k/s: {}",
+                        TARGET_VALIDATE / 1e3,
+                        verdict(med(samples, |x| x.rps), TARGET_VALIDATE)
+                    )
+                } else {
+                    String::new()
+                }
             };
-            md.push_str(&row("`GET /validate`", &s.validate, "—", &validate_target));
+            md.push_str(&row(
+                "`GET /healthz` (the HTTP stack alone: a ceiling)",
+                &s.healthz,
+                "—",
+                "",
+            ));
+            md.push_str(&row(
+                "`GET /validate`, one token replayed",
+                &s.validate,
+                "—",
+                &validate_target(&s.validate),
+            ));
+            md.push_str(&row(
+                &format!(
+                    "`GET /validate`, {n} tokens of {n} sessions in turn",
+                    n = args.validate_tokens
+                ),
+                &s.validate_mix,
+                "—",
+                &validate_target(&s.validate_mix),
+            ));
         }
 
         md.push_str("\nPer round (per second):\n\n| store | measurement |");
@@ -1251,15 +1441,23 @@ end
                     p99_us: f64::NAN,
                 })
                 .collect();
-            for (what, samples) in [
+            let mut rows = vec![
                 ("bcrypt bound", &bounds),
                 ("bcrypt, all CPUs at once", &parallel),
                 ("login", &s.login),
                 ("refresh, store in-process", &s.store_bound),
                 ("refresh", &s.refresh),
                 ("refresh, service in-process", &s.service),
-                ("validate", &s.validate),
-            ] {
+            ];
+            if args.validate_only {
+                rows.clear();
+            }
+            rows.extend([
+                ("healthz", &s.healthz),
+                ("validate, one token", &s.validate),
+                ("validate, many tokens", &s.validate_mix),
+            ]);
+            for (what, samples) in rows {
                 md.push_str(&format!("| {} | {what} |", target.kind.name()));
                 for sample in samples {
                     md.push_str(&format!(" {} |", rate(sample.rps)));
@@ -1335,15 +1533,20 @@ mod tests {
     }
 
     #[test]
-    fn both_stores_by_default_and_any_list_of_them() {
+    fn every_store_by_default_and_any_list_of_them() {
         let cli = Cli::try_parse_from(["bench-api"]).unwrap();
-        assert_eq!(cli.args.store, [StoreKind::Sqlite, StoreKind::Postgres]);
+        assert_eq!(
+            cli.args.store,
+            [StoreKind::Sqlite, StoreKind::Postgres, StoreKind::Mysql]
+        );
         assert_eq!(cli.args.bcrypt_cost, 12);
         let cli = Cli::try_parse_from(["bench-api", "--store", "postgres"]).unwrap();
         assert_eq!(cli.args.store, [StoreKind::Postgres]);
         let cli = Cli::try_parse_from(["bench-api", "--store", "postgres,sqlite"]).unwrap();
         assert_eq!(cli.args.store, [StoreKind::Postgres, StoreKind::Sqlite]);
-        assert!(Cli::try_parse_from(["bench-api", "--store", "mysql"]).is_err());
+        let cli = Cli::try_parse_from(["bench-api", "--store", "mariadb,sqlite"]).unwrap();
+        assert_eq!(cli.args.store, [StoreKind::Mysql, StoreKind::Sqlite]);
+        assert!(Cli::try_parse_from(["bench-api", "--store", "oracle"]).is_err());
         // auth-api refuses a cost below 10 from the environment.
         assert!(Cli::try_parse_from(["bench-api", "--bcrypt-cost", "9"]).is_err());
     }

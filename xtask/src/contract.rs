@@ -3,9 +3,10 @@
 //! It fails on any 5xx, any undocumented status, content type or header, and any response
 //! body that does not match the documented schema.
 //!
-//! It runs on both stores at once, each auth-api with its own schemathesis: on a fresh SQLite
-//! file and on a throwaway PostgreSQL database, since an input one engine accepts another may
-//! refuse (a NUL byte, a key past PostgreSQL's index row limit), and that must be a 4xx there too.
+//! It runs on the three stores at once, each auth-api with its own schemathesis: on a fresh
+//! SQLite file, a throwaway PostgreSQL database and a throwaway MariaDB (MySQL) database, since an
+//! input one engine accepts another may refuse (a NUL byte, a key past PostgreSQL's index row
+//! limit, text past a MySQL column or index length), and that must be a 4xx there too.
 
 use std::{
     fs::File,
@@ -17,14 +18,14 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::tools::{run, status, ThrowawayDb};
+use crate::tools::{run, status, DbServer, ThrowawayDb};
 
 /// The schemathesis release we check with (PyPI).
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
 /// The checks that say "the API keeps its documented contract" (not "every generated input is
 /// accepted": an email of random characters is rightly refused).
-/// `not_a_server_error` must stay first: a 500 on either store fails the step.
+/// `not_a_server_error` must stay first: a 500 on any store fails the step.
 const CHECKS: &str = concat!(
     "not_a_server_error,status_code_conformance,content_type_conformance,",
     "response_headers_conformance,response_schema_conformance"
@@ -33,8 +34,8 @@ const CHECKS: &str = concat!(
 /// Examples per operation and phase, on each store.
 const MAX_EXAMPLES: &str = "50";
 
-/// A key-encryption key (`id:base64url`) for the PostgreSQL pass, which refuses to start
-/// without one (the SQLite pass keeps its key file beside the database).
+/// A key-encryption key (`id:base64url`) for the PostgreSQL and MariaDB passes, which refuse to
+/// start without one (the SQLite pass keeps its key file beside the database).
 const CONTRACT_KEK: &str = "contract-kek:Y29udHJhY3Qta2V5LWVuY3J5cHRpb24ta2V5LTMyYnk";
 
 /// A running auth-api, killed when dropped.
@@ -57,11 +58,13 @@ struct Pass {
 }
 
 /// Installs schemathesis into `.venv` when missing, then checks auth-api against
-/// `/openapi.json` on a fresh SQLite file and on a throwaway PostgreSQL database, both at once.
-/// Fails when either fails; an unreachable PostgreSQL is a failure, never a skip.
+/// `/openapi.json` on a fresh SQLite file, a throwaway PostgreSQL database and a throwaway
+/// MariaDB database, all at once. Fails when any fails; an unreachable PostgreSQL or MariaDB is
+/// a failure, never a skip.
 pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
     let schemathesis = ensure_schemathesis(root)?;
-    let postgres = ThrowawayDb::create("contract")?;
+    let postgres = ThrowawayDb::create(DbServer::Postgres, "contract")?;
+    let mysql = ThrowawayDb::create(DbServer::Mysql, "contract")?;
     run(root, "cargo", &["build", "-p", "auth-api", "--locked"])?;
     let binary = crate::tools::target_dir(root).join("debug/auth-api");
     let dir = std::env::temp_dir().join(format!("auth-contract-{}", std::process::id()));
@@ -77,6 +80,11 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
             database_url: postgres.url.clone(),
             kek: Some(CONTRACT_KEK),
         },
+        Pass {
+            name: "MariaDB",
+            database_url: mysql.url.clone(),
+            kek: Some(CONTRACT_KEK),
+        },
     ];
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = passes
@@ -89,6 +97,7 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
             .collect()
     });
     drop(postgres);
+    drop(mysql);
     let _ = std::fs::remove_dir_all(&dir);
     let failed: Vec<String> = passes
         .iter()
@@ -103,8 +112,7 @@ pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
 
 /// `.venv/bin/schemathesis` at [`SCHEMATHESIS_VERSION`], installed from PyPI when missing.
 fn ensure_schemathesis(root: &Path) -> anyhow::Result<PathBuf> {
-    let venv = root.join(".venv");
-    let schemathesis = venv.join("bin/schemathesis");
+    let schemathesis = root.join(".venv/bin/schemathesis");
     let installed = Command::new(&schemathesis)
         .arg("--version")
         .output()
@@ -112,6 +120,7 @@ fn ensure_schemathesis(root: &Path) -> anyhow::Result<PathBuf> {
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS_VERSION)
         });
     if !installed {
+        let venv = crate::tools::ensure_venv(root, "schemathesis")?;
         let mut pip = Command::new(venv.join("bin/pip"));
         pip.args([
             "install",
@@ -125,7 +134,7 @@ fn ensure_schemathesis(root: &Path) -> anyhow::Result<PathBuf> {
 
 /// Starts auth-api on `pass`'s store and a free port, runs schemathesis against it, and prints
 /// its output, and auth-api's too when the pass failed (kept in files under `dir` meanwhile, so
-/// that the two passes do not interleave).
+/// that the passes do not interleave).
 fn check_one(binary: &Path, schemathesis: &Path, dir: &Path, pass: &Pass) -> anyhow::Result<()> {
     let started = Instant::now();
     let server_log = dir.join(format!("auth-api-{}.log", pass.name));
@@ -147,7 +156,7 @@ fn check_one(binary: &Path, schemathesis: &Path, dir: &Path, pass: &Pass) -> any
             report.push_str(&format!("---- {what} on {}:\n{text}\n", pass.name));
         }
     }
-    // One write, so that the reports of the two passes do not mix.
+    // One write, so that the reports of the passes do not mix.
     print!("{report}");
     result
 }

@@ -7,8 +7,9 @@
 //! (not committed) and crashes to `fuzz/artifacts/`.
 //!
 //! `api_bodies` drives the whole router on a SQLite file, or on the database in
-//! `AUTH_FUZZ_DATABASE_URL`: `cargo xtask test` runs it on both, since an input one engine
-//! accepts another may refuse (a NUL byte, a key past PostgreSQL's index row limit).
+//! `AUTH_FUZZ_DATABASE_URL`: `cargo xtask test` runs it on all three stores (SQLite, then
+//! PostgreSQL, then MariaDB), since an input one engine accepts another may refuse (a NUL byte,
+//! a key past PostgreSQL's index row limit, text past a MySQL column or index length).
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +18,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::tools::{status, step, ThrowawayDb};
+use crate::tools::{status, step, DbServer, ThrowawayDb};
 
 /// Every fuzz target, with the runs `cargo xtask test` gives it (a few seconds each).
 pub(crate) const TARGETS: [(&str, u32); 5] = [
@@ -29,9 +30,9 @@ pub(crate) const TARGETS: [(&str, u32); 5] = [
     ("api_bodies", 30_000),
 ];
 
-/// The runs `cargo xtask test` gives `api_bodies` on PostgreSQL, after replaying the seeds and
-/// what the SQLite run found.
-const API_BODIES_POSTGRES_RUNS: u32 = 20_000;
+/// The runs `cargo xtask test` gives `api_bodies` on PostgreSQL and on MariaDB each, after
+/// replaying the seeds and what the earlier runs found.
+const API_BODIES_SERVER_RUNS: u32 = 20_000;
 
 /// The variable that points `api_bodies` at a database instead of a fresh SQLite file.
 const API_BODIES_DATABASE_VAR: &str = "AUTH_FUZZ_DATABASE_URL";
@@ -52,7 +53,8 @@ pub(crate) fn ensure_cargo_fuzz() -> anyhow::Result<()> {
 
 /// What `cargo xtask test` runs: each target (or the named ones) from its seeds with a fixed
 /// seed and run count, the same inputs every time and a few seconds each; then `api_bodies`
-/// again on a throwaway PostgreSQL database, from its seeds and what the SQLite run found.
+/// again on a throwaway PostgreSQL database and then on a throwaway MariaDB database, each from
+/// its seeds and what the earlier runs found.
 pub(crate) fn check(root: &Path, only: &[String]) -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
     let scratch = std::env::temp_dir().join(format!("auth-fuzz-{}", std::process::id()));
@@ -66,22 +68,27 @@ pub(crate) fn check(root: &Path, only: &[String]) -> anyhow::Result<()> {
         })?;
     }
     if selected("api_bodies") {
-        step("fuzz api_bodies on PostgreSQL", || {
-            let db = ThrowawayDb::create("fuzz")?;
-            let found_on_sqlite = scratch.join("api_bodies");
-            let options = [
-                format!("-runs={API_BODIES_POSTGRES_RUNS}"),
-                "-seed=1".to_owned(),
-            ];
-            run(
-                root,
-                "api_bodies",
-                &scratch.join("api_bodies-postgres"),
-                &[found_on_sqlite.as_path()],
-                &options,
-                &[(API_BODIES_DATABASE_VAR, Some(&db.url))],
-            )
-        })?;
+        let mut found = vec![scratch.join("api_bodies")];
+        for server in [DbServer::Postgres, DbServer::Mysql] {
+            let corpus = scratch.join(format!("api_bodies-{}", server.name()));
+            step(&format!("fuzz api_bodies on {}", server.name()), || {
+                let db = ThrowawayDb::create(server, "fuzz")?;
+                let options = [
+                    format!("-runs={API_BODIES_SERVER_RUNS}"),
+                    "-seed=1".to_owned(),
+                ];
+                let inputs: Vec<&Path> = found.iter().map(PathBuf::as_path).collect();
+                run(
+                    root,
+                    "api_bodies",
+                    &corpus,
+                    &inputs,
+                    &options,
+                    &[(API_BODIES_DATABASE_VAR, Some(&db.url))],
+                )
+            })?;
+            found.push(corpus);
+        }
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

@@ -1,15 +1,16 @@
 //! `cargo xtask <command>`: the project's scripts, in Rust.
 //!
 //! - `test`: everything CI runs, from a fresh clone.
-//! - `up`: the whole dev stack on one machine (auth-api on SQLite, the echo upstream, Envoy
-//!   loading the filter), until Ctrl-C.
+//! - `up`: the whole dev stack on one machine (auth-api on SQLite, or on the PostgreSQL or
+//!   MariaDB database `AUTH_DATABASE_URL` names; the echo upstream; Envoy loading the filter),
+//!   until Ctrl-C.
 //! - `bench edge`: the filter's cost per request in Envoy, next to native `jwt_authn`.
 //! - `bench api`: auth-api's logins, refreshes and validations per second on each store, beside
 //!   the bcrypt bound and the store's in-process bound.
-//! - `contract`: the API contract check alone (schemathesis, auth-api on SQLite and on
-//!   PostgreSQL), as `test` runs it.
+//! - `contract`: the API contract check alone (schemathesis, auth-api on SQLite, PostgreSQL and
+//!   MariaDB), as `test` runs it.
 //! - `fuzz`: the long fuzzing run; `fuzz --ci` is what `test` runs (the seeds replayed and each
-//!   target fuzzed briefly, `api_bodies` on SQLite and then on PostgreSQL).
+//!   target fuzzed briefly, `api_bodies` on SQLite, then on PostgreSQL, then on MariaDB).
 
 mod bench;
 mod bench_api;
@@ -29,8 +30,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::tools::{
-    ensure_envoy, ensure_nextest, ensure_postgres, ensure_redis, postgres_admin_url, run, status,
-    step,
+    ensure_envoy, ensure_mariadb, ensure_nextest, ensure_postgres, ensure_redis, mysql_admin_url,
+    postgres_admin_url, run, status, step,
 };
 
 /// The project's scripts.
@@ -50,7 +51,8 @@ enum Task {
     /// Run a benchmark.
     #[command(subcommand)]
     Bench(bench::Bench),
-    /// Run the API contract check (schemathesis) against auth-api on SQLite and on PostgreSQL.
+    /// Run the API contract check (schemathesis) against auth-api on SQLite, PostgreSQL and
+    /// MariaDB.
     Contract,
     /// Fuzz every target (or the named ones) for a while, growing fuzz/corpus/.
     Fuzz {
@@ -58,7 +60,7 @@ enum Task {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
         /// Instead, what `cargo xtask test` runs: the seeds replayed and a fixed, brief run per
-        /// target (`api_bodies` on SQLite, then on a throwaway PostgreSQL database).
+        /// target (`api_bodies` on SQLite, then on throwaway PostgreSQL and MariaDB databases).
         #[arg(long, conflicts_with = "seconds")]
         ci: bool,
         /// Only these targets.
@@ -75,12 +77,14 @@ fn main() -> anyhow::Result<()> {
         Task::Bench(bench) => bench::bench(&root, &bench),
         Task::Contract => {
             step("PostgreSQL", ensure_postgres)?;
+            step("MariaDB", ensure_mariadb)?;
             contract_step(&root)
         }
         Task::Fuzz {
             ci: true, targets, ..
         } => {
             step("PostgreSQL", ensure_postgres)?;
+            step("MariaDB", ensure_mariadb)?;
             fuzz_step(&root, &targets)
         }
         Task::Fuzz {
@@ -95,6 +99,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     })?;
     step("cargo-nextest", ensure_nextest)?;
     step("PostgreSQL", ensure_postgres)?;
+    step("MariaDB", ensure_mariadb)?;
     step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;
     step("PyJWT and jose (interop tests)", || interop::ensure(root))?;
@@ -135,6 +140,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     })?;
     let wasm = step("build the filter (wasm32-wasip1)", || build_filter(root))?;
     let postgres_url = postgres_admin_url();
+    let mysql_url = mysql_admin_url();
     step("tests", || {
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root)
@@ -146,6 +152,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
                 "--no-fail-fast",
             ])
             .env("AUTH_TEST_POSTGRES_URL", &postgres_url)
+            .env("AUTH_TEST_MYSQL_URL", &mysql_url)
             .env("AUTH_FILTER_WASM", &wasm)
             .env("ENVOY_BIN", &envoy);
         status(cmd)
@@ -160,14 +167,14 @@ fn test(root: &Path) -> anyhow::Result<()> {
 
 fn contract_step(root: &Path) -> anyhow::Result<()> {
     step(
-        "API contract (schemathesis against /openapi.json, SQLite and PostgreSQL at once)",
+        "API contract (schemathesis against /openapi.json, SQLite, PostgreSQL and MariaDB at once)",
         || contract::check(root),
     )
 }
 
 fn fuzz_step(root: &Path, only: &[String]) -> anyhow::Result<()> {
     step(
-        "fuzz: replay the seeds and fuzz each target briefly (api_bodies on both stores)",
+        "fuzz: replay the seeds and fuzz each target briefly (api_bodies on each store)",
         || fuzz::check(root, only),
     )
 }

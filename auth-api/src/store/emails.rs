@@ -5,7 +5,7 @@
 //! letter), and login looks up the canonical form only. So every start re-canonicalises the rows
 //! that hold a non-ASCII character, after the SQL migrations. It owns no query of another table.
 
-use super::{is_unique_violation, Backend, Store};
+use super::{is_unique_violation, sql::sql, Store};
 use crate::domain::Email;
 
 /// What [`Store::canonicalise_emails`] did.
@@ -25,14 +25,16 @@ impl Store {
     /// idempotent, and a no-op once done (canonical rows are left alone). Logs each row it
     /// cannot rewrite by user id, never by address.
     pub async fn canonicalise_emails(&self) -> Result<EmailCanonicalisation, sqlx::Error> {
-        let non_ascii = match self.backend {
-            Backend::Postgres => "octet_length(email) <> char_length(email)",
-            Backend::Sqlite => "length(CAST(email AS BLOB)) <> length(email)",
-        };
-        let rows: Vec<(String, String)> =
-            sqlx::query_as(&format!("SELECT id, email FROM users WHERE {non_ascii}"))
-                .fetch_all(&self.pool)
-                .await?;
+        // Rows whose byte length is not their character length. (MySQL stores emails as bytes,
+        // see migrations/mysql, and has held canonical forms only: it arrived after issue 10.)
+        let rows: Vec<(String, String)> = sqlx::query_as(self.sql(sql! {
+            postgres: "SELECT id, email FROM users WHERE octet_length(email) <> char_length(email)",
+            sqlite:   "SELECT id, email FROM users WHERE length(CAST(email AS BLOB)) <> length(email)",
+            mysql:    "SELECT id, email FROM users \
+                       WHERE length(email) <> char_length(CONVERT(email USING utf8mb4))",
+        }))
+        .fetch_all(&self.pool)
+        .await?;
         let mut done = EmailCanonicalisation::default();
         for (id, stored) in rows {
             let Ok(email) = Email::parse(&stored) else {
@@ -43,12 +45,15 @@ impl Store {
             if email.as_str() == stored {
                 continue;
             }
-            let updated = sqlx::query("UPDATE users SET email = $1 WHERE id = $2 AND email = $3")
-                .bind(email.as_str())
-                .bind(&id)
-                .bind(&stored)
-                .execute(&self.pool)
-                .await;
+            let updated = sqlx::query(self.sql(sql! {
+                postgres_sqlite: "UPDATE users SET email = $1 WHERE id = $2 AND email = $3",
+                mysql:           "UPDATE users SET email = ? WHERE id = ? AND email = ?",
+            }))
+            .bind(email.as_str())
+            .bind(&id)
+            .bind(&stored)
+            .execute(&self.pool)
+            .await;
             match updated {
                 Ok(result) => done.rewritten += result.rows_affected(),
                 Err(e) if is_unique_violation(&e) => {

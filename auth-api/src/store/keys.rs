@@ -3,7 +3,7 @@
 use secrecy::{ExposeSecret as _, SecretSlice};
 use sqlx::{any::AnyRow, FromRow, Row};
 
-use super::Store;
+use super::{sql::sql, Backend, Store};
 use crate::kek::Sealed;
 
 /// One key of the ring as stored.
@@ -99,12 +99,16 @@ impl Store {
     /// (the single `key_ring_bootstrap` row decides). `true` when this call created it.
     pub async fn bootstrap_key(&self, key: &StoredKey) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let claimed =
-            sqlx::query("INSERT INTO key_ring_bootstrap (id) VALUES (1) ON CONFLICT DO NOTHING")
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        // Of two replicas starting at once, the second waits for the first's row (the unique
+        // check locks it) and then inserts nothing; it inserts if the first rolled back.
+        let claimed = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO key_ring_bootstrap (id) VALUES (1) ON CONFLICT DO NOTHING",
+            mysql:           "INSERT IGNORE INTO key_ring_bootstrap (id) VALUES (1)",
+        }))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if claimed {
             insert_key(&mut tx, key).await?;
         }
@@ -129,9 +133,13 @@ impl Store {
         cutoff: i64,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query(
-            "UPDATE key_rotation_state SET last_rotation_at = $1 WHERE id = 1 AND last_rotation_at <= $2",
-        )
+        // A replica that waited for another's claim re-reads the row and finds it moved on.
+        let claimed = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE key_rotation_state SET last_rotation_at = $1 \
+                              WHERE id = 1 AND last_rotation_at <= $2",
+            mysql:           "UPDATE key_rotation_state SET last_rotation_at = ? \
+                              WHERE id = 1 AND last_rotation_at <= ?",
+        }))
         .bind(key.created_at)
         .bind(cutoff)
         .execute(&mut *tx)
@@ -164,10 +172,12 @@ impl Store {
         previous: &KeyMaterial,
         sealed: &Sealed,
     ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "UPDATE signing_keys SET secret = $1, kek_id = $2, nonce = $3 \
-             WHERE kid = $4 AND secret = $5",
-        )
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE signing_keys SET secret = $1, kek_id = $2, nonce = $3 \
+                              WHERE kid = $4 AND secret = $5",
+            mysql:           "UPDATE signing_keys SET secret = ?, kek_id = ?, nonce = ? \
+                              WHERE kid = ? AND secret = ?",
+        }))
         .bind(sealed.ciphertext.clone())
         .bind(&sealed.kek_id)
         .bind(sealed.nonce.clone())
@@ -181,11 +191,12 @@ impl Store {
     /// Withdraws a key at once: it is neither published nor accepted any more. `false` when
     /// there is no such key or it was already revoked.
     pub async fn revoke_key(&self, kid: &str, now: i64) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "UPDATE signing_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL",
-        )
-        .bind(kid)
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE signing_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
+            mysql:           "UPDATE signing_keys SET revoked_at = ? WHERE kid = ? AND revoked_at IS NULL",
+        }))
         .bind(now)
+        .bind(kid)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -194,9 +205,10 @@ impl Store {
 
 /// Every key still signing, or waiting to, stops signing at `at`.
 async fn retire_signers(conn: &mut sqlx::AnyConnection, at: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL AND revoked_at IS NULL",
-    )
+    sqlx::query(Backend::of_connection(conn).sql(sql! {
+        postgres_sqlite: "UPDATE signing_keys SET retires_at = $1 WHERE retires_at IS NULL AND revoked_at IS NULL",
+        mysql:           "UPDATE signing_keys SET retires_at = ? WHERE retires_at IS NULL AND revoked_at IS NULL",
+    }))
     .bind(at)
     .execute(conn)
     .await
@@ -211,14 +223,20 @@ async fn insert_key(conn: &mut sqlx::AnyConnection, key: &StoredKey) -> Result<(
             "refusing to store a signing key in the clear".to_owned(),
         ));
     };
-    sqlx::query("UPDATE key_rotation_state SET last_rotation_at = $1 WHERE id = 1")
-        .bind(key.created_at)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, secret, kek_id, nonce, created_at, activates_at, retires_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
+    let backend = Backend::of_connection(conn);
+    sqlx::query(backend.sql(sql! {
+        postgres_sqlite: "UPDATE key_rotation_state SET last_rotation_at = $1 WHERE id = 1",
+        mysql:           "UPDATE key_rotation_state SET last_rotation_at = ? WHERE id = 1",
+    }))
+    .bind(key.created_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(backend.sql(sql! {
+        postgres_sqlite: "INSERT INTO signing_keys (kid, algorithm, secret, kek_id, nonce, created_at, \
+                          activates_at, retires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        mysql:           "INSERT INTO signing_keys (kid, algorithm, secret, kek_id, nonce, created_at, \
+                          activates_at, retires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    }))
     .bind(&key.kid)
     .bind(&key.algorithm)
     .bind(sealed.ciphertext.clone())

@@ -6,7 +6,7 @@
 //! no more passwords are checked than the policy allows, and a success clears the row after the
 //! fact. Locks only ever grow.
 
-use super::Store;
+use super::{sql::sql, Backend, Store};
 
 /// The outcome of [`Store::reserve_login_attempt`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +26,16 @@ pub enum LoginReservation {
     },
 }
 
+/// The lock of one email.
+const LOCKED_UNTIL: &super::sql::Sql = sql! {
+    postgres_sqlite: "SELECT locked_until FROM login_attempts WHERE email = $1",
+    mysql:           "SELECT locked_until FROM login_attempts WHERE email = ?",
+};
+
 impl Store {
     /// Until when attempts for `email` are refused (Unix seconds), if a lock was ever set.
     pub async fn login_locked_until(&self, email: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("SELECT locked_until FROM login_attempts WHERE email = $1")
+        sqlx::query_scalar(self.sql(LOCKED_UNTIL))
             .bind(email)
             .fetch_optional(&self.pool)
             .await
@@ -49,22 +55,48 @@ impl Store {
         // Begins with a write, so SQLite takes its write lock at once, and PostgreSQL holds the
         // row's lock until the lock below is set: the next attempt sees both.
         let mut tx = self.pool.begin().await?;
-        let counted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO login_attempts (email, failures, last_failure, locked_until) VALUES ($1, 1, $2, 0) \
-             ON CONFLICT (email) DO UPDATE SET failures = login_attempts.failures + 1, last_failure = $2 \
-             WHERE login_attempts.locked_until <= $2 \
-             RETURNING failures",
-        )
+        let upsert = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO login_attempts (email, failures, last_failure, locked_until) \
+                              VALUES ($1, 1, $2, 0) \
+                              ON CONFLICT (email) DO UPDATE SET failures = login_attempts.failures + 1, \
+                                 last_failure = excluded.last_failure \
+                              WHERE login_attempts.locked_until <= excluded.last_failure \
+                              RETURNING failures",
+            // No conditional upsert here: both assignments test the lock, which neither
+            // changes, so the update is a no-op while locked. (`VALUES()` is deprecated in
+            // MySQL 8.0.20 but works; the row alias that replaces it is not in MariaDB.) It
+            // takes the row's exclusive lock at once, as PostgreSQL's does, so two attempts
+            // never both hold a shared lock and then deadlock asking for more.
+            mysql:           "INSERT INTO login_attempts (email, failures, last_failure, locked_until) \
+                              VALUES (?, 1, ?, 0) \
+                              ON DUPLICATE KEY UPDATE \
+                                 failures = IF(locked_until <= VALUES(last_failure), failures + 1, failures), \
+                                 last_failure = IF(locked_until <= VALUES(last_failure), VALUES(last_failure), last_failure)",
+        }))
         .bind(email)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .bind(now);
+        let counted: Option<i64> = match self.backend {
+            Backend::Postgres | Backend::Sqlite => upsert
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| sqlx::Row::try_get(&row, 0))
+                .transpose()?,
+            Backend::Mysql => {
+                upsert.execute(&mut *tx).await?;
+                let (failures, locked_until): (i64, i64) = sqlx::query_as(
+                    "SELECT failures, locked_until FROM login_attempts WHERE email = ?",
+                )
+                .bind(email)
+                .fetch_one(&mut *tx)
+                .await?;
+                (locked_until <= now).then_some(failures)
+            }
+        };
         let Some(failures) = counted else {
-            let until: i64 =
-                sqlx::query_scalar("SELECT locked_until FROM login_attempts WHERE email = $1")
-                    .bind(email)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let until: i64 = sqlx::query_scalar(self.sql(LOCKED_UNTIL))
+                .bind(email)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.rollback().await?;
             return Ok(LoginReservation::Locked { until });
         };
@@ -95,13 +127,19 @@ impl Store {
         email: &str,
         until: i64,
     ) -> Result<(), sqlx::Error> {
-        // CASE rather than GREATEST (PostgreSQL) or two-argument MAX (SQLite): one query for both.
-        sqlx::query(
-            "UPDATE login_attempts SET locked_until = CASE WHEN locked_until < $2 THEN $2 ELSE locked_until END \
-             WHERE email = $1",
-        )
-        .bind(email)
+        // CASE rather than GREATEST (PostgreSQL, MySQL) or two-argument MAX (SQLite): one text
+        // for all.
+        sqlx::query(Backend::of_connection(conn).sql(sql! {
+            postgres_sqlite: "UPDATE login_attempts \
+                              SET locked_until = CASE WHEN locked_until < $1 THEN $2 ELSE locked_until END \
+                              WHERE email = $3",
+            mysql:           "UPDATE login_attempts \
+                              SET locked_until = CASE WHEN locked_until < ? THEN ? ELSE locked_until END \
+                              WHERE email = ?",
+        }))
         .bind(until)
+        .bind(until)
+        .bind(email)
         .execute(&mut *conn)
         .await
         .map(drop)
@@ -110,10 +148,13 @@ impl Store {
     /// Forgets the failures of `email` (after a successful login, or an operator's unlock).
     /// `true` when there were any.
     pub async fn clear_login_failures(&self, email: &str) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM login_attempts WHERE email = $1")
-            .bind(email)
-            .execute(&self.pool)
-            .await?;
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM login_attempts WHERE email = $1",
+            mysql:           "DELETE FROM login_attempts WHERE email = ?",
+        }))
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -130,10 +171,14 @@ impl Store {
         free_attempts: i64,
     ) -> Result<u64, sqlx::Error> {
         // `device:` keys never contain an `@`; the second test keeps an odd email out of it.
-        let result = sqlx::query(
-            "DELETE FROM login_attempts WHERE (last_failure < $1 AND locked_until <= $2 AND failures < $3) \
-             OR (email LIKE $4 AND email NOT LIKE '%@%' AND last_failure < $5)",
-        )
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM login_attempts \
+                              WHERE (last_failure < $1 AND locked_until <= $2 AND failures < $3) \
+                                 OR (email LIKE $4 AND email NOT LIKE '%@%' AND last_failure < $5)",
+            mysql:           "DELETE FROM login_attempts \
+                              WHERE (last_failure < ? AND locked_until <= ? AND failures < ?) \
+                                 OR (email LIKE ? AND email NOT LIKE '%@%' AND last_failure < ?)",
+        }))
         .bind(before)
         .bind(now)
         .bind(free_attempts)

@@ -1,16 +1,26 @@
-//! The store: PostgreSQL in production, SQLite as the embedded default, one set of queries.
+//! The store: PostgreSQL or MySQL/MariaDB in production, SQLite as the embedded default.
 //!
-//! Both go through sqlx's `Any` driver, so every query is written once: ids are UUID text,
-//! times Unix seconds, placeholders `$n` (both engines accept them). Each submodule adds the
-//! queries of one table family to [`Store`]. Multi-statement writes run in transactions that
-//! begin with a write, so SQLite never has to upgrade a read lock (which fails at once instead
-//! of waiting).
+//! All three go through sqlx's `Any` driver: ids are UUID text, times Unix seconds, binary
+//! values blobs. Each statement is written per engine, side by side where it runs ([`sql!`],
+//! see [`sql`]), and each submodule adds the queries of one table family to [`Store`].
+//! Multi-statement writes run in transactions that begin with a write (or, on MySQL, a locking
+//! read), so SQLite never has to upgrade a read lock (which fails at once instead of waiting).
+//!
+//! MySQL and MariaDB connections run at READ COMMITTED, PostgreSQL's default, for which the
+//! statements were designed: each statement sees what was committed before it began, a
+//! conditional `UPDATE` re-reads the row's latest version after waiting for its lock (InnoDB
+//! does so at any level), and there are no gap locks, so two logins inserting sessions, or two
+//! revocations inserting feed entries, never deadlock on a range neither of them reads. Where
+//! PostgreSQL and SQLite use `UPDATE … RETURNING` (which MySQL lacks), MySQL takes a locking
+//! read of the rows first (`SELECT … FOR UPDATE`) and then writes them, in one transaction:
+//! the lock makes the read and the write one step, as `RETURNING` does.
 
 mod emails;
 mod keys;
 mod login_attempts;
 mod revocations;
 mod sessions;
+pub(crate) mod sql;
 mod users;
 
 use std::{str::FromStr, time::Duration};
@@ -40,6 +50,8 @@ pub enum Backend {
     Postgres,
     /// `sqlite://` or `sqlite:`.
     Sqlite,
+    /// `mysql://` or `mariadb://`: MySQL 8 or MariaDB 10.11 and later.
+    Mysql,
 }
 
 impl Backend {
@@ -49,9 +61,32 @@ impl Backend {
             Ok(Self::Postgres)
         } else if url.starts_with("sqlite:") {
             Ok(Self::Sqlite)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Self::Mysql)
         } else {
-            anyhow::bail!("unsupported database url scheme (expected postgres:// or sqlite://)")
+            anyhow::bail!(
+                "unsupported database url scheme (expected postgres://, mysql://, mariadb:// or sqlite://)"
+            )
         }
+    }
+
+    /// The engine behind a connection of the `Any` driver (for queries inside a transaction).
+    pub(crate) fn of_connection(conn: &sqlx::AnyConnection) -> Self {
+        match conn.backend_name() {
+            "MySQL" => Self::Mysql,
+            "SQLite" => Self::Sqlite,
+            _ => Self::Postgres,
+        }
+    }
+
+    /// The text of `sql` on this engine.
+    pub(in crate::store) fn sql(self, sql: &sql::Sql) -> &'static str {
+        sql.on(self)
+    }
+
+    /// Whether the server is shared by replicas (every engine but SQLite).
+    pub fn is_server(self) -> bool {
+        self != Self::Sqlite
     }
 }
 
@@ -72,24 +107,40 @@ impl Store {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 format!("{url}{sep}mode=rwc")
             }
+            // sqlx's MySQL driver takes only the `mysql` scheme; MariaDB speaks the same protocol.
+            Backend::Mysql => url.replacen("mariadb://", "mysql://", 1),
             _ => url.to_owned(),
         };
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
-                Backend::Postgres => 16,
+                Backend::Postgres | Backend::Mysql => 16,
                 // One writer at a time anyway; a few readers alongside in WAL mode.
                 Backend::Sqlite => 4,
             })
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                        }
+                        // READ COMMITTED: see the module docs. Strict mode: a value that does
+                        // not fit its column is an error, never silently truncated. sqlx has
+                        // already set utf8mb4 and a UTC session time zone.
+                        Backend::Mysql => {
+                            conn.execute(
+                                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+                                 SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'); \
+                                 SET SESSION innodb_lock_wait_timeout = 10",
+                            )
+                            .await?;
+                        }
+                        Backend::Postgres => {}
                     }
                     Ok(())
                 })
@@ -114,17 +165,41 @@ impl Store {
 
     /// Applies the migrations of this backend that have not run yet.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        let migrator = match self.backend {
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await?;
+        match self.backend {
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Mysql => self.migrate_mysql().await?,
+        }
         // Stored emails in the canonical form of issue 10: SQL cannot do IDNA, so Rust does.
         let emails = self.canonicalise_emails().await?;
         if emails != EmailCanonicalisation::default() {
             tracing::info!(?emails, "stored emails brought to canonical form");
         }
         Ok(())
+    }
+
+    /// MySQL's migrations under a lock of our own: sqlx's takes `GET_LOCK(…, -1)`, which
+    /// MariaDB answers with NULL (no lock) instead of waiting, so replicas starting together on
+    /// a new database would both migrate and one would fail. This waits up to 10 minutes and
+    /// requires the lock, on the connection that then migrates.
+    async fn migrate_mysql(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT GET_LOCK(CONCAT('auth-api-migrate:', DATABASE()), 600)")
+                .fetch_one(&mut *conn)
+                .await?;
+        anyhow::ensure!(
+            locked == Some(1),
+            "cannot take the migration lock within 10 minutes"
+        );
+        let mut migrator = sqlx::migrate!("../migrations/mysql");
+        migrator.set_locking(false);
+        let connection: &mut sqlx::AnyConnection = &mut conn;
+        let migrated = migrator.run_direct(connection).await;
+        sqlx::query("SELECT RELEASE_LOCK(CONCAT('auth-api-migrate:', DATABASE()))")
+            .execute(&mut *conn)
+            .await?;
+        Ok(migrated?)
     }
 
     /// Whether the database answers (for `/readyz`).
@@ -137,13 +212,18 @@ impl Store {
         self.backend
     }
 
+    /// The text of `sql` on this store's engine.
+    fn sql(&self, sql: &sql::Sql) -> &'static str {
+        sql.on(self.backend)
+    }
+
     /// Closes every connection (at shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
-/// Whether an error is a unique-constraint violation, on either engine.
+/// Whether an error is a unique-constraint violation, on any engine.
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }

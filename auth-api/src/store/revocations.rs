@@ -13,12 +13,16 @@
 //! gets a random 64-bit `tag` (the head row keeps the tag of the head entry), and a cursor is
 //! `(seq, tag)`: a reader resumes only where the entry it stopped at is still there with the
 //! same tag. A cursor from a lost history (or one whose entry was pruned) starts a full sync.
+//!
+//! On MySQL, at READ COMMITTED (see the store's docs), the same holds: InnoDB keeps the head
+//! row's exclusive lock until commit, and each statement of a reader reads what was committed
+//! when it began, so the entries read after the head hold every entry numbered up to it.
 
 use auth_jwt::MAX_CLOCK_SKEW_SECS;
 use rand::Rng;
 use sqlx::{AnyConnection, FromRow};
 
-use super::Store;
+use super::{sql::sql, Backend, Store};
 
 /// What a revocation refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,19 +165,23 @@ impl Store {
             Resume::AfterEntry { seq, tag } => {
                 // Numbered below the head: committed (see the module docs), unless pruned
                 // since, or of another history.
-                let found: Option<i64> =
-                    sqlx::query_scalar("SELECT tag FROM revocations WHERE seq = $1")
-                        .bind(seq)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let found: Option<i64> = sqlx::query_scalar(self.sql(sql! {
+                    postgres_sqlite: "SELECT tag FROM revocations WHERE seq = $1",
+                    mysql:           "SELECT tag FROM revocations WHERE seq = ?",
+                }))
+                .bind(seq)
+                .fetch_optional(&self.pool)
+                .await?;
                 (found == Some(tag)).then_some(seq)
             }
         };
         let page = page.max(1);
-        let mut entries: Vec<RevocationRow> = sqlx::query_as(
-            "SELECT seq, kind, subject, not_before, until, tag FROM revocations \
-             WHERE seq > $1 AND seq <= $2 AND until > $3 ORDER BY seq LIMIT $4",
-        )
+        let mut entries: Vec<RevocationRow> = sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT seq, kind, subject, not_before, until, tag FROM revocations \
+                              WHERE seq > $1 AND seq <= $2 AND until > $3 ORDER BY seq LIMIT $4",
+            mysql:           "SELECT seq, kind, subject, not_before, `until`, tag FROM revocations \
+                              WHERE seq > ? AND seq <= ? AND `until` > ? ORDER BY seq LIMIT ?",
+        }))
         .bind(resume.unwrap_or(0))
         .bind(head)
         .bind(expired_at_or_before(now))
@@ -206,10 +214,13 @@ impl Store {
     /// Deletes entries that can no longer matter: `until` more than [`MAX_CLOCK_SKEW_SECS`]
     /// before `now`, the same line the feed draws.
     pub async fn prune_revocations(&self, now: i64) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM revocations WHERE until <= $1")
-            .bind(expired_at_or_before(now))
-            .execute(&self.pool)
-            .await?;
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM revocations WHERE until <= $1",
+            mysql:           "DELETE FROM revocations WHERE `until` <= ?",
+        }))
+        .bind(expired_at_or_before(now))
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 
@@ -243,13 +254,25 @@ impl Store {
         };
         let last_tag = tags.last().copied().unwrap_or_default();
         // The head keeps the tag of its entry, the last one.
-        let head: i64 = sqlx::query_scalar(
-            "UPDATE revocation_feed SET seq = seq + $1, tag = $2 WHERE id = 1 RETURNING seq",
-        )
+        let backend = Backend::of_connection(conn);
+        let bump = sqlx::query(backend.sql(sql! {
+            postgres_sqlite: "UPDATE revocation_feed SET seq = seq + $1, tag = $2 WHERE id = 1 RETURNING seq",
+            mysql:           "UPDATE revocation_feed SET seq = seq + ?, tag = ? WHERE id = 1",
+        }))
         .bind(count)
-        .bind(last_tag)
-        .fetch_one(&mut *conn)
-        .await?;
+        .bind(last_tag);
+        let head: i64 = match backend {
+            Backend::Postgres | Backend::Sqlite => {
+                sqlx::Row::try_get(&bump.fetch_one(&mut *conn).await?, 0)?
+            }
+            // The row is this transaction's until commit: reading it back is `RETURNING`.
+            Backend::Mysql => {
+                bump.execute(&mut *conn).await?;
+                sqlx::query_scalar("SELECT seq FROM revocation_feed WHERE id = 1")
+                    .fetch_one(&mut *conn)
+                    .await?
+            }
+        };
         let mut seq = head.saturating_sub(count);
         for (entry, tag) in revoked.iter().zip(tags) {
             seq = seq.saturating_add(1);
@@ -260,10 +283,12 @@ impl Store {
                     not_before,
                 } => ("user", user_id, Some(not_before)),
             };
-            sqlx::query(
-                "INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
+            sqlx::query(backend.sql(sql! {
+                postgres_sqlite: "INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
+                                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                mysql:           "INSERT INTO revocations (kind, subject, not_before, `until`, created_at, seq, tag) \
+                                  VALUES (?, ?, ?, ?, ?, ?, ?)",
+            }))
             .bind(kind)
             .bind(subject)
             .bind(not_before)

@@ -6,7 +6,11 @@
 
 use sqlx::{AnyConnection, FromRow};
 
-use super::{revocations::Revoked, Store};
+use super::{
+    revocations::Revoked,
+    sql::{question_list, sql},
+    Backend, Store,
+};
 use crate::kek::{Sealed, NONCE_BYTES};
 
 /// How long a session that can never refresh again keeps its refresh-token hashes: a margin
@@ -159,6 +163,14 @@ pub struct TokenStatus {
     pub key_revoked_at: Option<i64>,
 }
 
+/// Replaces a session's rotation key if the column still holds what was read.
+const RESEAL_ROTATION_KEY: &super::sql::Sql = sql! {
+    postgres_sqlite: "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 \
+                      WHERE id = $3 AND rotation_key = $4",
+    mysql:           "UPDATE sessions SET rotation_key = ?, rotation_key_kek = ? \
+                      WHERE id = ? AND rotation_key = ?",
+};
+
 impl Store {
     /// Creates a session and records its first refresh token.
     ///
@@ -175,10 +187,15 @@ impl Store {
         verified_hash: &str,
     ) -> Result<Option<i64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let fenced: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2 \
-             AND disabled_at IS NULL RETURNING tokens_valid_after",
-        )
+        // A write on PostgreSQL and SQLite (SQLite's only way to take the write lock first); a
+        // locking read on MySQL, which has no `UPDATE … RETURNING` and needs no more.
+        let fenced: Option<i64> = sqlx::query_scalar(self.sql(sql! {
+            postgres_sqlite: "UPDATE users SET password_hash = password_hash \
+                              WHERE id = $1 AND password_hash = $2 AND disabled_at IS NULL \
+                              RETURNING tokens_valid_after",
+            mysql:           "SELECT tokens_valid_after FROM users \
+                              WHERE id = ? AND password_hash = ? AND disabled_at IS NULL FOR UPDATE",
+        }))
         .bind(&session.user_id)
         .bind(verified_hash)
         .fetch_optional(&mut *tx)
@@ -187,21 +204,27 @@ impl Store {
             tx.rollback().await?;
             return Ok(None);
         };
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, refreshed_at, \
-             rotation_key, rotation_key_kek) VALUES ($1, $2, $3, $4, 0, $3, $5, $6)",
-        )
+        sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, \
+                              refreshed_at, rotation_key, rotation_key_kek) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+            mysql:           "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, \
+                              refreshed_at, rotation_key, rotation_key_kek) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+        }))
         .bind(&session.id)
         .bind(&session.user_id)
         .bind(session.created_at)
         .bind(session.expires_at)
+        .bind(session.created_at)
         .bind(join_sealed(&session.rotation_key))
         .bind(&session.rotation_key.kek_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) VALUES ($1, $2, 0, $3)",
-        )
+        sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+                              VALUES ($1, $2, 0, $3)",
+            mysql:           "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+                              VALUES (?, ?, 0, ?)",
+        }))
         .bind(&session.first_token_hash)
         .bind(&session.id)
         .bind(session.created_at)
@@ -216,15 +239,22 @@ impl Store {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<RefreshLookup>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, s.generation, \
-                    s.refreshed_at, s.rotation_key, s.rotation_key_kek, s.revoked_at, \
-                    u.disabled_at AS user_disabled_at \
-             FROM refresh_tokens rt \
-             JOIN sessions s ON s.id = rt.session_id \
-             JOIN users u ON u.id = s.user_id \
-             WHERE rt.token_hash = $1",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, \
+                                     s.generation, s.refreshed_at, s.rotation_key, s.rotation_key_kek, \
+                                     s.revoked_at, u.disabled_at AS user_disabled_at \
+                              FROM refresh_tokens rt \
+                              JOIN sessions s ON s.id = rt.session_id \
+                              JOIN users u ON u.id = s.user_id \
+                              WHERE rt.token_hash = $1",
+            mysql:           "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, \
+                                     s.generation, s.refreshed_at, s.rotation_key, s.rotation_key_kek, \
+                                     s.revoked_at, u.disabled_at AS user_disabled_at \
+                              FROM refresh_tokens rt \
+                              JOIN sessions s ON s.id = rt.session_id \
+                              JOIN users u ON u.id = s.user_id \
+                              WHERE rt.token_hash = ?",
+        }))
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await
@@ -243,24 +273,28 @@ impl Store {
         // The successor is derived from its predecessor, so every racer computes the same row:
         // recording it first (idempotently) and then flipping the generation needs no
         // transaction, and a loser's insert is a no-op.
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        )
+        sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+                              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            mysql:           "INSERT IGNORE INTO refresh_tokens (token_hash, session_id, generation, created_at) \
+                              VALUES (?, ?, ?, ?)",
+        }))
         .bind(successor_hash)
         .bind(session_id)
         .bind(from + 1)
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let result = sqlx::query(
-            "UPDATE sessions SET generation = $3, refreshed_at = $4 \
-             WHERE id = $1 AND generation = $2 AND revoked_at IS NULL",
-        )
-        .bind(session_id)
-        .bind(from)
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE sessions SET generation = $1, refreshed_at = $2 \
+                              WHERE id = $3 AND generation = $4 AND revoked_at IS NULL",
+            mysql:           "UPDATE sessions SET generation = ?, refreshed_at = ? \
+                              WHERE id = ? AND generation = ? AND revoked_at IS NULL",
+        }))
         .bind(from + 1)
         .bind(now)
+        .bind(session_id)
+        .bind(from)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -275,16 +309,13 @@ impl Store {
         previous: &[u8],
         sealed: &Sealed,
     ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 \
-             WHERE id = $3 AND rotation_key = $4",
-        )
-        .bind(join_sealed(sealed))
-        .bind(&sealed.kek_id)
-        .bind(session_id)
-        .bind(previous.to_vec())
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(self.sql(RESEAL_ROTATION_KEY))
+            .bind(join_sealed(sealed))
+            .bind(&sealed.kek_id)
+            .bind(session_id)
+            .bind(previous.to_vec())
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -297,17 +328,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut replaced = 0;
         for (session_id, previous, sealed) in rows {
-            replaced += sqlx::query(
-                "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 \
-                 WHERE id = $3 AND rotation_key = $4",
-            )
-            .bind(join_sealed(sealed))
-            .bind(&sealed.kek_id)
-            .bind(session_id)
-            .bind(previous.clone())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            replaced += sqlx::query(self.sql(RESEAL_ROTATION_KEY))
+                .bind(join_sealed(sealed))
+                .bind(&sealed.kek_id)
+                .bind(session_id)
+                .bind(previous.clone())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(replaced)
@@ -321,11 +349,14 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(String, Vec<u8>, Option<String>)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, rotation_key, rotation_key_kek FROM sessions \
-             WHERE (rotation_key_kek IS NULL OR rotation_key_kek <> $1) AND id > $2 \
-             ORDER BY id LIMIT $3",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT id, rotation_key, rotation_key_kek FROM sessions \
+                              WHERE (rotation_key_kek IS NULL OR rotation_key_kek <> $1) AND id > $2 \
+                              ORDER BY id LIMIT $3",
+            mysql:           "SELECT id, rotation_key, rotation_key_kek FROM sessions \
+                              WHERE (rotation_key_kek IS NULL OR rotation_key_kek <> ?) AND id > ? \
+                              ORDER BY id LIMIT ?",
+        }))
         .bind(current_kek)
         .bind(after)
         .bind(limit)
@@ -335,11 +366,16 @@ impl Store {
 
     /// The session as it is now (after losing a rotation race).
     pub async fn session(&self, session_id: &str) -> Result<Option<SessionRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, s.rotation_key, \
-                    s.rotation_key_kek, s.revoked_at, u.disabled_at AS user_disabled_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, \
+                                     s.rotation_key, s.rotation_key_kek, s.revoked_at, \
+                                     u.disabled_at AS user_disabled_at \
+                              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+            mysql:           "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, \
+                                     s.rotation_key, s.rotation_key_kek, s.revoked_at, \
+                                     u.disabled_at AS user_disabled_at \
+                              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?",
+        }))
         .bind(session_id)
         .fetch_optional(&self.pool)
         .await
@@ -351,11 +387,14 @@ impl Store {
         user_id: &str,
         now: i64,
     ) -> Result<Vec<SessionSummary>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, created_at, refreshed_at, expires_at FROM sessions \
-             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-             ORDER BY created_at DESC, id",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT id, created_at, refreshed_at, expires_at FROM sessions \
+                              WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                              ORDER BY created_at DESC, id",
+            mysql:           "SELECT id, created_at, refreshed_at, expires_at FROM sessions \
+                              WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? \
+                              ORDER BY created_at DESC, id",
+        }))
         .bind(user_id)
         .bind(now)
         .fetch_all(&self.pool)
@@ -399,19 +438,40 @@ impl Store {
         at: RevokeAt,
         reason: &str,
     ) -> Result<u64, sqlx::Error> {
-        // One write that returns what it ended: a transaction that read first could not write
-        // on SQLite once another connection had committed meanwhile.
-        let ended: Vec<String> = sqlx::query_scalar(
-            "UPDATE sessions SET revoked_at = $3, revoke_reason = $4 \
-             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3 \
-             RETURNING id",
-        )
-        .bind(user_id)
-        .bind(keep)
-        .bind(at.now)
-        .bind(reason)
-        .fetch_all(&mut *conn)
-        .await?;
+        let ended: Vec<String> = match Backend::of_connection(conn) {
+            // One write that returns what it ended: a transaction that read first could not
+            // write on SQLite once another connection had committed meanwhile.
+            Backend::Postgres | Backend::Sqlite => {
+                sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+                     WHERE user_id = $3 AND id <> $4 AND revoked_at IS NULL AND expires_at > $5 \
+                     RETURNING id",
+                )
+                .bind(at.now)
+                .bind(reason)
+                .bind(user_id)
+                .bind(keep)
+                .bind(at.now)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            // The rows locked first, then ended by id: a session a concurrent login commits in
+            // between is neither ended nor published, as on PostgreSQL, where the update's
+            // snapshot predates it.
+            Backend::Mysql => {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM sessions \
+                     WHERE user_id = ? AND id <> ? AND revoked_at IS NULL AND expires_at > ? FOR UPDATE",
+                )
+                .bind(user_id)
+                .bind(keep)
+                .bind(at.now)
+                .fetch_all(&mut *conn)
+                .await?;
+                Self::end_sessions_by_id_mysql(conn, &ids, at.now, reason).await?;
+                ids
+            }
+        };
         // One bump of the feed's head for all of them, last: it holds the head until commit.
         let revoked: Vec<_> = ended
             .iter()
@@ -419,6 +479,28 @@ impl Store {
             .collect();
         Self::record_revocations(conn, &revoked, at.until, at.now).await?;
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
+    }
+
+    /// MySQL: ends the sessions `ids`, which the caller's transaction has locked.
+    async fn end_sessions_by_id_mysql(
+        conn: &mut AnyConnection,
+        ids: &[String],
+        now: i64,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        // In chunks: a statement takes at most 65,535 placeholders.
+        for chunk in ids.chunks(1000) {
+            let statement = format!(
+                "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id IN ({})",
+                question_list(chunk.len())
+            );
+            let mut query = sqlx::query(&statement).bind(now).bind(reason);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 
     /// Revokes one session inside the caller's transaction and publishes it in the feed;
@@ -429,12 +511,15 @@ impl Store {
         at: RevokeAt,
         reason: &str,
     ) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(session_id)
+        let result = sqlx::query(Backend::of_connection(conn).sql(sql! {
+            postgres_sqlite: "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+                              WHERE id = $3 AND revoked_at IS NULL",
+            mysql:           "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+                              WHERE id = ? AND revoked_at IS NULL",
+        }))
         .bind(at.now)
         .bind(reason)
+        .bind(session_id)
         .execute(&mut *conn)
         .await?;
         let revoked = result.rows_affected() == 1;
@@ -472,15 +557,36 @@ impl Store {
         // progress, so the sessions update below (a fresh snapshot) sees and ends its session.
         let mut not_before =
             Self::raise_tokens_valid_after(conn, user_id, at.now.saturating_add(1)).await?;
-        let ended: Vec<(i64, i64)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL \
-             RETURNING created_at, refreshed_at",
-        )
-        .bind(user_id)
-        .bind(at.now)
-        .bind(reason)
-        .fetch_all(&mut *conn)
-        .await?;
+        let ended: Vec<(i64, i64)> = match Backend::of_connection(conn) {
+            Backend::Postgres | Backend::Sqlite => {
+                sqlx::query_as(
+                    "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+                     WHERE user_id = $3 AND revoked_at IS NULL \
+                     RETURNING created_at, refreshed_at",
+                )
+                .bind(at.now)
+                .bind(reason)
+                .bind(user_id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+            // Locked, then ended by id (see `revoke_other_sessions_in`); the user's row, locked
+            // above, keeps a login from adding a session in between anyway.
+            Backend::Mysql => {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT id, created_at, refreshed_at FROM sessions \
+                     WHERE user_id = ? AND revoked_at IS NULL FOR UPDATE",
+                )
+                .bind(user_id)
+                .fetch_all(&mut *conn)
+                .await?;
+                let ids: Vec<String> = rows.iter().map(|(id, _, _)| id.clone()).collect();
+                Self::end_sessions_by_id_mysql(conn, &ids, at.now, reason).await?;
+                rows.into_iter()
+                    .map(|(_, created_at, refreshed_at)| (created_at, refreshed_at))
+                    .collect()
+            }
+        };
         let latest_issue = ended
             .iter()
             .map(|&(created_at, refreshed_at)| created_at.max(refreshed_at))
@@ -509,17 +615,34 @@ impl Store {
         user_id: &str,
         not_before: i64,
     ) -> Result<i64, sqlx::Error> {
-        // CASE rather than GREATEST (PostgreSQL) or two-argument MAX (SQLite): one query for
-        // both, and it reads the row's latest version when it waited for another writer.
-        let in_force: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET tokens_valid_after = \
-             CASE WHEN tokens_valid_after < $2 THEN $2 ELSE tokens_valid_after END \
-             WHERE id = $1 RETURNING tokens_valid_after",
-        )
-        .bind(user_id)
+        // CASE rather than GREATEST (PostgreSQL, MySQL) or two-argument MAX (SQLite): one text
+        // for all, and it reads the row's latest version when it waited for another writer.
+        let backend = Backend::of_connection(conn);
+        let updated = sqlx::query(backend.sql(sql! {
+            postgres_sqlite: "UPDATE users SET tokens_valid_after = \
+                              CASE WHEN tokens_valid_after < $1 THEN $2 ELSE tokens_valid_after END \
+                              WHERE id = $3 RETURNING tokens_valid_after",
+            mysql:           "UPDATE users SET tokens_valid_after = \
+                              CASE WHEN tokens_valid_after < ? THEN ? ELSE tokens_valid_after END \
+                              WHERE id = ?",
+        }))
         .bind(not_before)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .bind(not_before)
+        .bind(user_id);
+        let in_force: Option<i64> = match backend {
+            Backend::Postgres | Backend::Sqlite => {
+                let row = updated.fetch_optional(&mut *conn).await?;
+                row.map(|row| sqlx::Row::try_get(&row, 0)).transpose()?
+            }
+            // The row is ours until commit: reading it back is `RETURNING`.
+            Backend::Mysql => {
+                updated.execute(&mut *conn).await?;
+                sqlx::query_scalar("SELECT tokens_valid_after FROM users WHERE id = ?")
+                    .bind(user_id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+        };
         Ok(in_force.unwrap_or(not_before))
     }
 
@@ -531,23 +654,29 @@ impl Store {
         session_id: &str,
         kid: &str,
     ) -> Result<Option<TokenStatus>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT s.user_id, s.revoked_at, s.expires_at, u.disabled_at, u.tokens_valid_after, \
-                    (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = $2) AS key_revoked_at \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
-        )
-        .bind(session_id)
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT s.user_id, s.revoked_at, s.expires_at, u.disabled_at, u.tokens_valid_after, \
+                                     (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = $1) AS key_revoked_at \
+                              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $2",
+            mysql:           "SELECT s.user_id, s.revoked_at, s.expires_at, u.disabled_at, u.tokens_valid_after, \
+                                     (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = ?) AS key_revoked_at \
+                              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?",
+        }))
         .bind(kid)
+        .bind(session_id)
         .fetch_optional(&self.pool)
         .await
     }
 
     /// Deletes sessions (and their token hashes) that ended before `before`.
     pub async fn delete_sessions_expired_before(&self, before: i64) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM sessions WHERE expires_at < $1",
+            mysql:           "DELETE FROM sessions WHERE expires_at < ?",
+        }))
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected())
     }
 
@@ -561,11 +690,15 @@ impl Store {
     /// reuse detection needs them (SECURITY.md F 56, F 58, I 101). How many rows it deleted.
     pub async fn prune_refresh_tokens(&self, now: i64, idle_secs: i64) -> Result<u64, sqlx::Error> {
         let ended_before = now.saturating_sub(ENDED_SESSION_TOKENS_KEPT_SECS);
-        let result = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE session_id IN (\
-               SELECT id FROM sessions \
-               WHERE revoked_at < $1 OR expires_at < $1 OR refreshed_at < $2)",
-        )
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM refresh_tokens WHERE session_id IN (\
+                                SELECT id FROM sessions \
+                                WHERE revoked_at < $1 OR expires_at < $2 OR refreshed_at < $3)",
+            mysql:           "DELETE FROM refresh_tokens WHERE session_id IN (\
+                                SELECT id FROM sessions \
+                                WHERE revoked_at < ? OR expires_at < ? OR refreshed_at < ?)",
+        }))
+        .bind(ended_before)
         .bind(ended_before)
         .bind(ended_before.saturating_sub(idle_secs))
         .execute(&self.pool)

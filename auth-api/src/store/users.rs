@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{is_unique_violation, RevokeAt, Store};
+use super::{is_unique_violation, sql::sql, RevokeAt, Store};
 
 /// What login and token issuance need of a user.
 #[derive(Debug, Clone, FromRow)]
@@ -68,9 +68,10 @@ impl Store {
         roles: &[&str],
     ) -> Result<InsertUser, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
+        let inserted = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+            mysql:           "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+        }))
         .bind(&user.id)
         .bind(&user.email)
         .bind(&user.password_hash)
@@ -82,11 +83,14 @@ impl Store {
             other => other?,
         };
         for role in roles {
-            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
-                .bind(&user.id)
-                .bind(*role)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(self.sql(sql! {
+                postgres_sqlite: "INSERT INTO user_roles (user_id, role) VALUES ($1, $2)",
+                mysql:           "INSERT INTO user_roles (user_id, role) VALUES (?, ?)",
+            }))
+            .bind(&user.id)
+            .bind(*role)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(InsertUser::Created)
@@ -94,9 +98,12 @@ impl Store {
 
     /// The user with this (normalised) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after FROM users WHERE email = $1",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+                              FROM users WHERE email = $1",
+            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+                              FROM users WHERE email = ?",
+        }))
         .bind(email)
         .fetch_optional(&self.pool)
         .await
@@ -104,9 +111,12 @@ impl Store {
 
     /// The user with this id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after FROM users WHERE id = $1",
-        )
+        sqlx::query_as(self.sql(sql! {
+            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+                              FROM users WHERE id = $1",
+            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+                              FROM users WHERE id = ?",
+        }))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -114,17 +124,23 @@ impl Store {
 
     /// The user's roles, sorted.
     pub async fn roles(&self, user_id: &str) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
+        sqlx::query_scalar(self.sql(sql! {
+            postgres_sqlite: "SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role",
+            mysql:           "SELECT role FROM user_roles WHERE user_id = ? ORDER BY role",
+        }))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Adds a role; `false` when the user already had it.
     pub async fn grant_role(&self, user_id: &str, role: &str) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
+        // MySQL: `INSERT IGNORE`, not `ON DUPLICATE KEY UPDATE`, whose no-op update counts as
+        // one affected row under the found-rows flag sqlx sets, like an insert.
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            mysql:           "INSERT IGNORE INTO user_roles (user_id, role) VALUES (?, ?)",
+        }))
         .bind(user_id)
         .bind(role)
         .execute(&self.pool)
@@ -134,11 +150,14 @@ impl Store {
 
     /// Removes a role; `false` when the user did not have it.
     pub async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
-            .bind(user_id)
-            .bind(role)
-            .execute(&self.pool)
-            .await?;
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "DELETE FROM user_roles WHERE user_id = $1 AND role = $2",
+            mysql:           "DELETE FROM user_roles WHERE user_id = ? AND role = ?",
+        }))
+        .bind(user_id)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -167,12 +186,14 @@ impl Store {
     /// validating, here and at the gateway. `false` when already disabled.
     pub async fn disable_user(&self, user_id: &str, at: RevokeAt) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let result =
-            sqlx::query("UPDATE users SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
-                .bind(user_id)
-                .bind(at.now)
-                .execute(&mut *tx)
-                .await?;
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+            mysql:           "UPDATE users SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL",
+        }))
+        .bind(at.now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         let disabled = result.rows_affected() == 1;
         if disabled {
             Self::revoke_user_tokens(&mut tx, user_id, at, "user_disabled").await?;
@@ -195,20 +216,14 @@ impl Store {
         end_others: Option<RevokeAt>,
     ) -> Result<PasswordChange, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let changed =
-            sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
-                .bind(user_id)
-                .bind(verified_hash)
-                .bind(password_hash)
-                .execute(&mut *tx)
-                .await?;
-        if changed.rows_affected() != 1 {
+        if !Self::replace_password_hash(&mut tx, user_id, verified_hash, password_hash).await? {
             tx.rollback().await?;
             return Ok(PasswordChange::Conflict);
         }
-        let keep_is_live: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-        )
+        let keep_is_live: Option<i64> = sqlx::query_scalar(self.sql(sql! {
+            postgres_sqlite: "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            mysql:           "SELECT 1 FROM sessions WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+        }))
         .bind(keep)
         .bind(user_id)
         .fetch_optional(&mut *tx)
@@ -240,21 +255,36 @@ impl Store {
         verified_hash: &str,
         password_hash: &str,
     ) -> Result<bool, sqlx::Error> {
-        let result =
-            sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
-                .bind(user_id)
-                .bind(verified_hash)
-                .bind(password_hash)
-                .execute(&self.pool)
-                .await?;
+        let mut conn = self.pool.acquire().await?;
+        Self::replace_password_hash(&mut conn, user_id, verified_hash, password_hash).await
+    }
+
+    /// Sets the user's password hash to `password_hash` if it is still `verified_hash`.
+    async fn replace_password_hash(
+        conn: &mut sqlx::AnyConnection,
+        user_id: &str,
+        verified_hash: &str,
+        password_hash: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let backend = super::Backend::of_connection(conn);
+        let result = sqlx::query(backend.sql(sql! {
+            postgres_sqlite: "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+            mysql:           "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        }))
+        .bind(password_hash)
+        .bind(user_id)
+        .bind(verified_hash)
+        .execute(&mut *conn)
+        .await?;
         Ok(result.rows_affected() == 1)
     }
 
     /// Enables a disabled user; `false` when not disabled.
     pub async fn enable_user(&self, user_id: &str) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
-            "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
-        )
+        let result = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE users SET disabled_at = NULL WHERE id = $1 AND disabled_at IS NOT NULL",
+            mysql:           "UPDATE users SET disabled_at = NULL WHERE id = ? AND disabled_at IS NOT NULL",
+        }))
         .bind(user_id)
         .execute(&self.pool)
         .await?;

@@ -276,7 +276,7 @@ async fn the_ring_makes_keys_of_the_configured_algorithm(backend: Backend) {
     assert_eq!(key.key.algorithm(), Algorithm::EdDSA);
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     a_new_ring_signs_es256_tokens_that_validate,
     every_algorithm_signs_tokens_that_validate,
     public_jwks_has_pending_active_and_retired_keys_and_no_secret,
@@ -285,7 +285,7 @@ crate::on_both_stores!(
 mod own_config {
     use super::*;
 
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         an_hs256_ring_moves_to_es256_and_nobody_is_logged_out,
         the_ring_makes_keys_of_the_configured_algorithm,
     );

@@ -7,7 +7,7 @@ use auth_jwt::Algorithm;
 use axum::http::StatusCode;
 use sqlx::Row as _;
 
-use crate::helpers::{header_of, kids, test_config, Backend, TestApp, TestDb};
+use crate::helpers::{header_of, kids, test_config, Backend, RawDb, TestApp, TestDb};
 
 /// A second KEK, for rotation tests.
 const NEW_KEK: &str = "kek-2:bmV3LWtleS1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcyE";
@@ -182,22 +182,24 @@ async fn plaintext_keys_from_before_are_sealed_at_start(backend: Backend) {
     auth_api::store::Store::open(&url).await.unwrap();
     let secret = *b"a legacy HS256 secret of 32 byte";
     let now = Clock::frozen().now();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let raw = RawDb::connect(&url).await;
     sqlx::query("INSERT INTO key_ring_bootstrap (id) VALUES (1)")
-        .execute(&pool)
+        .execute(&raw.pool)
         .await
         .unwrap();
-    sqlx::query(
+    sqlx::query(raw.sql(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at) \
-         VALUES ('legacy', 'HS256', $1, $2, $2)",
-    )
+         VALUES ('legacy', 'HS256', $1, $2, $3)",
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at) \
+         VALUES ('legacy', 'HS256', ?, ?, ?)",
+    ))
     .bind(secret.to_vec())
     .bind(now - 3600)
-    .execute(&pool)
+    .bind(now - 3600)
+    .execute(&raw.pool)
     .await
     .unwrap();
-    pool.close().await;
+    raw.close().await;
 
     let (a, b) = tokio::join!(
         AppState::new(
@@ -237,20 +239,22 @@ async fn plaintext_keys_from_before_are_sealed_at_start(backend: Backend) {
 /// Inserts a key in the clear (`kek_id` NULL), as a replica of an earlier version writes one, or
 /// as anyone who can write to the database could.
 async fn insert_plaintext_key(url: &str, kid: &str, alg: Algorithm, material: &[u8], at: i64) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    sqlx::query(
+    let raw = RawDb::connect(url).await;
+    sqlx::query(raw.sql(
         "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at) \
-         VALUES ($1, $2, $3, $4, $4)",
-    )
+         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO signing_keys (kid, algorithm, secret, created_at, activates_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    ))
     .bind(kid)
     .bind(alg.as_str())
     .bind(material.to_vec())
     .bind(at)
-    .execute(&pool)
+    .bind(at)
+    .execute(&raw.pool)
     .await
     .unwrap();
-    pool.close().await;
+    raw.close().await;
 }
 
 /// The kids of the public JWKS and of `/internal/keys`.
@@ -352,12 +356,12 @@ async fn a_key_written_in_the_clear_is_ignored_until_a_restart_seals_it(backend:
     }
 }
 
-crate::on_both_stores!(stored_key_material_is_ciphertext);
+crate::on_every_store!(stored_key_material_is_ciphertext);
 
 mod own_config {
     use super::*;
 
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         a_wrong_kek_fails_clearly,
         kek_rotation_reseals_every_key_and_logs_nobody_out,
         plaintext_keys_from_before_are_sealed_at_start,
@@ -397,10 +401,16 @@ async fn sqlite_without_a_kek_uses_a_private_key_file_beside_the_database() {
     assert_eq!(third.validate(&tokens.access).await.status, StatusCode::OK);
 }
 
-/// PostgreSQL has no file beside it that every replica would share: the variable is required.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_without_a_kek_refuses_to_start_naming_the_variable() {
-    let (_db, url) = TestDb::create(Backend::Postgres).await;
+/// A server store (PostgreSQL, MySQL) has no file beside it that every replica would share:
+/// the variable is required.
+async fn a_server_store_without_a_kek_refuses_to_start_naming_the_variable(backend: Backend) {
+    let (_db, url) = TestDb::create(backend).await;
     let err = start_error(&url, None).await;
     assert!(err.contains("AUTH_KEY_ENCRYPTION_KEYS is not set"), "{err}");
+}
+
+mod server_stores {
+    use super::*;
+
+    crate::on_server_backends!(a_server_store_without_a_kek_refuses_to_start_naming_the_variable);
 }

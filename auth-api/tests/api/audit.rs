@@ -119,3 +119,10 @@ mod postgres {
         super::login_outcomes_are_audit_events_without_secrets(super::Backend::Postgres).await;
     }
 }
+
+mod mysql {
+    #[tokio::test]
+    async fn login_outcomes_are_audit_events_without_secrets() {
+        super::login_outcomes_are_audit_events_without_secrets(super::Backend::Mysql).await;
+    }
+}

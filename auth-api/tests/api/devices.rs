@@ -373,7 +373,7 @@ async fn collected_device_tokens_count_as_none_after_a_disable(app: TestApp) {
     .await;
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     collected_device_tokens_count_as_none_after_a_password_change,
     collected_device_tokens_count_as_none_after_logout_everywhere,
     collected_device_tokens_count_as_none_after_a_disable,
@@ -523,7 +523,7 @@ mod hard_limit {
         );
     }
 
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         a_login_that_rehashes_hands_out_a_token_for_the_new_hash,
         an_owner_locked_out_by_a_guesser_keeps_the_device_and_a_password_change_unlocks,
         a_hundred_failures_with_a_device_token_lock_it_for_good,

@@ -207,7 +207,7 @@ async fn the_key_documents_are_not_rate_limited(backend: Backend) {
     }
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     a_matching_if_none_match_gets_304_without_a_body,
     the_jwks_etag_changes_when_the_set_does,
     both_discovery_paths_serve_the_same_truthful_document,
@@ -218,7 +218,7 @@ crate::on_both_stores!(
 mod own_config {
     use super::*;
 
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         an_issuer_with_a_path_is_the_base_of_every_url,
         an_hmac_ring_lists_no_algorithm,
         the_key_documents_are_not_rate_limited,

@@ -1,4 +1,6 @@
-//! `TestApp`: the real router on a fresh database of either store, one method per endpoint.
+//! `TestApp`: the real router on a fresh database of any store, one method per endpoint;
+//! `RawDb`: the same database as stored, for what the API cannot do; and the macros that run
+//! each test on every store.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ pub use test_support::{Backend, TestDb};
 pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
 
 /// The configuration of every test app: cheap bcrypt, ports 0, an internal token, a
-/// key-encryption key (PostgreSQL needs one; SQLite would otherwise use a key file).
+/// key-encryption key (PostgreSQL and MySQL need one; SQLite would otherwise use a key file).
 pub fn test_config(database_url: String) -> Config {
     Config {
         database_url,
@@ -98,6 +100,11 @@ impl TestApp {
             database_url: url,
             _db: db,
         }
+    }
+
+    /// A pool of its own on the app's database.
+    pub async fn raw(&self) -> RawDb {
+        RawDb::connect(&self.database_url).await
     }
 
     /// Moves the app's clock forward.
@@ -334,51 +341,157 @@ pub fn kids(jwks: &TestResponse) -> Vec<String> {
         .collect()
 }
 
-/// Runs each listed `async fn(TestApp)` once on SQLite and once on PostgreSQL, as
-/// `<module>::sqlite::<name>` and `<module>::postgres::<name>`.
+/// A pool of its own on a test database, through sqlx's `Any` driver as the store: for what the
+/// API cannot do (reading rows as stored, seeding, tampering, holding a lock).
+///
+/// Statements are written out per engine as the store's are ([`RawDb::sql`]): PostgreSQL and
+/// SQLite share `$n` placeholders, MySQL takes `?`, and some statements differ beyond that.
+/// Two things of the MySQL schema matter here: `until` is a reserved word (quote it), and text
+/// columns are `VARBINARY`, which the `Any` driver reads as text, so a binary value kept in one
+/// (a refresh token's hash) is read as `HEX(…)` ([`RawDb::bytes`]).
+pub struct RawDb {
+    pub pool: sqlx::AnyPool,
+    pub backend: Backend,
+}
+
+impl RawDb {
+    pub async fn connect(url: &str) -> Self {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url);
+        // The SQLite file of a test app exists already; a URL of our own may need creating.
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => format!("{url}?mode=rwc"),
+            _ => url.replacen("mariadb://", "mysql://", 1),
+        };
+        let pool = sqlx::AnyPool::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        Self { pool, backend }
+    }
+
+    /// The text of a statement on this store: `dollar` on PostgreSQL and SQLite (`$1` … `$n`,
+    /// each once), `mysql` on MySQL, with a `?` for each in the order of those numbers, so that
+    /// one chain of binds, in that order, serves both.
+    ///
+    /// # Panics
+    /// When the two texts take different numbers of binds.
+    pub fn sql<'a>(&self, dollar: &'a str, mysql: &'a str) -> &'a str {
+        let binds = (1..)
+            .take_while(|n| dollar.contains(&format!("${n}")))
+            .count();
+        assert_eq!(
+            dollar.matches('$').count(),
+            binds,
+            "placeholders are $1, $2, … once each: {dollar}"
+        );
+        assert_eq!(
+            mysql.matches('?').count(),
+            binds,
+            "as many `?` as `$n`: {mysql}"
+        );
+        match self.backend {
+            Backend::Mysql => mysql,
+            Backend::Sqlite | Backend::Postgres => dollar,
+        }
+    }
+
+    /// Every value of the one binary column `column` of `table`, read back as bytes whatever
+    /// the column's type on this engine.
+    pub async fn bytes(&self, table: &str, column: &str) -> Vec<Vec<u8>> {
+        let sql = match self.backend {
+            // VARBINARY reads as text through `Any`: read its hex.
+            Backend::Mysql => format!("SELECT HEX({column}) FROM {table}"),
+            Backend::Sqlite => format!("SELECT hex({column}) FROM {table}"),
+            Backend::Postgres => format!("SELECT encode({column}, 'hex') FROM {table}"),
+        };
+        let hex: Vec<String> = sqlx::query_scalar(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .unwrap();
+        hex.iter()
+            .map(|h| {
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+/// Runs each function of `names` once on each listed store, in a module per store
+/// (`<module>::<store>::<name>`): `app` functions take a `TestApp` on a fresh database of that
+/// store, `backend` functions the `Backend`. `store_tests!(backend on [sqlite, postgres]: (f))`;
+/// the macros below name the usual lists.
 #[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
+macro_rules! store_tests {
+    ($kind:ident on [$($store:ident),*]: $names:tt) => {
+        $( $crate::store_tests!(@module $kind $store $names); )*
+    };
+    (@module $kind:ident sqlite $names:tt) => {
+        $crate::store_tests!(@tests $kind sqlite Sqlite $names);
+    };
+    (@module $kind:ident postgres $names:tt) => {
+        $crate::store_tests!(@tests $kind postgres Postgres $names);
+    };
+    (@module $kind:ident mysql $names:tt) => {
+        $crate::store_tests!(@tests $kind mysql Mysql $names);
+    };
+    (@tests app $store:ident $backend:ident ($($name:ident),* $(,)?)) => {
+        mod $store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await).await
+                    super::$name(
+                        $crate::helpers::TestApp::spawn($crate::helpers::Backend::$backend).await,
+                    )
+                    .await
                 }
             )*
         }
-        mod postgres {
+    };
+    (@tests backend $store:ident $backend:ident ($($name:ident),* $(,)?)) => {
+        mod $store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await).await
+                    super::$name($crate::helpers::Backend::$backend).await
                 }
             )*
         }
     };
 }
 
-/// Runs each listed `async fn(Backend)` once on SQLite and once on PostgreSQL, as
-/// `<module>::sqlite::<name>` and `<module>::postgres::<name>`: for tests that build their own
+/// Runs each listed `async fn(TestApp)` once on each store, as `<module>::sqlite::<name>`,
+/// `<module>::postgres::<name>` and `<module>::mysql::<name>`.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        $crate::store_tests!(app on [sqlite, postgres, mysql]: ($($name),*));
+    };
+}
+
+/// Runs each listed `async fn(Backend)` once on each store, as `<module>::sqlite::<name>`,
+/// `<module>::postgres::<name>` and `<module>::mysql::<name>`: for tests that build their own
 /// apps (their own configuration, restarts).
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            )*
-        }
+        $crate::store_tests!(backend on [sqlite, postgres, mysql]: ($($name),*));
+    };
+}
+
+/// Runs each listed `async fn(Backend)` on the stores that run as servers, PostgreSQL and MySQL,
+/// as `<module>::postgres::<name>` and `<module>::mysql::<name>`: for what SQLite has no form
+/// of (row locks held by another connection, a network between the app and its database, a
+/// key-encryption key that must come from the environment).
+#[macro_export]
+macro_rules! on_server_backends {
+    ($($name:ident),* $(,)?) => {
+        $crate::store_tests!(backend on [postgres, mysql]: ($($name),*));
     };
 }

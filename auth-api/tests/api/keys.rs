@@ -123,21 +123,57 @@ async fn rotation_publishes_first_then_signs_and_logs_nobody_out(app: TestApp) {
 
 /// SECURITY.md H30/32: the ring is in the database, so a restarted (or second) replica signs
 /// with the same key and accepts the first one's tokens.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kid_is_stable_across_restarts_and_replicas() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let (db, url) = TestDb::create(backend).await;
-        let first = TestApp::on_database(db, url.clone(), |_| {}).await;
-        let (_, tokens) = first.logged_in_user().await;
-        let (placeholder, _) = TestDb::create(Backend::Sqlite).await;
-        let second = TestApp::on_database(placeholder, url, |_| {}).await;
-        assert_eq!(first.signer_kid(), second.signer_kid(), "{backend:?}");
-        assert_eq!(
-            second.validate(&tokens.access).await.status,
-            StatusCode::OK,
-            "{backend:?}"
-        );
+async fn kid_is_stable_across_restarts_and_replicas(backend: Backend) {
+    let (db, url) = TestDb::create(backend).await;
+    let first = TestApp::on_database(db, url.clone(), |_| {}).await;
+    let (_, tokens) = first.logged_in_user().await;
+    let (placeholder, _) = TestDb::create(Backend::Sqlite).await;
+    let second = TestApp::on_database(placeholder, url, |_| {}).await;
+    assert_eq!(first.signer_kid(), second.signer_kid());
+    assert_eq!(second.validate(&tokens.access).await.status, StatusCode::OK);
+}
+
+mod restarts {
+    use super::*;
+
+    crate::on_every_backend!(kid_is_stable_across_restarts_and_replicas);
+}
+
+/// Issue 11: replicas starting together on an empty database (a first rollout, a scale-up from
+/// nothing) all start: the migrations run once, serialised by the store's lock, and the first
+/// key is created once; every replica signs with it. On the server stores (SQLite is one
+/// process's file).
+async fn replicas_starting_together_on_an_empty_database_share_one_first_key(backend: Backend) {
+    let (_db, url) = TestDb::create(backend).await;
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let config = crate::helpers::test_config(url.clone());
+            tokio::spawn(auth_api::AppState::new(
+                config,
+                auth_api::clock::Clock::frozen(),
+            ))
+        })
+        .collect();
+    let mut replicas = Vec::new();
+    for (i, start) in starts.into_iter().enumerate() {
+        let state = start.await.unwrap();
+        replicas.push(state.unwrap_or_else(|e| panic!("replica {i} did not start: {e:#}")));
     }
+    let kids: Vec<_> = replicas
+        .iter()
+        .map(|r| r.ring.signer(r.clock.now()).expect("no signer").stored.kid)
+        .collect();
+    assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+    for replica in &replicas {
+        replica.ring.reload().await.unwrap();
+        assert_eq!(replica.ring.snapshot().keys().len(), 1, "one first key");
+    }
+}
+
+mod replicas_together {
+    use super::*;
+
+    crate::on_server_backends!(replicas_starting_together_on_an_empty_database_share_one_first_key);
 }
 
 async fn revoked_key_is_refused_at_once_and_sessions_survive(app: TestApp) {
@@ -244,7 +280,7 @@ async fn unknown_kids_reload_the_ring_at_most_once_a_second(app: TestApp) {
     }
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     unknown_kids_reload_the_ring_at_most_once_a_second,
     public_jwks_lists_the_signers_public_key_only,
     internal_keys_need_the_internal_token,

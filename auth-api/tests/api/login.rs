@@ -150,7 +150,7 @@ async fn password_too_long_at_login_is_invalid_credentials(app: TestApp) {
     assert_eq!(response.error(), "invalid_credentials");
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     login_returns_tokens_with_no_store_headers,
     access_token_header_names_a_published_key,
     access_token_carries_every_rfc9068_claim,

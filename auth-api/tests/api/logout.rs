@@ -247,7 +247,7 @@ async fn an_unknown_or_contradicting_scope_is_400_and_ends_nothing(app: TestApp)
     assert_eq!(alive(&app, &[&tokens]).await, [true]);
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     scope_all_in_the_query_ends_every_session,
     scope_others_keeps_only_the_current_session,
     an_unknown_or_contradicting_scope_is_400_and_ends_nothing,

@@ -1,4 +1,5 @@
-//! The API tests: the real router on real PostgreSQL and SQLite databases, one per test.
+//! The API tests: the real router on real SQLite, PostgreSQL and MySQL (MariaDB) databases, one
+//! per test.
 
 #![allow(
     unreachable_pub,
@@ -10,6 +11,7 @@ mod at_rest;
 mod audit;
 mod cli;
 mod connections;
+mod contention;
 mod devices;
 mod discovery;
 mod helpers;
@@ -30,3 +32,4 @@ mod startup;
 mod throttle;
 mod unavailable;
 mod validate;
+mod validate_memo;

@@ -128,7 +128,7 @@ async fn without_a_valid_access_token_it_is_401(app: TestApp) {
     );
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     changes_and_logins_that_lost_a_race_change_nothing,
     a_password_change_ends_the_other_sessions_and_keeps_this_one,
     a_wrong_current_password_is_403_and_counts_towards_the_lock,
@@ -136,9 +136,8 @@ crate::on_both_stores!(
     without_a_valid_access_token_it_is_401,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_sessions_can_be_kept_by_configuration() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+async fn other_sessions_can_be_kept_by_configuration(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
         c.password_change_ends_other_sessions = false;
     })
     .await;
@@ -213,4 +212,10 @@ async fn changes_and_logins_that_lost_a_race_change_nothing(app: TestApp) {
         "a login that checked another hash opens no session"
     );
     assert!(store.session(&session.id).await.unwrap().is_none());
+}
+
+mod own_config {
+    use super::*;
+
+    crate::on_every_backend!(other_sessions_can_be_kept_by_configuration);
 }

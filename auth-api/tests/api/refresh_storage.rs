@@ -14,19 +14,20 @@ const DAY: u64 = 24 * 3600;
 
 /// The refresh-token rows the database holds for each session, in order.
 async fn rows_per_session(app: &TestApp, sids: &[&str]) -> Vec<i64> {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let raw = app.raw().await;
     let mut counts = Vec::new();
     for sid in sids {
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1")
-                .bind(*sid)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        let count: i64 = sqlx::query_scalar(raw.sql(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = $1",
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?",
+        ))
+        .bind(*sid)
+        .fetch_one(&raw.pool)
+        .await
+        .unwrap();
         counts.push(count);
     }
-    pool.close().await;
+    raw.close().await;
     counts
 }
 
@@ -204,7 +205,7 @@ async fn login_refresh_tokens_are_32_fresh_bytes(app: TestApp) {
     assert_ne!(first.refresh, second.refresh);
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     the_prune_forgets_only_sessions_that_can_never_refresh_again,
     a_malformed_refresh_token_never_reaches_the_store,
     login_refresh_tokens_are_32_fresh_bytes,

@@ -102,7 +102,7 @@ async fn a_rehash_replaces_only_the_hash_it_checked(backend: Backend) {
     assert_eq!(app.user(&user.email).await.password_hash, changed);
 }
 
-crate::on_both_backends!(
+crate::on_every_backend!(
     a_login_at_a_raised_cost_rehashes_the_stored_password,
     a_hash_above_the_configured_cost_is_kept,
     a_rehash_replaces_only_the_hash_it_checked,

@@ -11,10 +11,10 @@ use auth_api::{
     store::{FeedCursor, RevokeAt, Store},
 };
 use axum::http::StatusCode;
-use sqlx::{migrate::Migrator, AnyPool, Executor};
+use sqlx::{migrate::Migrator, Executor};
 
 use crate::helpers::{
-    claims_of, sids, Backend, TestApp, TestDb, TestResponse, Tokens, INTERNAL_TOKEN,
+    claims_of, sids, Backend, RawDb, TestApp, TestDb, TestResponse, Tokens, INTERNAL_TOKEN,
 };
 
 async fn feed(app: &TestApp) -> TestResponse {
@@ -141,12 +141,15 @@ fn next_query(answer: &TestResponse) -> String {
 }
 
 /// The tag of the entry numbered `seq`, as on the wire.
-async fn tag_of(pool: &AnyPool, seq: u64) -> String {
-    let tag: i64 = sqlx::query_scalar("SELECT tag FROM revocations WHERE seq = $1")
-        .bind(i64::try_from(seq).unwrap())
-        .fetch_one(pool)
-        .await
-        .unwrap();
+async fn tag_of(raw: &RawDb, seq: u64) -> String {
+    let tag: i64 = sqlx::query_scalar(raw.sql(
+        "SELECT tag FROM revocations WHERE seq = $1",
+        "SELECT tag FROM revocations WHERE seq = ?",
+    ))
+    .bind(i64::try_from(seq).unwrap())
+    .fetch_one(&raw.pool)
+    .await
+    .unwrap();
     format!("{:016x}", u64::from_be_bytes(tag.to_be_bytes()))
 }
 
@@ -162,35 +165,48 @@ fn entries(answer: &TestResponse) -> Vec<String> {
 }
 
 /// A pool of its own on the app's database, for what the API cannot do (seeding).
-async fn raw_pool(url: &str) -> AnyPool {
-    sqlx::any::install_default_drivers();
-    AnyPool::connect(url).await.unwrap()
+async fn raw_pool(url: &str) -> RawDb {
+    RawDb::connect(url).await
 }
 
-/// Appends `n` session entries `seeded-<i>` with this `until` to the feed, numbered and tagged
-/// as the store does (head + 1 …, then the head moves and takes the last entry's tag): 10k
-/// entries in one statement.
-async fn seed(pool: &AnyPool, n: i64, until: i64) {
+/// Appends `n` (at most 100,000) session entries `seeded-<i>` with this `until` to the feed,
+/// numbered and tagged as the store does (head + 1 …, then the head moves and takes the last
+/// entry's tag), in one statement. On MySQL the numbers come from a cross join of digits: a
+/// recursive CTE stops at 1,000 rows there (`cte_max_recursion_depth` on MySQL,
+/// `max_recursive_iterations` on MariaDB).
+async fn seed(raw: &RawDb, n: i64, until: i64) {
+    assert!(n <= 100_000);
     let salt = rand::random::<i64>() >> 2; // Distinct tags: salt + i never overflows.
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+    let mut tx = raw.pool.begin().await.unwrap();
+    sqlx::query(raw.sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
          INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
-         SELECT 'session', 'seeded-' || i, NULL, $2, 0, \
-                (SELECT seq FROM revocation_feed WHERE id = 1) + i, $3 + i FROM n",
-    )
-    .bind(n)
+         SELECT 'session', 'seeded-' || i, NULL, $1, 0, \
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i, $2 + i FROM n",
+        "INSERT INTO revocations (kind, subject, not_before, `until`, created_at, seq, tag) \
+         WITH d(d) AS (SELECT 0 UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                       UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 \
+                       UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9), \
+              n(i) AS (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d + 1 \
+                       FROM d a, d b, d c, d e, d f) \
+         SELECT 'session', CONCAT('seeded-', i), NULL, ?, 0, \
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i, ? + i FROM n WHERE i <= ?",
+    ))
     .bind(until)
     .bind(salt)
+    .bind(n)
     .execute(&mut *tx)
     .await
     .unwrap();
-    sqlx::query("UPDATE revocation_feed SET seq = seq + $1, tag = $2 + $1 WHERE id = 1")
-        .bind(n)
-        .bind(salt)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(raw.sql(
+        "UPDATE revocation_feed SET seq = seq + $1, tag = $2 WHERE id = 1",
+        "UPDATE revocation_feed SET seq = seq + ?, tag = ? WHERE id = 1",
+    ))
+    .bind(n)
+    .bind(salt + n)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -497,7 +513,7 @@ async fn entries_are_served_for_the_largest_skew_past_until_then_pruned(app: Tes
     );
     let pool = raw_pool(&app.database_url).await;
     let left: Vec<String> = sqlx::query_scalar("SELECT subject FROM revocations")
-        .fetch_all(&pool)
+        .fetch_all(&pool.pool)
         .await
         .unwrap();
     assert_eq!(left, ["kept-user"]);
@@ -535,28 +551,34 @@ async fn an_after_that_is_not_a_u64_or_a_tag_that_is_not_16_hex_digits_is_400_js
 }
 
 /// The feed's head as stored: `(seq, tag)`.
-async fn stored_head(pool: &AnyPool) -> (i64, i64) {
+async fn stored_head(raw: &RawDb) -> (i64, i64) {
     sqlx::query_as("SELECT seq, tag FROM revocation_feed WHERE id = 1")
-        .fetch_one(pool)
+        .fetch_one(&raw.pool)
         .await
         .unwrap()
 }
 
 /// A database restored to an earlier state (a backup, a promoted asynchronous standby, a
 /// dump): the entries numbered after `head` are gone and the head is back, epoch unchanged.
-async fn restore_to(pool: &AnyPool, (head, tag): (i64, i64)) {
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM revocations WHERE seq > $1")
-        .bind(head)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE revocation_feed SET seq = $1, tag = $2 WHERE id = 1")
-        .bind(head)
-        .bind(tag)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+async fn restore_to(raw: &RawDb, (head, tag): (i64, i64)) {
+    let mut tx = raw.pool.begin().await.unwrap();
+    sqlx::query(raw.sql(
+        "DELETE FROM revocations WHERE seq > $1",
+        "DELETE FROM revocations WHERE seq > ?",
+    ))
+    .bind(head)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(raw.sql(
+        "UPDATE revocation_feed SET seq = $1, tag = $2 WHERE id = 1",
+        "UPDATE revocation_feed SET seq = ?, tag = ? WHERE id = 1",
+    ))
+    .bind(head)
+    .bind(tag)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -659,7 +681,7 @@ async fn a_cursor_whose_entry_is_gone_gets_a_full_sync(app: TestApp) {
     assert_eq!(subjects(&with_the_entry), ["u-3"]);
 
     sqlx::query("DELETE FROM revocations WHERE seq = 2")
-        .execute(&pool)
+        .execute(&pool.pool)
         .await
         .unwrap();
     let answer = feed_at(&app, &cursor).await;
@@ -670,26 +692,28 @@ async fn a_cursor_whose_entry_is_gone_gets_a_full_sync(app: TestApp) {
 
 /// F4, rolling upgrade: a replica still on the code from before migration 0005 inserts entries
 /// without `seq` and `tag`. On PostgreSQL a trigger numbers them like the new code (the next
-/// seq, a new tag, the head moved) and a reader at its cursor gets them; SQLite has a single
-/// replica, hence no old code writing, and refuses such an insert.
+/// seq, a new tag, the head moved) and a reader at its cursor gets them. SQLite has a single
+/// replica, and MySQL's history starts after 0005: neither has old code writing, and both refuse
+/// such an insert.
 async fn an_entry_inserted_by_the_code_before_the_feed_is_numbered_on_postgres(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let pool = raw_pool(&app.database_url).await;
     revoke_users(&app, &["new-code-1"]).await;
     let cursor = feed(&app).await;
-    let old_code_insert = || {
-        sqlx::query(
-            "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
-             VALUES ('user', 'old-code-2', $1, $2, $1)",
-        )
-        .bind(app.clock.now())
-        .bind(app.clock.now() + 960)
-    };
+    let old_code_insert = sqlx::query(pool.sql(
+        "INSERT INTO revocations (kind, subject, not_before, until, created_at) \
+         VALUES ('user', 'old-code-2', $1, $2, $3)",
+        "INSERT INTO revocations (kind, subject, not_before, `until`, created_at) \
+         VALUES ('user', 'old-code-2', ?, ?, ?)",
+    ))
+    .bind(app.clock.now())
+    .bind(app.clock.now() + 960)
+    .bind(app.clock.now());
 
-    let inserted = old_code_insert().execute(&pool).await;
+    let inserted = old_code_insert.execute(&pool.pool).await;
 
     match backend {
-        Backend::Sqlite => {
+        Backend::Sqlite | Backend::Mysql => {
             assert!(inserted.is_err(), "seq is NOT NULL");
             return;
         }
@@ -728,14 +752,11 @@ async fn an_entry_inserted_by_the_code_before_the_feed_is_numbered_on_postgres(b
 async fn migration_numbers_existing_entries_by_id(backend: Backend) {
     // Arrange: the schema before 0005, with three entries of which the second was pruned.
     let (db, url) = TestDb::create(backend).await;
-    let raw_url = match backend {
-        Backend::Sqlite => format!("{url}?mode=rwc"),
-        Backend::Postgres => url.clone(),
-    };
-    let pool = raw_pool(&raw_url).await;
+    let pool = raw_pool(&url).await;
     let dir = match backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
+        Backend::Mysql => unreachable!("MySQL's history starts at 0006, with the feed numbered"),
     };
     let mut before = Migrator::new(std::path::Path::new(&format!(
         "{}/../migrations/{dir}",
@@ -751,7 +772,7 @@ async fn migration_numbers_existing_entries_by_id(backend: Backend) {
             .cloned()
             .collect(),
     );
-    before.run(&pool).await.unwrap();
+    before.run(&pool.pool).await.unwrap();
     let far = 4_000_000_000_i64;
     for subject in ["old-1", "old-2", "old-3"] {
         sqlx::query(
@@ -760,11 +781,12 @@ async fn migration_numbers_existing_entries_by_id(backend: Backend) {
         )
         .bind(subject)
         .bind(far)
-        .execute(&pool)
+        .execute(&pool.pool)
         .await
         .unwrap();
     }
-    pool.execute("DELETE FROM revocations WHERE subject = 'old-2'")
+    pool.pool
+        .execute("DELETE FROM revocations WHERE subject = 'old-2'")
         .await
         .unwrap();
 
@@ -799,7 +821,7 @@ async fn migration_numbers_existing_entries_by_id(backend: Backend) {
     assert_eq!(next.entries.len(), 1);
     assert_eq!((next.entries[0].seq, next.full), (4, false));
     let tags: HashSet<i64> = sqlx::query_scalar("SELECT tag FROM revocations")
-        .fetch_all(&pool)
+        .fetch_all(&pool.pool)
         .await
         .unwrap()
         .into_iter()
@@ -817,7 +839,7 @@ async fn each_database_gets_its_own_epoch(backend: Backend) {
     assert_ne!(feed(&a).await.str("epoch"), feed(&b).await.str("epoch"));
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     feed_needs_the_internal_token,
     logout_publishes_the_session_until_its_tokens_expire_plus_the_largest_skew,
     logout_everywhere_publishes_one_user_entry,
@@ -840,9 +862,15 @@ crate::on_both_stores!(
 mod backends {
     use super::*;
 
-    crate::on_both_backends!(
-        migration_numbers_existing_entries_by_id,
+    crate::on_every_backend!(
         each_database_gets_its_own_epoch,
         an_entry_inserted_by_the_code_before_the_feed_is_numbered_on_postgres,
     );
+}
+
+/// Migrations from before the feed had numbers: MySQL's history starts after them.
+mod history {
+    use super::*;
+
+    crate::store_tests!(backend on [sqlite, postgres]: (migration_numbers_existing_entries_by_id));
 }

@@ -8,7 +8,7 @@ use auth_api::{kek::Sealed, tokens::RefreshToken};
 use axum::http::StatusCode;
 use sqlx::Row as _;
 
-use crate::helpers::{TestApp, TestDb, Tokens};
+use crate::helpers::{RawDb, TestApp, TestDb, Tokens};
 
 /// A second KEK, for rotation tests.
 const NEW_KEK: &str = "kek-2:bmV3LWtleS1lbmNyeXB0aW9uLWtleS0zMi1ieXRlcyE";
@@ -20,19 +20,17 @@ struct RawSession {
     rotation_key_kek: Option<String>,
 }
 
-async fn pool(url: &str) -> sqlx::AnyPool {
-    sqlx::any::install_default_drivers();
-    sqlx::AnyPool::connect(url).await.unwrap()
-}
-
 async fn raw_session(url: &str, session_id: &str) -> RawSession {
-    let pool = pool(url).await;
-    let row = sqlx::query("SELECT rotation_key, rotation_key_kek FROM sessions WHERE id = $1")
-        .bind(session_id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let raw = RawDb::connect(url).await;
+    let row = sqlx::query(raw.sql(
+        "SELECT rotation_key, rotation_key_kek FROM sessions WHERE id = $1",
+        "SELECT rotation_key, rotation_key_kek FROM sessions WHERE id = ?",
+    ))
+    .bind(session_id)
+    .fetch_one(&raw.pool)
+    .await
+    .unwrap();
+    raw.close().await;
     RawSession {
         rotation_key: row.get("rotation_key"),
         rotation_key_kek: row.get("rotation_key_kek"),
@@ -42,28 +40,25 @@ async fn raw_session(url: &str, session_id: &str) -> RawSession {
 /// Overwrites a session's stored rotation key, as a dump restored elsewhere, an earlier
 /// version or anyone able to write to the database would.
 async fn write_raw_session(url: &str, session_id: &str, raw: &RawSession) {
-    let pool = pool(url).await;
-    sqlx::query("UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 WHERE id = $3")
-        .bind(raw.rotation_key.clone())
-        .bind(raw.rotation_key_kek.clone())
-        .bind(session_id)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let db = RawDb::connect(url).await;
+    sqlx::query(db.sql(
+        "UPDATE sessions SET rotation_key = $1, rotation_key_kek = $2 WHERE id = $3",
+        "UPDATE sessions SET rotation_key = ?, rotation_key_kek = ? WHERE id = ?",
+    ))
+    .bind(raw.rotation_key.clone())
+    .bind(raw.rotation_key_kek.clone())
+    .bind(session_id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db.close().await;
 }
 
 /// Every stored refresh-token hash.
 async fn stored_token_hashes(url: &str) -> Vec<Vec<u8>> {
-    let pool = pool(url).await;
-    let hashes = sqlx::query("SELECT token_hash FROM refresh_tokens")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get::<Vec<u8>, _>(0))
-        .collect();
-    pool.close().await;
+    let raw = RawDb::connect(url).await;
+    let hashes = raw.bytes("refresh_tokens", "token_hash").await;
+    raw.close().await;
     hashes
 }
 
@@ -483,7 +478,7 @@ async fn kek_rotation_reseals_rotation_keys_and_logs_nobody_out(backend: crate::
     }
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     stored_rotation_keys_are_sealed_under_the_kek,
     a_dump_and_an_old_refresh_token_do_not_derive_the_live_successor,
     a_grace_retry_after_a_key_replacement_is_refused_and_the_session_lives,
@@ -495,7 +490,7 @@ crate::on_both_stores!(
 mod own_config {
     use super::*;
 
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         refresh_works_across_a_restart,
         a_rotation_key_that_does_not_open_is_refused_cleanly,
         legacy_plaintext_rotation_keys_are_replaced_and_still_refresh,

@@ -152,7 +152,7 @@ fn collect_refs(value: &serde_json::Value, into: &mut Vec<String>) {
     }
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     without_its_database_the_service_is_alive_but_not_ready,
     openapi_document_lists_every_public_route,
     healthz_and_readyz_answer_200,
@@ -160,10 +160,10 @@ crate::on_both_stores!(
     unknown_route_and_wrong_method_get_json_errors,
 );
 
-/// `App::build` binds real ports, serves both listeners, and stops gracefully.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn app_serves_over_real_sockets_and_shuts_down() {
-    let (_db, url) = TestDb::create(Backend::Sqlite).await;
+/// `App::build` binds real ports, serves both listeners, and stops gracefully (closing its
+/// pool, which on a server store must not hang on its connections).
+async fn app_serves_over_real_sockets_and_shuts_down(backend: Backend) {
+    let (_db, url) = TestDb::create(backend).await;
     let app = auth_api::App::build(test_config(url)).await.unwrap();
     let public = app.public_addr().unwrap();
     let internal = app.internal_addr().unwrap().unwrap();
@@ -200,4 +200,10 @@ async fn app_serves_over_real_sockets_and_shuts_down() {
             .is_err(),
         "the listener is closed"
     );
+}
+
+mod sockets {
+    use super::*;
+
+    crate::on_every_backend!(app_serves_over_real_sockets_and_shuts_down);
 }

@@ -88,4 +88,4 @@ async fn abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit(backend
     assert_eq!(hasher.waiting(), 0);
 }
 
-crate::on_both_backends!(abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit);
+crate::on_every_backend!(abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit);

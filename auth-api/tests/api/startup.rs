@@ -164,7 +164,7 @@ async fn internal_routes_are_404_on_the_public_listener(app: TestApp) {
     assert_eq!(public_route.status, StatusCode::NOT_FOUND);
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     readyz_is_503_when_no_key_signs,
     metrics_count_refresh_token_reuse,
     internal_routes_are_404_on_the_public_listener,
@@ -172,7 +172,7 @@ crate::on_both_stores!(
 
 mod backends {
     use super::*;
-    crate::on_both_backends!(
+    crate::on_every_backend!(
         a_ring_that_cannot_sign_refuses_to_start,
         metrics_show_the_hash_queue
     );

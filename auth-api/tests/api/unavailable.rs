@@ -81,9 +81,9 @@ async fn every_route_answers_503_unavailable_once_the_pool_is_closed(app: TestAp
     every_route_is_unavailable(&app, &user, &tokens).await;
 }
 
-crate::on_both_stores!(every_route_answers_503_unavailable_once_the_pool_is_closed);
+crate::on_every_store!(every_route_answers_503_unavailable_once_the_pool_is_closed);
 
-/// A TCP forwarder to PostgreSQL that the test can stop (connections cut, port closed, as when
+/// A TCP forwarder to the database server that the test can stop (connections cut, port closed, as when
 /// the server stops) and start again on the same port.
 struct Proxy {
     addr: SocketAddr,
@@ -131,17 +131,26 @@ fn through(url: &str, proxy: SocketAddr) -> String {
     url.to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_going_away_is_503_unavailable_on_every_route_and_service_resumes() {
-    // Arrange: an app whose only way to PostgreSQL is a proxy the test controls.
-    let (db, url) = TestDb::create(Backend::Postgres).await;
+/// The database server going away (PostgreSQL, MySQL): every route answers 503, and once the
+/// server is back the service resumes where it was.
+async fn the_server_going_away_is_503_unavailable_on_every_route_and_service_resumes(
+    backend: Backend,
+) {
+    // Arrange: an app whose only way to its database server is a proxy the test controls.
+    let (db, url) = TestDb::create(backend).await;
     let parsed = url::Url::parse(&url).unwrap();
-    let upstream =
-        tokio::net::lookup_host((parsed.host_str().unwrap(), parsed.port().unwrap_or(5432)))
-            .await
-            .unwrap()
-            .next()
-            .unwrap();
+    let default_port = match backend {
+        Backend::Mysql => 3306,
+        Backend::Postgres | Backend::Sqlite => 5432,
+    };
+    let upstream = tokio::net::lookup_host((
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(default_port),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
     let mut proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).await;
     let app = TestApp::on_database(db, through(&url, proxy.addr), |_| {}).await;
     let (user, tokens) = app.logged_in_user().await;
@@ -164,4 +173,12 @@ async fn postgres_going_away_is_503_unavailable_on_every_route_and_service_resum
     let refreshed = refreshed.expect("the database is back, the session refreshes");
     let access = refreshed.str("access_token");
     assert_eq!(app.validate(&access).await.status, StatusCode::OK);
+}
+
+mod server_stores {
+    use super::*;
+
+    crate::on_server_backends!(
+        the_server_going_away_is_503_unavailable_on_every_route_and_service_resumes
+    );
 }

@@ -202,7 +202,7 @@ async fn token_of_a_session_past_its_absolute_end_is_refused(app: TestApp) {
     );
 }
 
-crate::on_both_stores!(
+crate::on_every_store!(
     valid_token_returns_its_claims,
     resigned_token_passes_so_forgeries_below_fail_for_their_one_change,
     forged_tokens_are_invalid_token,

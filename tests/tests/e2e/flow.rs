@@ -57,15 +57,7 @@ async fn signup_login_call_refresh_logout(backend: Backend) {
     assert_eq!(validate.status(), 401, "auth-api knows the session is over");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_flow_through_the_gateway_on_sqlite() {
-    signup_login_call_refresh_logout(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_flow_through_the_gateway_on_postgres() {
-    signup_login_call_refresh_logout(Backend::Postgres).await;
-}
+on_stores!([sqlite, postgres, mysql]: signup_login_call_refresh_logout);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream() {

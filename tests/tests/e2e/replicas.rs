@@ -4,9 +4,9 @@
 //! documented bound, both replicas publish one key set and a scheduled rotation happens once,
 //! and the per-address limit is one budget across replicas.
 //!
-//! Each scenario is a function of the store; `on_stores!` makes one test per store under a
-//! module named after the scenario (PostgreSQL for now; another store is one more function in
-//! the macro).
+//! Each scenario is a function of the store; `on_stores!` (in `main.rs`) makes one test per
+//! store under a module named after the scenario: on PostgreSQL, and on MySQL/MariaDB with one
+//! database shared by both replicas (Redis as on PostgreSQL).
 
 use std::time::{Duration, Instant};
 
@@ -14,19 +14,8 @@ use auth_api::Config;
 use e2e::{Backend, Cluster, ClusterOptions, Replica};
 use serde_json::{json, Value};
 
-/// One `#[tokio::test]` per store for each scenario, named `<scenario>::<store>`.
-macro_rules! on_stores {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(e2e::Backend::Postgres).await;
-            }
-        }
-    )+};
-}
-
 on_stores!(
+    [postgres, mysql]:
     a_session_opened_on_one_replica_refreshes_on_the_other,
     refresh_token_reuse_on_one_replica_revokes_the_session_everywhere,
     a_logout_through_one_gateway_is_refused_at_the_other_within_a_poll,

@@ -1,9 +1,11 @@
 //! Revocation reaches the edge: after logout (and its kin) the gateway refuses the old access
-//! token within the feed's poll interval plus a second, while everyone else passes.
+//! token within the feed's poll interval plus a second, while everyone else passes. Every
+//! scenario runs on both server stores (`<scenario>::postgres`, `<scenario>::mysql`): the feed
+//! is the store's.
 
 use std::time::{Duration, Instant};
 
-use e2e::{Stack, StackOptions};
+use e2e::{Backend, Stack, StackOptions};
 use serde_json::{json, Value};
 
 /// The filter polls the feed every second in these tests (`poll_seconds: 1`); the worker that
@@ -53,9 +55,12 @@ fn access(login: &Value) -> &str {
     login["access_token"].as_str().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_reaches_the_gateway_within_a_poll() {
-    let stack = Stack::start(StackOptions::default()).await;
+async fn logout_reaches_the_gateway_within_a_poll(backend: Backend) {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await;
     let (email, mine) = stack.new_user().await;
     let (_, someone_else) = stack.new_user().await;
     let my_other_session = stack
@@ -104,9 +109,12 @@ async fn logout_reaches_the_gateway_within_a_poll() {
     assert!(stack.envoy.counter("revocations_fetch_success").await > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_everywhere_reaches_every_session_at_the_gateway() {
-    let stack = Stack::start(StackOptions::default()).await;
+async fn logout_everywhere_reaches_every_session_at_the_gateway(backend: Backend) {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await;
     let (email, first) = stack.new_user().await;
     let credentials = json!({"email": email, "password": "correct horse battery staple"});
     let second: Value = stack
@@ -152,9 +160,9 @@ async fn logout_everywhere_reaches_every_session_at_the_gateway() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_token_reuse_revokes_the_session_at_the_gateway() {
+async fn refresh_token_reuse_revokes_the_session_at_the_gateway(backend: Backend) {
     let stack = Stack::start(StackOptions {
+        backend,
         // No grace: the replay below is reuse at once.
         configure: |c| c.refresh_reuse_grace = Duration::ZERO,
         ..StackOptions::default()
@@ -187,9 +195,12 @@ async fn refresh_token_reuse_revokes_the_session_at_the_gateway() {
     answers_within(&stack, access(&rotated), 401).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabling_a_user_reaches_the_gateway() {
-    let stack = Stack::start(StackOptions::default()).await;
+async fn disabling_a_user_reaches_the_gateway(backend: Backend) {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await;
     let (email, login) = stack.new_user().await;
     let user = stack
         .state
@@ -207,9 +218,12 @@ async fn disabling_a_user_reaches_the_gateway() {
     answers_within(&stack, access(&login), 401).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_key_is_refused_at_the_gateway_within_a_poll() {
-    let stack = Stack::start(StackOptions::default()).await;
+async fn revoked_key_is_refused_at_the_gateway_within_a_poll(backend: Backend) {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await;
     let (email, login) = stack.new_user().await;
     let kid = stack.signer_kid();
     let replacement = stack
@@ -235,10 +249,10 @@ async fn revoked_key_is_refused_at_the_gateway_within_a_poll() {
 /// of the feed, each asked for as soon as the last one answers: here pages of two entries, five
 /// sessions revoked at once and a 4 s poll. A gateway that waited a poll between pages would
 /// need three polls (at least 8 s) for the last one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages() {
+async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages(backend: Backend) {
     const POLL: Duration = Duration::from_secs(4);
     let stack = Stack::start(StackOptions {
+        backend,
         configure: |config| config.revocation_feed_page = 2,
         revocation_poll_seconds: 4,
         ..StackOptions::default()
@@ -297,3 +311,13 @@ async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages() {
         "the session nobody revoked"
     );
 }
+
+on_stores!(
+    [postgres, mysql]:
+    logout_reaches_the_gateway_within_a_poll,
+    logout_everywhere_reaches_every_session_at_the_gateway,
+    refresh_token_reuse_revokes_the_session_at_the_gateway,
+    disabling_a_user_reaches_the_gateway,
+    revoked_key_is_refused_at_the_gateway_within_a_poll,
+    a_burst_of_revocations_reaches_the_gateway_over_several_pages,
+);

@@ -2,6 +2,8 @@
 //! refused, new tokens carry the new kid, and the old key leaves the set at the end. Once within
 //! one algorithm (ES256, the default, with the gateway on the public JWKS), once across an
 //! algorithm change (HS256 → ES256, how an installation made before public keys moves on).
+//! The key ring and the sessions refreshed under load are the store's: the first runs on
+//! MySQL/MariaDB, the second on PostgreSQL (one each rather than both twice; see `main.rs`).
 
 use std::{
     sync::{
@@ -12,7 +14,7 @@ use std::{
 };
 
 use auth_jwt::Algorithm;
-use e2e::{GatewayKeys, Stack, StackOptions};
+use e2e::{Backend, GatewayKeys, Stack, StackOptions};
 use serde_json::{json, Value};
 
 /// Shortened timings: tokens live 4 s, a new key is published 3 s (three key polls) before it
@@ -142,6 +144,7 @@ async fn internal_keys(stack: &Stack) -> Value {
 async fn rotation_under_load_refuses_no_valid_request() {
     let (stack, new_kid) = rotation_under_load(
         StackOptions {
+            backend: Backend::Mysql,
             configure: fast_rotation,
             ..StackOptions::default()
         },
@@ -171,6 +174,7 @@ async fn rotation_from_hs256_to_es256_under_load_refuses_no_valid_request() {
                 config.signing_alg = Algorithm::HS256;
             },
             keys: GatewayKeys::Internal,
+            backend: Backend::Postgres,
             ..StackOptions::default()
         },
         Algorithm::ES256,
