@@ -18,6 +18,7 @@
 //! (a fresh database, dropped after).
 
 use std::{
+    future::Future,
     hint::black_box,
     sync::Arc,
     time::{Duration, Instant},
@@ -108,31 +109,25 @@ const TOKEN_STATUS: &str = "SELECT s.user_id, s.revoked_at, s.expires_at, u.disa
      u.tokens_valid_after, (SELECT k.revoked_at FROM signing_keys k WHERE k.kid = $2) \
      AS key_revoked_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1";
 
-/// `TOKEN_STATUS` by `tasks` concurrent tasks over `sessions` for `secs` on `pool`: queries
-/// per second.
-async fn query_rate(
-    pool: &AnyPool,
-    sessions: &Arc<Vec<(String, String)>>,
-    tasks: usize,
-    secs: f64,
-) -> f64 {
+/// Calls per second of `call` by `tasks` concurrent tasks for `secs`. Each task owns a clone of
+/// `context`, which every call takes and hands back (so that no call clones it, and only the
+/// call is measured); task `t`'s `n`-th call gets `t + n * tasks`, so that the tasks go through
+/// the caller's items in turn.
+async fn rate<C, F, Fut>(context: &C, tasks: usize, secs: f64, call: F) -> f64
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = C> + Send,
+{
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
-            let pool = pool.clone();
-            let sessions = Arc::clone(sessions);
+            let mut context = context.clone();
             tokio::spawn(async move {
                 let mut n = 0_usize;
                 while Instant::now() < deadline {
-                    let (sid, kid) = &sessions[(t + n * tasks) % sessions.len()];
-                    let row = sqlx::query(TOKEN_STATUS)
-                        .bind(sid)
-                        .bind(kid)
-                        .fetch_optional(&pool)
-                        .await
-                        .unwrap();
-                    assert!(row.is_some());
+                    context = call(context, t + n * tasks).await;
                     n += 1;
                 }
                 n
@@ -148,37 +143,44 @@ async fn query_rate(
     rate
 }
 
-/// `validate` by `tasks` concurrent tasks over `tokens` for `seconds`: calls per second.
+/// `TOKEN_STATUS` by `tasks` concurrent tasks over `sessions` for `secs` on `pool`: queries
+/// per second.
+async fn query_rate(
+    pool: &AnyPool,
+    sessions: &Arc<Vec<(String, String)>>,
+    tasks: usize,
+    secs: f64,
+) -> f64 {
+    let context = (pool.clone(), Arc::clone(sessions));
+    rate(&context, tasks, secs, |(pool, sessions), i| async move {
+        let (sid, kid) = &sessions[i % sessions.len()];
+        let row = sqlx::query(TOKEN_STATUS)
+            .bind(sid)
+            .bind(kid)
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        assert!(row.is_some());
+        (pool, sessions)
+    })
+    .await
+}
+
+/// `validate` by `tasks` concurrent tasks over `tokens` for `secs`: calls per second.
 async fn validate_rate(
     state: &AppState,
     tokens: &Arc<Vec<String>>,
     tasks: usize,
     secs: f64,
 ) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let state = state.clone();
-            let tokens = Arc::clone(tokens);
-            tokio::spawn(async move {
-                let mut n = 0_usize;
-                while Instant::now() < deadline {
-                    let token = &tokens[(t + n * tasks) % tokens.len()];
-                    access::validate(&state, token).await.unwrap();
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut calls = 0;
-    for handle in handles {
-        calls += handle.await.unwrap();
-    }
-    #[allow(clippy::cast_precision_loss)] // small counts
-    let rate = calls as f64 / started.elapsed().as_secs_f64();
-    rate
+    let context = (state.clone(), Arc::clone(tokens));
+    rate(&context, tasks, secs, |(state, tokens), i| async move {
+        access::validate(&state, &tokens[i % tokens.len()])
+            .await
+            .unwrap();
+        (state, tokens)
+    })
+    .await
 }
 
 fn main() {

@@ -5,9 +5,11 @@
 //! Nothing here skips: a missing Envoy or `.wasm` is a panic that says how to get it.
 
 pub mod envoy;
+pub mod gateway;
 pub mod replicas;
 pub mod stack;
 
+pub use gateway::Gateway;
 pub use replicas::{Cluster, ClusterOptions, Replica};
 pub use stack::{GatewayKeys, Stack, StackOptions, StaleAfter};
 pub use test_support::Backend;

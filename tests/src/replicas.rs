@@ -13,18 +13,16 @@
 //! replica, and a revocation written through one replica reaches a gateway reading another.
 //! All gateways share one echo upstream.
 
-use std::time::{Duration, Instant};
-
 use auth_api::{AppState, Config};
-use serde_json::{json, Value};
+use serde_json::Value;
 use test_support::{Backend, TestDb};
 use tokio::sync::oneshot;
 
 use crate::{
-    envoy::Envoy,
+    gateway::Gateway,
     stack::{
-        build_auth_api, http_client, new_user_at, spawn_echo, start_gateway, test_config,
-        wait_for_gateway_keys, AuthApi, GatewayUpstreams, INTERNAL_TOKEN,
+        build_auth_api, http_client, read_internal_keys, read_public_jwks, spawn_echo,
+        start_gateway, test_config, AuthApi, GatewayUpstreams,
     },
     StackOptions,
 };
@@ -76,12 +74,11 @@ pub struct Replica {
     pub state: AppState,
     /// Its gateway: routes `/auth/*` to this replica and polls this replica's public JWKS; it
     /// reads the revocation feed from the next replica.
-    pub gateway: Envoy,
+    pub gateway: Gateway,
     /// The replica's public listener.
     pub public_addr: std::net::SocketAddr,
     /// The replica's internal listener.
     pub internal_addr: std::net::SocketAddr,
-    client: reqwest::Client,
     auth_api: AuthApi,
 }
 
@@ -89,7 +86,7 @@ impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
             .field("public_addr", &self.public_addr)
-            .field("gateway", &self.gateway.gateway)
+            .field("gateway", &self.gateway.envoy.gateway)
             .finish_non_exhaustive()
     }
 }
@@ -154,18 +151,20 @@ impl Cluster {
         let client = http_client();
         let mut replicas = Vec::with_capacity(options.replicas);
         for (replica, gateway) in built.into_iter().zip(gateways) {
-            let gateway = gateway.await.expect("starting a gateway panicked");
+            let envoy = gateway.await.expect("starting a gateway panicked");
             replicas.push(Replica {
                 state: replica.state,
-                gateway,
+                gateway: Gateway {
+                    envoy,
+                    client: client.clone(),
+                },
                 public_addr: replica.public,
                 internal_addr: replica.internal,
-                client: client.clone(),
                 auth_api: replica.server,
             });
         }
         for replica in &replicas {
-            wait_for_gateway_keys(&client, &replica.gateway).await;
+            replica.gateway.wait_for_keys().await;
         }
         Self {
             replicas,
@@ -194,63 +193,11 @@ impl Drop for Cluster {
 }
 
 impl Replica {
-    /// The URL of `path` at this replica's gateway.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway.gateway)
-    }
-
-    /// `POST` JSON through this replica's gateway.
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("the gateway does not answer")
-    }
-
-    /// `POST` to `path` through this replica's gateway with a bearer token and no body.
-    pub async fn post_with_token(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the gateway does not answer")
-    }
-
-    /// `GET` through this replica's gateway, on a new connection (so any worker may answer),
-    /// with an optional bearer token.
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self
-            .client
-            .get(self.url(path))
-            .header("connection", "close");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.expect("the gateway does not answer")
-    }
-
-    /// `POST /auth/refresh` through this replica's gateway.
-    pub async fn refresh(&self, refresh_token: &Value) -> reqwest::Response {
-        self.post("/auth/refresh", &json!({ "refresh_token": refresh_token }))
-            .await
-    }
-
-    /// Signs up and logs in a fresh user through this replica's gateway; returns (email, login
-    /// body).
-    ///
-    /// # Panics
-    /// When either step fails.
-    pub async fn new_user(&self) -> (String, Value) {
-        new_user_at(&self.client, &self.gateway.gateway).await
-    }
-
     /// The status of this replica's own `/validate` for `token` (directly, not through the
     /// gateway).
     pub async fn validate(&self, token: &str) -> u16 {
-        self.client
+        self.gateway
+            .client
             .get(format!("http://{}/validate", self.public_addr))
             .bearer_auth(token)
             .send()
@@ -262,61 +209,12 @@ impl Replica {
 
     /// This replica's public JWKS, read directly.
     pub async fn public_jwks(&self) -> Value {
-        self.client
-            .get(format!("http://{}/.well-known/jwks.json", self.public_addr))
-            .send()
-            .await
-            .expect("auth-api does not answer")
-            .json()
-            .await
-            .expect("the JWKS is not JSON")
+        read_public_jwks(&self.gateway.client, self.public_addr).await
     }
 
     /// This replica's `/internal/keys`, read directly with the internal token.
     pub async fn internal_keys(&self) -> Value {
-        self.client
-            .get(format!("http://{}/internal/keys", self.internal_addr))
-            .bearer_auth(INTERNAL_TOKEN)
-            .send()
-            .await
-            .expect("auth-api does not answer")
-            .json()
-            .await
-            .expect("the key document is not JSON")
-    }
-
-    /// Polls `GET /api/orders` with `token` through this replica's gateway, each time on a new
-    /// connection so that every worker gets asked, until it has answered `status` without a
-    /// break for `steady`; panics if another answer comes after `deadline`. Returns the last
-    /// answer.
-    pub async fn answers_by(
-        &self,
-        token: &str,
-        status: u16,
-        deadline: Instant,
-        steady: Duration,
-    ) -> reqwest::Response {
-        let mut steady_since: Option<Instant> = None;
-        loop {
-            let answer = self.get("/api/orders", Some(token)).await;
-            let got = answer.status().as_u16();
-            if got == status {
-                let since = *steady_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= steady {
-                    return answer;
-                }
-            } else {
-                steady_since = None;
-                let now = Instant::now();
-                assert!(
-                    now <= deadline,
-                    "{}: still {got} {:?} past the deadline, expected {status} from every worker",
-                    self.gateway.gateway,
-                    now - deadline
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        read_internal_keys(&self.gateway.client, self.internal_addr).await
     }
 }
 

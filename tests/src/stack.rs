@@ -3,11 +3,14 @@
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use auth_api::{clock::Clock, keyring::RingKey, App, AppState, Config};
-use serde_json::{json, Value};
+use serde_json::Value;
 use test_support::{Backend, TestDb};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::envoy::{filter_wasm, poll_internal_keys, render_config, set_stale_after, Envoy};
+use crate::{
+    envoy::{filter_wasm, poll_internal_keys, render_config, set_stale_after, Envoy},
+    gateway::Gateway,
+};
 
 /// The internal token of every stack.
 pub const INTERNAL_TOKEN: &str = "e2e-internal-token-0123456789abcdefghij";
@@ -84,12 +87,10 @@ pub(crate) enum AuthApi {
 
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
-    /// The gateway.
-    pub envoy: Envoy,
+    /// The gateway, and the client that talks to it.
+    pub gateway: Gateway,
     /// auth-api's shared state (its store and key ring), for set-up and forging.
     pub state: AppState,
-    /// An HTTP client without redirects.
-    pub client: reqwest::Client,
     /// auth-api's internal listener.
     pub internal_addr: SocketAddr,
     /// auth-api's public listener.
@@ -102,7 +103,7 @@ pub struct Stack {
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack")
-            .field("gateway", &self.envoy.gateway)
+            .field("gateway", &self.gateway.envoy.gateway)
             .finish_non_exhaustive()
     }
 }
@@ -132,9 +133,11 @@ impl Stack {
         )
         .await;
         let mut stack = Self {
-            envoy,
+            gateway: Gateway {
+                envoy,
+                client: http_client(),
+            },
             state: app.state,
-            client: http_client(),
             internal_addr: app.internal,
             public_addr: app.public,
             auth_api: app.server,
@@ -143,7 +146,7 @@ impl Stack {
         };
         if options.serve_auth_api {
             stack.start_auth_api().await;
-            stack.wait_for_keys().await;
+            stack.gateway.wait_for_keys().await;
         }
         stack
     }
@@ -161,44 +164,17 @@ impl Stack {
         self.auth_api.stop().await;
     }
 
-    /// Waits until a request on a protected route is no longer refused for lack of keys.
+    /// The stored user of `email`, read directly from auth-api's store.
     ///
     /// # Panics
-    /// After 20 s.
-    pub async fn wait_for_keys(&self) {
-        wait_for_gateway_keys(&self.client, &self.envoy).await;
-    }
-
-    /// The gateway URL of `path`.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.envoy.gateway)
-    }
-
-    /// `POST` JSON to the gateway.
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
+    /// When there is none.
+    pub async fn user(&self, email: &str) -> auth_api::store::UserRow {
+        self.state
+            .store
+            .user_by_email(email)
             .await
-            .expect("the gateway does not answer")
-    }
-
-    /// `GET` through the gateway with an optional bearer token.
-    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.client.get(self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.expect("the gateway does not answer")
-    }
-
-    /// Signs up and logs in a fresh user through the gateway; returns (email, login body).
-    ///
-    /// # Panics
-    /// When either step fails.
-    pub async fn new_user(&self) -> (String, Value) {
-        new_user_at(&self.client, &self.envoy.gateway).await
+            .expect("the store does not answer")
+            .expect("no such user")
     }
 
     /// A token of exactly these header and payload texts, signed with the key that signs now
@@ -208,6 +184,14 @@ impl Stack {
     /// When no key signs.
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
         test_support::sign_raw_with(&self.signer().key, header_json, payload_json)
+    }
+
+    /// auth-api's `/internal/keys`, read directly with the internal token.
+    ///
+    /// # Panics
+    /// When auth-api does not answer it.
+    pub async fn internal_keys(&self) -> Value {
+        read_internal_keys(&self.gateway.client, self.internal_addr).await
     }
 
     /// The key that signs now.
@@ -234,14 +218,7 @@ impl Stack {
     /// # Panics
     /// When auth-api does not answer it.
     pub async fn public_jwks(&self) -> Value {
-        self.client
-            .get(format!("http://{}/.well-known/jwks.json", self.public_addr))
-            .send()
-            .await
-            .expect("auth-api does not answer")
-            .json()
-            .await
-            .expect("the JWKS is not JSON")
+        read_public_jwks(&self.gateway.client, self.public_addr).await
     }
 }
 
@@ -410,47 +387,38 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("cannot build an HTTP client")
 }
 
-/// Waits until `envoy` no longer refuses a request on a protected route for lack of keys.
+/// auth-api's public JWKS at its public listener `public_addr`, read directly (not through a
+/// gateway).
 ///
 /// # Panics
-/// After 20 s.
-pub(crate) async fn wait_for_gateway_keys(client: &reqwest::Client, envoy: &Envoy) {
-    for _ in 0..200 {
-        // A token is needed: without one the answer is 401 whether keys are loaded or not.
-        let response = client
-            .get(format!("{}/api/ping", envoy.gateway))
-            .bearer_auth("not.a.jwt")
-            .send()
-            .await;
-        if response.is_ok_and(|r| r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the gateway never loaded its keys:\n{}", envoy.log());
+/// When auth-api does not answer it.
+pub(crate) async fn read_public_jwks(client: &reqwest::Client, public_addr: SocketAddr) -> Value {
+    client
+        .get(format!("http://{public_addr}/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("auth-api does not answer")
+        .json()
+        .await
+        .expect("the JWKS is not JSON")
 }
 
-/// Signs up and logs in a fresh user through the gateway at `gateway` (its base URL); returns
-/// (email, login body).
+/// auth-api's `/internal/keys` at its internal listener `internal_addr`, read with
+/// [`INTERNAL_TOKEN`].
 ///
 /// # Panics
-/// When either step fails.
-pub(crate) async fn new_user_at(client: &reqwest::Client, gateway: &str) -> (String, Value) {
-    let email = format!("e2e-{}@example.com", uuid::Uuid::new_v4().simple());
-    let credentials = json!({"email": email, "password": "correct horse battery staple"});
-    let post = |path: &str| {
-        client
-            .post(format!("{gateway}{path}"))
-            .json(&credentials)
-            .send()
-    };
-    let signup = post("/auth/signup")
+/// When auth-api does not answer it.
+pub(crate) async fn read_internal_keys(
+    client: &reqwest::Client,
+    internal_addr: SocketAddr,
+) -> Value {
+    client
+        .get(format!("http://{internal_addr}/internal/keys"))
+        .bearer_auth(INTERNAL_TOKEN)
+        .send()
         .await
-        .expect("the gateway does not answer");
-    assert_eq!(signup.status(), 201, "signup through the gateway");
-    let login = post("/auth/login")
+        .expect("auth-api does not answer")
+        .json()
         .await
-        .expect("the gateway does not answer");
-    assert_eq!(login.status(), 200, "login through the gateway");
-    (email, login.json().await.expect("login body"))
+        .expect("the key document is not JSON")
 }

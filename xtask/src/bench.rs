@@ -20,7 +20,6 @@
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -37,9 +36,9 @@ use serde_json::{json, Value};
 
 use crate::{
     bench_load::{
-        allowed_cpus, cpu_model, ensure_load_tools, interrupted, median, or_interrupted, Wrk,
-        WrkOutput,
+        allowed_cpus, ensure_load_tools, interrupted, median, or_interrupted, Wrk, WrkOutput,
     },
+    report::{machine, publish, push_notes, source_commit},
     tools::{ensure_envoy, run, step},
 };
 
@@ -290,7 +289,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
     // Envoy loads copies, so that a build running alongside cannot swap a module under it.
     let auth_wasm = copy_into(&auth_wasm, &work)?;
     let noop_wasm = copy_into(&noop_wasm, &work)?;
-    let filter_source = filter_source(root);
+    let filter_source = source_commit(root, &["filter", "jwt"]);
     let cpus = pinning();
     let ports = step("free ports", || ports(args.base_port))?;
     let tokens = tokens()?;
@@ -398,11 +397,7 @@ fn edge(root: &Path, args: &EdgeArgs) -> anyhow::Result<()> {
         filter_source,
     };
     let report = report(&setup, &samples, &notes, &counters, &host_crypto);
-    println!("\n{report}");
-    let path = target.join("bench-edge.md");
-    std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("(written to {})", path.display());
-    Ok(())
+    publish(&report, &target.join("bench-edge.md"))
 }
 
 fn copy_into(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
@@ -413,30 +408,6 @@ fn copy_into(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::copy(file, &copy)
         .with_context(|| format!("cannot copy {} to {}", file.display(), copy.display()))?;
     Ok(copy)
-}
-
-/// Which auth-filter was measured: the commit, and whether `filter/` or `jwt/` had uncommitted
-/// changes.
-fn filter_source(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .current_dir(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|out| out.status.success())
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    match (
-        git(&["rev-parse", "--short", "HEAD"]),
-        git(&["status", "--porcelain", "--", "filter", "jwt"]),
-    ) {
-        (Some(commit), Some(changes)) if changes.is_empty() => format!("commit {commit}"),
-        (Some(commit), Some(_)) => {
-            format!("commit {commit} with uncommitted changes in filter/ or jwt/")
-        }
-        _ => "an unknown commit".to_owned(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -999,8 +970,6 @@ fn report(
         Some((envoy, load)) => format!("pinned to CPU {envoy}; wrk pinned to CPU {load}"),
         None => "not pinned (fewer than two CPUs); wrk not pinned either".to_owned(),
     };
-    let cpu_model = cpu_model();
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
 
     let mut md = String::new();
     md.push_str("### Edge benchmark (`cargo xtask bench edge`)\n\n");
@@ -1013,9 +982,10 @@ fn report(
          key (the public JWK for ES256, EdDSA and RS256). CPU is Envoy's user + system time per \
          request; \"above none\" subtracts `none` of the same round. Throughput ratios compare \
          with native `jwt_authn` with the same algorithm, key and token (valid or bad), round \
-         by round. auth-filter built from {source}. Machine: {cpus} × {cpu_model}.\n\n",
+         by round. auth-filter built from {source}. Machine: {machine}.\n\n",
         version = envoy_harness::VERSION,
         source = setup.filter_source,
+        machine = machine(),
         connections = setup.connections,
         rounds = setup.rounds,
         seconds = setup.seconds,
@@ -1150,12 +1120,7 @@ fn report(
             md.push_str(&format!("- `{counter}`\n"));
         }
     }
-    if !notes.is_empty() {
-        md.push_str("\nNotes:\n\n");
-        for note in notes {
-            md.push_str(&format!("- {note}\n"));
-        }
-    }
+    push_notes(&mut md, notes);
     md
 }
 

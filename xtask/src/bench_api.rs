@@ -169,6 +169,7 @@ fn release_run(root: &Path) -> anyhow::Result<()> {
 mod measure {
     use std::{
         fs::File,
+        future::Future,
         net::{SocketAddr, TcpListener, TcpStream},
         path::{Path, PathBuf},
         process::{Child, Command},
@@ -188,9 +189,9 @@ mod measure {
     use super::{ApiArgs, StoreKind};
     use crate::{
         bench_load::{
-            allowed_cpus, cpu_model, ensure_load_tools, interrupted, median, or_interrupted, Wrk,
-            WrkOutput,
+            allowed_cpus, ensure_load_tools, interrupted, median, or_interrupted, Wrk, WrkOutput,
         },
+        report::{machine, publish, push_notes, source_commit},
         tools::{ensure_mariadb, ensure_postgres, step, target_dir, DbServer, ThrowawayDb},
     };
 
@@ -362,6 +363,11 @@ mod measure {
             .clone()
             .unwrap_or_else(|| target_dir(root).join("release/auth-api"));
         anyhow::ensure!(binary.exists(), "{} is missing", binary.display());
+        let source = if args.binary.is_some() {
+            format!("`{}` (`--binary`)", binary.display())
+        } else {
+            source_commit(root, &["auth-api", "jwt", "migrations"])
+        };
         let work = target_dir(root).join("bench-api");
         std::fs::create_dir_all(&work)
             .with_context(|| format!("cannot create {}", work.display()))?;
@@ -613,18 +619,14 @@ mod measure {
             cores,
             login_connections,
             cpus: &cpus,
+            source,
         };
         let report = report(&setup, &targets, &notes);
         for target in &targets {
             runtime.block_on(target.state.store.close());
         }
         drop(targets);
-        println!("\n{report}");
-        let path = target_dir(root).join("bench-api.md");
-        std::fs::write(&path, &report)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("(written to {})", path.display());
-        Ok(())
+        publish(&report, &target_dir(root).join("bench-api.md"))
     }
 
     /// The environment of auth-api: production defaults except for the benchmark's needs.
@@ -905,52 +907,31 @@ mod measure {
         chains: &mut [Vec<u8>],
         seconds: u32,
     ) -> anyhow::Result<Sample> {
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(seconds.into());
-        let tasks: Vec<_> = chains
-            .iter()
-            .map(|hash| {
-                let store = state.store.clone();
-                let clock = state.clock.clone();
-                let mut hash = hash.clone();
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let t0 = Instant::now();
-                        let found = store
-                            .find_refresh_token(&hash)
-                            .await?
-                            .context("a chain's live token is gone")?;
-                        let mut next = vec![0_u8; 32];
-                        OsRng.fill_bytes(&mut next);
-                        let won = store
-                            .rotate_refresh_token(
-                                &found.session.id,
-                                found.session.generation,
-                                &next,
-                                clock.now(),
-                            )
-                            .await?;
-                        anyhow::ensure!(won, "a chain's rotation lost");
-                        let user = store
-                            .user_by_id(&found.session.user_id)
-                            .await?
-                            .context("a session's user is gone")?;
-                        store.roles(&user.id).await?;
-                        hash = next;
-                        latencies.push(t0.elapsed());
-                    }
-                    Ok::<_, anyhow::Error>((hash, latencies))
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for (chain, task) in chains.iter_mut().zip(tasks) {
-            let (hash, latencies) = task.await??;
-            *chain = hash;
-            all.extend(latencies);
-        }
-        Ok(sample_of(all, started.elapsed()))
+        chained_bound(state, chains, seconds, |state, hash| async move {
+            let store = &state.store;
+            let found = store
+                .find_refresh_token(&hash)
+                .await?
+                .context("a chain's live token is gone")?;
+            let mut next = vec![0_u8; 32];
+            OsRng.fill_bytes(&mut next);
+            let won = store
+                .rotate_refresh_token(
+                    &found.session.id,
+                    found.session.generation,
+                    &next,
+                    state.clock.now(),
+                )
+                .await?;
+            anyhow::ensure!(won, "a chain's rotation lost");
+            let user = store
+                .user_by_id(&found.session.user_id)
+                .await?
+                .context("a session's user is gone")?;
+            store.roles(&user.id).await?;
+            Ok((state, next))
+        })
+        .await
     }
 
     /// auth-api's whole refresh (`service::sessions::refresh`) in this process, without HTTP.
@@ -959,31 +940,53 @@ mod measure {
         chains: &mut [String],
         seconds: u32,
     ) -> anyhow::Result<Sample> {
+        chained_bound(state, chains, seconds, |state, token| async move {
+            let pair = auth_api::service::sessions::refresh(&state, &token)
+                .await
+                .map_err(|e| anyhow::anyhow!("refresh: {e}"))?;
+            let next = pair.refresh_token.expose().to_owned();
+            Ok((state, next))
+        })
+        .await
+    }
+
+    /// One task per chain for `seconds`, each calling `step` over and over with its own clone of
+    /// `state` and its chain's live token, which the step hands back with the next one (so that
+    /// no call clones the state, and only the step is timed). Each chain ends at the token its
+    /// task left live.
+    async fn chained_bound<T, F, Fut>(
+        state: &AppState,
+        chains: &mut [T],
+        seconds: u32,
+        step: F,
+    ) -> anyhow::Result<Sample>
+    where
+        T: Clone + Send + 'static,
+        F: Fn(AppState, T) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = anyhow::Result<(AppState, T)>> + Send,
+    {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(seconds.into());
         let tasks: Vec<_> = chains
             .iter()
-            .map(|token| {
-                let state = state.clone();
-                let mut token = token.clone();
+            .map(|live| {
+                let mut state = state.clone();
+                let mut live = live.clone();
                 tokio::spawn(async move {
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
                         let t0 = Instant::now();
-                        let pair = auth_api::service::sessions::refresh(&state, &token)
-                            .await
-                            .map_err(|e| anyhow::anyhow!("refresh: {e}"))?;
-                        token = pair.refresh_token.expose().to_owned();
+                        (state, live) = step(state, live).await?;
                         latencies.push(t0.elapsed());
                     }
-                    Ok::<_, anyhow::Error>((token, latencies))
+                    Ok::<_, anyhow::Error>((live, latencies))
                 })
             })
             .collect();
         let mut all = Vec::new();
         for (chain, task) in chains.iter_mut().zip(tasks) {
-            let (token, latencies) = task.await??;
-            *chain = token;
+            let (live, latencies) = task.await??;
+            *chain = live;
             all.extend(latencies);
         }
         Ok(sample_of(all, started.elapsed()))
@@ -1221,6 +1224,8 @@ end
         cores: usize,
         login_connections: u32,
         cpus: &'a Cpus,
+        /// Which auth-api was measured (its commit, or the `--binary` given).
+        source: String,
     }
 
     fn med(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
@@ -1246,7 +1251,6 @@ end
 
     fn report(setup: &Setup<'_>, targets: &[Target], notes: &[String]) -> String {
         let args = setup.args;
-        let machine_cpus = std::thread::available_parallelism().map_or(0, usize::from);
         #[allow(clippy::cast_precision_loss)] // a core count
         let cores = setup.cores as f64;
         let mut md = String::new();
@@ -1259,8 +1263,8 @@ end
              round(s) after {warmup} s of warm-up per measurement, alternated (per round and \
              store: bcrypt bound, login, refresh, its two in-process bounds, `/healthz`, \
              `/validate` with one token, then with many){only}; \
-             medians over rounds, ratios paired round by round. Machine: {machine_cpus} × \
-             {model}.\n\n",
+             medians over rounds, ratios paired round by round. auth-api built from {source}. \
+             Machine: {machine}.\n\n",
             cost = args.bcrypt_cost,
             server = if setup.cpus.server_pinned {
                 format!("CPUs {:?} (taskset)", setup.cpus.server)
@@ -1279,7 +1283,8 @@ end
             s = args.seconds,
             rounds = args.rounds,
             warmup = args.warmup,
-            model = cpu_model(),
+            source = setup.source,
+            machine = machine(),
             only = if args.validate_only {
                 " (`--validate-only`: the last three alone)"
             } else {
@@ -1465,12 +1470,7 @@ end
                 md.push('\n');
             }
         }
-        if !notes.is_empty() {
-            md.push_str("\nNotes:\n\n");
-            for note in notes {
-                md.push_str(&format!("- {note}\n"));
-            }
-        }
+        push_notes(&mut md, notes);
         md
     }
 

@@ -18,6 +18,7 @@ mod bench_load;
 mod contract;
 mod fuzz;
 mod interop;
+mod report;
 mod tools;
 mod up;
 

@@ -39,6 +39,9 @@ pub use sessions::{
     NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
 };
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
+// For the API tests' raw statements (`RawDb::sql`): the one check of `sql!`.
+#[doc(hidden)]
+pub use sql::checked_binds;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -370,25 +370,14 @@ impl RawDb {
     }
 
     /// The text of a statement on this store: `dollar` on PostgreSQL and SQLite (`$1` … `$n`,
-    /// each once), `mysql` on MySQL, with a `?` for each in the order of those numbers, so that
-    /// one chain of binds, in that order, serves both.
+    /// once each, in order), `mysql` on MySQL, with a `?` for each, so that one chain of binds,
+    /// in that order, serves both. Checked by the store's own check of `sql!`.
     ///
     /// # Panics
-    /// When the two texts take different numbers of binds.
+    /// When the two texts take different binds.
+    #[track_caller]
     pub fn sql<'a>(&self, dollar: &'a str, mysql: &'a str) -> &'a str {
-        let binds = (1..)
-            .take_while(|n| dollar.contains(&format!("${n}")))
-            .count();
-        assert_eq!(
-            dollar.matches('$').count(),
-            binds,
-            "placeholders are $1, $2, … once each: {dollar}"
-        );
-        assert_eq!(
-            mysql.matches('?').count(),
-            binds,
-            "as many `?` as `$n`: {mysql}"
-        );
+        auth_api::store::checked_binds(dollar, mysql);
         match self.backend {
             Backend::Mysql => mysql,
             Backend::Sqlite | Backend::Postgres => dollar,

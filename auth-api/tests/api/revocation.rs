@@ -179,22 +179,23 @@ async fn seed(raw: &RawDb, n: i64, until: i64) {
     let salt = rand::random::<i64>() >> 2; // Distinct tags: salt + i never overflows.
     let mut tx = raw.pool.begin().await.unwrap();
     sqlx::query(raw.sql(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
          INSERT INTO revocations (kind, subject, not_before, until, created_at, seq, tag) \
-         SELECT 'session', 'seeded-' || i, NULL, $1, 0, \
-                (SELECT seq FROM revocation_feed WHERE id = 1) + i, $2 + i FROM n",
+         SELECT 'session', 'seeded-' || i, NULL, $2, 0, \
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i, $3 + i FROM n",
         "INSERT INTO revocations (kind, subject, not_before, `until`, created_at, seq, tag) \
          WITH d(d) AS (SELECT 0 UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
                        UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 \
                        UNION ALL SELECT 7 UNION ALL SELECT 8 UNION ALL SELECT 9), \
               n(i) AS (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d + 1 \
-                       FROM d a, d b, d c, d e, d f) \
+                       FROM d a, d b, d c, d e, d f \
+                       WHERE a.d + 10 * b.d + 100 * c.d + 1000 * e.d + 10000 * f.d < ?) \
          SELECT 'session', CONCAT('seeded-', i), NULL, ?, 0, \
-                (SELECT seq FROM revocation_feed WHERE id = 1) + i, ? + i FROM n WHERE i <= ?",
+                (SELECT seq FROM revocation_feed WHERE id = 1) + i, ? + i FROM n",
     ))
+    .bind(n)
     .bind(until)
     .bind(salt)
-    .bind(n)
     .execute(&mut *tx)
     .await
     .unwrap();

@@ -250,12 +250,12 @@ async fn tokens_auth_api_signs_with_each_algorithm_pass_the_gateway() {
             ..StackOptions::default()
         })
         .await;
-        let (_, login) = stack.new_user().await;
+        let (_, login) = stack.gateway.new_user().await;
         let access = login["access_token"].as_str().unwrap().to_owned();
         let header = test_support::jwt_part(&access, 0);
         assert_eq!(header["alg"], alg.as_str());
         assert_eq!(
-            stack.get("/api/orders", Some(&access)).await.status(),
+            stack.gateway.status("/api/orders", Some(&access)).await,
             200,
             "{alg}"
         );
@@ -266,7 +266,7 @@ async fn tokens_auth_api_signs_with_each_algorithm_pass_the_gateway() {
             ("tampered", tampered_signature(&access)),
             ("a foreign key reusing our kid", forged),
         ] {
-            let answer = stack.get("/api/orders", Some(&token)).await;
+            let answer = stack.gateway.get("/api/orders", Some(&token)).await;
             assert_eq!(answer.status(), 401, "{alg}: {what}");
             let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
             assert!(
@@ -276,7 +276,7 @@ async fn tokens_auth_api_signs_with_each_algorithm_pass_the_gateway() {
         }
         if matches!(alg, Algorithm::ES256 | Algorithm::RS256) {
             // The valid token and both forgeries: Envoy's BoringSSL checked them.
-            assert_checked_by(&stack.envoy, (0, 0), (3, 0), alg.as_str()).await;
+            assert_checked_by(&stack.gateway.envoy, (0, 0), (3, 0), alg.as_str()).await;
         }
 
         let public = stack.public_jwks().await;

@@ -11,12 +11,13 @@ async fn a_thousand_wrong_passwords_from_rotating_forwarded_for_get_429s() {
         ..StackOptions::default()
     })
     .await;
-    let (email, _) = stack.new_user().await;
+    let (email, _) = stack.gateway.new_user().await;
     let (mut refused, mut throttled) = (0, 0);
     for i in 0..1000_u32 {
         let response = stack
+            .gateway
             .client
-            .post(stack.url("/auth/login"))
+            .post(stack.gateway.url("/auth/login"))
             .header("x-forwarded-for", format!("198.51.{}.{}", i / 256, i % 256))
             .json(&json!({"email": email, "password": format!("guess-{i}")}))
             .send()
@@ -35,6 +36,7 @@ async fn a_thousand_wrong_passwords_from_rotating_forwarded_for_get_429s() {
     assert!(refused <= 12, "{refused} passwords were checked");
     assert_eq!(refused + throttled, 1000);
     let right = stack
+        .gateway
         .post(
             "/auth/login",
             &json!({"email": email, "password": "correct horse battery staple"}),
@@ -61,8 +63,9 @@ async fn a_client_cannot_choose_its_rate_limit_bucket() {
     let mut statuses = Vec::new();
     for i in 0..10_u32 {
         let response = stack
+            .gateway
             .client
-            .post(stack.url("/auth/login"))
+            .post(stack.gateway.url("/auth/login"))
             .header("x-envoy-external-address", format!("203.0.113.{i}"))
             .json(
                 &json!({"email": format!("nobody-{i}@example.com"), "password": "whatever it is"}),

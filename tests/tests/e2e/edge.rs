@@ -23,8 +23,9 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
         ("https://evil.example", false),
     ] {
         let response = stack
+            .gateway
             .client
-            .request(Method::OPTIONS, stack.url("/api/admin/x"))
+            .request(Method::OPTIONS, stack.gateway.url("/api/admin/x"))
             .header("origin", origin)
             .header("access-control-request-method", "DELETE")
             .header("access-control-request-headers", "authorization")
@@ -49,6 +50,7 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         stack
+            .gateway
             .envoy
             .counter("auth_filter.denied.cors_preflight")
             .await,
@@ -56,8 +58,9 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
     );
     // A cross-origin request that is not a preflight is an ordinary one: it needs a token.
     let actual = stack
+        .gateway
         .client
-        .get(stack.url("/api/admin/x"))
+        .get(stack.gateway.url("/api/admin/x"))
         .header("origin", "http://localhost:3000")
         .send()
         .await
@@ -69,20 +72,20 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
 async fn public_rules_open_only_the_paths_they_name() {
     let stack = Stack::start(StackOptions::default()).await;
     for path in ["/Auth/signup", "/AUTH/x", "/auth", "/PUBLIC/x", "/Public/x"] {
-        let response = stack.get(path, None).await;
+        let response = stack.gateway.get(path, None).await;
         let status = response.status();
         let body = response.text().await.unwrap();
         assert!(!is_echo(&body), "{path} reached the upstream: {body}");
         assert_eq!(status, 403, "{path}: no rule covers it: {body}");
     }
-    let public = stack.get("/public/x", None).await;
+    let public = stack.gateway.get("/public/x", None).await;
     assert_eq!(public.status(), 200, "what the public rule names");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_overrides_and_underscored_headers_are_refused() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap();
     for name in [
         "x-http-method-override",
@@ -90,8 +93,9 @@ async fn method_overrides_and_underscored_headers_are_refused() {
         "x-method-override",
     ] {
         let response = stack
+            .gateway
             .client
-            .post(stack.url("/api/orders"))
+            .post(stack.gateway.url("/api/orders"))
             .bearer_auth(access)
             .header(name, "DELETE")
             .send()
@@ -103,8 +107,9 @@ async fn method_overrides_and_underscored_headers_are_refused() {
     }
     // Envoy refuses `_` in header names (`x_user_roles` is `X-User-Roles` to CGI and PHP).
     let underscored = stack
+        .gateway
         .client
-        .get(stack.url("/public/info"))
+        .get(stack.gateway.url("/public/info"))
         .header("x_user_roles", "admin")
         .send()
         .await
@@ -116,6 +121,7 @@ async fn method_overrides_and_underscored_headers_are_refused() {
 async fn an_unverified_token_on_a_public_route_is_not_forwarded() {
     let stack = Stack::start(StackOptions::default()).await;
     let echo: Value = stack
+        .gateway
         .get("/public/info", Some("not-a-verified-token"))
         .await
         .json()
@@ -132,7 +138,7 @@ async fn a_client_that_sends_half_a_request_head_is_disconnected() {
     let stack = Stack::start(StackOptions::default()).await;
     // The shipped configs give a client 10 s for its request head.
     let timeout = Duration::from_secs(10);
-    let addr = stack.envoy.gateway.trim_start_matches("http://").to_owned();
+    let addr = stack.gateway.address().to_owned();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /public/info HTTP/1.1\r\nhost: gateway\r\nx-slow: ")

@@ -9,10 +9,10 @@ async fn signup_login_call_refresh_logout(backend: Backend) {
         ..StackOptions::default()
     })
     .await;
-    let (email, login) = stack.new_user().await;
+    let (email, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap();
 
-    let call = stack.get("/api/orders?page=2", Some(access)).await;
+    let call = stack.gateway.get("/api/orders?page=2", Some(access)).await;
     assert_eq!(call.status(), 200);
     let echoed: Value = call.json().await.unwrap();
     assert_eq!(echoed["path"], "/api/orders?page=2");
@@ -27,6 +27,7 @@ async fn signup_login_call_refresh_logout(backend: Backend) {
     );
 
     let refreshed = stack
+        .gateway
         .post(
             "/auth/refresh",
             &json!({"refresh_token": login["refresh_token"]}),
@@ -37,23 +38,20 @@ async fn signup_login_call_refresh_logout(backend: Backend) {
     assert_ne!(refreshed["refresh_token"], login["refresh_token"]);
     let new_access = refreshed["access_token"].as_str().unwrap();
     assert_eq!(
-        stack.get("/api/orders", Some(new_access)).await.status(),
+        stack.gateway.status("/api/orders", Some(new_access)).await,
         200
     );
 
     let logout = stack
-        .client
-        .post(stack.url("/auth/logout"))
-        .bearer_auth(new_access)
-        .send()
-        .await
-        .unwrap();
+        .gateway
+        .post_with_token("/auth/logout", new_access)
+        .await;
     assert_eq!(
         logout.status(),
         204,
         "/auth/* is public: the token reaches auth-api"
     );
-    let validate = stack.get("/auth/validate", Some(new_access)).await;
+    let validate = stack.gateway.get("/auth/validate", Some(new_access)).await;
     assert_eq!(validate.status(), 401, "auth-api knows the session is over");
 }
 
@@ -62,7 +60,7 @@ on_stores!([sqlite, postgres, mysql]: signup_login_call_refresh_logout);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap();
     let spoof = |request: reqwest::RequestBuilder| {
         request
@@ -73,7 +71,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         // edge.rs.
     };
 
-    let public: Value = spoof(stack.client.get(stack.url("/public/info")))
+    let public: Value = spoof(stack.gateway.client.get(stack.gateway.url("/public/info")))
         .send()
         .await
         .unwrap()
@@ -87,10 +85,16 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         );
     }
 
-    let protected = spoof(stack.client.get(stack.url("/api/me")).bearer_auth(access))
-        .send()
-        .await
-        .unwrap();
+    let protected = spoof(
+        stack
+            .gateway
+            .client
+            .get(stack.gateway.url("/api/me"))
+            .bearer_auth(access),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(protected.status(), 200);
     let protected: Value = protected.json().await.unwrap();
     assert_eq!(
@@ -104,8 +108,9 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
 
     let admin = spoof(
         stack
+            .gateway
             .client
-            .get(stack.url("/api/admin/panel"))
+            .get(stack.gateway.url("/api/admin/panel"))
             .bearer_auth(access),
     )
     .send()
@@ -121,12 +126,13 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_that_is_not_utf8_reaches_the_upstream_unchanged_beside_the_identity() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap();
     let odd = reqwest::header::HeaderValue::from_bytes(b"caf\xe9 \xff").unwrap();
     let answer = stack
+        .gateway
         .client
-        .get(stack.url("/api/orders"))
+        .get(stack.gateway.url("/api/orders"))
         .bearer_auth(access)
         .header("x-legacy", odd)
         .header("x-user-id", "00000000-0000-0000-0000-000000000000")
@@ -152,10 +158,10 @@ async fn a_header_that_is_not_utf8_reaches_the_upstream_unchanged_beside_the_ide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_rules_refuse_then_admit_after_grant() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (email, login) = stack.new_user().await;
+    let (email, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap();
 
-    let refused = stack.get("/api/admin/users", Some(access)).await;
+    let refused = stack.gateway.get("/api/admin/users", Some(access)).await;
     assert_eq!(refused.status(), 403);
     let challenge = refused.headers()["www-authenticate"]
         .to_str()
@@ -171,27 +177,16 @@ async fn role_rules_refuse_then_admit_after_grant() {
         "{body}"
     );
 
-    let user = stack
-        .state
-        .store
-        .user_by_email(&email)
-        .await
-        .unwrap()
-        .unwrap();
+    let user = stack.user(&email).await;
     stack
         .state
         .store
         .grant_role(&user.id, "admin")
         .await
         .unwrap();
-    let relogin = stack
-        .post(
-            "/auth/login",
-            &json!({"email": email, "password": "correct horse battery staple"}),
-        )
-        .await;
-    let admin_access: Value = relogin.json().await.unwrap();
+    let admin_access = stack.gateway.login(&email).await;
     let admitted = stack
+        .gateway
         .get("/api/admin/users", admin_access["access_token"].as_str())
         .await;
     assert_eq!(admitted.status(), 200);
@@ -202,8 +197,9 @@ async fn role_rules_refuse_then_admit_after_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_route_is_denied_even_with_a_valid_token() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let response = stack
+        .gateway
         .get("/internal/keys", login["access_token"].as_str())
         .await;
     assert_eq!(response.status(), 403);
@@ -214,7 +210,7 @@ async fn unmatched_route_is_denied_even_with_a_valid_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_token_gets_a_bare_challenge_and_grpc_gets_a_grpc_status() {
     let stack = Stack::start(StackOptions::default()).await;
-    let plain = stack.get("/api/orders", None).await;
+    let plain = stack.gateway.get("/api/orders", None).await;
     assert_eq!(plain.status(), 401);
     assert_eq!(
         plain.headers()["www-authenticate"],
@@ -224,8 +220,9 @@ async fn missing_token_gets_a_bare_challenge_and_grpc_gets_a_grpc_status() {
     assert!(body["error"].is_string(), "{body}");
 
     let grpc = stack
+        .gateway
         .client
-        .post(stack.url("/api/orders.Orders/List"))
+        .post(stack.gateway.url("/api/orders.Orders/List"))
         .header("content-type", "application/grpc")
         .body(Vec::<u8>::new())
         .send()
@@ -244,8 +241,9 @@ async fn missing_token_gets_a_bare_challenge_and_grpc_gets_a_grpc_status() {
 async fn cors_preflight_passes_without_a_token() {
     let stack = Stack::start(StackOptions::default()).await;
     let preflight = stack
+        .gateway
         .client
-        .request(reqwest::Method::OPTIONS, stack.url("/api/orders"))
+        .request(reqwest::Method::OPTIONS, stack.gateway.url("/api/orders"))
         .header("origin", "https://app.example.com")
         .header("access-control-request-method", "POST")
         .send()
@@ -257,8 +255,9 @@ async fn cors_preflight_passes_without_a_token() {
         "answered by Envoy's CORS filter (an origin not listed: no CORS headers); edge.rs"
     );
     let bare_options = stack
+        .gateway
         .client
-        .request(reqwest::Method::OPTIONS, stack.url("/api/orders"))
+        .request(reqwest::Method::OPTIONS, stack.gateway.url("/api/orders"))
         .send()
         .await
         .unwrap();
@@ -273,7 +272,7 @@ async fn cors_preflight_passes_without_a_token() {
 /// the status code.
 async fn raw_status(stack: &Stack, path: &str, token: Option<&str>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = stack.envoy.gateway.trim_start_matches("http://").to_owned();
+    let addr = stack.gateway.address().to_owned();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
@@ -289,7 +288,7 @@ async fn raw_status(stack: &Stack, path: &str, token: Option<&str>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_cannot_reach_a_protected_route() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let user = login["access_token"].as_str();
     let cases = [
         (

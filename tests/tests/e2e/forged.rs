@@ -9,7 +9,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tokens_are_refused_at_the_gateway() {
     let stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     let refresh = login["refresh_token"].as_str().unwrap().to_owned();
     let signer = stack.signer();
@@ -26,14 +26,14 @@ async fn forged_tokens_are_refused_at_the_gateway() {
     // The control: the same re-signing with nothing changed passes.
     let control = stack.sign_raw(&header, &body);
     assert_eq!(
-        stack.get("/api/x", Some(&control)).await.status(),
+        stack.gateway.status("/api/x", Some(&control)).await,
         200,
         "control token"
     );
 
     let cases = test_support::forged_tokens_with(&access, &signer.key, &refresh);
     for (reason, token) in cases {
-        let response = stack.get("/api/x", Some(&token)).await;
+        let response = stack.gateway.get("/api/x", Some(&token)).await;
         assert_eq!(response.status(), 401, "{reason}");
         let challenge = response
             .headers()
@@ -76,7 +76,7 @@ async fn forged_tokens_are_refused_at_the_gateway() {
         ),
     ];
     for (authorization, status, has_error, reason) in header_cases {
-        let mut request = stack.client.get(stack.url("/api/x"));
+        let mut request = stack.gateway.client.get(stack.gateway.url("/api/x"));
         if let Some(value) = &authorization {
             request = request.header("authorization", value);
         }
@@ -95,6 +95,7 @@ async fn forged_tokens_are_refused_at_the_gateway() {
         }
     }
     let query = stack
+        .gateway
         .get(&format!("/api/x?access_token={access}"), None)
         .await;
     assert_eq!(

@@ -52,9 +52,9 @@ async fn interoperates(alg: Algorithm, configure: fn(&mut auth_api::Config)) {
         ..StackOptions::default()
     })
     .await;
-    let jwks_url = stack.url("/auth/.well-known/jwks.json");
+    let jwks_url = stack.gateway.url("/auth/.well-known/jwks.json");
     let issuer = stack.state.config.issuer.clone();
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let token = login["access_token"].as_str().expect("an access token");
     assert_eq!(
         header(token)["alg"],
@@ -80,7 +80,7 @@ async fn interoperates(alg: Algorithm, configure: fn(&mut auth_api::Config)) {
     // Envoy's own jwt_authn, with nothing but remote_jwks.
     let native = native_jwt_authn(&stack, &issuer).await;
     let ask = |token: Option<String>| {
-        let client = stack.client.clone();
+        let client = stack.gateway.client.clone();
         let url = format!("{}/anything", native.gateway);
         async move {
             let mut request = client.get(url);
@@ -136,7 +136,7 @@ async fn interoperates(alg: Algorithm, configure: fn(&mut auth_api::Config)) {
                 &claims,
             ])
             .expect("signs with our key");
-        let response = stack.get("/api/hello", Some(ours.trim())).await;
+        let response = stack.gateway.get("/api/hello", Some(ours.trim())).await;
         assert_eq!(response.status(), 200, "{tool:?}'s token under our key");
         let echoed: Value = response.json().await.expect("the upstream's echo");
         assert_eq!(echoed["headers"]["x-user-id"], sub.as_str(), "{tool:?}");
@@ -144,7 +144,7 @@ async fn interoperates(alg: Algorithm, configure: fn(&mut auth_api::Config)) {
         let foreign = tool
             .run(&["sign-foreign", alg.as_str(), &kid, &claims])
             .expect("signs with a fresh key");
-        let response = stack.get("/api/hello", Some(foreign.trim())).await;
+        let response = stack.gateway.get("/api/hello", Some(foreign.trim())).await;
         assert_eq!(
             response.status(),
             401,
@@ -227,6 +227,7 @@ fn venv_python() -> PathBuf {
 /// gateway's public JWKS (`tests/interop/jwt-authn.yaml`).
 async fn native_jwt_authn(stack: &Stack, issuer: &str) -> Envoy {
     let gateway_port = stack
+        .gateway
         .envoy
         .gateway
         .rsplit(':')
@@ -308,11 +309,13 @@ fn pkcs8_pem(der: &[u8]) -> String {
 async fn discovery_is_where_oidc_and_rfc_8414_clients_look_for_it() {
     let stack = Stack::start(StackOptions::default()).await;
     let oidc = stack
+        .gateway
         .get("/auth/.well-known/openid-configuration", None)
         .await;
     assert_eq!(oidc.status(), 200);
     let oidc: Value = oidc.json().await.expect("a JSON document");
     let rfc8414 = stack
+        .gateway
         .get("/.well-known/oauth-authorization-server/auth", None)
         .await;
     assert_eq!(rfc8414.status(), 200);
@@ -328,6 +331,7 @@ async fn discovery_is_where_oidc_and_rfc_8414_clients_look_for_it() {
         json!(["ES256"])
     );
     let other = stack
+        .gateway
         .get("/.well-known/oauth-authorization-server/other", None)
         .await;
     assert_eq!(other.status(), 403, "no rule for other paths: denied");

@@ -11,18 +11,18 @@ async fn gateway_fails_closed_until_keys_arrive() {
         ..StackOptions::default()
     })
     .await;
-    let before = stack.get("/api/orders", Some("a.b.c")).await;
+    let before = stack.gateway.get("/api/orders", Some("a.b.c")).await;
     assert_eq!(before.status(), 503, "no keys yet: fail closed");
-    let public = stack.get("/public/hello", None).await;
+    let public = stack.gateway.get("/public/hello", None).await;
     assert_eq!(public.status(), 200, "public routes need no keys");
     stack.start_auth_api().await;
-    stack.wait_for_keys().await;
-    let (_, login) = stack.new_user().await;
+    stack.gateway.wait_for_keys().await;
+    let (_, login) = stack.gateway.new_user().await;
     assert_eq!(
         stack
-            .get("/api/orders", login["access_token"].as_str())
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", login["access_token"].as_str())
+            .await,
         200
     );
 }
@@ -30,19 +30,22 @@ async fn gateway_fails_closed_until_keys_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_tokens_keep_passing_while_auth_api_is_down() {
     let mut stack = Stack::start(StackOptions::default()).await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     stack.stop_auth_api().await;
     // Several polls fail meanwhile; the last good keys stay in force.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(stack.get("/api/orders", Some(&access)).await.status(), 200);
     assert_eq!(
-        stack.get("/auth/healthz", None).await.status(),
+        stack.gateway.status("/api/orders", Some(&access)).await,
+        200
+    );
+    assert_eq!(
+        stack.gateway.status("/auth/healthz", None).await,
         503,
         "auth-api itself is unreachable"
     );
     assert!(
-        stack.envoy.counter("jwks_fetch_failed").await > 0,
+        stack.gateway.envoy.counter("jwks_fetch_failed").await > 0,
         "the failed polls are counted"
     );
 }
@@ -55,9 +58,9 @@ async fn keys_are_fetched_once_per_interval_not_once_per_worker() {
         ..StackOptions::default()
     })
     .await;
-    let start = stack.envoy.counter("jwks_fetch_success").await;
+    let start = stack.gateway.envoy.counter("jwks_fetch_success").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let fetched = stack.envoy.counter("jwks_fetch_success").await - start;
+    let fetched = stack.gateway.envoy.counter("jwks_fetch_success").await - start;
     // One fetcher for both workers: about 5 in 5 s. Each worker fetching would be about 10.
     assert!(
         (3..=7).contains(&fetched),
@@ -75,7 +78,7 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
         ..StackOptions::default()
     })
     .await;
-    let (email, _) = stack.new_user().await;
+    let (email, _) = stack.gateway.new_user().await;
     let old_kid = stack.signer_kid();
     let replacement = stack
         .state
@@ -84,14 +87,7 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
         .await
         .unwrap()
         .expect("a replacement key");
-    let credentials =
-        serde_json::json!({"email": email, "password": "correct horse battery staple"});
-    let fresh: serde_json::Value = stack
-        .post("/auth/login", &credentials)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let fresh = stack.gateway.login(&email).await;
     let token = fresh["access_token"].as_str().unwrap();
     assert_eq!(
         test_support::jwt_part(token, 0)["kid"],
@@ -100,7 +96,7 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
     );
     let started = std::time::Instant::now();
     loop {
-        let status = stack.get("/api/orders", Some(token)).await.status();
+        let status = stack.gateway.status("/api/orders", Some(token)).await;
         if status == 200 {
             break;
         }
@@ -112,7 +108,7 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let fetches = stack.envoy.counter("jwks_fetch_success").await;
+    let fetches = stack.gateway.envoy.counter("jwks_fetch_success").await;
     let alg = stack.signer().key.algorithm();
     let flood_started = std::time::Instant::now();
     let mut sent = 0;
@@ -121,12 +117,15 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
             &format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"made-up-{sent}"}}"#),
             r#"{"sub":"x"}"#,
         );
-        assert_eq!(stack.get("/api/orders", Some(&made_up)).await.status(), 401);
+        assert_eq!(
+            stack.gateway.status("/api/orders", Some(&made_up)).await,
+            401
+        );
         sent += 1;
     }
     // Counters reach Envoy on the next tick.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let flood_fetches = stack.envoy.counter("jwks_fetch_success").await - fetches;
+    let flood_fetches = stack.gateway.envoy.counter("jwks_fetch_success").await - fetches;
     assert!(
         flood_fetches <= 4,
         "{flood_fetches} key fetches for {sent} made-up kids in 3 s"
@@ -142,25 +141,16 @@ async fn a_stale_source_fails_closed(stale_after: StaleAfter, source: &str) {
         ..StackOptions::default()
     })
     .await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let access = login["access_token"].as_str().unwrap().to_owned();
     stack.stop_auth_api().await;
-    let ask = |path: &'static str, token: Option<String>| {
-        let mut request = stack
-            .client
-            .get(stack.url(path))
-            .header("connection", "close");
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            request
-                .send()
-                .await
-                .expect("the gateway answers")
-                .status()
-                .as_u16()
-        }
+    let gateway = &stack.gateway;
+    let ask = |path: &'static str, token: Option<String>| async move {
+        gateway
+            .get_on_new_connection(path, token.as_deref())
+            .await
+            .status()
+            .as_u16()
     };
     let stopped = Instant::now();
     assert_eq!(

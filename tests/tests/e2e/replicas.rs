@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use auth_api::Config;
-use e2e::{Backend, Cluster, ClusterOptions, Replica};
+use e2e::{gateway::PASSWORD, Backend, Cluster, ClusterOptions, Replica};
 use serde_json::{json, Value};
 
 on_stores!(
@@ -33,8 +33,6 @@ const REVOCATION_BOUND: Duration = Duration::from_secs(2);
 /// How long a gateway's answer must hold on fresh connections before every worker is known to
 /// give it: longer than one tick.
 const STEADY: Duration = Duration::from_millis(600);
-
-const PASSWORD: &str = "correct horse battery staple";
 
 async fn two_replicas(backend: Backend, configure: fn(&mut Config)) -> Cluster {
     Cluster::start(ClusterOptions {
@@ -64,7 +62,11 @@ fn claim(token: &str, name: &str) -> Value {
 async fn accepted_everywhere(cluster: &Cluster, token: &str, what: &str) {
     for (i, replica) in cluster.replicas.iter().enumerate() {
         assert_eq!(
-            replica.get("/api/orders", Some(token)).await.status(),
+            replica
+                .gateway
+                .get_on_new_connection("/api/orders", Some(token))
+                .await
+                .status(),
             200,
             "{what}: gateway {i}"
         );
@@ -79,15 +81,15 @@ async fn accepted_everywhere(cluster: &Cluster, token: &str, what: &str) {
 async fn a_session_opened_on_one_replica_refreshes_on_the_other(backend: Backend) {
     let cluster = two_replicas(backend, |_| {}).await;
     let (a, b) = pair(&cluster);
-    let (_, opened) = a.new_user().await;
+    let (_, opened) = a.gateway.new_user().await;
     accepted_everywhere(&cluster, access(&opened), "opened on A").await;
 
-    let on_b = b.refresh(&opened["refresh_token"]).await;
+    let on_b = b.gateway.refresh(&opened["refresh_token"]).await;
     assert_eq!(on_b.status(), 200, "refresh on B of a session opened on A");
     let on_b: Value = on_b.json().await.unwrap();
     accepted_everywhere(&cluster, access(&on_b), "refreshed on B").await;
 
-    let back_on_a = a.refresh(&on_b["refresh_token"]).await;
+    let back_on_a = a.gateway.refresh(&on_b["refresh_token"]).await;
     assert_eq!(back_on_a.status(), 200, "and on A again");
     let back_on_a: Value = back_on_a.json().await.unwrap();
     accepted_everywhere(&cluster, access(&back_on_a), "refreshed on A").await;
@@ -106,8 +108,8 @@ async fn a_session_opened_on_one_replica_refreshes_on_the_other(backend: Backend
     // The same token refreshed on both replicas at once (a client retrying through another
     // gateway): one rotation, inside the grace window both get its successor, no fork.
     let (on_a, on_b) = tokio::join!(
-        a.refresh(&back_on_a["refresh_token"]),
-        b.refresh(&back_on_a["refresh_token"]),
+        a.gateway.refresh(&back_on_a["refresh_token"]),
+        b.gateway.refresh(&back_on_a["refresh_token"]),
     );
     assert_eq!(
         (on_a.status().as_u16(), on_b.status().as_u16()),
@@ -121,7 +123,7 @@ async fn a_session_opened_on_one_replica_refreshes_on_the_other(backend: Backend
     );
     accepted_everywhere(&cluster, access(&on_a), "after the concurrent refresh").await;
     accepted_everywhere(&cluster, access(&on_b), "after the concurrent refresh").await;
-    let next = b.refresh(&on_a["refresh_token"]).await;
+    let next = b.gateway.refresh(&on_a["refresh_token"]).await;
     assert_eq!(next.status(), 200, "the successor is the live token");
 }
 
@@ -129,15 +131,15 @@ async fn refresh_token_reuse_on_one_replica_revokes_the_session_everywhere(backe
     // No grace: the replay below is reuse at once.
     let cluster = two_replicas(backend, |c| c.refresh_reuse_grace = Duration::ZERO).await;
     let (a, b) = pair(&cluster);
-    let (_, opened) = a.new_user().await;
-    let (_, bystander) = b.new_user().await;
-    let rotated = b.refresh(&opened["refresh_token"]).await;
+    let (_, opened) = a.gateway.new_user().await;
+    let (_, bystander) = b.gateway.new_user().await;
+    let rotated = b.gateway.refresh(&opened["refresh_token"]).await;
     assert_eq!(rotated.status(), 200);
     let rotated: Value = rotated.json().await.unwrap();
     accepted_everywhere(&cluster, access(&rotated), "the rotated token").await;
 
     // The first token, already rotated away on B, replayed on A.
-    let replay = a.refresh(&opened["refresh_token"]).await;
+    let replay = a.gateway.refresh(&opened["refresh_token"]).await;
     assert_eq!(replay.status(), 401, "reuse detected on A");
     let reused_at = Instant::now();
 
@@ -150,15 +152,17 @@ async fn refresh_token_reuse_on_one_replica_revokes_the_session_everywhere(backe
     }
     let deadline = reused_at + REVOCATION_BOUND;
     let (at_a, at_b) = tokio::join!(
-        a.answers_by(access(&rotated), 401, deadline, STEADY),
-        b.answers_by(access(&rotated), 401, deadline, STEADY),
+        a.gateway
+            .answers_by(access(&rotated), 401, deadline, STEADY),
+        b.gateway
+            .answers_by(access(&rotated), 401, deadline, STEADY),
     );
     for answer in [at_a, at_b] {
         let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
         assert!(challenge.contains("revoked"), "{challenge}");
     }
     assert_eq!(
-        b.refresh(&rotated["refresh_token"]).await.status(),
+        b.gateway.refresh(&rotated["refresh_token"]).await.status(),
         401,
         "the live refresh token of the revoked session is dead on B too"
     );
@@ -168,23 +172,19 @@ async fn refresh_token_reuse_on_one_replica_revokes_the_session_everywhere(backe
 async fn a_logout_through_one_gateway_is_refused_at_the_other_within_a_poll(backend: Backend) {
     let cluster = two_replicas(backend, |_| {}).await;
     let (a, b) = pair(&cluster);
-    let (email, mine) = a.new_user().await;
-    let my_other_session = b
-        .post(
-            "/auth/login",
-            &json!({"email": email, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(my_other_session.status(), 200);
-    let my_other_session: Value = my_other_session.json().await.unwrap();
+    let (email, mine) = a.gateway.new_user().await;
+    let my_other_session = b.gateway.login(&email).await;
     accepted_everywhere(&cluster, access(&mine), "before the logout").await;
 
-    let logout = a.post_with_token("/auth/logout", access(&mine)).await;
+    let logout = a
+        .gateway
+        .post_with_token("/auth/logout", access(&mine))
+        .await;
     assert_eq!(logout.status(), 204);
     let deadline = Instant::now() + REVOCATION_BOUND;
     let (at_b, at_a) = tokio::join!(
-        b.answers_by(access(&mine), 401, deadline, STEADY),
-        a.answers_by(access(&mine), 401, deadline, STEADY),
+        b.gateway.answers_by(access(&mine), 401, deadline, STEADY),
+        a.gateway.answers_by(access(&mine), 401, deadline, STEADY),
     );
     for answer in [at_b, at_a] {
         let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
@@ -201,7 +201,12 @@ async fn a_logout_through_one_gateway_is_refused_at_the_other_within_a_poll(back
     .await;
     for (i, replica) in cluster.replicas.iter().enumerate() {
         assert!(
-            replica.gateway.counter("revocations_fetch_success").await > 0,
+            replica
+                .gateway
+                .envoy
+                .counter("revocations_fetch_success")
+                .await
+                > 0,
             "gateway {i} reads its replica's feed"
         );
     }
@@ -264,8 +269,8 @@ async fn replicas_publish_the_same_keys_and_a_scheduled_rotation_happens_once(ba
     let first_kid = first[0].kid.clone();
     let published = same_keys_everywhere(&cluster, 1, Duration::from_secs(1)).await;
     assert_eq!(kids(&published), std::slice::from_ref(&first_kid));
-    let (_, from_a) = a.new_user().await;
-    let (_, from_b) = b.new_user().await;
+    let (_, from_a) = a.gateway.new_user().await;
+    let (_, from_b) = b.gateway.new_user().await;
     for tokens in [&from_a, &from_b] {
         assert_eq!(
             test_support::jwt_part(access(tokens), 0)["kid"],
@@ -310,7 +315,7 @@ async fn replicas_publish_the_same_keys_and_a_scheduled_rotation_happens_once(ba
     tokio::time::sleep(PUBLISH_DELAY + Duration::from_millis(500)).await;
     assert_eq!(store.keys().await.unwrap().len(), 2, "still one rotation");
     for replica in [a, b] {
-        let (_, tokens) = replica.new_user().await;
+        let (_, tokens) = replica.gateway.new_user().await;
         assert_eq!(
             test_support::jwt_part(access(&tokens), 0)["kid"],
             new_kid.as_str(),
@@ -342,7 +347,7 @@ async fn logins_until_limited(cluster: &Cluster, cap: u32) -> (u32, Option<reqwe
             "email": format!("nobody-{sent}@example.com"),
             "password": "not the password at all",
         });
-        let answer = replica.post("/auth/login", &wrong).await;
+        let answer = replica.gateway.post("/auth/login", &wrong).await;
         match answer.status().as_u16() {
             401 => {}
             429 => return (sent, Some(answer)),
@@ -362,6 +367,7 @@ async fn the_per_address_limit_is_one_budget_across_replicas(backend: Backend) {
     assert_eq!(body["error"], "rate_limited");
     for (i, replica) in cluster.replicas.iter().enumerate() {
         let answer = replica
+            .gateway
             .post(
                 "/auth/signup",
                 &json!({"email": "x@example.com", "password": PASSWORD}),

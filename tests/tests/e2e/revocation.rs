@@ -22,33 +22,11 @@ const STEADY: Duration = Duration::from_millis(600);
 /// worker gets asked, until it has answered `status` without a break for `STEADY`; panics if that
 /// has not begun within `WITHIN`. Returns the last answer.
 async fn answers_within(stack: &Stack, token: &str, status: u16) -> reqwest::Response {
-    let started = Instant::now();
-    let mut steady_since: Option<Instant> = None;
-    loop {
-        let answer = stack
-            .client
-            .get(stack.url("/api/orders"))
-            .bearer_auth(token)
-            .header("connection", "close")
-            .send()
-            .await
-            .expect("the gateway does not answer");
-        let got = answer.status().as_u16();
-        if got == status {
-            let since = *steady_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= STEADY {
-                return answer;
-            }
-        } else {
-            steady_since = None;
-            assert!(
-                started.elapsed() <= WITHIN,
-                "still {got} after {:?}, expected {status} from every worker",
-                started.elapsed()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let deadline = Instant::now() + WITHIN;
+    stack
+        .gateway
+        .answers_by(token, status, deadline, STEADY)
+        .await
 }
 
 fn access(login: &Value) -> &str {
@@ -61,27 +39,21 @@ async fn logout_reaches_the_gateway_within_a_poll(backend: Backend) {
         ..StackOptions::default()
     })
     .await;
-    let (email, mine) = stack.new_user().await;
-    let (_, someone_else) = stack.new_user().await;
-    let my_other_session = stack
-        .post(
-            "/auth/login",
-            &json!({"email": email, "password": "correct horse battery staple"}),
-        )
-        .await;
-    let my_other_session: Value = my_other_session.json().await.unwrap();
+    let (email, mine) = stack.gateway.new_user().await;
+    let (_, someone_else) = stack.gateway.new_user().await;
+    let my_other_session = stack.gateway.login(&email).await;
     assert_eq!(
-        stack.get("/api/orders", Some(access(&mine))).await.status(),
+        stack
+            .gateway
+            .status("/api/orders", Some(access(&mine)))
+            .await,
         200
     );
 
     let logout = stack
-        .client
-        .post(stack.url("/auth/logout"))
-        .bearer_auth(access(&mine))
-        .send()
-        .await
-        .unwrap();
+        .gateway
+        .post_with_token("/auth/logout", access(&mine))
+        .await;
     assert_eq!(logout.status(), 204);
     let refused = answers_within(&stack, access(&mine), 401).await;
     let challenge = refused.headers()["www-authenticate"]
@@ -92,21 +64,28 @@ async fn logout_reaches_the_gateway_within_a_poll(backend: Backend) {
 
     assert_eq!(
         stack
-            .get("/api/orders", Some(access(&my_other_session)))
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", Some(access(&my_other_session)))
+            .await,
         200,
         "other session"
     );
     assert_eq!(
         stack
-            .get("/api/orders", Some(access(&someone_else)))
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", Some(access(&someone_else)))
+            .await,
         200,
         "other user"
     );
-    assert!(stack.envoy.counter("revocations_fetch_success").await > 0);
+    assert!(
+        stack
+            .gateway
+            .envoy
+            .counter("revocations_fetch_success")
+            .await
+            > 0
+    );
 }
 
 async fn logout_everywhere_reaches_every_session_at_the_gateway(backend: Backend) {
@@ -115,19 +94,14 @@ async fn logout_everywhere_reaches_every_session_at_the_gateway(backend: Backend
         ..StackOptions::default()
     })
     .await;
-    let (email, first) = stack.new_user().await;
-    let credentials = json!({"email": email, "password": "correct horse battery staple"});
-    let second: Value = stack
-        .post("/auth/login", &credentials)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let (_, someone_else) = stack.new_user().await;
+    let (email, first) = stack.gateway.new_user().await;
+    let second = stack.gateway.login(&email).await;
+    let (_, someone_else) = stack.gateway.new_user().await;
 
     let logout = stack
+        .gateway
         .client
-        .post(stack.url("/auth/logout"))
+        .post(stack.gateway.url("/auth/logout"))
         .bearer_auth(access(&first))
         .json(&json!({"all": true}))
         .send()
@@ -138,23 +112,18 @@ async fn logout_everywhere_reaches_every_session_at_the_gateway(backend: Backend
     answers_within(&stack, access(&second), 401).await;
     assert_eq!(
         stack
-            .get("/api/orders", Some(access(&someone_else)))
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", Some(access(&someone_else)))
+            .await,
         200
     );
 
-    let again: Value = stack
-        .post("/auth/login", &credentials)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again = stack.gateway.login(&email).await;
     assert_eq!(
         stack
-            .get("/api/orders", Some(access(&again)))
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", Some(access(&again)))
+            .await,
         200,
         "a new login passes"
     );
@@ -168,8 +137,9 @@ async fn refresh_token_reuse_revokes_the_session_at_the_gateway(backend: Backend
         ..StackOptions::default()
     })
     .await;
-    let (_, login) = stack.new_user().await;
+    let (_, login) = stack.gateway.new_user().await;
     let rotated: Value = stack
+        .gateway
         .post(
             "/auth/refresh",
             &json!({"refresh_token": login["refresh_token"]}),
@@ -180,12 +150,13 @@ async fn refresh_token_reuse_revokes_the_session_at_the_gateway(backend: Backend
         .unwrap();
     assert_eq!(
         stack
-            .get("/api/orders", Some(access(&rotated)))
-            .await
-            .status(),
+            .gateway
+            .status("/api/orders", Some(access(&rotated)))
+            .await,
         200
     );
     let replay = stack
+        .gateway
         .post(
             "/auth/refresh",
             &json!({"refresh_token": login["refresh_token"]}),
@@ -201,14 +172,8 @@ async fn disabling_a_user_reaches_the_gateway(backend: Backend) {
         ..StackOptions::default()
     })
     .await;
-    let (email, login) = stack.new_user().await;
-    let user = stack
-        .state
-        .store
-        .user_by_email(&email)
-        .await
-        .unwrap()
-        .unwrap();
+    let (email, login) = stack.gateway.new_user().await;
+    let user = stack.user(&email).await;
     stack
         .state
         .store
@@ -224,7 +189,7 @@ async fn revoked_key_is_refused_at_the_gateway_within_a_poll(backend: Backend) {
         ..StackOptions::default()
     })
     .await;
-    let (email, login) = stack.new_user().await;
+    let (email, login) = stack.gateway.new_user().await;
     let kid = stack.signer_kid();
     let replacement = stack
         .state
@@ -235,13 +200,7 @@ async fn revoked_key_is_refused_at_the_gateway_within_a_poll(backend: Backend) {
     assert!(replacement.is_some());
     answers_within(&stack, access(&login), 401).await;
     // The replacement signs at once; the gateway accepts its tokens from its next key poll.
-    let credentials = json!({"email": email, "password": "correct horse battery staple"});
-    let fresh: Value = stack
-        .post("/auth/login", &credentials)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let fresh = stack.gateway.login(&email).await;
     answers_within(&stack, access(&fresh), 200).await;
 }
 
@@ -258,39 +217,23 @@ async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages(backend: 
         ..StackOptions::default()
     })
     .await;
-    let (email, kept) = stack.new_user().await;
-    let credentials = json!({"email": email, "password": "correct horse battery staple"});
+    let (email, kept) = stack.gateway.new_user().await;
     let mut revoked = Vec::new();
     for _ in 0..5 {
-        let login: Value = stack
-            .post("/auth/login", &credentials)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let login = stack.gateway.login(&email).await;
         revoked.push(access(&login).to_owned());
     }
     for token in &revoked {
-        let logout = stack
-            .client
-            .post(stack.url("/auth/logout"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let logout = stack.gateway.post_with_token("/auth/logout", token).await;
         assert_eq!(logout.status(), 204);
     }
     let logged_out = Instant::now();
     let last = revoked.last().unwrap();
     loop {
         let status = stack
-            .client
-            .get(stack.url("/api/orders"))
-            .bearer_auth(last)
-            .header("connection", "close")
-            .send()
+            .gateway
+            .get_on_new_connection("/api/orders", Some(last))
             .await
-            .unwrap()
             .status();
         if status == 401 {
             break;
@@ -306,7 +249,10 @@ async fn a_burst_of_revocations_reaches_the_gateway_over_several_pages(backend: 
         answers_within(&stack, token, 401).await;
     }
     assert_eq!(
-        stack.get("/api/orders", Some(access(&kept))).await.status(),
+        stack
+            .gateway
+            .status("/api/orders", Some(access(&kept)))
+            .await,
         200,
         "the session nobody revoked"
     );

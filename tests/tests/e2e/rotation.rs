@@ -47,12 +47,13 @@ async fn rotation_under_load(options: StackOptions, to: Algorithm) -> (Arc<Stack
     for _ in 0..3 {
         let (stack, sent, refused) = (Arc::clone(&stack), Arc::clone(&sent), Arc::clone(&refused));
         clients.push(tokio::spawn(async move {
-            let (_, mut tokens) = stack.new_user().await;
+            let (_, mut tokens) = stack.gateway.new_user().await;
             let mut refreshed_at = Instant::now();
             let mut kids = Vec::new();
             while Instant::now() < deadline {
                 if refreshed_at.elapsed() >= Duration::from_secs(1) {
                     let response = stack
+                        .gateway
                         .post(
                             "/auth/refresh",
                             &json!({"refresh_token": tokens["refresh_token"]}),
@@ -65,7 +66,7 @@ async fn rotation_under_load(options: StackOptions, to: Algorithm) -> (Arc<Stack
                 let access = tokens["access_token"].as_str().unwrap();
                 let exp = test_support::jwt_part(access, 1)["exp"].as_i64().unwrap();
                 let header = test_support::jwt_part(access, 0);
-                let status = stack.get("/api/orders", Some(access)).await.status();
+                let status = stack.gateway.status("/api/orders", Some(access)).await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 if status != 200 && exp > unix_now() {
                     refused.fetch_add(1, Ordering::Relaxed);
@@ -127,19 +128,6 @@ fn kids(jwks: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn internal_keys(stack: &Stack) -> Value {
-    stack
-        .client
-        .get(format!("http://{}/internal/keys", stack.internal_addr))
-        .bearer_auth(e2e::stack::INTERNAL_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_refuses_no_valid_request() {
     let (stack, new_kid) = rotation_under_load(
@@ -156,7 +144,7 @@ async fn rotation_under_load_refuses_no_valid_request() {
         std::slice::from_ref(&new_kid),
         "the old key left the public set"
     );
-    assert_eq!(kids(&internal_keys(&stack).await), [new_kid]);
+    assert_eq!(kids(&stack.internal_keys().await), [new_kid]);
 }
 
 /// An installation made before public keys signs with HS256, and its gateway polls
@@ -180,7 +168,7 @@ async fn rotation_from_hs256_to_es256_under_load_refuses_no_valid_request() {
         Algorithm::ES256,
     )
     .await;
-    let internal = internal_keys(&stack).await;
+    let internal = stack.internal_keys().await;
     assert_eq!(
         kids(&internal),
         std::slice::from_ref(&new_kid),
@@ -193,7 +181,12 @@ async fn rotation_from_hs256_to_es256_under_load_refuses_no_valid_request() {
         "the public JWKS now has every key the gateway needs"
     );
     assert!(
-        stack.envoy.counter("auth_filter.signature.host").await > 0,
+        stack
+            .gateway
+            .envoy
+            .counter("auth_filter.signature.host")
+            .await
+            > 0,
         "ES256 tokens were checked by Envoy's verify_signature"
     );
 }
