@@ -1,6 +1,6 @@
 //! The per-worker cache of verified tokens, so that a token seen again skips the signature check
 //! (whatever its algorithm: a cached ES256 or RS256 token costs what a cached HS256 one does) and
-//! the JSON parsing. It holds what the request path needs (expiry, claim headers, roles, and the
+//! the JSON parsing. It holds each token's [`Identity`] (expiry, claim headers, roles, and the
 //! claims revocation looks at). It never decides whether a token is valid: only tokens that
 //! passed `auth_jwt::decode` go in.
 //!
@@ -21,35 +21,7 @@ use std::{
     rc::Rc,
 };
 
-use crate::revocations::{StringClaim, TokenIds};
-
-/// What the request path needs from a verified token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Identity {
-    /// The token's `exp`, seconds since the Unix epoch.
-    pub exp: u64,
-    /// Headers to set upstream, from `claim_to_headers`.
-    pub claim_headers: Vec<(String, String)>,
-    /// The roles claim.
-    pub roles: Vec<String>,
-    /// `sub`.
-    pub sub: StringClaim,
-    /// `sid`.
-    pub sid: StringClaim,
-    /// `iat` rounded down to whole seconds, if it is a number.
-    pub iat: Option<i64>,
-}
-
-impl Identity {
-    /// The claims the revocation feed is matched against.
-    pub(crate) fn token_ids(&self) -> TokenIds<'_> {
-        TokenIds {
-            sub: self.sub.as_id(),
-            sid: self.sid.as_id(),
-            iat: self.iat,
-        }
-    }
-}
+use crate::identity::Identity;
 
 #[derive(Debug)]
 struct Entry {
@@ -149,6 +121,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::revocations::StringClaim;
 
     const NOW: u64 = 1_700_000_000;
 

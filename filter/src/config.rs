@@ -1,17 +1,21 @@
 //! The plugin configuration: the JSON that Envoy passes as `plugin_config`, parsed and validated
-//! once (in `on_configure`) into a [`FilterConfig`]. Every error names the field it is about,
-//! e.g. `rules[2].match: expected prefix or path`. This module does not fetch keys or look at
+//! once (in `on_configure`) into a [`FilterConfig`]. Serde reads the JSON into raw structs that
+//! refuse unknown members, then [`FilterConfig::parse`] applies the defaults and the checks no
+//! type expresses. Every error names the path of the field it is about, e.g.
+//! `rules[2].match: expected prefix or path`. This module does not fetch keys or look at
 //! requests; it only decides what a valid configuration is.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use auth_jwt::{
     is_token68, Algorithm, ErrorKind, KeySet, Validation, ACCESS_TOKEN_REQUIRED_CLAIMS,
     MAX_CLOCK_SKEW_SECS,
 };
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use crate::keys::{self, Jwks};
 use crate::policy;
@@ -93,19 +97,16 @@ pub struct FilterConfig {
 }
 
 /// One header a token may come in, e.g. `authorization` with prefix `Bearer `.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FromHeader {
     /// Header name, lowercase.
     pub name: String,
     /// Text before the token, compared case-insensitively. Default empty (the whole value).
-    #[serde(default)]
     pub value_prefix: String,
 }
 
 /// One claim copied into an upstream request header; arrays are joined with `,`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ClaimToHeader {
     /// The top-level claim name, e.g. `sub`.
     pub claim_name: String,
@@ -164,6 +165,10 @@ pub(crate) struct RemoteSource {
 /// fail closed: the default access-token lifetime, so a revocation the gateway cannot learn of
 /// outlives the gateway's patience by no more than the token it refuses would have lived.
 pub(crate) const DEFAULT_REVOCATIONS_STALE_AFTER_SECS: u64 = 900;
+
+/// The `realm` of `WWW-Authenticate` answers when the configuration names none, and of the
+/// answers sent before any configuration is in force.
+pub(crate) const DEFAULT_REALM: &str = "auth-service";
 
 /// `remote_revocations`: where the revocation feed is polled from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,56 +251,174 @@ pub(crate) enum Require {
     Roles(Vec<String>),
 }
 
-/// An object being read field by field, so that each error names its field and leftover
-/// members are reported as unknown.
-struct Fields {
-    path: String,
-    map: Map<String, Value>,
+/// Default of `clock_skew_seconds`, in seconds.
+const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+/// Default of `roles_claim`.
+const DEFAULT_ROLES_CLAIM: &str = "roles";
+/// Default of `cache_entries`.
+const DEFAULT_CACHE_ENTRIES: usize = 1024;
+/// Default `poll_seconds` of `remote_jwks`.
+const DEFAULT_JWKS_POLL_SECS: u64 = 30;
+/// Default `stale_after_seconds` of `remote_jwks`.
+const DEFAULT_JWKS_STALE_AFTER_SECS: u64 = 3600;
+/// Default `poll_seconds` of `remote_revocations`.
+const DEFAULT_REVOCATIONS_POLL_SECS: u64 = 2;
+/// Default `timeout_ms` of both polled sources.
+const DEFAULT_TIMEOUT_MS: u64 = 2000;
+
+/// The configuration as written, read by serde so that a wrong type or an unknown member is
+/// refused with its path (`rules[2].require.roles`, `remote_jwks.url`). Every member is an
+/// `Option`, required ones included: a missing or `null` member reads as absent, a required
+/// one is reported as `is required`, and [`FilterConfig::parse`] applies the defaults and the
+/// checks no type expresses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: Option<String>,
+    audiences: Option<Vec<String>>,
+    clock_skew_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "objects")]
+    from_headers: Option<Vec<RawFromHeader>>,
+    from_cookies: Option<Vec<String>>,
+    forward: Option<bool>,
+    #[serde(default, deserialize_with = "objects")]
+    claim_to_headers: Option<Vec<RawClaimToHeader>>,
+    roles_claim: Option<String>,
+    required_claims: Option<Vec<String>>,
+    algorithms: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "object")]
+    remote_jwks: Option<RawRemote>,
+    /// Left as JSON: which of its keys are kept depends on the algorithms.
+    local_jwks: Option<Value>,
+    #[serde(default, deserialize_with = "object")]
+    remote_revocations: Option<RawRemote>,
+    #[serde(default, deserialize_with = "objects")]
+    rules: Option<Vec<RawRule>>,
+    bypass_cors_preflight: Option<bool>,
+    realm: Option<String>,
+    cache_entries: Option<usize>,
 }
 
-impl Fields {
-    fn new(path: &str, value: Value) -> Result<Self, ConfigError> {
-        match value {
-            Value::Object(map) => Ok(Self {
-                path: path.to_owned(),
-                map,
-            }),
-            _ => Err(ConfigError::new(path, "expected an object")),
+/// A `from_headers` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFromHeader {
+    name: Option<String>,
+    value_prefix: Option<String>,
+}
+
+/// A `claim_to_headers` entry as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimToHeader {
+    claim_name: Option<String>,
+    header_name: Option<String>,
+}
+
+/// `remote_jwks` or `remote_revocations` as written: both have the same members.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRemote {
+    cluster: Option<String>,
+    path: Option<String>,
+    authority: Option<String>,
+    bearer_token: Option<String>,
+    poll_seconds: Option<u64>,
+    timeout_ms: Option<u64>,
+    stale_after_seconds: Option<u64>,
+}
+
+/// A rule as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "match", default, deserialize_with = "path_match")]
+    path: Option<PathMatch>,
+    methods: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "require")]
+    require: Option<Require>,
+    forward: Option<bool>,
+}
+
+/// A `T` read from a JSON object only: serde's derive also reads a struct from an array, by
+/// position, and no configuration should mean that.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
         }
-    }
 
-    fn field_path(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.path)
-        }
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
     }
+}
 
-    /// The member `name` as a `T`, or `None` if absent or `null`.
-    fn take<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigError> {
-        match self.map.remove(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value)
-                .map(Some)
-                .map_err(|e| ConfigError::new(self.field_path(name), e.to_string())),
-        }
-    }
+/// An optional member that must be an object.
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Ok(Option::<Object<T>>::deserialize(deserializer)?.map(|Object(value)| value))
+}
 
-    fn take_raw(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name).filter(|v| !v.is_null())
-    }
+/// An optional member that must be an array of objects.
+fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Vec<Object<T>>>::deserialize(deserializer)?
+        .map(|items| items.into_iter().map(|Object(item)| item).collect()))
+}
 
-    fn require<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, ConfigError> {
-        self.take(name)?
-            .ok_or_else(|| ConfigError::new(self.field_path(name), "is required"))
-    }
+/// `match`, with one message for every shape that is not a matcher.
+fn path_match<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathMatch>, D::Error> {
+    one_of(deserializer, "expected prefix or path")
+}
 
-    fn finish(self) -> Result<(), ConfigError> {
-        match self.map.keys().next() {
-            None => Ok(()),
-            Some(unknown) => Err(ConfigError::new(self.field_path(unknown), "unknown field")),
-        }
+/// `require`, with one message for every shape that is not a requirement.
+fn require<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Require>, D::Error> {
+    one_of(
+        deserializer,
+        "expected \"public\", \"authenticated\" or {\"roles\": [...]}",
+    )
+}
+
+/// An optional `T` read from any JSON, failing with `expected` at the member's own path: what
+/// serde says of an enum it cannot read (`unknown variant`, `expected a map`, or an error deep
+/// inside it) tells less about what to write.
+fn one_of<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    deserializer: D,
+    expected: &str,
+) -> Result<Option<T>, D::Error> {
+    // Read as a `Value` first, which any JSON is: an error of the second step is not tracked
+    // below the member, so its path stays the member's.
+    Option::<Value>::deserialize(deserializer)?
+        .map(|value| serde_json::from_value(value).map_err(|_| D::Error::custom(expected)))
+        .transpose()
+}
+
+/// `value`, or the error that `field` is required.
+fn required<T>(field: &str, value: Option<T>) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::new(field, "is required"))
+}
+
+/// The path of member `name` of the object at `parent`.
+fn member(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
     }
 }
 
@@ -314,18 +437,32 @@ impl FilterConfig {
                 ));
             }
         }
-        let mut fields = Fields::new("", document)?;
+        // Read from the `Value` rather than the bytes: serde_json would add a line and column
+        // to every message, and the path already says where.
+        let Object(raw) = serde_path_to_error::deserialize(document).map_err(|err| {
+            // An empty path is the document itself, which `Path` displays as `.`.
+            let field = if err.path().iter().next().is_some() {
+                err.path().to_string()
+            } else {
+                String::new()
+            };
+            ConfigError::new(field, err.into_inner().to_string())
+        })?;
+        Self::from_raw(raw)
+    }
 
-        let issuer: String = fields.require("issuer")?;
+    /// Applies the defaults and the semantic checks to a configuration serde has read.
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let issuer = required("issuer", raw.issuer)?;
         non_empty("issuer", &issuer)?;
-        let audiences: Vec<String> = fields.require("audiences")?;
+        let audiences = required("audiences", raw.audiences)?;
         if audiences.is_empty() {
             return Err(ConfigError::new("audiences", "must not be empty"));
         }
         for (i, aud) in audiences.iter().enumerate() {
             non_empty(&format!("audiences[{i}]"), aud)?;
         }
-        let clock_skew_seconds = fields.take("clock_skew_seconds")?.unwrap_or(60);
+        let clock_skew_seconds = raw.clock_skew_seconds.unwrap_or(DEFAULT_CLOCK_SKEW_SECS);
         // auth-api keeps serving a revocation for `MAX_CLOCK_SKEW_SECS` past the `exp` of the
         // last token it covers; a larger skew would accept such a token after the entry left.
         if clock_skew_seconds > MAX_CLOCK_SKEW_SECS {
@@ -335,22 +472,18 @@ impl FilterConfig {
             ));
         }
 
-        let from_headers: Vec<FromHeader> = fields.take("from_headers")?.unwrap_or_else(|| {
-            vec![FromHeader {
+        let from_headers = match raw.from_headers {
+            None => vec![FromHeader {
                 name: "authorization".to_owned(),
                 value_prefix: "Bearer ".to_owned(),
-            }]
-        });
-        for (i, header) in from_headers.iter().enumerate() {
-            header_name(&format!("from_headers[{i}].name"), &header.name)?;
-            if header.value_prefix.chars().any(|c| c.is_control()) {
-                return Err(ConfigError::new(
-                    format!("from_headers[{i}].value_prefix"),
-                    "must not contain control characters",
-                ));
-            }
-        }
-        let from_cookies: Vec<String> = fields.take("from_cookies")?.unwrap_or_default();
+            }],
+            Some(headers) => headers
+                .into_iter()
+                .enumerate()
+                .map(|(i, header)| header.validate(&format!("from_headers[{i}]")))
+                .collect::<Result<_, _>>()?,
+        };
+        let from_cookies = raw.from_cookies.unwrap_or_default();
         for (i, cookie) in from_cookies.iter().enumerate() {
             if cookie.is_empty() || !cookie.bytes().all(is_tchar) {
                 return Err(ConfigError::new(
@@ -365,23 +498,20 @@ impl FilterConfig {
                 "no token location: from_headers and from_cookies are both empty",
             ));
         }
-        let forward = fields.take("forward")?.unwrap_or(false);
+        let forward = raw.forward.unwrap_or(false);
 
-        let claim_to_headers: Vec<ClaimToHeader> =
-            fields.take("claim_to_headers")?.unwrap_or_default();
-        for (i, c) in claim_to_headers.iter().enumerate() {
-            non_empty(&format!("claim_to_headers[{i}].claim_name"), &c.claim_name)?;
-            let field = format!("claim_to_headers[{i}].header_name");
-            header_name(&field, &c.header_name)?;
-            if from_headers.iter().any(|h| h.name == c.header_name) {
-                return Err(ConfigError::new(field, "is also a token header"));
-            }
-        }
-        let roles_claim: String = fields
-            .take("roles_claim")?
-            .unwrap_or_else(|| "roles".to_owned());
+        let claim_to_headers = raw
+            .claim_to_headers
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| c.validate(&format!("claim_to_headers[{i}]"), &from_headers))
+            .collect::<Result<_, _>>()?;
+        let roles_claim = raw
+            .roles_claim
+            .unwrap_or_else(|| DEFAULT_ROLES_CLAIM.to_owned());
         non_empty("roles_claim", &roles_claim)?;
-        let required_claims: Vec<String> = fields.take("required_claims")?.unwrap_or_else(|| {
+        let required_claims = raw.required_claims.unwrap_or_else(|| {
             ACCESS_TOKEN_REQUIRED_CLAIMS
                 .into_iter()
                 .map(str::to_owned)
@@ -391,14 +521,10 @@ impl FilterConfig {
             non_empty(&format!("required_claims[{i}]"), claim)?;
         }
 
-        let explicit_algorithms: Option<Vec<String>> = fields.take("algorithms")?;
         // The remote source is read first: whether it has credentials decides the default
         // algorithms, and the algorithms decide which local keys are kept.
-        let key_source = match (
-            fields.take_raw("remote_jwks"),
-            fields.take_raw("local_jwks"),
-        ) {
-            (Some(remote), None) => SourceRead::Remote(remote_jwks(remote)?),
+        let key_source = match (raw.remote_jwks, raw.local_jwks) {
+            (Some(remote), None) => SourceRead::Remote(remote.jwks()?),
             (None, Some(local)) => SourceRead::Local(local),
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
@@ -413,15 +539,15 @@ impl FilterConfig {
                 ))
             }
         };
-        let algorithms = algorithms(explicit_algorithms.as_deref(), key_source.trusts_secrets())?;
+        let algorithms = algorithms(raw.algorithms.as_deref(), key_source.trusts_secrets())?;
         let key_source = match key_source {
             SourceRead::Remote(remote) => KeySource::Remote(remote),
             SourceRead::Local(local) => KeySource::Local(local_jwks(local, &algorithms)?),
         };
 
-        let remote_revocations = fields
-            .take_raw("remote_revocations")
-            .map(remote_revocations)
+        let remote_revocations = raw
+            .remote_revocations
+            .map(RawRemote::revocations)
             .transpose()?;
         // The feed names sessions and users: a token the gateway cannot match against it
         // (no `sid`, or no `sub`) would pass whatever was revoked.
@@ -436,20 +562,18 @@ impl FilterConfig {
             }
         }
 
-        let raw_rules: Vec<Value> = fields.require("rules")?;
+        let raw_rules = required("rules", raw.rules)?;
         if raw_rules.is_empty() {
             return Err(ConfigError::new("rules", "must not be empty"));
         }
         let rules = raw_rules
             .into_iter()
             .enumerate()
-            .map(|(i, raw)| rule(&format!("rules[{i}]"), raw))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, rule)| rule.validate(&format!("rules[{i}]")))
+            .collect::<Result<_, _>>()?;
 
-        let bypass_cors_preflight = fields.take("bypass_cors_preflight")?.unwrap_or(false);
-        let realm: String = fields
-            .take("realm")?
-            .unwrap_or_else(|| "auth-service".to_owned());
+        let bypass_cors_preflight = raw.bypass_cors_preflight.unwrap_or(false);
+        let realm = raw.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
         if realm
             .chars()
             .any(|c| c == '"' || c == '\\' || !(' '..='~').contains(&c))
@@ -459,8 +583,7 @@ impl FilterConfig {
                 "must be printable ascii without quotes or backslashes",
             ));
         }
-        let cache_entries = fields.take("cache_entries")?.unwrap_or(1024);
-        fields.finish()?;
+        let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES);
 
         Ok(Self {
             issuer,
@@ -494,92 +617,127 @@ impl FilterConfig {
     }
 }
 
-fn remote_jwks(value: Value) -> Result<RemoteJwks, ConfigError> {
-    let mut fields = Fields::new("remote_jwks", value)?;
-    let source = remote_source(&mut fields, 30)?;
-    let stale_after_seconds = fields.take("stale_after_seconds")?.unwrap_or(3600);
-    if stale_after_seconds < source.poll_seconds {
-        return Err(ConfigError::new(
-            fields.field_path("stale_after_seconds"),
-            "must be at least poll_seconds",
-        ));
-    }
-    fields.finish()?;
-    Ok(RemoteJwks {
-        source,
-        stale_after_seconds,
-    })
-}
-
-fn remote_revocations(value: Value) -> Result<RemoteRevocations, ConfigError> {
-    let mut fields = Fields::new("remote_revocations", value)?;
-    let source = remote_source(&mut fields, 2)?;
-    let stale_after_seconds = fields
-        .take("stale_after_seconds")?
-        .unwrap_or(DEFAULT_REVOCATIONS_STALE_AFTER_SECS);
-    if stale_after_seconds < source.poll_seconds {
-        return Err(ConfigError::new(
-            fields.field_path("stale_after_seconds"),
-            "must be at least poll_seconds",
-        ));
-    }
-    fields.finish()?;
-    Ok(RemoteRevocations {
-        source,
-        stale_after_seconds,
-    })
-}
-
-/// The members every polled source has, read from `fields`; the caller reads its own members
-/// and then calls `finish`.
-fn remote_source(
-    fields: &mut Fields,
-    default_poll_seconds: u64,
-) -> Result<RemoteSource, ConfigError> {
-    let cluster: String = fields.require("cluster")?;
-    non_empty(&fields.field_path("cluster"), &cluster)?;
-    let path: String = fields.require("path")?;
-    if !path.starts_with('/') || path.chars().any(|c| !('!'..='~').contains(&c)) {
-        return Err(ConfigError::new(
-            fields.field_path("path"),
-            "expected a path starting with /",
-        ));
-    }
-    let authority: Option<String> = fields.take("authority")?;
-    if let Some(authority) = &authority {
-        non_empty(&fields.field_path("authority"), authority)?;
-    }
-    let bearer_token: Option<String> = fields.take("bearer_token")?;
-    if let Some(token) = &bearer_token {
-        if !is_token68(token) {
+impl RawFromHeader {
+    /// The entry at `at` (`from_headers[i]`), checked.
+    fn validate(self, at: &str) -> Result<FromHeader, ConfigError> {
+        let name = required(&member(at, "name"), self.name)?;
+        header_name(&member(at, "name"), &name)?;
+        let value_prefix = self.value_prefix.unwrap_or_default();
+        if value_prefix.chars().any(|c| c.is_control()) {
             return Err(ConfigError::new(
-                fields.field_path("bearer_token"),
-                "expected a bearer token of letters, digits and - . _ ~ + / (then = padding)",
+                member(at, "value_prefix"),
+                "must not contain control characters",
             ));
         }
+        Ok(FromHeader { name, value_prefix })
     }
-    let poll_seconds = fields.take("poll_seconds")?.unwrap_or(default_poll_seconds);
-    if poll_seconds == 0 {
-        return Err(ConfigError::new(
-            fields.field_path("poll_seconds"),
-            "must be at least 1",
-        ));
+}
+
+impl RawClaimToHeader {
+    /// The entry at `at` (`claim_to_headers[i]`), checked against the token headers.
+    fn validate(self, at: &str, from_headers: &[FromHeader]) -> Result<ClaimToHeader, ConfigError> {
+        let claim_name = required(&member(at, "claim_name"), self.claim_name)?;
+        non_empty(&member(at, "claim_name"), &claim_name)?;
+        let field = member(at, "header_name");
+        let header_name = required(&field, self.header_name)?;
+        self::header_name(&field, &header_name)?;
+        if from_headers.iter().any(|h| h.name == header_name) {
+            return Err(ConfigError::new(field, "is also a token header"));
+        }
+        Ok(ClaimToHeader {
+            claim_name,
+            header_name,
+        })
     }
-    let timeout_ms = fields.take("timeout_ms")?.unwrap_or(2000);
-    if timeout_ms == 0 || timeout_ms > 60_000 {
-        return Err(ConfigError::new(
-            fields.field_path("timeout_ms"),
-            "must be between 1 and 60000",
-        ));
+}
+
+impl RawRemote {
+    /// `remote_jwks`.
+    fn jwks(self) -> Result<RemoteJwks, ConfigError> {
+        let (source, stale_after_seconds) = self.validate(
+            "remote_jwks",
+            DEFAULT_JWKS_POLL_SECS,
+            DEFAULT_JWKS_STALE_AFTER_SECS,
+        )?;
+        Ok(RemoteJwks {
+            source,
+            stale_after_seconds,
+        })
     }
-    Ok(RemoteSource {
-        cluster,
-        path,
-        authority,
-        bearer_token,
-        poll_seconds,
-        timeout_ms,
-    })
+
+    /// `remote_revocations`.
+    fn revocations(self) -> Result<RemoteRevocations, ConfigError> {
+        let (source, stale_after_seconds) = self.validate(
+            "remote_revocations",
+            DEFAULT_REVOCATIONS_POLL_SECS,
+            DEFAULT_REVOCATIONS_STALE_AFTER_SECS,
+        )?;
+        Ok(RemoteRevocations {
+            source,
+            stale_after_seconds,
+        })
+    }
+
+    /// The source at `at` and its `stale_after_seconds`, checked, with the section's defaults.
+    fn validate(
+        self,
+        at: &str,
+        default_poll_seconds: u64,
+        default_stale_after_seconds: u64,
+    ) -> Result<(RemoteSource, u64), ConfigError> {
+        let cluster = required(&member(at, "cluster"), self.cluster)?;
+        non_empty(&member(at, "cluster"), &cluster)?;
+        let path = required(&member(at, "path"), self.path)?;
+        if !path.starts_with('/') || path.chars().any(|c| !('!'..='~').contains(&c)) {
+            return Err(ConfigError::new(
+                member(at, "path"),
+                "expected a path starting with /",
+            ));
+        }
+        if let Some(authority) = &self.authority {
+            non_empty(&member(at, "authority"), authority)?;
+        }
+        if let Some(token) = &self.bearer_token {
+            if !is_token68(token) {
+                return Err(ConfigError::new(
+                    member(at, "bearer_token"),
+                    "expected a bearer token of letters, digits and - . _ ~ + / (then = padding)",
+                ));
+            }
+        }
+        let poll_seconds = self.poll_seconds.unwrap_or(default_poll_seconds);
+        if poll_seconds == 0 {
+            return Err(ConfigError::new(
+                member(at, "poll_seconds"),
+                "must be at least 1",
+            ));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout_ms == 0 || timeout_ms > 60_000 {
+            return Err(ConfigError::new(
+                member(at, "timeout_ms"),
+                "must be between 1 and 60000",
+            ));
+        }
+        let stale_after_seconds = self
+            .stale_after_seconds
+            .unwrap_or(default_stale_after_seconds);
+        if stale_after_seconds < poll_seconds {
+            return Err(ConfigError::new(
+                member(at, "stale_after_seconds"),
+                "must be at least poll_seconds",
+            ));
+        }
+        let source = RemoteSource {
+            cluster,
+            path,
+            authority: self.authority,
+            bearer_token: self.bearer_token,
+            poll_seconds,
+            timeout_ms,
+        };
+        Ok((source, stale_after_seconds))
+    }
 }
 
 /// The algorithms the filter accepts: `explicit` (the `algorithms` field) if set, else ES256,
@@ -653,77 +811,64 @@ fn local_jwks(value: Value, algorithms: &[Algorithm]) -> Result<Jwks, ConfigErro
     Ok(jwks)
 }
 
-fn rule(path: &str, value: Value) -> Result<Rule, ConfigError> {
-    let mut fields = Fields::new(path, value)?;
-    let match_path = fields.field_path("match");
-    let raw_match = fields
-        .take_raw("match")
-        .ok_or_else(|| ConfigError::new(&match_path, "is required"))?;
-    let path_match: PathMatch = serde_json::from_value(raw_match)
-        .map_err(|_| ConfigError::new(&match_path, "expected prefix or path"))?;
-    let (PathMatch::Prefix(p) | PathMatch::Path(p)) = &path_match;
-    if !p.starts_with('/') || p.contains('?') || p.contains('#') {
-        return Err(ConfigError::new(
-            &match_path,
-            "expected a path starting with / without query or fragment",
-        ));
-    }
-    // Requests are matched on their normalized path, so a rule written any other way (`//`,
-    // `.` or `..` segments, `;`, `\`, percent-encoding that normalization would decode or
-    // refuse) could never match: refused here rather than left silently dead.
-    if policy::normalize_path(p).as_deref() != Some(p.as_str()) {
-        return Err(ConfigError::new(
-            &match_path,
-            "expected a normalized path: no //, . or .. segments, ;, \\, or %-encoded unreserved characters",
-        ));
-    }
-    let methods: Option<Vec<String>> = fields.take("methods")?;
-    if let Some(methods) = &methods {
-        if methods.is_empty() {
+impl RawRule {
+    /// The rule at `at` (`rules[i]`), checked.
+    fn validate(self, at: &str) -> Result<Rule, ConfigError> {
+        let match_path = member(at, "match");
+        let path_match = required(&match_path, self.path)?;
+        let (PathMatch::Prefix(p) | PathMatch::Path(p)) = &path_match;
+        if !p.starts_with('/') || p.contains('?') || p.contains('#') {
             return Err(ConfigError::new(
-                fields.field_path("methods"),
-                "must not be empty (omit it for every method)",
+                &match_path,
+                "expected a path starting with / without query or fragment",
             ));
         }
-        for (i, method) in methods.iter().enumerate() {
-            if method.is_empty()
-                || !method
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
-            {
+        // Requests are matched on their normalized path, so a rule written any other way (`//`,
+        // `.` or `..` segments, `;`, `\`, percent-encoding that normalization would decode or
+        // refuse) could never match: refused here rather than left silently dead.
+        if policy::normalize_path(p).as_deref() != Some(p.as_str()) {
+            return Err(ConfigError::new(
+                &match_path,
+                "expected a normalized path: no //, . or .. segments, ;, \\, or %-encoded unreserved characters",
+            ));
+        }
+        if let Some(methods) = &self.methods {
+            if methods.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{}[{i}]", fields.field_path("methods")),
-                    "expected an uppercase method name",
+                    member(at, "methods"),
+                    "must not be empty (omit it for every method)",
+                ));
+            }
+            for (i, method) in methods.iter().enumerate() {
+                if method.is_empty()
+                    || !method
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+                {
+                    return Err(ConfigError::new(
+                        format!("{}[{i}]", member(at, "methods")),
+                        "expected an uppercase method name",
+                    ));
+                }
+            }
+        }
+        let require_path = member(at, "require");
+        let require = required(&require_path, self.require)?;
+        if let Require::Roles(roles) = &require {
+            if roles.is_empty() || roles.iter().any(String::is_empty) {
+                return Err(ConfigError::new(
+                    format!("{require_path}.roles"),
+                    "expected a non-empty list of non-empty roles",
                 ));
             }
         }
+        Ok(Rule {
+            path: path_match,
+            methods: self.methods,
+            require,
+            forward: self.forward,
+        })
     }
-    let require_path = fields.field_path("require");
-    let raw_require = fields
-        .take_raw("require")
-        .ok_or_else(|| ConfigError::new(&require_path, "is required"))?;
-    let require: Require = serde_json::from_value(raw_require).map_err(|_| {
-        ConfigError::new(
-            &require_path,
-            "expected \"public\", \"authenticated\" or {\"roles\": [...]}",
-        )
-    })?;
-    if let Require::Roles(roles) = &require {
-        if roles.is_empty() || roles.iter().any(String::is_empty) {
-            return Err(ConfigError::new(
-                format!("{require_path}.roles"),
-                "expected a non-empty list of non-empty roles",
-            ));
-        }
-    }
-    let forward: Option<bool> = fields.take("forward")?;
-    fields.finish()?;
-    Ok(Rule {
-        path: path_match,
-        methods,
-        require,
-        forward,
-    })
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
@@ -1169,8 +1314,18 @@ pub(crate) mod tests {
                     "/from_headers",
                     json!([{"name": "a", "prefix": "x"}]),
                 ),
-                "from_headers",
+                "from_headers[0].prefix",
                 "unknown member",
+            ),
+            (
+                with(base(), "/from_headers", json!([{"value_prefix": "Token "}])),
+                "from_headers[0].name",
+                "a token header without a name",
+            ),
+            (
+                with(base(), "/claim_to_headers/0", json!({"claim_name": "sub"})),
+                "claim_to_headers[0].header_name",
+                "a claim without a header",
             ),
             (
                 with(base(), "/from_cookies", json!(["a b"])),
@@ -1607,6 +1762,246 @@ pub(crate) mod tests {
         let value = with(base(), "/rules/2/match", json!({"regex": ".*"}));
         let err = parse(&value).unwrap_err();
         assert_eq!(err.to_string(), "rules[2].match: expected prefix or path");
+        Ok(())
+    }
+
+    /// A configuration that sets every optional member to something other than its default.
+    fn full() -> Value {
+        json!({
+            "issuer": "auth-service",
+            "audiences": ["api"],
+            "clock_skew_seconds": 5,
+            "from_headers": [{"name": "x-token", "value_prefix": "Token "}],
+            "from_cookies": ["session"],
+            "forward": true,
+            "claim_to_headers": [{"claim_name": "sub", "header_name": "x-user-id"}],
+            "roles_claim": "groups",
+            "required_claims": ["sub", "sid"],
+            "algorithms": ["ES256"],
+            "remote_jwks": {"cluster": "auth_internal", "path": "/internal/keys",
+                            "authority": "auth-api", "bearer_token": "t0ken", "poll_seconds": 10,
+                            "timeout_ms": 500, "stale_after_seconds": 600},
+            "remote_revocations": {"cluster": "auth_internal", "path": "/internal/revocations",
+                                   "authority": "auth-api", "bearer_token": "t0ken",
+                                   "poll_seconds": 5, "timeout_ms": 500,
+                                   "stale_after_seconds": 960},
+            "rules": [{"match": {"prefix": "/api/"}, "methods": ["GET"],
+                       "require": "authenticated", "forward": false}],
+            "bypass_cors_preflight": true,
+            "realm": "api",
+            "cache_entries": 16
+        })
+    }
+
+    fn jwks(config: &FilterConfig) -> Option<&RemoteJwks> {
+        match &config.key_source {
+            KeySource::Remote(remote) => Some(remote),
+            KeySource::Local(_) => None,
+        }
+    }
+
+    #[test]
+    fn every_optional_member_left_out_or_null_takes_its_default() -> crate::TestResult {
+        type IsDefault = fn(&FilterConfig) -> bool;
+        let revocations = |c: &FilterConfig| c.remote_revocations.clone();
+        let cases: Vec<(&str, IsDefault)> = vec![
+            ("/clock_skew_seconds", |c| c.clock_skew_seconds == 60),
+            ("/from_headers", |c| {
+                c.from_headers
+                    == [FromHeader {
+                        name: "authorization".to_owned(),
+                        value_prefix: "Bearer ".to_owned(),
+                    }]
+            }),
+            ("/from_headers/0/value_prefix", |c| {
+                c.from_headers[0].value_prefix.is_empty()
+            }),
+            ("/from_cookies", |c| c.from_cookies.is_empty()),
+            ("/forward", |c| !c.forward),
+            ("/claim_to_headers", |c| c.claim_to_headers.is_empty()),
+            ("/roles_claim", |c| c.roles_claim == "roles"),
+            ("/required_claims", |c| {
+                c.required_claims == ACCESS_TOKEN_REQUIRED_CLAIMS
+            }),
+            // A key source with credentials: every algorithm.
+            ("/algorithms", |c| c.algorithms == Algorithm::ALL),
+            ("/remote_jwks/authority", |c| {
+                jwks(c).is_some_and(|r| r.source.authority() == "auth_internal")
+            }),
+            ("/remote_jwks/poll_seconds", |c| {
+                jwks(c).is_some_and(|r| r.source.poll_seconds == 30)
+            }),
+            ("/remote_jwks/timeout_ms", |c| {
+                jwks(c).is_some_and(|r| r.source.timeout_ms == 2000)
+            }),
+            ("/remote_jwks/stale_after_seconds", |c| {
+                jwks(c).is_some_and(|r| r.stale_after_seconds == 3600)
+            }),
+            ("/remote_revocations", |c| c.remote_revocations.is_none()),
+            ("/remote_revocations/authority", |c| {
+                c.remote_revocations
+                    .as_ref()
+                    .is_some_and(|r| r.source.authority() == "auth_internal")
+            }),
+            ("/remote_revocations/bearer_token", |c| {
+                c.remote_revocations
+                    .as_ref()
+                    .is_some_and(|r| r.source.bearer_token.is_none())
+            }),
+            ("/remote_revocations/poll_seconds", |c| {
+                c.remote_revocations
+                    .as_ref()
+                    .is_some_and(|r| r.source.poll_seconds == 2)
+            }),
+            ("/remote_revocations/timeout_ms", |c| {
+                c.remote_revocations
+                    .as_ref()
+                    .is_some_and(|r| r.source.timeout_ms == 2000)
+            }),
+            ("/remote_revocations/stale_after_seconds", |c| {
+                c.remote_revocations
+                    .as_ref()
+                    .is_some_and(|r| r.stale_after_seconds == DEFAULT_REVOCATIONS_STALE_AFTER_SECS)
+            }),
+            ("/rules/0/methods", |c| c.rules[0].methods.is_none()),
+            ("/rules/0/forward", |c| c.rules[0].forward.is_none()),
+            ("/bypass_cors_preflight", |c| !c.bypass_cors_preflight),
+            ("/realm", |c| c.realm == DEFAULT_REALM),
+            ("/cache_entries", |c| c.cache_entries == 1024),
+        ];
+        let config = parse(&full())?;
+        assert!(revocations(&config).is_some());
+        for (pointer, is_default) in cases {
+            assert!(!is_default(&config), "{pointer}: full() sets it");
+            let left_out = parse(&with(full(), pointer, Value::Null))
+                .map_err(|e| format!("{pointer} left out: {e}"))?;
+            assert!(is_default(&left_out), "{pointer} left out");
+            let mut null = full();
+            *null.pointer_mut(pointer).ok_or(pointer)? = Value::Null;
+            let null = parse(&null).map_err(|e| format!("{pointer} null: {e}"))?;
+            assert!(is_default(&null), "{pointer} null");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_member_is_refused_with_its_path() -> crate::TestResult {
+        let cases = [
+            (
+                with(base(), "/rules/1/methodz", json!(["GET"])),
+                "rules[1].methodz",
+            ),
+            (
+                with(
+                    base(),
+                    "/remote_revocations",
+                    json!({"cluster": "c", "path": "/r", "poll_second": 5}),
+                ),
+                "remote_revocations.poll_second",
+            ),
+            (
+                with(base(), "/claim_to_headers/1/header", json!("x-email")),
+                "claim_to_headers[1].header",
+            ),
+            (
+                with(
+                    base(),
+                    "/from_headers",
+                    json!([{"name": "a"}, {"name": "b", "valu_prefix": "x"}]),
+                ),
+                "from_headers[1].valu_prefix",
+            ),
+            (
+                with(full(), "/remote_jwks/url", json!("x")),
+                "remote_jwks.url",
+            ),
+            (with(base(), "/realms", json!("x")), "realms"),
+        ];
+        for (value, field) in cases {
+            let err = parse(&value).err().ok_or(field)?;
+            assert_eq!(err.field, field, "{err}");
+            let name = field.rsplit(['.', ']']).next().ok_or(field)?;
+            assert!(
+                err.message
+                    .starts_with(&format!("unknown field `{name}`, expected")),
+                "{err}"
+            );
+        }
+        let err = parse(&with(base(), "/rules/1/methodz", json!(["GET"])))
+            .err()
+            .ok_or("an unknown rule member")?;
+        assert_eq!(
+            err.to_string(),
+            "rules[1].methodz: unknown field `methodz`, expected one of `match`, `methods`, \
+             `require`, `forward`"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_member_of_the_wrong_type_is_refused_with_its_path() -> crate::TestResult {
+        let cases = [
+            (
+                with(base(), "/rules/1/methods/0", json!(5)),
+                "rules[1].methods[0]",
+            ),
+            (with(base(), "/audiences/0", json!(1)), "audiences[0]"),
+            (
+                with(base(), "/claim_to_headers/2/claim_name", json!(["roles"])),
+                "claim_to_headers[2].claim_name",
+            ),
+            (
+                with(base(), "/from_cookies", json!("session")),
+                "from_cookies",
+            ),
+            (
+                with(base(), "/bypass_cors_preflight", json!("yes")),
+                "bypass_cors_preflight",
+            ),
+            (
+                with(full(), "/remote_jwks/timeout_ms", json!("2s")),
+                "remote_jwks.timeout_ms",
+            ),
+            // An array is never read as an object by position, as serde's derive would.
+            (with(base(), "/rules/2", json!(["/api/"])), "rules[2]"),
+            (
+                with(
+                    full(),
+                    "/remote_jwks",
+                    json!(["auth_internal", "/internal/keys"]),
+                ),
+                "remote_jwks",
+            ),
+            (
+                with(
+                    base(),
+                    "/from_headers",
+                    json!([["authorization", "Bearer "]]),
+                ),
+                "from_headers[0]",
+            ),
+            (json!(["auth-service", ["api"]]), ""),
+            (with(base(), "/cache_entries", json!(1.5)), "cache_entries"),
+        ];
+        for (value, field) in cases {
+            let err = parse(&value).err().ok_or(field)?;
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.starts_with("invalid type: "), "{err}");
+        }
+        let err = parse(&with(base(), "/rules/1/methods/0", json!(5)))
+            .err()
+            .ok_or("a method that is a number")?;
+        assert_eq!(
+            err.to_string(),
+            "rules[1].methods[0]: invalid type: integer `5`, expected a string"
+        );
+        let err = parse(&with(base(), "/rules/2", json!(["/api/"])))
+            .err()
+            .ok_or("a rule that is a list")?;
+        assert_eq!(
+            err.to_string(),
+            "rules[2]: invalid type: sequence, expected an object"
+        );
         Ok(())
     }
 

@@ -10,8 +10,9 @@ use std::rc::Rc;
 use auth_jwt::{decode_with_verifier, ErrorKind, KeySet, Validation, Verifier};
 use serde_json::{Map, Value};
 
-use crate::cache::{Identity, TokenCache};
+use crate::cache::TokenCache;
 use crate::config::FilterConfig;
+use crate::identity::Identity;
 use crate::policy::{self, Authorization, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
 use crate::revocations::{Revocations, StringClaim};
