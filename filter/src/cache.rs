@@ -1,20 +1,25 @@
-//! The per-worker cache of verified tokens, so that a token seen again skips the signature check
-//! (whatever its algorithm: a cached ES256 or RS256 token costs what a cached HS256 one does) and
-//! the JSON parsing. It holds each token's [`Identity`] (expiry, claim headers, roles, and the
-//! claims revocation looks at). It never decides whether a token is valid: only tokens that
-//! passed `auth_jwt::decode` go in.
+//! The per-worker cache of token verdicts under the current key set: the tokens that verified,
+//! so that a token seen again skips the signature check (whatever its algorithm: a cached ES256
+//! or RS256 token costs what a cached HS256 one does) and the JSON parsing; and, in a smaller
+//! table, the tokens that were refused for a reason only a new key set could change (a bad
+//! signature, an unknown `kid`, a malformed or disallowed header, a claim that can never be
+//! right), so that a client retrying a bad token, or a flood of one, costs a lookup instead of
+//! a verification. Only verdicts of `auth_jwt::decode` go in; the cache never decides itself.
 //!
 //! Entries are found by the token's signature segment, a MAC or signature and so already a
-//! uniform key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token, which
-//! on a hit would cost about as much as verifying an HS256 token. The whole token is stored and compared on every
-//! hit, so a token that reuses a cached signature with another payload is a miss (and then
-//! fails verification).
+//! uniform key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token,
+//! which on a hit would cost about as much as verifying an HS256 token. The whole token is
+//! stored and compared on every hit, so a token that reuses a cached signature with another
+//! payload is a miss (and then verified afresh).
 //!
-//! Bounds: at most `capacity` entries; when full, the oldest entry is evicted (FIFO), which is
-//! cheap and keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew, and the
-//! whole cache is cleared when the key set version changes, so a removed key stops working at
-//! once. Revocation is not the cache's business: `decide` checks every request, hits included,
-//! against the current feed.
+//! Bounds: at most `capacity` verified and [`REFUSED_ENTRIES`] refused tokens (none of either
+//! when `capacity` is 0); when full, the oldest entry is evicted (FIFO), which is cheap and
+//! keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew. The whole cache
+//! is cleared when the key set version changes, so a removed key stops working at once and a
+//! token naming a key that has just arrived is verified again. Refusals the clock could undo
+//! (`nbf` or `iat` in the future, and `exp`, should the host's clock step back) are never
+//! remembered. Revocation is not the cache's business: `decide` checks every request, hits
+//! included, against the current feed.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -22,20 +27,18 @@ use std::{
 };
 
 use crate::identity::Identity;
+use crate::response::DenyReason;
 
-#[derive(Debug)]
-struct Entry {
-    token: Box<str>,
-    identity: Rc<Identity>,
-}
+/// Refused tokens remembered at most (when the cache is on): a few per misbehaving client is
+/// enough to answer its retries, and a flood of distinct bad tokens only churns this table,
+/// never the verified one.
+pub(crate) const REFUSED_ENTRIES: usize = 256;
 
-/// A bounded FIFO map from token to the identity it verified as. Capacity 0 disables it.
+/// A bounded FIFO map from token to a value, found by the token's signature segment.
 #[derive(Debug)]
-pub struct TokenCache {
+struct Fifo<V> {
     capacity: usize,
-    key_version: Option<u64>,
-    /// Keyed by signature segment.
-    entries: HashMap<Box<str>, Entry>,
+    entries: HashMap<Box<str>, (Box<str>, V)>,
     order: VecDeque<Box<str>>,
 }
 
@@ -46,53 +49,41 @@ fn signature(token: &str) -> &str {
         .map_or(token, |(_, signature)| signature)
 }
 
-impl TokenCache {
-    /// An empty cache holding at most `capacity` tokens.
-    pub fn new(capacity: usize) -> Self {
+impl<V> Fifo<V> {
+    fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            key_version: None,
             entries: HashMap::new(),
             order: VecDeque::new(),
         }
     }
 
-    /// Clears the cache if `version` differs from the key set version of its entries.
-    pub(crate) fn set_key_version(&mut self, version: Option<u64>) {
-        if self.key_version != version {
-            self.entries.clear();
-            self.order.clear();
-            self.key_version = version;
-        }
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
     }
 
-    /// The identity of `token` if it is cached and `exp` plus `skew_secs` is still after `now`;
-    /// an expired entry is dropped.
-    pub(crate) fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Rc<Identity>> {
+    fn get(&self, token: &str) -> Option<&V> {
+        let (stored, value) = self.entries.get(signature(token))?;
+        (**stored == *token).then_some(value)
+    }
+
+    fn remove(&mut self, token: &str) {
         let key = signature(token);
-        let entry = self.entries.get(key)?;
-        if *entry.token != *token {
-            return None;
-        }
-        if u128::from(entry.identity.exp) + u128::from(skew_secs) > u128::from(now) {
-            return Some(Rc::clone(&entry.identity));
-        }
         self.entries.remove(key);
         self.order.retain(|k| **k != *key);
-        None
     }
 
-    /// Remembers a verified token, evicting the oldest entry when full.
-    pub(crate) fn insert(&mut self, token: &str, identity: Rc<Identity>) {
+    fn insert(&mut self, token: &str, value: V) {
         if self.capacity == 0 {
             return;
         }
         let key: Box<str> = signature(token).into();
-        let entry = Entry {
-            token: token.into(),
-            identity,
-        };
-        if self.entries.insert(key.clone(), entry).is_some() {
+        if self
+            .entries
+            .insert(key.clone(), (token.into(), value))
+            .is_some()
+        {
             return;
         }
         self.order.push_back(key);
@@ -102,19 +93,84 @@ impl TokenCache {
             }
         }
     }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// The verdicts on tokens under one key set version. Capacity 0 disables it.
+#[derive(Debug)]
+pub struct TokenCache {
+    key_version: Option<u64>,
+    verified: Fifo<Rc<Identity>>,
+    refused: Fifo<DenyReason>,
+}
+
+impl TokenCache {
+    /// An empty cache holding at most `capacity` verified tokens (and, unless `capacity` is 0,
+    /// [`REFUSED_ENTRIES`] refused ones).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            key_version: None,
+            verified: Fifo::new(capacity),
+            refused: Fifo::new(if capacity == 0 { 0 } else { REFUSED_ENTRIES }),
+        }
+    }
+
+    /// Clears the cache if `version` differs from the key set version of its entries.
+    pub(crate) fn set_key_version(&mut self, version: Option<u64>) {
+        if self.key_version != version {
+            self.verified.clear();
+            self.refused.clear();
+            self.key_version = version;
+        }
+    }
+
+    /// The identity of `token` if it is cached and `exp` plus `skew_secs` is still after `now`;
+    /// an expired entry is dropped.
+    pub(crate) fn get(&mut self, token: &str, now: u64, skew_secs: u64) -> Option<Rc<Identity>> {
+        let identity = self.verified.get(token)?;
+        if u128::from(identity.exp) + u128::from(skew_secs) > u128::from(now) {
+            return Some(Rc::clone(identity));
+        }
+        self.verified.remove(token);
+        None
+    }
+
+    /// Remembers a verified token, evicting the oldest entry when full.
+    pub(crate) fn insert(&mut self, token: &str, identity: Rc<Identity>) {
+        self.verified.insert(token, identity);
+    }
+
+    /// Why `token` was refused, if it was under this key set.
+    pub(crate) fn refusal(&self, token: &str) -> Option<&DenyReason> {
+        self.refused.get(token)
+    }
+
+    /// Remembers that `token` is refused for `reason` for as long as the key set stands. The
+    /// caller passes only refusals no clock could undo.
+    pub(crate) fn refuse(&mut self, token: &str, reason: DenyReason) {
+        self.refused.insert(token, reason);
+    }
 }
 
 /// Inspection for tests: the filter itself never asks.
 #[cfg(test)]
 impl TokenCache {
-    /// Number of cached tokens.
+    /// Number of verified tokens cached.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.verified.len()
     }
 
-    /// Whether the cache is empty.
+    /// Whether no verified token is cached.
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.verified.len() == 0
+    }
+
+    /// Number of refused tokens remembered.
+    pub(crate) fn refused_len(&self) -> usize {
+        self.refused.len()
     }
 }
 
@@ -188,5 +244,57 @@ mod tests {
         let mut cache = TokenCache::new(0);
         cache.insert("a", Rc::new(identity(NOW + 100)));
         assert!(cache.get("a", NOW, 0).is_none());
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_for_that_exact_token_until_the_key_set_changes() {
+        let mut cache = TokenCache::new(4);
+        cache.set_key_version(Some(1));
+        let reason = DenyReason::InvalidToken("invalid signature".to_owned());
+        cache.refuse("h.p.sig", reason.clone());
+        assert_eq!(cache.refusal("h.p.sig"), Some(&reason));
+        assert_eq!(
+            cache.refusal("h.other.sig"),
+            None,
+            "same signature, other payload"
+        );
+        assert!(
+            cache.get("h.p.sig", NOW, 0).is_none(),
+            "refused is not verified"
+        );
+        cache.set_key_version(Some(1));
+        assert_eq!(cache.refused_len(), 1, "same version keeps refusals");
+        cache.set_key_version(Some(2));
+        assert_eq!(
+            cache.refusal("h.p.sig"),
+            None,
+            "a new key set forgets refusals"
+        );
+    }
+
+    #[test]
+    fn refusals_are_bounded_apart_from_verified_tokens() {
+        let mut cache = TokenCache::new(2);
+        cache.insert("a.b.good", Rc::new(identity(NOW + 100)));
+        for n in 0..REFUSED_ENTRIES + 10 {
+            cache.refuse(&format!("h.p.{n}"), DenyReason::UnknownKey);
+        }
+        assert_eq!(cache.refused_len(), REFUSED_ENTRIES);
+        assert_eq!(
+            cache.refusal("h.p.0"),
+            None,
+            "the oldest refusal went first"
+        );
+        assert!(
+            cache.get("a.b.good", NOW, 0).is_some(),
+            "a flood of refusals keeps it"
+        );
+    }
+
+    #[test]
+    fn capacity_zero_remembers_no_refusal() {
+        let mut cache = TokenCache::new(0);
+        cache.refuse("h.p.s", DenyReason::UnknownKey);
+        assert_eq!(cache.refusal("h.p.s"), None);
     }
 }

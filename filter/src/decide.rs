@@ -244,25 +244,36 @@ pub fn decide(
     let cache_hit = cached.is_some();
     let identity = match cached {
         Some(identity) => identity,
-        None => match decode_with_verifier::<Map<String, Value>>(
-            found.token,
-            keys,
-            verification.validation,
-            now,
-            verification.verifier,
-        ) {
-            Ok(data) => {
-                let identity = Rc::new(identity_of(&data.claims, config));
-                if let Some(c) = cache {
-                    c.insert(found.token, Rc::clone(&identity));
+        None => {
+            if let Some(reason) = cache.as_deref().and_then(|c| c.refusal(found.token)) {
+                return deny(reason.clone());
+            }
+            match decode_with_verifier::<Map<String, Value>>(
+                found.token,
+                keys,
+                verification.validation,
+                now,
+                verification.verifier,
+            ) {
+                Ok(data) => {
+                    let identity = Rc::new(identity_of(&data.claims, config));
+                    if let Some(c) = cache {
+                        c.insert(found.token, Rc::clone(&identity));
+                    }
+                    identity
                 }
-                identity
+                Err(err) => {
+                    let reason = match err.kind() {
+                        ErrorKind::UnknownKey => DenyReason::UnknownKey,
+                        _ => DenyReason::InvalidToken(err.to_string()),
+                    };
+                    if let (Some(c), false) = (cache, depends_on_the_clock(err.kind())) {
+                        c.refuse(found.token, reason.clone());
+                    }
+                    return deny(reason);
+                }
             }
-            Err(err) if *err.kind() == ErrorKind::UnknownKey => {
-                return deny(DenyReason::UnknownKey)
-            }
-            Err(err) => return deny(DenyReason::InvalidToken(err.to_string())),
-        },
+        }
     };
 
     // Checked on every request, cache hits included. The cache only remembers that a signature
@@ -293,6 +304,15 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-http-method",
     "x-method-override",
 ];
+
+/// Whether a later clock could answer `kind` differently: such refusals are never remembered.
+/// `exp` is among them only because a host clock may step back.
+fn depends_on_the_clock(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Expired | ErrorKind::NotYetValid | ErrorKind::IssuedInFuture
+    )
+}
 
 /// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values, the roles, and
 /// `sub`, `sid` and `iat` for the revocation check.
@@ -1064,6 +1084,119 @@ mod tests {
         assert!(
             matches!(reason(&expired), Some(DenyReason::InvalidToken(_))),
             "exp re-checked on a hit"
+        );
+        Ok(())
+    }
+
+    /// `RustCrypto`, counting the signatures it is asked to check.
+    #[derive(Default)]
+    struct Counting(std::cell::Cell<usize>);
+
+    impl Verifier for Counting {
+        fn verify(&self, key: &Key, message: &[u8], signature: &[u8]) -> auth_jwt::Result<()> {
+            self.0.set(self.0.get() + 1);
+            RustCrypto.verify(key, message, signature)
+        }
+    }
+
+    /// `decide` on `GET /api/x` with `token` as the bearer token.
+    fn verdict(
+        token: &str,
+        keys: &KeySet,
+        verifier: &Counting,
+        cache: &mut TokenCache,
+        now: u64,
+    ) -> crate::TestResult<Decision> {
+        let config = config_with(|_| {})?;
+        let headers = [("authorization".to_owned(), bearer(token))];
+        let view = RequestView {
+            method: "GET",
+            path: "/api/x",
+            headers: &headers,
+        };
+        Ok(decide(
+            &view,
+            &config,
+            Verification::new(&config.validation(), verifier),
+            Some(keys),
+            RevocationCheck::Off,
+            Some(cache),
+            now,
+        ))
+    }
+
+    #[test]
+    fn a_refused_token_is_answered_from_the_cache_until_the_key_set_changes() -> crate::TestResult {
+        let keys = keys()?;
+        let verifier = Counting::default();
+        let mut cache = TokenCache::new(8);
+        cache.set_key_version(Some(1));
+        let good = token(&claims())?;
+        let (signing_input, _) = good.rsplit_once('.').ok_or("three segments")?;
+        let forged = format!(
+            "{signing_input}.{}",
+            b64("thirty-two bytes, and all wrong!")
+        );
+        let first = verdict(&forged, &keys, &verifier, &mut cache, NOW)?;
+        assert!(matches!(reason(&first), Some(DenyReason::InvalidToken(_))));
+        assert_eq!(verifier.0.get(), 1);
+        let again = verdict(&forged, &keys, &verifier, &mut cache, NOW + 1)?;
+        assert_eq!(reason(&again), reason(&first), "the same answer");
+        assert_eq!(verifier.0.get(), 1, "without verifying again");
+
+        // The signature of a refused token on another payload is verified afresh.
+        let mut c = claims();
+        c["sub"] = json!("user-2");
+        let other = token(&c)?;
+        let (other_input, _) = other.rsplit_once('.').ok_or("three segments")?;
+        let (_, forged_signature) = forged.rsplit_once('.').ok_or("three segments")?;
+        let reused = format!("{other_input}.{forged_signature}");
+        verdict(&reused, &keys, &verifier, &mut cache, NOW)?;
+        assert_eq!(verifier.0.get(), 2, "another token, verified");
+
+        cache.set_key_version(Some(2));
+        verdict(&forged, &keys, &verifier, &mut cache, NOW)?;
+        assert_eq!(verifier.0.get(), 3, "a new key set verifies it again");
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_kid_is_remembered_and_answered_as_unknown() -> crate::TestResult {
+        let verifier = Counting::default();
+        let mut cache = TokenCache::new(8);
+        let other = Key::hs256("k9", SECRET)?;
+        let unknown = encode(&Header::access_token(&other), &claims(), &other)?;
+        for _ in 0..2 {
+            let decision = verdict(&unknown, &keys()?, &verifier, &mut cache, NOW)?;
+            assert_eq!(reason(&decision), Some(&DenyReason::UnknownKey));
+        }
+        assert_eq!(cache.refused_len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn refusals_a_later_clock_could_undo_are_never_remembered() -> crate::TestResult {
+        let keys = keys()?;
+        let verifier = Counting::default();
+        let mut cache = TokenCache::new(8);
+        let mut early = claims();
+        early["nbf"] = json!(NOW + 100);
+        let early = token(&early)?;
+        let mut expired = claims();
+        expired["exp"] = json!(NOW - 1000);
+        let expired = token(&expired)?;
+        for token in [&early, &expired] {
+            let decision = verdict(token, &keys, &verifier, &mut cache, NOW)?;
+            assert!(matches!(
+                reason(&decision),
+                Some(DenyReason::InvalidToken(_))
+            ));
+        }
+        assert_eq!(cache.refused_len(), 0);
+        let later = verdict(&early, &keys, &verifier, &mut cache, NOW + 200)?;
+        assert!(
+            matches!(later, Decision::Allow { .. }),
+            "valid once nbf passes"
         );
         Ok(())
     }
