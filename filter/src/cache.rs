@@ -94,6 +94,7 @@ impl<V> Fifo<V> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
     }
