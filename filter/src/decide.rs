@@ -35,11 +35,6 @@ impl HeadersToSet {
             .chain(self.cookie.as_deref().map(|c| ("cookie", c)))
     }
 
-    /// Whether there is nothing to set.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
-    }
-
     /// The pairs as owned strings, for tests.
     #[cfg(test)]
     pub(crate) fn to_vec(&self) -> Vec<(String, String)> {

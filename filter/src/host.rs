@@ -699,8 +699,17 @@ impl RootContext for Root {
     }
 }
 
-/// Request headers as `decide` reads them: lowercase names, UTF-8 values.
+/// Request headers as `decide` reads them: lowercase names, UTF-8 values (a value that is not
+/// UTF-8 with replacement characters, which no token, method or path accepts).
 type Headers = Vec<(String, String)>;
+
+/// The request headers as read, and whether a `cookie` header was not UTF-8: a cookie header
+/// rebuilt from its lossy copy must never be written back.
+#[derive(Debug, Default)]
+struct Read {
+    headers: Headers,
+    lossy_cookie: bool,
+}
 
 /// One request's context.
 #[derive(Debug)]
@@ -717,23 +726,21 @@ struct Http<H: Host = Envoy> {
 
 impl<H: Host> Http<H> {
     /// The decision, the configuration it was made with, and the request headers as read
-    /// (`None` when one was not UTF-8: the lossy copy must then never be written back).
-    fn decide(&self) -> (Decision, Option<&Shared<H>>, Option<Headers>) {
+    /// (`None` if they could not be).
+    fn decide(&self) -> (Decision, Option<&Shared<H>>, Option<Read>) {
         let Some(shared) = &self.shared else {
             return (self.internal(None, None), None, None);
         };
         let Ok(raw) = self.host.request_headers() else {
             return (self.internal(Some(shared), None), Some(shared), None);
         };
-        // Header values that are not UTF-8 become replacement characters, which no token,
-        // method or path accepts.
-        let mut all_utf8 = true;
-        let headers: Vec<(String, String)> = raw
+        let mut lossy_cookie = false;
+        let headers: Headers = raw
             .into_iter()
             .map(|(name, value)| {
                 // Valid UTF-8 (nearly always) is taken over without a copy.
                 let value = String::from_utf8(value).unwrap_or_else(|e| {
-                    all_utf8 = false;
+                    lossy_cookie |= name == "cookie";
                     String::from_utf8_lossy(e.as_bytes()).into_owned()
                 });
                 (name, value)
@@ -775,7 +782,14 @@ impl<H: Host> Http<H> {
             cache.as_deref_mut(),
             now,
         );
-        (decision, Some(shared), all_utf8.then_some(headers))
+        (
+            decision,
+            Some(shared),
+            Some(Read {
+                headers,
+                lossy_cookie,
+            }),
+        )
     }
 
     /// The internal-error denial, for [`Http::decide`].
@@ -817,7 +831,8 @@ impl<H: Host> Http<H> {
 
     /// `on_http_request_headers`: decides, then changes the headers or answers locally.
     fn on_request_headers(&self) -> Action {
-        let (decision, shared, headers) = self.decide();
+        let (decision, shared, read) = self.decide();
+        let headers = read.as_ref().map(|r| r.headers.as_slice());
         // Without a configuration there is nothing to count into.
         let count = |f: &dyn Fn(&Tally)| {
             if let Some(shared) = shared {
@@ -830,18 +845,16 @@ impl<H: Host> Http<H> {
                 headers_to_remove,
                 by,
             } => {
+                let lossy_cookie = read.as_ref().is_some_and(|r| r.lossy_cookie);
                 if !apply_headers(
                     &self.host,
-                    headers.as_deref(),
                     &headers_to_remove,
                     &headers_to_set,
+                    lossy_cookie,
                 ) {
                     // Forwarding with a client's identity headers left in place would be open.
                     count(&|t| t.denied(&DenyReason::Internal));
-                    send(
-                        &self.host,
-                        &self.internal_answer(shared, headers.as_deref()),
-                    );
+                    send(&self.host, &self.internal_answer(shared, headers));
                     return Action::Pause;
                 }
                 count(&|t| t.allowed(by));
@@ -904,45 +917,33 @@ fn grpc_code(status: u32) -> GrpcStatusCode {
     }
 }
 
-/// Applies an allow decision; `false` if the headers could not all be changed.
+/// Applies an allow decision, one call per change; `false` if one failed.
 ///
-/// With the request's headers at hand (all UTF-8), the new header map is written in one call:
-/// each call into Envoy costs about as much as a cached token check, and an allowed request
-/// typically needs four changes (the token removed, three identity headers set). Otherwise,
-/// one call per change.
+/// One call per change rather than one `set_map` of the rewritten map: Envoy answers a
+/// `set_map` by removing every header and adding each again (about 4–5 µs per request on the
+/// development machine), while a removal or a set costs 0.2–0.4 µs, and the request's first
+/// change about 1.4 µs (any change to the request headers from wasm clears Envoy's route
+/// cache, so the route is matched again once). An allowed request typically needs four
+/// changes: the token removed, three identity headers set. A `cookie` header rebuilt without
+/// the token cookie from a value that was not UTF-8 would write the replacement characters
+/// upstream: the whole header is removed instead (the upstream never sees the token either way).
 fn apply_headers(
     host: &impl Host,
-    current: Option<&[(String, String)]>,
     headers_to_remove: &[String],
     headers_to_set: &HeadersToSet,
+    lossy_cookie: bool,
 ) -> bool {
-    if headers_to_remove.is_empty() && headers_to_set.is_empty() {
-        return true;
-    }
-    if let Some(current) = current {
-        let replaced = |name: &str| {
-            headers_to_remove
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(name))
-                || headers_to_set
-                    .iter()
-                    .any(|(s, _)| s.eq_ignore_ascii_case(name))
-        };
-        let map: Vec<(&str, &str)> = current
-            .iter()
-            .filter(|(name, _)| !replaced(name))
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-            .chain(headers_to_set.iter())
-            .collect();
-        return host.set_request_headers(map).is_ok();
-    }
     let removed = headers_to_remove
         .iter()
         .all(|name| host.remove_request_header(name).is_ok());
-    let set = headers_to_set
-        .iter()
-        .all(|(name, value)| host.set_request_header(name, value).is_ok());
-    removed && set
+    removed
+        && headers_to_set.iter().all(|(name, value)| {
+            if lossy_cookie && name == "cookie" {
+                host.remove_request_header(name).is_ok()
+            } else {
+                host.set_request_header(name, value).is_ok()
+            }
+        })
 }
 
 impl Context for Http {}

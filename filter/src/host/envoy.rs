@@ -38,9 +38,6 @@ pub(crate) trait Host: SharedData + ForeignFunctions + Clone + std::fmt::Debug {
     /// The first value of one request header, as sent.
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status>;
 
-    /// Replaces the whole request header map (`set_map`).
-    fn set_request_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), Status>;
-
     /// Sets one request header, replacing any value (`set_map_value`).
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status>;
 
@@ -142,10 +139,6 @@ impl Host for Envoy {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, Status> {
         // Bytes, not `get_map_value`: the SDK unwraps that one's UTF-8.
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-    }
-
-    fn set_request_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), Status> {
-        hostcalls::set_map(MapType::HttpRequestHeaders, headers)
     }
 
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status> {

@@ -33,7 +33,6 @@ enum Effect {
     IncrementMetric(String, i64),
     RequestHeaders,
     RequestHeader(String),
-    SetRequestHeaders(Vec<(String, String)>),
     SetRequestHeader(String, String),
     RemoveRequestHeader(String),
     SendHttpResponse {
@@ -242,18 +241,6 @@ impl Host for MockHost {
             .map(|(_, v)| v.clone()))
     }
 
-    fn set_request_headers(&self, headers: Vec<(&str, &str)>) -> Result<(), Status> {
-        let headers: Vec<(String, String)> = headers
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
-        let map = headers
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone().into_bytes()))
-            .collect();
-        self.write(Effect::SetRequestHeaders(headers), |request| *request = map)
-    }
-
     fn set_request_header(&self, name: &str, value: &str) -> Result<(), Status> {
         let call = Effect::SetRequestHeader(name.to_owned(), value.to_owned());
         self.write(call, |request| {
@@ -436,7 +423,8 @@ fn increments(calls: &[Effect]) -> Vec<(&str, i64)> {
 }
 
 #[test]
-fn an_allowed_request_gets_its_identity_headers_and_loses_the_token_in_one_write() -> TestResult {
+fn an_allowed_request_gets_its_identity_headers_and_loses_the_token_one_change_each() -> TestResult
+{
     let host = MockHost::new();
     let root = configured(&host)?;
     let auth = bearer("k1", SECRET)?;
@@ -454,20 +442,30 @@ fn an_allowed_request_gets_its_identity_headers_and_loses_the_token_in_one_write
     );
 
     assert_eq!(action, Action::Continue);
+    let mut expected_calls = vec![
+        Effect::CurrentTime,
+        Effect::RequestHeaders,
+        Effect::RemoveRequestHeader("x-user-id".to_owned()),
+        Effect::RemoveRequestHeader("authorization".to_owned()),
+    ];
+    expected_calls.extend(
+        IDENTITY
+            .iter()
+            .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
+    );
+    assert_eq!(calls, expected_calls);
     let mut expected = owned(&[
         (":method", "GET"),
         (":path", "/api/things"),
         ("accept", "*/*"),
     ]);
     expected.extend(owned(&IDENTITY));
-    assert_eq!(
-        calls,
-        [
-            Effect::CurrentTime,
-            Effect::RequestHeaders,
-            Effect::SetRequestHeaders(expected),
-        ]
-    );
+    let request: Vec<(String, String)> = host
+        .request()
+        .into_iter()
+        .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    assert_eq!(request, expected, "what the upstream gets");
     Ok(())
 }
 
@@ -504,6 +502,59 @@ fn a_header_that_is_not_utf8_is_kept_as_sent_and_changes_are_made_one_call_each(
     assert!(
         request.contains(&("x-legacy".to_owned(), binary.to_vec())),
         "{request:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_cookie_header_that_is_not_utf8_is_removed_rather_than_rebuilt_from_a_lossy_copy() -> TestResult
+{
+    let mut configuration = base();
+    configuration["from_cookies"] = json!(["access_token"]);
+    let host = MockHost::new().with_configuration(&configuration);
+    let root = configured(&host)?;
+    let auth = bearer("k1", SECRET)?;
+    let token = auth.trim_start_matches("Bearer ");
+    let cookie = [b"theme=caf\xe9; access_token=".as_slice(), token.as_bytes()].concat();
+    host.set_request_bytes(&[
+        (":method", b"GET"),
+        (":path", b"/api/things"),
+        ("cookie", &cookie),
+    ]);
+    host.take_calls();
+
+    let action = root.http_context().on_request_headers();
+
+    assert_eq!(action, Action::Continue);
+    let calls = host.take_calls();
+    assert!(
+        calls.contains(&Effect::RemoveRequestHeader("cookie".to_owned())),
+        "{calls:?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, Effect::SetRequestHeader(name, _) if name == "cookie")),
+        "{calls:?}"
+    );
+    assert!(
+        !host.request().iter().any(|(name, _)| name == "cookie"),
+        "neither the token nor a lossy copy reaches the upstream"
+    );
+
+    // A UTF-8 cookie header keeps its other cookies.
+    let cookie = format!("theme=dark; access_token={token}");
+    host.set_request(&[
+        (":method", "GET"),
+        (":path", "/api/things"),
+        ("cookie", &cookie),
+    ]);
+    assert_eq!(root.http_context().on_request_headers(), Action::Continue);
+    assert!(
+        host.request()
+            .contains(&("cookie".to_owned(), b"theme=dark".to_vec())),
+        "{:?}",
+        host.request()
     );
     Ok(())
 }
@@ -709,18 +760,19 @@ fn counters_flushed_on_tick_equal_the_decisions_made() -> TestResult {
     Ok(())
 }
 
-/// Host calls per request, from `create_http_context` to the answer. Each costs about as much
-/// as a cached token check, so these numbers are a budget: lower them when the filter needs
-/// fewer, never raise them unnoticed.
+/// Host calls per request, from `create_http_context` to the answer: a budget, since each call
+/// costs more than the filter's own work on a cached token. Measured in Envoy 1.40's V8 on the
+/// development machine (CPU per request above a no-op wasm filter): `get_current_time` ~0.2
+/// µs, `get_map_bytes` ~1.5–2, the request's first header change ~1.4 (Envoy then matches the
+/// route again) and each further one 0.2–0.4, `set_map` of the whole map 4–5 (so it is not
+/// used). Lower these lists when the filter needs fewer calls; never lengthen them unnoticed.
 ///
-/// Today (local keys, no revocation feed): 3 on a cache hit (`get_current_time` in
-/// `create_http_context`, `get_map_bytes` of the request headers, one `set_map`), and 3 on a
-/// rejected token (`get_current_time`, `get_map_bytes`, `send_http_response`), for a bad
-/// signature and an unknown `kid` alike.
+/// Today (local keys, no revocation feed): on a cache hit the clock, the header map, the token
+/// removed and the three identity headers set; on a refused token (a bad signature or an
+/// unknown `kid`, the first time and when answered from the cache alike) the clock, the header
+/// map and the answer.
 #[test]
 fn host_calls_per_request_on_the_cache_hit_and_reject_paths_stay_within_budget() -> TestResult {
-    const CACHE_HIT: usize = 3;
-    const REJECT: usize = 3;
     let host = MockHost::new();
     let root = configured(&host)?;
     let auth = bearer("k1", SECRET)?;
@@ -729,12 +781,36 @@ fn host_calls_per_request_on_the_cache_hit_and_reject_paths_stay_within_budget()
 
     let (action, hit) = request(&root, &host, &api_get(&auth));
     assert_eq!(action, Action::Continue);
-    assert_eq!(hit.len(), CACHE_HIT, "cache hit: {hit:?}");
+    let mut expected = vec![
+        Effect::CurrentTime,
+        Effect::RequestHeaders,
+        Effect::RemoveRequestHeader("authorization".to_owned()),
+    ];
+    expected.extend(
+        IDENTITY
+            .iter()
+            .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
+    );
+    assert_eq!(hit, expected, "cache hit");
 
     for token in [bearer("k1", &[7; 32])?, bearer("k9", SECRET)?] {
-        let (action, reject) = request(&root, &host, &api_get(&token));
-        assert_eq!(action, Action::Pause);
-        assert_eq!(reject.len(), REJECT, "reject: {reject:?}");
+        for round in ["first", "remembered"] {
+            let (action, reject) = request(&root, &host, &api_get(&token));
+            assert_eq!(action, Action::Pause);
+            assert_eq!(reject.len(), 3, "reject ({round}): {reject:?}");
+            assert_eq!(
+                reject.get(..2),
+                Some(&[Effect::CurrentTime, Effect::RequestHeaders][..]),
+                "reject ({round})"
+            );
+            assert!(
+                matches!(
+                    reject.get(2),
+                    Some(Effect::SendHttpResponse { status: 401, .. })
+                ),
+                "reject ({round}): {reject:?}"
+            );
+        }
     }
     Ok(())
 }
@@ -789,9 +865,9 @@ fn remote_keys_are_fetched_on_tick_and_serve_the_next_requests() -> TestResult {
     assert_eq!(action, Action::Continue);
     let (action, hit) = request(&root, &host, &api_get(&auth));
     assert_eq!(action, Action::Continue);
-    assert_eq!(
-        hit.len(),
-        3,
+    assert!(
+        !hit.iter()
+            .any(|call| matches!(call, Effect::GetSharedData(_) | Effect::SetSharedData(_))),
         "fresh keys are used without reading shared data: {hit:?}"
     );
 
