@@ -3,8 +3,9 @@
 //! everything else with an RFC 6750 answer.
 //!
 //! The logic lives in private, pure modules tested natively (`config`, `policy`, `keys`,
-//! `cache`, `crypto`, `poll`, `revocations`, `response`, `decide`, `stats`); only `host` touches
-//! the proxy-wasm SDK, behind a small `Host` trait so that its effects are tested natively too.
+//! `identity`, `cache`, `crypto`, `poll`, `revocations`, `response`, `decide`, `stats`); only
+//! `host` touches the proxy-wasm SDK, behind a small `Host` trait so that its effects are tested
+//! natively too.
 //! The crate exports only what its benches and fuzz targets drive natively:
 //! [`FilterConfig::parse`], and one request's [`decide`] with its inputs and [`Decision`].
 // Tests may unwrap and index; the filter itself must not be able to panic, and fails closed.

@@ -46,7 +46,7 @@ impl RootContext for NoopRoot {
             self.probe = None;
             return true;
         }
-        match Probe::parse(&config) {
+        match Probe::parse(&config).and_then(Probe::define_metric) {
             Ok(probe) => {
                 self.probe = Some(Rc::new(probe));
                 true
@@ -226,15 +226,19 @@ impl Probe {
                 return Err("`set_map` needs a `get_map_bytes` or `get_map` before it".to_owned());
             }
         }
-        let metric = if ops.contains(&Op::IncrementMetric) {
-            Some(
+        Ok(Probe { ops, metric: None })
+    }
+
+    /// Defines the counter of `increment_metric` if an operation needs it (a host call, so not
+    /// in [`Probe::parse`]).
+    fn define_metric(mut self) -> Result<Probe, String> {
+        if self.ops.contains(&Op::IncrementMetric) {
+            self.metric = Some(
                 hostcalls::define_metric(MetricType::Counter, "noop_probe_requests")
                     .map_err(|s| format!("cannot define the probe counter: {s:?}"))?,
-            )
-        } else {
-            None
-        };
-        Ok(Probe { ops, metric })
+            );
+        }
+        Ok(self)
     }
 }
 
@@ -327,5 +331,52 @@ impl HttpContext for ProbeHttp {
             }
         }
         Action::Continue
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_lists_its_operations_in_order_with_repeats() {
+        let probe = Probe::parse(
+            "get_current_time*2, get_map_value_bytes::path get_map_bytes,set_map \
+             set_map_value:X-User-Id=a=b remove_map_value:authorization alloc:3",
+        )
+        .unwrap();
+        assert_eq!(
+            probe.ops,
+            vec![
+                Op::CurrentTime,
+                Op::CurrentTime,
+                Op::GetValueBytes(":path".to_owned()),
+                Op::GetMapBytes,
+                Op::SetMap,
+                Op::SetValue("x-user-id".to_owned(), "a=b".to_owned()),
+                Op::RemoveValue("authorization".to_owned()),
+                Op::Alloc(3),
+            ]
+        );
+        assert_eq!(probe.metric, None);
+    }
+
+    #[test]
+    fn mistakes_in_a_probe_are_named() {
+        for (config, error) in [
+            ("get_map_bytez", "unknown operation `get_map_bytez`"),
+            ("get_current_time:x", "takes no argument"),
+            (
+                "set_map_value:x-user-id",
+                "needs `set_map_value:NAME=VALUE`",
+            ),
+            ("get_map_value_bytes:", "needs a header name"),
+            ("log*many", "`*N` needs a number"),
+            ("set_map get_map_bytes", "`set_map` needs a `get_map_bytes`"),
+        ] {
+            let e = Probe::parse(config).unwrap_err();
+            assert!(e.contains(error), "{config}: {e}");
+        }
     }
 }
