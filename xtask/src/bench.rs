@@ -230,7 +230,11 @@ const CASES: [Case; 26] = [
     case(Filter::OursCache, Algorithm::HS256, TokenKind::Bad),
     case(Filter::OursNoCache, Algorithm::HS256, TokenKind::Bad),
     case(Filter::JwtAuthn, Algorithm::HS256, TokenKind::UnknownKid),
-    case(Filter::JwtAuthnCache, Algorithm::HS256, TokenKind::UnknownKid),
+    case(
+        Filter::JwtAuthnCache,
+        Algorithm::HS256,
+        TokenKind::UnknownKid,
+    ),
     case(Filter::OursCache, Algorithm::HS256, TokenKind::UnknownKid),
     case(Filter::OursNoCache, Algorithm::HS256, TokenKind::UnknownKid),
     case(Filter::JwtAuthn, Algorithm::ES256, TokenKind::Valid),
@@ -1163,12 +1167,11 @@ fn push_floor_summary(md: &mut String, samples: &[Vec<Sample>]) {
             .iter()
             .position(|c| c.listener == listener(filter, Algorithm::HS256) && c.token == token)
     };
-    let pair = |a: Option<usize>, b: Option<usize>, f: &dyn Fn(&Sample, &Sample) -> f64| match (
-        a, b,
-    ) {
-        (Some(a), Some(b)) => paired(of(a), of(b), f),
-        _ => f64::NAN,
-    };
+    let pair =
+        |a: Option<usize>, b: Option<usize>, f: &dyn Fn(&Sample, &Sample) -> f64| match (a, b) {
+            (Some(a), Some(b)) => paired(of(a), of(b), f),
+            _ => f64::NAN,
+        };
     let verdict = |ratio: f64, target: f64| {
         if ratio >= target {
             format!("target ≥ {target:.1}×: met")
@@ -1192,7 +1195,9 @@ fn push_floor_summary(md: &mut String, samples: &[Vec<Sample>]) {
     for token in [TokenKind::Bad, TokenKind::UnknownKid] {
         let ours = at(Filter::OursCache, token);
         let ratio = pair(ours, at(Filter::JwtAuthn, token), &|a, b| a.rps / b.rps);
-        let cached = pair(ours, at(Filter::JwtAuthnCache, token), &|a, b| a.rps / b.rps);
+        let cached = pair(ours, at(Filter::JwtAuthnCache, token), &|a, b| {
+            a.rps / b.rps
+        });
         md.push_str(&format!(
             " Refusing a token with {}: {ratio:.2}× native `jwt_authn` ({}), {cached:.2}× with \
              its cache.",
