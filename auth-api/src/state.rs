@@ -11,7 +11,7 @@ use crate::{
     keyring::{KeyRing, RingPolicy},
     metrics::Metrics,
     passwords::PasswordHasher,
-    store::{RevokeAt, Store},
+    store::{RevokeAt, StatusBatch, Store},
     throttle::{IpLimiter, LoginThrottle},
     tokens,
 };
@@ -39,6 +39,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// The rules an access token presented to us must meet.
     pub(crate) validation: Arc<Validation>,
+    /// `/validate`'s store reads, batched (`service::access::check_session`).
+    pub(crate) statuses: StatusBatch,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             max_delay_secs: secs(config.login_max_delay),
         };
         Ok(Self {
+            statuses: StatusBatch::start(store.clone()),
             lifetimes: Lifetimes::of(&config),
             config: Arc::new(config),
             store,

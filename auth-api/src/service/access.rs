@@ -7,7 +7,7 @@ use super::{Error, Result};
 use crate::{
     signatures,
     state::AppState,
-    store::UserRow,
+    store::{BatchError, UserRow},
     tokens::{self, AccessClaims, RefreshToken, Subject},
 };
 
@@ -147,14 +147,17 @@ pub async fn verify(state: &AppState, token: &str) -> Result<VerifiedToken> {
 /// The stateful half of validation: the token's session exists, is the token's user's, is not
 /// revoked and has not reached its absolute end (`expires_at`), the user is not disabled, the signing key is not revoked, and the token is not
 /// older than the user's last "revoke everything". Read from the database on every call, so a
-/// revocation by any replica or the CLI counts at once.
+/// revocation by any replica or the CLI counts at once: by one query for every call waiting at
+/// that moment, always one that started after this call (`store::StatusBatch`).
+/// A store that cannot be read answers [`Error::Unavailable`] (503).
 pub async fn check_session(state: &AppState, token: &VerifiedToken) -> Result<()> {
     let invalid = |why: &str| Error::InvalidToken(why.to_owned());
     let claims = &token.typed;
     let status = state
-        .store
+        .statuses
         .token_status(&claims.sid, &token.kid)
-        .await?
+        .await
+        .map_err(batch_error)?
         .ok_or_else(|| invalid("the session does not exist"))?;
     if status.user_id != claims.sub {
         return Err(invalid("the session belongs to another user"));
@@ -175,4 +178,14 @@ pub async fn check_session(state: &AppState, token: &VerifiedToken) -> Result<()
         return Err(invalid("the token predates a revocation of all sessions"));
     }
     Ok(())
+}
+
+/// A batched read's failure as the service's error: the query's own error mapped as a single
+/// query's would be (its `sqlx::Error` is in the chain: 503 when it is an unavailability, else
+/// 500); a full queue or a read that ended unanswered is 503.
+fn batch_error(err: BatchError) -> Error {
+    match err {
+        BatchError::Store(_) => Error::from(anyhow::Error::new(err)),
+        BatchError::QueueFull | BatchError::Lost => Error::Unavailable(err.into()),
+    }
 }

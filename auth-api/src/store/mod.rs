@@ -21,6 +21,7 @@ mod login_attempts;
 mod revocations;
 mod sessions;
 pub(crate) mod sql;
+mod status_batch;
 mod users;
 
 use std::{str::FromStr, time::Duration};
@@ -38,6 +39,7 @@ pub use revocations::{FeedCursor, RevocationPage, RevocationRow, Revoked};
 pub use sessions::{
     NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
 };
+pub(crate) use status_batch::{BatchError, StatusBatch};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
 // For the API tests' raw statements (`RawDb::sql`): the one check of `sql!`.
 #[doc(hidden)]

@@ -32,4 +32,5 @@ mod startup;
 mod throttle;
 mod unavailable;
 mod validate;
+mod validate_batch;
 mod validate_memo;
