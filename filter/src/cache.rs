@@ -2,9 +2,9 @@
 //! so that a token seen again skips the signature check (whatever its algorithm: a cached ES256
 //! or RS256 token costs what a cached HS256 one does) and the JSON parsing; and, in a smaller
 //! table, the tokens that were refused for a reason only a new key set could change (a bad
-//! signature, an unknown `kid`, a malformed or disallowed header, a claim that can never be
-//! right), so that a client retrying a bad token, or a flood of one, costs a lookup instead of
-//! a verification. Only verdicts of `auth_jwt::decode` go in; the cache never decides itself.
+//! signature, an unknown `kid`, a claim that can never be right), so that a client retrying a
+//! bad token, or a flood of one, costs a lookup instead of a verification. Only verdicts of
+//! `auth_jwt::decode` go in; the cache never decides itself.
 //!
 //! Entries are found by the token's signature segment, a MAC or signature and so already a
 //! uniform key: hashing that is much cheaper than hashing (or SHA-256-ing) the whole token,
@@ -16,9 +16,10 @@
 //! when `capacity` is 0); when full, the oldest entry is evicted (FIFO), which is cheap and
 //! keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew. The whole cache
 //! is cleared when the key set version changes, so a removed key stops working at once and a
-//! token naming a key that has just arrived is verified again. Refusals the clock could undo
-//! (`nbf` or `iat` in the future, and `exp`, should the host's clock step back) are never
-//! remembered. Revocation is not the cache's business: `decide` checks every request, hits
+//! token naming a key that has just arrived is verified again. A refusal is remembered for
+//! [`REFUSAL_SECS`] at most, and only one reached with the key found and the token parsed
+//! (`decide` chooses): never a malformed or oversized token, never one the clock could undo
+//! (`nbf` or `iat` in the future, and `exp`, should the host's clock step back). Revocation is not the cache's business: `decide` checks every request, hits
 //! included, against the current feed.
 
 use std::{
@@ -33,6 +34,12 @@ use crate::response::DenyReason;
 /// enough to answer its retries, and a flood of distinct bad tokens only churns this table,
 /// never the verified one.
 pub(crate) const REFUSED_ENTRIES: usize = 256;
+
+/// Seconds a refusal is remembered at most. The key set makes a refusal final, but not every
+/// refusal is the filter's own: Envoy's `verify_signature` answers "does not verify" for any
+/// failure of its check, so a valid token it once failed to check would otherwise stay refused
+/// until the key set changed. A minute still answers a retrying client from the table.
+pub(crate) const REFUSAL_SECS: u64 = 60;
 
 /// A bounded FIFO map from token to a value, found by the token's signature segment.
 #[derive(Debug)]
@@ -105,7 +112,8 @@ impl<V> Fifo<V> {
 pub struct TokenCache {
     key_version: Option<u64>,
     verified: Fifo<Rc<Identity>>,
-    refused: Fifo<DenyReason>,
+    /// Each reason with the second it was remembered.
+    refused: Fifo<(DenyReason, u64)>,
 }
 
 impl TokenCache {
@@ -144,15 +152,17 @@ impl TokenCache {
         self.verified.insert(token, identity);
     }
 
-    /// Why `token` was refused, if it was under this key set.
-    pub(crate) fn refusal(&self, token: &str) -> Option<&DenyReason> {
-        self.refused.get(token)
+    /// Why `token` was refused, if it was under this key set less than [`REFUSAL_SECS`] before
+    /// `now` (a clock that stepped back forgets).
+    pub(crate) fn refusal(&self, token: &str, now: u64) -> Option<&DenyReason> {
+        let (reason, at) = self.refused.get(token)?;
+        (*at <= now && now - at < REFUSAL_SECS).then_some(reason)
     }
 
-    /// Remembers that `token` is refused for `reason` for as long as the key set stands. The
-    /// caller passes only refusals no clock could undo.
-    pub(crate) fn refuse(&mut self, token: &str, reason: DenyReason) {
-        self.refused.insert(token, reason);
+    /// Remembers at `now` that `token` is refused for `reason`. The caller passes only
+    /// refusals no clock could undo.
+    pub(crate) fn refuse(&mut self, token: &str, reason: DenyReason, now: u64) {
+        self.refused.insert(token, (reason, now));
     }
 }
 
@@ -252,10 +262,24 @@ mod tests {
         let mut cache = TokenCache::new(4);
         cache.set_key_version(Some(1));
         let reason = DenyReason::InvalidToken("invalid signature".to_owned());
-        cache.refuse("h.p.sig", reason.clone());
-        assert_eq!(cache.refusal("h.p.sig"), Some(&reason));
+        cache.refuse("h.p.sig", reason.clone(), NOW);
+        assert_eq!(cache.refusal("h.p.sig", NOW), Some(&reason));
         assert_eq!(
-            cache.refusal("h.other.sig"),
+            cache.refusal("h.p.sig", NOW + REFUSAL_SECS - 1),
+            Some(&reason)
+        );
+        assert_eq!(
+            cache.refusal("h.p.sig", NOW + REFUSAL_SECS),
+            None,
+            "for a minute only"
+        );
+        assert_eq!(
+            cache.refusal("h.p.sig", NOW - 1),
+            None,
+            "a clock that stepped back"
+        );
+        assert_eq!(
+            cache.refusal("h.other.sig", NOW),
             None,
             "same signature, other payload"
         );
@@ -267,7 +291,7 @@ mod tests {
         assert_eq!(cache.refused_len(), 1, "same version keeps refusals");
         cache.set_key_version(Some(2));
         assert_eq!(
-            cache.refusal("h.p.sig"),
+            cache.refusal("h.p.sig", NOW),
             None,
             "a new key set forgets refusals"
         );
@@ -278,11 +302,11 @@ mod tests {
         let mut cache = TokenCache::new(2);
         cache.insert("a.b.good", Rc::new(identity(NOW + 100)));
         for n in 0..REFUSED_ENTRIES + 10 {
-            cache.refuse(&format!("h.p.{n}"), DenyReason::UnknownKey);
+            cache.refuse(&format!("h.p.{n}"), DenyReason::UnknownKey, NOW);
         }
         assert_eq!(cache.refused_len(), REFUSED_ENTRIES);
         assert_eq!(
-            cache.refusal("h.p.0"),
+            cache.refusal("h.p.0", NOW),
             None,
             "the oldest refusal went first"
         );
@@ -295,7 +319,7 @@ mod tests {
     #[test]
     fn capacity_zero_remembers_no_refusal() {
         let mut cache = TokenCache::new(0);
-        cache.refuse("h.p.s", DenyReason::UnknownKey);
-        assert_eq!(cache.refusal("h.p.s"), None);
+        cache.refuse("h.p.s", DenyReason::UnknownKey, NOW);
+        assert_eq!(cache.refusal("h.p.s", NOW), None);
     }
 }

@@ -44,6 +44,37 @@ impl HeadersToSet {
     }
 }
 
+/// Headers an allowed request loses upstream, in order: the client's identity headers as it
+/// spelt them, the token headers, and `cookie` when only token cookies were in it. The names are
+/// borrowed from the request and the configuration, and the usual single one (the token header)
+/// is held without allocating.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeadersToRemove<'a> {
+    first: Option<&'a str>,
+    rest: Vec<&'a str>,
+}
+
+impl<'a> HeadersToRemove<'a> {
+    fn push(&mut self, name: &'a str) {
+        if self.first.is_none() {
+            self.first = Some(name);
+        } else {
+            self.rest.push(name);
+        }
+    }
+
+    /// Every name to remove, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.first.into_iter().chain(self.rest.iter().copied())
+    }
+
+    /// The names as owned strings, for tests.
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_owned).collect()
+    }
+}
+
 /// What `decide` needs to know about a request.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestView<'a> {
@@ -106,16 +137,17 @@ pub enum AllowedBy {
     },
 }
 
-/// What to do with a request.
+/// What to do with a request; an allow borrows header names from the request and the
+/// configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum Decision<'a> {
     /// Forward it, after removing `headers_to_remove` and then setting `headers_to_set`.
     Allow {
         /// Headers to set (replacing any value), after the removals.
         headers_to_set: HeadersToSet,
         /// Headers to remove first: every `claim_to_headers` header, and the token header or
         /// cookie unless `forward` is set.
-        headers_to_remove: Vec<String>,
+        headers_to_remove: HeadersToRemove<'a>,
         /// Why it passed.
         by: AllowedBy,
     },
@@ -131,32 +163,23 @@ pub enum Decision {
 /// Decides about one request at `now` (seconds since the Unix epoch). Tokens are checked as
 /// `verification` says, with `keys`, which is `None` while no fresh key set is loaded; `revocations` is what this worker has of the revocation feed;
 /// `cache` is the worker's verified-token cache, if any.
-pub fn decide(
-    request: &RequestView<'_>,
-    config: &FilterConfig,
+pub fn decide<'a>(
+    request: &RequestView<'a>,
+    config: &'a FilterConfig,
     verification: Verification<'_>,
     keys: Option<&KeySet>,
     revocations: RevocationCheck<'_>,
     cache: Option<&mut TokenCache>,
     now: u64,
-) -> Decision {
+) -> Decision<'a> {
+    let scan = Scan::of(request.headers, config);
     // Identity headers from the client are removed on every request, public routes included,
     // so that upstreams can trust them; so are their spellings with `_` for `-`, which CGI,
     // WSGI, Rack and PHP servers read as the same header (`X_User_Roles` is HTTP_X_USER_ROLES).
     // Only those present are named: each removal is a call into Envoy, and usually there are
     // none.
-    let mut headers_to_remove: Vec<String> = request
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            config
-                .claim_to_headers
-                .iter()
-                .any(|c| same_header_for_cgi(name, &c.header_name))
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    let grpc = is_grpc(header(request.headers, "content-type"));
+    let mut headers_to_remove = scan.identity_headers;
+    let grpc = is_grpc(scan.content_type);
     let deny = |reason: DenyReason| Decision::Deny {
         response: deny_response(&reason, &config.realm, grpc),
         reason,
@@ -165,11 +188,7 @@ pub fn decide(
     // An upstream that honours a method override would run another method than the one the
     // rules matched (`POST` with `X-HTTP-Method-Override: DELETE`): such requests are refused
     // on every route.
-    if request.headers.iter().any(|(name, _)| {
-        METHOD_OVERRIDE_HEADERS
-            .iter()
-            .any(|h| same_header_for_cgi(name, h))
-    }) {
+    if scan.method_override {
         return deny(DenyReason::MethodOverride);
     }
     let Some(path) = policy::normalize_path(request.path) else {
@@ -188,8 +207,8 @@ pub fn decide(
     // one), and one that gets this far is refused here, on every route.
     if config.bypass_cors_preflight
         && request.method == "OPTIONS"
-        && header(request.headers, "origin").is_some()
-        && header(request.headers, "access-control-request-method").is_some()
+        && scan.origin
+        && scan.preflight_method
     {
         return deny(DenyReason::CorsPreflight);
     }
@@ -198,37 +217,47 @@ pub fn decide(
     // Unless tokens are forwarded, every token location the request fills is emptied, whether
     // or not its token is the one checked (or, on public routes, checked at all): an upstream
     // never sees an unverified token.
-    if !forward {
-        let mut cookies = Vec::new();
-        for location in policy::token_locations(request.headers, config) {
-            match location {
-                TokenLocation::Header(name) => headers_to_remove.push(name.to_owned()),
-                TokenLocation::Cookie(name) => cookies.push(name),
-            }
+    let mut cookies = Vec::new();
+    let found = policy::find_token(request.headers, config, |location| {
+        match (forward, location) {
+            (true, _) => {}
+            (false, TokenLocation::Header(name)) => headers_to_remove.push(name),
+            (false, TokenLocation::Cookie(name)) => cookies.push(name),
         }
-        if !cookies.is_empty() {
-            match policy::cookie_header_without(request.headers, &cookies) {
-                Some(rest) => headers_to_set.cookie = Some(rest),
-                None => headers_to_remove.push("cookie".to_owned()),
-            }
+    });
+    if !cookies.is_empty() {
+        match policy::cookie_header_without(request.headers, &cookies) {
+            Some(rest) => headers_to_set.cookie = Some(rest),
+            None => headers_to_remove.push("cookie"),
         }
     }
     if matched.is_public() {
         return allow(headers_to_remove, headers_to_set, AllowedBy::Public);
     }
 
-    let found = match policy::extract_token(request.headers, config) {
+    let found = match found {
         Ok(found) => found,
         Err(TokenError::Missing) => return deny(DenyReason::MissingToken),
         Err(TokenError::Malformed(why)) => return deny(DenyReason::InvalidToken(why.to_owned())),
     };
+    // The token's characters are checked only where the cache does not answer, in the same
+    // order of refusals as if they were checked first: a cached token is byte for byte one that
+    // passed this check (and then decoded as base64url, a narrower alphabet), and scanning a
+    // token of several hundred bytes costs as much as the rest of a cache hit.
+    let malformed = || {
+        found
+            .malformed()
+            .map(|why| deny(DenyReason::InvalidToken(why.to_owned())))
+    };
     let Some(keys) = keys else {
-        return deny(DenyReason::KeysUnavailable);
+        return malformed().unwrap_or_else(|| deny(DenyReason::KeysUnavailable));
     };
     let revocations = match revocations {
         RevocationCheck::Off => None,
         // Without a feed, a revoked token cannot be told apart: fail closed, like without keys.
-        RevocationCheck::NotLoaded => return deny(DenyReason::KeysUnavailable),
+        RevocationCheck::NotLoaded => {
+            return malformed().unwrap_or_else(|| deny(DenyReason::KeysUnavailable))
+        }
         RevocationCheck::Loaded(revocations) => Some(revocations),
     };
 
@@ -240,7 +269,10 @@ pub fn decide(
     let identity = match cached {
         Some(identity) => identity,
         None => {
-            if let Some(reason) = cache.as_deref().and_then(|c| c.refusal(found.token)) {
+            if let Some(denial) = malformed() {
+                return denial;
+            }
+            if let Some(reason) = cache.as_deref().and_then(|c| c.refusal(found.token, now)) {
                 return deny(reason.clone());
             }
             match decode_with_verifier::<Map<String, Value>>(
@@ -262,8 +294,8 @@ pub fn decide(
                         ErrorKind::UnknownKey => DenyReason::UnknownKey,
                         _ => DenyReason::InvalidToken(err.to_string()),
                     };
-                    if let (Some(c), false) = (cache, depends_on_the_clock(err.kind())) {
-                        c.refuse(found.token, reason.clone());
+                    if let (Some(c), true) = (cache, worth_remembering(err.kind())) {
+                        c.refuse(found.token, reason.clone(), now);
                     }
                     return deny(reason);
                 }
@@ -292,6 +324,71 @@ pub fn decide(
     )
 }
 
+/// What `decide` reads from the request headers besides the token, in one pass: the client's
+/// identity headers in any spelling, whether it asks for another method, its content type (a
+/// gRPC client is answered in gRPC), and whether it looks like a CORS preflight.
+#[derive(Debug, Default)]
+struct Scan<'a> {
+    identity_headers: HeadersToRemove<'a>,
+    method_override: bool,
+    content_type: Option<&'a str>,
+    origin: bool,
+    preflight_method: bool,
+}
+
+impl<'a> Scan<'a> {
+    fn of(headers: &'a [(String, String)], config: &FilterConfig) -> Self {
+        let mut scan = Self::default();
+        let wanted = config
+            .claim_to_headers
+            .iter()
+            .fold(FIXED_LENGTHS, |bits, c| bits | length_bit(&c.header_name));
+        for (name, value) in headers {
+            // Most headers are none of those looked for, and their length alone says so.
+            if length_bit(name) & wanted == 0 {
+                continue;
+            }
+            // Each test on its own: a configured name may also be one of the fixed ones.
+            if config
+                .claim_to_headers
+                .iter()
+                .any(|c| same_header_for_cgi(name, &c.header_name))
+            {
+                scan.identity_headers.push(name);
+            }
+            scan.method_override |= METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| same_header_for_cgi(name, h));
+            if scan.content_type.is_none() && name.eq_ignore_ascii_case(CONTENT_TYPE) {
+                scan.content_type = Some(value);
+            }
+            scan.origin |= name.eq_ignore_ascii_case(ORIGIN);
+            scan.preflight_method |= name.eq_ignore_ascii_case(PREFLIGHT_METHOD);
+        }
+        scan
+    }
+}
+
+/// A bit for the length of `name`; lengths from 63 up share the last one. `_` for `-` and case
+/// keep the length, so a header whose bit is not among those of the names looked for is none
+/// of them.
+const fn length_bit(name: &str) -> u64 {
+    let len = name.len();
+    1 << if len < 63 { len } else { 63 }
+}
+
+const CONTENT_TYPE: &str = "content-type";
+const ORIGIN: &str = "origin";
+const PREFLIGHT_METHOD: &str = "access-control-request-method";
+
+/// The bits of the names `Scan` always looks for.
+const FIXED_LENGTHS: u64 = length_bit(METHOD_OVERRIDE_HEADERS[0])
+    | length_bit(METHOD_OVERRIDE_HEADERS[1])
+    | length_bit(METHOD_OVERRIDE_HEADERS[2])
+    | length_bit(CONTENT_TYPE)
+    | length_bit(ORIGIN)
+    | length_bit(PREFLIGHT_METHOD);
+
 /// Headers through which some frameworks let a request claim another method (Rails, Laravel,
 /// Express's method-override, ASP.NET, Google APIs).
 const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
@@ -300,12 +397,21 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// Whether a later clock could answer `kind` differently: such refusals are never remembered.
-/// `exp` is among them only because a host clock may step back.
-fn depends_on_the_clock(kind: &ErrorKind) -> bool {
+/// Whether a refusal for `kind` is remembered: only those reached after the key was found and
+/// the token fully parsed (so never a token over `max_token_len`, nor a malformed one, which
+/// costs less to refuse again than to remember), and never one a later clock could undo (`exp`,
+/// `nbf`, `iat`: `exp` because a host clock may step back).
+fn worth_remembering(kind: &ErrorKind) -> bool {
     matches!(
         kind,
-        ErrorKind::Expired | ErrorKind::NotYetValid | ErrorKind::IssuedInFuture
+        ErrorKind::UnknownKey
+            | ErrorKind::KeyAlgorithmMismatch
+            | ErrorKind::InvalidSignature
+            | ErrorKind::MissingClaim(_)
+            | ErrorKind::InvalidClaim(_)
+            | ErrorKind::InvalidIssuer
+            | ErrorKind::InvalidAudience
+            | ErrorKind::InvalidClaims(_)
     )
 }
 
@@ -387,13 +493,6 @@ fn same_header_for_cgi(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use auth_jwt::{encode, Algorithm, Header, Key, RustCrypto};
@@ -434,23 +533,30 @@ mod tests {
         URL_SAFE_NO_PAD.encode(s)
     }
 
-    fn run(
-        config: &FilterConfig,
-        method: &str,
-        path: &str,
+    /// `pairs` as request headers that outlive the decisions made on them, which borrow their
+    /// names: leaked, a few bytes per call, in tests only.
+    fn kept(pairs: impl IntoIterator<Item = (String, String)>) -> &'static [(String, String)] {
+        Vec::leak(pairs.into_iter().collect())
+    }
+
+    fn run<'a>(
+        config: &'a FilterConfig,
+        method: &'a str,
+        path: &'a str,
         headers: &[(&str, &str)],
         keys: Option<&KeySet>,
         cache: Option<&mut TokenCache>,
         now: u64,
-    ) -> Decision {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect();
+    ) -> Decision<'a> {
+        let headers = kept(
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
         let view = RequestView {
             method,
             path,
-            headers: &headers,
+            headers,
         };
         decide(
             &view,
@@ -467,7 +573,7 @@ mod tests {
         format!("Bearer {token}")
     }
 
-    fn reason(decision: &Decision) -> Option<&DenyReason> {
+    fn reason<'d>(decision: &'d Decision<'_>) -> Option<&'d DenyReason> {
         match decision {
             Decision::Deny { reason, .. } => Some(reason),
             Decision::Allow { .. } => None,
@@ -505,7 +611,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            headers_to_remove,
+            headers_to_remove.to_vec(),
             ["authorization"],
             "no identity header was sent"
         );
@@ -531,7 +637,9 @@ mod tests {
         else {
             panic!("{decision:?}")
         };
-        assert!(!headers_to_remove.contains(&"authorization".to_owned()));
+        assert!(!headers_to_remove
+            .to_vec()
+            .contains(&"authorization".to_owned()));
         Ok(())
     }
 
@@ -582,13 +690,15 @@ mod tests {
             };
             for name in ["x-user-id", "x-user-roles", "x_user_roles", "X_User_Email"] {
                 assert!(
-                    headers_to_remove.contains(&name.to_owned()),
+                    headers_to_remove.to_vec().contains(&name.to_owned()),
                     "{reason}: {name}"
                 );
             }
             // Absent headers need no call into Envoy to remove them.
             assert!(
-                !headers_to_remove.contains(&"x-user-email".to_owned()),
+                !headers_to_remove
+                    .to_vec()
+                    .contains(&"x-user-email".to_owned()),
                 "{reason}"
             );
         }
@@ -599,13 +709,13 @@ mod tests {
     type Allowed = (Vec<String>, Vec<(String, String)>, AllowedBy);
 
     /// The headers an allow decision removes and sets.
-    fn allowed(decision: Decision) -> crate::TestResult<Allowed> {
+    fn allowed(decision: Decision<'_>) -> crate::TestResult<Allowed> {
         match decision {
             Decision::Allow {
                 headers_to_set,
                 headers_to_remove,
                 by,
-            } => Ok((headers_to_remove, headers_to_set.to_vec(), by)),
+            } => Ok((headers_to_remove.to_vec(), headers_to_set.to_vec(), by)),
             Decision::Deny { reason, .. } => Err(format!("denied: {reason:?}").into()),
         }
     }
@@ -835,6 +945,78 @@ mod tests {
             let decision = run(&config, "GET", "/api/x", headers, Some(&keys()?), None, NOW);
             assert_eq!(reason(&decision), Some(&expected), "{why}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_malformed_token_is_told_before_missing_keys_or_feed_and_never_taken_for_a_hit(
+    ) -> crate::TestResult {
+        let config = config_with(|_| {})?;
+        let valid = token(&claims())?;
+        let garbage = format!("Bearer {valid} x");
+        let malformed = DenyReason::InvalidToken("the bearer token is malformed".to_owned());
+        let without_keys = run(
+            &config,
+            "GET",
+            "/api/x",
+            &[("authorization", &garbage)],
+            None,
+            None,
+            NOW,
+        );
+        assert_eq!(reason(&without_keys), Some(&malformed), "without keys");
+        let without_feed = run_checked(&config, &garbage, RevocationCheck::NotLoaded, None, NOW);
+        assert_eq!(reason(&without_feed), Some(&malformed), "without a feed");
+
+        let mut cache = TokenCache::new(8);
+        for (authorization, expected, why) in [
+            (bearer(&valid), None, "verified and cached"),
+            (
+                garbage.clone(),
+                Some(&malformed),
+                "the cached token with garbage after it",
+            ),
+            (bearer(&valid), None, "the cached token itself"),
+        ] {
+            let decision = run_checked(
+                &config,
+                &authorization,
+                RevocationCheck::Off,
+                Some(&mut cache),
+                NOW,
+            );
+            assert_eq!(reason(&decision), expected, "{why}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn removals_list_identity_headers_then_token_headers_then_the_cookie() -> crate::TestResult {
+        let config = config_with(|v| v["from_cookies"] = json!(["access_token"]))?;
+        let auth = bearer(&token(&claims())?);
+        let (removed, set, _) = allowed(run(
+            &config,
+            "GET",
+            "/api/x",
+            &[
+                ("X_User_Roles", "admin"),
+                ("authorization", &auth),
+                ("cookie", "access_token=unverified"),
+                ("x-user-id", "admin"),
+            ],
+            Some(&keys()?),
+            None,
+            NOW,
+        ))?;
+        assert_eq!(
+            removed,
+            ["X_User_Roles", "x-user-id", "authorization", "cookie"],
+            "request order, then configuration order"
+        );
+        assert!(
+            set.iter().all(|(name, _)| name != "cookie"),
+            "nothing left of the cookie header: {set:?}"
+        );
         Ok(())
     }
 
@@ -1101,17 +1283,18 @@ mod tests {
         verifier: &Counting,
         cache: &mut TokenCache,
         now: u64,
-    ) -> crate::TestResult<Decision> {
-        let config = config_with(|_| {})?;
-        let headers = [("authorization".to_owned(), bearer(token))];
+    ) -> crate::TestResult<Decision<'static>> {
+        // Leaked with the headers, for the decision to borrow.
+        let config: &'static FilterConfig = Box::leak(Box::new(config_with(|_| {})?));
+        let headers = kept([("authorization".to_owned(), bearer(token))]);
         let view = RequestView {
             method: "GET",
             path: "/api/x",
-            headers: &headers,
+            headers,
         };
         Ok(decide(
             &view,
-            &config,
+            config,
             Verification::new(&config.validation(), verifier),
             Some(keys),
             RevocationCheck::Off,
@@ -1166,6 +1349,26 @@ mod tests {
             assert_eq!(reason(&decision), Some(&DenyReason::UnknownKey));
         }
         assert_eq!(cache.refused_len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_and_oversized_tokens_are_never_remembered() -> crate::TestResult {
+        let keys = keys()?;
+        let verifier = Counting::default();
+        let mut cache = TokenCache::new(8);
+        let oversized = "A".repeat(60_000);
+        let good = token(&claims())?;
+        let (header, _) = good.split_once('.').ok_or("three segments")?;
+        let bad_base64 = format!("{header}.!!!.AAAA");
+        for token in [oversized.as_str(), "no-dots-at-all", bad_base64.as_str()] {
+            let decision = verdict(token, &keys, &verifier, &mut cache, NOW)?;
+            assert!(matches!(
+                reason(&decision),
+                Some(DenyReason::InvalidToken(_))
+            ));
+        }
+        assert_eq!(cache.refused_len(), 0);
         Ok(())
     }
 
@@ -1403,18 +1606,18 @@ mod tests {
         Ok(())
     }
 
-    fn run_checked(
-        config: &FilterConfig,
+    fn run_checked<'a>(
+        config: &'a FilterConfig,
         authorization: &str,
         revocations: RevocationCheck<'_>,
         cache: Option<&mut TokenCache>,
         now: u64,
-    ) -> Decision {
-        let headers = [("authorization".to_owned(), authorization.to_owned())];
+    ) -> Decision<'a> {
+        let headers = kept([("authorization".to_owned(), authorization.to_owned())]);
         let view = RequestView {
             method: "GET",
             path: "/api/x",
-            headers: &headers,
+            headers,
         };
         // Without the test key every token is refused, which every caller's assertions catch.
         let keys = keys().ok();
@@ -1626,7 +1829,7 @@ mod tests {
         Ok(())
     }
 
-    fn first_headers(decision: &Decision) -> Vec<(String, String)> {
+    fn first_headers(decision: &Decision<'_>) -> Vec<(String, String)> {
         match decision {
             Decision::Allow { headers_to_set, .. } => headers_to_set.to_vec(),
             Decision::Deny { .. } => Vec::new(),

@@ -26,7 +26,9 @@ use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel};
 use crate::cache::TokenCache;
 use crate::config::{FilterConfig, KeySource, RemoteSource, DEFAULT_REALM};
 use crate::crypto::{HostCrypto, HostSupport, SignatureCounts};
-use crate::decide::{decide, Decision, HeadersToSet, RequestView, RevocationCheck, Verification};
+use crate::decide::{
+    decide, Decision, HeadersToRemove, HeadersToSet, RequestView, RevocationCheck, Verification,
+};
 use crate::feed::{self, FeedSync, Outcome};
 use crate::keys::{self, Jwks};
 use crate::poll::{self, Document, FetchResult, Fetched, Poller, Refreshed, SharedNames, Timing};
@@ -484,7 +486,8 @@ impl<H: Host> Shared<H> {
 #[derive(Debug)]
 pub(crate) struct Root<H: Host = Envoy> {
     host: H,
-    shared: Option<Shared<H>>,
+    /// Behind one `Rc`, so that a request's context costs one count, not one per field.
+    shared: Option<Rc<Shared<H>>>,
     keys: KeyState,
     /// `remote_revocations`, when configured.
     revocations: Option<Box<RemoteFeed>>,
@@ -609,7 +612,7 @@ impl<H: Host> Root<H> {
             }
             KeySource::Local(_) => None,
         };
-        self.shared = Some(Shared {
+        self.shared = Some(Rc::new(Shared {
             key_fetch,
             validation: Rc::new(config.validation()),
             verifier: Rc::new(HostCrypto::new(self.host.clone())),
@@ -619,7 +622,7 @@ impl<H: Host> Root<H> {
             config: Rc::new(config),
             metrics,
             tally: Rc::new(Tally::default()),
-        });
+        }));
         // Another worker may already have fetched into shared data.
         self.refresh();
         true
@@ -716,7 +719,7 @@ struct Read {
 struct Http<H: Host = Envoy> {
     host: H,
     /// `None` if the root has no valid configuration: every request is then refused.
-    shared: Option<Shared<H>>,
+    shared: Option<Rc<Shared<H>>>,
     /// The host's clock when the request arrived; `None` if it could not be read.
     now: Option<u64>,
     keys: Option<Rc<Jwks>>,
@@ -725,10 +728,13 @@ struct Http<H: Host = Envoy> {
 }
 
 impl<H: Host> Http<H> {
-    /// The decision, the configuration it was made with, and the request headers as read
-    /// (`None` if they could not be).
-    fn decide(&self) -> (Decision, Option<&Shared<H>>, Option<Read>) {
-        let Some(shared) = &self.shared else {
+    /// The decision, the configuration it was made with, and the request headers as read into
+    /// `slot` (`None` if they could not be), which the decision borrows.
+    fn decide<'s>(
+        &'s self,
+        slot: &'s mut Option<Read>,
+    ) -> (Decision<'s>, Option<&'s Shared<H>>, Option<&'s Read>) {
+        let Some(shared) = self.shared.as_deref() else {
             return (self.internal(None, None), None, None);
         };
         let Ok(raw) = self.host.request_headers() else {
@@ -753,6 +759,11 @@ impl<H: Host> Http<H> {
                 None,
             );
         };
+        let read: &Read = slot.insert(Read {
+            headers,
+            lossy_cookie,
+        });
+        let headers = &read.headers;
         let pseudo = |name: &str| {
             headers
                 .iter()
@@ -762,7 +773,7 @@ impl<H: Host> Http<H> {
         let view = RequestView {
             method: pseudo(":method"),
             path: pseudo(":path"),
-            headers: &headers,
+            headers,
         };
         // The set is only ever borrowed mutably while an answer from auth-api is applied,
         // never during a request; if it were, the request would fail closed.
@@ -782,14 +793,7 @@ impl<H: Host> Http<H> {
             cache.as_deref_mut(),
             now,
         );
-        (
-            decision,
-            Some(shared),
-            Some(Read {
-                headers,
-                lossy_cookie,
-            }),
-        )
+        (decision, Some(shared), Some(read))
     }
 
     /// The internal-error denial, for [`Http::decide`].
@@ -797,7 +801,7 @@ impl<H: Host> Http<H> {
         &self,
         shared: Option<&Shared<H>>,
         headers: Option<&[(String, String)]>,
-    ) -> Decision {
+    ) -> Decision<'static> {
         Decision::Deny {
             response: self.internal_answer(shared, headers),
             reason: DenyReason::Internal,
@@ -831,8 +835,9 @@ impl<H: Host> Http<H> {
 
     /// `on_http_request_headers`: decides, then changes the headers or answers locally.
     fn on_request_headers(&self) -> Action {
-        let (decision, shared, read) = self.decide();
-        let headers = read.as_ref().map(|r| r.headers.as_slice());
+        let mut slot = None;
+        let (decision, shared, read) = self.decide(&mut slot);
+        let headers = read.map(|r| r.headers.as_slice());
         // Without a configuration there is nothing to count into.
         let count = |f: &dyn Fn(&Tally)| {
             if let Some(shared) = shared {
@@ -845,7 +850,7 @@ impl<H: Host> Http<H> {
                 headers_to_remove,
                 by,
             } => {
-                let lossy_cookie = read.as_ref().is_some_and(|r| r.lossy_cookie);
+                let lossy_cookie = read.is_some_and(|r| r.lossy_cookie);
                 if !apply_headers(
                     &self.host,
                     &headers_to_remove,
@@ -929,19 +934,28 @@ fn grpc_code(status: u32) -> GrpcStatusCode {
 /// upstream: the whole header is removed instead (the upstream never sees the token either way).
 fn apply_headers(
     host: &impl Host,
-    headers_to_remove: &[String],
+    headers_to_remove: &HeadersToRemove<'_>,
     headers_to_set: &HeadersToSet,
     lossy_cookie: bool,
 ) -> bool {
+    // A name sent several times is removed once: a removal takes every value of the name.
     let removed = headers_to_remove
         .iter()
-        .all(|name| host.remove_request_header(name).is_ok());
+        .enumerate()
+        .filter(|&(i, name)| !headers_to_remove.iter().take(i).any(|n| n == name))
+        .all(|(_, name)| host.remove_request_header(name).is_ok());
     removed
         && headers_to_set.iter().all(|(name, value)| {
-            if lossy_cookie && name == "cookie" {
+            // The cookie header is rebuilt from every `cookie` header the client sent: all of
+            // them are removed first, so that no host that replaces only a name's first value
+            // could forward a token cookie sent in a second one.
+            if name != "cookie" {
+                host.set_request_header(name, value).is_ok()
+            } else if lossy_cookie {
                 host.remove_request_header(name).is_ok()
             } else {
-                host.set_request_header(name, value).is_ok()
+                host.remove_request_header(name).is_ok()
+                    && host.set_request_header(name, value).is_ok()
             }
         })
 }

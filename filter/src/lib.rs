@@ -40,7 +40,8 @@ mod stats;
 pub use cache::TokenCache;
 pub use config::{ConfigError, FilterConfig};
 pub use decide::{
-    decide, AllowedBy, Decision, HeadersToSet, RequestView, RevocationCheck, Verification,
+    decide, AllowedBy, Decision, HeadersToRemove, HeadersToSet, RequestView, RevocationCheck,
+    Verification,
 };
 pub use response::{DenyReason, DenyResponse};
 

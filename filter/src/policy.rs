@@ -25,14 +25,19 @@ pub(crate) enum Authorization {
 /// `/public/..;/api/admin` would be `/api/admin` upstream), encoded `/`, `\` or `;`, or bad
 /// percent-encoding.
 pub(crate) fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
-    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    // Byte loops rather than `split(['?', '#'])` and `split('/')`, which decode characters: this
+    // runs on every request.
+    let end = raw
+        .bytes()
+        .position(|b| b == b'?' || b == b'#')
+        .unwrap_or(raw.len());
+    let path = raw.get(..end)?;
     if !path.starts_with('/') {
         return None;
     }
     // The common case, nothing percent-encoded, needs no copy.
     if !path.contains('%') {
-        return (!path.bytes().any(refused_byte) && segments_ok(path))
-            .then_some(Cow::Borrowed(path));
+        return segments_ok(path).then_some(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -70,16 +75,26 @@ fn refused_byte(b: u8) -> bool {
     b == b'\\' || b == b';' || b.is_ascii_control() || !b.is_ascii()
 }
 
-/// No `.` or `..` segment, and no empty segment but the last (`//`).
+/// For a path starting with `/`: no refused byte, no `.` or `..` segment, and no empty segment
+/// but the last (`//`).
 fn segments_ok(path: &str) -> bool {
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(segment) = segments.next() {
-        let last = segments.peek().is_none();
-        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
-            return false;
+    // The current segment's length, and how many of its bytes are leading dots: it is `.` or
+    // `..` when they are all dots and at most two.
+    let (mut len, mut dots) = (0_usize, 0_usize);
+    let dot_segment = |len: usize, dots: usize| len == dots && (1..=2).contains(&len);
+    for b in path.bytes().skip(1) {
+        match b {
+            b'/' if len == 0 || dot_segment(len, dots) => return false,
+            b'/' => (len, dots) = (0, 0),
+            b'.' => {
+                dots += usize::from(dots == len);
+                len += 1;
+            }
+            b if refused_byte(b) => return false,
+            _ => len += 1,
         }
     }
-    true
+    !dot_segment(len, dots)
 }
 
 /// The rules that decide a request: the first rule covering it as written, and a protective
@@ -198,10 +213,21 @@ pub(crate) enum TokenLocation<'a> {
 /// request path copies nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FoundToken<'a> {
-    /// The token, checked to be `token68`.
+    /// The token, not yet checked to be `token68` (see [`FoundToken::malformed`]).
     pub token: &'a str,
     /// Where it was.
     pub location: TokenLocation<'a>,
+}
+
+impl FoundToken<'_> {
+    /// Why the token is malformed, if it is not `token68`: it has spaces, trailing garbage or
+    /// characters outside `token68`.
+    pub(crate) fn malformed(&self) -> Option<&'static str> {
+        (!is_token68(self.token)).then_some(match self.location {
+            TokenLocation::Header(_) => "the bearer token is malformed",
+            TokenLocation::Cookie(_) => "the token cookie is malformed",
+        })
+    }
 }
 
 /// Why no usable token was found.
@@ -213,84 +239,78 @@ pub(crate) enum TokenError {
     Malformed(&'static str),
 }
 
-/// Finds the token in the configured headers, then cookies, in configuration order; the first
-/// location that holds one wins. A header whose value does not start with the prefix (e.g.
-/// `Authorization: Basic …`) holds no token. A header sent several times, extra spaces, trailing
-/// garbage or characters outside `token68` make the token malformed. Header names in `headers`
-/// are compared case-insensitively.
-pub(crate) fn extract_token<'a>(
+/// Finds the token in the configured headers, then cookies, in configuration order, and hands
+/// every token location the request fills to `filled`, found token or not.
+///
+/// The token: the first location that holds one wins. A header whose value does not start with
+/// the prefix (e.g. `Authorization: Basic …`) holds no token. A header or cookie sent several
+/// times makes the token malformed; so do extra spaces, trailing garbage or characters outside
+/// `token68`, which [`FoundToken::malformed`] tells, so that the caller may skip that scan when
+/// the cache knows the token.
+///
+/// The locations, in configuration order: the configured headers sent with a value that starts
+/// with their prefix, and the configured cookies present. When tokens are not forwarded all of
+/// them are removed, so that no unverified token reaches the upstream beside (or instead of)
+/// the one that was checked.
+///
+/// Header names in `headers` are compared case-insensitively. Both come from one pass over the
+/// headers per configured header, and one over the cookies per configured cookie.
+pub(crate) fn find_token<'a>(
     headers: &'a [(String, String)],
     config: &'a FilterConfig,
+    mut filled: impl FnMut(TokenLocation<'a>),
 ) -> Result<FoundToken<'a>, TokenError> {
+    let mut found = None;
     for source in &config.from_headers {
-        let mut values = headers
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(&source.name))
-            .map(|(_, value)| value.as_str());
-        let Some(value) = values.next() else { continue };
-        if values.next().is_some() {
-            return Err(TokenError::Malformed("several token headers"));
-        }
         let prefix = source.value_prefix.as_bytes();
-        let Some(head) = value.as_bytes().get(..prefix.len()) else {
+        let has_prefix = |value: &str| {
+            value
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let (mut first, mut several, mut prefixed) = (None, false, false);
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case(&source.name) {
+                several |= first.is_some();
+                first.get_or_insert(value.as_str());
+                prefixed |= has_prefix(value);
+            }
+        }
+        let location = TokenLocation::Header(&source.name);
+        if prefixed {
+            filled(location);
+        }
+        let Some(value) = first.filter(|_| found.is_none()) else {
             continue;
         };
-        if !head.eq_ignore_ascii_case(prefix) {
-            continue;
+        if several {
+            found = Some(Err(TokenError::Malformed("several token headers")));
+        } else if prefixed {
+            // The only value, with the prefix.
+            let token = value.get(prefix.len()..).unwrap_or_default();
+            found = Some(Ok(FoundToken { token, location }));
         }
-        let token = value.get(prefix.len()..).unwrap_or_default();
-        if !is_token68(token) {
-            return Err(TokenError::Malformed("the bearer token is malformed"));
-        }
-        return Ok(FoundToken {
-            token,
-            location: TokenLocation::Header(&source.name),
-        });
     }
     for cookie_name in &config.from_cookies {
-        let mut found = cookies(headers).filter(|(name, _)| name == cookie_name);
-        let Some((_, value)) = found.next() else {
+        let mut same_name = cookies(headers).filter(|(name, _)| name == cookie_name);
+        let Some((_, value)) = same_name.next() else {
             continue;
         };
-        if found.next().is_some() {
-            return Err(TokenError::Malformed("several token cookies"));
+        let location = TokenLocation::Cookie(cookie_name);
+        filled(location);
+        if found.is_none() {
+            found = Some(if same_name.next().is_some() {
+                Err(TokenError::Malformed("several token cookies"))
+            } else {
+                Ok(FoundToken {
+                    token: value,
+                    location,
+                })
+            });
         }
-        if !is_token68(value) {
-            return Err(TokenError::Malformed("the token cookie is malformed"));
-        }
-        return Ok(FoundToken {
-            token: value,
-            location: TokenLocation::Cookie(cookie_name),
-        });
     }
-    Err(TokenError::Missing)
-}
-
-/// Every token location the request fills, found token or not: the configured headers whose
-/// value starts with their prefix, and the configured cookies present. When tokens are not
-/// forwarded all of them are removed, so that no unverified token reaches the upstream beside
-/// (or instead of) the one that was checked.
-pub(crate) fn token_locations<'a>(
-    headers: &[(String, String)],
-    config: &'a FilterConfig,
-) -> Vec<TokenLocation<'a>> {
-    let in_headers = config.from_headers.iter().filter(|source| {
-        headers.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case(&source.name)
-                && value
-                    .as_bytes()
-                    .get(..source.value_prefix.len())
-                    .is_some_and(|head| head.eq_ignore_ascii_case(source.value_prefix.as_bytes()))
-        })
-    });
-    let in_cookies = config
-        .from_cookies
-        .iter()
-        .filter(|name| cookies(headers).any(|(n, _)| n == name.as_str()));
-    in_headers
-        .map(|source| TokenLocation::Header(&source.name))
-        .chain(in_cookies.map(|name| TokenLocation::Cookie(name)))
-        .collect()
+    found.unwrap_or(Err(TokenError::Missing))
 }
 
 /// The `cookie` header(s) without the cookies `names`, joined with `; `; `None` when nothing
@@ -335,6 +355,19 @@ mod tests {
         let mut value = base();
         edit(&mut value);
         Ok(FilterConfig::parse(value.to_string().as_bytes())?)
+    }
+
+    /// [`find_token`] with the `token68` check the filter makes when the cache does not know
+    /// the token.
+    fn extract_token<'a>(
+        headers: &'a [(String, String)],
+        config: &'a FilterConfig,
+    ) -> Result<FoundToken<'a>, TokenError> {
+        let found = find_token(headers, config, |_| {})?;
+        match found.malformed() {
+            Some(why) => Err(TokenError::Malformed(why)),
+            None => Ok(found),
+        }
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -494,6 +527,25 @@ mod tests {
             ("/api/%4", None, "truncated percent-encoding"),
             ("api/x", None, "relative path"),
             ("", None, "empty path"),
+            ("/", Some("/"), "the root"),
+            ("/api/x?a=/../b#c", Some("/api/x"), "dots in the query"),
+            (
+                "/api/x#a?b",
+                Some("/api/x"),
+                "a fragment before a question mark",
+            ),
+            ("/api/...", Some("/api/..."), "three dots are a name"),
+            (
+                "/api/.well-known/x",
+                Some("/api/.well-known/x"),
+                "a name after a dot",
+            ),
+            ("/api/x./y", Some("/api/x./y"), "a name before a dot"),
+            ("/api/.", None, "a trailing dot segment"),
+            ("/api/x/..", None, "a trailing dot-dot segment"),
+            ("/..", None, "dot-dot from the root"),
+            ("//", None, "an empty first segment"),
+            ("/api/x%2e/", Some("/api/x./"), "an encoded dot in a name"),
         ];
         for (raw, expected, reason) in cases {
             assert_eq!(normalize_path(raw).as_deref(), expected, "{reason}");
@@ -675,6 +727,51 @@ mod tests {
                 expected,
                 "{reason}"
             );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_filled_token_location_is_reported_whichever_holds_the_token() -> crate::TestResult {
+        let config = config(|v| v["from_cookies"] = json!(["access_token"]))?;
+        let header = TokenLocation::Header("authorization");
+        let cookie = TokenLocation::Cookie("access_token");
+        let cases = [
+            (
+                vec![
+                    ("authorization", "Bearer abc"),
+                    ("cookie", "a=1; access_token=def"),
+                ],
+                vec![header, cookie],
+                Ok("abc"),
+                "the header's token is checked, both are emptied",
+            ),
+            (
+                vec![
+                    ("authorization", "Basic abc"),
+                    ("cookie", "access_token=def"),
+                ],
+                vec![cookie],
+                Ok("def"),
+                "another scheme is no token location",
+            ),
+            (
+                vec![
+                    ("authorization", "Basic abc"),
+                    ("authorization", "Bearer x"),
+                ],
+                vec![header],
+                Err(TokenError::Malformed("several token headers")),
+                "one of two headers holds a token",
+            ),
+            (vec![], vec![], Err(TokenError::Missing), "nothing sent"),
+        ];
+        for (pairs, locations, token, reason) in cases {
+            let headers = headers(&pairs);
+            let mut filled = Vec::new();
+            let found = find_token(&headers, &config, |location| filled.push(location));
+            assert_eq!(filled, locations, "{reason}");
+            assert_eq!(found.map(|f| f.token), token, "{reason}");
         }
         Ok(())
     }

@@ -560,6 +560,52 @@ fn a_cookie_header_that_is_not_utf8_is_removed_rather_than_rebuilt_from_a_lossy_
 }
 
 #[test]
+fn a_name_sent_twice_is_removed_once_and_every_cookie_header_goes_before_the_rebuilt_one(
+) -> TestResult {
+    let mut configuration = base();
+    configuration["from_cookies"] = json!(["access_token"]);
+    let host = MockHost::new().with_configuration(&configuration);
+    let root = configured(&host)?;
+    let auth = bearer("k1", SECRET)?;
+    let token = auth.trim_start_matches("Bearer ");
+    let second = format!("access_token={token}");
+    host.set_request(&[
+        (":method", "GET"),
+        (":path", "/api/things"),
+        ("x-user-id", "spoofed"),
+        ("x-user-id", "spoofed again"),
+        ("cookie", "theme=dark"),
+        ("cookie", &second),
+    ]);
+    host.take_calls();
+
+    assert_eq!(root.http_context().on_request_headers(), Action::Continue);
+    let calls = host.take_calls();
+    let removals = |name: &str| {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Effect::RemoveRequestHeader(n) if n == name))
+            .count()
+    };
+    assert_eq!(removals("x-user-id"), 1, "{calls:?}");
+    assert_eq!(removals("cookie"), 1, "{calls:?}");
+    let removed_at = calls
+        .iter()
+        .position(|c| matches!(c, Effect::RemoveRequestHeader(n) if n == "cookie"));
+    let set_at = calls
+        .iter()
+        .position(|c| matches!(c, Effect::SetRequestHeader(n, _) if n == "cookie"));
+    assert!(removed_at < set_at && set_at.is_some(), "{calls:?}");
+    let cookies: Vec<_> = host
+        .request()
+        .into_iter()
+        .filter(|(n, _)| n == "cookie")
+        .collect();
+    assert_eq!(cookies, [("cookie".to_owned(), b"theme=dark".to_vec())]);
+    Ok(())
+}
+
+#[test]
 fn a_denial_sends_the_rfc_6750_answer_and_changes_no_header() -> TestResult {
     let host = MockHost::new();
     let root = configured(&host)?;
