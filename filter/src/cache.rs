@@ -17,8 +17,8 @@
 //! keeps the hot recent tokens. Every hit re-checks `exp` with the clock skew. The whole cache
 //! is cleared when the key set version changes, so a removed key stops working at once and a
 //! token naming a key that has just arrived is verified again. A refusal is remembered for
-//! [`REFUSAL_SECS`] at most, and only one reached with the key found and the token parsed
-//! (`decide` chooses): never a malformed or oversized token, never one the clock could undo
+//! [`REFUSAL_SECS`] at most, and only one reached past the size and format checks, at the key
+//! lookup or after it (`decide` chooses): never a malformed or oversized token, never one the clock could undo
 //! (`nbf` or `iat` in the future, and `exp`, should the host's clock step back). Revocation is not the cache's business: `decide` checks every request, hits
 //! included, against the current feed.
 

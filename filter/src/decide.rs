@@ -397,10 +397,10 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// Whether a refusal for `kind` is remembered: only those reached after the key was found and
-/// the token fully parsed (so never a token over `max_token_len`, nor a malformed one, which
-/// costs less to refuse again than to remember), and never one a later clock could undo (`exp`,
-/// `nbf`, `iat`: `exp` because a host clock may step back).
+/// Whether a refusal for `kind` is remembered: only those reached past the size and format
+/// checks, at the key lookup or after it (so never a token over `max_token_len`, nor a
+/// malformed one, which costs less to refuse again than to remember), and never one a later
+/// clock could undo (`exp`, `nbf`, `iat`: `exp` because a host clock may step back).
 fn worth_remembering(kind: &ErrorKind) -> bool {
     matches!(
         kind,

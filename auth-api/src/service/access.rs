@@ -186,6 +186,8 @@ pub async fn check_session(state: &AppState, token: &VerifiedToken) -> Result<()
 fn batch_error(err: BatchError) -> Error {
     match err {
         BatchError::Store(_) => Error::from(anyhow::Error::new(err)),
-        BatchError::QueueFull | BatchError::Lost => Error::Unavailable(err.into()),
+        BatchError::QueueFull | BatchError::Lost | BatchError::TimedOut => {
+            Error::Unavailable(err.into())
+        }
     }
 }

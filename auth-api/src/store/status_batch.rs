@@ -13,7 +13,7 @@
 //! counts, as with one query per request (SECURITY.md B). This module owns the queueing, not
 //! the SQL, nor what a status means (`service::access::check_session`).
 
-use std::{fmt, future::Future, sync::Arc};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::{
     mpsc::{self, error::TrySendError},
@@ -29,6 +29,12 @@ pub(crate) const MAX_BATCH: usize = 256;
 /// Requests that may wait for a query slot before new ones get 503: 64 full batches, a few
 /// hundred milliseconds of the store's work. See [`BatchError::QueueFull`].
 const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// How long a request waits for its answer before it is 503: the pool's own wait for a
+/// connection (`Store::connect`), which a query per request used to hit first. Without it, a
+/// query held by a lock (a migration's DDL, a network black hole) would hold every queued
+/// request until the 30 s request timeout.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A session id and the kid of the token presenting it.
 type Key = (String, String);
@@ -52,6 +58,8 @@ pub(crate) enum BatchError {
     /// The request was dropped unanswered: the task running its query panicked, or the
     /// consumer is gone (the runtime is shutting down).
     Lost,
+    /// No answer within [`ANSWER_DEADLINE`]: the store is stalled.
+    TimedOut,
 }
 
 impl fmt::Display for BatchError {
@@ -60,6 +68,7 @@ impl fmt::Display for BatchError {
             Self::Store(_) => "the batched token-status query failed",
             Self::QueueFull => "too many token-status reads are waiting",
             Self::Lost => "the token-status read ended without an answer",
+            Self::TimedOut => "the token-status read got no answer in time",
         })
     }
 }
@@ -69,7 +78,7 @@ impl std::error::Error for BatchError {
         match self {
             // The `sqlx::Error` itself, not its `Arc`: so that `anyhow`'s chain finds it.
             Self::Store(err) => Some(&**err),
-            Self::QueueFull | Self::Lost => None,
+            Self::QueueFull | Self::Lost | Self::TimedOut => None,
         }
     }
 }
@@ -86,6 +95,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub(crate) struct StatusBatch {
     queue: mpsc::Sender<Pending>,
+    deadline: Duration,
 }
 
 impl StatusBatch {
@@ -115,7 +125,10 @@ impl StatusBatch {
             Arc::new(Semaphore::new(in_flight.max(1))),
             Arc::new(lookup),
         ));
-        Self { queue }
+        Self {
+            queue,
+            deadline: ANSWER_DEADLINE,
+        }
     }
 
     /// The status of the session `session_id` and the key `kid`, as [`Store::token_status`]
@@ -130,7 +143,10 @@ impl StatusBatch {
             TrySendError::Full(_) => BatchError::QueueFull,
             TrySendError::Closed(_) => BatchError::Lost,
         })?;
-        answer.await.unwrap_or(Err(BatchError::Lost))
+        match tokio::time::timeout(self.deadline, answer).await {
+            Ok(answer) => answer.unwrap_or(Err(BatchError::Lost)),
+            Err(_) => Err(BatchError::TimedOut),
+        }
     }
 }
 
@@ -391,6 +407,34 @@ mod tests {
         drop(first);
         let answer = runtime().block_on(batch.token_status("s1", "k"));
         assert!(matches!(answer, Err(BatchError::Lost)), "{answer:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_query_answers_in_time_and_the_next_slot_serves_on() {
+        // Arrange: two slots; the first query never ends, the second answers.
+        let calls = Arc::new(AtomicI64::new(0));
+        let mut batch = {
+            let calls = Arc::clone(&calls);
+            StatusBatch::with_lookup(2, 1024, move |keys: Vec<Key>| {
+                let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(keys.iter().map(|(sid, _)| Some(status(sid, 1))).collect())
+                }
+            })
+        };
+        batch.deadline = Duration::from_millis(100);
+        // Act
+        let stalled = within_5s("the stalled read", batch.token_status("stalled", "k")).await;
+        let next = within_5s("the next read", batch.token_status("next", "k")).await;
+        // Assert
+        assert!(matches!(stalled, Err(BatchError::TimedOut)), "{stalled:?}");
+        assert_eq!(
+            next.ok().flatten().map(|s| s.user_id),
+            Some("next".to_owned())
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
