@@ -384,6 +384,24 @@ const IDENTITY: [(&str, &str); 3] = [
     ("x-user-roles", "user,editor"),
 ];
 
+/// The host calls of an allowed request with the test token: the clock, the header map, the
+/// removal of each of `removed`, then the identity headers set.
+fn allowed_calls(removed: &[&str]) -> Vec<Effect> {
+    [Effect::CurrentTime, Effect::RequestHeaders]
+        .into_iter()
+        .chain(
+            removed
+                .iter()
+                .map(|name| Effect::RemoveRequestHeader((*name).to_owned())),
+        )
+        .chain(
+            IDENTITY
+                .iter()
+                .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
+        )
+        .collect()
+}
+
 /// A local HTTP answer: status, headers and JSON body.
 type Answer = (u32, Vec<(String, String)>, Value);
 
@@ -442,17 +460,7 @@ fn an_allowed_request_gets_its_identity_headers_and_loses_the_token_one_change_e
     );
 
     assert_eq!(action, Action::Continue);
-    let mut expected_calls = vec![
-        Effect::CurrentTime,
-        Effect::RequestHeaders,
-        Effect::RemoveRequestHeader("x-user-id".to_owned()),
-        Effect::RemoveRequestHeader("authorization".to_owned()),
-    ];
-    expected_calls.extend(
-        IDENTITY
-            .iter()
-            .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
-    );
+    let expected_calls = allowed_calls(&["x-user-id", "authorization"]);
     assert_eq!(calls, expected_calls);
     let mut expected = owned(&[
         (":method", "GET"),
@@ -487,16 +495,7 @@ fn a_header_that_is_not_utf8_is_kept_as_sent_and_changes_are_made_one_call_each(
     let calls = host.take_calls();
 
     assert_eq!(action, Action::Continue);
-    let mut expected = vec![
-        Effect::CurrentTime,
-        Effect::RequestHeaders,
-        Effect::RemoveRequestHeader("authorization".to_owned()),
-    ];
-    expected.extend(
-        IDENTITY
-            .iter()
-            .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
-    );
+    let expected = allowed_calls(&["authorization"]);
     assert_eq!(calls, expected, "no lossy copy of the map is written back");
     let request = host.request();
     assert!(
@@ -827,16 +826,7 @@ fn host_calls_per_request_on_the_cache_hit_and_reject_paths_stay_within_budget()
 
     let (action, hit) = request(&root, &host, &api_get(&auth));
     assert_eq!(action, Action::Continue);
-    let mut expected = vec![
-        Effect::CurrentTime,
-        Effect::RequestHeaders,
-        Effect::RemoveRequestHeader("authorization".to_owned()),
-    ];
-    expected.extend(
-        IDENTITY
-            .iter()
-            .map(|(n, v)| Effect::SetRequestHeader((*n).to_owned(), (*v).to_owned())),
-    );
+    let expected = allowed_calls(&["authorization"]);
     assert_eq!(hit, expected, "cache hit");
 
     for token in [bearer("k1", &[7; 32])?, bearer("k9", SECRET)?] {
