@@ -367,7 +367,7 @@ impl KeyRing {
 
     /// Re-reads the ring from the database. Rows that do not open under the configured KEKs
     /// (a row in the clear among them: only the start-up re-seal accepts those) are left out
-    /// and logged once per kid; see [`Snapshot::new`].
+    /// and logged once per kid; see `Snapshot::new`.
     pub async fn reload(&self) -> anyhow::Result<()> {
         self.load(false).await
     }

@@ -57,7 +57,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// `AUTH_REQUEST_TIMEOUT_SECS`: longest a write to the client may make no progress.
     pub write_timeout: Duration,
-    /// `AUTH_REQUEST_TIMEOUT_SECS` + [`DRAIN_GRACE`]: how long each connection has, after the
+    /// `AUTH_REQUEST_TIMEOUT_SECS` + `DRAIN_GRACE`: how long each connection has, after the
     /// stop signal, to finish.
     pub drain_timeout: Duration,
     /// `AUTH_MAX_CONNECTIONS`: open connections at once.

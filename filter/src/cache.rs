@@ -118,7 +118,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     /// An empty cache holding at most `capacity` verified tokens (and, unless `capacity` is 0,
-    /// [`REFUSED_ENTRIES`] refused ones).
+    /// `REFUSED_ENTRIES` refused ones).
     pub fn new(capacity: usize) -> Self {
         Self {
             key_version: None,

@@ -1,8 +1,8 @@
 //! The store: PostgreSQL or MySQL/MariaDB in production, SQLite as the embedded default.
 //!
 //! All three go through sqlx's `Any` driver: ids are UUID text, times Unix seconds, binary
-//! values blobs. Each statement is written per engine, side by side where it runs ([`sql!`],
-//! see [`sql`]), and each submodule adds the queries of one table family to [`Store`].
+//! values blobs. Each statement is written per engine, side by side where it runs (`sql!`,
+//! see the `sql` module), and each submodule adds the queries of one table family to [`Store`].
 //! Multi-statement writes run in transactions that begin with a write (or, on MySQL, a locking
 //! read), so SQLite never has to upgrade a read lock (which fails at once instead of waiting).
 //!

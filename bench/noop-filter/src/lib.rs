@@ -6,7 +6,7 @@
 //!
 //! Given a plugin configuration, it becomes a probe instead: per request it performs the host
 //! calls the configuration lists, so that a benchmark can price each kind of call against the
-//! no-op floor (see [`Op`] for the syntax). Without a configuration (as `cargo xtask bench edge`
+//! no-op floor (see `Op` for the syntax). Without a configuration (as `cargo xtask bench edge`
 //! loads it) the per-request path is the no-op one, unchanged.
 #![deny(
     clippy::unwrap_used,
