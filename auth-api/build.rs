@@ -1,7 +1,29 @@
-//! Rebuilds auth-api when a migration is added or changed: `sqlx::migrate!` embeds
-//! `migrations/` at compile time, and Cargo does not otherwise watch that directory
-//! (sqlx's recommended build script).
+//! Two build steps:
+//! - rebuilds auth-api when a migration is added or changed: `sqlx::migrate!` embeds
+//!   `migrations/` at compile time, and Cargo does not otherwise watch that directory (sqlx's
+//!   recommended build script);
+//! - compiles `proto/auth/v1/auth.proto` in pure Rust (protox: no `protoc` on the build machines)
+//!   into the server and client code of `auth.v1`, and the descriptor set that server reflection
+//!   serves.
 
-fn main() {
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../migrations");
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("..");
+    let proto_dir = root.join("proto");
+    let file = proto_dir.join("auth/v1/auth.proto");
+    println!("cargo:rerun-if-changed={}", proto_dir.display());
+    let descriptors = protox::compile([&file], [&proto_dir])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("auth_v1_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        // The client is public so that tests, benchmarks and Rust callers use the same types.
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
 }

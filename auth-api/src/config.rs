@@ -20,6 +20,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `AUTH_INTERNAL_LISTEN`, default `127.0.0.1:8081`: key material for the gateway.
     pub internal_listen: SocketAddr,
+    /// `AUTH_GRPC_LISTEN`, default `127.0.0.1:50051`: the gRPC API (`auth.v1.AuthService`,
+    /// Envoy's `ext_authz` `Authorization`, health and reflection); `off` disables it.
+    pub grpc_listen: Option<SocketAddr>,
     /// `AUTH_HEADER_READ_TIMEOUT_SECS`, default 10, at least 1: a connection that has not sent a
     /// whole request head this long after it was opened, or after its previous response, is
     /// closed (a slow or idle client cannot keep it).
@@ -186,6 +189,7 @@ impl Default for Config {
             database_url: "sqlite://auth.db".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             internal_token: None,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -252,6 +256,11 @@ impl Config {
             internal_listen: env
                 .parsed("AUTH_INTERNAL_LISTEN")?
                 .unwrap_or(d.internal_listen),
+            grpc_listen: match env.string("AUTH_GRPC_LISTEN")? {
+                Some(raw) if raw.trim().eq_ignore_ascii_case("off") => None,
+                Some(_) => env.parsed("AUTH_GRPC_LISTEN")?,
+                None => d.grpc_listen,
+            },
             internal_token: env.internal_token()?,
             header_read_timeout: env
                 .secs("AUTH_HEADER_READ_TIMEOUT_SECS", 1)?
@@ -587,6 +596,24 @@ mod tests {
     }
 
     #[test]
+    fn the_grpc_listener_defaults_to_50051_and_can_be_turned_off() {
+        assert_eq!(
+            load(&[]).unwrap().grpc_listen,
+            Some("127.0.0.1:50051".parse().unwrap())
+        );
+        assert_eq!(
+            load(&[("AUTH_GRPC_LISTEN", "0.0.0.0:9090")])
+                .unwrap()
+                .grpc_listen,
+            Some("0.0.0.0:9090".parse().unwrap())
+        );
+        assert_eq!(
+            load(&[("AUTH_GRPC_LISTEN", "off")]).unwrap().grpc_listen,
+            None
+        );
+    }
+
+    #[test]
     fn slow_client_limits_default_and_read_their_variables() {
         let config = load(&[]).unwrap();
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
@@ -613,6 +640,7 @@ mod tests {
             ("AUTH_MAX_CONNECTIONS", "0", "no connection at all"),
             ("AUTH_MAX_CONNECTIONS", "4294967296", "above u32"),
             ("AUTH_LISTEN", "localhost", "not ip:port"),
+            ("AUTH_GRPC_LISTEN", "localhost:50051", "not ip:port"),
             ("AUTH_BCRYPT_COST", "4", "too cheap for production"),
             ("AUTH_INTERNAL_TOKEN", "short", "guessable"),
             (

@@ -232,7 +232,7 @@ impl ApiError {
     }
 
     /// The RFC 6750 challenge for a 401 (or a bearer-related 400), if any.
-    fn challenge(&self) -> Option<String> {
+    pub(crate) fn challenge(&self) -> Option<String> {
         match self {
             Self::MissingToken | Self::InvalidCredentials | Self::InvalidGrant => {
                 Some(format!("Bearer realm=\"{REALM}\""))
@@ -260,25 +260,66 @@ fn quoted_string_safe(text: &str) -> String {
         .collect()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let message = match &self {
+impl ApiError {
+    /// The message a client is told: the error's own text, except that a server fault's
+    /// detail stays in the logs.
+    pub(crate) fn client_message(&self) -> String {
+        match self {
             Self::Overloaded | Self::NotReady(_) => self.to_string(),
             Self::Unavailable(_) => {
                 "the service is temporarily unavailable, retry later".to_owned()
             }
-            _ if status.is_server_error() => "internal server error".to_owned(),
+            _ if self.status().is_server_error() => "internal server error".to_owned(),
             _ => self.to_string(),
-        };
-        let reason = match &self {
+        }
+    }
+
+    /// Why a password was refused, where a client can act on it.
+    pub(crate) fn weak_password_reason(&self) -> Option<&WeakPasswordReason> {
+        match self {
             Self::WeakPassword { reason, .. } => Some(reason),
             _ => None,
-        };
+        }
+    }
+
+    /// How long a client should wait before retrying (`Retry-After`), for the errors that say.
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Overloaded => Some(1),
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is a fault whose detail must be logged (it is never sent).
+    pub(crate) fn is_server_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::Database(_) | Self::Internal(_)
+        )
+    }
+
+    /// The JSON error body every front end sends: `{"error", "message", "reason"?}`.
+    pub(crate) fn body_json(&self) -> String {
         let body = Body {
             error: self.code(),
-            message,
-            reason,
+            message: self.client_message(),
+            reason: self.weak_password_reason(),
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| {
+            r#"{"error":"internal","message":"internal server error"}"#.to_owned()
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Body {
+            error: self.code(),
+            message: self.client_message(),
+            reason: self.weak_password_reason(),
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
@@ -288,25 +329,10 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        match &self {
-            Self::Overloaded => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            Self::RateLimited { retry_after_secs } => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            Self::Unavailable(_) => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
-                );
-            }
-            _ => {}
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if matches!(
-            self,
-            Self::Unavailable(_) | Self::Database(_) | Self::Internal(_)
-        ) {
+        if self.is_server_fault() {
             response
                 .extensions_mut()
                 .insert(ServerFault(Arc::new(self.to_string())));

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod grpc;
 pub mod kek;
 pub mod keyring;
 pub mod metrics;

@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::{
     clock::Clock,
     config::Config,
-    routes,
+    grpc, routes,
     server::{serve, Limits},
     state::AppState,
 };
@@ -26,6 +26,7 @@ pub struct App {
     state: AppState,
     public: TcpListener,
     internal: Option<TcpListener>,
+    grpc: Option<TcpListener>,
 }
 
 impl App {
@@ -52,11 +53,20 @@ impl App {
             ),
             None => None,
         };
+        let grpc = match config.grpc_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on AUTH_GRPC_LISTEN={addr}"))?,
+            ),
+            None => None,
+        };
         let state = AppState::new(config, clock).await?;
         Ok(Self {
             state,
             public,
             internal,
+            grpc,
         })
     }
 
@@ -68,6 +78,15 @@ impl App {
     /// The internal listener's address, when it runs.
     pub fn internal_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         self.internal
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// The gRPC listener's address, when it runs.
+    pub fn grpc_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        self.grpc
             .as_ref()
             .map(TcpListener::local_addr)
             .transpose()
@@ -99,22 +118,37 @@ impl App {
             limits,
             stop_rx.clone(),
         );
-        let result = match self.internal {
-            Some(listener) => {
-                tracing::info!(addr = %listener.local_addr()?, "internal API listening");
-                let internal = serve(
-                    listener,
-                    routes::internal_router(self.state.clone()),
-                    limits,
-                    stop_rx,
-                );
-                tokio::try_join!(public, internal).map(drop)
-            }
-            None => {
-                tracing::info!("internal API disabled: AUTH_INTERNAL_TOKEN is not set");
-                public.await
+        let internal = async {
+            match self.internal {
+                Some(listener) => {
+                    tracing::info!(addr = %listener.local_addr()?, "internal API listening");
+                    serve(
+                        listener,
+                        routes::internal_router(self.state.clone()),
+                        limits,
+                        stop_rx.clone(),
+                    )
+                    .await
+                }
+                None => {
+                    tracing::info!("internal API disabled: AUTH_INTERNAL_TOKEN is not set");
+                    Ok(())
+                }
             }
         };
+        let grpc = async {
+            match self.grpc {
+                Some(listener) => {
+                    tracing::info!(addr = %listener.local_addr()?, "gRPC API listening");
+                    grpc::serve(listener, self.state.clone(), limits, stop_rx.clone()).await
+                }
+                None => {
+                    tracing::info!("gRPC API disabled: AUTH_GRPC_LISTEN=off");
+                    Ok(())
+                }
+            }
+        };
+        let result = tokio::try_join!(public, internal, grpc).map(drop);
         background.abort();
         self.state.store.close().await;
         result

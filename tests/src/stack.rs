@@ -243,6 +243,7 @@ pub(crate) fn test_config(database_url: String) -> Config {
         database_url,
         listen: loopback(),
         internal_listen: loopback(),
+        grpc_listen: Some(loopback()),
         internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
         bcrypt_cost: 4,
         // PostgreSQL and MySQL need one; a fixed test KEK for every backend.

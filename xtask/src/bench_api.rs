@@ -639,6 +639,7 @@ mod measure {
         vec![
             ("AUTH_DATABASE_URL", database_url.to_owned()),
             ("AUTH_LISTEN", format!("127.0.0.1:{port}")),
+            ("AUTH_GRPC_LISTEN", "127.0.0.1:0".to_owned()),
             ("AUTH_KEY_ENCRYPTION_KEYS", KEK.to_owned()),
             ("AUTH_BCRYPT_COST", args.bcrypt_cost.to_string()),
             ("AUTH_HASH_CONCURRENCY", cores.to_string()),

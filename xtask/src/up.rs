@@ -26,6 +26,7 @@ const GATEWAY: u16 = 10000;
 const ADMIN: u16 = 9901;
 const AUTH_API: u16 = 8080;
 const AUTH_INTERNAL: u16 = 8081;
+const AUTH_GRPC: u16 = 50051;
 const UPSTREAM: u16 = 8090;
 /// The filter polls keys this often in the dev stack.
 const POLL_SECONDS: u32 = 5;
@@ -106,10 +107,10 @@ fn check_environment(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<
             "AUTH_JWT_AUDIENCE={audiences:?}: the dev gateway accepts only tokens for \"api\""
         ));
     }
-    for name in ["AUTH_LISTEN", "AUTH_INTERNAL_LISTEN"] {
+    for name in ["AUTH_LISTEN", "AUTH_INTERNAL_LISTEN", "AUTH_GRPC_LISTEN"] {
         if set(name).is_some() {
             problems.push(format!(
-                "{name}: the dev stack sets it (ports {AUTH_API} and {AUTH_INTERNAL})"
+                "{name}: the dev stack sets it (ports {AUTH_API}, {AUTH_INTERNAL} and {AUTH_GRPC})"
             ));
         }
     }
@@ -171,6 +172,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .arg("serve")
         .env("AUTH_LISTEN", format!("127.0.0.1:{AUTH_API}"))
         .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{AUTH_INTERNAL}"))
+        .env("AUTH_GRPC_LISTEN", format!("127.0.0.1:{AUTH_GRPC}"))
         .env("AUTH_INTERNAL_TOKEN", &token)
         .env("AUTH_JWT_ISSUER", ISSUER);
     processes.children.push((
@@ -376,6 +378,8 @@ fn print_banner(store: &str) {
 auth-service is up:
   gateway   http://127.0.0.1:{GATEWAY}   (Envoy admin: http://127.0.0.1:{ADMIN})
   auth-api  http://127.0.0.1:{AUTH_API}    (internal: http://127.0.0.1:{AUTH_INTERNAL}, not routed)
+  gRPC      127.0.0.1:{AUTH_GRPC}        (auth.v1.AuthService, ext_authz, health, reflection:
+            grpcurl -plaintext 127.0.0.1:{AUTH_GRPC} list)
   store     {store}
   upstream  http://127.0.0.1:{UPSTREAM}    (echoes what it receives)
   issuer    {ISSUER}   (discovery: {ISSUER}/.well-known/openid-configuration,

@@ -93,7 +93,8 @@ pub(super) async fn login(
     Ok(token_reply(tokens))
 }
 
-fn rfc3339(unix: i64) -> Result<String> {
+/// A Unix time as RFC 3339 (UTC), as the API answers times.
+pub(crate) fn rfc3339(unix: i64) -> Result<String> {
     let at = time::OffsetDateTime::from_unix_timestamp(unix)
         .map_err(|e| ApiError::Internal(e.into()))?;
     at.format(&time::format_description::well_known::Rfc3339)

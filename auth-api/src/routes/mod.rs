@@ -13,6 +13,7 @@ mod password;
 mod sessions;
 mod validate;
 
+pub(crate) use accounts::rfc3339;
 pub use internal::PAGE as REVOCATION_FEED_PAGE;
 
 use std::{net::SocketAddr, time::Instant};

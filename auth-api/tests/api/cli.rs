@@ -256,6 +256,7 @@ async fn server_logs_never_show_a_secret() {
         .env("AUTH_DATABASE_URL", &url)
         .env("AUTH_LISTEN", "127.0.0.1:0")
         .env("AUTH_INTERNAL_LISTEN", "127.0.0.1:0")
+        .env("AUTH_GRPC_LISTEN", "127.0.0.1:0")
         .env("AUTH_INTERNAL_TOKEN", internal_token)
         .env("AUTH_BCRYPT_COST", "10")
         .env("AUTH_PASSWORD_PEPPER", "a-pepper-that-must-never-be-logged")

@@ -26,6 +26,7 @@ pub fn test_config(database_url: String) -> Config {
         database_url,
         listen: "127.0.0.1:0".parse().unwrap(),
         internal_listen: "127.0.0.1:0".parse().unwrap(),
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
         internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
         bcrypt_cost: 4,
         hash_concurrency: 2,

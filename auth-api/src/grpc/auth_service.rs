@@ -1,0 +1,256 @@
+//! `auth.v1.AuthService`: each RPC an adapter of one [`crate::service`] operation, as each HTTP
+//! route is, with the same per-address limit on the same operations (SECURITY.md E 49).
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    metadata::{access_token, client_ip, headers},
+    pb::{self, auth_service_server::AuthService},
+};
+use crate::{
+    error::ApiError,
+    metrics::Metrics,
+    routes::rfc3339,
+    service::{self, LogoutCredential, LogoutScope, TokenPair},
+    state::AppState,
+};
+
+/// The service, over the shared state.
+#[derive(Debug, Clone)]
+pub(super) struct Auth {
+    pub(super) state: AppState,
+}
+
+/// Counts one outcome of an operation (as the HTTP routes' limiter does).
+type CountOutcome = fn(&Metrics, &'static str);
+
+impl Auth {
+    /// Refuses a client address that has used up its bucket, as the HTTP API's `limit_by_ip`.
+    async fn limit_by_ip<T>(
+        &self,
+        request: &Request<T>,
+        outcomes: Option<CountOutcome>,
+    ) -> Result<(), Status> {
+        let ip = client_ip(&self.state, request.remote_addr(), &headers(request));
+        match self.state.ip_limiter.check(ip).await {
+            Ok(()) => Ok(()),
+            Err(wait) => {
+                tracing::info!(
+                    event = "rate_limited",
+                    scope = "ip",
+                    "client address over its limit"
+                );
+                if let Some(count) = outcomes {
+                    count(&self.state.metrics, "rate_limited");
+                }
+                Err(ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs().max(1),
+                }
+                .into())
+            }
+        }
+    }
+}
+
+fn token_response(tokens: TokenPair) -> pb::TokenResponse {
+    pb::TokenResponse {
+        access_token: tokens.access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: tokens.expires_in,
+        refresh_token: tokens.refresh_token.expose().to_owned(),
+        refresh_expires_in: tokens.refresh_expires_in,
+        device_token: tokens.device_token,
+    }
+}
+
+fn logout_scope(scope: i32) -> Result<LogoutScope, ApiError> {
+    match pb::LogoutScope::try_from(scope) {
+        Ok(pb::LogoutScope::Unspecified | pb::LogoutScope::Local) => Ok(LogoutScope::Local),
+        Ok(pb::LogoutScope::All) => Ok(LogoutScope::All),
+        Ok(pb::LogoutScope::Others) => Ok(LogoutScope::Others),
+        Err(_) => Err(ApiError::InvalidRequest(
+            "scope must be one of LOCAL, ALL, OTHERS".to_owned(),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Auth {
+    async fn signup(
+        &self,
+        request: Request<pb::SignupRequest>,
+    ) -> Result<Response<pb::SignupResponse>, Status> {
+        self.limit_by_ip(&request, Some(Metrics::signup)).await?;
+        let body = request.into_inner();
+        let account = service::accounts::signup(&self.state, &body.email, &body.password).await?;
+        Ok(Response::new(pb::SignupResponse {
+            id: account.id,
+            email: account.email,
+            created_at: rfc3339(account.created_at)?,
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        self.limit_by_ip(&request, Some(Metrics::login)).await?;
+        let body = request.into_inner();
+        let tokens = service::accounts::login(
+            &self.state,
+            &body.email,
+            &body.password,
+            body.device_token.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(token_response(tokens)))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        self.limit_by_ip(&request, Some(Metrics::refresh)).await?;
+        let body = request.into_inner();
+        let tokens = service::sessions::refresh(&self.state, &body.refresh_token).await?;
+        Ok(Response::new(token_response(tokens)))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        // Outside the per-address limit, as on HTTP: a neighbour using up the bucket must never
+        // stop anyone from ending their own session.
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let scope = logout_scope(body.scope)?;
+        let (refresh_token, in_message) = match &body.credential {
+            Some(pb::logout_request::Credential::RefreshToken(token)) => {
+                (Some(token.as_str()), None)
+            }
+            Some(pb::logout_request::Credential::AccessToken(token)) => {
+                (None, Some(token.as_str()))
+            }
+            None => (None, None),
+        };
+        let bearer = access_token(in_message, &headers)?;
+        let credential = match (bearer, refresh_token) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidRequest(
+                    "send a refresh token or an access token, not both".to_owned(),
+                )
+                .into())
+            }
+            (Some(token), None) => LogoutCredential::AccessToken(token),
+            (None, Some(token)) => LogoutCredential::RefreshToken(token),
+            (None, None) => {
+                return Err(ApiError::InvalidRequest(
+                    "send a refresh_token, an access_token, or authorization: Bearer metadata"
+                        .to_owned(),
+                )
+                .into())
+            }
+        };
+        service::sessions::logout(&self.state, credential, scope).await?;
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let token =
+            access_token(body.access_token.as_deref(), &headers)?.ok_or(ApiError::MissingToken)?;
+        service::accounts::change_password(
+            &self.state,
+            token,
+            &body.current_password,
+            &body.new_password,
+            body.device_token.as_deref(),
+        )
+        .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn validate(
+        &self,
+        request: Request<pb::ValidateRequest>,
+    ) -> Result<Response<pb::ValidateResponse>, Status> {
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let token =
+            access_token(body.access_token.as_deref(), &headers)?.ok_or(ApiError::MissingToken)?;
+        let verified = service::access::validate(&self.state, token).await?;
+        let typed = verified.typed;
+        Ok(Response::new(pb::ValidateResponse {
+            claims: Some(json_struct(verified.claims)),
+            user_id: typed.sub,
+            email: typed.email,
+            roles: typed.roles,
+            session_id: typed.sid,
+            expires_at: typed.exp,
+        }))
+    }
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+fn json_struct(object: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: object
+            .into_iter()
+            .map(|(name, value)| (name, json_value(value)))
+            .collect(),
+    }
+}
+
+fn json_value(value: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match value {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(b),
+        // `google.protobuf.Value` numbers are doubles, as JSON's are.
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s),
+        J::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_value).collect(),
+        }),
+        J::Object(object) => Kind::StructValue(json_struct(object)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::value::Kind;
+
+    #[test]
+    fn claims_keep_their_json_types() {
+        let serde_json::Value::Object(claims) = serde_json::json!({
+            "sub": "u1", "exp": 1700000000, "roles": ["admin", "ops"], "ok": true, "x": null
+        }) else {
+            unreachable!()
+        };
+        let fields = json_struct(claims).fields;
+        assert_eq!(fields["sub"].kind, Some(Kind::StringValue("u1".to_owned())));
+        assert_eq!(fields["exp"].kind, Some(Kind::NumberValue(1_700_000_000.0)));
+        assert_eq!(fields["ok"].kind, Some(Kind::BoolValue(true)));
+        assert_eq!(fields["x"].kind, Some(Kind::NullValue(0)));
+        let Some(Kind::ListValue(roles)) = &fields["roles"].kind else {
+            panic!("roles is not a list")
+        };
+        assert_eq!(roles.values.len(), 2);
+    }
+
+    #[test]
+    fn unknown_logout_scopes_are_refused() {
+        assert!(matches!(logout_scope(0), Ok(LogoutScope::Local)));
+        assert!(matches!(logout_scope(3), Ok(LogoutScope::Others)));
+        assert!(logout_scope(9).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! An [`ApiError`] as a gRPC status: the code that matches its HTTP status, its message (a
+//! server fault's detail stays in the logs), a `google.rpc.ErrorInfo` whose `reason` is the HTTP
+//! error code, and a `google.rpc.RetryInfo` where HTTP sends `Retry-After`.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::http::StatusCode;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::error::ApiError;
+
+/// `ErrorInfo.domain` of every error.
+pub(super) const ERROR_DOMAIN: &str = "auth-service";
+
+/// The gRPC code for an HTTP status, as gRPC's own HTTP mapping and Google's API design guide
+/// pair them.
+pub(super) fn code_of(status: StatusCode) -> Code {
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
+        StatusCode::CONFLICT => Code::AlreadyExists,
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        if err.is_server_fault() {
+            tracing::error!(error = %err, "gRPC request failed");
+        }
+        let mut metadata = HashMap::new();
+        if let Some(reason) = err
+            .weak_password_reason()
+            .and_then(|r| serde_json::to_value(r).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+        {
+            metadata.insert("reason".to_owned(), reason);
+        }
+        let mut details = ErrorDetails::new();
+        details.set_error_info(err.code(), ERROR_DOMAIN, metadata);
+        if let Some(secs) = err.retry_after_secs() {
+            details.set_retry_info(Some(Duration::from_secs(secs)));
+        }
+        Status::with_error_details(code_of(err.status()), err.client_message(), details)
+    }
+}
+
+impl From<crate::service::Error> for Status {
+    fn from(err: crate::service::Error) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::WeakPasswordReason;
+
+    #[test]
+    fn every_error_carries_its_http_code_as_the_reason() {
+        let status = Status::from(ApiError::InvalidCredentials);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "invalid_credentials");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert!(status.get_details_retry_info().is_none());
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_info() {
+        let status = Status::from(ApiError::RateLimited {
+            retry_after_secs: 42,
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(42))
+        );
+    }
+
+    #[test]
+    fn a_weak_password_says_why() {
+        let status = Status::from(ApiError::WeakPassword {
+            reason: WeakPasswordReason::Length,
+            message: "too short".to_owned(),
+        });
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "weak_password");
+        assert_eq!(info.metadata["reason"], "length");
+    }
+
+    #[test]
+    fn a_server_fault_keeps_its_detail() {
+        let status = Status::from(ApiError::Internal(anyhow::anyhow!("secret detail")));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+        let status = Status::from(ApiError::Unavailable(anyhow::anyhow!("secret detail")));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("secret"));
+        assert!(status.get_details_retry_info().is_some());
+    }
+}
