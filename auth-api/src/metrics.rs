@@ -17,6 +17,16 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of `grpc_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// The RPC, e.g. `auth.v1.AuthService/Login` or `envoy.service.auth.v3.Authorization/Check`.
+    pub method: &'static str,
+    /// The status code answered, e.g. `OK`, `UNAUTHENTICATED`; for `Check`, the code of the
+    /// `CheckResponse` (what Envoy acts on).
+    pub code: &'static str,
+}
+
 /// Labels of the outcome counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -29,6 +39,7 @@ pub struct OutcomeLabels {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
+    grpc_requests: Family<GrpcLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
     refreshes: Family<OutcomeLabels, Counter>,
     signups: Family<OutcomeLabels, Counter>,
@@ -44,6 +55,12 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests by route, method and status",
             http_requests.clone(),
+        );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by method and status code",
+            grpc_requests.clone(),
         );
         let logins = Family::<OutcomeLabels, Counter>::default();
         registry.register("auth_login", "Login attempts by result", logins.clone());
@@ -64,6 +81,7 @@ impl Default for Metrics {
         Self {
             registry,
             http_requests,
+            grpc_requests,
             logins,
             refreshes,
             signups,
@@ -76,6 +94,11 @@ impl Metrics {
     /// Counts one HTTP response.
     pub fn http_request(&self, labels: HttpLabels) {
         self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one gRPC call.
+    pub fn grpc_request(&self, labels: GrpcLabels) {
+        self.grpc_requests.get_or_create(&labels).inc();
     }
 
     /// Counts one login by result.

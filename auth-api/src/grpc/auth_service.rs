@@ -6,10 +6,11 @@ use tonic::{Request, Response, Status};
 use super::{
     metadata::{access_token, client_ip, headers},
     pb::{self, auth_service_server::AuthService},
+    status::code_name,
 };
 use crate::{
     error::ApiError,
-    metrics::Metrics,
+    metrics::{GrpcLabels, Metrics},
     routes::rfc3339,
     service::{self, LogoutCredential, LogoutScope, TokenPair},
     state::AppState,
@@ -52,6 +53,23 @@ impl Auth {
     }
 }
 
+/// Counts a call of `method` by the code it answers, and passes its result on.
+fn counted<T>(
+    state: &AppState,
+    method: &'static str,
+    result: Result<Response<T>, Status>,
+) -> Result<Response<T>, Status> {
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    state.metrics.grpc_request(GrpcLabels {
+        method,
+        code: code_name(code),
+    });
+    result
+}
+
 fn token_response(tokens: TokenPair) -> pb::TokenResponse {
     pb::TokenResponse {
         access_token: tokens.access_token,
@@ -74,9 +92,9 @@ fn logout_scope(scope: i32) -> Result<LogoutScope, ApiError> {
     }
 }
 
-#[tonic::async_trait]
-impl AuthService for Auth {
-    async fn signup(
+/// The RPCs themselves; the trait impl below counts each call by the code it answers.
+impl Auth {
+    async fn signup_call(
         &self,
         request: Request<pb::SignupRequest>,
     ) -> Result<Response<pb::SignupResponse>, Status> {
@@ -90,7 +108,7 @@ impl AuthService for Auth {
         }))
     }
 
-    async fn login(
+    async fn login_call(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
@@ -106,7 +124,7 @@ impl AuthService for Auth {
         Ok(Response::new(token_response(tokens)))
     }
 
-    async fn refresh(
+    async fn refresh_call(
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
@@ -116,7 +134,7 @@ impl AuthService for Auth {
         Ok(Response::new(token_response(tokens)))
     }
 
-    async fn logout(
+    async fn logout_call(
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
@@ -156,7 +174,7 @@ impl AuthService for Auth {
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    async fn change_password(
+    async fn change_password_call(
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
@@ -176,7 +194,7 @@ impl AuthService for Auth {
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
-    async fn validate(
+    async fn validate_call(
         &self,
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
@@ -194,6 +212,57 @@ impl AuthService for Auth {
             session_id: typed.sid,
             expires_at: typed.exp,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for Auth {
+    async fn signup(
+        &self,
+        request: Request<pb::SignupRequest>,
+    ) -> Result<Response<pb::SignupResponse>, Status> {
+        let result = self.signup_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/Signup", result)
+    }
+
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let result = self.login_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/Login", result)
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let result = self.refresh_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/Refresh", result)
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let result = self.logout_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/Logout", result)
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let result = self.change_password_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/ChangePassword", result)
+    }
+
+    async fn validate(
+        &self,
+        request: Request<pb::ValidateRequest>,
+    ) -> Result<Response<pb::ValidateResponse>, Status> {
+        let result = self.validate_call(request).await;
+        counted(&self.state, "auth.v1.AuthService/Validate", result)
     }
 }
 

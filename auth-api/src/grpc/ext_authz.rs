@@ -16,12 +16,13 @@ use envoy_types::ext_authz::v3::{
     pb::{Authorization, CheckRequest, CheckResponse, HeaderAppendAction, HttpStatusCode},
     CheckResponseExt as _, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use super::status::code_of;
+use super::status::{code_name, code_of};
 use crate::{
     error::ApiError,
     extract::bearer_token,
+    metrics::GrpcLabels,
     service::{self, VerifiedToken},
     state::AppState,
 };
@@ -43,10 +44,14 @@ impl Authorization for ExtAuthz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let authorization = authorization_of(request.get_ref());
-        let response = match validate(&self.state, authorization.as_deref()).await {
-            Ok(verified) => allowed(&verified),
-            Err(err) => denied(&err),
+        let (response, code) = match validate(&self.state, authorization.as_deref()).await {
+            Ok(verified) => (allowed(&verified), Code::Ok),
+            Err(err) => (denied(&err), code_of(err.status())),
         };
+        self.state.metrics.grpc_request(GrpcLabels {
+            method: "envoy.service.auth.v3.Authorization/Check",
+            code: code_name(code),
+        });
         Ok(Response::new(response))
     }
 }

@@ -29,6 +29,30 @@ pub mod pb {
     /// The descriptors of `auth.v1` (and what it imports), served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/auth_v1_descriptor.bin"));
+
+    /// `Debug` for a message that carries a credential: only the fields named, never the
+    /// password or token (`build.rs` skips the derived one for exactly these messages).
+    macro_rules! redacted_debug {
+        ($($message:ident { $($field:ident),* })*) => {$(
+            impl std::fmt::Debug for $message {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(stringify!($message))
+                        $(.field(stringify!($field), &self.$field))*
+                        .finish_non_exhaustive()
+                }
+            }
+        )*};
+    }
+
+    redacted_debug! {
+        SignupRequest { email }
+        LoginRequest { email }
+        TokenResponse { token_type, expires_in, refresh_expires_in }
+        RefreshRequest {}
+        LogoutRequest { scope }
+        ChangePasswordRequest {}
+        ValidateRequest {}
+    }
 }
 
 /// Largest `auth.v1` message accepted, as the HTTP API's body limit.
@@ -37,3 +61,35 @@ pub const MAX_MESSAGE_BYTES: usize = crate::routes::MAX_BODY_BYTES;
 /// Largest `ext_authz` `CheckRequest` accepted: the checked request's headers travel in it, and
 /// Envoy's own default cap on request headers is 60 KiB.
 pub const MAX_CHECK_REQUEST_BYTES: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::pb;
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let login = pb::LoginRequest {
+            email: "ada@example.com".to_owned(),
+            password: "correct horse battery staple".to_owned(),
+            device_token: Some("device-secret".to_owned()),
+        };
+        let shown = format!("{login:?}");
+        assert!(shown.contains("ada@example.com"));
+        assert!(!shown.contains("horse") && !shown.contains("device-secret"));
+        let tokens = pb::TokenResponse {
+            access_token: "access-secret".to_owned(),
+            refresh_token: "refresh-secret".to_owned(),
+            device_token: Some("device-secret".to_owned()),
+            ..Default::default()
+        };
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        let change = pb::ChangePasswordRequest {
+            current_password: "old-secret".to_owned(),
+            new_password: "new-secret".to_owned(),
+            device_token: None,
+            access_token: Some("access-secret".to_owned()),
+        };
+        assert!(!format!("{change:?}").contains("secret"));
+    }
+}
