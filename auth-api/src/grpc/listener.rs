@@ -1,6 +1,14 @@
 //! The gRPC listener: tonic over HTTP/2, with the limits of the HTTP listeners
 //! ([`crate::server`]): a cap on open connections, a deadline on every call, a size limit on
 //! every message, and a graceful drain with a deadline.
+//!
+//! A connection that sends nothing for `AUTH_HEADER_READ_TIMEOUT_SECS` is closed: one that
+//! never sends the HTTP/2 preface (a slowloris holding a permit of the cap, as the HTTP
+//! listeners' header-read timeout closes it), or one whose peer vanished. The server pings a
+//! connection that has been quiet for half that time, and a live client's ack keeps it open, so
+//! long-lived channels (what gRPC clients keep) and calls waiting for a slow answer are not
+//! cut. A write that makes no progress for `AUTH_REQUEST_TIMEOUT_SECS` (a client that stopped
+//! reading) ends it too.
 
 use std::{
     io,
@@ -16,6 +24,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{watch, OwnedSemaphorePermit, Semaphore},
 };
+use tokio_io_timeout::TimeoutStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::{
@@ -28,10 +37,6 @@ use crate::{server::Limits, state::AppState};
 
 /// Streams per HTTP/2 connection, as the gateway's own listener allows.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Keep-alive pings on an idle connection, and how long a ping may go unanswered before the
-/// connection is closed (a peer that vanished without a FIN).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the gRPC services on `listener` until `stop` turns true, then lets calls in flight
 /// finish for at most [`Limits::drain_timeout`].
@@ -61,15 +66,17 @@ pub async fn serve(
     let ext_authz = AuthorizationServer::new(ExtAuthz { state })
         .max_decoding_message_size(MAX_CHECK_REQUEST_BYTES);
 
-    let incoming = capped(listener, limits.max_connections);
+    // Pinged after half the read timeout of quiet; the ack is read before the timeout.
+    let keepalive = (limits.header_read_timeout / 2).max(Duration::from_millis(500));
+    let incoming = capped(listener, limits);
     let mut stopped = stop.clone();
     let server = tonic::transport::Server::builder()
         // A call not answered within AUTH_REQUEST_TIMEOUT_SECS ends with DEADLINE_EXCEEDED
         // (a client's shorter grpc-timeout wins), as the HTTP API's 408.
         .timeout(limits.write_timeout)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
         // Bounds the reset-stream flood of CVE-2023-44487 ("rapid reset").
         .http2_max_pending_accept_reset_streams(Some(MAX_CONCURRENT_STREAMS as usize))
         .add_service(health_service)
@@ -100,17 +107,20 @@ pub async fn serve(
 /// accepting, so new connections wait in the kernel's backlog (as [`crate::server`] does).
 fn capped(
     listener: TcpListener,
-    max: u32,
+    limits: Limits,
 ) -> impl futures_util::Stream<Item = io::Result<CappedStream>> {
-    let permits = Arc::new(Semaphore::new(max as usize));
-    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
+    let permits = Arc::new(Semaphore::new(limits.max_connections as usize));
+    futures_util::stream::unfold((listener, permits), move |(listener, permits)| async move {
         let permit = Arc::clone(&permits).acquire_owned().await.ok()?;
         loop {
             match listener.accept().await {
                 Ok((tcp, _peer)) => {
                     let _ = tcp.set_nodelay(true);
+                    let mut tcp = TimeoutStream::new(tcp);
+                    tcp.set_read_timeout(Some(limits.header_read_timeout));
+                    tcp.set_write_timeout(Some(limits.write_timeout));
                     let stream = CappedStream {
-                        tcp,
+                        tcp: Box::pin(tcp),
                         _permit: permit,
                     };
                     return Some((Ok(stream), (listener, permits)));
@@ -126,10 +136,11 @@ fn capped(
     })
 }
 
-/// A connection holding one permit of its listener's cap until it closes.
+/// A connection holding one permit of its listener's cap until it closes, with its read and
+/// write timeouts.
 #[derive(Debug)]
 struct CappedStream {
-    tcp: TcpStream,
+    tcp: Pin<Box<TimeoutStream<TcpStream>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -137,7 +148,7 @@ impl Connected for CappedStream {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.tcp.connect_info()
+        self.tcp.get_ref().connect_info()
     }
 }
 
@@ -147,7 +158,7 @@ impl AsyncRead for CappedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        self.tcp.as_mut().poll_read(cx, buf)
     }
 }
 
@@ -157,15 +168,15 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        self.tcp.as_mut().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        self.tcp.as_mut().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        self.tcp.as_mut().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -173,10 +184,10 @@ impl AsyncWrite for CappedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        self.tcp.as_mut().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.tcp.get_ref().is_write_vectored()
     }
 }

@@ -1,6 +1,6 @@
 //! Slow and numerous clients over real sockets (SECURITY.md I 97): the header-read timeout, the
-//! request timeout, the write timeout, the connection cap of each listener, and the graceful
-//! drain and its deadline.
+//! request timeout, the write timeout, the connection cap of each listener (the gRPC one too),
+//! and the graceful drain and its deadline.
 
 use std::{
     net::SocketAddr,
@@ -20,6 +20,7 @@ use crate::helpers::{test_config, Backend, TestDb};
 struct Served {
     public: SocketAddr,
     internal: SocketAddr,
+    grpc: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<anyhow::Result<()>>,
     _db: TestDb,
@@ -33,6 +34,7 @@ impl Served {
         let app = auth_api::App::build(config).await.unwrap();
         let public = app.public_addr().unwrap();
         let internal = app.internal_addr().unwrap().unwrap();
+        let grpc = app.grpc_addr().unwrap().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -40,6 +42,7 @@ impl Served {
         Self {
             public,
             internal,
+            grpc,
             stop: Some(stop),
             server,
             _db: db,
@@ -364,4 +367,83 @@ async fn shutdown_ends_within_the_drain_deadline_while_clients_hold_their_connec
     assert!(closed_within(&mut half, Duration::from_secs(1)).await);
     assert!(drained_until_closed(&mut stuck, Duration::from_secs(10)).await);
     writer.abort();
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: what a gRPC client sends first.
+const H2_PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Whether the server answers an HTTP/2 preface on `stream` with its SETTINGS frame within
+/// `limit` (the connection is being served).
+async fn h2_served_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
+    let mut frame_head = [0_u8; 9];
+    match tokio::time::timeout(limit, stream.read_exact(&mut frame_head)).await {
+        Ok(Ok(_)) => {
+            assert_eq!(frame_head[3], 4, "the server's first frame is not SETTINGS");
+            true
+        }
+        Ok(Err(e)) => panic!("the connection failed: {e}"),
+        Err(_elapsed) => false,
+    }
+}
+
+/// A gRPC connection that never sends the HTTP/2 preface is closed after
+/// `AUTH_HEADER_READ_TIMEOUT_SECS`, as an HTTP one that never sends its head: it cannot hold a
+/// permit of the connection cap for ever. One that sends it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_that_sends_nothing_is_closed_after_the_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let mut served = Served::start(|c| c.header_read_timeout = timeout).await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(served.grpc).await.unwrap();
+    // The server speaks first (its SETTINGS frame, HTTP/2's server preface), then waits.
+    let mut buf = [0_u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 5 s");
+    assert!(
+        started.elapsed() >= timeout - Duration::from_millis(100),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
+    let mut client = TcpStream::connect(served.grpc).await.unwrap();
+    assert!(h2_served_within(&mut client, Duration::from_secs(5)).await);
+    served.stop();
+    served.server.await.unwrap().unwrap();
+}
+
+/// The gRPC listener has its own `AUTH_MAX_CONNECTIONS` cap: the connection past it is not
+/// served until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_beyond_the_cap_waits_until_one_closes() {
+    let mut served = Served::start(|c| {
+        c.max_connections = 1;
+        c.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut first = TcpStream::connect(served.grpc).await.unwrap();
+    assert!(h2_served_within(&mut first, Duration::from_secs(5)).await);
+    let mut waiting = TcpStream::connect(served.grpc).await.unwrap();
+    assert!(
+        !h2_served_within(&mut waiting, Duration::from_millis(500)).await,
+        "the connection past the cap was served"
+    );
+    drop(first);
+    let mut frame_head = [0_u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), waiting.read_exact(&mut frame_head))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(frame_head[3], 4);
+    // A raw client does not answer the GOAWAY of a graceful stop: close it first.
+    drop(waiting);
+    served.stop();
+    served.server.await.unwrap().unwrap();
 }
