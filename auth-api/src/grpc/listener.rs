@@ -69,7 +69,9 @@ pub async fn serve(
     // Pinged after half the read timeout of quiet; the ack is read before the timeout.
     let keepalive = (limits.header_read_timeout / 2).max(Duration::from_millis(500));
     let incoming = capped(listener, limits);
-    let mut stopped = stop.clone();
+    // Fired once the health service says NOT_SERVING, so that watchers hear it before the
+    // listener closes.
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         // A call not answered within AUTH_REQUEST_TIMEOUT_SECS ends with DEADLINE_EXCEEDED
         // (a client's shorter grpc-timeout wins), as the HTTP API's 408.
@@ -85,7 +87,7 @@ pub async fn serve(
         .add_service(auth)
         .add_service(ext_authz)
         .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
+            let _ = drain_rx.await;
             tracing::info!("gRPC listener stopping");
         });
     tokio::pin!(server);
@@ -94,6 +96,13 @@ pub async fn serve(
         _ = stop.wait_for(|stop| *stop) => {}
     }
     health.set_not_serving::<AuthServiceServer<Auth>>().await;
+    health
+        .set_not_serving::<AuthorizationServer<ExtAuthz>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = drain_tx.send(());
     match tokio::time::timeout(limits.drain_timeout, server).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => {

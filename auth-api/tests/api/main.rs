@@ -14,6 +14,7 @@ mod connections;
 mod contention;
 mod devices;
 mod discovery;
+mod grpc;
 mod helpers;
 mod keys;
 mod login;
