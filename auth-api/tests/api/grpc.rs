@@ -1491,3 +1491,56 @@ async fn without_its_database_calls_are_unavailable_with_retry_info() {
     drop((client, authz));
     served.finish().await;
 }
+
+/// A call not answered within `AUTH_REQUEST_TIMEOUT_SECS` ends there (CANCELLED or
+/// DEADLINE_EXCEEDED), as an HTTP request gets its 408: logins queued behind one bcrypt slot at
+/// cost 12 (~0.2 s each) wait longer than the 1 s allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_not_answered_within_the_request_timeout_ends_there() {
+    let served = Served::start(Backend::Sqlite, |c| {
+        c.request_timeout = Duration::from_secs(1);
+        c.bcrypt_cost = 12;
+        c.hash_concurrency = 1;
+        c.hash_queue = 64;
+    })
+    .await;
+    let channel = served.channel().await;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let mut client = AuthServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let outcome = client
+                    .login(login_request(
+                        &format!("nobody-{i}@example.com"),
+                        "wrong password entirely",
+                    ))
+                    .await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut timed_out = 0;
+    for call in calls {
+        let (outcome, elapsed) = call.await.unwrap();
+        let status = outcome.expect_err("no login can succeed");
+        match status.code() {
+            Code::Unauthenticated => {}
+            Code::Cancelled | Code::DeadlineExceeded => {
+                timed_out += 1;
+                assert!(
+                    elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+                    "ended after {elapsed:?}"
+                );
+            }
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    assert!(timed_out > 0, "every queued login was answered within 1 s");
+    // The listener still serves.
+    let mut client = served.client().await;
+    let status = client.validate(validate_request(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    drop(client);
+    served.finish().await;
+}

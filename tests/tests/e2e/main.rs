@@ -48,6 +48,7 @@ mod algorithms;
 mod attack;
 mod config;
 mod edge;
+mod ext_authz;
 mod flow;
 mod forged;
 mod interop;
