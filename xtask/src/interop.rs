@@ -1,6 +1,8 @@
-//! The third-party JOSE libraries the e2e interop tests (`tests/tests/e2e/interop.rs`) check our
-//! tokens and JWKS against: PyJWT (with `cryptography`) in `.venv`, and `jose` from npm in
-//! `tests/interop/node_modules`, at the versions pinned here and in its `package-lock.json`.
+//! The third-party libraries the e2e interop tests check us against: PyJWT (with `cryptography`)
+//! in `.venv` and `jose` from npm in `tests/interop/node_modules` for our tokens and JWKS
+//! (`tests/tests/e2e/interop.rs`), and Python's `grpcio` with `grpcio-reflection` for the gRPC
+//! API by reflection (`grpc_reflection.rs`), at the versions pinned here and in its
+//! `package-lock.json`.
 
 use std::{path::Path, process::Command};
 
@@ -10,6 +12,9 @@ use crate::tools::status;
 
 /// The PyJWT release the interop tests use (PyPI), with its `crypto` extra.
 const PYJWT_VERSION: &str = "2.15.1";
+/// The Python gRPC runtime and its reflection client (PyPI), for the reflection e2e test.
+const GRPCIO_VERSION: &str = "1.85.3";
+const GRPCIO_REFLECTION_VERSION: &str = "1.85.1";
 
 /// Installs PyJWT into `.venv` (which `ensure_envoy` created) and `jose` with `npm ci`, each only
 /// when missing or of another version.
@@ -29,6 +34,27 @@ pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
             &format!("PyJWT[crypto]=={PYJWT_VERSION}"),
         ]);
         status(pip).context("cannot install PyJWT from PyPI into .venv")?;
+    }
+
+    // The generic gRPC client of `tests/tests/e2e/grpc_reflection.rs` (what grpcurl does).
+    let grpc_installed = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import grpc, grpc_reflection; print(grpc.__version__)",
+        ])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == GRPCIO_VERSION
+        });
+    if !grpc_installed {
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args([
+            "install",
+            "--quiet",
+            &format!("grpcio=={GRPCIO_VERSION}"),
+            &format!("grpcio-reflection=={GRPCIO_REFLECTION_VERSION}"),
+        ]);
+        status(pip).context("cannot install grpcio and grpcio-reflection from PyPI into .venv")?;
     }
 
     let dir = root.join("tests/interop");

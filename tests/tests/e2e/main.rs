@@ -51,6 +51,7 @@ mod edge;
 mod ext_authz;
 mod flow;
 mod forged;
+mod grpc_reflection;
 mod interop;
 mod keys;
 mod replicas;
