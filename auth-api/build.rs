@@ -36,6 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages that carry a password or a token get a hand-written `Debug` that leaves the
         // secret out (`grpc::pb`): a derived one would print it wherever a request is logged.
         .skip_debug(SECRET_BEARING.iter().map(|name| format!("auth.v1.{name}")))
+        // prost's codec, but a message that does not decode is INVALID_ARGUMENT (`grpc::codec`).
+        .codec_path("crate::grpc::codec::Codec")
         // The client is public so that tests, benchmarks and Rust callers use the same types.
         .build_client(true)
         .build_server(true)

@@ -53,6 +53,22 @@ impl Auth {
     }
 }
 
+/// `call`, ended with DEADLINE_EXCEEDED `request_timeout` when it is not answered within
+/// `AUTH_REQUEST_TIMEOUT_SECS` (as HTTP's 408; dropped like an HTTP handler, every operation is
+/// cancellation-safe), so that the answer carries ErrorInfo and is counted.
+pub(super) async fn within_deadline<T>(
+    state: &AppState,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(state.config.request_timeout, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => {
+            tracing::info!(event = "request_timeout", "gRPC call not answered in time");
+            Err(ApiError::RequestTimeout.into())
+        }
+    }
+}
+
 /// Counts a call of `method` by the code it answers, and passes its result on.
 fn counted<T>(
     state: &AppState,
@@ -221,7 +237,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::SignupRequest>,
     ) -> Result<Response<pb::SignupResponse>, Status> {
-        let result = self.signup_call(request).await;
+        let result = within_deadline(&self.state, self.signup_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Signup", result)
     }
 
@@ -229,7 +245,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = self.login_call(request).await;
+        let result = within_deadline(&self.state, self.login_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Login", result)
     }
 
@@ -237,7 +253,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = self.refresh_call(request).await;
+        let result = within_deadline(&self.state, self.refresh_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Refresh", result)
     }
 
@@ -245,7 +261,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let result = self.logout_call(request).await;
+        let result = within_deadline(&self.state, self.logout_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Logout", result)
     }
 
@@ -253,7 +269,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let result = self.change_password_call(request).await;
+        let result = within_deadline(&self.state, self.change_password_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/ChangePassword", result)
     }
 
@@ -261,7 +277,7 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
-        let result = self.validate_call(request).await;
+        let result = within_deadline(&self.state, self.validate_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Validate", result)
     }
 }

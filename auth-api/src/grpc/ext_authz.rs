@@ -18,7 +18,10 @@ use envoy_types::ext_authz::v3::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use super::status::{code_name, code_of};
+use super::{
+    auth_service::within_deadline,
+    status::{code_name, code_of},
+};
 use crate::{
     error::ApiError,
     extract::bearer_token,
@@ -44,7 +47,15 @@ impl Authorization for ExtAuthz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let authorization = authorization_of(request.get_ref());
-        let (response, code) = match validate(&self.state, authorization.as_deref()).await {
+        let checked = within_deadline(&self.state, async {
+            Ok(validate(&self.state, authorization.as_deref()).await)
+        })
+        .await;
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(_timed_out) => Err(ApiError::RequestTimeout),
+        };
+        let (response, code) = match checked {
             Ok(verified) => (allowed(&verified), Code::Ok),
             Err(err) => (denied(&err), code_of(err.status())),
         };
@@ -121,10 +132,40 @@ fn allowed(verified: &VerifiedToken) -> CheckResponse {
             }
         }
     }
+    // Every other spelling a framework may read as the same header (`x_user_id` is
+    // `X-User-Id` to CGI, WSGI, Rack and PHP): removed, in case the gateway lets names with
+    // `_` through (the shipped config refuses them).
+    for name in IDENTITY_HEADERS {
+        for spelling in underscore_spellings(name) {
+            ok.remove_header(spelling);
+        }
+    }
     ok.remove_header(header::AUTHORIZATION.as_str());
     let mut response = CheckResponse::with_status(Status::ok(""));
     response.set_http_response(ok);
     response
+}
+
+/// `name` with each of its `-` written `-` or `_`, except `name` itself: `x-user-id` gives
+/// `x_user_id`, `x-user_id` and `x_user-id`.
+fn underscore_spellings(name: &str) -> impl Iterator<Item = String> + '_ {
+    let dashes = name.matches('-').count();
+    (1..1_u32 << dashes).map(move |mask| {
+        let mut dash = 0;
+        name.chars()
+            .map(|c| {
+                if c != '-' {
+                    return c;
+                }
+                dash += 1;
+                if mask & (1 << (dash - 1)) != 0 {
+                    '_'
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    })
 }
 
 fn denied(err: &ApiError) -> CheckResponse {
@@ -152,4 +193,16 @@ fn denied(err: &ApiError) -> CheckResponse {
         CheckResponse::with_status(Status::new(code_of(status), err.client_message()));
     response.set_http_response(denied);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_underscore_spelling_but_the_name_itself() {
+        let mut spellings: Vec<String> = underscore_spellings("x-user-id").collect();
+        spellings.sort();
+        assert_eq!(spellings, ["x-user_id", "x_user-id", "x_user_id"]);
+    }
 }

@@ -26,10 +26,13 @@ use tokio::{
 };
 use tokio_io_timeout::TimeoutStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic_health::pb::health_server::HealthServer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::{
     auth_service::Auth,
     ext_authz::ExtAuthz,
+    health::Health,
     pb::{self, auth_service_server::AuthServiceServer},
     MAX_CHECK_REQUEST_BYTES, MAX_MESSAGE_BYTES,
 };
@@ -37,6 +40,14 @@ use crate::{server::Limits, state::AppState};
 
 /// Streams per HTTP/2 connection, as the gateway's own listener allows.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Calls in flight at once across the listener (each holds at most one message of
+/// `MAX_CHECK_REQUEST_BYTES`): 1024 × 128 KiB = 128 MiB at worst.
+const MAX_CALLS_IN_FLIGHT: usize = 1024;
+/// HTTP/2 flow-control windows: per stream as the gateway's, per connection 1 MiB.
+const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Largest health-check or reflection request: a service, symbol or file name.
+const SMALL_REQUEST_BYTES: usize = 4 * 1024;
 
 /// Serves the gRPC services on `listener` until `stop` turns true, then lets calls in flight
 /// finish for at most [`Limits::drain_timeout`].
@@ -46,17 +57,21 @@ pub async fn serve(
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthServiceServer<Auth>>().await;
-    health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
-    // v1 and the older v1alpha, which some grpcurl and Postman versions still ask first.
+    let health = HealthServer::new(Health { stop: stop.clone() })
+        .max_decoding_message_size(SMALL_REQUEST_BYTES);
+    // v1 and the older v1alpha, which some grpcurl and Postman versions still ask first. Their
+    // requests are symbol and file names.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let reflection_v1 = reflection()
+        .build_v1()?
+        .max_decoding_message_size(SMALL_REQUEST_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()?
+        .max_decoding_message_size(SMALL_REQUEST_BYTES);
 
     let auth = AuthServiceServer::new(Auth {
         state: state.clone(),
@@ -69,19 +84,29 @@ pub async fn serve(
     // Pinged after half the read timeout of quiet; the ack is read before the timeout.
     let keepalive = (limits.header_read_timeout / 2).max(Duration::from_millis(500));
     let incoming = capped(listener, limits);
-    // Fired once the health service says NOT_SERVING, so that watchers hear it before the
-    // listener closes.
+    // Fired once the stop signal has reached the health service (which then answers
+    // NOT_SERVING and ends its `Watch` streams), so that watchers hear it before the listener
+    // closes.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        // A call not answered within AUTH_REQUEST_TIMEOUT_SECS ends with DEADLINE_EXCEEDED
-        // (a client's shorter grpc-timeout wins), as the HTTP API's 408.
-        .timeout(limits.write_timeout)
+        // A backstop: each RPC of ours ends itself at AUTH_REQUEST_TIMEOUT_SECS with
+        // DEADLINE_EXCEEDED `request_timeout` (counted, with ErrorInfo); anything still running a
+        // second later (a call of the health or reflection services) is cancelled here.
+        .timeout(limits.write_timeout + Duration::from_secs(1))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        // What one connection may have sent and not yet had read: the peer waits for window
+        // updates beyond it.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
         // Bounds the reset-stream flood of CVE-2023-44487 ("rapid reset").
         .http2_max_pending_accept_reset_streams(Some(MAX_CONCURRENT_STREAMS as usize))
-        .add_service(health_service)
+        // Calls in flight across every connection: past it a call waits for a slot, its stream's
+        // data held by HTTP/2 flow control, not in our buffers; so the memory of calls in flight
+        // is bounded by this times the largest message, not by connections times streams.
+        .layer(GlobalConcurrencyLimitLayer::new(MAX_CALLS_IN_FLIGHT))
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(auth)
@@ -95,13 +120,9 @@ pub async fn serve(
         result = &mut server => return result.map_err(Into::into),
         _ = stop.wait_for(|stop| *stop) => {}
     }
-    health.set_not_serving::<AuthServiceServer<Auth>>().await;
-    health
-        .set_not_serving::<AuthorizationServer<ExtAuthz>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    // The health service saw the same signal; give its `Watch` streams a moment to deliver
+    // NOT_SERVING before the listener's GOAWAY.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = drain_tx.send(());
     match tokio::time::timeout(limits.drain_timeout, server).await {
         Ok(result) => result.map_err(Into::into),

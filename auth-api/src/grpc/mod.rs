@@ -7,7 +7,9 @@
 //! status in [`status`]), so the three front ends cannot disagree.
 
 mod auth_service;
+pub mod codec;
 mod ext_authz;
+mod health;
 mod listener;
 mod metadata;
 mod status;

@@ -822,14 +822,12 @@ async fn the_health_service_answers_serving() {
 }
 
 /// README "gRPC API": the health service turns `NOT_SERVING` for `""`, `auth.v1.AuthService`
-/// and `envoy.service.auth.v3.Authorization` once the app drains; a client watching it hears so.
+/// and `envoy.service.auth.v3.Authorization` once the app drains; a client watching it hears so,
+/// and its `Watch` streams end, so that open watches (client-side health checking keeps one per
+/// connection) do not hold the shutdown to the drain deadline (35 s by default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_watchers_hear_not_serving_when_the_app_stops() {
-    let mut served = Served::start(Backend::Sqlite, |c| {
-        // A short drain deadline: the watches themselves are calls in flight.
-        c.request_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let mut served = Served::start(Backend::Sqlite, |_| {}).await;
     let mut health = HealthClient::new(served.channel().await);
     let mut watches = Vec::new();
     for service in [
@@ -855,10 +853,16 @@ async fn health_watchers_hear_not_serving_when_the_app_stops() {
             Ok(Ok(Some(update))) if update.status() == ServingStatus::NotServing => {}
             other => still_serving.push(format!("{service:?}: {other:?}")),
         }
+        // Then the stream ends.
+        let end = tokio::time::timeout(Duration::from_secs(3), stream.message()).await;
+        assert!(
+            matches!(end, Ok(Ok(None))),
+            "{service:?}: the watch did not end: {end:?}"
+        );
     }
-    tokio::time::timeout(Duration::from_secs(30), served.server)
+    tokio::time::timeout(Duration::from_secs(5), served.server)
         .await
-        .expect("the app did not stop within 30 s")
+        .expect("the app did not stop within 5 s with watches open")
         .unwrap()
         .unwrap();
     assert!(
@@ -1492,9 +1496,9 @@ async fn without_its_database_calls_are_unavailable_with_retry_info() {
     served.finish().await;
 }
 
-/// A call not answered within `AUTH_REQUEST_TIMEOUT_SECS` ends there (CANCELLED or
-/// DEADLINE_EXCEEDED), as an HTTP request gets its 408: logins queued behind one bcrypt slot at
-/// cost 12 (~0.2 s each) wait longer than the 1 s allowed.
+/// A call not answered within `AUTH_REQUEST_TIMEOUT_SECS` ends there with DEADLINE_EXCEEDED
+/// `request_timeout` (ErrorInfo), as an HTTP request gets its 408, and is counted: logins queued
+/// behind one bcrypt slot at cost 12 (~0.2 s each) wait longer than the 1 s allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_not_answered_within_the_request_timeout_ends_there() {
     let served = Served::start(Backend::Sqlite, |c| {
@@ -1526,7 +1530,8 @@ async fn a_call_not_answered_within_the_request_timeout_ends_there() {
         let status = outcome.expect_err("no login can succeed");
         match status.code() {
             Code::Unauthenticated => {}
-            Code::Cancelled | Code::DeadlineExceeded => {
+            Code::DeadlineExceeded => {
+                assert_error(&status, Code::DeadlineExceeded, "request_timeout");
                 timed_out += 1;
                 assert!(
                     elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
@@ -1537,10 +1542,87 @@ async fn a_call_not_answered_within_the_request_timeout_ends_there() {
         }
     }
     assert!(timed_out > 0, "every queued login was answered within 1 s");
+    assert!(
+        served.state.metrics.render().contains(
+            r#"grpc_requests_total{method="auth.v1.AuthService/Login",code="DEADLINE_EXCEEDED"}"#
+        ),
+        "timed-out calls are not counted"
+    );
     // The listener still serves.
     let mut client = served.client().await;
     let status = client.validate(validate_request(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     drop(client);
+    served.finish().await;
+}
+
+/// A login whose `email` is not UTF-8: what a buggy or hostile client can send.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawLogin {
+    #[prost(bytes = "vec", tag = "1")]
+    email: Vec<u8>,
+}
+
+/// A message that does not decode is the client's mistake: INVALID_ARGUMENT `invalid_request`,
+/// without the decoder's detail, as HTTP answers a malformed body with 400; never INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_does_not_decode_is_invalid_argument() {
+    let served = Served::sqlite().await;
+    let mut grpc = tonic::client::Grpc::new(served.channel().await);
+    grpc.ready().await.unwrap();
+    let refused = grpc
+        .unary(
+            Request::new(RawLogin {
+                email: vec![0xff, 0xfe, b'@'],
+            }),
+            axum::http::uri::PathAndQuery::from_static("/auth.v1.AuthService/Login"),
+            tonic_prost::ProstCodec::<RawLogin, pb::TokenResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_error(&refused, Code::InvalidArgument, "invalid_request");
+    assert!(!refused.message().contains("UTF-8"), "{refused:?}");
+    drop(grpc);
+    served.finish().await;
+}
+
+/// Health and reflection take small requests only (names): a 5 KiB one is refused before it is
+/// buffered (OUT_OF_RANGE), as an oversized `auth.v1` message is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_refuse_large_requests() {
+    use tonic_reflection::pb::v1;
+    let served = Served::sqlite().await;
+    let channel = served.channel().await;
+    let mut health = HealthClient::new(channel.clone());
+    let refused = health
+        .check(HealthCheckRequest {
+            service: "x".repeat(5 * 1024),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "x".repeat(5 * 1024),
+            ),
+        ),
+    };
+    let outcome = reflection
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await;
+    // The request is refused from its length prefix, before it is buffered: the call fails, or
+    // (tonic's reflection service ends its stream on an inbound error) ends with no answer.
+    match outcome {
+        Err(status) => assert_eq!(status.code(), Code::OutOfRange, "{status:?}"),
+        Ok(answers) => match answers.into_inner().message().await {
+            Ok(None) => {}
+            Err(status) => assert_eq!(status.code(), Code::OutOfRange, "{status:?}"),
+            Ok(Some(answer)) => panic!("a 5 KiB reflection request was answered: {answer:?}"),
+        },
+    }
+    drop((health, reflection));
     served.finish().await;
 }
