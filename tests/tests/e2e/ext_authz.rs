@@ -133,6 +133,55 @@ impl ExtAuthzStack {
         self.get(path, token, &[]).await.status().as_u16()
     }
 
+    /// `GET path` sent as a raw HTTP/1.1 request line, byte for byte (an HTTP client would
+    /// normalise some of these paths itself); returns the status code and the body.
+    async fn raw_get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .envoy
+            .gateway
+            .strip_prefix("http://")
+            .expect("the gateway URL is http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: gateway\r\n{auth}connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Read up to the end of the body its content-length announces: after a local reply
+        // Envoy keeps the connection open for a while (delayed close) before it closes it.
+        let mut response = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&response);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                });
+                if length.is_some_and(|length| body.len() >= length) {
+                    break;
+                }
+            }
+            match stream.read(&mut chunk).await.unwrap() {
+                0 => break,
+                n => response.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let response = String::from_utf8_lossy(&response).into_owned();
+        let status = response
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: not an HTTP answer: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     async fn post(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
         let mut request = self.client.post(self.url(path)).json(body);
         if let Some(token) = token {
@@ -434,6 +483,102 @@ async fn signup_call_admin_logout_and_fail_closed(backend: Backend) {
 }
 
 on_stores!([sqlite, postgres, mysql]: signup_call_admin_logout_and_fail_closed);
+
+/// The admin rule covers the paths an upstream may serve as `/api/admin/…`, as the wasm filter's
+/// `match_rule` does: any ASCII case (ASP.NET, Spring), no trailing slash (Express), and no `;`
+/// path parameters at all (Tomcat, Jetty, Spring drop them), not even behind a public prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_paths_cannot_be_spelled_past_the_role_check() {
+    let stack = ExtAuthzStack::start(Backend::Sqlite, Checks::AuthApi).await;
+    let (email, access) = stack.new_user().await;
+
+    // Another case, no trailing slash: the role check runs, with the JSON 403 (the local-reply
+    // mapper covers the same paths, with a query too); without a token, ext_authz's 401.
+    for path in [
+        "/api/Admin/x",
+        "/api/ADMIN/",
+        "/api/admin",
+        "/api/aDmIn",
+        "/api/ADMIN?x=1",
+    ] {
+        let refused = stack.get(path, Some(&access), &[]).await;
+        assert_eq!(refused.status(), 403, "{path}");
+        let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{path}: {challenge}"
+        );
+        assert_eq!(refused.headers()["content-type"], "application/json");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "insufficient_scope", "{path}: {body}");
+        assert_eq!(stack.status(path, None).await, 401, "{path}");
+    }
+
+    // `;` and `%3B`, raw or encoded, anywhere in the path: 400 before anything else, with a
+    // token or without one, on protected and public routes alike.
+    for path in [
+        "/api/admin;/x",
+        "/api/admin%3b/x",
+        "/api/admin%3B/x",
+        "/api/hello;jsessionid=1",
+        "/public/..%3b/api/admin/x",
+        "/public/info;x",
+    ] {
+        for token in [Some(access.as_str()), None] {
+            let (status, body) = stack.raw_get(path, token).await;
+            assert_eq!(status, 400, "{path} with {token:?}: {body}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                body,
+                json!({"error": "invalid_request", "message": "path parameters are not accepted"}),
+                "{path}"
+            );
+        }
+    }
+    // Envoy's normalize_path reads a `..;…` segment as `..` (and `.;…` as `.`), as Tomcat
+    // would: the route table, and the upstream, get /api/admin/x, and the role check runs.
+    for (token, expected) in [(Some(access.as_str()), 403), (None, 401)] {
+        let (status, body) = stack.raw_get("/public/..;/api/admin/x", token).await;
+        assert_eq!(status, expected, "{body}");
+    }
+    // Only the path: a `;` in the query is the upstream's business.
+    assert_eq!(stack.status("/api/hello?a=1;b=2", Some(&access)).await, 200);
+
+    // Whole segments only: these are /api/ paths, for any valid token.
+    for path in ["/api/administrators", "/api/adminx", "/api/x/admin/y"] {
+        let passed = stack.get(path, Some(&access), &[]).await;
+        assert_eq!(passed.status(), 200, "{path}");
+        let echoed: Value = passed.json().await.unwrap();
+        assert_eq!(echoed["path"], path, "{echoed}");
+    }
+
+    // The role admin opens every spelling of the admin path, but never `;`.
+    let user = stack
+        .state
+        .store
+        .user_by_email(&email)
+        .await
+        .unwrap()
+        .expect("no such user");
+    stack
+        .state
+        .store
+        .grant_role(&user.id, "admin")
+        .await
+        .unwrap();
+    let admin_access = stack.login(&email).await;
+    for path in ["/api/Admin/x", "/api/admin", "/api/ADMIN/"] {
+        let admitted = stack.get(path, Some(&admin_access), &[]).await;
+        assert_eq!(admitted.status(), 200, "{path}");
+        let echoed: Value = admitted.json().await.unwrap();
+        assert_eq!(echoed["path"], path, "{echoed}");
+        assert_eq!(echoed["headers"]["x-user-roles"], "admin,user", "{echoed}");
+    }
+    assert_eq!(
+        stack.raw_get("/api/admin;/x", Some(&admin_access)).await.0,
+        400
+    );
+}
 
 /// Envoy pointed at a port nobody listens on: every protected request is refused with 503, the
 /// public routes and the catch-all still answer as configured.
