@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod kek;
 pub mod keyring;
 pub mod metrics;
+pub mod oidc;
 pub mod passwords;
 pub mod routes;
 pub mod server;

@@ -100,14 +100,18 @@ impl PasswordHasher {
             .await
     }
 
-    /// Whether `password` matches `stored`; with `None` (no such account) it verifies against
-    /// the dummy hash and answers `false`, spending the same time.
+    /// Whether `password` matches `stored`; with `None` (no such account), or a stored value
+    /// that is not a bcrypt hash (an account without a password, [`crate::store::NO_PASSWORD`]),
+    /// it verifies against the dummy hash and answers `false`, spending the same time.
     pub async fn verify(
         &self,
         password: &Password,
         stored: Option<&str>,
     ) -> Result<bool, HashError> {
         let input = prehash(&self.inner.pepper, password.expose());
+        // bcrypt refuses an unparsable hash at once, with an error: a failed login (500), and
+        // faster than a wrong password, which would tell passwordless accounts apart.
+        let stored = stored.filter(|hash| cost_of(hash).is_some());
         let known = stored.is_some();
         let hash = stored.unwrap_or(&self.inner.dummy_hash).to_owned();
         let matched = self
@@ -326,6 +330,21 @@ mod tests {
             .verify(&pw("dummy password for unknown accounts"), None)
             .await
             .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_stored_value_that_is_no_bcrypt_hash_costs_one_bcrypt_and_never_verifies() {
+        let hasher = hasher().await;
+        for stored in [crate::store::NO_PASSWORD, "", "$2b$04$short"] {
+            let before = hasher.started();
+            let verified = hasher.verify(&pw(stored), Some(stored)).await.unwrap();
+            assert!(!verified, "{stored:?}");
+            assert_eq!(
+                hasher.started() - before,
+                1,
+                "{stored:?}: one bcrypt, on the dummy"
+            );
+        }
     }
 
     #[tokio::test]

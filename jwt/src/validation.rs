@@ -13,6 +13,9 @@ use crate::error::{ErrorKind, Result};
 /// `client_id`, and `sid`, the session that revocation acts on.
 pub const ACCESS_TOKEN_REQUIRED_CLAIMS: [&str; 5] = ["sub", "iat", "jti", "sid", "client_id"];
 
+/// The algorithms [`Validation::id_token`] accepts: the public-key ones.
+const ID_TOKEN_ALGORITHMS: [Algorithm; 3] = [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256];
+
 /// The rules [`decode`](crate::decode) applies. `Default` accepts every [`Algorithm`]; the
 /// other defaults are [`Validation::new`]'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +69,25 @@ impl Validation {
                 .map(|&claim| claim.to_owned())
                 .collect(),
             ..Self::default()
+        }
+    }
+
+    /// The rules for an OpenID Connect ID token (OIDC Core §3.1.3.7) from `issuer` for the
+    /// client `client_id`: the public-key algorithms only ([`Algorithm::ES256`],
+    /// [`Algorithm::EdDSA`], [`Algorithm::RS256`]; never HS256, whose key would be the client
+    /// secret), no required `typ` (providers send `JWT` or nothing; the caller refuses other
+    /// types), `iss` equal to `issuer`, `aud` holding `client_id`, `leeway_secs` of clock skew,
+    /// `sub` and `iat` required, and tokens up to 16 KiB (ID tokens may carry many claims).
+    /// `nonce` and `azp` are the caller's to check: they depend on the flow.
+    pub fn id_token(issuer: &str, client_id: &str, leeway_secs: u64) -> Self {
+        Self {
+            algorithms: ID_TOKEN_ALGORITHMS.to_vec(),
+            leeway_secs,
+            issuer: Some(issuer.to_owned()),
+            audiences: Some(vec![client_id.to_owned()]),
+            required_claims: vec!["sub".to_owned(), "iat".to_owned()],
+            required_typ: None,
+            max_token_len: 16 * 1024,
         }
     }
 
@@ -254,6 +276,66 @@ mod tests {
             let result = check_with(&claims, NOW, |v| *v = validation);
             assert!(
                 matches!(kind(result), ErrorKind::MissingClaim(ref c) if c == name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn id_token_sets_public_algorithms_issuer_client_and_no_typ() {
+        let validation = Validation::id_token("https://op.example", "client-1", 30);
+        assert_eq!(
+            validation,
+            Validation {
+                algorithms: vec![Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256],
+                leeway_secs: 30,
+                issuer: Some("https://op.example".to_owned()),
+                audiences: Some(vec!["client-1".to_owned()]),
+                required_claims: vec!["sub".to_owned(), "iat".to_owned()],
+                required_typ: None,
+                max_token_len: 16 * 1024,
+            }
+        );
+    }
+
+    #[test]
+    fn id_token_hs256_fails_before_signature() {
+        // The test key is HS256: an ID token validation must refuse it by its alg alone.
+        let validation = Validation::id_token(ISSUER, AUDIENCE, 60);
+        let result = check_with(&claims(), NOW, |v| *v = validation);
+        assert!(matches!(kind(result), ErrorKind::AlgorithmNotAllowed));
+    }
+
+    #[test]
+    fn id_token_claims_ok_without_typ() {
+        use crate::test_util::key_pair;
+        use crate::{encode, Header, KeySet};
+        for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256] {
+            let key = key_pair(alg, "op-1");
+            let keys: KeySet = [key.to_public().unwrap()].into_iter().collect();
+            let header = Header {
+                kid: Some("op-1".to_owned()),
+                ..Header::new(alg)
+            };
+            let token = encode(&header, &claims(), &key).unwrap();
+            let validation = Validation::id_token(ISSUER, AUDIENCE, 60);
+            let data = crate::decode::<Value>(&token, &keys, &validation, NOW).unwrap();
+            assert_eq!(data.claims["sub"], "user-1", "{alg}");
+        }
+    }
+
+    #[test]
+    fn id_token_without_sub_or_iat_fails() {
+        use crate::test_util::key_pair;
+        use crate::{encode, Header, KeySet};
+        let key = key_pair(Algorithm::ES256, "op-1");
+        let keys: KeySet = [key.to_public().unwrap()].into_iter().collect();
+        for name in ["sub", "iat"] {
+            let token = encode(&Header::new(Algorithm::ES256), &without(name), &key).unwrap();
+            let validation = Validation::id_token(ISSUER, AUDIENCE, 60);
+            let result = crate::decode::<Value>(&token, &keys, &validation, NOW);
+            assert!(
+                matches!(result.unwrap_err().into_kind(), ErrorKind::MissingClaim(ref c) if c == name),
                 "{name}"
             );
         }

@@ -16,10 +16,12 @@
 //! the lock makes the read and the write one step, as `RETURNING` does.
 
 mod emails;
+mod identities;
 mod keys;
 mod login_attempts;
 mod revocations;
 mod sessions;
+mod sign_in;
 pub(crate) mod sql;
 mod status_batch;
 mod users;
@@ -33,12 +35,16 @@ use sqlx::{
 };
 
 pub use emails::EmailCanonicalisation;
+pub use identities::{
+    ExternalIdentity, InsertIdentity, InsertPasswordlessUser, UnlinkIdentity, NO_PASSWORD,
+};
 pub use keys::{KeyMaterial, StoredKey};
 pub use login_attempts::LoginReservation;
 pub use revocations::{FeedCursor, RevocationPage, RevocationRow, Revoked};
 pub use sessions::{
     NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
 };
+pub use sign_in::{SignInCode, SignInFlow};
 pub(crate) use status_batch::{BatchError, StatusBatch};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
 // For the API tests' raw statements (`RawDb::sql`): the one check of `sql!`.

@@ -28,6 +28,7 @@ mod revocation;
 mod rotation_keys;
 mod service;
 mod shedding;
+mod sign_in_store;
 mod signup;
 mod startup;
 mod throttle;
