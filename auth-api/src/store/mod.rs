@@ -34,6 +34,8 @@ use sqlx::{
     AnyPool, Executor,
 };
 
+use crate::kek::{Sealed, NONCE_BYTES};
+
 pub use emails::EmailCanonicalisation;
 pub use identities::{
     ExternalIdentity, InsertIdentity, InsertPasswordlessUser, UnlinkIdentity, NO_PASSWORD,
@@ -106,6 +108,22 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+}
+
+/// The column value of a sealed secret (a session's rotation key, a sign-in flow's PKCE
+/// verifier): the nonce, then the ciphertext and its tag.
+fn join_sealed(sealed: &Sealed) -> Vec<u8> {
+    [sealed.nonce.as_slice(), sealed.ciphertext.as_slice()].concat()
+}
+
+/// A sealed secret from its column; one too short for a nonce fails to open.
+fn split_sealed(kek_id: &str, stored: &[u8]) -> Sealed {
+    let (nonce, ciphertext) = stored.split_at(stored.len().min(NONCE_BYTES));
+    Sealed {
+        kek_id: kek_id.to_owned(),
+        nonce: nonce.to_vec(),
+        ciphertext: ciphertext.to_vec(),
+    }
 }
 
 impl Store {

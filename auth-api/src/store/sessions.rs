@@ -6,12 +6,13 @@
 
 use sqlx::{AnyConnection, FromRow};
 
+use super::{join_sealed, split_sealed};
 use super::{
     revocations::Revoked,
     sql::{question_list, sql},
     Backend, Store,
 };
-use crate::kek::{Sealed, NONCE_BYTES};
+use crate::kek::Sealed;
 
 /// How long a session that can never refresh again keeps its refresh-token hashes: a margin
 /// over clock differences between replicas, and a day in which a replay of its tokens is still
@@ -106,20 +107,6 @@ impl SessionRow {
     /// The rotation key as stored.
     pub fn rotation_key_at_rest(&self) -> RotationKeyAtRest<'_> {
         RotationKeyAtRest::of(&self.rotation_key, self.rotation_key_kek.as_deref())
-    }
-}
-
-/// The column value of a sealed rotation key: nonce, then ciphertext and tag.
-fn join_sealed(sealed: &Sealed) -> Vec<u8> {
-    [sealed.nonce.as_slice(), sealed.ciphertext.as_slice()].concat()
-}
-
-fn split_sealed(kek_id: &str, stored: &[u8]) -> Sealed {
-    let (nonce, ciphertext) = stored.split_at(stored.len().min(NONCE_BYTES));
-    Sealed {
-        kek_id: kek_id.to_owned(),
-        nonce: nonce.to_vec(),
-        ciphertext: ciphertext.to_vec(),
     }
 }
 

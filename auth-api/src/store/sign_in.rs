@@ -17,10 +17,10 @@
 //! redeems the code at the provider. Sealing costs one XChaCha20-Poly1305 per flow and keeps the
 //! promise that a database dump alone holds no usable secret (SECURITY.md I 100).
 
-use sqlx::FromRow;
+use sqlx::{any::AnyRow, FromRow};
 
-use super::{sql::sql, Backend, Store};
-use crate::kek::{Sealed, NONCE_BYTES};
+use super::{join_sealed, split_sealed, sql::sql, Backend, Store};
+use crate::kek::Sealed;
 
 /// One `/authorize` → `/callback` round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl FlowRow {
             state_hash: state_hash.to_vec(),
             provider: self.provider,
             nonce: self.nonce,
-            pkce_verifier: split_sealed(self.pkce_verifier_kek, &self.pkce_verifier_sealed),
+            pkce_verifier: split_sealed(&self.pkce_verifier_kek, &self.pkce_verifier_sealed),
             browser_binding_hash: self.browser_binding_hash,
             redirect_to: self.redirect_to,
             client_code_challenge: self.client_code_challenge,
@@ -119,21 +119,27 @@ impl CodeRow {
     }
 }
 
-/// The column value of a sealed verifier: nonce, then ciphertext and tag (the layout of
-/// `sessions.rotation_key`).
-fn join_sealed(sealed: &Sealed) -> Vec<u8> {
-    [sealed.nonce.as_slice(), sealed.ciphertext.as_slice()].concat()
+/// A table whose rows are taken: read and deleted in one step (module docs).
+struct SingleUse {
+    table: &'static str,
+    /// The key column: a SHA-256.
+    key: &'static str,
+    /// What a take returns.
+    columns: &'static str,
 }
 
-/// The sealed verifier of a column; one too short for a nonce fails to open.
-fn split_sealed(kek_id: String, stored: &[u8]) -> Sealed {
-    let (nonce, ciphertext) = stored.split_at(stored.len().min(NONCE_BYTES));
-    Sealed {
-        kek_id,
-        nonce: nonce.to_vec(),
-        ciphertext: ciphertext.to_vec(),
-    }
-}
+const FLOWS: SingleUse = SingleUse {
+    table: "sign_in_flows",
+    key: "state_hash",
+    columns: "provider, nonce, pkce_verifier_sealed, pkce_verifier_kek, browser_binding_hash, \
+              redirect_to, client_code_challenge, created_at, expires_at",
+};
+
+const CODES: SingleUse = SingleUse {
+    table: "sign_in_codes",
+    key: "code_hash",
+    columns: "user_id, provider, amr, code_challenge, created_at, expires_at",
+};
 
 impl Store {
     /// Records a flow that `/authorize` starts.
@@ -171,39 +177,7 @@ impl Store {
         state_hash: &[u8],
         now: i64,
     ) -> Result<Option<SignInFlow>, sqlx::Error> {
-        let row: Option<FlowRow> = match self.backend {
-            Backend::Postgres | Backend::Sqlite => {
-                sqlx::query_as(
-                    "DELETE FROM sign_in_flows WHERE state_hash = $1 \
-                     RETURNING provider, nonce, pkce_verifier_sealed, pkce_verifier_kek, \
-                               browser_binding_hash, redirect_to, client_code_challenge, \
-                               created_at, expires_at",
-                )
-                .bind(state_hash)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            Backend::Mysql => {
-                let mut tx = self.pool.begin().await?;
-                let row: Option<FlowRow> = sqlx::query_as(
-                    "SELECT provider, nonce, pkce_verifier_sealed, pkce_verifier_kek, \
-                            browser_binding_hash, redirect_to, client_code_challenge, \
-                            created_at, expires_at \
-                     FROM sign_in_flows WHERE state_hash = ? FOR UPDATE",
-                )
-                .bind(state_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if row.is_some() {
-                    sqlx::query("DELETE FROM sign_in_flows WHERE state_hash = ?")
-                        .bind(state_hash)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                row
-            }
-        };
+        let row: Option<FlowRow> = self.take(&FLOWS, state_hash).await?;
         Ok(row
             .filter(|row| now < row.expires_at)
             .map(|row| row.into_flow(state_hash)))
@@ -236,38 +210,46 @@ impl Store {
         code_hash: &[u8],
         now: i64,
     ) -> Result<Option<SignInCode>, sqlx::Error> {
-        let row: Option<CodeRow> = match self.backend {
-            Backend::Postgres | Backend::Sqlite => {
-                sqlx::query_as(
-                    "DELETE FROM sign_in_codes WHERE code_hash = $1 \
-                     RETURNING user_id, provider, amr, code_challenge, created_at, expires_at",
-                )
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?
-            }
-            Backend::Mysql => {
-                let mut tx = self.pool.begin().await?;
-                let row: Option<CodeRow> = sqlx::query_as(
-                    "SELECT user_id, provider, amr, code_challenge, created_at, expires_at \
-                     FROM sign_in_codes WHERE code_hash = ? FOR UPDATE",
-                )
-                .bind(code_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if row.is_some() {
-                    sqlx::query("DELETE FROM sign_in_codes WHERE code_hash = ?")
-                        .bind(code_hash)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                row
-            }
-        };
+        let row: Option<CodeRow> = self.take(&CODES, code_hash).await?;
         Ok(row
             .filter(|row| now < row.expires_at)
             .map(|row| row.into_code(code_hash)))
+    }
+
+    /// Reads and deletes the row of `of` keyed `key` in one step: `DELETE … RETURNING`, or on
+    /// MySQL a locking read and the delete in one transaction (module docs).
+    async fn take<R>(&self, of: &SingleUse, key: &[u8]) -> Result<Option<R>, sqlx::Error>
+    where
+        R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    {
+        let SingleUse {
+            table,
+            key: column,
+            columns,
+        } = of;
+        match self.backend {
+            Backend::Postgres | Backend::Sqlite => {
+                let delete = format!("DELETE FROM {table} WHERE {column} = $1 RETURNING {columns}");
+                sqlx::query_as(&delete)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            Backend::Mysql => {
+                let select = format!("SELECT {columns} FROM {table} WHERE {column} = ? FOR UPDATE");
+                let delete = format!("DELETE FROM {table} WHERE {column} = ?");
+                let mut tx = self.pool.begin().await?;
+                let row: Option<R> = sqlx::query_as(&select)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if row.is_some() {
+                    sqlx::query(&delete).bind(key).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(row)
+            }
+        }
     }
 
     /// Deletes the flows and codes expired at `now` (the hourly cleanup); how many.
