@@ -419,8 +419,9 @@ fn log_tail(log: &str, path: Option<&Path>) -> String {
     }
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
-fn clock_ticks() -> f64 {
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100); the
+/// benchmarks read other processes' CPU time with it too.
+pub fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

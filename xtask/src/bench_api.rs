@@ -24,6 +24,11 @@
 //!   of clients sends: auth-api remembers verified signatures, so one token replayed measures
 //!   that memo and the session read only); and, as the HTTP stack's own ceiling on the same
 //!   cores, `GET /healthz`;
+//! - **`Validate` over gRPC beside `/validate` over HTTP**: the same many tokens, sent by this
+//!   benchmark's own Rust load generator ([`crate::bench_client`], since wrk cannot speak gRPC)
+//!   over keep-alive HTTP/1.1 and then over gRPC (`auth.v1.AuthService/Validate` on
+//!   `AUTH_GRPC_LISTEN`, a free port), with the same calls in flight, so that the two protocols
+//!   are compared by one client; the gRPC/HTTP ratio is paired round by round;
 //!
 //! each with p50 and p99. Rounds alternate the measurements (login, refresh and its bounds,
 //! validate, then the next store, then the next round) so that a noisy neighbour hits them
@@ -38,8 +43,8 @@
 //! sessions as connections: wrk calls `request()` once more to check the script, and that token
 //! is never sent); a token cut off by the end of a run is lost, so every refresh run starts from
 //! fresh sessions (opened in-process, as a login does after the password check, without
-//! bcrypt). So a Rust load generator was not needed, and every load comes from the same,
-//! pinned wrk.
+//! bcrypt). So every HTTP load comes from the same, pinned wrk; only the gRPC comparison needs
+//! the Rust load generator, which runs as a child process pinned to wrk's CPU on one thread.
 //!
 //! The in-process bounds need auth-api's library and a tokio runtime, which the everyday xtask
 //! does not build: `bench api` builds `auth-api` and xtask (feature `api-bench`) in release and
@@ -117,6 +122,10 @@ pub(crate) struct ApiArgs {
     /// through.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     validate_tokens: u32,
+    /// HTTP/2 connections that the `--connections` concurrent gRPC `Validate` calls of the Rust
+    /// load generator share (its HTTP/1.1 run opens one connection per call in flight).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    grpc_connections: u32,
     /// The auth-api binary to measure instead of `target/release/auth-api` (e.g. a copy built
     /// from an earlier commit, to compare).
     #[arg(long)]
@@ -136,26 +145,33 @@ pub(crate) fn api(root: &Path, _args: &ApiArgs) -> anyhow::Result<()> {
     release_run(root)
 }
 
+/// Builds auth-api and the release xtask with the `api-bench` feature: one command for both
+/// benchmarks (`bench edge` runs this auth-api for `ext_authz`), since with another feature set
+/// they would rebuild auth-api in turn.
+pub(crate) fn build_release(root: &Path) -> anyhow::Result<()> {
+    run(
+        root,
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "auth-api",
+            "-p",
+            "xtask",
+            "--features",
+            "xtask/api-bench",
+        ],
+    )
+}
+
 /// Builds auth-api and this benchmark in release, then replaces this process with the release
 /// xtask, given the same arguments.
 fn release_run(root: &Path) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
     step("build auth-api and the benchmark (release)", || {
-        run(
-            root,
-            "cargo",
-            &[
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                "auth-api",
-                "-p",
-                "xtask",
-                "--features",
-                "xtask/api-bench",
-            ],
-        )
+        build_release(root)
     })?;
     let xtask = crate::tools::target_dir(root).join("release/xtask");
     let error = std::process::Command::new(&xtask)
@@ -188,8 +204,10 @@ mod measure {
 
     use super::{ApiArgs, StoreKind};
     use crate::{
+        bench_client::{check_grpc, LoadOutput, Protocol},
         bench_load::{
-            allowed_cpus, ensure_load_tools, interrupted, median, or_interrupted, Wrk, WrkOutput,
+            allowed_cpus, ensure_load_tools, interrupted, median, or_interrupted,
+            process_cpu_seconds, Wrk, WrkOutput,
         },
         report::{machine, publish, push_notes, source_commit},
         tools::{ensure_mariadb, ensure_postgres, step, target_dir, DbServer, ThrowawayDb},
@@ -272,6 +290,16 @@ mod measure {
         p99_us: f64,
     }
 
+    impl From<&LoadOutput> for Sample {
+        fn from(out: &LoadOutput) -> Self {
+            Self {
+                rps: out.rps,
+                p50_us: out.p50_us,
+                p99_us: out.p99_us,
+            }
+        }
+    }
+
     impl From<&WrkOutput> for Sample {
         fn from(out: &WrkOutput) -> Self {
             Self {
@@ -295,7 +323,31 @@ mod measure {
         service: Vec<Sample>,
         validate: Vec<Sample>,
         validate_mix: Vec<Sample>,
+        /// The many-token `/validate` by this benchmark's own Rust client, over HTTP/1.1 and
+        /// over gRPC.
+        validate_http_rust: Vec<Sample>,
+        validate_grpc_rust: Vec<Sample>,
+        /// CPU time per call of the many-token runs: wrk's, the Rust client's over HTTP, over
+        /// gRPC.
+        validate_mix_cpu: Vec<CpuPerCall>,
+        http_rust_cpu: Vec<CpuPerCall>,
+        grpc_rust_cpu: Vec<CpuPerCall>,
         healthz: Vec<Sample>,
+    }
+
+    /// CPU microseconds per call: auth-api's, and the load generator's (NaN for wrk, whose CPU
+    /// time is not read).
+    #[derive(Clone, Copy, Debug)]
+    struct CpuPerCall {
+        server_us: f64,
+        client_us: f64,
+    }
+
+    impl Target {
+        /// auth-api's user + system time so far, in seconds.
+        fn server_cpu_seconds(&self) -> anyhow::Result<f64> {
+            process_cpu_seconds(self.server.child.id())
+        }
     }
 
     /// One store under test. Fields drop in order: the server, then the in-process state,
@@ -304,6 +356,8 @@ mod measure {
         kind: StoreKind,
         server: Server,
         port: u16,
+        /// auth-api's gRPC port (`AUTH_GRPC_LISTEN`).
+        grpc_port: u16,
         state: AppState,
         /// Fresh refresh tokens, one batch of twice `connections` per wrk run.
         sessions: Vec<String>,
@@ -438,6 +492,9 @@ mod measure {
         for target in &mut targets {
             step(&format!("check {} over HTTP", target.kind.name()), || {
                 check(&client, target)
+            })?;
+            step(&format!("check {} over gRPC", target.kind.name()), || {
+                runtime.block_on(check_grpc(target.grpc_port, &target.access_token))
             })?;
         }
         drop(client);
@@ -577,6 +634,7 @@ mod measure {
 
                 interrupted(&stop)?;
                 let script = scripts.validate_mix(&target.validate_tokens)?;
+                let cpu_before = target.server_cpu_seconds()?;
                 let validate_mix = wrk(
                     target,
                     &cpus,
@@ -587,17 +645,49 @@ mod measure {
                     Vec::new(),
                 )
                 .with_context(|| label("validate, many tokens"))?;
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+                let mix_cpu = CpuPerCall {
+                    server_us: (target.server_cpu_seconds()? - cpu_before) * 1e6
+                        / validate_mix.requests.max(1) as f64,
+                    client_us: f64::NAN,
+                };
                 report_line(
                     &label(&format!("validate, {} tokens", args.validate_tokens)),
                     &validate_mix,
                     notes,
                 );
 
+                // The same many-token load by this benchmark's own client, over HTTP/1.1 and
+                // then over gRPC (wrk cannot speak gRPC).
+                let mut rust = Vec::new();
+                let mut rust_cpu = Vec::new();
+                for (protocol, what) in [
+                    (Protocol::Http, "validate, HTTP (Rust client)"),
+                    (Protocol::Grpc, "validate, gRPC (Rust client)"),
+                ] {
+                    interrupted(&stop)?;
+                    let (out, cpu) = rust_load(target, &cpus, protocol, seconds, args)
+                        .with_context(|| label(what))?;
+                    let sample = Sample::from(&out);
+                    print_sample(&label(what), &sample);
+                    println!(
+                        "    {:<40} CPU per call: auth-api {:.1} µs, client {:.1} µs",
+                        "", cpu.server_us, cpu.client_us
+                    );
+                    rust.push(sample);
+                    rust_cpu.push(cpu);
+                }
+
                 if round.is_some() {
                     let s = &mut target.samples;
                     s.healthz.push(Sample::from(&healthz));
                     s.validate.push(Sample::from(&validate));
                     s.validate_mix.push(Sample::from(&validate_mix));
+                    s.validate_http_rust.extend(rust.first().copied());
+                    s.validate_grpc_rust.extend(rust.get(1).copied());
+                    s.validate_mix_cpu.push(mix_cpu);
+                    s.http_rust_cpu.extend(rust_cpu.first().copied());
+                    s.grpc_rust_cpu.extend(rust_cpu.get(1).copied());
                 }
             }
             Ok(())
@@ -633,13 +723,14 @@ mod measure {
     fn server_env(
         database_url: &str,
         port: u16,
+        grpc_port: u16,
         args: &ApiArgs,
         cores: usize,
     ) -> Vec<(&'static str, String)> {
         vec![
             ("AUTH_DATABASE_URL", database_url.to_owned()),
             ("AUTH_LISTEN", format!("127.0.0.1:{port}")),
-            ("AUTH_GRPC_LISTEN", "127.0.0.1:0".to_owned()),
+            ("AUTH_GRPC_LISTEN", format!("127.0.0.1:{grpc_port}")),
             ("AUTH_KEY_ENCRYPTION_KEYS", KEK.to_owned()),
             ("AUTH_BCRYPT_COST", args.bcrypt_cost.to_string()),
             ("AUTH_HASH_CONCURRENCY", cores.to_string()),
@@ -679,8 +770,17 @@ mod measure {
             }
             StoreKind::Sqlite => (None, format!("sqlite://{}", temp.join("auth.db").display())),
         };
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let env = server_env(&database_url, port, args, cpus.server.len());
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        };
+        let port = free_port()?;
+        let grpc_port = loop {
+            let candidate = free_port()?;
+            if candidate != port {
+                break candidate;
+            }
+        };
+        let env = server_env(&database_url, port, grpc_port, args, cpus.server.len());
         let log = work.join(format!("auth-api-{}.log", kind.name()));
         let file = File::create(&log)?;
         let mut cmd = if cpus.server_pinned {
@@ -702,7 +802,7 @@ mod measure {
             child: cmd.spawn().context("cannot start auth-api")?,
             log,
         };
-        wait_until_serving(&mut server, port)?;
+        wait_until_serving(&mut server, port, grpc_port)?;
 
         // The same configuration in this process, on the same database.
         let config = Config::from_lookup(|name| {
@@ -734,6 +834,7 @@ mod measure {
             kind,
             server,
             port,
+            grpc_port,
             state,
             sessions,
             store_chains,
@@ -745,11 +846,12 @@ mod measure {
         })
     }
 
-    /// Waits until auth-api answers `/readyz` with a 200. Its port accepts connections earlier:
-    /// it binds before it migrates, and this process opens the same database next, which must
-    /// not race those migrations.
-    fn wait_until_serving(server: &mut Server, port: u16) -> anyhow::Result<()> {
+    /// Waits until auth-api answers `/readyz` with a 200 and its gRPC port accepts connections.
+    /// Its HTTP port accepts connections earlier: it binds before it migrates, and this process
+    /// opens the same database next, which must not race those migrations.
+    fn wait_until_serving(server: &mut Server, port: u16, grpc_port: u16) -> anyhow::Result<()> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
         let client = control_client()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -760,6 +862,7 @@ mod measure {
                     .timeout(Duration::from_secs(2))
                     .send()
                     .is_ok_and(|r| r.status().is_success())
+                && TcpStream::connect_timeout(&grpc, Duration::from_millis(500)).is_ok()
             {
                 return Ok(());
             }
@@ -994,18 +1097,11 @@ mod measure {
     }
 
     fn sample_of(mut latencies: Vec<Duration>, elapsed: Duration) -> Sample {
-        latencies.sort();
-        let at = |p: usize| {
-            latencies
-                .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
-                .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
-        };
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-        let rps = latencies.len() as f64 / elapsed.as_secs_f64();
+        let summary = crate::bench_load::latency_summary(&mut latencies, elapsed);
         Sample {
-            rps,
-            p50_us: at(50),
-            p99_us: at(99),
+            rps: summary.rps,
+            p50_us: summary.p50_us,
+            p99_us: summary.p99_us,
         }
     }
 
@@ -1153,6 +1249,64 @@ end
         Ok(out)
     }
 
+    /// The many-token validation load of `bench_client` over `protocol`: this xtask binary
+    /// again (`bench validate-load`), pinned to wrk's CPU, with as many calls in flight as wrk
+    /// has connections.
+    fn rust_load(
+        target: &mut Target,
+        cpus: &Cpus,
+        protocol: Protocol,
+        seconds: u32,
+        args: &ApiArgs,
+    ) -> anyhow::Result<(LoadOutput, CpuPerCall)> {
+        let exe = std::env::current_exe().context("cannot find this xtask binary")?;
+        let mut cmd = match cpus.load {
+            Some(cpu) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", &cpu.to_string()]).arg(&exe);
+                cmd
+            }
+            None => Command::new(&exe),
+        };
+        let (name, port) = match protocol {
+            Protocol::Http => ("http", target.port),
+            Protocol::Grpc => ("grpc", target.grpc_port),
+        };
+        cmd.args(["bench", "validate-load", "--protocol", name])
+            .args(["--port", &port.to_string()])
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--concurrency", &args.connections.to_string()])
+            .args(["--connections", &args.grpc_connections.to_string()])
+            .arg("--tokens")
+            .arg(&target.validate_tokens);
+        let cpu_before = target.server_cpu_seconds()?;
+        let output = cmd.output().context("cannot run the load generator")?;
+        target.server.ensure_running()?;
+        let server_cpu = target.server_cpu_seconds()? - cpu_before;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "the load generator ({name}) exited with {}: {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                target.server.log_tail()
+            );
+        }
+        let out = LoadOutput::from_json(stdout.lines().last().unwrap_or_default())?;
+        if out.calls == 0 {
+            bail!(
+                "the load generator ({name}) completed no call{}",
+                target.server.log_tail()
+            );
+        }
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let cpu = CpuPerCall {
+            server_us: server_cpu * 1e6 / out.calls as f64,
+            client_us: out.client_cpu_us,
+        };
+        Ok((out, cpu))
+    }
+
     fn report_line(label: &str, out: &WrkOutput, notes: &mut Vec<String>) {
         print_sample(label, &Sample::from(out));
         if let Some(errors) = &out.socket_errors {
@@ -1250,6 +1404,18 @@ end
         }
     }
 
+    /// gRPC `Validate` ÷ HTTP `/validate` requests/s by the same Rust client, paired round by
+    /// round.
+    fn grpc_over_http(s: &Samples) -> f64 {
+        median(
+            s.validate_grpc_rust
+                .iter()
+                .zip(&s.validate_http_rust)
+                .map(|(g, h)| g.rps / h.rps)
+                .collect(),
+        )
+    }
+
     fn report(setup: &Setup<'_>, targets: &[Target], notes: &[String]) -> String {
         let args = setup.args;
         #[allow(clippy::cast_precision_loss)] // a core count
@@ -1263,7 +1429,8 @@ end
              the in-process bounds: {c} tasks on a {n}-thread tokio runtime, {s} s. {rounds} \
              round(s) after {warmup} s of warm-up per measurement, alternated (per round and \
              store: bcrypt bound, login, refresh, its two in-process bounds, `/healthz`, \
-             `/validate` with one token, then with many){only}; \
+             `/validate` with one token, then with many, then the many by the Rust client over \
+             HTTP and over gRPC){only}; \
              medians over rounds, ratios paired round by round. auth-api built from {source}. \
              Machine: {machine}.\n\n",
             cost = args.bcrypt_cost,
@@ -1287,7 +1454,7 @@ end
             source = setup.source,
             machine = machine(),
             only = if args.validate_only {
-                " (`--validate-only`: the last three alone)"
+                " (`--validate-only`: the last five alone)"
             } else {
                 ""
             },
@@ -1416,7 +1583,93 @@ end
                 "—",
                 &validate_target(&s.validate_mix),
             ));
+            let http_over_wrk = median(
+                s.validate_http_rust
+                    .iter()
+                    .zip(&s.validate_mix)
+                    .map(|(r, w)| r.rps / w.rps)
+                    .collect(),
+            );
+            md.push_str(&row(
+                "validate, HTTP (Rust client): the same tokens, `GET /validate`",
+                &s.validate_http_rust,
+                &format!("{http_over_wrk:.2}× wrk"),
+                "",
+            ));
+            md.push_str(&row(
+                "validate, gRPC (Rust client): the same tokens, `auth.v1.AuthService/Validate`",
+                &s.validate_grpc_rust,
+                &format!("{:.2}× HTTP", grpc_over_http(s)),
+                "",
+            ));
         }
+        md.push_str(&format!(
+            "\n`/validate` over HTTP and `Validate` over gRPC, {n} tokens in turn. The Rust client \
+             (`bench_client`) runs on one thread on wrk's CPU with {c} calls in flight: HTTP/1.1 \
+             over {c} keep-alive connections, gRPC over {g} HTTP/2 connections, the token in \
+             the `authorization` header or metadata, every answer read and checked. CPU per call \
+             is user + system time from `/proc` around each run (auth-api's includes its \
+             background work; the client's its connecting), medians over rounds.\n\n\
+             | store | load | per second | p50 ms | p99 ms | auth-api CPU µs/call | client CPU \
+             µs/call |\n|---|---|---:|---:|---:|---:|---:|\n",
+            n = args.validate_tokens,
+            c = args.connections,
+            g = args.grpc_connections,
+        ));
+        for target in targets {
+            let s = &target.samples;
+            let cpu_med =
+                |cpu: &[CpuPerCall], f: fn(&CpuPerCall) -> f64| median(cpu.iter().map(f).collect());
+            for (what, samples, cpu) in [
+                ("wrk, HTTP/1.1", &s.validate_mix, &s.validate_mix_cpu),
+                (
+                    "Rust client, HTTP/1.1",
+                    &s.validate_http_rust,
+                    &s.http_rust_cpu,
+                ),
+                ("Rust client, gRPC", &s.validate_grpc_rust, &s.grpc_rust_cpu),
+            ] {
+                let client = cpu_med(cpu, |c| c.client_us);
+                md.push_str(&format!(
+                    "| {} | {what} | {} | {:.2} | {:.2} | {:.1} | {} |\n",
+                    target.kind.name(),
+                    rate(med(samples, |x| x.rps)),
+                    med(samples, |x| x.p50_us) / 1e3,
+                    med(samples, |x| x.p99_us) / 1e3,
+                    cpu_med(cpu, |c| c.server_us),
+                    if client.is_nan() {
+                        "—".to_owned()
+                    } else {
+                        format!("{client:.1}")
+                    },
+                ));
+            }
+        }
+        md.push_str("\ngRPC ÷ HTTP, the same Rust client, paired round by round:");
+        for target in targets {
+            let s = &target.samples;
+            let server_cpu = median(
+                s.grpc_rust_cpu
+                    .iter()
+                    .zip(&s.http_rust_cpu)
+                    .map(|(g, h)| g.server_us / h.server_us)
+                    .collect(),
+            );
+            let client_cpu = median(
+                s.grpc_rust_cpu
+                    .iter()
+                    .zip(&s.http_rust_cpu)
+                    .map(|(g, h)| g.client_us / h.client_us)
+                    .collect(),
+            );
+            md.push_str(&format!(
+                " {}: {:.2}× the calls per second, {server_cpu:.2}× auth-api's CPU per call, \
+                 {client_cpu:.2}× the client's.",
+                target.kind.name(),
+                grpc_over_http(s),
+            ));
+        }
+        md.push('\n');
 
         md.push_str("\nPer round (per second):\n\n| store | measurement |");
         for round in 1..=args.rounds {
@@ -1462,6 +1715,8 @@ end
                 ("healthz", &s.healthz),
                 ("validate, one token", &s.validate),
                 ("validate, many tokens", &s.validate_mix),
+                ("validate, HTTP (Rust client)", &s.validate_http_rust),
+                ("validate, gRPC (Rust client)", &s.validate_grpc_rust),
             ]);
             for (what, samples) in rows {
                 md.push_str(&format!("| {} | {what} |", target.kind.name()));

@@ -102,6 +102,28 @@ pub(crate) fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
+/// User plus system time of process `pid` (all its threads) so far, in seconds, from
+/// `/proc/<pid>/stat`.
+pub(crate) fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    parse_stat_cpu_ticks(&stat)
+        .map(|ticks| ticks / envoy_harness::clock_ticks())
+        .with_context(|| format!("unexpected {path}: {stat}"))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in clock ticks. `pid (comm) state ppid …`: comm
+/// may hold spaces, so the fields are counted after its `)`; utime and stime are fields 14 and
+/// 15, i.e. the 12th and 13th after comm.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<f64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    #[allow(clippy::cast_precision_loss)] // ticks stay far below 2^52
+    Some((utime + stime) as f64)
+}
+
 /// After Ctrl-C, wrk and the servers die of it too: say so rather than blame them.
 pub(crate) fn or_interrupted(error: anyhow::Error, stop: &AtomicBool) -> anyhow::Error {
     if stop.load(Ordering::SeqCst) {
@@ -302,9 +324,49 @@ Transfer/sec:      5.70MB
     }
 
     #[test]
+    fn cpu_ticks_of_a_stat_line() {
+        let stat = "4242 (auth api) S 1 4242 4242 0 -1 4194560 2000 0 0 0 150 25 0 0 20 0 9 0 \
+                    100 1000000 500 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(175.0));
+        assert_eq!(parse_stat_cpu_ticks("4242 (x) S 1"), None);
+        assert!(process_cpu_seconds(std::process::id()).unwrap() >= 0.0);
+    }
+
+    #[test]
     fn medians() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(Vec::new()).is_nan());
     }
+}
+
+/// Calls per second, p50 and p99 (µs) of `latencies` completed in `elapsed`, for the
+/// benchmarks' own load generators (the in-process bounds, `bench_client`).
+#[cfg(feature = "api-bench")]
+pub(crate) fn latency_summary(
+    latencies: &mut [std::time::Duration],
+    elapsed: std::time::Duration,
+) -> LatencySummary {
+    latencies.sort_unstable();
+    let at = |p: usize| {
+        latencies
+            .get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+    };
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let rps = latencies.len() as f64 / elapsed.as_secs_f64();
+    LatencySummary {
+        rps,
+        p50_us: at(50),
+        p99_us: at(99),
+    }
+}
+
+/// What [`latency_summary`] returns.
+#[cfg(feature = "api-bench")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatencySummary {
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
 }

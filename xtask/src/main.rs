@@ -14,6 +14,8 @@
 
 mod bench;
 mod bench_api;
+#[cfg(feature = "api-bench")]
+mod bench_client;
 mod bench_load;
 mod contract;
 mod fuzz;
