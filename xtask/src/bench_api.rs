@@ -262,17 +262,7 @@ mod measure {
     impl Server {
         /// The end of its log, for an error message.
         fn log_tail(&self) -> String {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "\nauth-api's log ({}) ends with:\n{tail}",
-                    self.log.display()
-                )
-            }
+            crate::tools::log_tail("auth-api", &self.log)
         }
 
         fn ensure_running(&mut self) -> anyhow::Result<()> {

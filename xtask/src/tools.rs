@@ -598,6 +598,18 @@ fn mariadb(url: &MysqlUrl, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The last 20 lines of `name`'s log at `log`, for an error message (empty when there are none).
+pub(crate) fn log_tail(name: &str, log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\n{name}'s log ({}) ends with:\n{tail}", log.display())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
