@@ -97,6 +97,9 @@ pub struct Config {
     pub revocation_feed_page: usize,
     /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `AUTH_OIDC_PROVIDERS_FILE`, default unset (no sign-in through external providers): the
+    /// JSON file of [`crate::oidc::providers`], read and checked at start.
+    pub oidc_providers_file: Option<std::path::PathBuf>,
     /// `AUTH_LOGIN_FREE_ATTEMPTS`, default 5: consecutive failed logins per email before delays.
     pub login_free_attempts: i64,
     /// `AUTH_LOGIN_MAX_DELAY_SECS`, default 900: the longest delay between login attempts.
@@ -214,6 +217,7 @@ impl Default for Config {
             jwks_max_age: Duration::from_secs(60),
             revocation_feed_page: crate::routes::REVOCATION_FEED_PAGE,
             log_format: LogFormat::Text,
+            oidc_providers_file: None,
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
             ip_limit_per_minute: 60,
@@ -322,6 +326,9 @@ impl Config {
                 None => d.revocation_feed_page,
             },
             log_format: env.parsed("AUTH_LOG_FORMAT")?.unwrap_or(d.log_format),
+            oidc_providers_file: env
+                .string(crate::oidc::providers::PROVIDERS_FILE_VAR)?
+                .map(Into::into),
             login_free_attempts: env
                 .parsed_at_least("AUTH_LOGIN_FREE_ATTEMPTS", 1)?
                 .map_or(d.login_free_attempts, |n| {

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 400 `invalid_request`: malformed JSON, a missing field, a malformed header.
     #[error("{0}")]
     InvalidRequest(String),
+    /// 400 `unsupported_grant_type`: `/token` without `grant_type=pkce` (RFC 6749 §5.2).
+    #[error("grant_type must be pkce")]
+    UnsupportedGrantType,
     /// 401 with a bare `Bearer realm` challenge: no credentials were presented.
     #[error("authentication required")]
     MissingToken,
@@ -181,7 +184,7 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::InvalidCredentials
@@ -208,6 +211,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::MissingToken => "missing_token",
             Self::InvalidToken(_) => "invalid_token",
             Self::InvalidCredentials => "invalid_credentials",

@@ -43,6 +43,8 @@ const AAD_LABEL: &[u8] = b"auth-api signing key v1";
 /// Domain label of the associated data of a session's rotation key: a sealed signing key can
 /// never pass for a rotation key, nor the reverse.
 const ROTATION_KEY_AAD_LABEL: &[u8] = b"auth-api rotation key v1";
+/// Domain label of the associated data of a sign-in flow's PKCE verifier (issue 14).
+const PKCE_VERIFIER_AAD_LABEL: &[u8] = b"auth-api sign-in pkce verifier v1";
 /// Domain label of [`KeyEncryptionKeys::subkeys`].
 const SUBKEY_LABEL: &[u8] = b"auth-api subkey v1\0";
 
@@ -210,6 +212,29 @@ impl KeyEncryptionKeys {
         )
     }
 
+    /// Seals the PKCE verifier of the sign-in flow whose state hashes to `state_hash` (issue
+    /// 14): bound to that flow like a rotation key to its session.
+    pub fn seal_pkce_verifier(&self, state_hash: &[u8], verifier: &str) -> anyhow::Result<Sealed> {
+        self.seal_with(
+            &labelled_aad(PKCE_VERIFIER_AAD_LABEL, state_hash),
+            verifier.as_bytes(),
+        )
+        .context("cannot encrypt a sign-in flow's PKCE verifier")
+    }
+
+    /// Opens what [`KeyEncryptionKeys::seal_pkce_verifier`] sealed for the same flow.
+    pub fn open_pkce_verifier(
+        &self,
+        state_hash: &[u8],
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.open_with(
+            &labelled_aad(PKCE_VERIFIER_AAD_LABEL, state_hash),
+            || "a sign-in flow's PKCE verifier".to_owned(),
+            sealed,
+        )
+    }
+
     fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> anyhow::Result<Sealed> {
         let kek = self.keys.first().context("no key-encryption key")?;
         let mut nonce = [0_u8; NONCE_BYTES];
@@ -327,14 +352,15 @@ fn aad(kid: &str, alg: &str) -> Vec<u8> {
 /// The associated data of the rotation key of session `session_id`: its own label, then the
 /// id, length-prefixed like [`aad`].
 fn rotation_key_aad(session_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(ROTATION_KEY_AAD_LABEL.len() + session_id.len() + 4);
-    aad.extend_from_slice(ROTATION_KEY_AAD_LABEL);
-    aad.extend_from_slice(
-        &u32::try_from(session_id.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    aad.extend_from_slice(session_id.as_bytes());
+    labelled_aad(ROTATION_KEY_AAD_LABEL, session_id.as_bytes())
+}
+
+/// Associated data of one purpose (`label`) for one row (`id`, length-prefixed like [`aad`]).
+fn labelled_aad(label: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(label.len() + id.len() + 4);
+    aad.extend_from_slice(label);
+    aad.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
+    aad.extend_from_slice(id);
     aad
 }
 
@@ -547,6 +573,36 @@ mod tests {
         let signing = keys.seal("session-a", "", &[5; 32]).unwrap();
         assert!(
             keys.open_rotation_key("session-a", &signing).is_err(),
+            "nor the reverse"
+        );
+    }
+
+    #[test]
+    fn a_pkce_verifier_opens_only_for_its_flow_and_purpose() {
+        let keys: KeyEncryptionKeys = ONE.parse().unwrap();
+        let verifier = "v".repeat(43);
+        let sealed = keys.seal_pkce_verifier(&[1; 32], &verifier).unwrap();
+        assert_eq!(
+            keys.open_pkce_verifier(&[1; 32], &sealed)
+                .unwrap()
+                .as_slice(),
+            verifier.as_bytes()
+        );
+        assert!(!shares_bytes(&sealed.ciphertext, verifier.as_bytes()));
+        assert!(
+            keys.open_pkce_verifier(&[2; 32], &sealed).is_err(),
+            "another flow"
+        );
+        let as_session = String::from_utf8(vec![1; 32]).unwrap();
+        assert!(
+            keys.open_rotation_key(&as_session, &sealed).is_err(),
+            "never passes for a rotation key of the same id"
+        );
+        let rotation = keys
+            .seal_rotation_key(&as_session, verifier.as_bytes())
+            .unwrap();
+        assert!(
+            keys.open_pkce_verifier(&[1; 32], &rotation).is_err(),
             "nor the reverse"
         );
     }

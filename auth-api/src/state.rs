@@ -10,6 +10,7 @@ use crate::{
     config::{Config, Lifetimes},
     keyring::{KeyRing, RingPolicy},
     metrics::Metrics,
+    oidc::{providers::Providers, registry::Registry, HttpClient},
     passwords::PasswordHasher,
     store::{RevokeAt, StatusBatch, Store},
     throttle::{IpLimiter, LoginThrottle},
@@ -41,6 +42,8 @@ pub struct AppState {
     pub(crate) validation: Arc<Validation>,
     /// `/validate`'s store reads, batched (`service::access::check_session`).
     pub(crate) statuses: StatusBatch,
+    /// The external providers of `AUTH_OIDC_PROVIDERS_FILE`, if set (`service::sign_in`).
+    pub oidc: Option<Arc<Registry>>,
 }
 
 impl AppState {
@@ -65,6 +68,13 @@ impl AppState {
         .await?;
         let validation = Arc::new(tokens::access_validation(&config));
         let ip_limiter = Arc::new(IpLimiter::new(&config).await?);
+        let oidc = match &config.oidc_providers_file {
+            Some(path) => {
+                let providers = Providers::from_file(path)?;
+                Some(Arc::new(Registry::new(providers, HttpClient::new()?)))
+            }
+            None => None,
+        };
         let login_throttle = LoginThrottle {
             free_attempts: config.login_free_attempts,
             max_delay_secs: secs(config.login_max_delay),
@@ -81,6 +91,7 @@ impl AppState {
             ip_limiter,
             login_throttle,
             validation,
+            oidc,
         })
     }
 

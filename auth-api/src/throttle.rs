@@ -23,7 +23,10 @@ use std::{
 
 use axum::{extract::ConnectInfo, http::HeaderMap};
 
-use crate::config::Config;
+use crate::{config::Config, error::ApiError, metrics::Metrics};
+
+/// Counts one outcome of an endpoint (`Metrics::login`, `Metrics::signup`, …).
+pub type CountOutcome = fn(&Metrics, &'static str);
 
 /// The header Envoy puts the client's address in (the default `AUTH_CLIENT_IP_HEADER`).
 const ENVOY_EXTERNAL_ADDRESS: &str = "x-envoy-external-address";
@@ -186,6 +189,30 @@ impl IpLimiter {
         } else {
             peer
         }
+    }
+
+    /// [`IpLimiter::check`] as every front end answers it: a refusal is logged, counted with
+    /// the endpoint's other `outcomes` (like the per-email lock), and becomes 429
+    /// `rate_limited` (HTTP) or RESOURCE_EXHAUSTED (gRPC).
+    pub async fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        metrics: &Metrics,
+        outcomes: Option<CountOutcome>,
+    ) -> Result<(), ApiError> {
+        self.check(ip).await.map_err(|wait| {
+            tracing::info!(
+                event = "rate_limited",
+                scope = "ip",
+                "client address over its limit"
+            );
+            if let Some(count) = outcomes {
+                count(metrics, "rate_limited");
+            }
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        })
     }
 
     /// `Err(retry after)` when `ip` has used up its bucket. If Redis does not answer, the

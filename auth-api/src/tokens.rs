@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{config::Config, keyring::RingKey};
+use crate::{config::Config, domain::AuthMethod, keyring::RingKey};
 
 /// Claims of every access token we issue.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,6 +33,10 @@ pub struct AccessClaims {
     pub email: String,
     /// The user's roles, sorted.
     pub roles: Vec<String>,
+    /// How the user authenticated (RFC 8176 / OIDC Core `amr`): `["pwd"]` or `["oauth"]`.
+    /// Absent from tokens issued before issue 14, which read as empty.
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// The subject of a token being issued.
@@ -46,6 +50,8 @@ pub struct Subject<'a> {
     pub roles: Vec<String>,
     /// Session id.
     pub session_id: &'a str,
+    /// How the session's user authenticated.
+    pub auth_method: AuthMethod,
 }
 
 /// Signs a new access token for `subject` with `signer`, valid from `now` for `ttl_secs`.
@@ -67,6 +73,7 @@ pub fn issue_access_token(
         client_id: config.client_id.clone(),
         email: subject.email.to_owned(),
         roles: subject.roles,
+        amr: vec![subject.auth_method.as_str().to_owned()],
     };
     auth_jwt::encode(&Header::access_token(&signer.key), &claims, &signer.key)
 }

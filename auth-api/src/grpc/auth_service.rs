@@ -14,6 +14,7 @@ use crate::{
     routes::rfc3339,
     service::{self, LogoutCredential, LogoutScope, TokenPair},
     state::AppState,
+    throttle::CountOutcome,
 };
 
 /// The service, over the shared state.
@@ -21,9 +22,6 @@ use crate::{
 pub(super) struct Auth {
     pub(super) state: AppState,
 }
-
-/// Counts one outcome of an operation (as the HTTP routes' limiter does).
-type CountOutcome = fn(&Metrics, &'static str);
 
 impl Auth {
     /// Refuses a client address that has used up its bucket, as the HTTP API's `limit_by_ip`.
@@ -33,23 +31,11 @@ impl Auth {
         outcomes: Option<CountOutcome>,
     ) -> Result<(), Status> {
         let ip = client_ip(&self.state, request.remote_addr(), &headers(request));
-        match self.state.ip_limiter.check(ip).await {
-            Ok(()) => Ok(()),
-            Err(wait) => {
-                tracing::info!(
-                    event = "rate_limited",
-                    scope = "ip",
-                    "client address over its limit"
-                );
-                if let Some(count) = outcomes {
-                    count(&self.state.metrics, "rate_limited");
-                }
-                Err(ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs().max(1),
-                }
-                .into())
-            }
-        }
+        self.state
+            .ip_limiter
+            .admit(ip, &self.state.metrics, outcomes)
+            .await
+            .map_err(Status::from)
     }
 }
 

@@ -10,9 +10,13 @@
 //!     { "name": "github", "kind": "github", "client_id": "…", "client_secret_env": "GITHUB_SECRET" }
 //!   ],
 //!   "redirect_allow_list": ["https://app.example/auth/done", "http://127.0.0.1:3000/done"],
+//!   "callback_url": "https://api.example/auth/callback",
 //!   "flow_ttl_secs": 600
 //! }
 //! ```
+//!
+//! `callback_url` is auth-api's `/callback` as the browser reaches it (through the gateway, with
+//! its path prefix): the `redirect_uri` sent to every provider, to be registered at each.
 //!
 //! Unknown members are refused; every error names the field's path
 //! (`providers[1].issuer: …`). Secrets come from the file (`client_secret`) or, better, from the
@@ -42,6 +46,7 @@ const DEFAULT_GITHUB_SCOPES: [&str; 2] = ["read:user", "user:email"];
 pub struct Providers {
     providers: Vec<Provider>,
     redirect_allow_list: Vec<Url>,
+    callback_url: Url,
     flow_ttl: Duration,
 }
 
@@ -151,6 +156,12 @@ impl Providers {
         self.flow_ttl
     }
 
+    /// Our `/callback` as providers redirect the browser to it: the `redirect_uri` of every
+    /// authorization request and code exchange.
+    pub fn callback_url(&self) -> &Url {
+        &self.callback_url
+    }
+
     /// The allow-listed URLs.
     pub fn redirect_allow_list(&self) -> &[Url] {
         &self.redirect_allow_list
@@ -182,6 +193,7 @@ impl Providers {
 struct RawFile {
     providers: Vec<RawProvider>,
     redirect_allow_list: Vec<String>,
+    callback_url: String,
     #[serde(default)]
     flow_ttl_secs: Option<u64>,
 }
@@ -244,6 +256,14 @@ impl RawFile {
                     .map_err(|why| Error::Config(format!("redirect_allow_list[{index}]: {why}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let callback_url = Url::parse(&self.callback_url)
+            .map_err(|e| format!("not an absolute URL ({e})"))
+            .and_then(|url| match insecure_reason(&url) {
+                Some(why) => Err(why.to_owned()),
+                None if url.query().is_some() => Err("must not have a query".to_owned()),
+                None => Ok(url),
+            })
+            .map_err(|why| Error::Config(format!("callback_url: {why}")))?;
         let flow_ttl_secs = self.flow_ttl_secs.unwrap_or(DEFAULT_FLOW_TTL.as_secs());
         if !FLOW_TTL_SECS.contains(&flow_ttl_secs) {
             return Err(Error::Config(format!(
@@ -255,6 +275,7 @@ impl RawFile {
         Ok(Providers {
             providers,
             redirect_allow_list,
+            callback_url,
             flow_ttl: Duration::from_secs(flow_ttl_secs),
         })
     }
@@ -429,7 +450,8 @@ mod tests {
                 { "name": "git_hub-2", "kind": "github", "client_id": "gh-id",
                   "client_secret": "gh-secret" }
             ],
-            "redirect_allow_list": ["https://app.example/auth/done", "http://127.0.0.1:3000/done"]
+            "redirect_allow_list": ["https://app.example/auth/done", "http://127.0.0.1:3000/done"],
+            "callback_url": "https://api.example/auth/callback"
         })
     }
 
@@ -536,6 +558,23 @@ mod tests {
                 },
                 "missing field `redirect_allow_list`",
                 "allow list missing",
+            ),
+            (
+                |d| {
+                    d.as_object_mut().unwrap().remove("callback_url");
+                },
+                "missing field `callback_url`",
+                "callback missing",
+            ),
+            (
+                |d| d["callback_url"] = json!("http://api.example/callback"),
+                "callback_url: must be https",
+                "plain http callback",
+            ),
+            (
+                |d| d["callback_url"] = json!("https://api.example/callback?x=1"),
+                "callback_url: must not have a query",
+                "callback with a query",
             ),
             (
                 |d| d["redirect_allow_list"] = json!([]),

@@ -133,7 +133,8 @@ mod tests {
                 { "name": "local", "kind": "oidc", "issuer": issuer, "client_id": "c", "client_secret": "s" },
                 { "name": "github", "kind": "github", "client_id": "c", "client_secret": "s" }
             ],
-            "redirect_allow_list": ["https://app.example/done"]
+            "redirect_allow_list": ["https://app.example/done"],
+            "callback_url": "https://api.example/callback"
         });
         let providers = Providers::from_json_with_env(&document.to_string(), &|_| None).unwrap();
         Registry::new(providers, HttpClient::new().unwrap())

@@ -11,6 +11,7 @@ pub mod jwks;
 pub mod openapi;
 mod password;
 mod sessions;
+mod sign_in;
 mod validate;
 
 pub(crate) use accounts::rfc3339;
@@ -35,6 +36,7 @@ use crate::{
     metrics::{HttpLabels, Metrics},
     service::TokenPair,
     state::AppState,
+    throttle::CountOutcome,
 };
 
 /// Largest request body accepted; bigger ones get 413 before any work is done.
@@ -66,6 +68,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/password",
             post(password::change_password).layer(limited(None)),
+        )
+        .route("/authorize", get(sign_in::authorize).layer(limited(None)))
+        .route("/callback", get(sign_in::callback).layer(limited(None)))
+        .route(
+            "/token",
+            post(sign_in::token).layer(limited(Some(Metrics::login))),
         )
         .route("/logout", post(sessions::logout))
         .route("/validate", get(validate::validate))
@@ -136,9 +144,6 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
     }
 }
 
-/// Counts one outcome of an endpoint, e.g. [`Metrics::login`].
-type CountOutcome = fn(&Metrics, &'static str);
-
 /// Refuses a client address that has used up its bucket: 429 with `Retry-After`, counted as
 /// `rate_limited` by `outcomes` when the endpoint counts its outcomes.
 async fn limit_by_ip(
@@ -148,23 +153,9 @@ async fn limit_by_ip(
 ) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let ip = state.ip_limiter.client_ip(peer, request.headers());
-    match state.ip_limiter.check(ip).await {
+    match state.ip_limiter.admit(ip, &state.metrics, outcomes).await {
         Ok(()) => next.run(request).await,
-        Err(wait) => {
-            tracing::info!(
-                event = "rate_limited",
-                scope = "ip",
-                "client address over its limit"
-            );
-            // Counted with the endpoint's other outcomes, like the per-email lock.
-            if let Some(count) = outcomes {
-                count(&state.metrics, "rate_limited");
-            }
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            }
-            .into_response()
-        }
+        Err(refused) => refused.into_response(),
     }
 }
 

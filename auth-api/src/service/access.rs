@@ -5,6 +5,7 @@ use serde::Deserialize as _;
 
 use super::{Error, Result};
 use crate::{
+    domain::AuthMethod,
     signatures,
     state::AppState,
     store::{BatchError, UserRow},
@@ -39,6 +40,8 @@ pub(super) struct Grant<'a> {
     pub refresh: RefreshToken,
     /// When `refresh` was issued: now, or earlier for a replay inside the grace window.
     pub refresh_issued_at: i64,
+    /// How the session's user authenticated.
+    pub auth_method: AuthMethod,
 }
 
 /// An access token whose signature and claims checked out.
@@ -66,6 +69,7 @@ pub(super) async fn issue(state: &AppState, grant: Grant<'_>, now: i64) -> Resul
         email: &user.email,
         roles,
         session_id: grant.session_id,
+        auth_method: grant.auth_method,
     };
     let lifetimes = &state.lifetimes;
     // Never before the user's last "revoke everything": such a token would be refused.

@@ -3,18 +3,17 @@
 
 use super::{
     access::{self, Grant, TokenPair},
-    Error, Result,
+    sessions, Error, Result,
 };
 use crate::{
     devices::{DeviceTokens, Holder},
-    domain::{Email, Password},
+    domain::{AuthMethod, Email, Password},
     state::AppState,
-    store::{InsertUser, LoginReservation, NewSession, PasswordChange, UserRow},
-    tokens::{new_rotation_key, RefreshToken},
+    store::{InsertUser, LoginReservation, PasswordChange, UserRow},
 };
 
 /// Roles every new account starts with.
-const DEFAULT_ROLES: [&str; 1] = ["user"];
+pub(super) const DEFAULT_ROLES: [&str; 1] = ["user"];
 
 /// An account just created.
 #[derive(Debug)]
@@ -142,27 +141,7 @@ pub async fn login(
         );
         return Err(Error::AccountDisabled);
     }
-    let refresh = RefreshToken::generate();
-    let session_id = uuid::Uuid::new_v4().to_string();
-    // Sealed for this session: the database alone never holds it (SECURITY.md I 100).
-    let rotation_key = state
-        .ring
-        .keks()
-        .seal_rotation_key(&session_id, &new_rotation_key())
-        .map_err(Error::Internal)?;
-    let session = NewSession {
-        id: session_id,
-        user_id: user.id.clone(),
-        created_at: now,
-        expires_at: now.saturating_add(state.lifetimes.session_secs),
-        rotation_key,
-        first_token_hash: refresh.hash(),
-    };
-    let Some(tokens_valid_after) = state
-        .store
-        .create_session(&session, &user.password_hash)
-        .await?
-    else {
+    let Some(opened) = sessions::open(state, &user, AuthMethod::Password, now).await? else {
         // The password changed, or the account was disabled, while this login checked the
         // password: no session. Which one only chooses the answer.
         if let Some(now_disabled) = state.store.user_by_id(&user.id).await? {
@@ -180,21 +159,22 @@ pub async fn login(
     // The user as of the session's creation, which a "revoke everything" may have changed, with
     // the hash now stored: the device token below is bound to both.
     let user = UserRow {
-        tokens_valid_after,
+        tokens_valid_after: opened.tokens_valid_after,
         password_hash: rehashed.unwrap_or(user.password_hash),
         ..user
     };
     let grant = Grant {
         user: &user,
-        session_id: &session.id,
-        session_expires_at: session.expires_at,
-        refresh,
+        session_id: &opened.session_id,
+        session_expires_at: opened.expires_at,
+        refresh: opened.refresh,
         refresh_issued_at: now,
+        auth_method: AuthMethod::Password,
     };
     let mut tokens = access::issue(state, grant, now).await?;
     tokens.device_token = Some(device_tokens.issue(&Holder::of(&user), now));
     state.metrics.login("success");
-    tracing::info!(event = "login", session_id = %session.id, "session opened");
+    tracing::info!(event = "login", session_id = %opened.session_id, "session opened");
     Ok(tokens)
 }
 

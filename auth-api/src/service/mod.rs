@@ -16,6 +16,7 @@ pub mod access;
 pub mod accounts;
 mod error;
 pub mod sessions;
+pub mod sign_in;
 
 pub use access::{TokenPair, VerifiedToken};
 pub use error::{is_unavailable, Error, Result};

@@ -10,9 +10,10 @@ use super::{
     Error, Result,
 };
 use crate::{
+    domain::AuthMethod,
     kek::KeyEncryptionKeys,
     state::AppState,
-    store::{RefreshLookup, RotationKeyAtRest, SessionRow, Store},
+    store::{NewSession, RefreshLookup, RotationKeyAtRest, SessionRow, Store, UserRow},
     tokens::{new_rotation_key, RefreshToken},
 };
 
@@ -348,6 +349,58 @@ pub async fn reseal_rotation_keys(
     Ok(done)
 }
 
+/// A session just opened for a user, with its first refresh token.
+#[derive(Debug)]
+pub(super) struct OpenedSession {
+    /// UUID text.
+    pub session_id: String,
+    /// The session's absolute end, Unix seconds.
+    pub expires_at: i64,
+    /// Its generation-0 refresh token.
+    pub refresh: RefreshToken,
+    /// The user's `tokens_valid_after` as the session was created.
+    pub tokens_valid_after: i64,
+}
+
+/// Opens a session for `user` (as read, with the password hash the caller's check relied on)
+/// that `method` authenticated: `None`, and nothing written, when the user's password changed
+/// or the account was disabled since it was read. What a password login and an external
+/// sign-in's code exchange share.
+pub(super) async fn open(
+    state: &AppState,
+    user: &UserRow,
+    method: AuthMethod,
+    now: i64,
+) -> Result<Option<OpenedSession>> {
+    let refresh = RefreshToken::generate();
+    let session_id = uuid::Uuid::new_v4().to_string();
+    // Sealed for this session: the database alone never holds it (SECURITY.md I 100).
+    let rotation_key = state
+        .ring
+        .keks()
+        .seal_rotation_key(&session_id, &new_rotation_key())
+        .map_err(Error::Internal)?;
+    let session = NewSession {
+        id: session_id,
+        user_id: user.id.clone(),
+        created_at: now,
+        expires_at: now.saturating_add(state.lifetimes.session_secs),
+        rotation_key,
+        first_token_hash: refresh.hash(),
+        auth_method: method,
+    };
+    let created = state
+        .store
+        .create_session(&session, &user.password_hash)
+        .await?;
+    Ok(created.map(|tokens_valid_after| OpenedSession {
+        session_id: session.id,
+        expires_at: session.expires_at,
+        refresh,
+        tokens_valid_after,
+    }))
+}
+
 /// The pair for `session` with its live `refresh` token, issued at `refresh_issued_at`.
 async fn issue(
     state: &AppState,
@@ -361,12 +414,22 @@ async fn issue(
         .user_by_id(&session.user_id)
         .await?
         .ok_or(Error::InvalidGrant)?;
+    // Only a later version writes a method this one does not know (a rolling downgrade):
+    // no token that would misstate it.
+    let auth_method = session.auth_method().ok_or_else(|| {
+        Error::Internal(anyhow::anyhow!(
+            "session {} has an authentication method this version does not know: {:?}",
+            session.id,
+            session.auth_method
+        ))
+    })?;
     let grant = Grant {
         user: &user,
         session_id: &session.id,
         session_expires_at: session.expires_at,
         refresh,
         refresh_issued_at,
+        auth_method,
     };
     Ok(access::issue(state, grant, now).await?)
 }

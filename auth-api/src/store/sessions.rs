@@ -12,7 +12,7 @@ use super::{
     sql::{question_list, sql},
     Backend, Store,
 };
-use crate::kek::Sealed;
+use crate::{domain::AuthMethod, kek::Sealed};
 
 /// How long a session that can never refresh again keeps its refresh-token hashes: a margin
 /// over clock differences between replicas, and a day in which a replay of its tokens is still
@@ -55,6 +55,8 @@ pub struct NewSession {
     pub rotation_key: Sealed,
     /// SHA-256 of the generation-0 refresh token.
     pub first_token_hash: Vec<u8>,
+    /// How the user authenticated: the `amr` of every access token of the session.
+    pub auth_method: AuthMethod,
 }
 
 /// A session as refresh needs it.
@@ -80,6 +82,8 @@ pub struct SessionRow {
     pub revoked_at: Option<i64>,
     /// Set while the user is disabled.
     pub user_disabled_at: Option<i64>,
+    /// How the user authenticated, as stored ([`AuthMethod::as_str`]).
+    pub auth_method: String,
 }
 
 /// How a session's rotation key is stored.
@@ -104,6 +108,11 @@ impl<'a> RotationKeyAtRest<'a> {
 }
 
 impl SessionRow {
+    /// How the user authenticated; `None` for a value this version does not write.
+    pub fn auth_method(&self) -> Option<AuthMethod> {
+        AuthMethod::from_stored(&self.auth_method)
+    }
+
     /// The rotation key as stored.
     pub fn rotation_key_at_rest(&self) -> RotationKeyAtRest<'_> {
         RotationKeyAtRest::of(&self.rotation_key, self.rotation_key_kek.as_deref())
@@ -228,9 +237,11 @@ impl Store {
         };
         sqlx::query(self.sql(sql! {
             postgres_sqlite: "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, \
-                              refreshed_at, rotation_key, rotation_key_kek) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)",
+                              refreshed_at, rotation_key, rotation_key_kek, auth_method) \
+                              VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8)",
             mysql:           "INSERT INTO sessions (id, user_id, created_at, expires_at, generation, \
-                              refreshed_at, rotation_key, rotation_key_kek) VALUES (?, ?, ?, ?, 0, ?, ?, ?)",
+                              refreshed_at, rotation_key, rotation_key_kek, auth_method) \
+                              VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)",
         }))
         .bind(&session.id)
         .bind(&session.user_id)
@@ -239,6 +250,7 @@ impl Store {
         .bind(session.created_at)
         .bind(join_sealed(&session.rotation_key))
         .bind(&session.rotation_key.kek_id)
+        .bind(session.auth_method.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query(self.sql(sql! {
@@ -264,14 +276,14 @@ impl Store {
         sqlx::query_as(self.sql(sql! {
             postgres_sqlite: "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, \
                                      s.generation, s.refreshed_at, s.rotation_key, s.rotation_key_kek, \
-                                     s.revoked_at, u.disabled_at AS user_disabled_at \
+                                     s.revoked_at, u.disabled_at AS user_disabled_at, s.auth_method \
                               FROM refresh_tokens rt \
                               JOIN sessions s ON s.id = rt.session_id \
                               JOIN users u ON u.id = s.user_id \
                               WHERE rt.token_hash = $1",
             mysql:           "SELECT rt.generation AS token_generation, s.id, s.user_id, s.expires_at, \
                                      s.generation, s.refreshed_at, s.rotation_key, s.rotation_key_kek, \
-                                     s.revoked_at, u.disabled_at AS user_disabled_at \
+                                     s.revoked_at, u.disabled_at AS user_disabled_at, s.auth_method \
                               FROM refresh_tokens rt \
                               JOIN sessions s ON s.id = rt.session_id \
                               JOIN users u ON u.id = s.user_id \
@@ -391,11 +403,11 @@ impl Store {
         sqlx::query_as(self.sql(sql! {
             postgres_sqlite: "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, \
                                      s.rotation_key, s.rotation_key_kek, s.revoked_at, \
-                                     u.disabled_at AS user_disabled_at \
+                                     u.disabled_at AS user_disabled_at, s.auth_method \
                               FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
             mysql:           "SELECT s.id, s.user_id, s.expires_at, s.generation, s.refreshed_at, \
                                      s.rotation_key, s.rotation_key_kek, s.revoked_at, \
-                                     u.disabled_at AS user_disabled_at \
+                                     u.disabled_at AS user_disabled_at, s.auth_method \
                               FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?",
         }))
         .bind(session_id)

@@ -89,6 +89,7 @@ async fn a_login_finishing_after_a_disable_opens_no_session(app: TestApp) {
             .seal_rotation_key("unused", &[7; 32])
             .unwrap(),
         first_token_hash: vec![1; 32],
+        auth_method: auth_api::domain::AuthMethod::Password,
     };
     let created = app
         .state
@@ -201,6 +202,7 @@ async fn a_revocation_passes_every_session_issue_time(app: TestApp) {
             .seal_rotation_key("unused", &[7; 32])
             .unwrap(),
         first_token_hash: vec![2; 32],
+        auth_method: auth_api::domain::AuthMethod::Password,
     };
     app.state
         .store

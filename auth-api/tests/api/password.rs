@@ -202,6 +202,7 @@ async fn changes_and_logins_that_lost_a_race_change_nothing(app: TestApp) {
             .seal_rotation_key("unused", &[7; 32])
             .unwrap(),
         first_token_hash: vec![1; 32],
+        auth_method: auth_api::domain::AuthMethod::Password,
     };
     assert!(
         store

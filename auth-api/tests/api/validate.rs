@@ -31,6 +31,7 @@ async fn valid_token_returns_its_claims(app: TestApp) {
     let response = app.validate(&tokens.access).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     assert_eq!(response.body["email"], user.email.as_str());
+    assert_eq!(response.body["amr"], json!(["pwd"]), "a password login");
     assert_eq!(response.body, claims_of(&tokens.access));
 }
 

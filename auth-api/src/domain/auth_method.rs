@@ -1,0 +1,45 @@
+//! [`AuthMethod`]: how a session's user proved who they are, carried by its access tokens as
+//! the `amr` claim (RFC 8176, OIDC Core §2).
+
+/// How the user authenticated when the session opened. Stored with the session (so that a
+/// refresh keeps it) as [`AuthMethod::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A password login: RFC 8176's `pwd`.
+    Password,
+    /// A sign-in through an external OAuth 2.0 / OpenID Connect provider. RFC 8176 registers
+    /// no value for federation; `oauth` is the word GoTrue's `amr` uses for it.
+    External,
+}
+
+impl AuthMethod {
+    /// The `amr` value, also the stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "pwd",
+            Self::External => "oauth",
+        }
+    }
+
+    /// The method stored as `value`; `None` for anything this version does not write.
+    pub fn from_stored(value: &str) -> Option<Self> {
+        [Self::Password, Self::External]
+            .into_iter()
+            .find(|method| method.as_str() == value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_form_round_trips_and_nothing_else_parses() {
+        for method in [AuthMethod::Password, AuthMethod::External] {
+            assert_eq!(AuthMethod::from_stored(method.as_str()), Some(method));
+        }
+        for other in ["", "PWD", "otp", "pwd ", "oidc"] {
+            assert_eq!(AuthMethod::from_stored(other), None, "{other:?}");
+        }
+    }
+}
