@@ -10,7 +10,7 @@ use crate::{
     domain::Email,
     keyring::{KeyRing, RingPolicy},
     startup::{shutdown_signal, App},
-    store::{RevokeAt, Store},
+    store::{RevokeAt, Store, UnlinkIdentity},
     telemetry,
 };
 
@@ -32,7 +32,7 @@ enum Command {
     /// Inspect and rotate the signing key ring.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Manage users and their roles.
+    /// Manage users, their roles, sessions and external identities.
     #[command(subcommand)]
     Users(UsersCommand),
 }
@@ -89,6 +89,20 @@ enum UsersCommand {
     Unlock { email: String },
     /// Enable a disabled user.
     Enable { email: String },
+    /// List a user's identities at external providers (social login): provider, subject, the
+    /// email the provider last asserted and whether verified, linked and last used.
+    Identities { email: String },
+    /// Unlink a user's identity at a provider; refused while it is the user's last way to sign
+    /// in (no password and no other identity). Sessions already open stay open.
+    Unlink {
+        email: String,
+        /// The provider's name as `users identities` shows it.
+        provider: String,
+        /// Which of the user's identities at that provider, when there are several. Subjects are
+        /// the provider's ids and may begin with `-`, so no value here is read as an option.
+        #[arg(long, allow_hyphen_values = true)]
+        subject: Option<String>,
+    },
 }
 
 /// Runs one command.
@@ -311,8 +325,100 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 }
             );
         }
+        UsersCommand::Identities { email } => {
+            let user = find_user(&store, &email).await?;
+            println!(
+                "{:<12} {:<24} {:<32} {:<8} {:<20} LAST USED",
+                "PROVIDER", "SUBJECT", "EMAIL", "VERIFIED", "LINKED"
+            );
+            for identity in store.identities_of(&user).await? {
+                println!(
+                    "{:<12} {:<24} {:<32} {:<8} {:<20} {}",
+                    identity.provider,
+                    printable(&identity.subject),
+                    identity
+                        .email
+                        .as_deref()
+                        .map_or_else(|| "-".to_owned(), printable),
+                    if identity.email_verified { "yes" } else { "no" },
+                    rfc3339(identity.created_at),
+                    rfc3339(identity.last_used_at)
+                );
+            }
+        }
+        UsersCommand::Unlink {
+            email,
+            provider,
+            subject,
+        } => {
+            let user = find_user(&store, &email).await?;
+            let subject = identity_to_unlink(&store, &user, &provider, subject).await?;
+            match store.delete_identity(&provider, &subject, &user).await? {
+                UnlinkIdentity::Unlinked => {
+                    tracing::info!(event = "identity_unlinked", user_id = %user, provider = %provider, "identity unlinked by an operator");
+                    println!("identity at {provider} unlinked");
+                }
+                // Another unlink may have removed it since it was listed.
+                UnlinkIdentity::NotFound => {
+                    anyhow::bail!("the user has no identity {subject:?} at {provider}")
+                }
+                UnlinkIdentity::LastWayIn => anyhow::bail!(
+                    "refused: the identity at {provider} is the user's last way to sign in \
+                     (no password and no other identity); link another identity first, or \
+                     disable the user instead"
+                ),
+            }
+        }
     }
     Ok(())
+}
+
+/// The subject of `user`'s one identity at `provider`, or `subject` when it is one of them. An
+/// error names the subjects to choose from when there are several.
+async fn identity_to_unlink(
+    store: &Store,
+    user: &str,
+    provider: &str,
+    subject: Option<String>,
+) -> anyhow::Result<String> {
+    let subjects: Vec<String> = store
+        .identities_of(user)
+        .await?
+        .into_iter()
+        .filter(|identity| identity.provider == provider)
+        .map(|identity| identity.subject)
+        .collect();
+    match (subject, subjects.as_slice()) {
+        (_, []) => anyhow::bail!("the user has no identity at {provider}"),
+        (Some(wanted), _) if subjects.contains(&wanted) => Ok(wanted),
+        (Some(wanted), _) => {
+            anyhow::bail!("the user has no identity {wanted:?} at {provider}")
+        }
+        (None, [only]) => Ok(only.clone()),
+        (None, several) => anyhow::bail!(
+            "the user has {} identities at {provider} ({}): name one with --subject",
+            several.len(),
+            several
+                .iter()
+                .map(|subject| printable(subject))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `text` with control characters escaped (`\u{1b}`): subjects and emails are what a provider
+/// asserted, and must not drive the operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 async fn find_user(store: &Store, email: &str) -> anyhow::Result<String> {
@@ -345,4 +451,19 @@ fn rfc3339(unix: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(
+            printable("ada\u{1b}[2J@idp.example"),
+            "ada\\u{1b}[2J@idp.example"
+        );
+        assert_eq!(printable("sub\n-1\t"), "sub\\u{a}-1\\u{9}");
+        assert_eq!(printable("élan-😀@例え.jp"), "élan-😀@例え.jp");
+    }
 }

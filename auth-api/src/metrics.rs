@@ -43,6 +43,7 @@ pub struct Metrics {
     logins: Family<OutcomeLabels, Counter>,
     refreshes: Family<OutcomeLabels, Counter>,
     signups: Family<OutcomeLabels, Counter>,
+    external_sign_ins: Family<OutcomeLabels, Counter>,
     /// Requests waiting for a bcrypt slot.
     pub hash_waiting: Gauge,
 }
@@ -72,6 +73,12 @@ impl Default for Metrics {
         );
         let signups = Family::<OutcomeLabels, Counter>::default();
         registry.register("auth_signup", "Signups by result", signups.clone());
+        let external_sign_ins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "auth_external_sign_in",
+            "Sign-ins through an external provider finished at /callback, by result",
+            external_sign_ins.clone(),
+        );
         let hash_waiting = Gauge::default();
         registry.register(
             "auth_hash_queue_waiting",
@@ -85,6 +92,7 @@ impl Default for Metrics {
             logins,
             refreshes,
             signups,
+            external_sign_ins,
             hash_waiting,
         }
     }
@@ -116,6 +124,13 @@ impl Metrics {
     /// Counts one signup by result.
     pub fn signup(&self, result: &'static str) {
         self.signups.get_or_create(&OutcomeLabels { result }).inc();
+    }
+
+    /// Counts one external sign-in by result: `success` or the refusal's error code.
+    pub fn external_sign_in(&self, result: &'static str) {
+        self.external_sign_ins
+            .get_or_create(&OutcomeLabels { result })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -156,7 +156,7 @@ impl App {
 }
 
 /// Re-reads the key ring (rotating it first when the schedule says so) and purges expired
-/// sessions and revocations.
+/// sessions, revocations and sign-in flows.
 fn spawn_background_tasks(
     state: AppState,
     mut stop: watch::Receiver<bool>,
@@ -195,6 +195,13 @@ fn spawn_background_tasks(
                     }
                     if let Err(e) = state.store.prune_revocations(state.clock.now()).await {
                         tracing::warn!(error = %e, "cannot prune the revocation feed");
+                    }
+                    // Social-login flows and one-time codes refuse themselves once expired; the
+                    // rows of flows never finished (a user who closed the tab) are removed here.
+                    match state.store.prune_sign_in(state.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(sign_in_rows = n, "purged expired sign-in flows and codes"),
+                        Err(e) => tracing::warn!(error = %e, "cannot purge expired sign-in flows and codes"),
                     }
                     let quiet_since = state.clock.now() - EXPIRED_SESSION_RETENTION_SECS;
                     if let Err(e) = state.store.prune_login_attempts(quiet_since, state.clock.now(), state.login_throttle.free_attempts).await {

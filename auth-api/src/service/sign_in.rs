@@ -356,6 +356,24 @@ pub struct Callback<'a> {
 /// with a one-time `code`.
 #[tracing::instrument(skip_all, fields(provider, user_id))]
 pub async fn finish(state: &AppState, callback: &Callback<'_>) -> Result<Url, Refused> {
+    let outcome = take_and_finish(state, callback).await;
+    match &outcome {
+        Ok(_) => state.metrics.external_sign_in("success"),
+        Err(refused) => {
+            state.metrics.external_sign_in(refused.reason.code());
+            tracing::info!(
+                event = "external_sign_in_failed",
+                reason = refused.reason.code(),
+                provider_error = refused.provider_error.as_deref(),
+                "external sign-in refused"
+            );
+        }
+    }
+    outcome
+}
+
+/// [`finish`] without its count and log line.
+async fn take_and_finish(state: &AppState, callback: &Callback<'_>) -> Result<Url, Refused> {
     let now = state.clock.now();
     let presented = callback
         .state
@@ -378,17 +396,7 @@ pub async fn finish(state: &AppState, callback: &Callback<'_>) -> Result<Url, Re
     // store keeps text.
     let back_to = Url::parse(&flow.redirect_to).map_err(|_| Refused::page(Reason::Internal))?;
     tracing::Span::current().record("provider", flow.provider.as_str());
-    let outcome = finish_flow(state, &flow, callback, &back_to, now).await;
-    match &outcome {
-        Ok(_) => {}
-        Err(refused) => tracing::info!(
-            event = "external_sign_in_failed",
-            reason = refused.reason.code(),
-            provider_error = refused.provider_error.as_deref(),
-            "external sign-in refused"
-        ),
-    }
-    outcome
+    finish_flow(state, &flow, callback, &back_to, now).await
 }
 
 /// [`finish`] once the flow is taken: every refusal goes back to the app.

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use auth_api::store::{ExternalIdentity, InsertIdentity, InsertPasswordlessUser};
 use axum::http::StatusCode;
 
 use crate::helpers::{claims_of, Backend, TestApp, TestDb, TestUser};
@@ -159,10 +160,181 @@ async fn operator_commands_manage_roles_users_and_keys(backend: Backend) {
     );
 }
 
+/// Runs `auth-api` expecting it to fail; its standard error.
+fn auth_api_fails(database_url: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .args(args)
+        .env("AUTH_DATABASE_URL", database_url)
+        .env("AUTH_KEY_ENCRYPTION_KEYS", test_support::TEST_KEK)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cannot run auth-api");
+    assert!(
+        !output.status.success(),
+        "auth-api {args:?} succeeded: {}",
+        stdout(&output)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// An identity at `provider` for `user_id`, linked at `now` (as a sign-in would write it).
+fn identity(provider: &str, subject: &str, user_id: &str, now: i64) -> ExternalIdentity {
+    ExternalIdentity {
+        provider: provider.to_owned(),
+        subject: subject.to_owned(),
+        user_id: user_id.to_owned(),
+        email: Some(format!("{subject}@idp.example")),
+        email_verified: provider == "google",
+        created_at: now,
+        last_used_at: now,
+    }
+}
+
+/// `users identities` lists a user's identities; `users unlink` removes one while the user keeps
+/// a way in, refuses the last one of a user without a password, and asks which one when the
+/// user has several at the provider (issue 14).
+async fn operators_list_and_unlink_external_identities(backend: Backend) {
+    // Arrange: Ada signed up through Google and has GitHub linked too; Bob has a password and
+    // two GitHub identities.
+    let (db, url) = TestDb::create(backend).await;
+    auth_api(&url, &["migrate"]);
+    let app = TestApp::on_database(db, url.clone(), |_| {}).await;
+    let store = &app.state.store;
+    let now = app.clock.now();
+    let ada = TestUser::random();
+    let ada_id = uuid::Uuid::new_v4().to_string();
+    let created = store
+        .insert_passwordless_user(
+            &ada.email,
+            &["user"],
+            &identity("google", "ada-google", &ada_id, now),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, InsertPasswordlessUser::Created);
+    let later = identity("github", "ada-github", &ada_id, now + 60);
+    assert_eq!(
+        store.insert_identity(&later).await.unwrap(),
+        InsertIdentity::Created
+    );
+    let bob = TestUser::random();
+    bob.register(&app).await;
+    let bob_id = app.user(&bob.email).await.id;
+    for subject in ["-bob-1", "bob-2"] {
+        let linked = identity("github", subject, &bob_id, now);
+        assert_eq!(
+            store.insert_identity(&linked).await.unwrap(),
+            InsertIdentity::Created
+        );
+    }
+
+    // Act and assert: the listing, oldest first.
+    let listed = stdout(&auth_api(&url, &["users", "identities", &ada.email]));
+    let rows: Vec<&str> = listed.lines().collect();
+    assert_eq!(rows.len(), 3, "{listed}");
+    for column in ["PROVIDER", "SUBJECT", "EMAIL", "VERIFIED", "LAST USED"] {
+        assert!(rows[0].contains(column), "{column} missing: {listed}");
+    }
+    let linked_at = time::OffsetDateTime::from_unix_timestamp(now)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(
+        rows[1].starts_with("google")
+            && rows[1].contains("ada-google@idp.example")
+            && rows[1].contains(" yes ")
+            && rows[1].contains(&linked_at),
+        "{listed}"
+    );
+    assert!(
+        rows[2].starts_with("github") && rows[2].contains(" no "),
+        "{listed}"
+    );
+    let nobody = auth_api_fails(&url, &["users", "identities", "nobody@example.com"]);
+    assert!(nobody.contains("no user with email"), "{nobody}");
+
+    // Unlinking: refused for a provider the user has no identity at, done while another way
+    // in is left, refused for the last one.
+    let elsewhere = auth_api_fails(&url, &["users", "unlink", &ada.email, "gitlab"]);
+    assert!(elsewhere.contains("no identity at gitlab"), "{elsewhere}");
+    let unlinked = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .args(["users", "unlink", &ada.email, "github"])
+        .env("AUTH_DATABASE_URL", &url)
+        .env("AUTH_KEY_ENCRYPTION_KEYS", test_support::TEST_KEK)
+        .env("AUTH_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(unlinked.status.success(), "{unlinked:?}");
+    assert!(stdout(&unlinked).contains("unlinked"), "{unlinked:?}");
+    let log = String::from_utf8_lossy(&unlinked.stderr);
+    let event: serde_json::Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .find(|event: &serde_json::Value| event["event"] == "identity_unlinked")
+        .unwrap_or_else(|| panic!("no identity_unlinked event: {log}"));
+    assert_eq!(event["user_id"], ada_id.as_str(), "{event}");
+    assert_eq!(event["provider"], "github", "{event}");
+    assert!(
+        !log.contains(&ada.email),
+        "an audit event names the email: {log}"
+    );
+    let last = auth_api_fails(&url, &["users", "unlink", &ada.email, "google"]);
+    assert!(last.contains("last way to sign in"), "{last}");
+    assert_eq!(
+        store.identities_of(&ada_id).await.unwrap(),
+        vec![identity("google", "ada-google", &ada_id, now)],
+        "the last identity is kept"
+    );
+
+    // Bob has a password: both identities may go, each named by its subject (one begins with
+    // `-`, as a provider's id may).
+    let which = auth_api_fails(&url, &["users", "unlink", &bob.email, "github"]);
+    assert!(
+        which.contains("--subject") && which.contains("-bob-1") && which.contains("bob-2"),
+        "{which}"
+    );
+    let unknown = auth_api_fails(
+        &url,
+        &[
+            "users",
+            "unlink",
+            &bob.email,
+            "github",
+            "--subject",
+            "ada-github",
+        ],
+    );
+    assert!(unknown.contains("no identity \"ada-github\""), "{unknown}");
+    auth_api(
+        &url,
+        &[
+            "users",
+            "unlink",
+            &bob.email,
+            "github",
+            "--subject",
+            "-bob-1",
+        ],
+    );
+    auth_api(&url, &["users", "unlink", &bob.email, "github"]);
+    assert_eq!(store.identities_of(&bob_id).await.unwrap(), vec![]);
+    let listed = stdout(&auth_api(&url, &["users", "identities", &bob.email]));
+    assert_eq!(listed.lines().count(), 1, "the header only: {listed}");
+    assert_eq!(
+        app.login(&bob.email, &bob.password).await.status,
+        StatusCode::OK,
+        "the password still signs in"
+    );
+}
+
 mod operator {
     use super::*;
 
-    crate::on_every_backend!(operator_commands_manage_roles_users_and_keys);
+    crate::on_every_backend!(
+        operator_commands_manage_roles_users_and_keys,
+        operators_list_and_unlink_external_identities,
+    );
 }
 
 #[test]

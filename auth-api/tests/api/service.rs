@@ -93,6 +93,9 @@ async fn openapi_document_lists_every_public_route(app: TestApp) {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/authorize",
+        "/callback",
+        "/token",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }

@@ -164,6 +164,62 @@ async fn internal_routes_are_404_on_the_public_listener(app: TestApp) {
     assert_eq!(public_route.status, StatusCode::NOT_FOUND);
 }
 
+/// The running service's hourly cleanup (its first round runs at start) deletes the sign-in
+/// flows of social logins that expired unfinished, and only those (issue 14).
+async fn the_running_service_purges_expired_sign_in_flows(backend: Backend) {
+    // Arrange: one flow that expired unfinished, one still live, at the real clock's time,
+    // which `App::build` runs on.
+    let app = TestApp::spawn(backend).await;
+    let now = auth_api::clock::Clock::default().now();
+    let flow = |state_hash: [u8; 32], created_at: i64| auth_api::store::SignInFlow {
+        state_hash: state_hash.to_vec(),
+        provider: "local".to_owned(),
+        nonce: "n-0S6_WzA2Mj".to_owned(),
+        pkce_verifier: auth_api::kek::Sealed {
+            kek_id: "test-kek".to_owned(),
+            nonce: vec![7; 24],
+            ciphertext: vec![9; 43 + 16],
+        },
+        browser_binding_hash: vec![state_hash[0]; 32],
+        redirect_to: "https://app.example/signed-in".to_owned(),
+        client_code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned(),
+        created_at,
+        expires_at: created_at + 600,
+    };
+    let (expired, live) = ([1; 32], [2; 32]);
+    for row in [flow(expired, now - 3600), flow(live, now)] {
+        app.state.store.insert_sign_in_flow(&row).await.unwrap();
+    }
+    let raw = app.raw().await;
+
+    // Act
+    let service = auth_api::App::build(test_config(app.database_url.clone()))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let left = raw.bytes("sign_in_flows", "state_hash").await;
+        if left.len() < 2 || tokio::time::Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // Assert
+    assert_eq!(left, vec![live.to_vec()], "only the live flow is kept");
+    raw.close().await;
+}
+
 crate::on_every_store!(
     readyz_is_503_when_no_key_signs,
     metrics_count_refresh_token_reuse,
@@ -174,6 +230,7 @@ mod backends {
     use super::*;
     crate::on_every_backend!(
         a_ring_that_cannot_sign_refuses_to_start,
-        metrics_show_the_hash_queue
+        metrics_show_the_hash_queue,
+        the_running_service_purges_expired_sign_in_flows,
     );
 }
