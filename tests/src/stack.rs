@@ -49,6 +49,10 @@ pub struct StackOptions {
     /// The filter's `stale_after_seconds` for keys and for the revocation feed, when not the
     /// shipped ones.
     pub stale_after: Option<StaleAfter>,
+    /// The gateway's port; 0 (the default) lets the system choose. A test fixes it when auth-api's
+    /// configuration must name the gateway's URL before Envoy starts (social login's
+    /// `callback_url`, read when auth-api is built).
+    pub gateway_port: u16,
 }
 
 /// `stale_after_seconds` of the filter's two polled sources.
@@ -71,6 +75,7 @@ impl Default for StackOptions {
             configure: |_| {},
             keys: GatewayKeys::PublicJwks,
             stale_after: None,
+            gateway_port: 0,
         }
     }
 }
@@ -115,9 +120,22 @@ impl Stack {
     /// # Panics
     /// When any part does not start, with its log.
     pub async fn start(options: StackOptions) -> Self {
+        Self::start_configured(options, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with `configure` changing auth-api's configuration after
+    /// `options.configure`: a closure, for values known only at run time (a file's path).
+    ///
+    /// # Panics
+    /// When any part does not start, with its log.
+    pub async fn start_configured(
+        options: StackOptions,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let (db, url) = TestDb::create(options.backend).await;
         let mut config = test_config(url);
         (options.configure)(&mut config);
+        configure(&mut config);
         // The gateway accepts the issuer auth-api signs with, whatever the test made it.
         let config_issuer = config.issuer.clone();
         let app = build_auth_api(config).await;
@@ -352,7 +370,7 @@ pub(crate) async fn start_gateway(
     issuer: &str,
 ) -> Envoy {
     let values = HashMap::from([
-        ("GATEWAY_PORT", "0".to_owned()),
+        ("GATEWAY_PORT", options.gateway_port.to_string()),
         ("ADMIN_PORT", "0".to_owned()),
         ("AUTH_API_PORT", to.public.port().to_string()),
         ("AUTH_INTERNAL_PORT", to.internal.port().to_string()),

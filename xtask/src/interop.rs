@@ -2,7 +2,9 @@
 //! in `.venv` and `jose` from npm in `tests/interop/node_modules` for our tokens and JWKS
 //! (`tests/tests/e2e/interop.rs`), and Python's `grpcio` with `grpcio-reflection` for the gRPC
 //! API by reflection (`grpc_reflection.rs`), at the versions pinned here and in its
-//! `package-lock.json`.
+//! `package-lock.json`. Also what the social-login browser test (`social_login.rs`) runs: a real
+//! OpenID Provider (`oidc-provider`) and `playwright-core` from npm in `tests/oidc/node_modules`,
+//! pinned by `tests/oidc/package-lock.json`, driving Debian's Chromium (`/usr/bin/chromium`).
 
 use std::{path::Path, process::Command};
 
@@ -16,8 +18,9 @@ const PYJWT_VERSION: &str = "2.15.1";
 const GRPCIO_VERSION: &str = "1.85.3";
 const GRPCIO_REFLECTION_VERSION: &str = "1.85.1";
 
-/// Installs PyJWT into `.venv` (which `ensure_envoy` created) and `jose` with `npm ci`, each only
-/// when missing or of another version.
+/// Installs PyJWT into `.venv` (which `ensure_envoy` created), `jose` and the social-login test's
+/// npm packages with `npm ci`, each only when missing or of another version, and Debian's
+/// Chromium when missing.
 pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
     let venv = root.join(".venv");
     let installed = Command::new(venv.join("bin/python"))
@@ -57,17 +60,70 @@ pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
         status(pip).context("cannot install grpcio and grpcio-reflection from PyPI into .venv")?;
     }
 
-    let dir = root.join("tests/interop");
-    let lock =
-        std::fs::read(dir.join("package-lock.json")).context("tests/interop/package-lock.json")?;
+    npm_ci(root, "tests/interop", "jose")?;
+    npm_ci(root, "tests/oidc", "oidc-provider and playwright-core")?;
+    ensure_chromium()
+}
+
+/// The browser of the social-login test, from Debian's packages (Playwright's own browser
+/// download cannot work on a closed network, and Debian's is what the machines can install).
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's packages that bring it; `chromium-driver` lets WebDriver clients drive it too.
+const CHROMIUM_PACKAGES: [&str; 2] = ["chromium", "chromium-driver"];
+
+/// Installs Debian's Chromium with apt-get when [`CHROMIUM`] is missing (through sudo when not
+/// root).
+fn ensure_chromium() -> anyhow::Result<()> {
+    if Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt_get = |args: &[&str]| {
+        let mut cmd = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let packages = CHROMIUM_PACKAGES.join(" ");
+    // The package lists of a new machine may be missing or old.
+    status(apt_get(&["update", "-q"]))
+        .with_context(|| format!("cannot update apt's package lists to install {packages}"))?;
+    status(apt_get(
+        &[&["install", "-y", "-q"][..], &CHROMIUM_PACKAGES[..]].concat(),
+    ))
+    .with_context(|| {
+        format!("cannot install Debian's {packages} (`apt-get install -y {packages}`)")
+    })?;
+    anyhow::ensure!(
+        Path::new(CHROMIUM).exists(),
+        "apt-get installed {packages} but there is no {CHROMIUM}"
+    );
+    Ok(())
+}
+
+/// `npm ci` in `root/dir`, unless its `node_modules` already holds what the lock file lists;
+/// `what` names the packages in the error.
+pub(crate) fn npm_ci(root: &Path, dir: &str, what: &str) -> anyhow::Result<()> {
+    let path = root.join(dir);
+    let lock = std::fs::read(path.join("package-lock.json"))
+        .with_context(|| format!("{dir}/package-lock.json"))?;
     // npm ci wipes and reinstalls node_modules; skip it when the installed tree matches the lock.
-    let installed_lock = std::fs::read(dir.join("node_modules/.package-lock.json")).ok();
+    let installed_lock = std::fs::read(path.join("node_modules/.package-lock.json")).ok();
     let current = installed_lock.is_some_and(|installed| same_packages(&installed, &lock));
     if !current {
         let mut npm = Command::new("npm");
-        npm.current_dir(&dir)
+        npm.current_dir(&path)
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
-        status(npm).context("cannot install jose from npm (needs Node.js and npm)")?;
+        status(npm)
+            .with_context(|| format!("cannot install {what} from npm (needs Node.js and npm)"))?;
     }
     Ok(())
 }

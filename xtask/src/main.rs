@@ -105,7 +105,10 @@ fn test(root: &Path) -> anyhow::Result<()> {
     step("MariaDB", ensure_mariadb)?;
     step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;
-    step("PyJWT and jose (interop tests)", || interop::ensure(root))?;
+    step(
+        "PyJWT, jose, oidc-provider, playwright-core and Chromium (interop and browser tests)",
+        || interop::ensure(root),
+    )?;
     step("format", || {
         run(root, "cargo", &["fmt", "--all", "--", "--check"])
     })?;

@@ -1,7 +1,10 @@
 //! `cargo xtask up`: auth-api (SQLite unless `AUTH_DATABASE_URL` says otherwise: auth-api gets
 //! this environment, so `postgres://…` or `mysql://…` with `AUTH_KEY_ENCRYPTION_KEYS` runs the
 //! stack on PostgreSQL or MariaDB/MySQL), the echo upstream and Envoy with the filter, on the
-//! ports of DESIGN.md, until Ctrl-C or until one of them dies.
+//! ports of DESIGN.md, until Ctrl-C or until one of them dies. Unless `AUTH_OIDC_PROVIDERS_FILE`
+//! names the operator's own providers, a local OpenID Provider (the e2e tests' `oidc-provider`,
+//! `tests/oidc/provider.mjs`) runs beside them as provider `local`, so that social login works
+//! in the dev stack without an account anywhere.
 
 use std::{
     collections::HashMap,
@@ -36,6 +39,12 @@ const REVOCATION_POLL_SECONDS: u32 = 2;
 /// The issuer of the dev stack's tokens: auth-api's public URL behind the gateway, where
 /// discovery (`/.well-known/openid-configuration`) is found.
 const ISSUER: &str = "http://127.0.0.1:10000/auth";
+/// The local OpenID Provider of the dev stack (when `AUTH_OIDC_PROVIDERS_FILE` is unset).
+const DEV_PROVIDER: u16 = 9400;
+/// Where the dev stack's social logins end: the echo upstream, which shows the `code`.
+const SIGNED_IN: &str = "http://127.0.0.1:10000/public/signed-in";
+/// The variable that hands auth-api the local provider's client secret (never in the file).
+const DEV_PROVIDER_SECRET_VAR: &str = "AUTH_DEV_OIDC_CLIENT_SECRET";
 /// The public JWKS on auth-api's public listener, which the dev gateway polls.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -162,6 +171,12 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .build()
         .context("cannot build an HTTP client")?;
 
+    let providers = match std::env::var(PROVIDERS_FILE_VAR) {
+        Ok(file) if !file.trim().is_empty() => Providers::Operator(file),
+        _ => step("the local OpenID Provider (npm oidc-provider)", || {
+            start_dev_provider(root, &state_dir, &mut processes)
+        })?,
+    };
     let store = store_description(std::env::var("AUTH_DATABASE_URL").ok().as_deref());
     println!("==> auth-api on {store}");
     // auth-api inherits this environment: AUTH_DATABASE_URL, AUTH_KEY_ENCRYPTION_KEYS and the
@@ -175,6 +190,11 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .env("AUTH_GRPC_LISTEN", format!("127.0.0.1:{AUTH_GRPC}"))
         .env("AUTH_INTERNAL_TOKEN", &token)
         .env("AUTH_JWT_ISSUER", ISSUER);
+    if let Providers::Local { file, secret } = &providers {
+        auth_api
+            .env(PROVIDERS_FILE_VAR, file)
+            .env(DEV_PROVIDER_SECRET_VAR, secret);
+    }
     processes.children.push((
         "auth-api",
         auth_api.spawn().context("cannot start auth-api")?,
@@ -238,6 +258,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     )?;
 
     print_banner(&store);
+    print_social_login(&providers);
     while !stop.load(Ordering::SeqCst) {
         if let Some((name, status)) = processes.exited() {
             bail!("{name} exited ({status}): stopping the stack");
@@ -246,6 +267,92 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     }
     println!("\nstopping…");
     Ok(())
+}
+
+/// The variable naming auth-api's providers file.
+const PROVIDERS_FILE_VAR: &str = "AUTH_OIDC_PROVIDERS_FILE";
+
+/// Where the dev stack's sign-in providers come from.
+enum Providers {
+    /// The operator's file (`AUTH_OIDC_PROVIDERS_FILE`), passed through.
+    Operator(String),
+    /// The local provider this run started: the file written for it and its client secret.
+    Local {
+        file: std::path::PathBuf,
+        secret: String,
+    },
+}
+
+/// Starts `tests/oidc/provider.mjs` on 127.0.0.1:[`DEV_PROVIDER`] with one account (`ada`,
+/// `ada@example.com`, verified) and a client for the gateway's `/auth/callback`, and writes
+/// the providers file for it into `state_dir`.
+fn start_dev_provider(
+    root: &Path,
+    state_dir: &Path,
+    processes: &mut Processes,
+) -> anyhow::Result<Providers> {
+    crate::interop::npm_ci(root, "tests/oidc", "oidc-provider")?;
+    let secret = random_token()?;
+    let issuer = format!("http://127.0.0.1:{DEV_PROVIDER}");
+    let callback = format!("http://127.0.0.1:{GATEWAY}/auth/callback");
+    let config = serde_json::json!({
+        "host": "127.0.0.1",
+        "port": DEV_PROVIDER,
+        "clients": [{ "client_id": "auth-service-dev", "client_secret": secret,
+                      "redirect_uris": [callback] }],
+        "accounts": [{ "sub": "ada", "email": "ada@example.com", "email_verified": true,
+                       "name": "Ada Lovelace" }],
+    });
+    let mut provider = Command::new("node");
+    provider
+        .current_dir(root.join("tests/oidc"))
+        .arg("provider.mjs")
+        .arg(config.to_string())
+        // It stops when its input closes: with this process, however that ends.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    processes.children.push((
+        "oidc-provider",
+        provider
+            .spawn()
+            .context("cannot start the local OpenID Provider (needs Node.js)")?,
+    ));
+    wait_until(
+        processes,
+        || wait_for_port(addr(DEV_PROVIDER), Duration::from_millis(300)).is_ok(),
+        "the local OpenID Provider",
+    )?;
+    let file = state_dir.join("oidc-providers.json");
+    let providers = serde_json::json!({
+        "providers": [{ "name": "local", "kind": "oidc", "issuer": issuer,
+                        "client_id": "auth-service-dev",
+                        "client_secret_env": DEV_PROVIDER_SECRET_VAR }],
+        "redirect_allow_list": [SIGNED_IN],
+        "callback_url": callback,
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&providers)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(Providers::Local { file, secret })
+}
+
+/// How to try social login in this stack.
+fn print_social_login(providers: &Providers) {
+    match providers {
+        Providers::Operator(file) => {
+            println!("\nSocial login: the providers of {PROVIDERS_FILE_VAR}={file}.");
+        }
+        Providers::Local { .. } => println!(
+            r#"
+Social login (provider `local`: a real OpenID Provider on http://127.0.0.1:{DEV_PROVIDER},
+sign in as `ada`, any password):
+  VERIFIER=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+  CHALLENGE=$(python3 -c 'import base64,hashlib,sys; print(base64.urlsafe_b64encode(hashlib.sha256(sys.argv[1].encode()).digest()).rstrip(b"=").decode())' "$VERIFIER")
+  echo "http://127.0.0.1:{GATEWAY}/auth/authorize?provider=local&redirect_to={SIGNED_IN}&code_challenge=$CHALLENGE&code_challenge_method=S256"
+  # open that URL in a browser, sign in, then copy `code` from the page you land on:
+  curl -s 'localhost:{GATEWAY}/auth/token?grant_type=pkce' -H 'content-type: application/json' \
+       -d '{{"auth_code":"<code>","code_verifier":"'"$VERIFIER"'"}}'"#
+        ),
+    }
 }
 
 fn wait_until(

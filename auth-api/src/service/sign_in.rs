@@ -608,6 +608,10 @@ async fn account_for(
             if !(provider.allow_email_linking && identity.email_verified) {
                 return Err(Reason::EmailInUse);
             }
+            // Nothing is linked to an account an operator disabled.
+            if existing.disabled_at.is_some() {
+                return Err(Reason::AccountDisabled);
+            }
             match store
                 .insert_identity(&row(&existing.id))
                 .await

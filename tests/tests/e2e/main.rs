@@ -57,3 +57,4 @@ mod keys;
 mod replicas;
 mod revocation;
 mod rotation;
+mod social_login;
