@@ -54,6 +54,8 @@ use crate::{
 pub const BINDING_COOKIE: &str = "__Host-auth-sign-in";
 /// How long the one-time code lives: the app exchanges it at once.
 pub const CODE_TTL_SECS: i64 = 60;
+/// Longest `redirect_to` kept with a flow, in bytes of its serialisation.
+pub const MAX_REDIRECT_TO_LEN: usize = 2048;
 /// Longest `state`, code or binding we look at: ours are 43 characters.
 const MAX_SECRET_LEN: usize = 128;
 
@@ -278,6 +280,8 @@ pub async fn start(state: &AppState, request: &StartRequest<'_>) -> Result<Start
     let back_to = request
         .redirect_to
         .and_then(|candidate| providers.redirect_target(candidate))
+        // What the store keeps (MySQL's column is 2048 bytes): longer is no app's address.
+        .filter(|url| url.as_str().len() <= MAX_REDIRECT_TO_LEN)
         .ok_or_else(|| Refused::page(Reason::InvalidRedirect))?;
     let refuse = |reason| Refused::back(reason, &back_to);
     let provider = request

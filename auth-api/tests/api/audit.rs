@@ -10,7 +10,7 @@ use crate::helpers::{Backend, TestApp, TestUser};
 
 /// Everything a subscriber writes, kept in memory.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -24,7 +24,22 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    /// Captures, for this thread until the guard drops, what the service logs at debug level
+    /// in the JSON form `AUTH_LOG_FORMAT=json` writes (telemetry.rs). Run the test on a
+    /// current-thread runtime so that every task of the app logs here.
+    pub(crate) fn json_logs() -> (Self, tracing::subscriber::DefaultGuard) {
+        let captured = Self::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
@@ -40,15 +55,7 @@ impl Captured {
 async fn login_outcomes_are_audit_events_without_secrets(backend: Backend) {
     // Arrange: the service's JSON format (telemetry.rs), debug level, for this thread; the test
     // runs on a current-thread runtime, so every task of the app logs here.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::json_logs();
     let app = TestApp::spawn(backend).await;
     let user = TestUser::random();
     user.register(&app).await;

@@ -389,8 +389,9 @@ impl RawDb {
     /// the column's type on this engine.
     pub async fn bytes(&self, table: &str, column: &str) -> Vec<Vec<u8>> {
         let sql = match self.backend {
-            // VARBINARY reads as text through `Any`: read its hex.
-            Backend::Mysql => format!("SELECT HEX({column}) FROM {table}"),
+            // VARBINARY reads as text through `Any`: read its hex, cast to a bounded CHAR so
+            // that the hex of a BLOB (a long result MariaDB types as a BLOB) reads as text too.
+            Backend::Mysql => format!("SELECT CAST(HEX({column}) AS CHAR(8192)) FROM {table}"),
             Backend::Sqlite => format!("SELECT hex({column}) FROM {table}"),
             Backend::Postgres => format!("SELECT encode({column}, 'hex') FROM {table}"),
         };

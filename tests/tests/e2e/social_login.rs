@@ -75,6 +75,10 @@ async fn sign_in_through_the_provider_gives_an_ordinary_session_at_the_gateway()
         page.navigations
     );
     assert_eq!(page.status, Some(200), "the client's page: {page:?}");
+    // Tokens never travel in a URL: the client's page gets the one-time code and nothing else.
+    let mut delivered: Vec<String> = query_of(&page.url).into_keys().collect();
+    delivered.sort();
+    assert_eq!(delivered, ["code"], "{}", page.url);
     let code = social.code_of(&page);
 
     let exchanged = social.exchange(&code, &pkce.verifier).await;
