@@ -1,7 +1,8 @@
 // A real OpenID Provider for the e2e social-login test (tests/tests/e2e/social_login.rs):
 // `oidc-provider` (a certified OP implementation) with its development sign-in and consent pages.
 //
-//   node provider.mjs '<config JSON>'
+//   OIDC_PROVIDER_CONFIG='<config JSON>' node provider.mjs     (or the JSON as the first argument;
+//   the variable keeps the client secrets out of `ps`)
 //
 // config: {
 //   "host": "127.0.0.2",            listening address; the issuer is http://<host>:<port>
@@ -24,7 +25,7 @@ import { generateKeyPairSync } from 'node:crypto';
 
 import Provider from 'oidc-provider';
 
-const config = JSON.parse(process.argv[2] ?? '{}');
+const config = JSON.parse(process.argv[2] ?? process.env.OIDC_PROVIDER_CONFIG ?? '{}');
 const host = config.host ?? '127.0.0.2';
 const accounts = new Map((config.accounts ?? []).map((account) => [account.sub, account]));
 

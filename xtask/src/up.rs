@@ -307,7 +307,8 @@ fn start_dev_provider(
     provider
         .current_dir(root.join("tests/oidc"))
         .arg("provider.mjs")
-        .arg(config.to_string())
+        // In the environment, not the command line: the client secret stays out of `ps`.
+        .env("OIDC_PROVIDER_CONFIG", config.to_string())
         // It stops when its input closes: with this process, however that ends.
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());

@@ -121,11 +121,18 @@ fn parse_document(body: &[u8], issuer: &str) -> Result<ProviderMetadata> {
             ),
         ));
     }
+    // Plain http (to a loopback host) only for a provider that is itself on plain http: an
+    // https provider must not point our requests, with their credentials, at local services.
+    let issuer_is_https = Url::parse(issuer).is_ok_and(|url| url.scheme() == "https");
     let endpoint = |name: &'static str, value: &str| -> Result<Url> {
         let url = Url::parse(value)
             .map_err(|_| Error::invalid(WHAT, format!("{name} is not an absolute URL")))?;
         match insecure_reason(&url) {
             Some(why) => Err(Error::invalid(WHAT, format!("{name} {why}"))),
+            None if issuer_is_https && url.scheme() != "https" => Err(Error::invalid(
+                WHAT,
+                format!("{name} must be https for an https issuer"),
+            )),
             None => Ok(url),
         }
     };
@@ -335,6 +342,22 @@ mod tests {
         doc["response_types_supported"] = json!("code-but-secret-text");
         let err = parse_document(doc.to_string().as_bytes(), issuer).unwrap_err();
         assert!(!err.to_string().contains("secret-text"), "{err}");
+    }
+
+    #[test]
+    fn an_https_issuer_cannot_send_us_to_plain_http_endpoints() {
+        let issuer = "https://op.example";
+        for member in ["token_endpoint", "jwks_uri", "userinfo_endpoint"] {
+            let mut doc = document(issuer);
+            doc[member] = json!("http://127.0.0.1:6379/x");
+            let err = parse_document(doc.to_string().as_bytes(), issuer).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("must be https for an https issuer"),
+                "{member}: {err}"
+            );
+        }
+        assert!(parse_document(document(issuer).to_string().as_bytes(), issuer).is_ok());
     }
 
     #[test]

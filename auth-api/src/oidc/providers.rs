@@ -396,6 +396,10 @@ fn is_variable_name(name: &str) -> bool {
 /// An issuer (OIDC Discovery §3): an https URL (http for loopback hosts) without query or
 /// fragment.
 fn check_issuer(issuer: &str) -> std::result::Result<(), &'static str> {
+    // What every store keeps with an identity (MySQL's column is 2048 bytes).
+    if issuer.len() > 2048 {
+        return Err("longer than 2048 bytes");
+    }
     let url = Url::parse(issuer).map_err(|_| "not an absolute URL")?;
     if let Some(why) = insecure_reason(&url) {
         return Err(why);

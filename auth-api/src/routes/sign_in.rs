@@ -142,7 +142,13 @@ fn refusal(refused: &Refused, headers: &HeaderMap) -> Response {
     no_store(headers);
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(5));
@@ -193,15 +199,22 @@ fn error_page(reason: Reason) -> String {
 /// as absent, so that no check can be satisfied by one copy and the other one used.
 struct Params(Vec<(String, String)>);
 
+/// The most parameters a query of ours may have: ours are a handful.
+const MAX_PARAMS: usize = 64;
+
 impl Params {
-    /// At most 64 parameters are read: ours are a handful.
+    /// A query of more than [`MAX_PARAMS`] parameters reads as empty (every parameter absent),
+    /// so that none is judged on a part of the query.
     fn parse(query: Option<&str>) -> Self {
-        Self(
+        let params: Vec<(String, String)> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                .take(64)
+                .take(MAX_PARAMS + 1)
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
-                .collect(),
-        )
+                .collect();
+        if params.len() > MAX_PARAMS {
+            return Self(Vec::new());
+        }
+        Self(params)
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -214,13 +227,14 @@ impl Params {
 }
 
 /// The value of cookie `name`: `None` if absent, or present more than once (a planted copy
-/// must not choose which one counts).
+/// must not choose which one counts). Headers are split as bytes: another cookie with a
+/// non-ASCII byte (which any page of the origin can set) must not hide ours.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let mut found = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
         .filter_map(|pair| pair.trim().split_once('='))
         .filter(|(key, _)| *key == name)
         .map(|(_, value)| value);
@@ -241,6 +255,10 @@ mod tests {
         assert_eq!(params.get("code"), Some("b"));
         assert_eq!(params.get("x"), Some(" y"));
         assert_eq!(Params::parse(None).get("state"), None);
+        let padded = format!("state=s{}", "&x=1".repeat(MAX_PARAMS));
+        assert_eq!(Params::parse(Some(&padded)).get("state"), None);
+        let full = format!("state=s{}", "&x=1".repeat(MAX_PARAMS - 1));
+        assert_eq!(Params::parse(Some(&full)).get("state"), Some("s"));
     }
 
     #[test]
@@ -251,6 +269,16 @@ mod tests {
             HeaderValue::from_static("a=1; __Host-auth-sign-in=abc; b=2"),
         );
         assert_eq!(cookie(&headers, BINDING_COOKIE), Some("abc"));
+        let mut other = HeaderMap::new();
+        other.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; __Host-auth-sign-in=abc").unwrap(),
+        );
+        assert_eq!(
+            cookie(&other, BINDING_COOKIE),
+            Some("abc"),
+            "another cookie's bytes do not hide ours"
+        );
         headers.append(
             header::COOKIE,
             HeaderValue::from_static("__Host-auth-sign-in=planted"),

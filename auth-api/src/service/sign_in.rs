@@ -91,6 +91,8 @@ pub enum Reason {
     EmailInUse,
     /// The user's account is disabled.
     AccountDisabled,
+    /// The identity was made at another issuer than the provider's name points at now.
+    ProviderChanged,
     /// Our store is unavailable.
     Unavailable,
     /// Anything else on our side.
@@ -112,7 +114,8 @@ impl Reason {
             | Self::EmailRequired
             | Self::EmailNotVerified
             | Self::EmailInUse
-            | Self::AccountDisabled => "access_denied",
+            | Self::AccountDisabled
+            | Self::ProviderChanged => "access_denied",
             Self::ProviderUnavailable | Self::Unavailable => "temporarily_unavailable",
             Self::ProviderInvalidResponse | Self::Internal => "server_error",
         }
@@ -135,6 +138,7 @@ impl Reason {
             Self::EmailNotVerified => "email_not_verified",
             Self::EmailInUse => "email_in_use",
             Self::AccountDisabled => "account_disabled",
+            Self::ProviderChanged => "provider_changed",
             Self::Unavailable => "service_unavailable",
             Self::Internal => "internal_error",
         }
@@ -167,6 +171,9 @@ impl Reason {
                 "an account with this email exists; sign in to it the way it was created"
             }
             Self::AccountDisabled => "this account is disabled",
+            Self::ProviderChanged => {
+                "this sign-in provider was reconfigured; ask an operator to unlink the old identity"
+            }
             Self::Unavailable => "the service is unavailable, retry later",
             Self::Internal => "the sign-in failed",
         }
@@ -295,8 +302,11 @@ pub async fn start(state: &AppState, request: &StartRequest<'_>) -> Result<Start
     };
     let metadata = metadata(registry, provider).await.map_err(refuse)?;
     let secrets = FlowSecrets::generate();
+    // Only a value that could be ours is reused: 32 bytes, base64url.
     let binding = match request.binding {
-        Some(binding) if is_our_secret(binding) => SecretString::from(binding.to_owned()),
+        Some(binding) if pkce::is_valid_s256_challenge(binding) => {
+            SecretString::from(binding.to_owned())
+        }
         _ => pkce::random_secret(),
     };
     let state_hash = pkce::sha256(secrets.state.expose_secret());
@@ -468,9 +478,15 @@ async fn finish_flow(
             _ => refuse(reason),
         }
     })?;
-    let user = account_for(state, provider, identity, now)
-        .await
-        .map_err(refuse)?;
+    let user = account_for(
+        state,
+        provider,
+        &identity_issuer(provider, &metadata),
+        identity,
+        now,
+    )
+    .await
+    .map_err(refuse)?;
     tracing::Span::current().record("user_id", user.id.as_str());
     if user.disabled_at.is_some() {
         return Err(refuse(Reason::AccountDisabled));
@@ -554,9 +570,11 @@ async fn identify(
 }
 
 /// The account `identity` signs in as, created or linked as the module documentation says.
+/// `issuer` is where the provider's identities are made now (its issuer; GitHub's origin).
 async fn account_for(
     state: &AppState,
     provider: &Provider,
+    issuer: &str,
     identity: oidc::ExternalIdentity,
     now: i64,
 ) -> Result<UserRow, Reason> {
@@ -569,71 +587,72 @@ async fn account_for(
             Reason::Internal
         }
     };
-    // Two rounds at most: a concurrent first sign-in of the same identity may link it between
-    // our read and our write; the second round then finds it.
-    for _ in 0..2 {
+    // What the provider asserts, as we store it: a parsed (canonical, bounded) address or
+    // none, verified only if it parsed. An address that does not parse is never stored.
+    let email = identity
+        .email
+        .as_deref()
+        .and_then(|raw| Email::parse(raw).ok());
+    let verified = email.is_some() && identity.email_verified;
+    let row = |user_id: &str| ExternalIdentity {
+        provider: provider.name.clone(),
+        subject: identity.subject.clone(),
+        issuer: Some(issuer.to_owned()),
+        user_id: user_id.to_owned(),
+        email: email.as_ref().map(|e| e.as_str().to_owned()),
+        email_verified: verified,
+        created_at: now,
+        last_used_at: now,
+    };
+    // Three rounds at most: a concurrent first sign-in of the same identity, or of another
+    // identity with the same email, may write between our read and our write; the next round
+    // then finds what it wrote.
+    for _ in 0..3 {
         if let Some(known) = store
             .identity(&provider.name, &identity.subject)
             .await
             .map_err(stored_error)?
         {
-            store
-                .touch_identity(
-                    &provider.name,
-                    &identity.subject,
-                    identity.email.as_deref(),
-                    identity.email_verified,
-                    now,
-                )
+            if known
+                .issuer
+                .as_deref()
+                .is_some_and(|made_at| made_at != issuer)
+            {
+                tracing::warn!(
+                    event = "external_identity_of_another_issuer",
+                    user_id = %known.user_id,
+                    "the provider's name now points at another issuer than this identity's: \
+                     refused (unlink it with `auth-api users unlink` if the move is intended)"
+                );
+                return Err(Reason::ProviderChanged);
+            }
+            if !store
+                .touch_identity(&row(&known.user_id), now)
                 .await
-                .map_err(stored_error)?;
+                .map_err(stored_error)?
+            {
+                // Unlinked meanwhile: as if it had never been found.
+                continue;
+            }
             return store
                 .user_by_id(&known.user_id)
                 .await
                 .map_err(stored_error)?
                 .ok_or(Reason::Internal);
         }
-        let raw_email = identity.email.as_deref().ok_or(Reason::EmailRequired)?;
-        let email = Email::parse(raw_email).map_err(|_| Reason::EmailRequired)?;
-        let row = |user_id: &str| ExternalIdentity {
-            provider: provider.name.clone(),
-            subject: identity.subject.clone(),
-            user_id: user_id.to_owned(),
-            email: Some(email.as_str().to_owned()),
-            email_verified: identity.email_verified,
-            created_at: now,
-            last_used_at: now,
-        };
+        let email = email.as_ref().ok_or(Reason::EmailRequired)?;
+        // Before anything is looked up by it: an unverified address must not tell whether an
+        // account has it.
+        if !verified {
+            return Err(Reason::EmailNotVerified);
+        }
         if let Some(existing) = store
             .user_by_email(email.as_str())
             .await
             .map_err(stored_error)?
         {
-            if !(provider.allow_email_linking && identity.email_verified) {
-                return Err(Reason::EmailInUse);
-            }
-            // Nothing is linked to an account an operator disabled.
-            if existing.disabled_at.is_some() {
-                return Err(Reason::AccountDisabled);
-            }
-            match store
-                .insert_identity(&row(&existing.id))
-                .await
-                .map_err(stored_error)?
-            {
-                InsertIdentity::Created => {
-                    tracing::info!(
-                        event = "external_identity_linked",
-                        user_id = %existing.id,
-                        "identity linked to the account with its verified email"
-                    );
-                    return Ok(existing);
-                }
-                InsertIdentity::AlreadyLinked => continue,
-            }
-        }
-        if !identity.email_verified {
-            return Err(Reason::EmailNotVerified);
+            link_to(state, provider, &identity, &existing, &row(&existing.id)).await?;
+            return Ok(existing);
         }
         let user_id = uuid::Uuid::new_v4().to_string();
         match store
@@ -655,12 +674,59 @@ async fn account_for(
                     .map_err(stored_error)?
                     .ok_or(Reason::Internal);
             }
-            // A signup with this email won the race: the account exists now.
-            InsertPasswordlessUser::EmailTaken => return Err(Reason::EmailInUse),
-            InsertPasswordlessUser::IdentityTaken => continue,
+            // Another sign-in or a signup took the email meanwhile: the next round sees the
+            // account and decides as for any existing one.
+            InsertPasswordlessUser::EmailTaken | InsertPasswordlessUser::IdentityTaken => {}
         }
     }
     Err(Reason::Internal)
+}
+
+/// Links `identity` (as `row`) to the `existing` account with its verified email, where that
+/// is safe: the provider allows it, the account is enabled, the address is the same text (not
+/// only the same canonical form, which folds compatibility characters) and the account has no
+/// password. An account with a password may have been opened by anyone who typed the address
+/// (signup verifies no email): linking would let that person keep a way into the account the
+/// provider's user now signs in to (account pre-hijacking). Such an account is `email_in_use`.
+async fn link_to(
+    state: &AppState,
+    provider: &Provider,
+    identity: &oidc::ExternalIdentity,
+    existing: &UserRow,
+    row: &ExternalIdentity,
+) -> Result<(), Reason> {
+    let same_text = identity
+        .email
+        .as_deref()
+        .is_some_and(|raw| raw.trim().eq_ignore_ascii_case(&existing.email));
+    if !(provider.allow_email_linking && same_text && !existing.has_password()) {
+        return Err(Reason::EmailInUse);
+    }
+    // Nothing is linked to an account an operator disabled.
+    if existing.disabled_at.is_some() {
+        return Err(Reason::AccountDisabled);
+    }
+    let inserted = state.store.insert_identity(row).await.map_err(|e| {
+        tracing::warn!(error = %e, "external sign-in: store error");
+        if super::is_unavailable(&e) {
+            Reason::Unavailable
+        } else {
+            Reason::Internal
+        }
+    })?;
+    match inserted {
+        InsertIdentity::Created => {
+            tracing::info!(
+                event = "external_identity_linked",
+                user_id = %existing.id,
+                "identity linked to the passwordless account with its verified email"
+            );
+            Ok(())
+        }
+        // A concurrent sign-in of this identity linked it first: to this account, since the
+        // email decided; anything else is refused rather than guessed.
+        InsertIdentity::AlreadyLinked => Err(Reason::EmailInUse),
+    }
 }
 
 /// `/token?grant_type=pkce`: the one-time code and the verifier of the app's challenge for an
@@ -751,6 +817,15 @@ async fn metadata(
     }
 }
 
+/// Where `provider`'s identities are made: its issuer, or for GitHub (plain OAuth, no issuer)
+/// the origin of its token endpoint.
+fn identity_issuer(provider: &Provider, metadata: &ProviderMetadata) -> String {
+    match provider.issuer() {
+        Some(issuer) => issuer.to_owned(),
+        None => metadata.token_endpoint.origin().ascii_serialization(),
+    }
+}
+
 /// How a provider-side failure is answered.
 fn provider_reason(error: &oidc::Error) -> Reason {
     match error {
@@ -789,12 +864,13 @@ fn is_our_secret(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A provider's `error` reduced to RFC 6749 §A.7 characters, at most 64, for the app's
-/// `error_description` and the log.
+/// A provider's `error` reduced to the characters of the registered error codes
+/// (`[A-Za-z0-9_.-]`), at most 64, for the app's `error_description` and the log: nothing a
+/// page that shows it could mistake for markup.
 fn rfc6749_chars(error: &str) -> String {
     error
         .chars()
-        .filter(|c| matches!(c, '\x20'..='\x7e') && !matches!(c, '"' | '\\'))
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         .take(64)
         .collect()
 }
@@ -820,6 +896,7 @@ mod tests {
             Reason::EmailNotVerified,
             Reason::EmailInUse,
             Reason::AccountDisabled,
+            Reason::ProviderChanged,
             Reason::Unavailable,
             Reason::Internal,
         ];
@@ -848,7 +925,7 @@ mod tests {
             pairs[2],
             ("error_code".to_owned(), "provider_error".to_owned())
         );
-        assert!(pairs[3].1.ends_with("(access_denied<x>)"), "{:?}", pairs[3]);
+        assert!(pairs[3].1.ends_with("(access_deniedx)"), "{:?}", pairs[3]);
         assert!(Refused::page(Reason::InvalidState).location().is_none());
     }
 

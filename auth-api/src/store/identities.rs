@@ -24,6 +24,9 @@ pub struct ExternalIdentity {
     pub provider: String,
     /// The provider's stable id of the account (`sub`).
     pub subject: String,
+    /// The issuer the identity was made at (GitHub: its web origin); `None` for a row from
+    /// before it was recorded. A provider name pointed at another issuer does not match.
+    pub issuer: Option<String>,
     /// UUID text.
     pub user_id: String,
     /// The email the provider last asserted, if any.
@@ -41,6 +44,7 @@ pub struct ExternalIdentity {
 struct IdentityRow {
     provider: String,
     subject: String,
+    issuer: Option<String>,
     user_id: String,
     email: Option<String>,
     email_verified: i64,
@@ -53,6 +57,7 @@ impl From<IdentityRow> for ExternalIdentity {
         Self {
             provider: row.provider,
             subject: row.subject,
+            issuer: row.issuer,
             user_id: row.user_id,
             email: row.email,
             email_verified: row.email_verified != 0,
@@ -103,11 +108,11 @@ impl UserRow {
 /// Inserts one identity (inside the caller's transaction or on a connection).
 const INSERT_IDENTITY: &super::sql::Sql = sql! {
     postgres_sqlite: "INSERT INTO external_identities \
-                      (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                      (provider, subject, user_id, email, email_verified, created_at, last_used_at, issuer) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     mysql:           "INSERT INTO external_identities \
-                      (provider, subject, user_id, email, email_verified, created_at, last_used_at) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (provider, subject, user_id, email, email_verified, created_at, last_used_at, issuer) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 };
 
 impl Store {
@@ -132,9 +137,9 @@ impl Store {
         subject: &str,
     ) -> Result<Option<ExternalIdentity>, sqlx::Error> {
         let row: Option<IdentityRow> = sqlx::query_as(self.sql(sql! {
-            postgres_sqlite: "SELECT provider, subject, user_id, email, email_verified, created_at, last_used_at \
+            postgres_sqlite: "SELECT provider, subject, issuer, user_id, email, email_verified, created_at, last_used_at \
                               FROM external_identities WHERE provider = $1 AND subject = $2",
-            mysql:           "SELECT provider, subject, user_id, email, email_verified, created_at, last_used_at \
+            mysql:           "SELECT provider, subject, issuer, user_id, email, email_verified, created_at, last_used_at \
                               FROM external_identities WHERE provider = ? AND subject = ?",
         }))
         .bind(provider)
@@ -147,10 +152,10 @@ impl Store {
     /// Every identity of the user, oldest first.
     pub async fn identities_of(&self, user_id: &str) -> Result<Vec<ExternalIdentity>, sqlx::Error> {
         let rows: Vec<IdentityRow> = sqlx::query_as(self.sql(sql! {
-            postgres_sqlite: "SELECT provider, subject, user_id, email, email_verified, created_at, last_used_at \
+            postgres_sqlite: "SELECT provider, subject, issuer, user_id, email, email_verified, created_at, last_used_at \
                               FROM external_identities WHERE user_id = $1 \
                               ORDER BY created_at, provider, subject",
-            mysql:           "SELECT provider, subject, user_id, email, email_verified, created_at, last_used_at \
+            mysql:           "SELECT provider, subject, issuer, user_id, email, email_verified, created_at, last_used_at \
                               FROM external_identities WHERE user_id = ? \
                               ORDER BY created_at, provider, subject",
         }))
@@ -161,26 +166,25 @@ impl Store {
     }
 
     /// Records a sign-in through the identity at `now`, with the email the provider asserts
-    /// this time; `false` when it is not linked (any more).
+    /// this time, and `issuer` where none was recorded; `false` when it is not linked (any
+    /// more).
     pub async fn touch_identity(
         &self,
-        provider: &str,
-        subject: &str,
-        email: Option<&str>,
-        email_verified: bool,
+        identity: &ExternalIdentity,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(self.sql(sql! {
-            postgres_sqlite: "UPDATE external_identities SET last_used_at = $1, email = $2, email_verified = $3 \
-                              WHERE provider = $4 AND subject = $5",
-            mysql:           "UPDATE external_identities SET last_used_at = ?, email = ?, email_verified = ? \
-                              WHERE provider = ? AND subject = ?",
+            postgres_sqlite: "UPDATE external_identities SET last_used_at = $1, email = $2, email_verified = $3, \
+                              issuer = COALESCE(issuer, $4) WHERE provider = $5 AND subject = $6",
+            mysql:           "UPDATE external_identities SET last_used_at = ?, email = ?, email_verified = ?, \
+                              issuer = COALESCE(issuer, ?) WHERE provider = ? AND subject = ?",
         }))
         .bind(now)
-        .bind(email)
-        .bind(i64::from(email_verified))
-        .bind(provider)
-        .bind(subject)
+        .bind(identity.email.as_deref())
+        .bind(i64::from(identity.email_verified))
+        .bind(identity.issuer.as_deref())
+        .bind(&identity.provider)
+        .bind(&identity.subject)
         .execute(&self.pool)
         .await?;
         // MySQL counts found rows (sqlx sets the flag), so an unchanged row still counts.
@@ -298,6 +302,7 @@ async fn insert_identity_on(
         .bind(i64::from(identity.email_verified))
         .bind(identity.created_at)
         .bind(identity.last_used_at)
+        .bind(identity.issuer.as_deref())
         .execute(conn)
         .await
         .map(drop)

@@ -182,6 +182,7 @@ fn identity(provider: &str, subject: &str, user_id: &str, now: i64) -> ExternalI
     ExternalIdentity {
         provider: provider.to_owned(),
         subject: subject.to_owned(),
+        issuer: Some(format!("https://{provider}.example")),
         user_id: user_id.to_owned(),
         email: Some(format!("{subject}@idp.example")),
         email_verified: provider == "google",

@@ -37,6 +37,7 @@ fn identity(provider: &str, user_id: &str, now: i64) -> ExternalIdentity {
     ExternalIdentity {
         provider: provider.to_owned(),
         subject: format!("sub-{}", uuid::Uuid::new_v4().simple()),
+        issuer: Some(format!("https://{provider}.example")),
         user_id: user_id.to_owned(),
         email: Some(format!("{}@idp.example", uuid::Uuid::new_v4().simple())),
         email_verified: true,
@@ -144,17 +145,26 @@ async fn touching_an_identity_records_the_sign_in(app: TestApp) {
     let (_, linked) = passwordless_user(&app).await;
     let later = linked.last_used_at + 3600;
 
-    // Act
-    let touched = store
-        .touch_identity("google", &linked.subject, None, false, later)
-        .await
-        .unwrap();
+    // Act: a sign-in that asserts no email, and one of an identity that is not linked.
+    let now_asserted = ExternalIdentity {
+        email: None,
+        email_verified: false,
+        issuer: Some("https://another-issuer.example".to_owned()),
+        ..linked.clone()
+    };
+    let touched = store.touch_identity(&now_asserted, later).await.unwrap();
     let unknown = store
-        .touch_identity("google", "no-such-subject", None, false, later)
+        .touch_identity(
+            &ExternalIdentity {
+                subject: "no-such-subject".to_owned(),
+                ..now_asserted.clone()
+            },
+            later,
+        )
         .await
         .unwrap();
 
-    // Assert
+    // Assert: the email follows the provider; the issuer recorded at linking stays.
     assert!(touched);
     assert!(!unknown);
     let found = store

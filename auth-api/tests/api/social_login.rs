@@ -1419,8 +1419,10 @@ async fn email_of_an_existing_account_is_email_in_use_without_linking(backend: B
     );
 }
 
-/// With `allow_email_linking`, a verified email links the identity to the account; an
-/// unverified one still does not.
+/// With `allow_email_linking`, a verified email links the identity to an existing account
+/// that has no password (one an earlier external sign-in created); an unverified email does
+/// not, and neither does an account with a password, which anybody may have opened with the
+/// address (signup verifies no email): linking would let them keep a way in (pre-hijacking).
 async fn verified_email_links_to_the_existing_account_when_allowed(backend: Backend) {
     let social = Social::spawn(
         backend,
@@ -1430,43 +1432,132 @@ async fn verified_email_links_to_the_existing_account_when_allowed(backend: Back
         },
     )
     .await;
-    let owner = TestUser::random();
-    owner.register(&social.app).await;
-    let user = social.app.user(&owner.email).await;
+    let store = &social.app.state.store;
+    // An account another provider created, with no password.
+    let first = Grant::random();
+    let email = first.email.clone().unwrap();
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let now = social.app.clock.now();
+    let elsewhere = auth_api::store::ExternalIdentity {
+        provider: "elsewhere".to_owned(),
+        subject: first.subject.clone(),
+        issuer: Some("https://elsewhere.example".to_owned()),
+        user_id: user_id.clone(),
+        email: Some(email.clone()),
+        email_verified: true,
+        created_at: now,
+        last_used_at: now,
+    };
+    assert_eq!(
+        store
+            .insert_passwordless_user(&email, &["user"], &elsewhere)
+            .await
+            .unwrap(),
+        auth_api::store::InsertPasswordlessUser::Created
+    );
 
     for (verified, reason) in [(json!(false), "unverified"), (json!("true"), "string true")] {
         let started = social.start().await;
-        let grant = Grant::random().email(Some(&owner.email), Some(verified));
+        let grant = Grant::random().email(Some(&email), Some(verified));
         let response = social.approve(&started, grant).await;
-        assert_error_redirect(&response, "access_denied", "email_in_use", reason);
+        assert_error_redirect(&response, "access_denied", "email_not_verified", reason);
     }
-    assert_eq!(
-        social
-            .app
-            .state
-            .store
-            .identities_of(&user.id)
-            .await
-            .unwrap(),
-        []
-    );
+    assert_eq!(store.identities_of(&user_id).await.unwrap().len(), 1);
 
-    let grant = Grant::random().email(Some(&owner.email), Some(json!(true)));
+    let grant = Grant::random().email(Some(&email), Some(json!(true)));
     let tokens = social.tokens(grant.clone()).await;
-    assert_eq!(claims_of(&tokens.access)["sub"], json!(user.id), "linked");
+    assert_eq!(claims_of(&tokens.access)["sub"], json!(user_id), "linked");
+    let identities = store.identities_of(&user_id).await.unwrap();
+    assert_eq!(identities.len(), 2);
+    assert!(identities.iter().any(
+        |i| i.subject == grant.subject && i.issuer.as_deref() == Some(social.provider.issuer())
+    ));
+    let again = social.tokens(grant.again()).await;
+    assert_eq!(claims_of(&again.access)["sub"], json!(user_id));
+
+    // A password account with the address is never linked, whoever opened it.
+    let squatter = TestUser::random();
+    squatter.register(&social.app).await;
+    let started = social.start().await;
+    let grant = Grant::random().email(Some(&squatter.email), Some(json!(true)));
+    let response = social.approve(&started, grant).await;
+    assert_error_redirect(
+        &response,
+        "access_denied",
+        "email_in_use",
+        "password account",
+    );
+    let squatted = social.app.user(&squatter.email).await;
+    assert_eq!(store.identities_of(&squatted.id).await.unwrap(), []);
+}
+
+/// An unverified email is refused before it is looked up: the answer is the same whether or
+/// not an account has the address.
+async fn an_unverified_email_does_not_tell_whether_an_account_has_it(backend: Backend) {
+    let social = Social::spawn(backend, Setup::default()).await;
+    let owner = TestUser::random();
+    owner.register(&social.app).await;
+    for email in [owner.email.clone(), TestUser::random().email] {
+        let started = social.start().await;
+        let grant = Grant::random().email(Some(&email), Some(json!(false)));
+        let response = social.approve(&started, grant).await;
+        assert_error_redirect(&response, "access_denied", "email_not_verified", &email);
+    }
+}
+
+/// A provider name pointed at another issuer does not inherit the identities made at the old
+/// one: the same `sub` there is refused, not signed in as the old identity's user.
+async fn an_identity_of_another_issuer_is_refused(backend: Backend) {
+    let social = Social::spawn(backend, Setup::default()).await;
+    let store = &social.app.state.store;
+    let grant = Grant::random();
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let now = social.app.clock.now();
+    let made_elsewhere = auth_api::store::ExternalIdentity {
+        provider: PROVIDER.to_owned(),
+        subject: grant.subject.clone(),
+        issuer: Some("https://the-old-issuer.example".to_owned()),
+        user_id: user_id.clone(),
+        email: grant.email.clone(),
+        email_verified: true,
+        created_at: now,
+        last_used_at: now,
+    };
+    store
+        .insert_passwordless_user(grant.email.as_deref().unwrap(), &["user"], &made_elsewhere)
+        .await
+        .unwrap();
+    let started = social.start().await;
+    let response = social.approve(&started, grant.again()).await;
+    assert_error_redirect(
+        &response,
+        "access_denied",
+        "provider_changed",
+        "another issuer",
+    );
+}
+
+/// What a provider asserts about a known identity is stored only if it is an address: an
+/// overlong or control-character email is kept as none, and the sign-in still works.
+async fn an_unusable_email_of_a_known_identity_is_not_stored(backend: Backend) {
+    let social = Social::spawn(backend, Setup::default()).await;
+    let grant = Grant::random();
+    let first = social.tokens(grant.clone()).await;
+    let odd = format!("{}\u{1b}\u{202e}@example.com", "x".repeat(400));
+    let second = social
+        .tokens(grant.again().email(Some(&odd), Some(json!(true))))
+        .await;
+    let user_id = claims_of(&first.access)["sub"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&second.access)["sub"], json!(user_id));
     let identities = social
         .app
         .state
         .store
-        .identities_of(&user.id)
+        .identities_of(&user_id)
         .await
         .unwrap();
-    assert_eq!(identities.len(), 1);
-    assert_eq!(identities[0].subject, grant.subject);
-    // The password still works, and the identity signs in as the same user again.
-    owner.login(&social.app).await;
-    let again = social.tokens(grant.again()).await;
-    assert_eq!(claims_of(&again.access)["sub"], json!(user.id));
+    assert_eq!(identities[0].email, None);
+    assert!(!identities[0].email_verified);
 }
 
 /// A disabled user cannot sign in through a provider either.
@@ -1774,6 +1865,9 @@ crate::store_tests!(backend on [sqlite]: (
     email_missing_from_the_id_token_comes_from_userinfo,
     email_of_an_existing_account_is_email_in_use_without_linking,
     verified_email_links_to_the_existing_account_when_allowed,
+    an_unverified_email_does_not_tell_whether_an_account_has_it,
+    an_identity_of_another_issuer_is_refused,
+    an_unusable_email_of_a_known_identity_is_not_stored,
     disabled_user_is_account_disabled,
     token_with_a_wrong_verifier_is_invalid_grant_and_spends_the_code,
     token_code_replay_is_invalid_grant,

@@ -759,8 +759,9 @@ impl Provider {
             }],
             "accounts": [{"sub": ALICE, "email": ALICE_EMAIL, "email_verified": true}],
         });
+        // In the environment, not the command line: no client secret in `ps`.
         let mut child = node("provider.mjs")
-            .arg(config.to_string())
+            .env("OIDC_PROVIDER_CONFIG", config.to_string())
             .spawn()
             .expect("cannot run node (Node.js is needed for the OpenID Provider)");
         let mut lines = lines_of(&mut child);
