@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `migrate`, `keys …`, `users …`.
+//! The command line: `serve` (the default), `migrate`, `keys …`, `users …`, `outbox …`.
 //!
 //! Every command reads the same `AUTH_*` configuration; the operator commands work directly on
 //! the database, so they also work while no server runs.
@@ -35,6 +35,24 @@ enum Command {
     /// Manage users, their roles, sessions and external identities.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Inspect the email outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List queued, sent and dead messages, newest first (never their bodies): id, kind,
+    /// recipient, status, attempts, next attempt, last error.
+    List {
+        /// Only what needs an operator: dead messages, and pending ones that have failed or
+        /// have waited past their due time for more than AUTH_OUTBOX_POLL_SECS plus a minute.
+        #[arg(long)]
+        stuck: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(command) => keys(&config, command).await,
         Command::Users(command) => users(&config, command).await,
+        Command::Outbox(command) => outbox(&config, command).await,
     }
 }
 
@@ -373,6 +392,51 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url).await?;
+    let now = crate::clock::Clock::default().now();
+    match command {
+        OutboxCommand::List { stuck, limit } => {
+            // A pending message due this long ago should have been claimed by a running sender.
+            let stuck_since =
+                now - crate::clock::secs(config.outbox_poll_interval) - STUCK_GRACE_SECS;
+            println!(
+                "{:<36} {:<16} {:<32} {:<8} {:>8} {:<20} LAST ERROR",
+                "ID", "KIND", "RECIPIENT", "STATUS", "ATTEMPTS", "NEXT ATTEMPT"
+            );
+            for entry in store
+                .list_outbox(stuck, stuck_since, i64::from(limit))
+                .await?
+            {
+                let next = match entry.status.as_str() {
+                    "pending" => rfc3339(entry.next_attempt_at),
+                    "sent" => entry
+                        .sent_at
+                        .map_or_else(|| "-".to_owned(), |at| format!("sent {}", rfc3339(at))),
+                    _ => "-".to_owned(),
+                };
+                println!(
+                    "{:<36} {:<16} {:<32} {:<8} {:>8} {:<20} {}",
+                    entry.id,
+                    printable(&entry.kind),
+                    printable(&entry.recipient),
+                    entry.status,
+                    entry.attempts,
+                    next,
+                    entry
+                        .last_error
+                        .as_deref()
+                        .map_or_else(|| "-".to_owned(), printable)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long past its due time a pending message counts as stuck (beyond one poll interval).
+const STUCK_GRACE_SECS: i64 = 60;
+
 /// The subject of `user`'s one identity at `provider`, or `subject` when it is one of them. An
 /// error names the subjects to choose from when there are several.
 async fn identity_to_unlink(
@@ -407,12 +471,18 @@ async fn identity_to_unlink(
     }
 }
 
-/// `text` with control characters escaped (`\u{1b}`): subjects and emails are what a provider
-/// asserted, and must not drive the operator's terminal.
+/// `text` with control characters and the invisible formatting ones escaped (`\u{1b}`,
+/// `\u{202e}`): subjects and emails are what a provider asserted, and must neither drive the
+/// operator's terminal nor reorder or hide what it shows (bidirectional overrides and
+/// isolates, zero-width characters, the byte-order mark).
 fn printable(text: &str) -> String {
+    let invisible = |c: char| {
+        matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if c.is_control() || invisible(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()
@@ -458,12 +528,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn printable_escapes_control_characters_only() {
+    fn printable_escapes_control_and_invisible_characters_only() {
         assert_eq!(
             printable("ada\u{1b}[2J@idp.example"),
             "ada\\u{1b}[2J@idp.example"
         );
         assert_eq!(printable("sub\n-1\t"), "sub\\u{a}-1\\u{9}");
         assert_eq!(printable("élan-😀@例え.jp"), "élan-😀@例え.jp");
+        assert_eq!(
+            printable("gpj.\u{202e}exe@x\u{200b}"),
+            "gpj.\\u{202e}exe@x\\u{200b}"
+        );
     }
 }

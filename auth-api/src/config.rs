@@ -129,6 +129,26 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// `AUTH_REDIS_PREFIX`, default `auth:ip:`: the prefix of the bucket keys.
     pub redis_prefix: String,
+    /// `AUTH_SMTP_URL`, default unset (no email is sent; queued messages wait): the SMTP relay,
+    /// as `smtps://[user:password@]host[:465]` (TLS from the first byte) or
+    /// `smtp://[user:password@]host[:587]?tls=required` (STARTTLS, refused if the server does
+    /// not offer it). Plain `smtp://host:port` is accepted only for a loopback host (a local
+    /// relay or a test sink): elsewhere it would send mail and credentials in the clear.
+    /// Credentials are percent-encoded in the URL; the URL is a secret (never logged).
+    pub smtp_url: Option<SecretString>,
+    /// `AUTH_EMAIL_FROM`, required when `AUTH_SMTP_URL` is set: the `From` of every message, a
+    /// mailbox such as `Accounts <accounts@example.com>` or `accounts@example.com`.
+    pub email_from: Option<lettre::message::Mailbox>,
+    /// `AUTH_SMTP_TIMEOUT_SECS`, default 20, at least 1: the longest one message may take to
+    /// deliver (connection, TLS, every command); a relay slower than that counts as a failed
+    /// attempt.
+    pub smtp_timeout: Duration,
+    /// `AUTH_OUTBOX_POLL_SECS`, default 5, at least 1: how often the sender looks for due
+    /// messages when nothing wakes it.
+    pub outbox_poll_interval: Duration,
+    /// `AUTH_OUTBOX_MAX_ATTEMPTS`, default 12, at least 1: delivery attempts before a message
+    /// is given up as `dead` (with the backoff of 30 s doubling to 1 h, about 4.5 hours).
+    pub outbox_max_attempts: i64,
 }
 
 /// The lifetimes of tokens and sessions as whole seconds, the unit of every time the service
@@ -231,6 +251,11 @@ impl Default for Config {
             password_change_ends_other_sessions: true,
             redis_url: None,
             redis_prefix: "auth:ip:".to_owned(),
+            smtp_url: None,
+            email_from: None,
+            smtp_timeout: Duration::from_secs(20),
+            outbox_poll_interval: Duration::from_secs(5),
+            outbox_max_attempts: 12,
         }
     }
 }
@@ -396,7 +421,27 @@ impl Config {
                 .unwrap_or(d.password_change_ends_other_sessions),
             redis_url: env.string("AUTH_REDIS_URL")?.map(SecretString::from),
             redis_prefix: env.string("AUTH_REDIS_PREFIX")?.unwrap_or(d.redis_prefix),
+            smtp_url: env.smtp_url()?,
+            email_from: env.email_from()?,
+            smtp_timeout: env
+                .secs("AUTH_SMTP_TIMEOUT_SECS", 1)?
+                .unwrap_or(d.smtp_timeout),
+            outbox_poll_interval: env
+                .secs("AUTH_OUTBOX_POLL_SECS", 1)?
+                .unwrap_or(d.outbox_poll_interval),
+            outbox_max_attempts: env
+                .parsed_at_least("AUTH_OUTBOX_MAX_ATTEMPTS", 1)?
+                .map_or(d.outbox_max_attempts, |n| {
+                    i64::try_from(n).unwrap_or(i64::MAX)
+                }),
         };
+        if config.smtp_url.is_some() && config.email_from.is_none() {
+            return Err(ConfigError::new(
+                "AUTH_EMAIL_FROM",
+                "is required when AUTH_SMTP_URL is set: the From of every message, e.g. \
+                 accounts@example.com",
+            ));
+        }
         if config.audiences.is_empty() {
             return Err(ConfigError::new(
                 "AUTH_JWT_AUDIENCE",
@@ -552,6 +597,88 @@ impl Env<'_> {
             other => Ok(other.map(SecretString::from)),
         }
     }
+
+    /// Checked as far as possible without connecting; errors never quote the URL, which may
+    /// hold a password.
+    fn smtp_url(&self) -> Result<Option<SecretString>, ConfigError> {
+        const NAME: &str = "AUTH_SMTP_URL";
+        self.string(NAME)?
+            .map(|raw| {
+                let raw = zeroize::Zeroizing::new(raw.trim().to_owned());
+                check_smtp_url(&raw).map_err(|why| ConfigError::new(NAME, why))?;
+                Ok(SecretString::from(raw.as_str()))
+            })
+            .transpose()
+    }
+
+    fn email_from(&self) -> Result<Option<lettre::message::Mailbox>, ConfigError> {
+        const NAME: &str = "AUTH_EMAIL_FROM";
+        self.string(NAME)?
+            .map(|raw| {
+                raw.trim().parse().map_err(|e| {
+                    ConfigError::new(
+                        NAME,
+                        format!(
+                            "invalid value {raw:?} ({e}): expected a mailbox such as \
+                             accounts@example.com or \"Accounts <accounts@example.com>\""
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Whether `url` is an SMTP relay we send to (see [`Config::smtp_url`]): `smtps://`, or
+/// `smtp://` with `tls=required`, or plain `smtp://` to a loopback host; one lettre accepts.
+pub fn check_smtp_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("not a URL ({e}): expected smtps://host or smtp://host?tls=required")
+    })?;
+    let host = parsed.host().ok_or("has no host")?;
+    let tls = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    match (parsed.scheme(), tls.as_deref()) {
+        ("smtps", None) | ("smtp", Some("required")) => {}
+        ("smtp", None) if is_loopback(&host) => {}
+        ("smtp", None) => {
+            return Err(
+                "plain smtp:// is only for a loopback relay: mail and credentials would cross \
+                 the network in the clear; use smtps://host or smtp://host?tls=required"
+                    .to_owned(),
+            )
+        }
+        ("smtp", Some("opportunistic")) => {
+            return Err(
+                "tls=opportunistic falls back to plain text when an attacker strips STARTTLS; \
+                 use tls=required"
+                    .to_owned(),
+            )
+        }
+        ("smtp" | "smtps", Some(_)) => {
+            return Err("tls= must be required (and only with smtp://)".to_owned())
+        }
+        _ => return Err("must be an smtps:// or smtp:// URL".to_owned()),
+    }
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+        .map(drop)
+        .map_err(|e| format!("not usable as an SMTP relay: {e}"))
+}
+
+fn is_loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        // `smtp` is not a special scheme to the URL standard, so its IPv4 hosts arrive as names.
+        url::Host::Domain(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
 }
 
 /// Whether `issuer` can be an issuer identifier (RFC 8414 §2, OpenID Connect Discovery §3): an
@@ -678,6 +805,9 @@ mod tests {
             ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
+            ("AUTH_SMTP_TIMEOUT_SECS", "0", "no time to send"),
+            ("AUTH_OUTBOX_POLL_SECS", "0", "a busy loop"),
+            ("AUTH_OUTBOX_MAX_ATTEMPTS", "0", "never tried"),
             ("AUTH_SIGNING_ALG", "none", "no such algorithm"),
             (
                 "AUTH_SIGNING_ALG",
@@ -781,6 +911,84 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.5/32", "fd00::/8"]);
+    }
+
+    #[test]
+    fn email_is_off_by_default_and_smtp_needs_a_sender() {
+        let config = load(&[]).unwrap();
+        assert!(config.smtp_url.is_none() && config.email_from.is_none());
+        assert_eq!(config.outbox_poll_interval, Duration::from_secs(5));
+        assert_eq!(config.smtp_timeout, Duration::from_secs(20));
+        assert_eq!(config.outbox_max_attempts, 12);
+        let err = load(&[("AUTH_SMTP_URL", "smtps://mail.example.com")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("AUTH_EMAIL_FROM"), "{err}");
+        let config = load(&[
+            ("AUTH_SMTP_URL", "smtps://mail.example.com"),
+            ("AUTH_EMAIL_FROM", "Accounts <accounts@example.com>"),
+        ])
+        .unwrap();
+        let from = config.email_from.unwrap();
+        assert_eq!(from.email.to_string(), "accounts@example.com");
+        assert_eq!(from.name.as_deref(), Some("Accounts"));
+    }
+
+    #[test]
+    fn smtp_urls_must_protect_mail_off_the_machine() {
+        let from = ("AUTH_EMAIL_FROM", "accounts@example.com");
+        for url in [
+            "smtps://mail.example.com",
+            "smtps://user:p%40ss@mail.example.com:465",
+            "smtp://mail.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost:25",
+            "smtp://[::1]:2525",
+        ] {
+            assert!(load(&[("AUTH_SMTP_URL", url), from]).is_ok(), "{url}");
+        }
+        let cases = [
+            ("smtp://mail.example.com:25", "plain text off the machine"),
+            ("smtp://mail.example.com?tls=opportunistic", "downgradable"),
+            ("smtps://mail.example.com?tls=none", "unknown tls"),
+            ("http://mail.example.com", "not SMTP"),
+            ("mail.example.com:25", "not a URL"),
+            ("smtps://", "no host"),
+        ];
+        for (url, reason) in cases {
+            let err = load(&[("AUTH_SMTP_URL", url), from]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("AUTH_SMTP_URL"),
+                "{reason}: {err}"
+            );
+        }
+        let err = load(&[
+            ("AUTH_SMTP_URL", "smtp://user:hunter2@mail.example.com"),
+            from,
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            !err.contains("hunter2"),
+            "the password is never quoted: {err}"
+        );
+        let err = load(&[
+            ("AUTH_SMTP_URL", "smtps://mail.example.com"),
+            ("AUTH_EMAIL_FROM", "not a mailbox"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("AUTH_EMAIL_FROM"), "{err}");
+    }
+
+    #[test]
+    fn the_smtp_url_does_not_show_in_debug_output() {
+        let config = load(&[
+            ("AUTH_SMTP_URL", "smtps://user:hunter2@mail.example.com"),
+            ("AUTH_EMAIL_FROM", "accounts@example.com"),
+        ])
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

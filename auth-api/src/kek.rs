@@ -28,7 +28,7 @@ use rand::{rngs::OsRng, RngCore};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::{config::Config, store::Backend};
+use crate::{config::Config, domain::TotpSecret, store::Backend};
 
 /// The variable that holds the KEKs.
 pub const KEK_VAR: &str = "AUTH_KEY_ENCRYPTION_KEYS";
@@ -45,6 +45,8 @@ const AAD_LABEL: &[u8] = b"auth-api signing key v1";
 const ROTATION_KEY_AAD_LABEL: &[u8] = b"auth-api rotation key v1";
 /// Domain label of the associated data of a sign-in flow's PKCE verifier (issue 14).
 const PKCE_VERIFIER_AAD_LABEL: &[u8] = b"auth-api sign-in pkce verifier v1";
+/// Domain label of the associated data of a user's TOTP secret (issue 15).
+const TOTP_SECRET_AAD_LABEL: &[u8] = b"auth-api totp secret v1";
 /// Domain label of [`KeyEncryptionKeys::subkeys`].
 const SUBKEY_LABEL: &[u8] = b"auth-api subkey v1\0";
 
@@ -233,6 +235,37 @@ impl KeyEncryptionKeys {
             || "a sign-in flow's PKCE verifier".to_owned(),
             sealed,
         )
+    }
+
+    /// Seals the TOTP secret of user `user_id` (issue 15): bound to that user, so a blob copied
+    /// onto another user's row does not open, and under its own label, so it never passes for
+    /// any other sealed value.
+    pub fn seal_totp_secret(&self, user_id: &str, secret: &TotpSecret) -> anyhow::Result<Sealed> {
+        self.seal_with(
+            &labelled_aad(TOTP_SECRET_AAD_LABEL, user_id.as_bytes()),
+            secret.expose_bytes(),
+        )
+        .with_context(|| format!("cannot encrypt the TOTP secret of user {user_id}"))
+    }
+
+    /// Opens what [`KeyEncryptionKeys::seal_totp_secret`] sealed for the same user.
+    pub fn open_totp_secret(
+        &self,
+        user_id: &str,
+        sealed: &Sealed,
+    ) -> Result<TotpSecret, OpenError> {
+        let what = || format!("the TOTP secret of user {user_id}");
+        let opened = self.open_with(
+            &labelled_aad(TOTP_SECRET_AAD_LABEL, user_id.as_bytes()),
+            what,
+            sealed,
+        )?;
+        // Only `seal_totp_secret` seals under this label, always a whole secret: another length
+        // is a row this code did not write.
+        TotpSecret::from_bytes(&opened).ok_or_else(|| OpenError::WrongKey {
+            what: what(),
+            kek_id: sealed.kek_id.clone(),
+        })
     }
 
     fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> anyhow::Result<Sealed> {
@@ -604,6 +637,44 @@ mod tests {
         assert!(
             keys.open_pkce_verifier(&[1; 32], &rotation).is_err(),
             "nor the reverse"
+        );
+    }
+
+    #[test]
+    fn a_totp_secret_opens_only_for_its_user_and_purpose() {
+        let keys: KeyEncryptionKeys = ONE.parse().unwrap();
+        let secret = TotpSecret::generate();
+        let sealed = keys.seal_totp_secret("user-a", &secret).unwrap();
+        assert_eq!(sealed.kek_id, "one");
+        assert_eq!(
+            keys.open_totp_secret("user-a", &sealed)
+                .unwrap()
+                .expose_bytes(),
+            secret.expose_bytes()
+        );
+        assert!(!shares_bytes(&sealed.ciphertext, secret.expose_bytes()));
+        let err = keys.open_totp_secret("user-b", &sealed).unwrap_err();
+        assert!(matches!(err, OpenError::WrongKey { .. }), "{err}");
+        assert!(err.to_string().contains("user user-b"), "{err}");
+        assert!(
+            keys.open_rotation_key("user-a", &sealed).is_err(),
+            "never passes for a rotation key of the same id"
+        );
+        assert!(
+            keys.open_pkce_verifier(b"user-a", &sealed).is_err(),
+            "nor for a PKCE verifier"
+        );
+        let rotation = keys
+            .seal_rotation_key("user-a", secret.expose_bytes())
+            .unwrap();
+        assert!(
+            keys.open_totp_secret("user-a", &rotation).is_err(),
+            "nor the reverse"
+        );
+        let short = keys.seal_with(&labelled_aad(TOTP_SECRET_AAD_LABEL, b"user-a"), &[7; 19]);
+        assert!(
+            keys.open_totp_secret("user-a", &short.unwrap()).is_err(),
+            "a blob that is not a whole secret does not open as one"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod grpc;
 pub mod kek;
 pub mod keyring;
+pub mod mail;
 pub mod metrics;
 pub mod oidc;
 pub mod passwords;

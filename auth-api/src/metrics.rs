@@ -34,6 +34,23 @@ pub struct OutcomeLabels {
     pub result: &'static str,
 }
 
+/// Labels of `auth_email_sent_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EmailLabels {
+    /// What the message is for, e.g. `verify_email`.
+    pub kind: String,
+    /// `sent`, `retry` (failed, tried again later), `dead` (failed, given up), or
+    /// `sent_after_lease` / `failed_after_lease` (the claim had ended: it may go twice).
+    pub result: &'static str,
+}
+
+/// Labels of `auth_email_outbox`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboxLabels {
+    /// `pending` or `dead`.
+    pub status: &'static str,
+}
+
 /// Every metric the service exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +61,8 @@ pub struct Metrics {
     refreshes: Family<OutcomeLabels, Counter>,
     signups: Family<OutcomeLabels, Counter>,
     external_sign_ins: Family<OutcomeLabels, Counter>,
+    emails_sent: Family<EmailLabels, Counter>,
+    outbox: Family<OutboxLabels, Gauge>,
     /// Requests waiting for a bcrypt slot.
     pub hash_waiting: Gauge,
 }
@@ -79,6 +98,18 @@ impl Default for Metrics {
             "Sign-ins through an external provider finished at /callback, by result",
             external_sign_ins.clone(),
         );
+        let emails_sent = Family::<EmailLabels, Counter>::default();
+        registry.register(
+            "auth_email_sent",
+            "Email delivery attempts from the outbox, by kind and result",
+            emails_sent.clone(),
+        );
+        let outbox = Family::<OutboxLabels, Gauge>::default();
+        registry.register(
+            "auth_email_outbox",
+            "Messages in the email outbox by status (pending or dead), as last counted",
+            outbox.clone(),
+        );
         let hash_waiting = Gauge::default();
         registry.register(
             "auth_hash_queue_waiting",
@@ -93,6 +124,8 @@ impl Default for Metrics {
             refreshes,
             signups,
             external_sign_ins,
+            emails_sent,
+            outbox,
             hash_waiting,
         }
     }
@@ -131,6 +164,26 @@ impl Metrics {
         self.external_sign_ins
             .get_or_create(&OutcomeLabels { result })
             .inc();
+    }
+
+    /// Counts one delivery attempt of an email of `kind` by result.
+    pub fn email_sent(&self, kind: &str, result: &'static str) {
+        self.emails_sent
+            .get_or_create(&EmailLabels {
+                kind: kind.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Sets the outbox gauge.
+    pub fn outbox(&self, pending: i64, dead: i64) {
+        self.outbox
+            .get_or_create(&OutboxLabels { status: "pending" })
+            .set(pending);
+        self.outbox
+            .get_or_create(&OutboxLabels { status: "dead" })
+            .set(dead);
     }
 
     /// The Prometheus text exposition of every metric.

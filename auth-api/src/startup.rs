@@ -19,6 +19,10 @@ use crate::{
 const CLEANUP_INTERVAL_SECS: u64 = 3600;
 /// Sessions are kept this long past their end, for investigation.
 const EXPIRED_SESSION_RETENTION_SECS: i64 = 24 * 3600;
+/// Sent email is listed (without its bodies) this long, for investigation.
+const SENT_EMAIL_RETENTION_SECS: i64 = 7 * 24 * 3600;
+/// Email given up is listed this long, for operators to notice and act.
+const DEAD_EMAIL_RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 /// A built, bound, not yet running service.
 #[derive(Debug)]
@@ -110,6 +114,20 @@ impl App {
             let _ = stop_tx.send(true);
         });
         let background = spawn_background_tasks(self.state.clone(), stop_rx.clone());
+        let sender = match self.state.mailer.clone() {
+            Some(mailer) => {
+                tracing::info!("email outbox sender started");
+                Some(crate::mail::Sender::spawn(
+                    self.state.clone(),
+                    mailer,
+                    stop_rx.clone(),
+                ))
+            }
+            None => {
+                tracing::info!("email disabled: AUTH_SMTP_URL is not set (queued mail waits)");
+                None
+            }
+        };
         tracing::info!(addr = %self.public.local_addr()?, "public API listening");
         let limits = Limits::of(&self.state.config);
         let public = serve(
@@ -150,13 +168,17 @@ impl App {
         };
         let result = tokio::try_join!(public, internal, grpc).map(drop);
         background.abort();
+        // A message being sent now stays claimed and is sent again when its lease ends.
+        if let Some(sender) = sender {
+            sender.abort();
+        }
         self.state.store.close().await;
         result
     }
 }
 
 /// Re-reads the key ring (rotating it first when the schedule says so) and purges expired
-/// sessions, revocations and sign-in flows.
+/// sessions, revocations and sign-in flows, and email sent or given up long ago.
 fn spawn_background_tasks(
     state: AppState,
     mut stop: watch::Receiver<bool>,
@@ -202,6 +224,12 @@ fn spawn_background_tasks(
                         Ok(0) => {}
                         Ok(n) => tracing::info!(sign_in_rows = n, "purged expired sign-in flows and codes"),
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired sign-in flows and codes"),
+                    }
+                    let now = state.clock.now();
+                    match state.store.prune_outbox(now - SENT_EMAIL_RETENTION_SECS, now - DEAD_EMAIL_RETENTION_SECS).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(emails = n, "purged old sent and dead email"),
+                        Err(e) => tracing::warn!(error = %e, "cannot purge old email"),
                     }
                     let quiet_since = state.clock.now() - EXPIRED_SESSION_RETENTION_SECS;
                     if let Err(e) = state.store.prune_login_attempts(quiet_since, state.clock.now(), state.login_throttle.free_attempts).await {

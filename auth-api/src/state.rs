@@ -9,6 +9,7 @@ use crate::{
     clock::{secs, Clock},
     config::{Config, Lifetimes},
     keyring::{KeyRing, RingPolicy},
+    mail::{Mailer, OutboxWake},
     metrics::Metrics,
     oidc::{providers::Providers, registry::Registry, HttpClient},
     passwords::PasswordHasher,
@@ -44,6 +45,10 @@ pub struct AppState {
     pub(crate) statuses: StatusBatch,
     /// The external providers of `AUTH_OIDC_PROVIDERS_FILE`, if set (`service::sign_in`).
     pub oidc: Option<Arc<Registry>>,
+    /// SMTP delivery, when `AUTH_SMTP_URL` is set (the outbox sender uses it).
+    pub mailer: Option<Mailer>,
+    /// Wakes this replica's outbox sender after a commit that queued mail.
+    pub outbox_wake: OutboxWake,
 }
 
 impl AppState {
@@ -59,6 +64,9 @@ impl AppState {
         crate::service::sessions::reseal_rotation_keys(&store, ring.keks())
             .await
             .context("cannot re-seal the sessions' rotation keys")?;
+        crate::service::totp::reseal_totp_secrets(&store, ring.keks())
+            .await
+            .context("cannot re-seal the TOTP secrets")?;
         let hasher = PasswordHasher::new(
             config.bcrypt_cost,
             config.password_pepper.clone(),
@@ -75,6 +83,7 @@ impl AppState {
             }
             None => None,
         };
+        let mailer = Mailer::from_config(&config)?;
         let login_throttle = LoginThrottle {
             free_attempts: config.login_free_attempts,
             max_delay_secs: secs(config.login_max_delay),
@@ -92,6 +101,8 @@ impl AppState {
             login_throttle,
             validation,
             oidc,
+            mailer,
+            outbox_wake: OutboxWake::default(),
         })
     }
 

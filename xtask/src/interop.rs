@@ -5,6 +5,7 @@
 //! `package-lock.json`. Also what the social-login browser test (`social_login.rs`) runs: a real
 //! OpenID Provider (`oidc-provider`) and `playwright-core` from npm in `tests/oidc/node_modules`,
 //! pinned by `tests/oidc/package-lock.json`, driving Debian's Chromium (`/usr/bin/chromium`).
+//! And `aiosmtpd` in `.venv`, the SMTP server of auth-api's email tests (`tests/smtp/sink.py`).
 
 use std::{path::Path, process::Command};
 
@@ -17,6 +18,8 @@ const PYJWT_VERSION: &str = "2.15.1";
 /// The Python gRPC runtime and its reflection client (PyPI), for the reflection e2e test.
 const GRPCIO_VERSION: &str = "1.85.3";
 const GRPCIO_REFLECTION_VERSION: &str = "1.85.1";
+/// The SMTP server the email outbox tests deliver to (`tests/smtp/sink.py`, PyPI).
+const AIOSMTPD_VERSION: &str = "1.4.6";
 
 /// Installs PyJWT into `.venv` (which `ensure_envoy` created), `jose` and the social-login test's
 /// npm packages with `npm ci`, each only when missing or of another version, and Debian's
@@ -60,9 +63,31 @@ pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
         status(pip).context("cannot install grpcio and grpcio-reflection from PyPI into .venv")?;
     }
 
+    ensure_aiosmtpd(&venv)?;
     npm_ci(root, "tests/interop", "jose")?;
     npm_ci(root, "tests/oidc", "oidc-provider and playwright-core")?;
     ensure_chromium()
+}
+
+/// Installs aiosmtpd into `venv` when missing or of another version: the real SMTP server of
+/// auth-api's email tests (`auth-api/tests/api/smtp_sink.rs` runs `tests/smtp/sink.py`).
+fn ensure_aiosmtpd(venv: &Path) -> anyhow::Result<()> {
+    let installed = Command::new(venv.join("bin/python"))
+        .args(["-c", "import aiosmtpd; print(aiosmtpd.__version__)"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == AIOSMTPD_VERSION
+        });
+    if !installed {
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args([
+            "install",
+            "--quiet",
+            &format!("aiosmtpd=={AIOSMTPD_VERSION}"),
+        ]);
+        status(pip).context("cannot install aiosmtpd from PyPI into .venv")?;
+    }
+    Ok(())
 }
 
 /// The browser of the social-login test, from Debian's packages (Playwright's own browser

@@ -17,6 +17,7 @@ pub mod accounts;
 mod error;
 pub mod sessions;
 pub mod sign_in;
+pub mod totp;
 
 pub use access::{TokenPair, VerifiedToken};
 pub use error::{is_unavailable, Error, Result};

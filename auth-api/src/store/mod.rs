@@ -19,11 +19,13 @@ mod emails;
 mod identities;
 mod keys;
 mod login_attempts;
+mod outbox;
 mod revocations;
 mod sessions;
 mod sign_in;
 pub(crate) mod sql;
 mod status_batch;
+mod totp;
 mod users;
 
 use std::{str::FromStr, time::Duration};
@@ -42,12 +44,16 @@ pub use identities::{
 };
 pub use keys::{KeyMaterial, StoredKey};
 pub use login_attempts::LoginReservation;
+pub use outbox::{
+    enqueue_email, AfterFailure, ClaimedEmail, OutboxCounts, OutboxEntry, QueuedEmail,
+};
 pub use revocations::{FeedCursor, RevocationPage, RevocationRow, Revoked};
 pub use sessions::{
     NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
 };
 pub use sign_in::{SignInCode, SignInFlow};
 pub(crate) use status_batch::{BatchError, StatusBatch};
+pub use totp::{BeginTotp, TotpEnrolment};
 pub use users::{InsertUser, PasswordChange, UserRow, UserSummary};
 // For the API tests' raw statements (`RawDb::sql`): the one check of `sql!`.
 #[doc(hidden)]
