@@ -106,7 +106,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     step("Redis", ensure_redis)?;
     let envoy = step("Envoy", || ensure_envoy(root))?;
     step(
-        "PyJWT, jose, oidc-provider, playwright-core and Chromium (interop and browser tests)",
+        "PyJWT, grpcio, aiosmtpd, jose, oidc-provider, playwright-core and Chromium (interop, mail and browser tests)",
         || interop::ensure(root),
     )?;
     step("format", || {
