@@ -397,14 +397,7 @@ async fn take_and_finish(state: &AppState, callback: &Callback<'_>) -> Result<Ur
         .store
         .take_sign_in_flow(&pkce::sha256(presented), now)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read a sign-in flow");
-            Refused::page(if super::is_unavailable(&e) {
-                Reason::Unavailable
-            } else {
-                Reason::Internal
-            })
-        })?
+        .map_err(|e| Refused::page(store_reason(e)))?
         .ok_or_else(|| Refused::page(Reason::InvalidState))?;
     // Checked against the allow-list when the flow started; parsed again only because the
     // store keeps text.
@@ -579,14 +572,6 @@ async fn account_for(
     now: i64,
 ) -> Result<UserRow, Reason> {
     let store = &state.store;
-    let stored_error = |e: sqlx::Error| {
-        tracing::warn!(error = %e, "external sign-in: store error");
-        if super::is_unavailable(&e) {
-            Reason::Unavailable
-        } else {
-            Reason::Internal
-        }
-    };
     // What the provider asserts, as we store it: a parsed (canonical, bounded) address or
     // none, verified only if it parsed. An address that does not parse is never stored.
     let email = identity
@@ -611,7 +596,7 @@ async fn account_for(
         if let Some(known) = store
             .identity(&provider.name, &identity.subject)
             .await
-            .map_err(stored_error)?
+            .map_err(store_reason)?
         {
             if known
                 .issuer
@@ -629,7 +614,7 @@ async fn account_for(
             if !store
                 .touch_identity(&row(&known.user_id), now)
                 .await
-                .map_err(stored_error)?
+                .map_err(store_reason)?
             {
                 // Unlinked meanwhile: as if it had never been found.
                 continue;
@@ -637,7 +622,7 @@ async fn account_for(
             return store
                 .user_by_id(&known.user_id)
                 .await
-                .map_err(stored_error)?
+                .map_err(store_reason)?
                 .ok_or(Reason::Internal);
         }
         let email = email.as_ref().ok_or(Reason::EmailRequired)?;
@@ -649,7 +634,7 @@ async fn account_for(
         if let Some(existing) = store
             .user_by_email(email.as_str())
             .await
-            .map_err(stored_error)?
+            .map_err(store_reason)?
         {
             link_to(state, provider, &identity, &existing, &row(&existing.id)).await?;
             return Ok(existing);
@@ -658,7 +643,7 @@ async fn account_for(
         match store
             .insert_passwordless_user(email.as_str(), &DEFAULT_ROLES, &row(&user_id))
             .await
-            .map_err(stored_error)?
+            .map_err(store_reason)?
         {
             InsertPasswordlessUser::Created => {
                 tracing::info!(
@@ -671,7 +656,7 @@ async fn account_for(
                 return store
                     .user_by_id(&user_id)
                     .await
-                    .map_err(stored_error)?
+                    .map_err(store_reason)?
                     .ok_or(Reason::Internal);
             }
             // Another sign-in or a signup took the email meanwhile: the next round sees the
@@ -706,14 +691,11 @@ async fn link_to(
     if existing.disabled_at.is_some() {
         return Err(Reason::AccountDisabled);
     }
-    let inserted = state.store.insert_identity(row).await.map_err(|e| {
-        tracing::warn!(error = %e, "external sign-in: store error");
-        if super::is_unavailable(&e) {
-            Reason::Unavailable
-        } else {
-            Reason::Internal
-        }
-    })?;
+    let inserted = state
+        .store
+        .insert_identity(row)
+        .await
+        .map_err(store_reason)?;
     match inserted {
         InsertIdentity::Created => {
             tracing::info!(
@@ -840,13 +822,17 @@ fn provider_reason(error: &oidc::Error) -> Reason {
 
 /// A store failure while the app is known.
 fn store_refusal(back_to: &Url, error: sqlx::Error) -> Refused {
+    Refused::back(store_reason(error), back_to)
+}
+
+/// How a store failure is answered (and logged): unavailable when retrying may work.
+fn store_reason(error: sqlx::Error) -> Reason {
     tracing::warn!(error = %error, "external sign-in: store error");
-    let reason = if super::is_unavailable(&error) {
+    if super::is_unavailable(&error) {
         Reason::Unavailable
     } else {
         Reason::Internal
-    };
-    Refused::back(reason, back_to)
+    }
 }
 
 /// Any other fault while the app is known; logged, never shown.
