@@ -10,11 +10,12 @@ use std::{env, path::PathBuf};
 
 /// The `auth.v1` messages with a credential in them (kept in step with `grpc::pb`'s `Debug`
 /// impls, which the compiler demands: `prost::Message` needs `Debug`).
-const SECRET_BEARING: [&str; 7] = [
+const SECRET_BEARING: [&str; 8] = [
     "SignupRequest",
     "LoginRequest",
     "TokenResponse",
     "RefreshRequest",
+    "ExchangeSignInCodeRequest",
     "LogoutRequest",
     "ChangePasswordRequest",
     "ValidateRequest",

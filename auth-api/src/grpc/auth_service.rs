@@ -136,6 +136,18 @@ impl Auth {
         Ok(Response::new(token_response(tokens)))
     }
 
+    async fn exchange_sign_in_code_call(
+        &self,
+        request: Request<pb::ExchangeSignInCodeRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        // In the bucket of logins, as POST /token is.
+        self.limit_by_ip(&request, Some(Metrics::login)).await?;
+        let body = request.into_inner();
+        let tokens =
+            service::sign_in::exchange(&self.state, &body.auth_code, &body.code_verifier).await?;
+        Ok(Response::new(token_response(tokens)))
+    }
+
     async fn logout_call(
         &self,
         request: Request<pb::LogoutRequest>,
@@ -241,6 +253,18 @@ impl AuthService for Auth {
     ) -> Result<Response<pb::TokenResponse>, Status> {
         let result = within_deadline(&self.state, self.refresh_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/Refresh", result)
+    }
+
+    async fn exchange_sign_in_code(
+        &self,
+        request: Request<pb::ExchangeSignInCodeRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let result = within_deadline(&self.state, self.exchange_sign_in_code_call(request)).await;
+        counted(
+            &self.state,
+            "auth.v1.AuthService/ExchangeSignInCode",
+            result,
+        )
     }
 
     async fn logout(

@@ -51,6 +51,7 @@ pub mod pb {
         LoginRequest { email }
         TokenResponse { token_type, expires_in, refresh_expires_in }
         RefreshRequest {}
+        ExchangeSignInCodeRequest {}
         LogoutRequest { scope }
         ChangePasswordRequest {}
         ValidateRequest {}

@@ -411,6 +411,103 @@ async fn signup_login_validate_refresh_change_password_and_logout(backend: Backe
 
 crate::on_every_backend!(signup_login_validate_refresh_change_password_and_logout);
 
+/// `ExchangeSignInCode` is `POST /token?grant_type=pkce` over gRPC: the one-time code of a
+/// sign-in through a provider, with the verifier of the app's challenge, opens an ordinary
+/// session whose tokens say `amr: ["oauth"]`; a code is spent by its first use, whatever the
+/// verifier, and a disabled user is PERMISSION_DENIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_code_is_exchanged_once_for_an_oauth_session() {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    use sha2::{Digest as _, Sha256};
+
+    let served = Served::sqlite().await;
+    let mut client = served.client().await;
+    let store = &served.state.store;
+    let now = served.clock.now();
+    // A user that a sign-in through a provider created, and codes `/callback` would hand out.
+    let user_id = uuid::Uuid::new_v4().to_string();
+    let email = TestUser::random().email;
+    let identity = auth_api::store::ExternalIdentity {
+        provider: "local".to_owned(),
+        subject: format!("sub-{user_id}"),
+        issuer: Some("https://op.example".to_owned()),
+        user_id: user_id.clone(),
+        email: Some(email.clone()),
+        email_verified: true,
+        created_at: now,
+        last_used_at: now,
+    };
+    store
+        .insert_passwordless_user(&email, &["user"], &identity)
+        .await
+        .unwrap();
+    let verifier = "v".repeat(43);
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let code = |n: u8| {
+        let code = URL_SAFE_NO_PAD.encode([n; 32]);
+        let row = auth_api::store::SignInCode {
+            code_hash: Sha256::digest(code.as_bytes()).to_vec(),
+            user_id: user_id.clone(),
+            provider: "local".to_owned(),
+            amr: "oauth".to_owned(),
+            code_challenge: challenge.clone(),
+            created_at: now,
+            expires_at: now + 60,
+        };
+        (code, row)
+    };
+    let exchange = |auth_code: &str, code_verifier: &str| pb::ExchangeSignInCodeRequest {
+        auth_code: auth_code.to_owned(),
+        code_verifier: code_verifier.to_owned(),
+    };
+
+    // The right verifier: tokens of an `oauth` session; the same code again: refused.
+    let (first, row) = code(1);
+    store.insert_sign_in_code(&row).await.unwrap();
+    let tokens = client
+        .exchange_sign_in_code(exchange(&first, &verifier))
+        .await
+        .unwrap()
+        .into_inner();
+    let claims = test_support::jwt_part(&tokens.access_token, 1);
+    assert_eq!(claims["amr"], serde_json::json!(["oauth"]));
+    assert_eq!(claims["sub"], user_id.as_str());
+    assert!(tokens.device_token.is_none());
+    let again = client
+        .exchange_sign_in_code(exchange(&first, &verifier))
+        .await
+        .unwrap_err();
+    assert_error(&again, Code::Unauthenticated, "invalid_grant");
+
+    // A wrong verifier spends the code.
+    let (second, row) = code(2);
+    store.insert_sign_in_code(&row).await.unwrap();
+    let wrong = client
+        .exchange_sign_in_code(exchange(&second, &"w".repeat(43)))
+        .await
+        .unwrap_err();
+    assert_error(&wrong, Code::Unauthenticated, "invalid_grant");
+    let after = client
+        .exchange_sign_in_code(exchange(&second, &verifier))
+        .await
+        .unwrap_err();
+    assert_error(&after, Code::Unauthenticated, "invalid_grant");
+
+    // A user disabled between the callback and the exchange.
+    let (third, row) = code(3);
+    store.insert_sign_in_code(&row).await.unwrap();
+    store
+        .disable_user(&user_id, served.state.revoke_at())
+        .await
+        .unwrap();
+    let disabled = client
+        .exchange_sign_in_code(exchange(&third, &verifier))
+        .await
+        .unwrap_err();
+    assert_error(&disabled, Code::PermissionDenied, "account_disabled");
+    served.finish().await;
+}
+
 /// Every error is a status with an `ErrorInfo` whose reason is the HTTP API's error code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_the_http_error_code_as_error_info() {
@@ -937,6 +1034,7 @@ async fn reflection_lists_the_services_and_serves_their_descriptors() {
             "Signup",
             "Login",
             "Refresh",
+            "ExchangeSignInCode",
             "Logout",
             "ChangePassword",
             "Validate"

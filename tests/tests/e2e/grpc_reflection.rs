@@ -69,6 +69,7 @@ async fn a_generic_client_lists_and_calls_the_api_by_reflection() {
             "Signup",
             "Login",
             "Refresh",
+            "ExchangeSignInCode",
             "Logout",
             "ChangePassword",
             "Validate"
