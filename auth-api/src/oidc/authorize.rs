@@ -35,10 +35,13 @@ pub struct AuthorizationRequest<'a> {
     pub nonce: Option<&'a str>,
     /// The S256 `code_challenge` of the flow's verifier.
     pub code_challenge: &'a str,
+    /// Google's `hd`: the Workspace domain whose accounts the sign-in page offers (a hint: the
+    /// ID token's `hd` is what is checked).
+    pub hosted_domain: Option<&'a str>,
 }
 
 /// Parameters this module sets; the endpoint's own query may not set them too.
-const OWN_PARAMETERS: [&str; 8] = [
+const OWN_PARAMETERS: [&str; 9] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -47,6 +50,7 @@ const OWN_PARAMETERS: [&str; 8] = [
     "nonce",
     "code_challenge",
     "code_challenge_method",
+    "hd",
 ];
 
 impl AuthorizationRequest<'_> {
@@ -77,6 +81,9 @@ impl AuthorizationRequest<'_> {
             query
                 .append_pair("code_challenge", self.code_challenge)
                 .append_pair("code_challenge_method", "S256");
+            if let Some(domain) = self.hosted_domain {
+                query.append_pair("hd", domain);
+            }
         }
         url
     }
@@ -105,7 +112,21 @@ mod tests {
             state: "st",
             nonce,
             code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            hosted_domain: None,
         }
+    }
+
+    #[test]
+    fn a_hosted_domain_is_sent_as_hd() {
+        let endpoint = Url::parse("https://op.example/authorize?hd=planted").unwrap();
+        let scopes = ["openid".to_owned()];
+        let url = AuthorizationRequest {
+            hosted_domain: Some("corp.example"),
+            ..request(&endpoint, &scopes, Some("n0"))
+        }
+        .url();
+        let hd: Vec<_> = pairs(&url).into_iter().filter(|(k, _)| k == "hd").collect();
+        assert_eq!(hd, [("hd".to_owned(), "corp.example".to_owned())]);
     }
 
     #[test]

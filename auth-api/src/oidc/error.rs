@@ -72,6 +72,9 @@ pub enum IdTokenError {
     /// `azp` is present and not our client id, or missing while `aud` has several values.
     #[error("authorized party (azp) is not this client")]
     AuthorizedParty,
+    /// The provider is restricted to a Google Workspace domain and the token's `hd` is not it.
+    #[error("the account is not of the required hosted domain")]
+    HostedDomain,
     /// A claim that we read (`aud`, `azp`, `email`) has the wrong JSON type.
     #[error("claim `{0}` has the wrong type")]
     Claim(&'static str),

@@ -33,6 +33,9 @@ pub struct Expected<'a> {
     pub client_id: &'a str,
     /// The nonce this flow sent.
     pub nonce: &'a str,
+    /// The Google Workspace domain the account must belong to (the `hd` claim), if the
+    /// operator restricts the provider to one.
+    pub hosted_domain: Option<&'a str>,
 }
 
 /// Verifies `token` with `keys` at `now` (Unix seconds) and returns who signed in.
@@ -65,6 +68,14 @@ pub fn verify(
             }
         }
         _ => return Err(IdTokenError::MissingNonce),
+    }
+    if let Some(domain) = expected.hosted_domain {
+        // Google sets `hd` only for Workspace accounts, to the organisation's domain; a
+        // consumer account that merely uses an address at that domain has none.
+        match claims.get("hd") {
+            Some(Value::String(hd)) if hd.eq_ignore_ascii_case(domain) => {}
+            _ => return Err(IdTokenError::HostedDomain),
+        }
     }
     let email = match claims.get("email") {
         None | Some(Value::Null) => None,
@@ -227,6 +238,30 @@ mod tests {
             issuer: ISSUER,
             client_id: CLIENT,
             nonce: NONCE,
+            hosted_domain: None,
+        }
+    }
+
+    #[test]
+    fn a_hosted_domain_needs_the_same_hd_claim() {
+        let key = key(Algorithm::ES256, "op-1");
+        let restricted = Expected {
+            hosted_domain: Some("corp.example"),
+            ..expected()
+        };
+        let check =
+            |claims: &Value| verify(&sign(&key, claims), &public(&[&key]), &restricted, NOW);
+        let mut claims = claims();
+        assert_eq!(check(&claims), Err(IdTokenError::HostedDomain), "no hd");
+        for (hd, ok) in [
+            (json!("corp.example"), true),
+            (json!("CORP.example"), true),
+            (json!("other.example"), false),
+            (json!("corp.example.evil"), false),
+            (json!(["corp.example"]), false),
+        ] {
+            claims["hd"] = hd.clone();
+            assert_eq!(check(&claims).is_ok(), ok, "{hd}");
         }
     }
 

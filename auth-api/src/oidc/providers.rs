@@ -66,6 +66,9 @@ pub struct Provider {
     /// Whether an unknown identity whose verified email belongs to an existing account may be
     /// linked to it. Default false: linking trusts the provider with that account.
     pub allow_email_linking: bool,
+    /// Only accounts of this Google Workspace domain may sign in (the ID token's `hd` claim);
+    /// OpenID Connect kinds only.
+    pub hosted_domain: Option<String>,
 }
 
 /// The protocol of a provider.
@@ -215,6 +218,8 @@ struct RawProvider {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     allow_email_linking: bool,
+    #[serde(default)]
+    hosted_domain: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +378,22 @@ impl RawProvider {
                 "must include `openid` for an OpenID Connect provider",
             ));
         }
+        let hosted_domain = match self.hosted_domain {
+            None => None,
+            Some(_) if !is_oidc => {
+                return Err(at(
+                    "hosted_domain",
+                    "only for OpenID Connect kinds (`google`, `oidc`)",
+                ))
+            }
+            Some(domain) if is_domain_name(&domain) => Some(domain.to_ascii_lowercase()),
+            Some(_) => {
+                return Err(at(
+                    "hosted_domain",
+                    "must be a domain name like `corp.example`",
+                ))
+            }
+        };
         Ok(Provider {
             name: self.name,
             kind,
@@ -380,8 +401,24 @@ impl RawProvider {
             client_secret,
             scopes,
             allow_email_linking: self.allow_email_linking,
+            hosted_domain,
         })
     }
+}
+
+/// Whether `domain` is a DNS name of ASCII labels (`corp.example`): 1 to 63 letters, digits or
+/// `-` each, at least two, at most 253 bytes.
+fn is_domain_name(domain: &str) -> bool {
+    domain.len() <= 253
+        && domain.split('.').count() >= 2
+        && domain.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Whether `name` looks like an environment variable's name: `[A-Z_][A-Z0-9_]*`, at most 128.
@@ -741,6 +778,16 @@ mod tests {
                 |d| d["providers"][0]["scopes"] = json!(["openid", "openid"]),
                 "providers[0].scopes: a scope is repeated",
                 "repeated scope",
+            ),
+            (
+                |d| d["providers"][2]["hosted_domain"] = json!("corp.example"),
+                "providers[2].hosted_domain: only for OpenID Connect kinds",
+                "hosted domain on github",
+            ),
+            (
+                |d| d["providers"][1]["hosted_domain"] = json!("corp example"),
+                "providers[1].hosted_domain: must be a domain name",
+                "hosted domain not a domain",
             ),
             (
                 |d| d["providers"][0]["allow_email_linking"] = json!("yes"),

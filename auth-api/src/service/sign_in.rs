@@ -93,6 +93,8 @@ pub enum Reason {
     AccountDisabled,
     /// The identity was made at another issuer than the provider's name points at now.
     ProviderChanged,
+    /// The account is not of the Workspace domain the provider is restricted to.
+    HostedDomain,
     /// Our store is unavailable.
     Unavailable,
     /// Anything else on our side.
@@ -115,7 +117,8 @@ impl Reason {
             | Self::EmailNotVerified
             | Self::EmailInUse
             | Self::AccountDisabled
-            | Self::ProviderChanged => "access_denied",
+            | Self::ProviderChanged
+            | Self::HostedDomain => "access_denied",
             Self::ProviderUnavailable | Self::Unavailable => "temporarily_unavailable",
             Self::ProviderInvalidResponse | Self::Internal => "server_error",
         }
@@ -139,6 +142,7 @@ impl Reason {
             Self::EmailInUse => "email_in_use",
             Self::AccountDisabled => "account_disabled",
             Self::ProviderChanged => "provider_changed",
+            Self::HostedDomain => "hosted_domain_mismatch",
             Self::Unavailable => "service_unavailable",
             Self::Internal => "internal_error",
         }
@@ -171,6 +175,7 @@ impl Reason {
                 "an account with this email exists; sign in to it the way it was created"
             }
             Self::AccountDisabled => "this account is disabled",
+            Self::HostedDomain => "this provider accepts only accounts of its organisation",
             Self::ProviderChanged => {
                 "this sign-in provider was reconfigured; ask an operator to unlink the old identity"
             }
@@ -341,6 +346,7 @@ pub async fn start(state: &AppState, request: &StartRequest<'_>) -> Result<Start
         state: secrets.state.expose_secret(),
         nonce: provider.is_oidc().then(|| secrets.nonce.expose_secret()),
         code_challenge: &secrets.code_challenge(),
+        hosted_domain: provider.hosted_domain.as_deref(),
     }
     .url();
     tracing::info!(event = "external_sign_in_started", "sent to the provider");
@@ -549,6 +555,7 @@ async fn identify(
         issuer,
         client_id: &provider.client_id,
         nonce,
+        hosted_domain: provider.hosted_domain.as_deref(),
     };
     let identity = jwks
         .verify(http, id_token.expose_secret(), &expected, now)
@@ -814,6 +821,7 @@ fn provider_reason(error: &oidc::Error) -> Reason {
         oidc::Error::Unavailable { .. } => Reason::ProviderUnavailable,
         oidc::Error::TokenRefused { .. } => Reason::ProviderError,
         oidc::Error::ResponseIssuer => Reason::IssuerMismatch,
+        oidc::Error::InvalidIdToken(oidc::IdTokenError::HostedDomain) => Reason::HostedDomain,
         oidc::Error::InvalidIdToken(_) => Reason::InvalidIdToken,
         oidc::Error::InvalidResponse { .. } => Reason::ProviderInvalidResponse,
         _ => Reason::Internal,
@@ -883,6 +891,7 @@ mod tests {
             Reason::EmailInUse,
             Reason::AccountDisabled,
             Reason::ProviderChanged,
+            Reason::HostedDomain,
             Reason::Unavailable,
             Reason::Internal,
         ];

@@ -673,6 +673,7 @@ async fn fake_provider_works_with_the_relying_party_library() {
         state: &state,
         nonce: Some(&nonce),
         code_challenge: &challenge,
+        hosted_domain: None,
     }
     .url();
     let page = reqwest::get(url).await.unwrap();
@@ -716,6 +717,7 @@ async fn fake_provider_works_with_the_relying_party_library() {
         issuer: provider.issuer(),
         client_id: CLIENT_ID,
         nonce: &nonce,
+        hosted_domain: None,
     };
     let now = Clock::default().now();
     let id_token = tokens.id_token.as_ref().unwrap().expose_secret().to_owned();

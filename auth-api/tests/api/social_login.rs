@@ -52,6 +52,8 @@ struct Setup {
     flow_ttl_secs: u64,
     /// `AUTH_IP_LIMIT_PER_MINUTE`; the default when `None`.
     ip_limit_per_minute: Option<u32>,
+    /// The provider's `hosted_domain`.
+    hosted_domain: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -62,6 +64,7 @@ impl Default for Setup {
             userinfo: true,
             flow_ttl_secs: 600,
             ip_limit_per_minute: None,
+            hosted_domain: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Social {
                 "name": PROVIDER, "kind": "oidc", "issuer": provider.issuer(),
                 "client_id": fake_provider::CLIENT_ID, "client_secret": fake_provider::CLIENT_SECRET,
                 "allow_email_linking": setup.allow_email_linking,
+                "hosted_domain": setup.hosted_domain,
             }],
             "redirect_allow_list": [REDIRECT_TO],
             "callback_url": format!("{base}/callback"),
@@ -1491,6 +1495,40 @@ async fn verified_email_links_to_the_existing_account_when_allowed(backend: Back
     assert_eq!(store.identities_of(&squatted.id).await.unwrap(), []);
 }
 
+/// A provider restricted to a Workspace domain sends `hd` and accepts only ID tokens whose
+/// `hd` is that domain: a consumer account with an address there (no `hd`) is refused.
+async fn a_hosted_domain_admits_only_its_accounts(backend: Backend) {
+    let social = Social::spawn(
+        backend,
+        Setup {
+            hosted_domain: Some("corp.example"),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let started = social.start().await;
+    assert_eq!(started.request.get("hd"), "corp.example");
+    let member = Grant::random()
+        .email(Some("ada@corp.example"), Some(json!(true)))
+        .claim("hd", json!("corp.example"));
+    let response = social.approve(&started, member).await;
+    one_time_code(&response);
+    for (grant, why) in [
+        (
+            Grant::random().email(Some("bob@corp.example"), Some(json!(true))),
+            "no hd: a consumer account with an address at the domain",
+        ),
+        (
+            Grant::random().claim("hd", json!("other.example")),
+            "another organisation",
+        ),
+    ] {
+        let started = social.start().await;
+        let response = social.approve(&started, grant).await;
+        assert_error_redirect(&response, "access_denied", "hosted_domain_mismatch", why);
+    }
+}
+
 /// An unverified email is refused before it is looked up: the answer is the same whether or
 /// not an account has the address.
 async fn an_unverified_email_does_not_tell_whether_an_account_has_it(backend: Backend) {
@@ -1866,6 +1904,7 @@ crate::store_tests!(backend on [sqlite]: (
     email_of_an_existing_account_is_email_in_use_without_linking,
     verified_email_links_to_the_existing_account_when_allowed,
     an_unverified_email_does_not_tell_whether_an_account_has_it,
+    a_hosted_domain_admits_only_its_accounts,
     an_identity_of_another_issuer_is_refused,
     an_unusable_email_of_a_known_identity_is_not_stored,
     disabled_user_is_account_disabled,
