@@ -48,6 +48,31 @@ pub enum ApiError {
     /// 401 `invalid_grant`: the refresh token is unknown, expired, revoked or reused.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,
+    /// 401 `mfa_required`, with the `mfa_token` to complete the login at `/login/mfa`: the
+    /// password is right and the account has a second factor.
+    #[error("a second factor is required")]
+    MfaRequired {
+        /// The single-use challenge.
+        mfa_token: secrecy::SecretString,
+    },
+    /// 401 `invalid_mfa_token`: the challenge of `/login/mfa` is unknown, expired, used or
+    /// voided by a credential change; log in again.
+    #[error("the mfa_token is invalid, expired or used; log in again")]
+    InvalidMfaToken,
+    /// 401 `invalid_code`: a TOTP or recovery code is wrong, malformed or already used.
+    #[error("the code is wrong or already used")]
+    InvalidCode,
+    /// 409 `totp_already_enabled`: disable the second factor (with a code) before enrolling
+    /// again.
+    #[error("a second factor is already enabled; disable it first")]
+    TotpAlreadyEnabled,
+    /// 409 `totp_not_pending`: no enrolment waits for a first code (none, or older than ten
+    /// minutes).
+    #[error("no TOTP enrolment waits for confirmation; start again")]
+    TotpNotPending,
+    /// 409 `totp_not_enabled`: the user has no second factor to disable.
+    #[error("no second factor is enabled")]
+    TotpNotEnabled,
     /// 403 `wrong_password`: a signed-in user's current password, asked again before a
     /// password change, is wrong.
     #[error("the current password is wrong")]
@@ -139,6 +164,10 @@ pub struct ErrorBody {
     /// For `weak_password`: `length`, `common` or `contains_email`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `mfa_required`: the single-use challenge (five minutes) to send to `/login/mfa`
+    /// with a code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
 }
 
 /// The detail of a 5xx, carried from [`ApiError::into_response`] to the logging middleware.
@@ -151,6 +180,8 @@ struct Body<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a WeakPasswordReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_token: Option<&'a str>,
 }
 
 impl From<service::Error> for ApiError {
@@ -171,6 +202,12 @@ impl From<service::Error> for ApiError {
             E::InvalidGrant => Self::InvalidGrant,
             E::InvalidToken(description) => Self::InvalidToken(description),
             E::WrongPassword => Self::WrongPassword,
+            E::MfaRequired { mfa_token } => Self::MfaRequired { mfa_token },
+            E::InvalidMfaToken => Self::InvalidMfaToken,
+            E::InvalidCode => Self::InvalidCode,
+            E::TotpAlreadyEnabled => Self::TotpAlreadyEnabled,
+            E::TotpNotPending => Self::TotpNotPending,
+            E::TotpNotEnabled => Self::TotpNotEnabled,
             E::Overloaded => Self::Overloaded,
             E::NotReady(why) => Self::NotReady(why),
             E::Unavailable(e) => Self::Unavailable(e),
@@ -188,12 +225,18 @@ impl ApiError {
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::InvalidCredentials
-            | Self::InvalidGrant => StatusCode::UNAUTHORIZED,
+            | Self::InvalidGrant
+            | Self::MfaRequired { .. }
+            | Self::InvalidMfaToken
+            | Self::InvalidCode => StatusCode::UNAUTHORIZED,
             Self::AccountDisabled | Self::WrongPassword => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::EmailTaken => StatusCode::CONFLICT,
+            Self::EmailTaken
+            | Self::TotpAlreadyEnabled
+            | Self::TotpNotPending
+            | Self::TotpNotEnabled => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidEmail(_) | Self::WeakPassword { .. } | Self::PasswordTooLong { .. } => {
@@ -218,6 +261,12 @@ impl ApiError {
             Self::InvalidGrant => "invalid_grant",
             Self::AccountDisabled => "account_disabled",
             Self::WrongPassword => "wrong_password",
+            Self::MfaRequired { .. } => "mfa_required",
+            Self::InvalidMfaToken => "invalid_mfa_token",
+            Self::InvalidCode => "invalid_code",
+            Self::TotpAlreadyEnabled => "totp_already_enabled",
+            Self::TotpNotPending => "totp_not_pending",
+            Self::TotpNotEnabled => "totp_not_enabled",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
@@ -238,9 +287,12 @@ impl ApiError {
     /// The RFC 6750 challenge for a 401 (or a bearer-related 400), if any.
     pub(crate) fn challenge(&self) -> Option<String> {
         match self {
-            Self::MissingToken | Self::InvalidCredentials | Self::InvalidGrant => {
-                Some(format!("Bearer realm=\"{REALM}\""))
-            }
+            Self::MissingToken
+            | Self::InvalidCredentials
+            | Self::InvalidGrant
+            | Self::MfaRequired { .. }
+            | Self::InvalidMfaToken
+            | Self::InvalidCode => Some(format!("Bearer realm=\"{REALM}\"")),
             Self::InvalidToken(description) => Some(format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
                 quoted_string_safe(description)
@@ -286,6 +338,16 @@ impl ApiError {
         }
     }
 
+    /// The challenge of `mfa_required`.
+    fn mfa_token(&self) -> Option<&str> {
+        match self {
+            Self::MfaRequired { mfa_token } => {
+                Some(secrecy::ExposeSecret::expose_secret(mfa_token))
+            }
+            _ => None,
+        }
+    }
+
     /// How long a client should wait before retrying (`Retry-After`), for the errors that say.
     pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
@@ -310,6 +372,7 @@ impl ApiError {
             error: self.code(),
             message: self.client_message(),
             reason: self.weak_password_reason(),
+            mfa_token: self.mfa_token(),
         };
         serde_json::to_string(&body).unwrap_or_else(|_| {
             r#"{"error":"internal","message":"internal server error"}"#.to_owned()
@@ -324,6 +387,7 @@ impl IntoResponse for ApiError {
             error: self.code(),
             message: self.client_message(),
             reason: self.weak_password_reason(),
+            mfa_token: self.mfa_token(),
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

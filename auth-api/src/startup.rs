@@ -225,6 +225,12 @@ fn spawn_background_tasks(
                         Ok(n) => tracing::info!(sign_in_rows = n, "purged expired sign-in flows and codes"),
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired sign-in flows and codes"),
                     }
+                    // Second-factor challenges of logins never finished.
+                    match state.store.prune_mfa_challenges(state.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(mfa_challenges = n, "purged expired second-factor challenges"),
+                        Err(e) => tracing::warn!(error = %e, "cannot purge expired second-factor challenges"),
+                    }
                     let now = state.clock.now();
                     match state.store.prune_outbox(now - SENT_EMAIL_RETENTION_SECS, now - DEAD_EMAIL_RETENTION_SECS).await {
                         Ok(0) => {}

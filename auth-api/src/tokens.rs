@@ -33,7 +33,7 @@ pub struct AccessClaims {
     pub email: String,
     /// The user's roles, sorted.
     pub roles: Vec<String>,
-    /// How the user authenticated (RFC 8176 / OIDC Core `amr`): `["pwd"]` or `["oauth"]`.
+    /// How the user authenticated (RFC 8176 / OIDC Core `amr`): `["pwd"]`, `["pwd","otp"]` or `["oauth"]`.
     /// Absent from tokens issued before issue 14, which read as empty.
     #[serde(default)]
     pub amr: Vec<String>,
@@ -73,7 +73,12 @@ pub fn issue_access_token(
         client_id: config.client_id.clone(),
         email: subject.email.to_owned(),
         roles: subject.roles,
-        amr: vec![subject.auth_method.as_str().to_owned()],
+        amr: subject
+            .auth_method
+            .amr()
+            .iter()
+            .map(|&method| method.to_owned())
+            .collect(),
     };
     auth_jwt::encode(&Header::access_token(&signer.key), &claims, &signer.key)
 }

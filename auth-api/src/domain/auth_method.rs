@@ -10,20 +10,33 @@ pub enum AuthMethod {
     /// A sign-in through an external OAuth 2.0 / OpenID Connect provider. RFC 8176 registers
     /// no value for federation; `oauth` is the word GoTrue's `amr` uses for it.
     External,
+    /// A password login completed with a TOTP code or a recovery code (issue 15): RFC 8176's
+    /// `pwd` and `otp`. Stored as `pwd+otp`.
+    PasswordAndTotp,
 }
 
 impl AuthMethod {
-    /// The `amr` value, also the stored form.
+    /// The stored form; for a single method also its `amr` value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Password => "pwd",
             Self::External => "oauth",
+            Self::PasswordAndTotp => "pwd+otp",
+        }
+    }
+
+    /// The `amr` claim: every method used, in RFC 8176's words.
+    pub fn amr(self) -> &'static [&'static str] {
+        match self {
+            Self::Password => &["pwd"],
+            Self::External => &["oauth"],
+            Self::PasswordAndTotp => &["pwd", "otp"],
         }
     }
 
     /// The method stored as `value`; `None` for anything this version does not write.
     pub fn from_stored(value: &str) -> Option<Self> {
-        [Self::Password, Self::External]
+        [Self::Password, Self::External, Self::PasswordAndTotp]
             .into_iter()
             .find(|method| method.as_str() == value)
     }
@@ -35,11 +48,22 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips_and_nothing_else_parses() {
-        for method in [AuthMethod::Password, AuthMethod::External] {
+        for method in [
+            AuthMethod::Password,
+            AuthMethod::External,
+            AuthMethod::PasswordAndTotp,
+        ] {
             assert_eq!(AuthMethod::from_stored(method.as_str()), Some(method));
         }
-        for other in ["", "PWD", "otp", "pwd ", "oidc"] {
+        for other in ["", "PWD", "otp", "pwd ", "oidc", "otp+pwd", "pwd+otp "] {
             assert_eq!(AuthMethod::from_stored(other), None, "{other:?}");
         }
+    }
+
+    #[test]
+    fn a_second_factor_adds_otp_to_the_amr() {
+        assert_eq!(AuthMethod::Password.amr(), ["pwd"]);
+        assert_eq!(AuthMethod::External.amr(), ["oauth"]);
+        assert_eq!(AuthMethod::PasswordAndTotp.amr(), ["pwd", "otp"]);
     }
 }

@@ -68,11 +68,14 @@ pub(super) async fn signup(
 /// `invalid_credentials` (the same for an unknown email and a wrong password, in about the same
 /// time), 403 `account_disabled` (only once the password is right), 429 `rate_limited` while
 /// the email is locked after consecutive failures (known or not, right password or not), or,
-/// for a login with a valid device token, while that token is locked.
+/// for a login with a valid device token, while that token is locked. For an account with a
+/// TOTP second factor a right password answers 401 `mfa_required` with an `mfa_token` (a
+/// single-use challenge, five minutes) instead of tokens: `POST /login/mfa` completes it with
+/// a code.
 #[utoipa::path(post, path = "/login", request_body = LoginRequest, responses(
     (status = 200, description = "a session, and a device token for later logins", body = TokenResponse),
     (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
-    (status = 401, description = "invalid_credentials", body = ErrorBody),
+    (status = 401, description = "invalid_credentials; or, the password right and a second factor on, mfa_required with the mfa_token to send to /login/mfa", body = ErrorBody),
     (status = 403, description = "account_disabled", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),

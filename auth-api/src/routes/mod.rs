@@ -12,6 +12,7 @@ pub mod openapi;
 mod password;
 mod sessions;
 mod sign_in;
+mod totp;
 mod validate;
 
 pub(crate) use accounts::rfc3339;
@@ -61,6 +62,13 @@ pub fn router(state: AppState) -> Router {
             "/login",
             post(accounts::login).layer(limited(Some(Metrics::login))),
         )
+        .route(
+            "/login/mfa",
+            post(totp::login_mfa).layer(limited(Some(Metrics::login))),
+        )
+        .route("/totp/enroll", post(totp::enroll).layer(limited(None)))
+        .route("/totp/confirm", post(totp::confirm).layer(limited(None)))
+        .route("/totp/disable", post(totp::disable).layer(limited(None)))
         .route(
             "/refresh",
             post(sessions::refresh).layer(limited(Some(Metrics::refresh))),

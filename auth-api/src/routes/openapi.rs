@@ -15,7 +15,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{accounts, health, jwks, password, sessions, sign_in, validate, TokenResponse};
+use super::{accounts, health, jwks, password, sessions, sign_in, totp, validate, TokenResponse};
 use crate::{error::ErrorBody, service::LogoutScope, tokens::AccessClaims};
 
 /// The public API.
@@ -28,6 +28,10 @@ use crate::{error::ErrorBody, service::LogoutScope, tokens::AccessClaims};
         sessions::refresh,
         sessions::logout,
         password::change_password,
+        totp::login_mfa,
+        totp::enroll,
+        totp::confirm,
+        totp::disable,
         validate::validate,
         jwks::public_jwks,
         jwks::openid_configuration,

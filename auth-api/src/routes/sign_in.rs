@@ -135,6 +135,7 @@ fn refusal(refused: &Refused, headers: &HeaderMap) -> Response {
             error: reason.code().to_owned(),
             message: reason.description().to_owned(),
             reason: None,
+            mfa_token: None,
         };
         (status, axum::Json(body)).into_response()
     };

@@ -3,7 +3,7 @@
 
 use super::{
     access::{self, Grant, TokenPair},
-    sessions, Error, Result,
+    mfa, sessions, Error, Result,
 };
 use crate::{
     devices::{DeviceTokens, Holder},
@@ -66,7 +66,9 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<New
 /// token. With a `device_token` that this user was given, the attempt counts against that
 /// token's own lock instead of the email's ([`crate::devices`], SECURITY.md E 48); any other
 /// token, one issued before the user's last password change, rehash, "logout everywhere" or
-/// disable, and any token for an unknown email, counts as none.
+/// disable, and any token for an unknown email, counts as none. For an account with a
+/// confirmed TOTP second factor a right password opens no session: [`Error::MfaRequired`]
+/// carries the challenge that [`mfa::complete`] takes with a code.
 #[tracing::instrument(skip_all, fields(user_id))]
 pub async fn login(
     state: &AppState,
@@ -130,7 +132,17 @@ pub async fn login(
         );
         return Err(Error::InvalidCredentials);
     };
-    state.store.clear_login_failures(&lock_key).await?;
+    // With a second factor the password alone signs nobody in: its attempt stays counted until
+    // a code completes the login (service::mfa), so that logging in again hands whoever knows
+    // the password no fresh series of code guesses.
+    let second_factor = state
+        .store
+        .totp_enrolment(&user.id)
+        .await?
+        .is_some_and(|enrolment| enrolment.is_confirmed());
+    if !second_factor {
+        state.store.clear_login_failures(&lock_key).await?;
+    }
     tracing::Span::current().record("user_id", user.id.as_str());
     if user.disabled_at.is_some() {
         state.metrics.login("account_disabled");
@@ -140,6 +152,20 @@ pub async fn login(
             "login to a disabled account"
         );
         return Err(Error::AccountDisabled);
+    }
+    if second_factor {
+        // The challenge is bound to the hash stored from now on.
+        let rehashed = rehash_if_weaker(state, &user, password).await;
+        let user = UserRow {
+            password_hash: rehashed.unwrap_or(user.password_hash),
+            ..user
+        };
+        state.metrics.login("mfa_required");
+        tracing::info!(
+            event = "login_mfa_required",
+            "password right; a second factor is required"
+        );
+        return Err(mfa::challenge(state, &user, &lock_key, now).await?);
     }
     let Some(opened) = sessions::open(state, &user, AuthMethod::Password, now).await? else {
         // The password changed, or the account was disabled, while this login checked the
@@ -316,7 +342,7 @@ pub async fn change_password(
 /// once the free attempts are used up is set in the same write, so concurrent guesses cannot
 /// all pass the check first; a right password clears the count. Login and the password change
 /// share one counter, so a stolen access token does not open a second guessing channel.
-async fn reserve_password_check(state: &AppState, key: &str, now: i64) -> Result<i64> {
+pub(super) async fn reserve_password_check(state: &AppState, key: &str, now: i64) -> Result<i64> {
     let throttle = state.login_throttle;
     let reservation = state
         .store

@@ -39,6 +39,30 @@ pub enum Error {
     /// Password change: the current password given is wrong.
     #[error("the current password is wrong")]
     WrongPassword,
+    /// Login: the password is right and the account has a second factor: complete the login
+    /// at `/login/mfa` with this challenge and a code.
+    #[error("a second factor is required")]
+    MfaRequired {
+        /// The single-use challenge (shown to the client once; only its hash is stored).
+        mfa_token: secrecy::SecretString,
+    },
+    /// Second step of a login: the challenge is unknown, expired, used, or voided by a change
+    /// of the user's credentials since it was issued.
+    #[error("the mfa_token is invalid, expired or used; log in again")]
+    InvalidMfaToken,
+    /// A TOTP code or recovery code is wrong, malformed, or already used.
+    #[error("the code is wrong or already used")]
+    InvalidCode,
+    /// TOTP enrolment: the user already has a confirmed second factor.
+    #[error("a second factor is already enabled; disable it first")]
+    TotpAlreadyEnabled,
+    /// TOTP confirmation: no enrolment waits for a first code (none started, or started more
+    /// than ten minutes ago).
+    #[error("no TOTP enrolment waits for confirmation; start again")]
+    TotpNotPending,
+    /// TOTP disable: the user has no second factor.
+    #[error("no second factor is enabled")]
+    TotpNotEnabled,
     /// Too many password hashes are already waiting.
     #[error("the service is busy, retry shortly")]
     Overloaded,

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod accounts;
 mod error;
+pub mod mfa;
 pub mod sessions;
 pub mod sign_in;
 pub mod totp;

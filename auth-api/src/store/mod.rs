@@ -19,6 +19,7 @@ mod emails;
 mod identities;
 mod keys;
 mod login_attempts;
+mod mfa;
 mod outbox;
 mod revocations;
 mod sessions;
@@ -44,6 +45,7 @@ pub use identities::{
 };
 pub use keys::{KeyMaterial, StoredKey};
 pub use login_attempts::LoginReservation;
+pub use mfa::MfaChallenge;
 pub use outbox::{
     enqueue_email, AfterFailure, ClaimedEmail, OutboxCounts, OutboxEntry, QueuedEmail,
 };

@@ -36,6 +36,7 @@ mod smtp_sink;
 mod social_login;
 mod startup;
 mod throttle;
+mod totp;
 mod totp_store;
 mod unavailable;
 mod validate;

@@ -190,6 +190,31 @@ async fn the_running_service_purges_expired_sign_in_flows(backend: Backend) {
     for row in [flow(expired, now - 3600), flow(live, now)] {
         app.state.store.insert_sign_in_flow(&row).await.unwrap();
     }
+    // And second-factor challenges of logins never finished: one expired, one live, of two
+    // users (a user's new challenge deletes their own expired ones).
+    let challenge = |user: &crate::helpers::TestUser,
+                     user_id: String,
+                     token_hash: [u8; 32],
+                     created_at: i64| {
+        auth_api::store::MfaChallenge {
+            token_hash: token_hash.to_vec(),
+            user_id,
+            password_digest: vec![3; 32],
+            tokens_valid_after: 0,
+            lock_key: user.email.clone(),
+            created_at,
+            expires_at: created_at + 300,
+        }
+    };
+    for (token_hash, created_at) in [(expired, now - 3600), (live, now)] {
+        let (user, _) = app.logged_in_user().await;
+        let user_id = app.user(&user.email).await.id;
+        app.state
+            .store
+            .insert_mfa_challenge(&challenge(&user, user_id, token_hash, created_at))
+            .await
+            .unwrap();
+    }
     let raw = app.raw().await;
 
     // Act
@@ -203,7 +228,8 @@ async fn the_running_service_purges_expired_sign_in_flows(backend: Backend) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let left = loop {
         let left = raw.bytes("sign_in_flows", "state_hash").await;
-        if left.len() < 2 || tokio::time::Instant::now() > deadline {
+        let challenges = raw.bytes("mfa_challenges", "token_hash").await;
+        if (left.len() < 2 && challenges.len() < 2) || tokio::time::Instant::now() > deadline {
             break left;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -217,6 +243,11 @@ async fn the_running_service_purges_expired_sign_in_flows(backend: Backend) {
 
     // Assert
     assert_eq!(left, vec![live.to_vec()], "only the live flow is kept");
+    assert_eq!(
+        raw.bytes("mfa_challenges", "token_hash").await,
+        vec![live.to_vec()],
+        "only the live challenge is kept"
+    );
     raw.close().await;
 }
 
