@@ -398,8 +398,9 @@ async fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
     match command {
         OutboxCommand::List { stuck, limit } => {
             // A pending message due this long ago should have been claimed by a running sender.
-            let stuck_since =
-                now - crate::clock::secs(config.outbox_poll_interval) - STUCK_GRACE_SECS;
+            let stuck_since = now
+                .saturating_sub(crate::clock::secs(config.outbox_poll_interval))
+                .saturating_sub(STUCK_GRACE_SECS);
             println!(
                 "{:<36} {:<16} {:<32} {:<8} {:>8} {:<20} LAST ERROR",
                 "ID", "KIND", "RECIPIENT", "STATUS", "ATTEMPTS", "NEXT ATTEMPT"

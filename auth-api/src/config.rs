@@ -139,11 +139,11 @@ pub struct Config {
     /// `AUTH_EMAIL_FROM`, required when `AUTH_SMTP_URL` is set: the `From` of every message, a
     /// mailbox such as `Accounts <accounts@example.com>` or `accounts@example.com`.
     pub email_from: Option<lettre::message::Mailbox>,
-    /// `AUTH_SMTP_TIMEOUT_SECS`, default 20, at least 1: the longest one message may take to
+    /// `AUTH_SMTP_TIMEOUT_SECS`, default 20, at least 1, at most 300: the longest one message may take to
     /// deliver (connection, TLS, every command); a relay slower than that counts as a failed
     /// attempt.
     pub smtp_timeout: Duration,
-    /// `AUTH_OUTBOX_POLL_SECS`, default 5, at least 1: how often the sender looks for due
+    /// `AUTH_OUTBOX_POLL_SECS`, default 5, at least 1, at most 3600: how often the sender looks for due
     /// messages when nothing wakes it.
     pub outbox_poll_interval: Duration,
     /// `AUTH_OUTBOX_MAX_ATTEMPTS`, default 12, at least 1: delivery attempts before a message
@@ -267,6 +267,12 @@ pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 const MIN_INTERNAL_TOKEN_LEN: usize = 32;
 /// Shortest `AUTH_PASSWORD_PEPPER`, in bytes.
 const MIN_PEPPER_LEN: usize = 32;
+/// The longest `AUTH_SMTP_TIMEOUT_SECS`: a claim's lease covers a batch timing out message by
+/// message, and a relay that needs minutes per message is down, not slow.
+const MAX_SMTP_TIMEOUT_SECS: u64 = 300;
+/// The longest `AUTH_OUTBOX_POLL_SECS`: the backoff's longest wait, so a retry is not late by
+/// more than it waited.
+const MAX_OUTBOX_POLL_SECS: u64 = 3600;
 
 impl Config {
     /// Reads every `AUTH_*` variable over the defaults.
@@ -424,10 +430,10 @@ impl Config {
             smtp_url: env.smtp_url()?,
             email_from: env.email_from()?,
             smtp_timeout: env
-                .secs("AUTH_SMTP_TIMEOUT_SECS", 1)?
+                .secs_capped("AUTH_SMTP_TIMEOUT_SECS", 1, MAX_SMTP_TIMEOUT_SECS)?
                 .unwrap_or(d.smtp_timeout),
             outbox_poll_interval: env
-                .secs("AUTH_OUTBOX_POLL_SECS", 1)?
+                .secs_capped("AUTH_OUTBOX_POLL_SECS", 1, MAX_OUTBOX_POLL_SECS)?
                 .unwrap_or(d.outbox_poll_interval),
             outbox_max_attempts: env
                 .parsed_at_least("AUTH_OUTBOX_MAX_ATTEMPTS", 1)?
@@ -508,6 +514,21 @@ impl Env<'_> {
         match self.parsed::<u64>(name)? {
             Some(n) if n < min => Err(ConfigError::new(name, format!("must be at least {min}"))),
             other => Ok(other.map(Duration::from_secs)),
+        }
+    }
+
+    /// [`Self::secs`] with an upper bound `max` too.
+    fn secs_capped(
+        &self,
+        name: &'static str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match self.secs(name, min)? {
+            Some(d) if d.as_secs() > max => {
+                Err(ConfigError::new(name, format!("must be at most {max}")))
+            }
+            other => Ok(other),
         }
     }
 
@@ -807,6 +828,22 @@ mod tests {
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
             ("AUTH_SMTP_TIMEOUT_SECS", "0", "no time to send"),
             ("AUTH_OUTBOX_POLL_SECS", "0", "a busy loop"),
+            (
+                "AUTH_SMTP_TIMEOUT_SECS",
+                "301",
+                "a lease of hours per batch",
+            ),
+            (
+                "AUTH_SMTP_TIMEOUT_SECS",
+                "18446744073709551615",
+                "overflows the lease",
+            ),
+            ("AUTH_OUTBOX_POLL_SECS", "3601", "mail waits hours"),
+            (
+                "AUTH_OUTBOX_POLL_SECS",
+                "18446744073709551615",
+                "overflows the stuck cutoff",
+            ),
             ("AUTH_OUTBOX_MAX_ATTEMPTS", "0", "never tried"),
             ("AUTH_SIGNING_ALG", "none", "no such algorithm"),
             (
@@ -842,6 +879,17 @@ mod tests {
             let err = load(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{reason}: {err}");
         }
+    }
+
+    #[test]
+    fn smtp_timeout_and_outbox_poll_accept_their_caps() {
+        let config = load(&[
+            ("AUTH_SMTP_TIMEOUT_SECS", "300"),
+            ("AUTH_OUTBOX_POLL_SECS", "3600"),
+        ])
+        .unwrap();
+        assert_eq!(config.smtp_timeout, Duration::from_secs(300));
+        assert_eq!(config.outbox_poll_interval, Duration::from_secs(3600));
     }
 
     #[test]

@@ -383,14 +383,20 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let mfa_token = self.mfa_token();
+        // The challenge is a credential for five minutes: no cache keeps it (RFC 6749 §5.1).
+        let carries_secret = mfa_token.is_some();
         let body = Body {
             error: self.code(),
             message: self.client_message(),
             reason: self.weak_password_reason(),
-            mfa_token: self.mfa_token(),
+            mfa_token,
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
+        if carries_secret {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if let Some(challenge) = self
             .challenge()
             .and_then(|c| HeaderValue::from_str(&c).ok())

@@ -22,6 +22,9 @@ CREATE TABLE email_outbox (
     last_error      VARBINARY(1000),
     sent_at         BIGINT,
     dead_at         BIGINT,
-    INDEX email_outbox_due_idx (status, next_attempt_at),
+    -- `created_at` too, so the index serves the claim's whole ORDER BY: otherwise MariaDB
+    -- sorts every due row and FOR UPDATE SKIP LOCKED locks them all, leaving nothing to a
+    -- concurrent replica.
+    INDEX email_outbox_due_idx (status, next_attempt_at, created_at),
     INDEX email_outbox_recipient_idx (recipient, created_at)
 ) ENGINE = InnoDB;

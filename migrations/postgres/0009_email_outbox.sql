@@ -40,7 +40,9 @@ CREATE TABLE email_outbox (
     sent_at         BIGINT,
     dead_at         BIGINT
 );
--- The sender's claim: due pending messages, oldest due first.
-CREATE INDEX email_outbox_due_idx ON email_outbox (status, next_attempt_at);
+-- The sender's claim: due pending messages, oldest due first. `created_at` too, so the index
+-- serves the claim's whole ORDER BY: MariaDB otherwise sorts every due row, and its
+-- FOR UPDATE SKIP LOCKED then locks them all, leaving nothing to a concurrent replica.
+CREATE INDEX email_outbox_due_idx ON email_outbox (status, next_attempt_at, created_at);
 -- Per-recipient limits count what was queued for an address lately.
 CREATE INDEX email_outbox_recipient_idx ON email_outbox (recipient, created_at);

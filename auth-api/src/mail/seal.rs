@@ -40,7 +40,8 @@ impl Part {
 /// Why a body did not open. Names the message and the KEK, never content.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// The row names a KEK that is not configured (removed while the message waited).
+    /// The row names a KEK this replica does not hold (a newer key not yet rolled out to it, or
+    /// one removed while the message waited).
     #[error(
         "the body is sealed under key-encryption key {0:?}, which AUTH_KEY_ENCRYPTION_KEYS does \
          not hold"

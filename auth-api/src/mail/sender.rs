@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    seal::{self, Part},
+    seal::{self, OpenError, Part},
     smtp::{Outgoing, SendError},
     Mailer,
 };
@@ -80,7 +80,10 @@ impl Sender {
             let claim_id = uuid::Uuid::new_v4().to_string();
             let now = self.state.clock.now();
             // Long enough for the whole batch to time out message by message.
-            let lease_until = now + BATCH * secs(self.mailer.timeout()).max(1) + LEASE_MARGIN_SECS;
+            // Saturating: the configuration bounds the timeout, but a lease is never worth a panic.
+            let lease_until = now
+                .saturating_add(BATCH.saturating_mul(secs(self.mailer.timeout()).max(1)))
+                .saturating_add(LEASE_MARGIN_SECS);
             let batch = match self
                 .state
                 .store
@@ -107,8 +110,11 @@ impl Sender {
     async fn send(&self, email: &ClaimedEmail) -> Result<(), SendError> {
         let keks = self.state.ring.keks();
         let open = |part, stored: &[u8]| {
-            seal::open(keks, &email.body_kek, &email.id, part, stored)
-                .map_err(|e| SendError::Invalid(e.to_string()))
+            seal::open(keks, &email.body_kek, &email.id, part, stored).map_err(|e| match e {
+                OpenError::UnknownKek(_) => SendError::KeyMissing(e.to_string()),
+                // Present but not authentic: an altered or moved row, which no replica opens.
+                OpenError::WrongKey(_) => SendError::Invalid(e.to_string()),
+            })
         };
         let text = open(Part::Text, &email.text_body)?;
         let html = open(Part::Html, &email.html_body)?;
@@ -124,10 +130,25 @@ impl Sender {
     }
 
     /// Sends one claimed message and records the outcome under `claim_id`. Logs name the
-    /// message by id and kind: never a body, which will hold single-use tokens.
+    /// message by id and kind: never a body, which will hold single-use tokens, nor the relay's
+    /// answer, which may quote the recipient or a line of the message (only its codes).
     async fn deliver(&self, email: &ClaimedEmail, claim_id: &str) {
         let store = &self.state.store;
         let metrics = &self.state.metrics;
+        let max_attempts = self.state.config.outbox_max_attempts;
+        let now = self.state.clock.now();
+        // The claim counted this attempt: more than the maximum means earlier claims never
+        // recorded their outcome (a sender that died, or a store that refused the record), and
+        // the message would otherwise be claimed forever.
+        if email.attempts > max_attempts {
+            let message = format!(
+                "gave up after {} attempts whose outcome was never recorded",
+                email.attempts.saturating_sub(1)
+            );
+            self.record_failure(email, claim_id, &message, &message, now, None)
+                .await;
+            return;
+        }
         let outcome = self.send(email).await;
         let now = self.state.clock.now();
         let recorded = match outcome {
@@ -144,38 +165,73 @@ impl Sender {
                         tracing::warn!(email_id = %email.id, kind = %email.kind, "email sent after its claim's lease ended");
                     }
                 }),
+            Err(error @ SendError::KeyMissing(_)) => {
+                // Not this replica's to send, nor a reason to give up: another replica may hold
+                // the key, or this one once its configuration is fixed. The bodies stay, and the
+                // attempt is not counted, so the wait stays the first backoff's: a replica that
+                // holds the key takes it within 30 s.
+                let retry_at = now.saturating_add(backoff_secs(email.attempts));
+                store
+                    .defer_email(&email.id, claim_id, &error.to_string(), retry_at)
+                    .await
+                    .map(|ours| {
+                        let result = if ours { "deferred" } else { "failed_after_lease" };
+                        metrics.email_sent(&email.kind, result);
+                        tracing::warn!(email_id = %email.id, kind = %email.kind, result,
+                            reason = error.summary(), "email not opened: its key-encryption key is not configured here");
+                    })
+            }
             Err(error) => {
                 // Every relay failure is retried, permanent SMTP answers (5xx) included: a
                 // misconfigured relay (a wrong password is 535) must not kill every message at
                 // once; an operator who fixes it sees the mail go out.
                 let retry_at = match &error {
-                    SendError::Invalid(_) => None,
-                    SendError::Smtp(_)
-                        if email.attempts >= self.state.config.outbox_max_attempts =>
-                    {
-                        None
-                    }
-                    SendError::Smtp(_) => Some(now + backoff_secs(email.attempts)),
+                    SendError::Invalid(_) | SendError::KeyMissing(_) => None,
+                    SendError::Smtp { .. } if email.attempts >= max_attempts => None,
+                    SendError::Smtp { .. } => Some(now.saturating_add(backoff_secs(email.attempts))),
                 };
-                let message = error.to_string();
-                store
-                    .mark_email_failed(&email.id, claim_id, &message, now, retry_at)
-                    .await
-                    .map(|after| {
-                        let result = match after {
-                            AfterFailure::RetryAt(_) => "retry",
-                            AfterFailure::Dead => "dead",
-                            AfterFailure::NotOurs => "failed_after_lease",
-                        };
-                        metrics.email_sent(&email.kind, result);
-                        tracing::warn!(email_id = %email.id, kind = %email.kind, attempts = email.attempts,
-                            result, error = %message, "email not delivered");
-                    })
+                self.record_failure(email, claim_id, &error.to_string(), error.summary(), now, retry_at)
+                    .await;
+                return;
             }
         };
         if let Err(e) = recorded {
             // The lease ends and the message is claimed again: at-least-once.
             tracing::warn!(email_id = %email.id, error = %e, "cannot record an email's delivery; it will be sent again");
+        }
+    }
+
+    /// Records a failed attempt: `message` (stored for operators) and `summary` (what the log
+    /// shows), due again at `retry_at` or dead.
+    async fn record_failure(
+        &self,
+        email: &ClaimedEmail,
+        claim_id: &str,
+        message: &str,
+        summary: &str,
+        now: i64,
+        retry_at: Option<i64>,
+    ) {
+        match self
+            .state
+            .store
+            .mark_email_failed(&email.id, claim_id, message, now, retry_at)
+            .await
+        {
+            Ok(after) => {
+                let result = match after {
+                    AfterFailure::RetryAt(_) => "retry",
+                    AfterFailure::Dead => "dead",
+                    AfterFailure::NotOurs => "failed_after_lease",
+                };
+                self.state.metrics.email_sent(&email.kind, result);
+                tracing::warn!(email_id = %email.id, kind = %email.kind, attempts = email.attempts,
+                    result, reason = summary, "email not delivered");
+            }
+            Err(e) => {
+                // The lease ends and the message is claimed again: at-least-once.
+                tracing::warn!(email_id = %email.id, error = %e, "cannot record an email's delivery; it will be sent again");
+            }
         }
     }
 

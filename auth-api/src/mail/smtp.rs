@@ -42,13 +42,80 @@ impl std::fmt::Debug for Mailer {
 /// Why one delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The message cannot be built or opened (a recipient that is not a mailbox, a body sealed
-    /// under a KEK no longer configured): retrying cannot help.
+    /// The message cannot be built or opened (a recipient that is not a mailbox, a body that
+    /// does not authenticate): retrying cannot help.
     #[error("{0}")]
     Invalid(String),
-    /// The relay refused it or could not be reached, or took longer than allowed.
+    /// A body is sealed under a key-encryption key this replica does not hold: another replica,
+    /// or this one once its `AUTH_KEY_ENCRYPTION_KEYS` is fixed, can still send it.
     #[error("{0}")]
-    Smtp(String),
+    KeyMissing(String),
+    /// The relay refused it or could not be reached, or took longer than allowed. `detail` is
+    /// the relay's whole answer, which may quote the recipient or a line of the message;
+    /// `reply` only its SMTP code and enhanced status (or the kind of failure), for logs.
+    #[error("{detail}")]
+    Smtp {
+        /// `550 5.1.1`, `421`, `timeout`, `Connection error`, …
+        reply: String,
+        /// The error in full.
+        detail: String,
+    },
+}
+
+impl SendError {
+    /// What a log may show of the failure: never the relay's text (SECURITY.md I 100: it can
+    /// carry the recipient, or a line with a single-use link). The other variants are our own
+    /// words, naming at most a key-encryption key's id.
+    pub fn summary(&self) -> &str {
+        match self {
+            Self::Invalid(text) | Self::KeyMissing(text) => text,
+            Self::Smtp { reply, .. } => reply,
+        }
+    }
+
+    fn smtp(error: &lettre::transport::smtp::Error) -> Self {
+        let reply = match error.status() {
+            Some(code) => {
+                let text = std::error::Error::source(error)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                match enhanced_status(&text) {
+                    Some(enhanced) => format!("{code} {enhanced}"),
+                    None => code.to_string(),
+                }
+            }
+            None if error.is_timeout() => "timeout".to_owned(),
+            // Without a code, lettre's own words for the kind come before the first colon.
+            None => error
+                .to_string()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        Self::Smtp {
+            reply,
+            detail: error.to_string(),
+        }
+    }
+}
+
+/// The enhanced status code (RFC 3463, `class.subject.detail`) that starts an SMTP reply's
+/// text, if it does.
+fn enhanced_status(text: &str) -> Option<&str> {
+    let word = text.split_whitespace().next()?;
+    let mut parts = word.split('.');
+    let class = parts.next()?;
+    let subject = parts.next()?;
+    let detail = parts.next()?;
+    let digits = |part: &str, max: usize| {
+        (1..=max).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    (parts.next().is_none()
+        && matches!(class, "2" | "4" | "5")
+        && digits(subject, 3)
+        && digits(detail, 3))
+    .then_some(word)
 }
 
 impl Mailer {
@@ -84,11 +151,11 @@ impl Mailer {
         let message = self.message(email)?;
         match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SendError::Smtp(e.to_string())),
-            Err(_) => Err(SendError::Smtp(format!(
-                "no answer within {} s",
-                self.timeout.as_secs()
-            ))),
+            Ok(Err(e)) => Err(SendError::smtp(&e)),
+            Err(_) => Err(SendError::Smtp {
+                reply: "timeout".to_owned(),
+                detail: format!("no answer within {} s", self.timeout.as_secs()),
+            }),
         }
     }
 
@@ -119,5 +186,24 @@ impl Mailer {
                     ),
             )
             .map_err(|e| SendError::Invalid(format!("cannot build the message: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enhanced_status_is_read_from_the_start_of_a_reply_only() {
+        assert_eq!(
+            enhanced_status("5.1.1 <user@example.org>: Recipient address rejected"),
+            Some("5.1.1")
+        );
+        assert_eq!(enhanced_status("4.7.0 try later"), Some("4.7.0"));
+        assert_eq!(enhanced_status("Recipient 5.1.1 rejected"), None);
+        assert_eq!(enhanced_status("5.1 short"), None);
+        assert_eq!(enhanced_status("5.1.1.1 long"), None);
+        assert_eq!(enhanced_status("1.2.3 no such class"), None);
+        assert_eq!(enhanced_status(""), None);
     }
 }

@@ -132,17 +132,15 @@ pub async fn login(
         );
         return Err(Error::InvalidCredentials);
     };
-    // With a second factor the password alone signs nobody in: its attempt stays counted until
-    // a code completes the login (service::mfa), so that logging in again hands whoever knows
-    // the password no fresh series of code guesses.
+    // A right password clears the password's streak; with a second factor it opens no
+    // session, and code guesses count on the user's own code lock (`totp::code_lock_key`),
+    // which only a right code clears: logging in again gives nobody fresh code guesses.
+    state.store.clear_login_failures(&lock_key).await?;
     let second_factor = state
         .store
         .totp_enrolment(&user.id)
         .await?
         .is_some_and(|enrolment| enrolment.is_confirmed());
-    if !second_factor {
-        state.store.clear_login_failures(&lock_key).await?;
-    }
     tracing::Span::current().record("user_id", user.id.as_str());
     if user.disabled_at.is_some() {
         state.metrics.login("account_disabled");

@@ -19,6 +19,7 @@ use super::{
     access::{self, Grant, TokenPair},
     accounts::reserve_password_check,
     sessions,
+    totp::code_lock_key,
     totp::{check_second_factor, SecondFactor},
     Error, Result,
 };
@@ -119,7 +120,8 @@ pub async fn complete(
         state.store.delete_mfa_challenge(&token_hash).await?;
         return Err(Error::InvalidMfaToken);
     };
-    let failures = match reserve_password_check(state, &challenge.lock_key, now).await {
+    let code_lock = code_lock_key(&user.id);
+    let failures = match reserve_password_check(state, &code_lock, now).await {
         Ok(failures) => failures,
         Err(e) => {
             if matches!(e, Error::Locked { .. }) {
@@ -142,10 +144,7 @@ pub async fn complete(
         // Another request completed this challenge first.
         return Err(Error::InvalidMfaToken);
     }
-    state
-        .store
-        .clear_login_failures(&challenge.lock_key)
-        .await?;
+    state.store.clear_login_failures(&code_lock).await?;
     let Some(opened) = sessions::open(state, &user, AuthMethod::PasswordAndTotp, now).await? else {
         // The password changed, or the account was disabled, since the checks above.
         state.metrics.login("invalid_credentials");

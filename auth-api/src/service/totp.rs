@@ -57,6 +57,16 @@ impl std::fmt::Debug for SecondFactor<'_> {
     }
 }
 
+/// The key of a user's own lock on second-factor codes (in `login_attempts`, beside the
+/// emails' and device tokens' password locks, with the same schedule). Every code tried, at
+/// `/login/mfa`, `/totp/confirm` or `/totp/disable`, reserves an attempt on it, and only a
+/// right code clears it: not a right password (at `/login` or `/password`), not another
+/// device token, so nothing resets or multiplies the guesses at a user's codes. Not an
+/// email (no `@`), not a digest: no other key can take this form.
+pub(super) fn code_lock_key(user_id: &str) -> String {
+    format!("totp:{user_id}")
+}
+
 /// The user of a valid access token whose session is live (as `/password` checks it).
 async fn signed_in_user(state: &AppState, access_token: &str) -> Result<UserRow> {
     let verified = access::verify(state, access_token).await?;
@@ -131,7 +141,8 @@ pub async fn confirm(
         .await?
         .filter(|e| !e.is_confirmed() && now < e.created_at.saturating_add(ENROLMENT_TTL_SECS))
         .ok_or(Error::TotpNotPending)?;
-    let failures = reserve_password_check(state, &user.email, now).await?;
+    let code_lock = code_lock_key(&user.id);
+    let failures = reserve_password_check(state, &code_lock, now).await?;
     let secret = open_secret(state, &pending)?;
     let step = TotpCode::parse(code)
         .ok()
@@ -154,7 +165,7 @@ pub async fn confirm(
         // Confirmed, replaced or disabled meanwhile (another tab).
         return Err(Error::TotpNotPending);
     }
-    state.store.clear_login_failures(&user.email).await?;
+    state.store.clear_login_failures(&code_lock).await?;
     tracing::info!(event = "totp_enabled", "TOTP second factor enabled");
     Ok(codes.iter().map(RecoveryCode::formatted).collect())
 }
@@ -172,7 +183,8 @@ pub async fn disable(state: &AppState, access_token: &str, code: &str) -> Result
         .await?
         .filter(TotpEnrolment::is_confirmed)
         .ok_or(Error::TotpNotEnabled)?;
-    let failures = reserve_password_check(state, &user.email, now).await?;
+    let code_lock = code_lock_key(&user.id);
+    let failures = reserve_password_check(state, &code_lock, now).await?;
     if !check_second_factor(state, &enrolment, SecondFactor::Either(code), now).await? {
         tracing::info!(
             event = "totp_code_failed",
@@ -181,7 +193,7 @@ pub async fn disable(state: &AppState, access_token: &str, code: &str) -> Result
         );
         return Err(Error::InvalidCode);
     }
-    state.store.clear_login_failures(&user.email).await?;
+    state.store.clear_login_failures(&code_lock).await?;
     state.store.disable_totp(&user.id).await?;
     tracing::info!(event = "totp_disabled", "TOTP second factor disabled");
     Ok(())

@@ -270,7 +270,8 @@ impl Store {
 
     /// Records a failed attempt of message `id` under `claim_id`: it is due again at
     /// `retry_at`, or, when `give_up` (the attempts are spent or the failure is permanent), it
-    /// is kept as `dead` without its bodies. `error` is cut to 1000 bytes.
+    /// is kept as `dead` without its bodies. `error` is stored without control characters, cut
+    /// to 1000 bytes.
     pub async fn mark_email_failed(
         &self,
         id: &str,
@@ -279,7 +280,8 @@ impl Store {
         now: i64,
         retry_at: Option<i64>,
     ) -> Result<AfterFailure, sqlx::Error> {
-        let error = truncate(error, MAX_ERROR_BYTES);
+        let error = clean_error(error);
+        let error = error.as_str();
         let done = match retry_at {
             Some(at) => {
                 sqlx::query(self.sql(sql! {
@@ -321,9 +323,40 @@ impl Store {
         })
     }
 
+    /// Puts message `id` back, due at `retry_at`, when `claim_id` could not even try it (its
+    /// bodies are sealed under a key-encryption key this replica does not hold): the claim's
+    /// attempt is not counted, so the message does not run out of attempts on replicas that
+    /// cannot open it, and its bodies stay for one that can. `error` as in
+    /// [`Store::mark_email_failed`]; `false`: the claim no longer holds it.
+    pub async fn defer_email(
+        &self,
+        id: &str,
+        claim_id: &str,
+        error: &str,
+        retry_at: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let error = clean_error(error);
+        let done = sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE email_outbox SET next_attempt_at = $1, last_error = $2, \
+                              attempts = attempts - 1, claim_id = NULL, claimed_until = NULL \
+                              WHERE id = $3 AND claim_id = $4 AND status = 'pending'",
+            mysql:           "UPDATE email_outbox SET next_attempt_at = ?, last_error = ?, \
+                              attempts = attempts - 1, claim_id = NULL, claimed_until = NULL \
+                              WHERE id = ? AND claim_id = ? AND status = 'pending'",
+        }))
+        .bind(retry_at)
+        .bind(error)
+        .bind(id)
+        .bind(claim_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The outbox for operators, newest first, at most `limit` rows: every message, or with
-    /// `stuck` only the dead ones and the pending ones that have failed at least once or were
-    /// due before `stuck_since` (a sender should have taken them by then).
+    /// `stuck` only the dead ones and the pending ones that have failed at least once, were
+    /// claimed more than once (a claim whose outcome was never recorded leaves no error), or
+    /// were due before `stuck_since` (a sender should have taken them by then).
     pub async fn list_outbox(
         &self,
         stuck: bool,
@@ -335,12 +368,12 @@ impl Store {
                 postgres_sqlite: "SELECT id, kind, recipient, status, attempts, created_at, next_attempt_at, \
                                   claimed_until, last_error, sent_at FROM email_outbox \
                                   WHERE status = 'dead' OR (status = 'pending' AND \
-                                  (last_error IS NOT NULL OR next_attempt_at < $1)) \
+                                  (last_error IS NOT NULL OR attempts > 1 OR next_attempt_at < $1)) \
                                   ORDER BY created_at DESC, id LIMIT $2",
                 mysql:           "SELECT id, kind, recipient, status, attempts, created_at, next_attempt_at, \
                                   claimed_until, last_error, sent_at FROM email_outbox \
                                   WHERE status = 'dead' OR (status = 'pending' AND \
-                                  (last_error IS NOT NULL OR next_attempt_at < ?)) \
+                                  (last_error IS NOT NULL OR attempts > 1 OR next_attempt_at < ?)) \
                                   ORDER BY created_at DESC, id LIMIT ?",
             }))
             .bind(stuck_since)
@@ -436,6 +469,22 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// `error` as stored in `last_error`: a relay's reply may hold anything, and PostgreSQL refuses
+/// a NUL in text, so a reply with one would fail every recording of its failure (and the message
+/// would be claimed again and again). Line breaks and tabs become spaces, other control
+/// characters go; then cut to [`MAX_ERROR_BYTES`].
+fn clean_error(error: &str) -> String {
+    let clean: String = error
+        .chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect();
+    truncate(&clean, MAX_ERROR_BYTES).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +494,15 @@ mod tests {
         assert_eq!(truncate("short", 10), "short");
         assert_eq!(truncate("ééé", 3), "é");
         assert_eq!(truncate("abcdef", 4), "abcd");
+    }
+
+    #[test]
+    fn errors_are_stored_without_control_characters() {
+        assert_eq!(
+            clean_error("550 5.1.1\0 no\u{7} such\r\nuser\u{9b}é"),
+            "550 5.1.1 no such  useré"
+        );
+        let long = format!("{}\0", "é".repeat(600));
+        assert_eq!(clean_error(&long), "é".repeat(500));
     }
 }

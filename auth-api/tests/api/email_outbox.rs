@@ -1,13 +1,15 @@
 //! The email outbox and its sender against a real SMTP server (`SmtpSink`), on every store:
 //! delivery as multipart text and HTML, retries with backoff while the relay is down, one
 //! delivery per message with two replicas, at-least-once after a sender dies holding a claim,
-//! and messages given up shown to operators.
+//! messages given up shown to operators, a body under a key-encryption key this replica lacks
+//! left for one that holds it, and relay answers logged by their codes only.
 
 use std::{future::Future, process::Command, time::Duration};
 
 use auth_api::{
+    kek::KeyEncryptionKeys,
     mail::{Email, Sender},
-    store::OutboxEntry,
+    store::{AfterFailure, OutboxEntry},
     Config,
 };
 use tokio::sync::watch;
@@ -377,13 +379,85 @@ async fn a_message_given_up_after_its_last_attempt_is_listed_as_stuck(backend: B
     );
 }
 
-/// A body that cannot be opened (sealed under a key-encryption key since removed) can never be
-/// sent: given up at once, with the reason naming the KEK, and nothing reaches the relay.
-async fn a_message_that_does_not_open_is_dead_at_once_naming_the_kek(backend: Backend) {
+/// How many outbox rows still hold both sealed bodies and their KEK's id.
+async fn rows_with_bodies(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM email_outbox WHERE text_body IS NOT NULL \
+         AND html_body IS NOT NULL AND body_kek IS NOT NULL",
+    )
+    .fetch_one(&app.raw().await.pool)
+    .await
+    .unwrap()
+}
+
+/// A body sealed under a key-encryption key this replica does not hold (a newer key not yet
+/// rolled out to it, or one missing from its configuration) is not its to give up: the message
+/// stays pending with its bodies, the attempt not counted, and a replica that holds the key
+/// delivers it.
+async fn a_message_under_a_kek_this_replica_lacks_is_left_for_one_that_holds_it(backend: Backend) {
+    let sink = SmtpSink::start();
+    let (db, url) = TestDb::create(backend).await;
+    let lacking = TestApp::on_database(db, url.clone(), |c| with_smtp(c, sink.port)).await;
+    let (other_kek, _) = KeyEncryptionKeys::generate("kek-other").unwrap();
+    let queued = email(1).seal(&other_kek).unwrap();
+    let queued_at = lacking.clock.now();
+    lacking
+        .state
+        .store
+        .enqueue_email(&queued, queued_at)
+        .await
+        .unwrap();
+    let _lacking_sender = start_sender(&lacking);
+    lacking.state.outbox_wake.wake();
+
+    let row = until(&lacking, &queued.id, "put back", |row| async move {
+        row.last_error.is_some().then_some(row)
+    })
+    .await;
+    assert_eq!(row.status, "pending");
+    assert_eq!(row.attempts, 0, "no attempt was made");
+    assert_eq!(row.next_attempt_at, queued_at + 30);
+    assert!(row.claimed_until.is_none());
+    let error = row.last_error.unwrap();
+    assert!(error.contains("\"kek-other\""), "{error}");
+    assert!(error.contains("AUTH_KEY_ENCRYPTION_KEYS"), "{error}");
+    assert_eq!(rows_with_bodies(&lacking).await, 1, "the bodies are kept");
+    counted(
+        &lacking,
+        "auth_email_sent_total{kind=\"test\",result=\"deferred\"} 1",
+    )
+    .await;
+    assert!(sink.messages().is_empty());
+
+    // A replica that holds the key (beside the test's, which opens the rest of the database).
+    let (placeholder, _) = TestDb::create(Backend::Sqlite).await;
+    let holding = TestApp::on_database(placeholder, url, |c| {
+        with_smtp(c, sink.port);
+        let own: KeyEncryptionKeys = test_support::TEST_KEK.parse().unwrap();
+        c.key_encryption_keys = Some(own.with_fallback(&other_kek));
+    })
+    .await;
+    holding.advance(Duration::from_secs(30));
+    let _holding_sender = start_sender(&holding);
+    holding.state.outbox_wake.wake();
+    let messages = sink.wait_for(1, PATIENCE).await;
+    assert_eq!(messages[0]["headers"]["To"], "user1@example.org");
+    let row = until(&holding, &queued.id, "marked sent", |row| async move {
+        (row.status == "sent").then_some(row)
+    })
+    .await;
+    assert_eq!(row.attempts, 1);
+    assert_eq!(rows_with_bodies(&holding).await, 0);
+}
+
+/// A body that is there but does not authenticate (altered, or moved from another row) can
+/// never be sent, by any replica: given up at once, and nothing reaches the relay.
+async fn a_message_whose_body_does_not_authenticate_is_dead_at_once(backend: Backend) {
     let sink = SmtpSink::start();
     let app = TestApp::spawn_with(backend, |c| with_smtp(c, sink.port)).await;
     let mut queued = email(1).seal(app.state.ring.keks()).unwrap();
-    queued.body_kek = "kek-removed".to_owned();
+    // Another message's body: sealed under the same key, but bound to that message.
+    queued.text_body = email(2).seal(app.state.ring.keks()).unwrap().text_body;
     app.state
         .store
         .enqueue_email(&queued, app.clock.now())
@@ -398,9 +472,185 @@ async fn a_message_that_does_not_open_is_dead_at_once_naming_the_kek(backend: Ba
     .await;
     assert_eq!(row.attempts, 1);
     let error = row.last_error.unwrap();
-    assert!(error.contains("\"kek-removed\""), "{error}");
-    assert!(error.contains("AUTH_KEY_ENCRYPTION_KEYS"), "{error}");
+    assert!(error.contains("does not open"), "{error}");
     assert!(sink.messages().is_empty());
+}
+
+/// A message whose claims never recorded an outcome (senders that died, or a store that
+/// refused the record) shows among the stuck ones, and once past the maximum of attempts is
+/// given up without being sent again, rather than claimed forever.
+async fn a_message_whose_attempts_were_never_recorded_is_given_up_past_the_maximum(
+    backend: Backend,
+) {
+    let sink = SmtpSink::start();
+    let app = TestApp::spawn_with(backend, |c| {
+        with_smtp(c, sink.port);
+        c.outbox_max_attempts = 2;
+    })
+    .await;
+    let store = &app.state.store;
+    let now = app.clock.now();
+    let id = queue(&app, 1, now).await;
+    for (claim, at) in [("died-1", now), ("died-2", now + 60)] {
+        assert_eq!(
+            store
+                .claim_emails(claim, at, at + 60, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    // No error, and due again only when the second lease ends: stuck all the same.
+    let stuck = store.list_outbox(true, now + 60, 100).await.unwrap();
+    assert_eq!(stuck.len(), 1, "{stuck:?}");
+    assert_eq!((stuck[0].id.as_str(), stuck[0].attempts), (id.as_str(), 2));
+    assert!(stuck[0].last_error.is_none());
+
+    app.advance(Duration::from_secs(120));
+    let _sender = start_sender(&app);
+    app.state.outbox_wake.wake();
+    let row = until(&app, &id, "dead", |row| async move {
+        (row.status == "dead").then_some(row)
+    })
+    .await;
+    assert_eq!(row.attempts, 3);
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("gave up after 2 attempts whose outcome was never recorded")
+    );
+    counted(
+        &app,
+        "auth_email_sent_total{kind=\"test\",result=\"dead\"} 1",
+    )
+    .await;
+    assert!(sink.messages().is_empty(), "not sent a third time");
+    assert_eq!(rows_with_bodies(&app).await, 0);
+}
+
+/// A relay's answer may hold anything: PostgreSQL refuses a NUL in text, which would make every
+/// record of the failure fail (and the message be claimed again and again). Stored without
+/// control characters, on every store.
+async fn a_failure_is_recorded_without_control_characters(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let store = &app.state.store;
+    let now = app.clock.now();
+    let id = queue(&app, 1, now).await;
+    store.claim_emails("c", now, now + 60, 10).await.unwrap();
+    let after = store
+        .mark_email_failed(
+            &id,
+            "c",
+            "550 5.1.1\0 no\r\nsuch\u{7} user",
+            now,
+            Some(now + 30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, AfterFailure::RetryAt(now + 30));
+    assert_eq!(
+        entry(&app, &id).await.last_error.as_deref(),
+        Some("550 5.1.1 no  such user")
+    );
+}
+
+/// A relay on loopback that refuses every recipient with `reply`; its port.
+async fn refusing_relay(reply: &'static str) -> u16 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 relay.test ESMTP\r\n").await?;
+                while let Some(line) = lines.next_line().await? {
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let answer = match verb.as_str() {
+                        "RCPT" => reply,
+                        "QUIT" => "221 bye\r\n",
+                        _ => "250 relay.test\r\n",
+                    };
+                    write.write_all(answer.as_bytes()).await?;
+                    if verb == "QUIT" {
+                        break;
+                    }
+                }
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    port
+}
+
+/// The relay's answer can quote the recipient, or a line of the message with a single-use
+/// link: the log shows only its SMTP code and enhanced status, while the row keeps the text for
+/// operators (without its control characters: PostgreSQL would refuse the NUL).
+async fn a_refusal_is_logged_by_its_codes_and_kept_in_full_for_operators(backend: Backend) {
+    let (logs, _guard) = crate::audit::Captured::json_logs();
+    let port = refusing_relay(
+        "550 5.1.1 <user1@example.org>: no such user\0, see https://example.com/t/1\r\n",
+    )
+    .await;
+    let app = TestApp::spawn_with(backend, |c| with_smtp(c, port)).await;
+    let id = queue(&app, 1, app.clock.now()).await;
+    let _sender = start_sender(&app);
+    app.state.outbox_wake.wake();
+
+    let row = until(&app, &id, "a refused attempt", |row| async move {
+        row.last_error.is_some().then_some(row)
+    })
+    .await;
+    assert_eq!(row.status, "pending");
+    let error = row.last_error.unwrap();
+    assert!(
+        error.contains("<user1@example.org>: no such user, see https://example.com/t/1"),
+        "{error}"
+    );
+    counted(
+        &app,
+        "auth_email_sent_total{kind=\"test\",result=\"retry\"} 1",
+    )
+    .await;
+    let text = logs.text();
+    let event = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["message"] == "email not delivered")
+        .unwrap_or_else(|| panic!("no warning:\n{text}"));
+    assert_eq!(event["reason"], "550 5.1.1", "{event}");
+    assert_eq!(event["email_id"], id.as_str());
+    for secret in ["user1@example.org", "example.com/t/1", "no such user"] {
+        assert!(!text.contains(secret), "the logs show {secret:?}:\n{text}");
+    }
+}
+
+mod refusal {
+    #[tokio::test]
+    async fn sqlite() {
+        super::a_refusal_is_logged_by_its_codes_and_kept_in_full_for_operators(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        super::a_refusal_is_logged_by_its_codes_and_kept_in_full_for_operators(
+            crate::helpers::Backend::Postgres,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn mysql() {
+        super::a_refusal_is_logged_by_its_codes_and_kept_in_full_for_operators(
+            crate::helpers::Backend::Mysql,
+        )
+        .await;
+    }
 }
 
 /// What per-recipient limits will count: messages of a kind queued for an address since a time,
@@ -541,7 +791,10 @@ async fn the_running_service_sends_queued_mail_and_purges_old_sent_mail(backend:
 
 crate::on_every_backend!(
     mail_queued_for_a_recipient_is_counted_by_kind_and_time,
-    a_message_that_does_not_open_is_dead_at_once_naming_the_kek,
+    a_message_under_a_kek_this_replica_lacks_is_left_for_one_that_holds_it,
+    a_message_whose_body_does_not_authenticate_is_dead_at_once,
+    a_message_whose_attempts_were_never_recorded_is_given_up_past_the_maximum,
+    a_failure_is_recorded_without_control_characters,
     concurrent_claims_never_share_a_message,
     the_running_service_sends_queued_mail_and_purges_old_sent_mail,
     a_queued_message_arrives_as_text_and_html_from_the_configured_sender,

@@ -101,6 +101,7 @@ async fn mfa_token(app: &TestApp, user: &TestUser) -> String {
     );
     assert_eq!(response.error(), "mfa_required");
     assert!(response.body.get("access_token").is_none());
+    assert_eq!(response.header("cache-control"), Some("no-store"));
     response.str("mfa_token")
 }
 
@@ -336,17 +337,19 @@ async fn a_recovery_code_is_good_once(app: TestApp) {
     assert_eq!(both.status, StatusCode::BAD_REQUEST);
 }
 
-/// Wrong codes count against the email's lock like wrong passwords, and logging in again
-/// starts no fresh series: once locked, the right code and the right password wait too
-/// (429 with `Retry-After`); after the wait the right code gets in. Wrong codes at
-/// confirmation count on the same lock.
-async fn wrong_codes_lock_the_email_like_wrong_passwords(app: TestApp) {
+/// Every code tried counts on the user's own code lock, with the password's schedule, and
+/// only a right code clears it: logging in again with the right password, a right current
+/// password at `/password` (even with a new password the policy refuses), another device's
+/// token or the user's own factor cycled at `/totp/*` never give fresh guesses; and a right
+/// code never clears a password streak.
+async fn wrong_codes_lock_the_users_codes_and_nothing_else_resets_it(app: TestApp) {
     // Arrange
     let enrolled = enrolled(&app).await;
     let free = app.state.login_throttle.free_attempts;
     let token = mfa_token(&app, &enrolled.user).await;
+    let session = enrolled.tokens.access.clone();
 
-    // Act: guess until refused, logging in again in between
+    // Act: guess until refused, resetting what could be reset in between
     let mut guesses = 0;
     let locked = loop {
         let response = login_mfa(&app, &token, &wrong_code(&app, &enrolled.secret)).await;
@@ -356,12 +359,23 @@ async fn wrong_codes_lock_the_email_like_wrong_passwords(app: TestApp) {
         }
         assert_eq!(response.error(), "invalid_code");
         assert!(guesses <= free, "no lock after {guesses} wrong codes");
-        if guesses == 2 {
-            let again = app
-                .login(&enrolled.user.email, &enrolled.user.password)
-                .await;
-            assert_eq!(again.error(), "mfa_required");
-        }
+        let again = app
+            .login(&enrolled.user.email, &enrolled.user.password)
+            .await;
+        assert_eq!(again.error(), "mfa_required");
+        let weak = post_bearer(
+            &app,
+            "/password",
+            &session,
+            Some(json!({"current_password": enrolled.user.password, "new_password": "x"})),
+        )
+        .await;
+        assert_eq!(
+            weak.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            weak.body
+        );
     };
     let right_code = login_mfa(&app, &token, &code_now(&app, &enrolled.secret)).await;
     let right_password = app
@@ -374,34 +388,41 @@ async fn wrong_codes_lock_the_email_like_wrong_passwords(app: TestApp) {
     // Assert
     assert_eq!(locked.error(), "rate_limited");
     assert_eq!(right_code.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(right_password.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        right_password.error(),
+        "mfa_required",
+        "the password has its own lock"
+    );
     assert_eq!(after_wait.status, StatusCode::OK, "{}", after_wait.body);
 
-    // Act: confirmation guesses of another user
+    // Act: a password streak, then the user's own factor enrolled and confirmed
     let user = TestUser::random();
     user.register(&app).await;
     let tokens = user.login(&app).await;
-    let secret = secret_of(&post_bearer(&app, "/totp/enroll", &tokens.access, None).await);
-    let mut refused = None;
-    for _ in 0..=free {
-        let response = post_bearer(
-            &app,
-            "/totp/confirm",
-            &tokens.access,
-            Some(json!({"code": wrong_code(&app, &secret)})),
-        )
-        .await;
-        if response.status == StatusCode::TOO_MANY_REQUESTS {
-            refused = Some(response);
-            break;
-        }
-        assert_eq!(response.error(), "invalid_code");
+    // Wrong passwords until the email is locked (the clock is frozen: it stays locked).
+    let mut tries = 0;
+    while app
+        .login(&user.email, "a wrong password of length")
+        .await
+        .status
+        != StatusCode::TOO_MANY_REQUESTS
+    {
+        tries += 1;
+        assert!(tries <= free + 1, "no lock after {tries} wrong passwords");
     }
-    let password_meanwhile = app.login(&user.email, &user.password).await;
+    let secret = secret_of(&post_bearer(&app, "/totp/enroll", &tokens.access, None).await);
+    let confirmed = post_bearer(
+        &app,
+        "/totp/confirm",
+        &tokens.access,
+        Some(json!({"code": code_now(&app, &secret)})),
+    )
+    .await;
+    let password_after = app.login(&user.email, &user.password).await;
 
-    // Assert
-    assert!(refused.is_some(), "wrong confirmation codes never locked");
-    assert_eq!(password_meanwhile.status, StatusCode::TOO_MANY_REQUESTS);
+    // Assert: the right code cleared no password streak
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    assert_eq!(password_after.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// Disabling needs a code (or a recovery code): an access token alone does not remove the
@@ -645,7 +666,7 @@ crate::store_tests!(app on [sqlite]: (
     an_mfa_token_is_single_use_and_expires,
     an_mfa_token_is_bound_to_its_user_and_credentials,
     a_recovery_code_is_good_once,
-    wrong_codes_lock_the_email_like_wrong_passwords,
+    wrong_codes_lock_the_users_codes_and_nothing_else_resets_it,
     disabling_needs_a_code,
     enrolment_is_replaced_until_confirmed_and_refused_after,
     enrolment_needs_a_live_session,
