@@ -73,6 +73,10 @@ pub enum ApiError {
     /// 409 `totp_not_enabled`: the user has no second factor to disable.
     #[error("no second factor is enabled")]
     TotpNotEnabled,
+    /// 409 `totp_unavailable`: an account without a password (made by an external sign-in)
+    /// cannot add a second factor that no login would ask for.
+    #[error("an account without a password cannot add a second factor here")]
+    TotpUnavailable,
     /// 403 `wrong_password`: a signed-in user's current password, asked again before a
     /// password change, is wrong.
     #[error("the current password is wrong")]
@@ -208,6 +212,7 @@ impl From<service::Error> for ApiError {
             E::TotpAlreadyEnabled => Self::TotpAlreadyEnabled,
             E::TotpNotPending => Self::TotpNotPending,
             E::TotpNotEnabled => Self::TotpNotEnabled,
+            E::TotpUnavailable => Self::TotpUnavailable,
             E::Overloaded => Self::Overloaded,
             E::NotReady(why) => Self::NotReady(why),
             E::Unavailable(e) => Self::Unavailable(e),
@@ -236,7 +241,8 @@ impl ApiError {
             Self::EmailTaken
             | Self::TotpAlreadyEnabled
             | Self::TotpNotPending
-            | Self::TotpNotEnabled => StatusCode::CONFLICT,
+            | Self::TotpNotEnabled
+            | Self::TotpUnavailable => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidEmail(_) | Self::WeakPassword { .. } | Self::PasswordTooLong { .. } => {
@@ -267,6 +273,7 @@ impl ApiError {
             Self::TotpAlreadyEnabled => "totp_already_enabled",
             Self::TotpNotPending => "totp_not_pending",
             Self::TotpNotEnabled => "totp_not_enabled",
+            Self::TotpUnavailable => "totp_unavailable",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",

@@ -19,6 +19,12 @@ use crate::{
     state::AppState,
 };
 
+/// `{"password"}`: the account's password, asked again; deliberately without `Debug`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct EnrolRequest {
+    password: String,
+}
+
 /// `{"code"}`; deliberately without `Debug`.
 #[derive(Deserialize, ToSchema)]
 pub(super) struct CodeRequest {
@@ -70,16 +76,24 @@ fn no_store(body: impl Serialize) -> Response {
 /// Starts a TOTP enrolment for the access token's user: 200 with the secret, its `otpauth://`
 /// URI and a QR code of it. A pending enrolment is replaced; it must be confirmed within ten
 /// minutes. 409 `totp_already_enabled` once a second factor is on (disable it first).
-#[utoipa::path(post, path = "/totp/enroll", responses(
+#[utoipa::path(post, path = "/totp/enroll", request_body = EnrolRequest, responses(
     (status = 200, description = "the new secret, waiting for a first code (ten minutes)", body = EnrolmentResponse),
+    (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
     (status = 401, description = "no access token, or one that is not valid (expired, revoked, session ended, …)", body = ErrorBody),
-    (status = 409, description = "totp_already_enabled", body = ErrorBody),
+    (status = 403, description = "wrong_password (counts on the login lock like a failed login)", body = ErrorBody),
+    (status = 409, description = "totp_already_enabled, or totp_unavailable (an account without a password)", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
     (status = 429, description = "too many requests from this address", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
     (status = 503, description = "unavailable (the store cannot be reached), with Retry-After", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ), security(("bearer" = [])))]
-pub(super) async fn enroll(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+pub(super) async fn enroll(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<EnrolRequest>,
+) -> Result<Response> {
     let token = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let started = service::totp::enrol(&state, token).await?;
+    let started = service::totp::enrol(&state, token, &body.password).await?;
     Ok(no_store(EnrolmentResponse {
         secret: started.secret.expose_secret().to_owned(),
         otpauth_uri: started.otpauth_uri.expose_secret().to_owned(),

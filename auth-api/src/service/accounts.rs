@@ -202,6 +202,42 @@ pub async fn login(
     Ok(tokens)
 }
 
+/// Asks a signed-in `user` for their `current` password again (before a password change, an
+/// enrolment of a second factor: an access token alone, perhaps stolen, must not be enough),
+/// throttled as a login: a device token this user was given counts the check against its own
+/// lock, so an owner whose email a guesser has locked can still act from a device they used
+/// before; without one, the email's lock. [`Error::WrongPassword`] when it is wrong.
+pub(super) async fn check_current_password(
+    state: &AppState,
+    user: &UserRow,
+    current: &str,
+    device_token: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let device = device_token.and_then(|token| {
+        DeviceTokens::new(state.ring.keks()).recognise(token, &Holder::of(user), now)
+    });
+    let lock_key = device
+        .as_ref()
+        .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());
+    let failures = reserve_password_check(state, &lock_key, now).await?;
+    let current_is_right = match Password::for_login(current) {
+        Some(current) => {
+            state
+                .hasher
+                .verify(&current, Some(&user.password_hash))
+                .await?
+        }
+        None => false,
+    };
+    if !current_is_right {
+        tracing::info!(event = "login_failed", failures, "wrong password");
+        return Err(Error::WrongPassword);
+    }
+    state.store.clear_login_failures(&lock_key).await?;
+    Ok(())
+}
+
 /// After a successful login, replaces the user's stored hash with one at the configured cost
 /// when it is weaker (a lower cost, or not `$2b$`): so that raising `AUTH_BCRYPT_COST` brings
 /// every account that logs in to the dummy hash's cost (SECURITY.md E 46). The write replaces
@@ -268,30 +304,7 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| Error::InvalidToken("the user no longer exists".to_owned()))?;
     let now = state.clock.now();
-    // As at login: a device token this user was given counts the check against its own lock,
-    // so an owner whose email a guesser has locked can still change the password from a device
-    // they used before; without one, the email's lock.
-    let device = device_token.and_then(|token| {
-        DeviceTokens::new(state.ring.keks()).recognise(token, &Holder::of(&user), now)
-    });
-    let lock_key = device
-        .as_ref()
-        .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());
-    let failures = reserve_password_check(state, &lock_key, now).await?;
-    let current_is_right = match Password::for_login(current) {
-        Some(current) => {
-            state
-                .hasher
-                .verify(&current, Some(&user.password_hash))
-                .await?
-        }
-        None => false,
-    };
-    if !current_is_right {
-        tracing::info!(event = "login_failed", failures, "wrong password");
-        return Err(Error::WrongPassword);
-    }
-    state.store.clear_login_failures(&lock_key).await?;
+    check_current_password(state, &user, current, device_token, now).await?;
     let email = Email::parse(&user.email).map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
     let new_password = Password::for_signup(new, &email, state.config.password_min_chars)?;
     let password_hash = state.hasher.hash(&new_password).await?;

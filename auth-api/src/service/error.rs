@@ -63,6 +63,10 @@ pub enum Error {
     /// TOTP disable: the user has no second factor.
     #[error("no second factor is enabled")]
     TotpNotEnabled,
+    /// TOTP enrolment: the account has no password (an external sign-in made it), so a second
+    /// factor here would never be asked: its user signs in through the provider.
+    #[error("an account without a password cannot add a second factor here")]
+    TotpUnavailable,
     /// Too many password hashes are already waiting.
     #[error("the service is busy, retry shortly")]
     Overloaded,

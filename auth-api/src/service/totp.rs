@@ -91,12 +91,24 @@ fn totp_issuer(state: &AppState) -> Result<TotpIssuer> {
         .map_err(|e| Error::Internal(anyhow::anyhow!(e)))
 }
 
-/// Starts a TOTP enrolment for the user of `access_token`: a new secret, replacing one that
-/// waits for its first code; [`Error::TotpAlreadyEnabled`] once one is confirmed (a second
-/// factor is changed by disabling it, which needs a code, never by enrolling over it).
+/// Starts a TOTP enrolment for the user of `access_token`, who gives their `password` again
+/// (an access token alone, perhaps stolen, must not be enough to put a factor of the thief's
+/// on the account and lock its owner out; checked and throttled as at `/password`): a new
+/// secret, replacing one that waits for its first code; [`Error::TotpAlreadyEnabled`] once one
+/// is confirmed (a second factor is changed by disabling it, which needs a code, never by
+/// enrolling over it); [`Error::TotpUnavailable`] for an account without a password.
 #[tracing::instrument(skip_all, fields(user_id))]
-pub async fn enrol(state: &AppState, access_token: &str) -> Result<TotpEnrolmentStarted> {
+pub async fn enrol(
+    state: &AppState,
+    access_token: &str,
+    password: &str,
+) -> Result<TotpEnrolmentStarted> {
     let user = signed_in_user(state, access_token).await?;
+    if !user.has_password() {
+        return Err(Error::TotpUnavailable);
+    }
+    super::accounts::check_current_password(state, &user, password, None, state.clock.now())
+        .await?;
     let account = Email::parse(&user.email).map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
     let issuer = totp_issuer(state)?;
     let secret = TotpSecret::generate();

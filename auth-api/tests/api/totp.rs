@@ -64,7 +64,13 @@ async fn enrolled(app: &TestApp) -> Enrolled {
     let user = TestUser::random();
     user.register(app).await;
     let tokens = user.login(app).await;
-    let enrolment = post_bearer(app, "/totp/enroll", &tokens.access, None).await;
+    let enrolment = post_bearer(
+        app,
+        "/totp/enroll",
+        &tokens.access,
+        Some(json!({"password": user.password})),
+    )
+    .await;
     assert_eq!(enrolment.status, StatusCode::OK, "{}", enrolment.body);
     let secret = secret_of(&enrolment);
     let confirmed = post_bearer(
@@ -129,7 +135,13 @@ async fn a_second_factor_login_ends_in_a_pwd_otp_session(app: TestApp) {
     assert_eq!(claims_of(&first.access)["amr"], json!(["pwd"]));
 
     // Act: enrol and confirm
-    let enrolment = post_bearer(&app, "/totp/enroll", &first.access, None).await;
+    let enrolment = post_bearer(
+        &app,
+        "/totp/enroll",
+        &first.access,
+        Some(json!({"password": user.password})),
+    )
+    .await;
     let secret = secret_of(&enrolment);
     let confirmed = post_bearer(
         &app,
@@ -203,7 +215,15 @@ async fn a_code_is_good_once(app: TestApp) {
     let user = TestUser::random();
     user.register(&app).await;
     let tokens = user.login(&app).await;
-    let secret = secret_of(&post_bearer(&app, "/totp/enroll", &tokens.access, None).await);
+    let secret = secret_of(
+        &post_bearer(
+            &app,
+            "/totp/enroll",
+            &tokens.access,
+            Some(json!({"password": user.password})),
+        )
+        .await,
+    );
     let code = code_now(&app, &secret);
     let confirmed = post_bearer(
         &app,
@@ -395,10 +415,19 @@ async fn wrong_codes_lock_the_users_codes_and_nothing_else_resets_it(app: TestAp
     );
     assert_eq!(after_wait.status, StatusCode::OK, "{}", after_wait.body);
 
-    // Act: a password streak, then the user's own factor enrolled and confirmed
+    // Act: the user's own factor enrolled, a password streak, then the factor confirmed
     let user = TestUser::random();
     user.register(&app).await;
     let tokens = user.login(&app).await;
+    let secret = secret_of(
+        &post_bearer(
+            &app,
+            "/totp/enroll",
+            &tokens.access,
+            Some(json!({"password": user.password})),
+        )
+        .await,
+    );
     // Wrong passwords until the email is locked (the clock is frozen: it stays locked).
     let mut tries = 0;
     while app
@@ -410,7 +439,6 @@ async fn wrong_codes_lock_the_users_codes_and_nothing_else_resets_it(app: TestAp
         tries += 1;
         assert!(tries <= free + 1, "no lock after {tries} wrong passwords");
     }
-    let secret = secret_of(&post_bearer(&app, "/totp/enroll", &tokens.access, None).await);
     let confirmed = post_bearer(
         &app,
         "/totp/confirm",
@@ -484,7 +512,15 @@ async fn enrolment_is_replaced_until_confirmed_and_refused_after(app: TestApp) {
     let access = user.login(&app).await.access;
 
     // Act
-    let stale = secret_of(&post_bearer(&app, "/totp/enroll", &access, None).await);
+    let stale = secret_of(
+        &post_bearer(
+            &app,
+            "/totp/enroll",
+            &access,
+            Some(json!({"password": user.password})),
+        )
+        .await,
+    );
     app.advance(Duration::from_secs(10 * 60));
     let too_late = post_bearer(
         &app,
@@ -493,8 +529,24 @@ async fn enrolment_is_replaced_until_confirmed_and_refused_after(app: TestApp) {
         Some(json!({"code": code_now(&app, &stale)})),
     )
     .await;
-    let replaced = secret_of(&post_bearer(&app, "/totp/enroll", &access, None).await);
-    let current = secret_of(&post_bearer(&app, "/totp/enroll", &access, None).await);
+    let replaced = secret_of(
+        &post_bearer(
+            &app,
+            "/totp/enroll",
+            &access,
+            Some(json!({"password": user.password})),
+        )
+        .await,
+    );
+    let current = secret_of(
+        &post_bearer(
+            &app,
+            "/totp/enroll",
+            &access,
+            Some(json!({"password": user.password})),
+        )
+        .await,
+    );
     let with_replaced = post_bearer(
         &app,
         "/totp/confirm",
@@ -509,7 +561,13 @@ async fn enrolment_is_replaced_until_confirmed_and_refused_after(app: TestApp) {
         Some(json!({"code": code_now(&app, &current)})),
     )
     .await;
-    let enrol_again = post_bearer(&app, "/totp/enroll", &access, None).await;
+    let enrol_again = post_bearer(
+        &app,
+        "/totp/enroll",
+        &access,
+        Some(json!({"password": user.password})),
+    )
+    .await;
     let confirm_again = post_bearer(
         &app,
         "/totp/confirm",
@@ -541,10 +599,22 @@ async fn enrolment_needs_a_live_session(app: TestApp) {
     );
 
     // Act
-    let ended = post_bearer(&app, "/totp/enroll", &tokens.access, None).await;
-    let forged = post_bearer(&app, "/totp/enroll", "a.b.c", None).await;
+    let ended = post_bearer(
+        &app,
+        "/totp/enroll",
+        &tokens.access,
+        Some(json!({"password": user.password})),
+    )
+    .await;
+    let forged = post_bearer(
+        &app,
+        "/totp/enroll",
+        "a.b.c",
+        Some(json!({"password": user.password})),
+    )
+    .await;
     let none = app
-        .request(Request::post("/totp/enroll").body(Body::empty()).unwrap())
+        .post_json("/totp/enroll", json!({"password": user.password}))
         .await;
     let confirm_ended = post_bearer(
         &app,
@@ -622,7 +692,7 @@ async fn the_second_step_and_enrolment_are_in_the_per_address_bucket() {
         within.push(post_from_client(&app, "/login/mfa", made_up.clone()).await);
     }
     let second_step = post_from_client(&app, "/login/mfa", made_up.clone()).await;
-    let enrol = post_from_client(&app, "/totp/enroll", json!({})).await;
+    let enrol = post_from_client(&app, "/totp/enroll", json!({"password": "p"})).await;
     let confirm = post_from_client(&app, "/totp/confirm", json!({"code": "123456"})).await;
     let disable = post_from_client(&app, "/totp/disable", json!({"code": "123456"})).await;
     let login = post_from_client(
@@ -660,6 +730,103 @@ mod every_store {
     );
 }
 
+/// Enrolment asks for the password again: a stolen access token alone cannot put the thief's
+/// factor on the account (and lock its owner out). A wrong one is `wrong_password` and counts
+/// on the login lock; an account without a password (made by a sign-in through a provider,
+/// whose logins never reach a second factor here) is `totp_unavailable`.
+async fn enrolment_needs_the_password_and_an_account_that_has_one(app: TestApp) {
+    // Arrange
+    let user = TestUser::random();
+    user.register(&app).await;
+    let tokens = user.login(&app).await;
+    let now = app.clock.now();
+    let passwordless_id = uuid::Uuid::new_v4().to_string();
+    let passwordless_email = TestUser::random().email;
+    let identity = auth_api::store::ExternalIdentity {
+        provider: "local".to_owned(),
+        subject: format!("sub-{passwordless_id}"),
+        issuer: Some("https://op.example".to_owned()),
+        user_id: passwordless_id.clone(),
+        email: Some(passwordless_email.clone()),
+        email_verified: true,
+        created_at: now,
+        last_used_at: now,
+    };
+    app.state
+        .store
+        .insert_passwordless_user(&passwordless_email, &["user"], &identity)
+        .await
+        .unwrap();
+    // Its session, as a sign-in through the provider opens it: a one-time code exchanged.
+    let verifier = "v".repeat(43);
+    let digest = |text: &str| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(text.as_bytes()).to_vec()
+    };
+    let code = "c".repeat(43);
+    app.state
+        .store
+        .insert_sign_in_code(&auth_api::store::SignInCode {
+            code_hash: digest(&code),
+            user_id: passwordless_id.clone(),
+            provider: "local".to_owned(),
+            amr: "oauth".to_owned(),
+            code_challenge: {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest(&verifier))
+            },
+            created_at: now,
+            expires_at: now + 60,
+        })
+        .await
+        .unwrap();
+    let exchanged = app
+        .post_json(
+            "/token?grant_type=pkce",
+            json!({"auth_code": code, "code_verifier": verifier}),
+        )
+        .await;
+    assert_eq!(exchanged.status, StatusCode::OK, "{}", exchanged.body);
+    let passwordless_token = exchanged.str("access_token");
+
+    // Act
+    let wrong = post_bearer(
+        &app,
+        "/totp/enroll",
+        &tokens.access,
+        Some(json!({"password": "not the password at all"})),
+    )
+    .await;
+    let missing = post_bearer(&app, "/totp/enroll", &tokens.access, Some(json!({}))).await;
+    let right = post_bearer(
+        &app,
+        "/totp/enroll",
+        &tokens.access,
+        Some(json!({"password": user.password})),
+    )
+    .await;
+    let unavailable = post_bearer(
+        &app,
+        "/totp/enroll",
+        &passwordless_token,
+        Some(json!({"password": "anything at all here"})),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.body);
+    assert_eq!(wrong.error(), "wrong_password");
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(right.status, StatusCode::OK, "{}", right.body);
+    assert_eq!(
+        unavailable.status,
+        StatusCode::CONFLICT,
+        "{}",
+        unavailable.body
+    );
+    assert_eq!(unavailable.error(), "totp_unavailable");
+}
+
 crate::store_tests!(app on [sqlite]: (
     a_wrong_code_is_invalid_code_and_the_challenge_survives_it,
     a_code_is_good_once,
@@ -670,4 +837,5 @@ crate::store_tests!(app on [sqlite]: (
     disabling_needs_a_code,
     enrolment_is_replaced_until_confirmed_and_refused_after,
     enrolment_needs_a_live_session,
+    enrolment_needs_the_password_and_an_account_that_has_one,
 ));
