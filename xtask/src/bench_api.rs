@@ -911,6 +911,7 @@ mod measure {
                 expires_at: now + state.lifetimes.session_secs,
                 rotation_key,
                 first_token_hash: token.hash(),
+                auth_method: auth_api::domain::AuthMethod::Password,
             };
             state
                 .store
