@@ -10,14 +10,24 @@ use std::{env, path::PathBuf};
 
 /// The `auth.v1` messages with a credential in them (kept in step with `grpc::pb`'s `Debug`
 /// impls, which the compiler demands: `prost::Message` needs `Debug`).
-const SECRET_BEARING: [&str; 8] = [
+/// A password, a token, a second-factor code, a challenge, a TOTP secret (or its URI or QR code)
+/// or recovery codes.
+const SECRET_BEARING: [&str; 16] = [
     "SignupRequest",
     "LoginRequest",
+    "CompleteMfaLoginRequest",
     "TokenResponse",
     "RefreshRequest",
     "ExchangeSignInCodeRequest",
     "LogoutRequest",
     "ChangePasswordRequest",
+    "EnrollTotpRequest",
+    "EnrollTotpResponse",
+    "ConfirmTotpRequest",
+    "ConfirmTotpResponse",
+    "DisableTotpRequest",
+    "VerifyEmailRequest",
+    "ResetPasswordRequest",
     "ValidateRequest",
 ];
 

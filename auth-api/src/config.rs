@@ -149,6 +149,54 @@ pub struct Config {
     /// `AUTH_OUTBOX_MAX_ATTEMPTS`, default 12, at least 1: delivery attempts before a message
     /// is given up as `dead` (with the backoff of 30 s doubling to 1 h, about 4.5 hours).
     pub outbox_max_attempts: i64,
+    /// `AUTH_EMAIL_VERIFICATION`, `off`, `optional` or `required`; default `optional` when
+    /// `AUTH_SMTP_URL` is set, else `off`. See [`EmailVerification`].
+    pub email_verification: EmailVerification,
+    /// `AUTH_PUBLIC_URL`, default `AUTH_JWT_ISSUER`: where a browser reaches the public routes
+    /// (through the gateway, e.g. `https://example.com/auth`); the links in mail and the hosted
+    /// pages are under it. An http(s) URL without query, fragment or credentials; kept without
+    /// a trailing `/`.
+    pub public_url: String,
+    /// `AUTH_VERIFY_LINK_TTL_SECS`, default 86400 (a day), 300 to 604800: how long a
+    /// verification link works.
+    pub verify_link_ttl: Duration,
+    /// `AUTH_RESET_LINK_TTL_SECS`, default 3600, 300 to 86400: how long a password-reset link
+    /// works (OWASP: short).
+    pub reset_link_ttl: Duration,
+}
+
+/// Whether accounts prove their email (`AUTH_EMAIL_VERIFICATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailVerification {
+    /// No verification mail; signing up with a taken email answers `409 email_taken`.
+    Off,
+    /// Signup mails a verification link and answers alike for a new and a taken email (the
+    /// owner of a taken one is told by mail); unverified accounts log in, with
+    /// `email_verified: false` in their tokens.
+    Optional,
+    /// As `Optional`, and an unverified account cannot log in: its right password is answered
+    /// as a wrong one (`401 invalid_credentials`), so that logging in after a signup does not
+    /// tell whether the signup made the account or met a taken address.
+    Required,
+}
+
+impl EmailVerification {
+    /// Whether signup sends a verification link (and so must not tell a taken email apart).
+    pub fn is_on(self) -> bool {
+        self != Self::Off
+    }
+}
+
+impl FromStr for EmailVerification {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "optional" => Ok(Self::Optional),
+            "required" => Ok(Self::Required),
+            _ => Err("expected `off`, `optional` or `required`".to_owned()),
+        }
+    }
 }
 
 /// The lifetimes of tokens and sessions as whole seconds, the unit of every time the service
@@ -237,6 +285,10 @@ impl Default for Config {
             jwks_max_age: Duration::from_secs(60),
             revocation_feed_page: crate::routes::REVOCATION_FEED_PAGE,
             log_format: LogFormat::Text,
+            email_verification: EmailVerification::Off,
+            public_url: DEFAULT_ISSUER.to_owned(),
+            verify_link_ttl: Duration::from_secs(day),
+            reset_link_ttl: Duration::from_secs(60 * 60),
             oidc_providers_file: None,
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
@@ -440,7 +492,36 @@ impl Config {
                 .map_or(d.outbox_max_attempts, |n| {
                     i64::try_from(n).unwrap_or(i64::MAX)
                 }),
+            // Set below: their defaults depend on other variables.
+            email_verification: d.email_verification,
+            public_url: d.public_url,
+            verify_link_ttl: d.verify_link_ttl,
+            reset_link_ttl: d.reset_link_ttl,
         };
+        let mut config = config;
+        config.email_verification = match env.parsed("AUTH_EMAIL_VERIFICATION")? {
+            Some(mode) => mode,
+            None if config.smtp_url.is_some() => EmailVerification::Optional,
+            None => EmailVerification::Off,
+        };
+        config.public_url = match env.public_url()? {
+            Some(url) => url,
+            None => config.issuer.trim_end_matches('/').to_owned(),
+        };
+        if let Some(ttl) = env.secs_capped(
+            "AUTH_VERIFY_LINK_TTL_SECS",
+            300,
+            7 * d.verify_link_ttl.as_secs(),
+        )? {
+            config.verify_link_ttl = ttl;
+        }
+        if let Some(ttl) = env.secs_capped(
+            "AUTH_RESET_LINK_TTL_SECS",
+            300,
+            24 * d.reset_link_ttl.as_secs(),
+        )? {
+            config.reset_link_ttl = ttl;
+        }
         if config.smtp_url.is_some() && config.email_from.is_none() {
             return Err(ConfigError::new(
                 "AUTH_EMAIL_FROM",
@@ -586,6 +667,17 @@ impl Env<'_> {
             .map(|raw| {
                 let raw = zeroize::Zeroizing::new(raw);
                 raw.parse().map_err(|why| ConfigError::new(KEK_VAR, why))
+            })
+            .transpose()
+    }
+
+    fn public_url(&self) -> Result<Option<String>, ConfigError> {
+        const NAME: &str = "AUTH_PUBLIC_URL";
+        self.string(NAME)?
+            .map(|raw| {
+                let url = raw.trim();
+                check_issuer(url).map_err(|why| ConfigError::new(NAME, why))?;
+                Ok(url.trim_end_matches('/').to_owned())
             })
             .transpose()
     }

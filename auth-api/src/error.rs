@@ -81,6 +81,10 @@ pub enum ApiError {
     /// password change, is wrong.
     #[error("the current password is wrong")]
     WrongPassword,
+    /// 400 `invalid_email_token`: the token of a verification or reset link is unknown, used,
+    /// replaced by a newer one, expired, or voided by a password change.
+    #[error("this link is invalid, used or expired; ask for a new one")]
+    InvalidEmailToken,
     /// 403 `account_disabled`: only ever sent after the password was verified.
     #[error("this account is disabled")]
     AccountDisabled,
@@ -213,6 +217,7 @@ impl From<service::Error> for ApiError {
             E::TotpNotPending => Self::TotpNotPending,
             E::TotpNotEnabled => Self::TotpNotEnabled,
             E::TotpUnavailable => Self::TotpUnavailable,
+            E::InvalidEmailToken => Self::InvalidEmailToken,
             E::Overloaded => Self::Overloaded,
             E::NotReady(why) => Self::NotReady(why),
             E::Unavailable(e) => Self::Unavailable(e),
@@ -226,7 +231,9 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest(_) | Self::UnsupportedGrantType => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest(_) | Self::UnsupportedGrantType | Self::InvalidEmailToken => {
+                StatusCode::BAD_REQUEST
+            }
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::InvalidCredentials
@@ -274,6 +281,7 @@ impl ApiError {
             Self::TotpNotPending => "totp_not_pending",
             Self::TotpNotEnabled => "totp_not_enabled",
             Self::TotpUnavailable => "totp_unavailable",
+            Self::InvalidEmailToken => "invalid_email_token",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",

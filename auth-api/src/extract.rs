@@ -100,6 +100,24 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     }
 }
 
+/// The value of cookie `name`: `None` if absent, or present more than once (a planted copy
+/// must not choose which one counts). Headers are split as bytes: another cookie with a
+/// non-ASCII byte (which any page of the origin can set) must not hide ours.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut found = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value);
+    match (found.next(), found.next()) {
+        (Some(value), None) => Some(value),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +168,30 @@ mod tests {
             bearer_token(&headers(&["Bearer a", "Bearer b"])).is_err(),
             "two headers"
         );
+    }
+
+    #[test]
+    fn a_cookie_is_found_once_or_not_at_all() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-auth-sign-in=abc; b=2"),
+        );
+        assert_eq!(cookie(&headers, "__Host-auth-sign-in"), Some("abc"));
+        let mut other = HeaderMap::new();
+        other.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; __Host-auth-sign-in=abc").unwrap(),
+        );
+        assert_eq!(
+            cookie(&other, "__Host-auth-sign-in"),
+            Some("abc"),
+            "another cookie's bytes do not hide ours"
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-auth-sign-in=planted"),
+        );
+        assert_eq!(cookie(&headers, "__Host-auth-sign-in"), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod keyring;
 pub mod mail;
 pub mod metrics;
 pub mod oidc;
+pub mod pages;
 pub mod passwords;
 pub mod routes;
 pub mod server;

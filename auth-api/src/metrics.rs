@@ -39,8 +39,9 @@ pub struct OutcomeLabels {
 pub struct EmailLabels {
     /// What the message is for, e.g. `verify_email`.
     pub kind: String,
-    /// `sent`, `retry` (failed, tried again later), `dead` (failed, given up), or
-    /// `sent_after_lease` / `failed_after_lease` (the claim had ended: it may go twice).
+    /// `sent`, `retry` (failed, tried again later), `dead` (failed, given up),
+    /// `sent_after_lease` / `failed_after_lease` (the claim had ended: it may go twice), or
+    /// `limited` (never queued: the recipient's hourly limit for the kind was reached).
     pub result: &'static str,
 }
 

@@ -231,6 +231,12 @@ fn spawn_background_tasks(
                         Ok(n) => tracing::info!(mfa_challenges = n, "purged expired second-factor challenges"),
                         Err(e) => tracing::warn!(error = %e, "cannot purge expired second-factor challenges"),
                     }
+                    // Links never followed.
+                    match state.store.prune_email_tokens(state.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(email_tokens = n, "purged expired email links"),
+                        Err(e) => tracing::warn!(error = %e, "cannot purge expired email links"),
+                    }
                     let now = state.clock.now();
                     match state.store.prune_outbox(now - SENT_EMAIL_RETENTION_SECS, now - DEAD_EMAIL_RETENTION_SECS).await {
                         Ok(0) => {}

@@ -1,10 +1,13 @@
 //! Test support shared by auth-api's API tests and the end-to-end tests: a database per test on
 //! any of the three stores (a SQLite file, a fresh PostgreSQL database, a fresh MySQL/MariaDB
 //! database, each removed when the test ends), and compact JWS forging, with any of our
-//! algorithms, for tokens our encoder would never produce.
+//! algorithms, for tokens our encoder would never produce; and a real SMTP server to deliver
+//! mail to ([`smtp_sink`]).
 //!
 //! Tests panic on set-up failures, loudly and naming what is missing: a missing PostgreSQL or
 //! MariaDB is a failure, never a skip.
+
+pub mod smtp_sink;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use hmac::{Hmac, Mac};

@@ -34,6 +34,17 @@ impl AuthMethod {
         }
     }
 
+    /// The assurance level, as the `acr` claim: NIST SP 800-63B's `aal2` for a password and a
+    /// TOTP code (two factors of different kinds), `aal1` for one factor. An external sign-in
+    /// is `aal1`: the provider's own assurance is not carried through (its `acr` is not asked
+    /// for, nor trusted).
+    pub fn acr(self) -> &'static str {
+        match self {
+            Self::Password | Self::External => "aal1",
+            Self::PasswordAndTotp => "aal2",
+        }
+    }
+
     /// The method stored as `value`; `None` for anything this version does not write.
     pub fn from_stored(value: &str) -> Option<Self> {
         [Self::Password, Self::External, Self::PasswordAndTotp]

@@ -1,6 +1,7 @@
 //! `auth.v1.AuthService`: each RPC an adapter of one [`crate::service`] operation, as each HTTP
 //! route is, with the same per-address limit on the same operations (SECURITY.md E 49).
 
+use secrecy::ExposeSecret as _;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -12,7 +13,9 @@ use crate::{
     error::ApiError,
     metrics::{GrpcLabels, Metrics},
     routes::rfc3339,
-    service::{self, LogoutCredential, LogoutScope, TokenPair},
+    service::{
+        self, accounts::SignupOutcome, totp::SecondFactor, LogoutCredential, LogoutScope, TokenPair,
+    },
     state::AppState,
     throttle::CountOutcome,
 };
@@ -102,11 +105,19 @@ impl Auth {
     ) -> Result<Response<pb::SignupResponse>, Status> {
         self.limit_by_ip(&request, Some(Metrics::signup)).await?;
         let body = request.into_inner();
-        let account = service::accounts::signup(&self.state, &body.email, &body.password).await?;
-        Ok(Response::new(pb::SignupResponse {
-            id: account.id,
-            email: account.email,
-            created_at: rfc3339(account.created_at)?,
+        let outcome = service::accounts::signup(&self.state, &body.email, &body.password).await?;
+        Ok(Response::new(match outcome {
+            SignupOutcome::Created(account) => pb::SignupResponse {
+                id: account.id,
+                email: account.email,
+                created_at: rfc3339(account.created_at)?,
+                verification_sent: false,
+            },
+            SignupOutcome::VerificationSent { email } => pb::SignupResponse {
+                email,
+                verification_sent: true,
+                ..Default::default()
+            },
         }))
     }
 
@@ -123,6 +134,28 @@ impl Auth {
             body.device_token.as_deref(),
         )
         .await?;
+        Ok(Response::new(token_response(tokens)))
+    }
+
+    async fn complete_mfa_login_call(
+        &self,
+        request: Request<pb::CompleteMfaLoginRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        // In the bucket of logins, as POST /login/mfa is.
+        self.limit_by_ip(&request, Some(Metrics::login)).await?;
+        let body = request.into_inner();
+        let factor = match &body.factor {
+            Some(pb::complete_mfa_login_request::Factor::Code(code)) => SecondFactor::Code(code),
+            Some(pb::complete_mfa_login_request::Factor::RecoveryCode(code)) => {
+                SecondFactor::RecoveryCode(code)
+            }
+            None => {
+                return Err(
+                    ApiError::InvalidRequest("send a code or a recovery_code".to_owned()).into(),
+                )
+            }
+        };
+        let tokens = service::mfa::complete(&self.state, &body.mfa_token, factor).await?;
         Ok(Response::new(token_response(tokens)))
     }
 
@@ -208,6 +241,96 @@ impl Auth {
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
+    async fn enroll_totp_call(
+        &self,
+        request: Request<pb::EnrollTotpRequest>,
+    ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let token =
+            access_token(body.access_token.as_deref(), &headers)?.ok_or(ApiError::MissingToken)?;
+        let started = service::totp::enrol(&self.state, token, &body.password).await?;
+        Ok(Response::new(pb::EnrollTotpResponse {
+            secret: started.secret.expose_secret().to_owned(),
+            otpauth_uri: started.otpauth_uri.expose_secret().to_owned(),
+            qr_svg: started.qr_svg.expose_secret().to_owned(),
+        }))
+    }
+
+    async fn confirm_totp_call(
+        &self,
+        request: Request<pb::ConfirmTotpRequest>,
+    ) -> Result<Response<pb::ConfirmTotpResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let token =
+            access_token(body.access_token.as_deref(), &headers)?.ok_or(ApiError::MissingToken)?;
+        let codes = service::totp::confirm(&self.state, token, &body.code).await?;
+        Ok(Response::new(pb::ConfirmTotpResponse {
+            recovery_codes: codes
+                .iter()
+                .map(|code| code.expose_secret().to_owned())
+                .collect(),
+        }))
+    }
+
+    async fn disable_totp_call(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<Response<pb::DisableTotpResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let headers = headers(&request);
+        let body = request.into_inner();
+        let token =
+            access_token(body.access_token.as_deref(), &headers)?.ok_or(ApiError::MissingToken)?;
+        service::totp::disable(&self.state, token, &body.code).await?;
+        Ok(Response::new(pb::DisableTotpResponse {}))
+    }
+
+    async fn verify_email_call(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let body = request.into_inner();
+        service::email_verification::verify_email(&self.state, &body.token).await?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            email_verified: true,
+        }))
+    }
+
+    async fn resend_verification_call(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let body = request.into_inner();
+        service::email_verification::resend_verification(&self.state, &body.email).await?;
+        Ok(Response::new(pb::ResendVerificationResponse {}))
+    }
+
+    async fn request_password_reset_call(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let body = request.into_inner();
+        service::recovery::request_password_reset(&self.state, &body.email).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password_call(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        self.limit_by_ip(&request, None).await?;
+        let body = request.into_inner();
+        service::recovery::reset_password(&self.state, &body.token, &body.password).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
     async fn validate_call(
         &self,
         request: Request<pb::ValidateRequest>,
@@ -247,6 +370,14 @@ impl AuthService for Auth {
         counted(&self.state, "auth.v1.AuthService/Login", result)
     }
 
+    async fn complete_mfa_login(
+        &self,
+        request: Request<pb::CompleteMfaLoginRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let result = within_deadline(&self.state, self.complete_mfa_login_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/CompleteMfaLogin", result)
+    }
+
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
@@ -281,6 +412,70 @@ impl AuthService for Auth {
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let result = within_deadline(&self.state, self.change_password_call(request)).await;
         counted(&self.state, "auth.v1.AuthService/ChangePassword", result)
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<pb::EnrollTotpRequest>,
+    ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
+        let result = within_deadline(&self.state, self.enroll_totp_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/EnrollTotp", result)
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<pb::ConfirmTotpRequest>,
+    ) -> Result<Response<pb::ConfirmTotpResponse>, Status> {
+        let result = within_deadline(&self.state, self.confirm_totp_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/ConfirmTotp", result)
+    }
+
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<Response<pb::DisableTotpResponse>, Status> {
+        let result = within_deadline(&self.state, self.disable_totp_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/DisableTotp", result)
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        let result = within_deadline(&self.state, self.verify_email_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/VerifyEmail", result)
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        let result = within_deadline(&self.state, self.resend_verification_call(request)).await;
+        counted(
+            &self.state,
+            "auth.v1.AuthService/ResendVerification",
+            result,
+        )
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        let result = within_deadline(&self.state, self.request_password_reset_call(request)).await;
+        counted(
+            &self.state,
+            "auth.v1.AuthService/RequestPasswordReset",
+            result,
+        )
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let result = within_deadline(&self.state, self.reset_password_call(request)).await;
+        counted(&self.state, "auth.v1.AuthService/ResetPassword", result)
     }
 
     async fn validate(

@@ -54,6 +54,14 @@ pub mod pb {
         ExchangeSignInCodeRequest {}
         LogoutRequest { scope }
         ChangePasswordRequest {}
+        CompleteMfaLoginRequest {}
+        EnrollTotpRequest {}
+        EnrollTotpResponse {}
+        ConfirmTotpRequest {}
+        ConfirmTotpResponse {}
+        DisableTotpRequest {}
+        VerifyEmailRequest {}
+        ResetPasswordRequest {}
         ValidateRequest {}
     }
 }
@@ -94,5 +102,67 @@ mod tests {
             access_token: Some("access-secret".to_owned()),
         };
         assert!(!format!("{change:?}").contains("secret"));
+        let shown = [
+            format!(
+                "{:?}",
+                pb::CompleteMfaLoginRequest {
+                    mfa_token: "challenge-secret".to_owned(),
+                    factor: Some(pb::complete_mfa_login_request::Factor::Code(
+                        "secret-code".to_owned()
+                    )),
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::EnrollTotpRequest {
+                    password: "password-secret".to_owned(),
+                    access_token: Some("access-secret".to_owned()),
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::EnrollTotpResponse {
+                    secret: "totp-secret".to_owned(),
+                    otpauth_uri: "otpauth://totp/x?secret=uri-secret".to_owned(),
+                    qr_svg: "<svg>qr-secret</svg>".to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::ConfirmTotpRequest {
+                    code: "code-secret".to_owned(),
+                    access_token: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::ConfirmTotpResponse {
+                    recovery_codes: vec!["recovery-secret".to_owned()],
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::DisableTotpRequest {
+                    code: "code-secret".to_owned(),
+                    access_token: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::VerifyEmailRequest {
+                    token: "link-secret".to_owned(),
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::ResetPasswordRequest {
+                    token: "link-secret".to_owned(),
+                    password: "password-secret".to_owned(),
+                }
+            ),
+        ];
+        for shown in shown {
+            assert!(!shown.contains("secret"), "{shown}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! An [`ApiError`] as a gRPC status: the code that matches its HTTP status, its message (a
 //! server fault's detail stays in the logs), a `google.rpc.ErrorInfo` whose `reason` is the HTTP
-//! error code, and a `google.rpc.RetryInfo` where HTTP sends `Retry-After`.
+//! error code (with what HTTP's body adds to it, `reason` and `mfa_token`, as its metadata), and
+//! a `google.rpc.RetryInfo` where HTTP sends `Retry-After`.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -29,6 +30,18 @@ pub(super) fn code_of(status: StatusCode) -> Code {
         StatusCode::REQUEST_TIMEOUT => Code::DeadlineExceeded,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         _ => Code::Internal,
+    }
+}
+
+/// The gRPC code of `err`: [`code_of`] its HTTP status, except that of the 409s only those
+/// that say something exists are ALREADY_EXISTS; the ones that say the account is not in the
+/// state the call needs are FAILED_PRECONDITION (a client must not read them as "done already").
+fn code_of_error(err: &ApiError) -> Code {
+    match err {
+        ApiError::TotpNotPending | ApiError::TotpNotEnabled | ApiError::TotpUnavailable => {
+            Code::FailedPrecondition
+        }
+        _ => code_of(err.status()),
     }
 }
 
@@ -68,12 +81,19 @@ impl From<ApiError> for Status {
         {
             metadata.insert("reason".to_owned(), reason);
         }
+        // The challenge of `mfa_required`, for CompleteMfaLogin, as HTTP's 401 body carries it.
+        if let ApiError::MfaRequired { mfa_token } = &err {
+            metadata.insert(
+                "mfa_token".to_owned(),
+                secrecy::ExposeSecret::expose_secret(mfa_token).to_owned(),
+            );
+        }
         let mut details = ErrorDetails::new();
         details.set_error_info(err.code(), ERROR_DOMAIN, metadata);
         if let Some(secs) = err.retry_after_secs() {
             details.set_retry_info(Some(Duration::from_secs(secs)));
         }
-        Status::with_error_details(code_of(err.status()), err.client_message(), details)
+        Status::with_error_details(code_of_error(&err), err.client_message(), details)
     }
 }
 
@@ -120,6 +140,34 @@ mod tests {
         let info = status.get_details_error_info().unwrap();
         assert_eq!(info.reason, "weak_password");
         assert_eq!(info.metadata["reason"], "length");
+    }
+
+    #[test]
+    fn mfa_required_carries_its_challenge() {
+        let status = Status::from(ApiError::MfaRequired {
+            mfa_token: "the-challenge".to_owned().into(),
+        });
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "mfa_required");
+        assert_eq!(info.metadata["mfa_token"], "the-challenge");
+        assert!(!status.message().contains("the-challenge"));
+    }
+
+    #[test]
+    fn conflicts_of_state_are_failed_precondition() {
+        for (err, code) in [
+            (ApiError::EmailTaken, Code::AlreadyExists),
+            (ApiError::TotpAlreadyEnabled, Code::AlreadyExists),
+            (ApiError::TotpNotPending, Code::FailedPrecondition),
+            (ApiError::TotpNotEnabled, Code::FailedPrecondition),
+            (ApiError::TotpUnavailable, Code::FailedPrecondition),
+        ] {
+            let reason = err.code();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{reason}");
+            assert_eq!(status.get_details_error_info().unwrap().reason, reason);
+        }
     }
 
     #[test]

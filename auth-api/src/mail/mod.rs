@@ -17,6 +17,7 @@
 mod seal;
 mod sender;
 mod smtp;
+pub mod templates;
 
 use std::sync::Arc;
 

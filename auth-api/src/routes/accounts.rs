@@ -1,6 +1,10 @@
 //! `POST /signup` and `POST /login`: adapters of [`service::accounts`].
 
-use axum::{extract::State, http::StatusCode, response::Response};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse as _, Response},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -8,7 +12,7 @@ use super::{token_reply, TokenResponse};
 use crate::{
     error::{ApiError, ErrorBody, Result},
     extract::Json,
-    service,
+    service::{self, accounts::SignupOutcome},
     state::AppState,
 };
 
@@ -37,12 +41,24 @@ pub(super) struct SignupResponse {
     created_at: String,
 }
 
-/// Creates an account: 201, 409 `email_taken`, 422 `invalid_email` / `weak_password` /
-/// `password_too_long`.
+/// With email verification on: the same for a new and a taken address.
+#[derive(Serialize, ToSchema)]
+pub(super) struct VerificationSentResponse {
+    /// Always `verification_sent`.
+    status: &'static str,
+    /// The address, normalised, where the mail goes.
+    email: String,
+}
+
+/// Creates an account. With `AUTH_EMAIL_VERIFICATION=off`: 201, or 409 `email_taken`. With it
+/// on: 202 `verification_sent` for a new and a taken email alike (a new account gets a link by
+/// mail, the owner of a taken address a note), so that the answer tells nobody which emails
+/// have accounts. 422 `invalid_email` / `weak_password` / `password_too_long` either way.
 #[utoipa::path(post, path = "/signup", request_body = Credentials, responses(
-    (status = 201, description = "account created", body = SignupResponse),
+    (status = 201, description = "account created (verification off)", body = SignupResponse),
+    (status = 202, description = "verification on: a link was mailed (new account) or the owner told (taken address), not said which", body = VerificationSentResponse),
     (status = 400, description = "malformed JSON or a missing field", body = ErrorBody),
-    (status = 409, description = "email_taken", body = ErrorBody),
+    (status = 409, description = "email_taken (verification off only)", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
     (status = 422, description = "invalid_email, weak_password (with reason), password_too_long", body = ErrorBody),
@@ -52,16 +68,27 @@ pub(super) struct SignupResponse {
 pub(super) async fn signup(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
-) -> Result<(StatusCode, axum::Json<SignupResponse>)> {
-    let account = service::accounts::signup(&state, &body.email, &body.password).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(SignupResponse {
-            id: account.id,
-            email: account.email,
-            created_at: rfc3339(account.created_at)?,
-        }),
-    ))
+) -> Result<Response> {
+    let outcome = service::accounts::signup(&state, &body.email, &body.password).await?;
+    Ok(match outcome {
+        SignupOutcome::Created(account) => (
+            StatusCode::CREATED,
+            axum::Json(SignupResponse {
+                id: account.id,
+                email: account.email,
+                created_at: rfc3339(account.created_at)?,
+            }),
+        )
+            .into_response(),
+        SignupOutcome::VerificationSent { email } => (
+            StatusCode::ACCEPTED,
+            axum::Json(VerificationSentResponse {
+                status: "verification_sent",
+                email,
+            }),
+        )
+            .into_response(),
+    })
 }
 
 /// Verifies the credentials and opens a session: 200 with tokens and a device token, 401

@@ -5,6 +5,7 @@
 //! module uses another; what two of them answer alike (the token body) is here.
 
 mod accounts;
+mod email;
 mod health;
 mod internal;
 pub mod jwks;
@@ -66,6 +67,10 @@ pub fn router(state: AppState) -> Router {
             "/login/mfa",
             post(totp::login_mfa).layer(limited(Some(Metrics::login))),
         )
+        .route("/verify", post(email::verify).layer(limited(None)))
+        .route("/verify/resend", post(email::resend).layer(limited(None)))
+        .route("/recover", post(email::recover).layer(limited(None)))
+        .route("/reset", post(email::reset).layer(limited(None)))
         .route("/totp/enroll", post(totp::enroll).layer(limited(None)))
         .route("/totp/confirm", post(totp::confirm).layer(limited(None)))
         .route("/totp/disable", post(totp::disable).layer(limited(None)))
@@ -98,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(crate::pages::router(limited))
         .with_common_layers(state)
 }
 

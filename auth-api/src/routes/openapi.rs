@@ -15,7 +15,9 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{accounts, health, jwks, password, sessions, sign_in, totp, validate, TokenResponse};
+use super::{
+    accounts, email, health, jwks, password, sessions, sign_in, totp, validate, TokenResponse,
+};
 use crate::{error::ErrorBody, service::LogoutScope, tokens::AccessClaims};
 
 /// The public API.
@@ -25,6 +27,10 @@ use crate::{error::ErrorBody, service::LogoutScope, tokens::AccessClaims};
     paths(
         accounts::signup,
         accounts::login,
+        email::verify,
+        email::resend,
+        email::recover,
+        email::reset,
         sessions::refresh,
         sessions::logout,
         password::change_password,

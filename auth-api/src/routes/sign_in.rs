@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::token_reply;
 use crate::{
     error::{ApiError, ErrorBody, Result},
-    extract::Json,
+    extract::{cookie, Json},
     service::{
         self,
         sign_in::{Callback, Reason, Refused, StartRequest, BINDING_COOKIE},
@@ -227,24 +227,6 @@ impl Params {
     }
 }
 
-/// The value of cookie `name`: `None` if absent, or present more than once (a planted copy
-/// must not choose which one counts). Headers are split as bytes: another cookie with a
-/// non-ASCII byte (which any page of the origin can set) must not hide ours.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut found = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
-        .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(key, _)| *key == name)
-        .map(|(_, value)| value);
-    match (found.next(), found.next()) {
-        (Some(value), None) => Some(value),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,31 +242,6 @@ mod tests {
         assert_eq!(Params::parse(Some(&padded)).get("state"), None);
         let full = format!("state=s{}", "&x=1".repeat(MAX_PARAMS - 1));
         assert_eq!(Params::parse(Some(&full)).get("state"), Some("s"));
-    }
-
-    #[test]
-    fn the_binding_cookie_is_found_once_or_not_at_all() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; __Host-auth-sign-in=abc; b=2"),
-        );
-        assert_eq!(cookie(&headers, BINDING_COOKIE), Some("abc"));
-        let mut other = HeaderMap::new();
-        other.insert(
-            header::COOKIE,
-            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; __Host-auth-sign-in=abc").unwrap(),
-        );
-        assert_eq!(
-            cookie(&other, BINDING_COOKIE),
-            Some("abc"),
-            "another cookie's bytes do not hide ours"
-        );
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("__Host-auth-sign-in=planted"),
-        );
-        assert_eq!(cookie(&headers, BINDING_COOKIE), None);
     }
 
     #[test]

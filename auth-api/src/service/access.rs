@@ -70,6 +70,7 @@ pub(super) async fn issue(state: &AppState, grant: Grant<'_>, now: i64) -> Resul
         roles,
         session_id: grant.session_id,
         auth_method: grant.auth_method,
+        email_verified: user.email_verified_at.is_some(),
     };
     let lifetimes = &state.lifetimes;
     // Never before the user's last "revoke everything": such a token would be refused.

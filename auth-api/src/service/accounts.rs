@@ -2,10 +2,11 @@
 //! password failures that login and the password change share.
 
 use super::{
-    access::{self, Grant, TokenPair},
-    mfa, sessions, Error, Result,
+    access::{self, TokenPair},
+    email_verification, mfa, sessions, Error, Result,
 };
 use crate::{
+    config::EmailVerification,
     devices::{DeviceTokens, Holder},
     domain::{AuthMethod, Email, Password},
     state::AppState,
@@ -26,9 +27,27 @@ pub struct NewAccount {
     pub created_at: i64,
 }
 
-/// Creates an account for `email` with `password`, which must follow the signup policy.
+/// What a signup answers.
+#[derive(Debug)]
+pub enum SignupOutcome {
+    /// `AUTH_EMAIL_VERIFICATION=off`: the account was created.
+    Created(NewAccount),
+    /// Verification on: a new account was created and its link mailed, or the address already
+    /// had an account and its owner was told by mail; which one, on purpose, not said (the
+    /// answer, and its time, are the same).
+    VerificationSent {
+        /// The address, normalised.
+        email: String,
+    },
+}
+
+/// Creates an account for `email` with `password`, which must follow the signup policy. With
+/// verification off a taken email is [`Error::EmailTaken`]; with it on, a taken email answers
+/// as a new one does ([`SignupOutcome::VerificationSent`]): the password is hashed either way,
+/// and the mail (a link for a new account, a note to the owner of a taken address) is queued
+/// after the answer.
 #[tracing::instrument(skip_all, fields(user_id))]
-pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<NewAccount> {
+pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<SignupOutcome> {
     let email = Email::parse(email).map_err(Error::InvalidEmail)?;
     let password = Password::for_signup(password, &email, state.config.password_min_chars)?;
     let password_hash = state.hasher.hash(&password).await?;
@@ -40,23 +59,40 @@ pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<New
         created_at: now,
         disabled_at: None,
         tokens_valid_after: 0,
+        email_verified_at: None,
     };
-    match state.store.insert_user(&user, &DEFAULT_ROLES).await? {
+    let verification = state.config.email_verification.is_on();
+    let created = match state.store.insert_user(&user, &DEFAULT_ROLES).await? {
         InsertUser::Created => {
             tracing::Span::current().record("user_id", user.id.as_str());
             tracing::info!(event = "signup", "account created");
-            state.metrics.signup("created");
-            Ok(NewAccount {
-                id: user.id,
-                email: user.email,
-                created_at: now,
-            })
+            true
         }
-        InsertUser::EmailTaken => {
-            state.metrics.signup("email_taken");
-            Err(Error::EmailTaken)
+        InsertUser::EmailTaken => false,
+    };
+    if verification {
+        // One answer, and one count (`/metrics` must not tell either), for both.
+        state.metrics.signup("verification_sent");
+        if !created {
+            tracing::info!(
+                event = "signup_email_taken",
+                "signup with a taken email: owner told by mail"
+            );
         }
+        let normalised = email.as_str().to_owned();
+        email_verification::after_signup(state, created.then_some(user), email);
+        return Ok(SignupOutcome::VerificationSent { email: normalised });
     }
+    if !created {
+        state.metrics.signup("email_taken");
+        return Err(Error::EmailTaken);
+    }
+    state.metrics.signup("created");
+    Ok(SignupOutcome::Created(NewAccount {
+        id: user.id,
+        email: user.email,
+        created_at: now,
+    }))
 }
 
 /// Verifies the credentials and opens a session: [`Error::InvalidCredentials`] alike for an
@@ -122,7 +158,14 @@ pub async fn login(
         // Longer than any password we accept: it cannot be anybody's, whoever they are.
         None => false,
     };
-    let Some(user) = user.filter(|_| verified) else {
+    // With verification required, an unverified account's right password is answered as a
+    // wrong one (and counted as such): otherwise signing up, then logging in with the password
+    // one chose, would tell whether the signup made an account or met a taken address.
+    let unverified = |user: &UserRow| {
+        state.config.email_verification == EmailVerification::Required
+            && user.email_verified_at.is_none()
+    };
+    let Some(user) = user.filter(|user| verified && !unverified(user)) else {
         state.metrics.login("invalid_credentials");
         tracing::info!(
             event = "login_failed",
@@ -180,25 +223,17 @@ pub async fn login(
         return Err(Error::InvalidCredentials);
     };
     let rehashed = rehash_if_weaker(state, &user, password).await;
-    // The user as of the session's creation, which a "revoke everything" may have changed, with
-    // the hash now stored: the device token below is bound to both.
+    let session_id = opened.session_id.clone();
+    let (mut tokens, user) = opened.issue(state, user, now).await?;
+    // The user as of the session's creation with the hash now stored: the device token is
+    // bound to both.
     let user = UserRow {
-        tokens_valid_after: opened.tokens_valid_after,
         password_hash: rehashed.unwrap_or(user.password_hash),
         ..user
     };
-    let grant = Grant {
-        user: &user,
-        session_id: &opened.session_id,
-        session_expires_at: opened.expires_at,
-        refresh: opened.refresh,
-        refresh_issued_at: now,
-        auth_method: AuthMethod::Password,
-    };
-    let mut tokens = access::issue(state, grant, now).await?;
     tokens.device_token = Some(device_tokens.issue(&Holder::of(&user), now));
     state.metrics.login("success");
-    tracing::info!(event = "login", session_id = %opened.session_id, "session opened");
+    tracing::info!(event = "login", session_id = %session_id, "session opened");
     Ok(tokens)
 }
 

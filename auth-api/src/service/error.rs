@@ -67,6 +67,10 @@ pub enum Error {
     /// factor here would never be asked: its user signs in through the provider.
     #[error("an account without a password cannot add a second factor here")]
     TotpUnavailable,
+    /// Email verification or password reset: the link's token is unknown, used, replaced by a
+    /// newer one, expired, or voided by a password change.
+    #[error("this link is invalid, used or expired; ask for a new one")]
+    InvalidEmailToken,
     /// Too many password hashes are already waiting.
     #[error("the service is busy, retry shortly")]
     Overloaded,

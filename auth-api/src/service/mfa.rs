@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use super::{
-    access::{self, Grant, TokenPair},
+    access::TokenPair,
     accounts::reserve_password_check,
     sessions,
     totp::code_lock_key,
@@ -150,21 +150,10 @@ pub async fn complete(
         state.metrics.login("invalid_credentials");
         return Err(Error::InvalidMfaToken);
     };
-    let user = UserRow {
-        tokens_valid_after: opened.tokens_valid_after,
-        ..user
-    };
-    let grant = Grant {
-        user: &user,
-        session_id: &opened.session_id,
-        session_expires_at: opened.expires_at,
-        refresh: opened.refresh,
-        refresh_issued_at: now,
-        auth_method: AuthMethod::PasswordAndTotp,
-    };
-    let mut tokens = access::issue(state, grant, now).await?;
+    let session_id = opened.session_id.clone();
+    let (mut tokens, user) = opened.issue(state, user, now).await?;
     tokens.device_token = Some(DeviceTokens::new(state.ring.keks()).issue(&Holder::of(&user), now));
     state.metrics.login("success");
-    tracing::info!(event = "login", session_id = %opened.session_id, mfa = true, "session opened");
+    tracing::info!(event = "login", session_id = %session_id, mfa = true, "session opened");
     Ok(tokens)
 }

@@ -11,15 +11,23 @@
 //! - [`accounts`]: sign up, log in (the per-account lock, bcrypt, a new session), change password.
 //! - [`sessions`]: refresh (rotation and reuse detection), log out (each scope).
 //! - [`access`]: access tokens: issuing a pair for a session, verifying, validating.
+//! - [`email_verification`], [`recovery`]: the links mailed to prove an address and to reset a
+//!   password.
+//! - [`mfa`], [`totp`]: the TOTP second factor.
+//! - [`sign_in`]: sign-in through external providers.
 
 pub mod access;
 pub mod accounts;
+pub mod email_verification;
 mod error;
+mod links;
 pub mod mfa;
+pub mod recovery;
 pub mod sessions;
 pub mod sign_in;
 pub mod totp;
 
 pub use access::{TokenPair, VerifiedToken};
 pub use error::{is_unavailable, Error, Result};
+pub use links::MAX_MAILS_PER_RECIPIENT_HOUR;
 pub use sessions::{LogoutCredential, LogoutScope};

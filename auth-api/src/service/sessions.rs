@@ -360,6 +360,35 @@ pub(super) struct OpenedSession {
     pub refresh: RefreshToken,
     /// The user's `tokens_valid_after` as the session was created.
     pub tokens_valid_after: i64,
+    /// How the user authenticated.
+    pub auth_method: AuthMethod,
+}
+
+impl OpenedSession {
+    /// The session's first pair, for `user` as read before [`open`]; also that user as of the
+    /// session's creation (a "revoke everything" meanwhile moved its `tokens_valid_after`),
+    /// which a login binds its device token to.
+    pub(super) async fn issue(
+        self,
+        state: &AppState,
+        user: UserRow,
+        now: i64,
+    ) -> Result<(TokenPair, UserRow)> {
+        let user = UserRow {
+            tokens_valid_after: self.tokens_valid_after,
+            ..user
+        };
+        let grant = Grant {
+            user: &user,
+            session_id: &self.session_id,
+            session_expires_at: self.expires_at,
+            refresh: self.refresh,
+            refresh_issued_at: now,
+            auth_method: self.auth_method,
+        };
+        let tokens = access::issue(state, grant, now).await?;
+        Ok((tokens, user))
+    }
 }
 
 /// Opens a session for `user` (as read, with the password hash the caller's check relied on)
@@ -398,6 +427,7 @@ pub(super) async fn open(
         expires_at: session.expires_at,
         refresh,
         tokens_valid_after,
+        auth_method: method,
     }))
 }
 

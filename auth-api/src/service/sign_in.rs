@@ -25,11 +25,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 use url::Url;
 
-use super::{
-    access::{self, Grant, TokenPair},
-    accounts::DEFAULT_ROLES,
-    sessions, Error, Result,
-};
+use super::{access::TokenPair, accounts::DEFAULT_ROLES, sessions, Error, Result};
 use crate::{
     domain::{AuthMethod, Email},
     oidc::{
@@ -767,23 +763,12 @@ pub async fn exchange(state: &AppState, code: &str, verifier: &str) -> Result<To
             Error::InvalidGrant
         });
     };
-    let user = UserRow {
-        tokens_valid_after: opened.tokens_valid_after,
-        ..user
-    };
-    let grant = Grant {
-        user: &user,
-        session_id: &opened.session_id,
-        session_expires_at: opened.expires_at,
-        refresh: opened.refresh,
-        refresh_issued_at: now,
-        auth_method: method,
-    };
-    let tokens = access::issue(state, grant, now).await?;
+    let session_id = opened.session_id.clone();
+    let (tokens, _) = opened.issue(state, user, now).await?;
     state.metrics.login("success");
     tracing::info!(
         event = "login",
-        session_id = %opened.session_id,
+        session_id = %session_id,
         provider = %taken.provider,
         method = method.as_str(),
         "session opened"

@@ -247,7 +247,7 @@ impl Store {
 
     /// Creates a user without a password ([`NO_PASSWORD`]) and its first identity in one
     /// transaction: the user's id and creation time are the identity's, and its email `email`
-    /// (canonical). The unique email constraint decides whether the email is taken, and then
+    /// (canonical), verified (the provider vouched for it). The unique email constraint decides whether the email is taken, and then
     /// nothing is written: the caller decides whether linking is allowed, never this store.
     pub async fn insert_passwordless_user(
         &self,
@@ -257,12 +257,16 @@ impl Store {
     ) -> Result<InsertPasswordlessUser, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(self.sql(sql! {
-            postgres_sqlite: "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
-            mysql:           "INSERT INTO users (id, email, password_hash, created_at) VALUES (?, ?, ?, ?)",
+            postgres_sqlite: "INSERT INTO users (id, email, password_hash, created_at, email_verified_at) \
+                              VALUES ($1, $2, $3, $4, $5)",
+            mysql:           "INSERT INTO users (id, email, password_hash, created_at, email_verified_at) \
+                              VALUES (?, ?, ?, ?, ?)",
         }))
         .bind(&identity.user_id)
         .bind(email)
         .bind(NO_PASSWORD)
+        .bind(identity.created_at)
+        // Only an email the provider vouched for makes an account (`service::sign_in`).
         .bind(identity.created_at)
         .execute(&mut *tx)
         .await;

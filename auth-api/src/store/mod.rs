@@ -15,6 +15,7 @@
 //! read of the rows first (`SELECT … FOR UPDATE`) and then writes them, in one transaction:
 //! the lock makes the read and the write one step, as `RETURNING` does.
 
+mod email_tokens;
 mod emails;
 mod identities;
 mod keys;
@@ -39,6 +40,7 @@ use sqlx::{
 
 use crate::kek::{Sealed, NONCE_BYTES};
 
+pub use email_tokens::{EmailToken, EmailTokenPurpose, MailLimit, PasswordReset};
 pub use emails::EmailCanonicalisation;
 pub use identities::{
     ExternalIdentity, InsertIdentity, InsertPasswordlessUser, UnlinkIdentity, NO_PASSWORD,

@@ -19,6 +19,9 @@ pub struct UserRow {
     pub disabled_at: Option<i64>,
     /// Access tokens issued before this time are refused; new ones carry at least this `iat`.
     pub tokens_valid_after: i64,
+    /// When the owner of `email` proved it (a verification link, a reset by mail, a provider
+    /// vouching for it); `None` while unverified.
+    pub email_verified_at: Option<i64>,
 }
 
 /// How [`Store::change_password`] ended.
@@ -99,9 +102,9 @@ impl Store {
     /// The user with this (normalised) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, sqlx::Error> {
         sqlx::query_as(self.sql(sql! {
-            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after, email_verified_at \
                               FROM users WHERE email = $1",
-            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after, email_verified_at \
                               FROM users WHERE email = ?",
         }))
         .bind(email)
@@ -112,9 +115,9 @@ impl Store {
     /// The user with this id.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
         sqlx::query_as(self.sql(sql! {
-            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+            postgres_sqlite: "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after, email_verified_at \
                               FROM users WHERE id = $1",
-            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after \
+            mysql:           "SELECT id, email, password_hash, created_at, disabled_at, tokens_valid_after, email_verified_at \
                               FROM users WHERE id = ?",
         }))
         .bind(id)

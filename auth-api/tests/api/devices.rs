@@ -493,6 +493,7 @@ mod hard_limit {
             created_at: app.clock.now(),
             disabled_at: None,
             tokens_valid_after: 0,
+            email_verified_at: None,
         };
         let inserted = app.state.store.insert_user(&row, &["user"]).await.unwrap();
         assert!(matches!(inserted, InsertUser::Created));

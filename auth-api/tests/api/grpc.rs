@@ -1,12 +1,15 @@
 //! The gRPC front end (`AUTH_GRPC_LISTEN`) over a real socket, with real tonic clients:
-//! `auth.v1.AuthService` (the RPC flow on every store, the error details, the per-address limit
-//! and the login lock), Envoy's `ext_authz` `Authorization/Check`, the health service, server
+//! `auth.v1.AuthService` (the RPC flow and the second factor on every store, the mailed links
+//! through a real SMTP server, the error details, the per-address limit and the login lock), Envoy's `ext_authz` `Authorization/Check`, the health service, server
 //! reflection, the message size limit and malformed connections.
 
 use std::{net::SocketAddr, time::Duration};
 
+use test_support::smtp_sink::link_token;
+
 use auth_api::{
     clock::Clock,
+    config::EmailVerification,
     grpc::pb::{self, auth_service_client::AuthServiceClient, logout_request::Credential},
     AppState, Config,
 };
@@ -34,7 +37,10 @@ use tonic_health::pb::{
 };
 use tonic_types::{ErrorInfo, StatusExt as _};
 
-use crate::helpers::{test_config, Backend, TestDb, TestUser};
+use crate::{
+    helpers::{test_config, Backend, TestDb, TestUser},
+    smtp_sink::SmtpSink,
+};
 
 /// The `ErrorInfo.domain` of every error.
 const DOMAIN: &str = "auth-service";
@@ -409,7 +415,10 @@ async fn signup_login_validate_refresh_change_password_and_logout(backend: Backe
     served.finish().await;
 }
 
-crate::on_every_backend!(signup_login_validate_refresh_change_password_and_logout);
+crate::on_every_backend!(
+    signup_login_validate_refresh_change_password_and_logout,
+    a_second_factor_is_enrolled_used_and_disabled,
+);
 
 /// `ExchangeSignInCode` is `POST /token?grant_type=pkce` over gRPC: the one-time code of a
 /// sign-in through a provider, with the verifier of the app's challenge, opens an ordinary
@@ -505,6 +514,456 @@ async fn a_sign_in_code_is_exchanged_once_for_an_oauth_session() {
         .await
         .unwrap_err();
     assert_error(&disabled, Code::PermissionDenied, "account_disabled");
+    served.finish().await;
+}
+
+/// One TOTP period.
+const TOTP_STEP: Duration = Duration::from_secs(30);
+
+/// The code an authenticator app shows now for the base32 `secret` of an enrolment.
+fn totp_code(served: &Served, secret: &str) -> String {
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .expect("the secret is base32");
+    let secret = auth_api::domain::TotpSecret::from_bytes(&bytes).expect("a secret of 20 bytes");
+    secret.code_at(served.clock.now()).as_str().to_owned()
+}
+
+/// A six-digit code that is not `right`.
+fn other_code(right: &str) -> String {
+    let right: u32 = right.parse().unwrap();
+    format!("{:06}", (right + 1) % 1_000_000)
+}
+
+fn complete_mfa_request(
+    mfa_token: &str,
+    factor: pb::complete_mfa_login_request::Factor,
+) -> pb::CompleteMfaLoginRequest {
+    pb::CompleteMfaLoginRequest {
+        mfa_token: mfa_token.to_owned(),
+        factor: Some(factor),
+    }
+}
+
+/// Login with the right password of an account with a second factor: `mfa_required`, and the
+/// challenge in the ErrorInfo metadata.
+async fn mfa_challenge(client: &mut AuthServiceClient<Channel>, user: &TestUser) -> String {
+    let challenged = client
+        .login(login_request(&user.email, &user.password))
+        .await
+        .unwrap_err();
+    let info = assert_error(&challenged, Code::Unauthenticated, "mfa_required");
+    assert!(challenged.get_details_retry_info().is_none());
+    let token = info
+        .metadata
+        .get("mfa_token")
+        .unwrap_or_else(|| panic!("no mfa_token in {info:?}"))
+        .clone();
+    assert!(!token.is_empty());
+    assert!(!challenged.message().contains(&token));
+    token
+}
+
+/// EnrollTotp → ConfirmTotp → Login (`mfa_required` with the challenge) → CompleteMfaLogin
+/// (a TOTP code, then a recovery code) → DisableTotp, as `/totp/*` and `/login/mfa` do them,
+/// with the main refusal of each.
+async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
+    use pb::complete_mfa_login_request::Factor;
+
+    let served = Served::start(backend, |_| {}).await;
+    let mut client = served.client().await;
+    let user = TestUser::random();
+    signup(&mut client, &user).await;
+    let tokens = login(&mut client, &user).await;
+
+    // EnrollTotp: an access token and the password again.
+    let no_token = client
+        .enroll_totp(pb::EnrollTotpRequest {
+            password: user.password.clone(),
+            access_token: None,
+        })
+        .await
+        .unwrap_err();
+    assert_error(&no_token, Code::Unauthenticated, "missing_token");
+    let wrong = client
+        .enroll_totp(bearer(
+            pb::EnrollTotpRequest {
+                password: "not the password at all".to_owned(),
+                access_token: None,
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&wrong, Code::PermissionDenied, "wrong_password");
+    let enrolment = client
+        .enroll_totp(bearer(
+            pb::EnrollTotpRequest {
+                password: user.password.clone(),
+                access_token: None,
+            },
+            &tokens.access_token,
+        ))
+        .await
+        .expect("enrolment failed")
+        .into_inner();
+    assert_eq!(enrolment.secret.len(), 32, "{}", enrolment.secret);
+    assert!(
+        enrolment.otpauth_uri.starts_with("otpauth://totp/")
+            && enrolment
+                .otpauth_uri
+                .contains(&format!("secret={}", enrolment.secret)),
+        "{}",
+        enrolment.otpauth_uri
+    );
+    assert!(enrolment.qr_svg.starts_with("<svg"), "{}", enrolment.qr_svg);
+
+    // ConfirmTotp: a wrong code, then the right one (the token in the message).
+    let right = totp_code(&served, &enrolment.secret);
+    let refused = client
+        .confirm_totp(pb::ConfirmTotpRequest {
+            code: other_code(&right),
+            access_token: Some(tokens.access_token.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&refused, Code::Unauthenticated, "invalid_code");
+    let confirmed = client
+        .confirm_totp(pb::ConfirmTotpRequest {
+            code: right,
+            access_token: Some(tokens.access_token.clone()),
+        })
+        .await
+        .expect("the right code confirms")
+        .into_inner();
+    assert_eq!(
+        confirmed.recovery_codes.len(),
+        auth_api::domain::RECOVERY_CODE_COUNT
+    );
+    let again = client
+        .enroll_totp(pb::EnrollTotpRequest {
+            password: user.password.clone(),
+            access_token: Some(tokens.access_token.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&again, Code::AlreadyExists, "totp_already_enabled");
+    served.clock.advance(TOTP_STEP);
+
+    // Login now asks for the second factor; CompleteMfaLogin takes the challenge and a code.
+    let challenge = mfa_challenge(&mut client, &user).await;
+    let no_factor = client
+        .complete_mfa_login(pb::CompleteMfaLoginRequest {
+            mfa_token: challenge.clone(),
+            factor: None,
+        })
+        .await
+        .unwrap_err();
+    assert_error(&no_factor, Code::InvalidArgument, "invalid_request");
+    let right = totp_code(&served, &enrolment.secret);
+    let unknown = client
+        .complete_mfa_login(complete_mfa_request(
+            "not-a-challenge",
+            Factor::Code(right.clone()),
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&unknown, Code::Unauthenticated, "invalid_mfa_token");
+    let wrong = client
+        .complete_mfa_login(complete_mfa_request(
+            &challenge,
+            Factor::Code(other_code(&right)),
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&wrong, Code::Unauthenticated, "invalid_code");
+    // A wrong code leaves the challenge usable.
+    let second = client
+        .complete_mfa_login(complete_mfa_request(
+            &challenge,
+            Factor::Code(right.clone()),
+        ))
+        .await
+        .expect("the right code completes the login")
+        .into_inner();
+    assert_eq!(second.token_type, "Bearer");
+    assert!(second.device_token.is_some(), "no device token");
+    let claims = crate::helpers::claims_of(&second.access_token);
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
+    client
+        .validate(validate_request(Some(&second.access_token)))
+        .await
+        .expect("the new session is valid");
+    // The challenge is single use.
+    let used = client
+        .complete_mfa_login(complete_mfa_request(&challenge, Factor::Code(right)))
+        .await
+        .unwrap_err();
+    assert_error(&used, Code::Unauthenticated, "invalid_mfa_token");
+
+    // A recovery code completes a login too.
+    let challenge = mfa_challenge(&mut client, &user).await;
+    let by_recovery = client
+        .complete_mfa_login(complete_mfa_request(
+            &challenge,
+            Factor::RecoveryCode(confirmed.recovery_codes[0].clone()),
+        ))
+        .await
+        .expect("a recovery code completes the login")
+        .into_inner();
+    assert!(!by_recovery.access_token.is_empty());
+
+    // DisableTotp: a code is needed; then there is nothing to disable or confirm.
+    served.clock.advance(TOTP_STEP);
+    let right = totp_code(&served, &enrolment.secret);
+    let wrong = client
+        .disable_totp(bearer(
+            pb::DisableTotpRequest {
+                code: other_code(&right),
+                access_token: None,
+            },
+            &second.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&wrong, Code::Unauthenticated, "invalid_code");
+    client
+        .disable_totp(bearer(
+            pb::DisableTotpRequest {
+                code: right.clone(),
+                access_token: None,
+            },
+            &second.access_token,
+        ))
+        .await
+        .expect("the right code disables the factor");
+    let gone = client
+        .disable_totp(bearer(
+            pb::DisableTotpRequest {
+                code: right.clone(),
+                access_token: None,
+            },
+            &second.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&gone, Code::FailedPrecondition, "totp_not_enabled");
+    let not_pending = client
+        .confirm_totp(bearer(
+            pb::ConfirmTotpRequest {
+                code: right,
+                access_token: None,
+            },
+            &second.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_error(&not_pending, Code::FailedPrecondition, "totp_not_pending");
+    // The password alone logs in again.
+    login(&mut client, &user).await;
+
+    let metrics = served.state.metrics.render();
+    for line in [
+        r#"grpc_requests_total{method="auth.v1.AuthService/Login",code="UNAUTHENTICATED"} 2"#,
+        r#"grpc_requests_total{method="auth.v1.AuthService/CompleteMfaLogin",code="OK"} 2"#,
+        r#"grpc_requests_total{method="auth.v1.AuthService/CompleteMfaLogin",code="UNAUTHENTICATED"} 3"#,
+        r#"grpc_requests_total{method="auth.v1.AuthService/EnrollTotp",code="OK"} 1"#,
+        r#"grpc_requests_total{method="auth.v1.AuthService/ConfirmTotp",code="OK"} 1"#,
+        r#"grpc_requests_total{method="auth.v1.AuthService/DisableTotp",code="OK"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+    drop(client);
+    served.finish().await;
+}
+
+/// How long a test waits for a mail.
+const MAIL_PATIENCE: Duration = Duration::from_secs(15);
+
+/// The messages `sink` received for `recipient`, once there are `n`.
+async fn mails_to(sink: &SmtpSink, recipient: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + MAIL_PATIENCE;
+    loop {
+        let mails: Vec<_> = sink
+            .messages()
+            .into_iter()
+            .filter(|m| m["rcpt_tos"] == serde_json::json!([recipient]))
+            .collect();
+        if mails.len() >= n {
+            return mails;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{recipient} got {} mails within {MAIL_PATIENCE:?}, expected {n}",
+            mails.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// VerifyEmail, ResendVerification, RequestPasswordReset and ResetPassword, as `/verify`,
+/// `/verify/resend`, `/recover` and `/reset`: the tokens are read from the mail a real SMTP
+/// server (`SmtpSink`) received.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailed_links_verify_an_email_and_reset_a_password() {
+    let sink = SmtpSink::start();
+    let port = sink.port;
+    let served = Served::start(Backend::Sqlite, |c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
+        c.email_from = Some("Accounts <accounts@example.com>".parse().unwrap());
+        c.smtp_timeout = Duration::from_secs(5);
+        c.outbox_poll_interval = Duration::from_millis(100);
+        c.email_verification = EmailVerification::Optional;
+    })
+    .await;
+    let mut client = served.client().await;
+
+    // Signup with verification on: `verification_sent`, no id; the link comes by mail.
+    let user = TestUser::random();
+    let answer = client
+        .signup(signup_request(&user))
+        .await
+        .expect("signup failed")
+        .into_inner();
+    assert!(answer.verification_sent);
+    assert!(answer.id.is_empty() && answer.created_at.is_empty());
+    let first = link_token(&mails_to(&sink, &user.email, 1).await[0], "verify");
+    let tokens = login(&mut client, &user).await;
+    assert_eq!(
+        crate::helpers::claims_of(&tokens.access_token)["email_verified"],
+        false
+    );
+
+    // ResendVerification: a new link, and the older one stops working.
+    let malformed = client
+        .resend_verification(pb::ResendVerificationRequest {
+            email: "not-an-email".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&malformed, Code::InvalidArgument, "invalid_email");
+    client
+        .resend_verification(pb::ResendVerificationRequest {
+            email: user.email.clone(),
+        })
+        .await
+        .expect("resend failed");
+    let second = link_token(&mails_to(&sink, &user.email, 2).await[1], "verify");
+    assert_ne!(first, second);
+    let replaced = client
+        .verify_email(pb::VerifyEmailRequest { token: first })
+        .await
+        .unwrap_err();
+    assert_error(&replaced, Code::InvalidArgument, "invalid_email_token");
+
+    // VerifyEmail: once; tokens from the next refresh on say so.
+    let verified = client
+        .verify_email(pb::VerifyEmailRequest {
+            token: second.clone(),
+        })
+        .await
+        .expect("the newest link verifies")
+        .into_inner();
+    assert!(verified.email_verified);
+    let used = client
+        .verify_email(pb::VerifyEmailRequest { token: second })
+        .await
+        .unwrap_err();
+    assert_error(&used, Code::InvalidArgument, "invalid_email_token");
+    let refreshed = client
+        .refresh(pb::RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect("refresh failed")
+        .into_inner();
+    assert_eq!(
+        crate::helpers::claims_of(&refreshed.access_token)["email_verified"],
+        true
+    );
+
+    // RequestPasswordReset: OK for an unknown address too (nothing is mailed there).
+    let unknown = TestUser::random().email;
+    client
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: unknown.clone(),
+        })
+        .await
+        .expect("an unknown address answers OK");
+    let malformed = client
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: "not-an-email".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&malformed, Code::InvalidArgument, "invalid_email");
+    client
+        .request_password_reset(pb::RequestPasswordResetRequest {
+            email: user.email.clone(),
+        })
+        .await
+        .expect("a reset request failed");
+    let reset = link_token(&mails_to(&sink, &user.email, 3).await[2], "reset");
+
+    // ResetPassword: a bad token, a weak password (the link survives it), then the new password.
+    let bad = client
+        .reset_password(pb::ResetPasswordRequest {
+            token: "A".repeat(43),
+            password: "a brand new passphrase".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&bad, Code::InvalidArgument, "invalid_email_token");
+    let weak = client
+        .reset_password(pb::ResetPasswordRequest {
+            token: reset.clone(),
+            password: "short".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    let info = assert_error(&weak, Code::InvalidArgument, "weak_password");
+    assert_eq!(
+        info.metadata.get("reason").map(String::as_str),
+        Some("length")
+    );
+    client
+        .reset_password(pb::ResetPasswordRequest {
+            token: reset.clone(),
+            password: "a brand new passphrase".to_owned(),
+        })
+        .await
+        .expect("the reset link sets the password");
+    // Every session ended; the old password is gone, the new one logs in; the link is used.
+    let ended = client
+        .validate(validate_request(Some(&refreshed.access_token)))
+        .await
+        .unwrap_err();
+    assert_error(&ended, Code::Unauthenticated, "invalid_token");
+    let old = client
+        .login(login_request(&user.email, &user.password))
+        .await
+        .unwrap_err();
+    assert_error(&old, Code::Unauthenticated, "invalid_credentials");
+    client
+        .login(login_request(&user.email, "a brand new passphrase"))
+        .await
+        .expect("the new password logs in");
+    let used = client
+        .reset_password(pb::ResetPasswordRequest {
+            token: reset,
+            password: "another new passphrase".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_error(&used, Code::InvalidArgument, "invalid_email_token");
+    // Nothing went to the unknown address (its request was answered long before).
+    assert!(
+        sink.messages()
+            .iter()
+            .all(|m| m["rcpt_tos"] != serde_json::json!([unknown])),
+        "a mail to an address without an account"
+    );
+    drop(client);
     served.finish().await;
 }
 
@@ -699,8 +1158,8 @@ async fn errors_carry_the_http_error_code_as_error_info() {
     served.finish().await;
 }
 
-/// SECURITY.md E 49 over gRPC: Signup, Login, Refresh and ChangePassword share the per-address
-/// bucket; Logout and Validate are never limited; a trusted gateway's
+/// SECURITY.md E 49 over gRPC: Signup, Login, CompleteMfaLogin, Refresh, ChangePassword, the
+/// TOTP RPCs and those of the mailed links share the per-address bucket; Logout and Validate are never limited; a trusted gateway's
 /// `x-envoy-external-address` metadata names the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_address_limit_counts_credential_rpcs_per_client_address() {
@@ -760,6 +1219,88 @@ async fn the_per_address_limit_counts_credential_rpcs_per_client_address() {
         limited,
     );
     assert_rate_limited(&client.change_password(change).await.unwrap_err());
+    // And so are the second step of a login, the TOTP RPCs and those of the mailed links, as
+    // their HTTP routes are.
+    let access = Some(sessions[0].access_token.clone());
+    let mfa = pb::CompleteMfaLoginRequest {
+        mfa_token: "a-challenge".to_owned(),
+        factor: Some(pb::complete_mfa_login_request::Factor::Code(
+            "123456".to_owned(),
+        )),
+    };
+    assert_rate_limited(
+        &client
+            .complete_mfa_login(from_address(mfa, limited))
+            .await
+            .unwrap_err(),
+    );
+    let enrol = pb::EnrollTotpRequest {
+        password: user.password.clone(),
+        access_token: access.clone(),
+    };
+    assert_rate_limited(
+        &client
+            .enroll_totp(from_address(enrol, limited))
+            .await
+            .unwrap_err(),
+    );
+    let confirm = pb::ConfirmTotpRequest {
+        code: "123456".to_owned(),
+        access_token: access.clone(),
+    };
+    assert_rate_limited(
+        &client
+            .confirm_totp(from_address(confirm, limited))
+            .await
+            .unwrap_err(),
+    );
+    let disable = pb::DisableTotpRequest {
+        code: "123456".to_owned(),
+        access_token: access,
+    };
+    assert_rate_limited(
+        &client
+            .disable_totp(from_address(disable, limited))
+            .await
+            .unwrap_err(),
+    );
+    let verify = pb::VerifyEmailRequest {
+        token: "A".repeat(43),
+    };
+    assert_rate_limited(
+        &client
+            .verify_email(from_address(verify, limited))
+            .await
+            .unwrap_err(),
+    );
+    let resend = pb::ResendVerificationRequest {
+        email: user.email.clone(),
+    };
+    assert_rate_limited(
+        &client
+            .resend_verification(from_address(resend, limited))
+            .await
+            .unwrap_err(),
+    );
+    let recover = pb::RequestPasswordResetRequest {
+        email: user.email.clone(),
+    };
+    assert_rate_limited(
+        &client
+            .request_password_reset(from_address(recover, limited))
+            .await
+            .unwrap_err(),
+    );
+    let reset = pb::ResetPasswordRequest {
+        token: "A".repeat(43),
+        password: "a brand new passphrase".to_owned(),
+    };
+    assert_rate_limited(
+        &client
+            .reset_password(from_address(reset, limited))
+            .await
+            .unwrap_err(),
+    );
 
     // Validate and Logout are never limited.
     for _ in 0..LIMIT + 2 {
@@ -1033,10 +1574,18 @@ async fn reflection_lists_the_services_and_serves_their_descriptors() {
         [
             "Signup",
             "Login",
+            "CompleteMfaLogin",
             "Refresh",
             "ExchangeSignInCode",
             "Logout",
             "ChangePassword",
+            "EnrollTotp",
+            "ConfirmTotp",
+            "DisableTotp",
+            "VerifyEmail",
+            "ResendVerification",
+            "RequestPasswordReset",
+            "ResetPassword",
             "Validate"
         ]
     );

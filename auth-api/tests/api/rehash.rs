@@ -32,6 +32,7 @@ async fn insert_at_cost(app: &TestApp, user: &TestUser, cost: u32) -> String {
         created_at: app.clock.now(),
         disabled_at: None,
         tokens_valid_after: 0,
+        email_verified_at: None,
     };
     let inserted = app.state.store.insert_user(&row, &["user"]).await.unwrap();
     assert!(matches!(inserted, InsertUser::Created));

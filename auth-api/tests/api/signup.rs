@@ -146,6 +146,7 @@ async fn insert_legacy_user(app: &TestApp, email: &str, like: &str) -> String {
         created_at: 0,
         disabled_at: None,
         tokens_valid_after: 0,
+        email_verified_at: None,
     };
     let inserted = app.state.store.insert_user(&row, &["user"]).await.unwrap();
     assert!(matches!(inserted, auth_api::store::InsertUser::Created));

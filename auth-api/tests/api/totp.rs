@@ -133,6 +133,7 @@ async fn a_second_factor_login_ends_in_a_pwd_otp_session(app: TestApp) {
     user.register(&app).await;
     let first = user.login(&app).await;
     assert_eq!(claims_of(&first.access)["amr"], json!(["pwd"]));
+    assert_eq!(claims_of(&first.access)["acr"], "aal1");
 
     // Act: enrol and confirm
     let enrolment = post_bearer(
@@ -182,10 +183,12 @@ async fn a_second_factor_login_ends_in_a_pwd_otp_session(app: TestApp) {
     assert!(completed.body["device_token"].is_string());
     let tokens = Tokens::from_response(&completed);
     assert_eq!(claims_of(&tokens.access)["amr"], json!(["pwd", "otp"]));
+    assert_eq!(claims_of(&tokens.access)["acr"], "aal2");
     assert_eq!(app.validate(&tokens.access).await.status, StatusCode::OK);
     let refreshed = app.refresh(&tokens.refresh).await;
     let refreshed = Tokens::from_response(&refreshed);
     assert_eq!(claims_of(&refreshed.access)["amr"], json!(["pwd", "otp"]));
+    assert_eq!(claims_of(&refreshed.access)["acr"], "aal2");
 }
 
 /// A mistyped code is `invalid_code` and leaves the challenge usable; the right code then

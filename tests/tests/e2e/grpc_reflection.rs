@@ -68,10 +68,18 @@ async fn a_generic_client_lists_and_calls_the_api_by_reflection() {
         serde_json::json!([
             "Signup",
             "Login",
+            "CompleteMfaLogin",
             "Refresh",
             "ExchangeSignInCode",
             "Logout",
             "ChangePassword",
+            "EnrollTotp",
+            "ConfirmTotp",
+            "DisableTotp",
+            "VerifyEmail",
+            "ResendVerification",
+            "RequestPasswordReset",
+            "ResetPassword",
             "Validate"
         ])
     );
