@@ -4,8 +4,11 @@
 //! API by reflection (`grpc_reflection.rs`), at the versions pinned here and in its
 //! `package-lock.json`. Also what the social-login browser test (`social_login.rs`) runs: a real
 //! OpenID Provider (`oidc-provider`) and `playwright-core` from npm in `tests/oidc/node_modules`,
-//! pinned by `tests/oidc/package-lock.json`, driving Debian's Chromium (`/usr/bin/chromium`).
-//! And `aiosmtpd` in `.venv`, the SMTP server of auth-api's email tests (`tests/smtp/sink.py`).
+//! pinned by `tests/oidc/package-lock.json`, driving Debian's Chromium (`/usr/bin/chromium`);
+//! the account pages' browser test (`account_pages.rs`) drives it with its own `playwright-core`
+//! in `tests/browser/node_modules`, pinned by `tests/browser/package-lock.json`. And `aiosmtpd` in
+//! `.venv`, the SMTP server of auth-api's email tests and of the account pages' test
+//! (`tests/smtp/sink.py`, also the dev stack's mail sink).
 
 use std::{path::Path, process::Command};
 
@@ -21,9 +24,9 @@ const GRPCIO_REFLECTION_VERSION: &str = "1.85.1";
 /// The SMTP server the email outbox tests deliver to (`tests/smtp/sink.py`, PyPI).
 const AIOSMTPD_VERSION: &str = "1.4.6";
 
-/// Installs PyJWT into `.venv` (which `ensure_envoy` created), `jose` and the social-login test's
-/// npm packages with `npm ci`, each only when missing or of another version, and Debian's
-/// Chromium when missing.
+/// Installs PyJWT, grpcio and aiosmtpd into `.venv` (which `ensure_envoy` created), the npm
+/// packages of the interop and browser tests with `npm ci`, each only when missing or of another
+/// version, and Debian's Chromium when missing.
 pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
     let venv = root.join(".venv");
     let installed = Command::new(venv.join("bin/python"))
@@ -66,12 +69,14 @@ pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
     ensure_aiosmtpd(&venv)?;
     npm_ci(root, "tests/interop", "jose")?;
     npm_ci(root, "tests/oidc", "oidc-provider and playwright-core")?;
+    npm_ci(root, "tests/browser", "playwright-core")?;
     ensure_chromium()
 }
 
 /// Installs aiosmtpd into `venv` when missing or of another version: the real SMTP server of
-/// auth-api's email tests (`auth-api/tests/api/smtp_sink.rs` runs `tests/smtp/sink.py`).
-fn ensure_aiosmtpd(venv: &Path) -> anyhow::Result<()> {
+/// the email tests (`test-support`'s `smtp_sink` runs `tests/smtp/sink.py`) and of `cargo xtask
+/// up`.
+pub(crate) fn ensure_aiosmtpd(venv: &Path) -> anyhow::Result<()> {
     let installed = Command::new(venv.join("bin/python"))
         .args(["-c", "import aiosmtpd; print(aiosmtpd.__version__)"])
         .output()

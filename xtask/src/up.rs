@@ -4,12 +4,16 @@
 //! ports of DESIGN.md, until Ctrl-C or until one of them dies. Unless `AUTH_OIDC_PROVIDERS_FILE`
 //! names the operator's own providers, a local OpenID Provider (the e2e tests' `oidc-provider`,
 //! `tests/oidc/provider.mjs`) runs beside them as provider `local`, so that social login works
-//! in the dev stack without an account anywhere.
+//! in the dev stack without an account anywhere. Unless `AUTH_SMTP_URL` names the operator's own
+//! relay, a local SMTP sink (the tests' `aiosmtpd`, `tests/smtp/sink.py`) receives auth-api's
+//! mail and keeps each message as a file in `.stack/mail/`, where the verification and reset
+//! links of the account pages (`/auth/account/`) are read.
 
 use std::{
     collections::HashMap,
     io::Read as _,
     net::SocketAddr,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Child, Command},
     sync::{
@@ -47,6 +51,12 @@ const SIGNED_IN: &str = "http://127.0.0.1:10000/public/signed-in";
 const DEV_PROVIDER_SECRET_VAR: &str = "AUTH_DEV_OIDC_CLIENT_SECRET";
 /// The public JWKS on auth-api's public listener, which the dev gateway polls.
 const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// The local SMTP sink of the dev stack (when `AUTH_SMTP_URL` is unset).
+const MAIL: u16 = 2525;
+/// The `From` of the dev stack's mail.
+const MAIL_FROM: &str = "auth-service dev stack <accounts@example.com>";
+/// The variable naming auth-api's relay.
+const SMTP_URL_VAR: &str = "AUTH_SMTP_URL";
 
 /// The running processes, stopped (TERM, then KILL) when dropped: Envoy first (it stops
 /// itself), then the others.
@@ -107,6 +117,12 @@ fn check_environment(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<
         problems.push(format!(
             "AUTH_SIGNING_ALG={alg:?}: the dev gateway verifies with the public keys of \
              {JWKS_PATH}, where an HS256 key (a shared secret) never appears"
+        ));
+    }
+    if let Some(url) = set("AUTH_PUBLIC_URL").filter(|u| u.trim().trim_end_matches('/') != ISSUER) {
+        problems.push(format!(
+            "AUTH_PUBLIC_URL={url:?}: the links of the dev stack's mail lead through the gateway, \
+             to {ISSUER:?} (the stack sets it)"
         ));
     }
     if let Some(audiences) =
@@ -177,6 +193,12 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
             start_dev_provider(root, &state_dir, &mut processes)
         })?,
     };
+    let mail = match std::env::var(SMTP_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Mail::Operator,
+        _ => step("the local SMTP sink (aiosmtpd)", || {
+            start_mail_sink(root, &state_dir, &mut processes)
+        })?,
+    };
     let store = store_description(std::env::var("AUTH_DATABASE_URL").ok().as_deref());
     println!("==> auth-api on {store}");
     // auth-api inherits this environment: AUTH_DATABASE_URL, AUTH_KEY_ENCRYPTION_KEYS and the
@@ -189,7 +211,22 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{AUTH_INTERNAL}"))
         .env("AUTH_GRPC_LISTEN", format!("127.0.0.1:{AUTH_GRPC}"))
         .env("AUTH_INTERNAL_TOKEN", &token)
-        .env("AUTH_JWT_ISSUER", ISSUER);
+        .env("AUTH_JWT_ISSUER", ISSUER)
+        // The links in its mail: the account pages through the gateway.
+        .env("AUTH_PUBLIC_URL", ISSUER);
+    if std::env::var_os("AUTH_EMAIL_VERIFICATION").is_none() {
+        // Signing up sends the verification mail, and signing in works before it is followed.
+        auth_api.env("AUTH_EMAIL_VERIFICATION", "optional");
+    }
+    if let Mail::Local(_) = &mail {
+        auth_api
+            .env(SMTP_URL_VAR, format!("smtp://127.0.0.1:{MAIL}"))
+            .env("AUTH_EMAIL_FROM", MAIL_FROM);
+        if std::env::var_os("AUTH_OUTBOX_POLL_SECS").is_none() {
+            // A mail the outbox could not hand over at once is retried within a second.
+            auth_api.env("AUTH_OUTBOX_POLL_SECS", "1");
+        }
+    }
     if let Providers::Local { file, secret } = &providers {
         auth_api
             .env(PROVIDERS_FILE_VAR, file)
@@ -258,6 +295,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     )?;
 
     print_banner(&store);
+    print_mail(&mail);
     print_social_login(&providers);
     while !stop.load(Ordering::SeqCst) {
         if let Some((name, status)) = processes.exited() {
@@ -334,6 +372,68 @@ fn start_dev_provider(
     std::fs::write(&file, serde_json::to_string_pretty(&providers)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
     Ok(Providers::Local { file, secret })
+}
+
+/// Where the dev stack's mail goes.
+enum Mail {
+    /// The operator's relay (`AUTH_SMTP_URL`), passed through with their `AUTH_EMAIL_FROM`.
+    Operator,
+    /// The local sink this run started, and the directory it writes the messages into.
+    Local(std::path::PathBuf),
+}
+
+/// Starts `tests/smtp/sink.py` (aiosmtpd, installed into `.venv` when missing) on
+/// 127.0.0.1:[`MAIL`], writing each message into `state_dir/mail`, emptied first: the mail of
+/// this run only.
+fn start_mail_sink(
+    root: &Path,
+    state_dir: &Path,
+    processes: &mut Processes,
+) -> anyhow::Result<Mail> {
+    let venv = crate::tools::ensure_venv(root, "aiosmtpd")?;
+    crate::interop::ensure_aiosmtpd(&venv)?;
+    let dir = state_dir.join("mail");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut sink = Command::new(venv.join("bin/python"));
+    sink.arg(root.join("tests/smtp/sink.py"))
+        .arg(&dir)
+        .args(["--port", &MAIL.to_string()])
+        // It stops when its input closes: with this process, however that ends.
+        .stdin(std::process::Stdio::piped())
+        // It prints its port, which is ours.
+        .stdout(std::process::Stdio::null())
+        // Out of the terminal's process group: Ctrl-C reaches `up`, which stops the sink with a
+        // TERM (Python would print a KeyboardInterrupt traceback for an INT).
+        .process_group(0);
+    processes.children.push((
+        "smtp-sink",
+        sink.spawn().context("cannot start the SMTP sink")?,
+    ));
+    wait_until(
+        processes,
+        || wait_for_port(addr(MAIL), Duration::from_millis(300)).is_ok(),
+        "the SMTP sink",
+    )?;
+    Ok(Mail::Local(dir))
+}
+
+/// Where to read the stack's mail.
+fn print_mail(mail: &Mail) {
+    match mail {
+        Mail::Operator => println!("\nMail: through the relay of {SMTP_URL_VAR}."),
+        Mail::Local(dir) => println!(
+            r#"
+Mail: nothing leaves the machine. A local SMTP sink on 127.0.0.1:{MAIL} receives auth-api's mail:
+  mail: {dir} (one .eml per message, beside it a .json with its headers and decoded text)
+Account pages: http://127.0.0.1:{GATEWAY}/auth/account/signup; the newest mail's text (its
+verification or reset link):
+  python3 -c 'import glob,json; m=json.load(open(sorted(glob.glob("{dir}/*.json"))[-1])); print(m["parts"][0]["body"])'"#,
+            dir = dir.display()
+        ),
+    }
 }
 
 /// How to try social login in this stack.
@@ -528,6 +628,7 @@ mod tests {
             ("AUTH_JWT_AUDIENCE", "billing, api"),
             ("AUTH_DATABASE_URL", "postgres://x"),
             ("AUTH_SIGNING_ALG", "EdDSA"),
+            ("AUTH_PUBLIC_URL", "http://127.0.0.1:10000/auth/"),
         ])
         .is_ok());
         for (name, value) in [
@@ -536,6 +637,7 @@ mod tests {
             ("AUTH_JWT_AUDIENCE", "billing"),
             ("AUTH_LISTEN", "0.0.0.0:9000"),
             ("AUTH_SIGNING_ALG", "HS256"),
+            ("AUTH_PUBLIC_URL", "https://auth.example.com"),
         ] {
             let err = check(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -44,6 +44,7 @@ macro_rules! on_stores {
     };
 }
 
+mod account_pages;
 mod algorithms;
 mod attack;
 mod config;
