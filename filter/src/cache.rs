@@ -197,6 +197,8 @@ mod tests {
             exp,
             claim_headers: vec![("x-user-id".to_owned(), "u1".to_owned())],
             roles: vec!["user".to_owned()],
+            acr: Some("aal1".to_owned()),
+            email_verified: true,
             sub: StringClaim::Text("u1".to_owned()),
             sid: StringClaim::Text("s1".to_owned()),
             iat: Some(1),

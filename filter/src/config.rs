@@ -227,6 +227,14 @@ pub(crate) struct Rule {
     /// Whether the token goes upstream on this rule's requests; `None` is the configuration's
     /// `forward`.
     pub forward: Option<bool>,
+    /// Whether the token's `email_verified` claim must be JSON `true` (403 otherwise). Never on
+    /// a public rule.
+    pub email_verified: bool,
+    /// The `acr` values (assurance levels, e.g. `aal2`) of which the token's `acr` claim must
+    /// be one, in order of preference (401 `insufficient_user_authentication` otherwise, RFC
+    /// 9470); `None` asks for none. Never empty, never on a public rule, and each value is
+    /// visible ASCII without `"` or `\`, so that it goes into `acr_values` as it is.
+    pub acr: Option<Vec<String>>,
 }
 
 /// How a rule matches the request path.
@@ -338,6 +346,8 @@ struct RawRule {
     #[serde(default, deserialize_with = "require")]
     require: Option<Require>,
     forward: Option<bool>,
+    email_verified: Option<bool>,
+    acr: Option<Vec<String>>,
 }
 
 /// A `T` read from a JSON object only: serde's derive also reads a struct from an array, by
@@ -862,13 +872,76 @@ impl RawRule {
                 ));
             }
         }
+        let email_verified = match self.email_verified {
+            None => false,
+            Some(true) => true,
+            // `false` would read as "an unverified email is required" to some: said by leaving
+            // the member out, as `methods`' "every method" is.
+            Some(false) => {
+                return Err(ConfigError::new(
+                    member(at, "email_verified"),
+                    "expected true (omit it to accept any email)",
+                ))
+            }
+        };
+        if let Some(acr) = &self.acr {
+            acr_values(&member(at, "acr"), acr)?;
+        }
+        // A public rule checks no token, so it could never enforce a claim: refused rather
+        // than silently ignored.
+        if require == Require::Public {
+            for (given, name) in [
+                (email_verified, "email_verified"),
+                (self.acr.is_some(), "acr"),
+            ] {
+                if given {
+                    return Err(ConfigError::new(
+                        member(at, name),
+                        "a public rule checks no token: require \"authenticated\" or roles with it",
+                    ));
+                }
+            }
+        }
         Ok(Rule {
             path: path_match,
             methods: self.methods,
             require,
             forward: self.forward,
+            email_verified,
+            acr: self.acr,
         })
     }
+}
+
+/// Checks a rule's `acr` list at `field`: not empty, and each value a non-empty run of visible
+/// ASCII other than `"` and `\`, listed once. Such values go into the RFC 9470 challenge's
+/// `acr_values="…"` as they are: a quoted string of space-separated values, which RFC 6750 §3
+/// lets hold no `"` or `\`, and no value may hold the space that separates them.
+fn acr_values(field: &str, values: &[String]) -> Result<(), ConfigError> {
+    if values.is_empty() {
+        return Err(ConfigError::new(
+            field,
+            "must not be empty (omit it to accept any acr)",
+        ));
+    }
+    for (i, value) in values.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        if value.is_empty() || !value.bytes().all(is_acr_byte) {
+            return Err(ConfigError::new(
+                at,
+                "expected an acr value of visible ascii characters without spaces, quotes or backslashes",
+            ));
+        }
+        if values.get(..i).is_some_and(|before| before.contains(value)) {
+            return Err(ConfigError::new(at, format!("{value} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// A byte an `acr` value may hold: visible ASCII (`!` to `~`) but `"` and `\`.
+pub(crate) fn is_acr_byte(b: u8) -> bool {
+    (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\'
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), ConfigError> {
@@ -1758,6 +1831,129 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_rule_may_require_a_verified_email_and_an_acr() -> crate::TestResult {
+        let value = with(base(), "/rules/2/acr", json!(["aal2", "urn:example:loa:3"]));
+        let value = with(value, "/rules/3/email_verified", json!(true));
+        let config = parse(&value)?;
+        assert_eq!(
+            config.rules[2].acr,
+            Some(vec!["aal2".to_owned(), "urn:example:loa:3".to_owned()])
+        );
+        assert!(!config.rules[2].email_verified);
+        assert_eq!(config.rules[3].acr, None);
+        assert!(config.rules[3].email_verified);
+        let config = parse(&with(base(), "/rules/3/email_verified", Value::Null))?;
+        assert!(!config.rules[3].email_verified, "left out: not required");
+        Ok(())
+    }
+
+    #[test]
+    fn acr_and_email_verified_are_refused_where_they_could_not_hold() -> crate::TestResult {
+        let public_rule =
+            "a public rule checks no token: require \"authenticated\" or roles with it";
+        let acr_value = "expected an acr value of visible ascii characters without spaces, \
+                         quotes or backslashes";
+        let cases = [
+            (
+                with(base(), "/rules/0/acr", json!(["aal2"])),
+                "rules[0].acr",
+                public_rule,
+                "acr on a public rule",
+            ),
+            (
+                with(base(), "/rules/1/email_verified", json!(true)),
+                "rules[1].email_verified",
+                public_rule,
+                "email_verified on a public rule",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!([])),
+                "rules[3].acr",
+                "must not be empty (omit it to accept any acr)",
+                "an empty acr list",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal2", ""])),
+                "rules[3].acr[1]",
+                acr_value,
+                "an empty value",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal\"2"])),
+                "rules[3].acr[0]",
+                acr_value,
+                "a quote",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal\\2"])),
+                "rules[3].acr[0]",
+                acr_value,
+                "a backslash",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal 2"])),
+                "rules[3].acr[0]",
+                acr_value,
+                "a space, which separates acr_values",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal2\n"])),
+                "rules[3].acr[0]",
+                acr_value,
+                "a control character",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["niveau-\u{e9}lev\u{e9}"])),
+                "rules[3].acr[0]",
+                acr_value,
+                "non-ascii",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!(["aal2", "aal3", "aal2"])),
+                "rules[3].acr[2]",
+                "aal2 is listed twice",
+                "a value listed twice",
+            ),
+            (
+                with(base(), "/rules/3/email_verified", json!(false)),
+                "rules[3].email_verified",
+                "expected true (omit it to accept any email)",
+                "false, which could be read as requiring an unverified email",
+            ),
+        ];
+        for (value, field, message, reason) in cases {
+            let err = parse(&value).err().ok_or(reason)?;
+            assert_eq!(
+                (err.field.as_str(), err.message.as_str()),
+                (field, message),
+                "{reason}"
+            );
+        }
+        for (value, field, reason) in [
+            (
+                with(base(), "/rules/3/acr", json!("aal2")),
+                "rules[3].acr",
+                "a string, not a list",
+            ),
+            (
+                with(base(), "/rules/3/acr", json!([2])),
+                "rules[3].acr[0]",
+                "a number",
+            ),
+            (
+                with(base(), "/rules/3/email_verified", json!("true")),
+                "rules[3].email_verified",
+                "the string \"true\"",
+            ),
+        ] {
+            let err = parse(&value).err().ok_or(reason)?;
+            assert_eq!(err.field, field, "{reason}: {err}");
+            assert!(err.message.starts_with("invalid type: "), "{reason}: {err}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn the_rule_match_error_reads_as_documented() -> crate::TestResult {
         let value = with(base(), "/rules/2/match", json!({"regex": ".*"}));
         let err = parse(&value).unwrap_err();
@@ -1933,7 +2129,7 @@ pub(crate) mod tests {
         assert_eq!(
             err.to_string(),
             "rules[1].methodz: unknown field `methodz`, expected one of `match`, `methods`, \
-             `require`, `forward`"
+             `require`, `forward`, `email_verified`, `acr`"
         );
         Ok(())
     }

@@ -1,8 +1,8 @@
 //! The whole per-request decision, without the host: strip spoofable identity headers, match a
 //! rule, let CORS preflights through, find and verify the token (through the cache), check it
-//! against the revocation feed, check roles, and say which headers to set and remove, or which
-//! answer to send. `host.rs` reads the request, calls [`decide`] and applies the [`Decision`];
-//! nothing here talks to Envoy.
+//! against the revocation feed, check the rules' requirements (roles, a verified email, the
+//! `acr`), and say which headers to set and remove, or which answer to send. `host.rs` reads
+//! the request, calls [`decide`] and applies the [`Decision`]; nothing here talks to Envoy.
 
 use std::fmt;
 use std::rc::Rc;
@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::cache::TokenCache;
 use crate::config::FilterConfig;
 use crate::identity::Identity;
-use crate::policy::{self, Authorization, TokenError, TokenLocation};
+use crate::policy::{self, Authorization, Presented, TokenError, TokenLocation};
 use crate::response::{deny_response, is_grpc, DenyReason, DenyResponse};
 use crate::revocations::{Revocations, StringClaim};
 
@@ -309,10 +309,20 @@ pub fn decide<'a>(
     {
         return deny(DenyReason::Revoked);
     }
-    // Every matched rule must be satisfied: the strictest wins.
-    for rule in matched.rules() {
-        if let Authorization::Deny(why) = policy::authorize(&rule.require, &identity.roles) {
-            return deny(DenyReason::InsufficientScope(why));
+    // Every matched rule must be satisfied: the strictest wins. Decided afresh on every
+    // request from the cached identity's claims, so a token that passed one rule is held to
+    // the next rule's requirements all the same.
+    let presented = Presented {
+        roles: &identity.roles,
+        acr: identity.acr.as_deref(),
+        email_verified: identity.email_verified,
+    };
+    match policy::authorize(&matched, presented) {
+        Authorization::Allow => {}
+        Authorization::InsufficientScope(why) => return deny(DenyReason::InsufficientScope(why)),
+        Authorization::EmailNotVerified => return deny(DenyReason::EmailNotVerified),
+        Authorization::StepUp(acr_values) => {
+            return deny(DenyReason::InsufficientUserAuthentication(acr_values))
         }
     }
 
@@ -415,8 +425,10 @@ fn worth_remembering(kind: &ErrorKind) -> bool {
     )
 }
 
-/// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values, the roles, and
-/// `sub`, `sid` and `iat` for the revocation check.
+/// The cacheable parts of verified claims: `exp`, the `claim_to_headers` values, what the rules
+/// read (the roles, `acr` when it is a string, and whether `email_verified` is JSON `true`:
+/// any other value, `"true"` included, reads as unverified), and `sub`, `sid` and `iat` for the
+/// revocation check.
 fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     let claim_headers = config
@@ -440,6 +452,8 @@ fn identity_of(claims: &Map<String, Value>, config: &FilterConfig) -> Identity {
         exp,
         claim_headers,
         roles,
+        acr: claims.get("acr").and_then(Value::as_str).map(str::to_owned),
+        email_verified: claims.get("email_verified") == Some(&Value::Bool(true)),
         sub: StringClaim::of(claims, "sub"),
         sid: StringClaim::of(claims, "sid"),
         iat: claims.get("iat").and_then(whole_seconds),
@@ -830,6 +844,351 @@ mod tests {
             let decision = run(&config, "GET", path, &[], None, None, NOW);
             assert_eq!(reason(&decision), Some(&DenyReason::NoRoute), "{path}");
         }
+        Ok(())
+    }
+
+    /// `base()` with `/step/` requiring `acr` aal2 and `/verified/` a verified email, before
+    /// the wider `/api/` rule.
+    fn config_with_claim_rules() -> crate::TestResult<FilterConfig> {
+        config_with(|v| {
+            v["rules"] = json!([
+                {"match": {"prefix": "/api/step/"}, "require": "authenticated", "acr": ["aal2"]},
+                {"match": {"prefix": "/api/verified/"}, "require": "authenticated",
+                 "email_verified": true},
+                {"match": {"prefix": "/api/both/"}, "require": {"roles": ["editor"]},
+                 "acr": ["aal3", "aal2"], "email_verified": true},
+                {"match": {"prefix": "/api/"}, "require": "authenticated"}
+            ]);
+        })
+    }
+
+    /// A bearer token of `claims()` with `name` set to `value` (removed when `value` is null).
+    fn bearer_with(edits: &[(&str, Value)]) -> crate::TestResult<String> {
+        let mut c = claims();
+        for (name, value) in edits {
+            match (c.as_object_mut(), value) {
+                (Some(map), Value::Null) => {
+                    map.remove(*name);
+                }
+                (Some(map), value) => {
+                    map.insert((*name).to_owned(), value.clone());
+                }
+                (None, _) => return Err("claims are an object".into()),
+            }
+        }
+        Ok(bearer(&token(&c)?))
+    }
+
+    fn status_and_challenge(decision: &Decision<'_>) -> Option<(u32, String, Value)> {
+        match decision {
+            Decision::Deny {
+                response:
+                    DenyResponse::Http {
+                        status,
+                        headers,
+                        body,
+                    },
+                ..
+            } => Some((
+                *status,
+                headers
+                    .iter()
+                    .find(|(n, _)| n == "www-authenticate")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                serde_json::from_str(body).ok()?,
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_acr_rule_lets_through_only_listed_string_acr_claims() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let step_up = Some(DenyReason::InsufficientUserAuthentication(vec![
+            "aal2".to_owned()
+        ]));
+        let cases = [
+            (json!("aal2"), None, "the required level"),
+            (json!("aal1"), step_up.clone(), "one factor"),
+            (Value::Null, step_up.clone(), "no acr claim"),
+            (json!(""), step_up.clone(), "empty"),
+            (json!("AAL2"), step_up.clone(), "another case"),
+            (json!(["aal2"]), step_up.clone(), "an array holding it"),
+            (json!(2), step_up.clone(), "a number"),
+            (json!(true), step_up.clone(), "a boolean"),
+            (json!({"aal2": true}), step_up.clone(), "an object"),
+            (json!("aal2\u{0}"), step_up.clone(), "a NUL after it"),
+            (json!("x".repeat(4096)), step_up.clone(), "a long string"),
+        ];
+        for (acr, expected, why) in cases {
+            let auth = bearer_with(&[("acr", acr)])?;
+            let decision = run(
+                &config,
+                "GET",
+                "/api/step/x",
+                &[("authorization", &auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
+            let elsewhere = run(
+                &config,
+                "GET",
+                "/api/x",
+                &[("authorization", &auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(reason(&elsewhere), None, "{why}: other routes ask nothing");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_email_verified_rule_lets_through_only_json_true() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let refused = Some(DenyReason::EmailNotVerified);
+        let cases = [
+            (json!(true), None, "verified"),
+            (json!(false), refused.clone(), "not verified"),
+            (Value::Null, refused.clone(), "no claim"),
+            (json!("true"), refused.clone(), "the string \"true\""),
+            (json!(1), refused.clone(), "a number"),
+            (json!([true]), refused.clone(), "an array"),
+            (json!({}), refused.clone(), "an object"),
+        ];
+        for (email_verified, expected, why) in cases {
+            let auth = bearer_with(&[("email_verified", email_verified)])?;
+            let decision = run(
+                &config,
+                "GET",
+                "/api/verified/x",
+                &[("authorization", &auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn claim_rule_refusals_are_answered_as_rfc_6750_and_rfc_9470_say() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let aal1 = bearer_with(&[("acr", json!("aal1")), ("email_verified", json!(true))])?;
+        let unverified = bearer_with(&[("acr", json!("aal2")), ("email_verified", json!(false))])?;
+        let cases = [
+            (
+                "/api/step/x",
+                &aal1,
+                401,
+                "Bearer realm=\"auth-service\", error=\"insufficient_user_authentication\", \
+                 error_description=\"requires a stronger authentication (acr aal2)\", \
+                 acr_values=\"aal2\"",
+                json!({"error": "insufficient_user_authentication",
+                       "message": "requires a stronger authentication (acr aal2)"}),
+            ),
+            (
+                "/api/both/x",
+                &aal1,
+                401,
+                "Bearer realm=\"auth-service\", error=\"insufficient_user_authentication\", \
+                 error_description=\"requires a stronger authentication (acr one of aal3, \
+                 aal2)\", acr_values=\"aal3 aal2\"",
+                json!({"error": "insufficient_user_authentication",
+                       "message": "requires a stronger authentication (acr one of aal3, aal2)"}),
+            ),
+            (
+                "/api/verified/x",
+                &unverified,
+                403,
+                "Bearer realm=\"auth-service\", error=\"insufficient_scope\", \
+                 error_description=\"requires a verified email\"",
+                json!({"error": "email_not_verified", "message": "requires a verified email"}),
+            ),
+        ];
+        for (path, auth, status, challenge, body) in cases {
+            let decision = run(
+                &config,
+                "GET",
+                path,
+                &[("authorization", auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(
+                status_and_challenge(&decision),
+                Some((status, challenge.to_owned(), body)),
+                "{path}"
+            );
+            let grpc = run(
+                &config,
+                "POST",
+                path,
+                &[
+                    ("authorization", auth),
+                    ("content-type", "application/grpc"),
+                ],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            let Decision::Deny {
+                response:
+                    DenyResponse::Grpc {
+                        status: grpc_status,
+                        metadata,
+                        ..
+                    },
+                ..
+            } = grpc
+            else {
+                panic!("{path}: expected a grpc denial, got {grpc:?}");
+            };
+            assert_eq!(
+                grpc_status,
+                if status == 401 { 16 } else { 7 },
+                "{path}: UNAUTHENTICATED or PERMISSION_DENIED"
+            );
+            assert_eq!(
+                metadata,
+                [("www-authenticate".to_owned(), challenge.to_owned())],
+                "{path}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_role_is_checked_before_the_email_and_the_email_before_the_acr() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let cases = [
+            (
+                vec![("roles", json!(["user"]))],
+                Some(DenyReason::InsufficientScope(
+                    "requires one of the roles: editor".to_owned(),
+                )),
+                "no role: stepping up would not help",
+            ),
+            (
+                vec![],
+                Some(DenyReason::EmailNotVerified),
+                "the role, but no verified email and no acr",
+            ),
+            (
+                vec![("email_verified", json!(true))],
+                Some(DenyReason::InsufficientUserAuthentication(vec![
+                    "aal3".to_owned(),
+                    "aal2".to_owned(),
+                ])),
+                "only the acr is missing",
+            ),
+            (
+                vec![("email_verified", json!(true)), ("acr", json!("aal3"))],
+                None,
+                "everything",
+            ),
+        ];
+        for (edits, expected, why) in cases {
+            let auth = bearer_with(&edits)?;
+            let decision = run(
+                &config,
+                "GET",
+                "/api/both/x",
+                &[("authorization", &auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_rules_of_another_reading_of_the_path_ask_for_their_acr_too() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let auth = bearer_with(&[("acr", json!("aal1"))])?;
+        // `/api/Step/x` matches `/api/` as written and `/api/step/` in another case.
+        for path in ["/api/Step/x", "/API/STEP/x", "/api/step"] {
+            let decision = run(
+                &config,
+                "GET",
+                path,
+                &[("authorization", &auth)],
+                Some(&keys()?),
+                None,
+                NOW,
+            );
+            assert_eq!(
+                reason(&decision),
+                Some(&DenyReason::InsufficientUserAuthentication(vec![
+                    "aal2".to_owned()
+                ])),
+                "{path}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_cached_token_is_held_to_each_routes_requirements() -> crate::TestResult {
+        let config = config_with_claim_rules()?;
+        let mut cache = TokenCache::new(8);
+        let auth = bearer_with(&[("acr", json!("aal1")), ("email_verified", json!(false))])?;
+        let key_set = keys()?;
+        // Each route in turn, twice round: every request after the first is a cache hit, and
+        // each route answers as it did on a miss, whichever route the token passed before.
+        let routes = [
+            ("/api/x", None),
+            (
+                "/api/step/x",
+                Some(DenyReason::InsufficientUserAuthentication(vec![
+                    "aal2".to_owned()
+                ])),
+            ),
+            ("/api/x", None),
+            ("/api/verified/x", Some(DenyReason::EmailNotVerified)),
+            ("/api/other", None),
+        ];
+        for round in 0..2 {
+            for (i, (path, expected)) in routes.iter().enumerate() {
+                let decision = run(
+                    &config,
+                    "GET",
+                    path,
+                    &[("authorization", &auth)],
+                    Some(&key_set),
+                    Some(&mut cache),
+                    NOW,
+                );
+                assert_eq!(
+                    reason(&decision),
+                    expected.as_ref(),
+                    "round {round}, {path}"
+                );
+                if let Decision::Allow { by, .. } = decision {
+                    assert_eq!(
+                        by,
+                        AllowedBy::Token {
+                            cache_hit: round > 0 || i > 0
+                        },
+                        "round {round}, {path}"
+                    );
+                }
+            }
+        }
+        assert_eq!(cache.len(), 1, "one token, one entry");
+        assert_eq!(
+            cache.refused_len(),
+            0,
+            "a rule's refusal is not the token's"
+        );
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! What the request path keeps of a verified token: [`Identity`], built by `decide` from the
-//! claims of a token that passed `auth_jwt::decode`, shared by the token cache and the headers
-//! set upstream. It does not read claims or verify anything itself.
+//! claims of a token that passed `auth_jwt::decode`, shared by the token cache, the rules
+//! (roles, `acr`, `email_verified`) and the headers set upstream. It does not read claims or
+//! verify anything itself.
 
 use crate::revocations::{StringClaim, TokenIds};
 
@@ -13,6 +14,10 @@ pub(crate) struct Identity {
     pub claim_headers: Vec<(String, String)>,
     /// The roles claim.
     pub roles: Vec<String>,
+    /// The `acr` claim, when it is a string.
+    pub acr: Option<String>,
+    /// Whether the `email_verified` claim is JSON `true` (anything else, or none, is `false`).
+    pub email_verified: bool,
     /// `sub`.
     pub sub: StringClaim,
     /// `sid`.
@@ -43,6 +48,8 @@ mod tests {
             exp: 10,
             claim_headers: Vec::new(),
             roles: Vec::new(),
+            acr: None,
+            email_verified: false,
             sub: StringClaim::Text("u1".to_owned()),
             sid: StringClaim::NotText,
             iat: None,

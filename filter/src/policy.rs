@@ -8,13 +8,30 @@ use auth_jwt::is_token68;
 
 use crate::config::{FilterConfig, PathMatch, Require, Rule};
 
-/// The outcome of checking a rule's requirement against a verified token's roles.
+/// The outcome of checking the matched rules against a verified token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Authorization {
     /// The request may go on.
     Allow,
-    /// The token lacks a required role (403 `insufficient_scope`).
-    Deny(String),
+    /// The token lacks a required role (403 `insufficient_scope`); says which.
+    InsufficientScope(String),
+    /// A rule requires a verified email and the token's `email_verified` is not `true` (403).
+    EmailNotVerified,
+    /// The token's `acr` is none of those the rules accept (401
+    /// `insufficient_user_authentication`, RFC 9470): the values that would do, in order of
+    /// preference.
+    StepUp(Vec<String>),
+}
+
+/// What the rules read of a verified token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Presented<'a> {
+    /// The roles claim.
+    pub roles: &'a [String],
+    /// The `acr` claim, when it is a string.
+    pub acr: Option<&'a str>,
+    /// Whether `email_verified` is JSON `true`.
+    pub email_verified: bool,
 }
 
 /// The request path prepared for matching: the query and fragment cut off and percent-encoded
@@ -182,21 +199,61 @@ fn starts_with_ignore_case(path: &str, prefix: &str) -> bool {
         .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
-/// Whether a verified token holding `roles` satisfies `require`. Roles rules need at least one
-/// of the listed roles.
-pub(crate) fn authorize(require: &Require, roles: &[String]) -> Authorization {
-    match require {
-        Require::Public | Require::Authenticated => Authorization::Allow,
-        Require::Roles(required) => {
-            if required.iter().any(|r| roles.contains(r)) {
-                Authorization::Allow
-            } else {
-                Authorization::Deny(format!(
-                    "requires one of the roles: {}",
-                    required.join(", ")
-                ))
-            }
+/// Whether a verified token satisfies every matched rule (the strictest wins), and if not, the
+/// refusal to give. Every rule's roles come first, then the verified email, then the `acr`: a
+/// refusal no new sign-in can lift is given before one asking for a stronger sign-in, so a
+/// user is never sent to step up only to be refused for another reason.
+///
+/// - Roles: a roles rule needs at least one of its roles.
+/// - `email_verified`: when any matched rule sets it, the claim must be JSON `true`.
+/// - `acr`: the token's `acr` must be in every matched rule's list. A refusal names the values
+///   in all of them (the first rule's order); when no value is in all of them, no token can
+///   pass and the refusal is 403, not a step-up that could never succeed.
+pub(crate) fn authorize(matched: &Matched<'_>, token: Presented<'_>) -> Authorization {
+    for rule in matched.rules() {
+        if let Some(why) = missing_role(&rule.require, token.roles) {
+            return Authorization::InsufficientScope(why);
         }
+    }
+    if matched.rules().any(|rule| rule.email_verified) && !token.email_verified {
+        return Authorization::EmailNotVerified;
+    }
+    let mut lists = matched.rules().filter_map(|rule| rule.acr.as_deref());
+    let Some(first) = lists.next() else {
+        return Authorization::Allow;
+    };
+    let others: Vec<&[String]> = lists.collect();
+    let in_all = |value: &str| {
+        others
+            .iter()
+            .all(|list| list.iter().any(|accepted| accepted == value))
+    };
+    if token
+        .acr
+        .is_some_and(|acr| first.iter().any(|accepted| accepted == acr) && in_all(acr))
+    {
+        return Authorization::Allow;
+    }
+    let would_do: Vec<String> = first
+        .iter()
+        .filter(|value| in_all(value))
+        .cloned()
+        .collect();
+    if would_do.is_empty() {
+        return Authorization::InsufficientScope(
+            "no acr value satisfies every rule covering this request".to_owned(),
+        );
+    }
+    Authorization::StepUp(would_do)
+}
+
+/// Why a token holding `roles` fails `require`, if it does. Roles rules need at least one of
+/// the listed roles.
+fn missing_role(require: &Require, roles: &[String]) -> Option<String> {
+    match require {
+        Require::Public | Require::Authenticated => None,
+        Require::Roles(required) => (!required.iter().any(|r| roles.contains(r)))
+            .then(|| format!("requires one of the roles: {}", required.join(", "))),
     }
 }
 
@@ -346,7 +403,7 @@ fn cookies(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::config::tests::base;
@@ -553,9 +610,40 @@ mod tests {
         Ok(())
     }
 
+    /// A rule at `/x/` requiring `require`, plus `extra` members (`acr`, `email_verified`).
+    fn rule(require: Value, extra: Value) -> crate::TestResult<Rule> {
+        let mut rule = json!({"match": {"prefix": "/x/"}, "require": require});
+        if let (Some(rule), Value::Object(extra)) = (rule.as_object_mut(), extra) {
+            rule.extend(extra);
+        }
+        let config = config(|v| v["rules"] = json!([rule]))?;
+        config
+            .rules
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no rule".into())
+    }
+
+    fn presented<'a>(
+        roles: &'a [String],
+        acr: Option<&'a str>,
+        email_verified: bool,
+    ) -> Presented<'a> {
+        Presented {
+            roles,
+            acr,
+            email_verified,
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
     #[test]
     fn roles_rules_need_one_of_the_listed_roles() -> crate::TestResult {
-        let admin = Require::Roles(vec!["admin".to_owned(), "ops".to_owned()]);
+        let admin = rule(json!({"roles": ["admin", "ops"]}), json!({}))?;
+        let authenticated = rule(json!("authenticated"), json!({}))?;
         let cases = [
             (
                 &admin,
@@ -566,17 +654,174 @@ mod tests {
             (&admin, vec!["user"], false, "no listed role"),
             (&admin, vec![], false, "no role at all"),
             (&admin, vec!["Admin"], false, "roles are case-sensitive"),
+            (&authenticated, vec![], true, "authenticated needs no role"),
+        ];
+        for (rule, roles, allowed, reason) in cases {
+            let roles = strings(&roles);
+            let matched = Matched {
+                first: rule,
+                also: None,
+            };
+            let outcome = authorize(&matched, presented(&roles, None, false));
+            assert_eq!(
+                outcome == Authorization::Allow,
+                allowed,
+                "{reason}: {outcome:?}"
+            );
+            if !allowed {
+                assert_eq!(
+                    outcome,
+                    Authorization::InsufficientScope(
+                        "requires one of the roles: admin, ops".to_owned()
+                    ),
+                    "{reason}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_email_verified_rule_needs_the_claim_to_be_true() -> crate::TestResult {
+        let plain = rule(json!("authenticated"), json!({}))?;
+        let verified = rule(json!("authenticated"), json!({"email_verified": true}))?;
+        let no_roles = Vec::new();
+        let cases = [
+            (&verified, true, Authorization::Allow, "verified"),
             (
-                &Require::Authenticated,
-                vec![],
-                true,
-                "authenticated needs no role",
+                &verified,
+                false,
+                Authorization::EmailNotVerified,
+                "false, absent or not a boolean (decide reads those as false)",
+            ),
+            (&plain, false, Authorization::Allow, "a rule without it"),
+        ];
+        for (rule, email_verified, expected, reason) in cases {
+            let matched = Matched {
+                first: rule,
+                also: None,
+            };
+            assert_eq!(
+                authorize(&matched, presented(&no_roles, Some("aal2"), email_verified)),
+                expected,
+                "{reason}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_acr_rule_needs_one_of_its_values_and_names_them_when_refusing() -> crate::TestResult {
+        let aal2 = rule(json!("authenticated"), json!({"acr": ["aal2"]}))?;
+        let either = rule(json!("authenticated"), json!({"acr": ["aal3", "aal2"]}))?;
+        let no_roles = Vec::new();
+        let step_up = |values: &[&str]| Authorization::StepUp(strings(values));
+        let cases = [
+            (&aal2, Some("aal2"), Authorization::Allow, "the value"),
+            (&aal2, Some("aal1"), step_up(&["aal2"]), "a lower level"),
+            (
+                &aal2,
+                None,
+                step_up(&["aal2"]),
+                "no acr (or one that is not a string)",
+            ),
+            (
+                &aal2,
+                Some("AAL2"),
+                step_up(&["aal2"]),
+                "values are case-sensitive",
+            ),
+            (&aal2, Some("aal2 "), step_up(&["aal2"]), "compared whole"),
+            (&aal2, Some(""), step_up(&["aal2"]), "an empty acr"),
+            (
+                &either,
+                Some("aal2"),
+                Authorization::Allow,
+                "one of several",
+            ),
+            (&either, Some("aal3"), Authorization::Allow, "the other one"),
+            (
+                &either,
+                Some("aal1"),
+                step_up(&["aal3", "aal2"]),
+                "every value, in the rule's order",
             ),
         ];
-        for (require, roles, allowed, reason) in cases {
-            let roles: Vec<String> = roles.into_iter().map(str::to_owned).collect();
-            let outcome = authorize(require, &roles);
-            assert_eq!(outcome == Authorization::Allow, allowed, "{reason}");
+        for (rule, acr, expected, reason) in cases {
+            let matched = Matched {
+                first: rule,
+                also: None,
+            };
+            assert_eq!(
+                authorize(&matched, presented(&no_roles, acr, true)),
+                expected,
+                "{reason}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_matched_rule_applies_and_refusals_no_sign_in_lifts_come_first() -> crate::TestResult {
+        let admin_aal2 = rule(json!({"roles": ["admin"]}), json!({"acr": ["aal2"]}))?;
+        let verified_aal = rule(
+            json!("authenticated"),
+            json!({"email_verified": true, "acr": ["aal2", "aal3"]}),
+        )?;
+        let aal3 = rule(json!("authenticated"), json!({"acr": ["aal3"]}))?;
+        let aal4 = rule(json!("authenticated"), json!({"acr": ["aal4"]}))?;
+        let plain = rule(json!("authenticated"), json!({}))?;
+        let (admin, user) = (strings(&["admin"]), strings(&["user"]));
+        let step_up = |values: &[&str]| Authorization::StepUp(strings(values));
+        let cases = [
+            (
+                (&plain, Some(&admin_aal2)),
+                presented(&user, Some("aal1"), false),
+                Authorization::InsufficientScope("requires one of the roles: admin".to_owned()),
+                "a missing role before a step-up: stepping up would not help",
+            ),
+            (
+                (&plain, Some(&admin_aal2)),
+                presented(&admin, Some("aal1"), false),
+                step_up(&["aal2"]),
+                "the protective rule's acr, under another reading of the path",
+            ),
+            (
+                (&admin_aal2, Some(&verified_aal)),
+                presented(&admin, Some("aal1"), false),
+                Authorization::EmailNotVerified,
+                "an unverified email before a step-up",
+            ),
+            (
+                (&admin_aal2, Some(&verified_aal)),
+                presented(&admin, Some("aal2"), true),
+                Authorization::Allow,
+                "both satisfied",
+            ),
+            (
+                (&verified_aal, Some(&aal3)),
+                presented(&admin, Some("aal2"), true),
+                step_up(&["aal3"]),
+                "only the values every rule accepts are asked for",
+            ),
+            (
+                (&verified_aal, Some(&aal3)),
+                presented(&admin, Some("aal3"), true),
+                Authorization::Allow,
+                "a value in both lists",
+            ),
+            (
+                (&aal3, Some(&aal4)),
+                presented(&admin, Some("aal3"), true),
+                Authorization::InsufficientScope(
+                    "no acr value satisfies every rule covering this request".to_owned(),
+                ),
+                "rules no token can satisfy together: no step-up is offered",
+            ),
+        ];
+        for ((first, also), token, expected, reason) in cases {
+            let matched = Matched { first, also };
+            assert_eq!(authorize(&matched, token), expected, "{reason}");
         }
         Ok(())
     }

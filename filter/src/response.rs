@@ -1,9 +1,12 @@
 //! The answers the filter gives instead of forwarding a request, as plain data: status,
 //! headers and JSON body `{"error","message"}` for HTTP, or a gRPC status for gRPC requests
-//! (`content-type: application/grpc…`). RFC 6750 §3 governs `WWW-Authenticate`. This module
+//! (`content-type: application/grpc…`). RFC 6750 §3 governs `WWW-Authenticate`, and RFC 9470
+//! §3 its step-up challenge (`insufficient_user_authentication`, `acr_values`). This module
 //! does not decide *whether* to deny; `decide` does.
 
 use serde_json::json;
+
+use crate::config::is_acr_byte;
 
 /// Why a request is refused; each reason has its own counter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,13 @@ pub enum DenyReason {
     Revoked,
     /// The token lacks a role the route requires (403 `insufficient_scope`; gRPC 7).
     InsufficientScope(String),
+    /// The route requires a verified email and the token's `email_verified` is not `true`
+    /// (403, challenge `error="insufficient_scope"`, body `email_not_verified`; gRPC 7).
+    EmailNotVerified,
+    /// The route requires an `acr` the token does not carry (RFC 9470: 401
+    /// `insufficient_user_authentication` with `acr_values`; gRPC 16). Holds the values that
+    /// would do, in order of preference.
+    InsufficientUserAuthentication(Vec<String>),
     /// No rule covers the request, or its path is ambiguous (403 `access_denied`; gRPC 7).
     NoRoute,
     /// A CORS preflight reached the filter with `bypass_cors_preflight` on: preflights are
@@ -91,6 +101,51 @@ pub(crate) fn deny_response(reason: &DenyReason, realm: &str, grpc: bool) -> Den
                 why.clone(),
                 Some(format!(
                     "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{why}\""
+                )),
+            )
+        }
+        DenyReason::EmailNotVerified => {
+            let why = "requires a verified email";
+            (
+                403,
+                7,
+                "email_not_verified",
+                why.to_owned(),
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{why}\""
+                )),
+            )
+        }
+        DenyReason::InsufficientUserAuthentication(acr_values) => {
+            // Checked when the configuration was read; filtered again so that no value can
+            // break out of the quoted string, but never cut short as descriptions are.
+            let acr_values: Vec<String> = acr_values
+                .iter()
+                .map(|value| {
+                    value
+                        .bytes()
+                        .filter(|b| is_acr_byte(*b))
+                        .map(char::from)
+                        .collect()
+                })
+                .filter(|value: &String| !value.is_empty())
+                .collect();
+            let why = sanitize(&match acr_values.as_slice() {
+                [one] => format!("requires a stronger authentication (acr {one})"),
+                more => format!(
+                    "requires a stronger authentication (acr one of {})",
+                    more.join(", ")
+                ),
+            });
+            (
+                401,
+                16,
+                "insufficient_user_authentication",
+                why.clone(),
+                Some(format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_user_authentication\", \
+                     error_description=\"{why}\", acr_values=\"{}\"",
+                    acr_values.join(" ")
                 )),
             )
         }
@@ -241,6 +296,56 @@ mod tests {
     }
 
     #[test]
+    fn a_step_up_names_the_acr_values_and_nothing_can_break_out_of_the_quotes() -> crate::TestResult
+    {
+        let cases = [
+            (
+                vec!["aal2"],
+                "requires a stronger authentication (acr aal2)",
+                "aal2",
+                "one value",
+            ),
+            (
+                vec!["aal3", "urn:example:loa:2"],
+                "requires a stronger authentication (acr one of aal3, urn:example:loa:2)",
+                "aal3 urn:example:loa:2",
+                "several, space-separated in order of preference",
+            ),
+            (
+                vec!["a\"b", "c\\d e\r\n", "\""],
+                "requires a stronger authentication (acr one of ab, cde)",
+                "ab cde",
+                "values the configuration refuses, were they ever built",
+            ),
+        ];
+        for (values, description, acr_values, why) in cases {
+            let reason = DenyReason::InsufficientUserAuthentication(
+                values.into_iter().map(str::to_owned).collect(),
+            );
+            let (status, headers, body) = http(&reason)?;
+            assert_eq!(status, 401, "{why}");
+            assert_eq!(
+                header(&headers, "www-authenticate"),
+                Some(
+                    format!(
+                        "Bearer realm=\"auth-service\", error=\"insufficient_user_authentication\", \
+                         error_description=\"{description}\", acr_values=\"{acr_values}\""
+                    )
+                    .as_str()
+                ),
+                "{why}"
+            );
+            assert_eq!(
+                body,
+                serde_json::json!({"error": "insufficient_user_authentication", "message": description}),
+                "{why}"
+            );
+            assert_eq!(header(&headers, "cache-control"), Some("no-store"), "{why}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn each_reason_has_its_status_and_error_code() -> crate::TestResult {
         let cases = [
             (
@@ -249,6 +354,20 @@ mod tests {
                 "insufficient_scope",
                 true,
                 "missing role",
+            ),
+            (
+                DenyReason::EmailNotVerified,
+                403,
+                "email_not_verified",
+                true,
+                "an unverified email",
+            ),
+            (
+                DenyReason::InsufficientUserAuthentication(vec!["aal2".to_owned()]),
+                401,
+                "insufficient_user_authentication",
+                true,
+                "a step-up",
             ),
             (DenyReason::NoRoute, 403, "access_denied", false, "no rule"),
             (
@@ -311,6 +430,12 @@ mod tests {
                 DenyReason::InsufficientScope("x".to_owned()),
                 7,
                 "permission denied",
+            ),
+            (DenyReason::EmailNotVerified, 7, "permission denied"),
+            (
+                DenyReason::InsufficientUserAuthentication(vec!["aal2".to_owned()]),
+                16,
+                "unauthenticated",
             ),
             (DenyReason::NoRoute, 7, "permission denied"),
             (DenyReason::CorsPreflight, 7, "permission denied"),

@@ -18,6 +18,8 @@ pub(crate) enum Counter {
     DeniedInvalidToken,
     DeniedRevoked,
     DeniedInsufficientScope,
+    DeniedEmailNotVerified,
+    DeniedInsufficientUserAuthentication,
     DeniedNoRoute,
     DeniedKeysUnavailable,
     DeniedInternal,
@@ -29,13 +31,15 @@ pub(crate) enum Counter {
 
 impl Counter {
     /// Every counter, in discriminant order (a test holds the two together).
-    pub(crate) const ALL: [Self; 13] = [
+    pub(crate) const ALL: [Self; 15] = [
         Self::Allowed,
         Self::Denied,
         Self::DeniedMissingToken,
         Self::DeniedInvalidToken,
         Self::DeniedRevoked,
         Self::DeniedInsufficientScope,
+        Self::DeniedEmailNotVerified,
+        Self::DeniedInsufficientUserAuthentication,
         Self::DeniedNoRoute,
         Self::DeniedKeysUnavailable,
         Self::DeniedInternal,
@@ -62,6 +66,10 @@ impl Counter {
             Self::DeniedInvalidToken => "auth_filter.denied.invalid_token",
             Self::DeniedRevoked => "auth_filter.denied.revoked",
             Self::DeniedInsufficientScope => "auth_filter.denied.insufficient_scope",
+            Self::DeniedEmailNotVerified => "auth_filter.denied.email_not_verified",
+            Self::DeniedInsufficientUserAuthentication => {
+                "auth_filter.denied.insufficient_user_authentication"
+            }
             Self::DeniedNoRoute => "auth_filter.denied.no_route",
             Self::DeniedKeysUnavailable => "auth_filter.denied.keys_unavailable",
             Self::DeniedInternal => "auth_filter.denied.internal",
@@ -80,6 +88,10 @@ impl Counter {
             DenyReason::InvalidToken(_) | DenyReason::UnknownKey => Self::DeniedInvalidToken,
             DenyReason::Revoked => Self::DeniedRevoked,
             DenyReason::InsufficientScope(_) => Self::DeniedInsufficientScope,
+            DenyReason::EmailNotVerified => Self::DeniedEmailNotVerified,
+            DenyReason::InsufficientUserAuthentication(_) => {
+                Self::DeniedInsufficientUserAuthentication
+            }
             DenyReason::NoRoute => Self::DeniedNoRoute,
             DenyReason::KeysUnavailable => Self::DeniedKeysUnavailable,
             DenyReason::Internal => Self::DeniedInternal,
@@ -143,6 +155,8 @@ mod tests {
             DenyReason::UnknownKey,
             DenyReason::Revoked,
             DenyReason::InsufficientScope("needs admin".to_owned()),
+            DenyReason::EmailNotVerified,
+            DenyReason::InsufficientUserAuthentication(vec!["aal2".to_owned()]),
             DenyReason::NoRoute,
             DenyReason::CorsPreflight,
             DenyReason::MethodOverride,
@@ -155,6 +169,8 @@ mod tests {
             | DenyReason::UnknownKey
             | DenyReason::Revoked
             | DenyReason::InsufficientScope(_)
+            | DenyReason::EmailNotVerified
+            | DenyReason::InsufficientUserAuthentication(_)
             | DenyReason::NoRoute
             | DenyReason::CorsPreflight
             | DenyReason::MethodOverride

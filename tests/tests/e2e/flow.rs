@@ -1,6 +1,9 @@
-//! The life of a user through the gateway, identity headers, rules.
+//! The life of a user through the gateway, identity headers, rules (the admin routes' role
+//! and second factor).
 
-use e2e::{Backend, Stack, StackOptions};
+use auth_api::domain::{totp_step, TotpSecret, TOTP_PERIOD_SECS};
+use data_encoding::BASE32_NOPAD;
+use e2e::{gateway::PASSWORD, Backend, Stack, StackOptions};
 use serde_json::{json, Value};
 
 async fn signup_login_call_refresh_logout(backend: Backend) {
@@ -184,14 +187,97 @@ async fn role_rules_refuse_then_admit_after_grant() {
         .grant_role(&user.id, "admin")
         .await
         .unwrap();
-    let admin_access = stack.gateway.login(&email).await;
+    // The dev stack's admin rule also asks for a second factor (issue 15): the role alone, from
+    // a password sign-in, gets RFC 9470's step-up challenge.
+    let password_only = stack.gateway.login(&email).await;
+    let password_only = password_only["access_token"].as_str().unwrap();
+    assert_eq!(test_support::jwt_part(password_only, 1)["acr"], "aal1");
+    let step_up = stack
+        .gateway
+        .get("/api/admin/users", Some(password_only))
+        .await;
+    assert_eq!(step_up.status(), 401);
+    let challenge = step_up.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\"")
+            && challenge.ends_with("acr_values=\"aal2\""),
+        "{challenge}"
+    );
+
+    let admin_access = sign_in_with_a_second_factor(&stack, &email, password_only).await;
+    let admin_access = admin_access["access_token"].as_str().unwrap();
+    assert_eq!(test_support::jwt_part(admin_access, 1)["acr"], "aal2");
     let admitted = stack
         .gateway
-        .get("/api/admin/users", admin_access["access_token"].as_str())
+        .get("/api/admin/users", Some(admin_access))
         .await;
     assert_eq!(admitted.status(), 200);
     let echoed: Value = admitted.json().await.unwrap();
     assert_eq!(echoed["headers"]["x-user-roles"], "admin,user");
+}
+
+/// Enrols a TOTP factor on `email`'s account (signed in as `access`) through the gateway, then
+/// signs in again with the password and a code: the login body of a session whose tokens carry
+/// `acr` `aal2`. The two codes are of consecutive steps, each good once: the previous step's to
+/// confirm (the current one's when the previous is about to leave the window), the next one's to
+/// sign in, which is still accepted a step later.
+async fn sign_in_with_a_second_factor(stack: &Stack, email: &str, access: &str) -> Value {
+    let post = |path: &str, bearer: Option<&str>, body: Value| {
+        let mut request = stack
+            .gateway
+            .client
+            .post(stack.gateway.url(path))
+            .json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, enrolment) = post(
+        "/auth/totp/enroll",
+        Some(access),
+        json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{enrolment}");
+    let secret = BASE32_NOPAD
+        .decode(enrolment["secret"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let secret = TotpSecret::from_bytes(&secret).unwrap();
+    let now = stack.state.clock.now();
+    let first = totp_step(now) - i64::from(now.rem_euclid(TOTP_PERIOD_SECS) < TOTP_PERIOD_SECS - 5);
+    let code = |step: i64| secret.code_at(step * TOTP_PERIOD_SECS).as_str().to_owned();
+
+    let (status, confirmed) = post(
+        "/auth/totp/confirm",
+        Some(access),
+        json!({"code": code(first)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{confirmed}");
+    let (status, challenge) = post(
+        "/auth/login",
+        None,
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(
+        (status, challenge["error"].as_str()),
+        (401, Some("mfa_required")),
+        "{challenge}"
+    );
+    let (status, login) = post(
+        "/auth/login/mfa",
+        None,
+        json!({"mfa_token": challenge["mfa_token"], "code": code(first + 1)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    login
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

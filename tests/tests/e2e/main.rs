@@ -59,3 +59,4 @@ mod replicas;
 mod revocation;
 mod rotation;
 mod social_login;
+mod step_up;
