@@ -603,6 +603,8 @@ Try:
   curl -si localhost:{GATEWAY}/api/hello                                          # 401
   curl -si localhost:{GATEWAY}/api/admin/stats -H "authorization: Bearer $TOKEN"  # 403 until:
   cargo run -p auth-api -- users grant-role ada@example.com admin                # (then log in again)
+  # then 401 insufficient_user_authentication (acr_values="aal2") until signed in with a TOTP
+  # code: enrol and sign in at http://127.0.0.1:{GATEWAY}/auth/account/
 
 Ctrl-C stops everything."#
     );
