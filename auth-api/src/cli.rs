@@ -107,6 +107,10 @@ enum UsersCommand {
     Unlock { email: String },
     /// Enable a disabled user.
     Enable { email: String },
+    /// Mark a user's email verified, once the address was confirmed some other way: accounts
+    /// made before email verification existed are unverified, and with
+    /// `AUTH_EMAIL_VERIFICATION=required` cannot log in until verified (or use `/verify/resend`).
+    VerifyEmail { email: String },
     /// List a user's identities at external providers (social login): provider, subject, the
     /// email the provider last asserted and whether verified, linked and last used.
     Identities { email: String },
@@ -341,6 +345,19 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                     "user enabled"
                 } else {
                     "the user was not disabled"
+                }
+            );
+        }
+        UsersCommand::VerifyEmail { email } => {
+            let user = find_user(&store, &email).await?;
+            let changed = store.mark_email_verified(&user, now).await?;
+            tracing::info!(event = "email_verified", user_id = %user, by = "operator", "email marked verified");
+            println!(
+                "{}",
+                if changed {
+                    "email verified"
+                } else {
+                    "the email was already verified"
                 }
             );
         }

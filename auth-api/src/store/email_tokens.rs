@@ -321,6 +321,22 @@ impl Store {
         Ok(PasswordReset::Done)
     }
 
+    /// Marks the email of `user_id` verified at `at` (an operator's `users verify-email`);
+    /// whether it was not already.
+    pub async fn mark_email_verified(&self, user_id: &str, at: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query(self.sql(sql! {
+            postgres_sqlite: "UPDATE users SET email_verified_at = $1 \
+                              WHERE id = $2 AND email_verified_at IS NULL",
+            mysql:           "UPDATE users SET email_verified_at = ? \
+                              WHERE id = ? AND email_verified_at IS NULL",
+        }))
+        .bind(at)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    }
+
     /// Deletes the tokens expired at `now` (the hourly cleanup); how many.
     pub async fn prune_email_tokens(&self, now: i64) -> Result<u64, sqlx::Error> {
         sqlx::query(self.sql(sql! {

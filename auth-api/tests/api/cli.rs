@@ -71,6 +71,16 @@ async fn operator_commands_manage_roles_users_and_keys(backend: Backend) {
         StatusCode::OK
     );
 
+    assert_eq!(app.user(&user.email).await.email_verified_at, None);
+    let verified = stdout(&auth_api(&url, &["users", "verify-email", &user.email]));
+    assert!(verified.contains("email verified"), "{verified}");
+    assert_eq!(
+        claims_of(&user.login(&app).await.access)["email_verified"],
+        true
+    );
+    let again = stdout(&auth_api(&url, &["users", "verify-email", &user.email]));
+    assert!(again.contains("already verified"), "{again}");
+
     let rotated = stdout(&auth_api(&url, &["keys", "rotate", "--alg", "EdDSA"]));
     assert!(
         rotated.contains("new EdDSA key")
