@@ -522,6 +522,12 @@ impl Config {
         )? {
             config.reset_link_ttl = ttl;
         }
+        if config.email_verification == EmailVerification::Required && config.smtp_url.is_none() {
+            return Err(ConfigError::new(
+                "AUTH_EMAIL_VERIFICATION",
+                "required needs AUTH_SMTP_URL: without mail nobody who signs up could ever log in",
+            ));
+        }
         if config.smtp_url.is_some() && config.email_from.is_none() {
             return Err(ConfigError::new(
                 "AUTH_EMAIL_FROM",
@@ -1051,6 +1057,35 @@ mod tests {
             .map(ToString::to_string)
             .collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.5/32", "fd00::/8"]);
+    }
+
+    #[test]
+    fn email_verification_defaults_to_optional_with_mail_and_required_needs_it() {
+        assert_eq!(
+            load(&[]).unwrap().email_verification,
+            EmailVerification::Off
+        );
+        let mail = [
+            ("AUTH_SMTP_URL", "smtps://mail.example.com"),
+            ("AUTH_EMAIL_FROM", "accounts@example.com"),
+        ];
+        assert_eq!(
+            load(&mail).unwrap().email_verification,
+            EmailVerification::Optional
+        );
+        let err = load(&[("AUTH_EMAIL_VERIFICATION", "required")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("AUTH_EMAIL_VERIFICATION"), "{err}");
+        let required = [mail[0], mail[1], ("AUTH_EMAIL_VERIFICATION", "required")];
+        assert_eq!(
+            load(&required).unwrap().email_verification,
+            EmailVerification::Required
+        );
+        assert!(load(&[("AUTH_EMAIL_VERIFICATION", "on")]).is_err());
+        let public = load(&[("AUTH_PUBLIC_URL", "https://example.com/auth/")]).unwrap();
+        assert_eq!(public.public_url, "https://example.com/auth");
+        assert!(load(&[("AUTH_PUBLIC_URL", "https://example.com/auth?x=1")]).is_err());
     }
 
     #[test]
