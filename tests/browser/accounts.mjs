@@ -26,74 +26,17 @@
 // document), `headers` (of its document's response, names in lower case), `navigations` (every
 // document URL requested on the way, redirects included), `ids` (the text of every element with
 // an id, by id: `error`, `totp-secret`, `recovery-codes`, …), `text` (the start of the body's
-// text) and `ms`.
+// text) and `ms` (tests/browser/chromium.mjs, which also runs `goto`, `close_context` and the
+// protocol).
 
-import { launch, serve } from './chromium.mjs';
-
-const STEP_TIMEOUT_MS = 15_000;
+import { Contexts, launch, navigating, pageState, serve } from './chromium.mjs';
 
 const browser = await launch();
-
-const contexts = new Map();
-
-async function context(name) {
-  let entry = contexts.get(name);
-  if (!entry) {
-    const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    page.setDefaultTimeout(STEP_TIMEOUT_MS);
-    entry = { ctx, page, navigations: [] };
-    page.on('request', (request) => {
-      if (request.isNavigationRequest() && request.frame() === page.mainFrame()) {
-        entry.navigations.push(request.url());
-      }
-    });
-    contexts.set(name, entry);
-  }
-  return entry;
-}
-
-/** What a navigation answer carries about the page now. */
-async function pageState(entry, response, started) {
-  const { page } = entry;
-  let text = '';
-  let ids = {};
-  try {
-    text = (await page.locator('body').innerText({ timeout: 1000 })).slice(0, 4000);
-    ids = await page.evaluate(() =>
-      Object.fromEntries(
-        [...document.querySelectorAll('[id]')].map((element) => [
-          element.id,
-          // `innerText` keeps list items on lines of their own; inputs have a value instead.
-          (element.value ?? element.innerText ?? '').slice(0, 2000),
-        ]),
-      ),
-    );
-  } catch {
-    // Not an HTML page, or no body: the URL, status and headers say enough.
-  }
-  return {
-    url: page.url(),
-    status: response ? response.status() : null,
-    headers: response ? await response.allHeaders() : {},
-    navigations: entry.navigations.splice(0),
-    ids,
-    text,
-    ms: Date.now() - started,
-  };
-}
-
-async function goto(command) {
-  const started = Date.now();
-  const entry = await context(command.context ?? 'default');
-  entry.navigations.length = 0;
-  const response = await entry.page.goto(command.url, { waitUntil: 'load' });
-  return pageState(entry, response, started);
-}
+const contexts = new Contexts(browser);
 
 async function submit(command) {
   const started = Date.now();
-  const entry = await context(command.context ?? 'default');
+  const entry = await contexts.get(command.context);
   const { page } = entry;
   entry.navigations.length = 0;
   for (const [name, value] of Object.entries(command.fields ?? {})) {
@@ -107,10 +50,7 @@ async function submit(command) {
   if ((await button.count()) !== 1) {
     throw new Error(`no single ${command.click} on ${page.url()}: ${await bodyStart(page)}`);
   }
-  const [response] = await Promise.all([
-    page.waitForNavigation({ waitUntil: 'load' }),
-    button.click(),
-  ]);
+  const response = await navigating(page, () => button.click());
   return pageState(entry, response, started);
 }
 
@@ -122,25 +62,10 @@ async function bodyStart(page) {
   }
 }
 
-async function run(command) {
-  switch (command.op) {
-    case 'goto':
-      return goto(command);
-    case 'submit':
-      return submit(command);
-    case 'cookies': {
-      const entry = await context(command.context ?? 'default');
-      return { cookies: await entry.ctx.cookies() };
-    }
-    case 'close_context': {
-      const entry = contexts.get(command.context);
-      contexts.delete(command.context);
-      await entry?.ctx.close();
-      return {};
-    }
-    default:
-      throw new Error(`unknown op ${JSON.stringify(command.op)}`);
-  }
-}
-
-await serve(browser, run);
+await serve(browser, contexts, {
+  submit,
+  async cookies(command) {
+    const entry = await contexts.get(command.context);
+    return { cookies: await entry.ctx.cookies() };
+  },
+});

@@ -25,55 +25,18 @@
 //   {"op":"close_context","context":"a"}
 //   {"op":"quit"}
 //
-// Every answer of a navigation has `url` (where the page ended), `status` (of its document),
-// `text` (the start of its text), `navigations` (every document URL requested on the way, in
-// order: redirects included) and `ms`.
+// Every answer of a navigation describes the page it ended on as in tests/browser/chromium.mjs
+// (`url`, `status`, `headers`, `navigations`, `ids`, `text`, `ms`); that file also launches
+// Chromium, runs `goto` and `close_context` and speaks the protocol. `playwright-core` comes from
+// tests/browser/node_modules through it (`npm ci` in tests/browser).
 //
 // Host names other than localhost do not resolve (see the launch flags): the test uses loopback
 // addresses only, and the provider's page asks for a web font by name.
 
-import { createInterface } from 'node:readline';
+import { Contexts, launch, navigating, pageState, serve } from '../browser/chromium.mjs';
 
-import { chromium } from 'playwright-core';
-
-const STEP_TIMEOUT_MS = 15_000;
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  // As root there is no sandbox; the rest keeps Chromium from calling home on a closed network.
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    // Names never resolve (the provider's page loads a web font by name): nothing leaves the
-    // machine, and nothing waits on a closed network. The test's addresses are IP literals.
-    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.*',
-  ],
-});
-
-const contexts = new Map();
-
-async function context(name) {
-  let entry = contexts.get(name);
-  if (!entry) {
-    const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    page.setDefaultTimeout(STEP_TIMEOUT_MS);
-    entry = { ctx, page, navigations: [], held: [] };
-    page.on('request', (request) => {
-      if (request.isNavigationRequest() && request.frame() === page.mainFrame()) {
-        entry.navigations.push(request.url());
-      }
-    });
-    contexts.set(name, entry);
-  }
-  return entry;
-}
+const browser = await launch();
+const contexts = new Contexts(browser);
 
 /** The URL `from` with `rewrite` applied: origin replaced, parameters set or dropped. */
 function rewritten(from, rewrite) {
@@ -141,39 +104,13 @@ async function intercept(entry, command) {
   };
 }
 
-/** What a navigation answer carries about the page now. */
-async function pageState(entry, response, started) {
-  const { page } = entry;
-  let text = '';
-  try {
-    text = (await page.locator('body').innerText({ timeout: 1000 })).slice(0, 2000);
-  } catch {
-    // Not an HTML page, or no body yet: the URL and status say enough.
-  }
-  return {
-    url: page.url(),
-    status: response ? response.status() : null,
-    text,
-    navigations: entry.navigations.splice(0),
-    ms: Date.now() - started,
-  };
-}
-
-/** Runs `action` (which starts a navigation) and waits until that navigation has loaded. */
-async function navigating(page, action) {
-  const [response] = await Promise.all([
-    page.waitForNavigation({ waitUntil: 'load' }),
-    action(),
-  ]);
-  return response;
-}
-
 async function signIn(command) {
   const started = Date.now();
-  const entry = await context(command.context ?? 'default');
+  const entry = await contexts.get(command.context);
   const { page } = entry;
   entry.navigations.length = 0;
-  entry.held.length = 0;
+  // The callback URLs held back (`stop_at`), by `intercept`.
+  entry.held = [];
   const undo = await intercept(entry, command);
   try {
     let response = await page.goto(command.start, { waitUntil: 'load' });
@@ -218,55 +155,4 @@ async function signIn(command) {
   }
 }
 
-async function goto(command) {
-  const started = Date.now();
-  const entry = await context(command.context ?? 'default');
-  entry.navigations.length = 0;
-  const response = await entry.page.goto(command.url, { waitUntil: 'load' });
-  return pageState(entry, response, started);
-}
-
-async function run(command) {
-  switch (command.op) {
-    case 'sign_in':
-      return signIn(command);
-    case 'goto':
-      return goto(command);
-    case 'close_context': {
-      const entry = contexts.get(command.context);
-      contexts.delete(command.context);
-      await entry?.ctx.close();
-      return {};
-    }
-    default:
-      throw new Error(`unknown op ${JSON.stringify(command.op)}`);
-  }
-}
-
-const lines = createInterface({ input: process.stdin });
-process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
-for await (const line of lines) {
-  if (!line.trim()) {
-    continue;
-  }
-  let command;
-  try {
-    command = JSON.parse(line);
-  } catch (error) {
-    process.stdout.write(`${JSON.stringify({ ok: false, error: `not JSON: ${error.message}` })}\n`);
-    continue;
-  }
-  if (command.op === 'quit') {
-    break;
-  }
-  let answer;
-  try {
-    answer = { ok: true, ...(await run(command)) };
-  } catch (error) {
-    answer = { ok: false, error: String(error?.stack ?? error) };
-  }
-  process.stdout.write(`${JSON.stringify(answer)}\n`);
-}
-await browser.close();
-// Standard input may still be open (the test sent `quit`): nothing else is left to do.
-process.exit(0);
+await serve(browser, contexts, { sign_in: signIn });

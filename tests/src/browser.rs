@@ -1,7 +1,9 @@
-//! `Browser`: a real, headless Chromium (Debian's) driven by `playwright-core` through
-//! `tests/browser/accounts.mjs`, one JSON command a line: it opens pages, fills and submits
-//! their forms, and reports each page it lands on ([`Page`]) and its cookies. One browser lives
-//! through a scenario; each named context is another browser's cookie jar.
+//! A real, headless Chromium (Debian's) driven by `playwright-core` through a Node.js script, one
+//! JSON command a line: [`Driver`] runs such a script and speaks its protocol
+//! (`tests/browser/chromium.mjs`, which every driver script imports); [`Browser`] is
+//! `tests/browser/accounts.mjs`, which opens pages, fills and submits their forms, and reports
+//! each page it lands on ([`Page`]) and its cookies. One browser lives through a scenario; each
+//! named context is another browser's cookie jar.
 //!
 //! `cargo xtask test` installs what this needs (`npm ci` in `tests/browser`, Debian's
 //! `chromium`); a missing part fails the test with the command that installs it.
@@ -40,6 +42,37 @@ pub struct Page {
 }
 
 impl Page {
+    /// The page a driver's answer to a navigation describes.
+    ///
+    /// # Panics
+    /// When the answer is not one.
+    pub fn of_answer(answer: &Value) -> Self {
+        let strings = |value: &Value| -> HashMap<String, String> {
+            value
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        };
+        let url = answer["url"].as_str();
+        Self {
+            url: url
+                .unwrap_or_else(|| panic!("not a page: {answer:#}"))
+                .to_owned(),
+            status: answer["status"].as_u64().map(|s| u16::try_from(s).unwrap()),
+            headers: strings(&answer["headers"]),
+            navigations: answer["navigations"]
+                .as_array()
+                .unwrap_or_else(|| panic!("not a page: {answer:#}"))
+                .iter()
+                .map(|url| url.as_str().unwrap().to_owned())
+                .collect(),
+            ids: strings(&answer["ids"]),
+            text: answer["text"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+
     /// Whether an element has the id `id`.
     pub fn has(&self, id: &str) -> bool {
         self.ids.contains_key(id)
@@ -68,11 +101,12 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Runs `node <script>` in `dir` and waits until its browser is ready.
+    /// Runs `node <script>` in `dir` and waits until its browser is ready. The script imports
+    /// `tests/browser/chromium.mjs`, and with it `tests/browser`'s `playwright-core`.
     ///
     /// # Panics
-    /// When Chromium or `dir`'s `playwright-core` is missing (saying how to install it), or the
-    /// driver does not start.
+    /// When Chromium or `tests/browser`'s `playwright-core` is missing (saying how to install
+    /// it), or the driver does not start.
     pub async fn start(dir: &Path, script: &str) -> Self {
         let chromium = std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
         assert!(
@@ -81,10 +115,11 @@ impl Driver {
              does it), or set CHROMIUM",
             Path::new(&chromium).display()
         );
+        let packages = workspace_root().join("tests/browser");
         assert!(
-            dir.join("node_modules/playwright-core").exists(),
+            packages.join("node_modules/playwright-core").exists(),
             "playwright-core is not installed: run `npm ci` in {} (cargo xtask test does it)",
-            dir.display()
+            packages.display()
         );
         let mut child = Command::new("node")
             .current_dir(dir)
@@ -95,16 +130,7 @@ impl Driver {
             .spawn()
             .expect("cannot run node (Node.js is needed for the browser driver)");
         let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (send, answers) = mpsc::unbounded_channel();
-        // Read on a thread of its own until the driver exits, so that its pipe never fills.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let answers = lines_of(&mut child);
         let mut driver = Self {
             child,
             stdin,
@@ -130,6 +156,17 @@ impl Driver {
         let answer = self.answer().await;
         assert_eq!(answer["ok"], true, "{command}\n{answer:#}");
         answer
+    }
+
+    /// Sends `command`, a navigation; the page it ended on.
+    pub async fn page(&mut self, command: Value) -> Page {
+        Page::of_answer(&self.send(command).await)
+    }
+
+    /// Opens `url` in the browser context `context`, following redirects.
+    pub async fn goto(&mut self, context: &str, url: &str) -> Page {
+        self.page(json!({"op": "goto", "context": context, "url": url}))
+            .await
     }
 }
 
@@ -167,35 +204,9 @@ impl Browser {
         }
     }
 
-    async fn page(&mut self, command: Value) -> Page {
-        let answer = self.driver.send(command).await;
-        let strings = |value: &Value| -> HashMap<String, String> {
-            value
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        };
-        Page {
-            url: answer["url"].as_str().unwrap().to_owned(),
-            status: answer["status"].as_u64().map(|s| u16::try_from(s).unwrap()),
-            headers: strings(&answer["headers"]),
-            navigations: answer["navigations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|url| url.as_str().unwrap().to_owned())
-                .collect(),
-            ids: strings(&answer["ids"]),
-            text: answer["text"].as_str().unwrap_or_default().to_owned(),
-        }
-    }
-
     /// Opens `url` in the browser context `context`, following redirects.
     pub async fn goto(&mut self, context: &str, url: &str) -> Page {
-        self.page(json!({"op": "goto", "context": context, "url": url}))
-            .await
+        self.driver.goto(context, url).await
     }
 
     /// Fills the inputs named by `fields` on `context`'s page, clicks `click` (a CSS selector:
@@ -205,7 +216,8 @@ impl Browser {
             .iter()
             .map(|(name, value)| ((*name).to_owned(), json!(value)))
             .collect();
-        self.page(json!({"op": "submit", "context": context, "fields": fields, "click": click}))
+        self.driver
+            .page(json!({"op": "submit", "context": context, "fields": fields, "click": click}))
             .await
     }
 
@@ -223,4 +235,18 @@ impl Browser {
             .find(|cookie| cookie["name"] == name)
             .cloned()
     }
+}
+
+/// The lines `child` prints, read on a thread of their own until it exits: the pipe is drained
+/// even when nobody listens any more (a closed pipe would kill a child that still prints, as
+/// `oidc-provider` does its notes).
+pub fn lines_of(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (send, receive) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    receive
 }

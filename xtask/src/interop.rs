@@ -2,11 +2,12 @@
 //! in `.venv` and `jose` from npm in `tests/interop/node_modules` for our tokens and JWKS
 //! (`tests/tests/e2e/interop.rs`), and Python's `grpcio` with `grpcio-reflection` for the gRPC
 //! API by reflection (`grpc_reflection.rs`), at the versions pinned here and in its
-//! `package-lock.json`. Also what the social-login browser test (`social_login.rs`) runs: a real
-//! OpenID Provider (`oidc-provider`) and `playwright-core` from npm in `tests/oidc/node_modules`,
-//! pinned by `tests/oidc/package-lock.json`, driving Debian's Chromium (`/usr/bin/chromium`);
-//! the account pages' browser test (`account_pages.rs`) drives it with its own `playwright-core`
-//! in `tests/browser/node_modules`, pinned by `tests/browser/package-lock.json`. And `aiosmtpd` in
+//! `package-lock.json`. Also what the browser tests run: `playwright-core` from npm in
+//! `tests/browser/node_modules`, pinned by `tests/browser/package-lock.json`, driving Debian's
+//! Chromium (`/usr/bin/chromium`) for the account pages' test (`account_pages.rs`) and, through
+//! `tests/browser/chromium.mjs`, for the social-login test (`social_login.rs`), which also runs a
+//! real OpenID Provider (`oidc-provider`) from npm in `tests/oidc/node_modules`, pinned by
+//! `tests/oidc/package-lock.json`. And `aiosmtpd` in
 //! `.venv`, the SMTP server of auth-api's email tests and of the account pages' test
 //! (`tests/smtp/sink.py`, also the dev stack's mail sink).
 
@@ -68,7 +69,7 @@ pub(crate) fn ensure(root: &Path) -> anyhow::Result<()> {
 
     ensure_aiosmtpd(&venv)?;
     npm_ci(root, "tests/interop", "jose")?;
-    npm_ci(root, "tests/oidc", "oidc-provider and playwright-core")?;
+    npm_ci(root, "tests/oidc", "oidc-provider")?;
     npm_ci(root, "tests/browser", "playwright-core")?;
     ensure_chromium()
 }

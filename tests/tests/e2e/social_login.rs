@@ -15,25 +15,32 @@
 //! which sends the authorization request to another provider (a mix-up) or strips the callback's
 //! `iss`.
 //!
-//! `cargo xtask test` installs what this needs (`npm ci` in `tests/oidc`, Debian's `chromium`);
-//! a missing part fails the test with the command that installs it.
+//! The browser is an [`e2e::browser::Driver`]: `tests/oidc/browser.mjs` shares Chromium's launch,
+//! the browser contexts, `goto` and the line protocol with the account pages' browser
+//! (`tests/browser/chromium.mjs`).
+//!
+//! `cargo xtask test` installs what this needs (`npm ci` in `tests/oidc` and `tests/browser`,
+//! Debian's `chromium`); a missing part fails the test with the command that installs it.
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader, ErrorKind, Write as _},
+    io::ErrorKind,
     net::TcpListener,
     path::PathBuf,
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use e2e::{envoy::workspace_root, Stack, StackOptions};
+use e2e::{
+    browser::{lines_of, Driver, Page},
+    envoy::workspace_root,
+    Stack, StackOptions,
+};
 use rand_core::{OsRng, RngCore as _};
 use reqwest::Url;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::mpsc;
 
 /// Our client at the providers.
 const CLIENT_ID: &str = "auth-service";
@@ -43,8 +50,6 @@ const OP_HOST: &str = "127.0.0.2";
 /// The provider's account the browser signs in as (its login is its `sub`).
 const ALICE: &str = "alice";
 const ALICE_EMAIL: &str = "alice@op.example";
-/// How long the browser may take for one command (a sign-in is about a second).
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The filter polls the revocation feed every second here (`revocation_poll_seconds: 1`), as in
 /// `revocation.rs`; the rest absorbs a busy machine running browsers beside.
 const REVOKED_WITHIN: Duration = Duration::from_secs(3);
@@ -440,7 +445,8 @@ struct Social {
     stack: Stack,
     op: Provider,
     evil: Option<Provider>,
-    browser: Browser,
+    /// `tests/oidc/browser.mjs`.
+    browser: Driver,
     /// The client's page: the allow-listed `redirect_to`, served by the echo upstream.
     redirect_to: String,
     gateway: String,
@@ -456,6 +462,7 @@ impl Social {
         let gateway = format!("http://127.0.0.1:{gateway_port}");
         let callback = format!("{gateway}/auth/callback");
         let redirect_to = format!("{gateway}/public/signed-in");
+        let oidc = oidc_dir();
         let (op, evil, browser) = tokio::join!(
             Provider::start(&callback),
             async {
@@ -465,7 +472,7 @@ impl Social {
                     None
                 }
             },
-            Browser::start(),
+            Driver::start(&oidc, "browser.mjs"),
         );
 
         let entry = |name: &str, issuer: &str| {
@@ -550,6 +557,12 @@ impl Social {
     /// back on `redirect_to`; `extra` adds to the browser's command (`stop_at`, `rewrite`,
     /// `consent`).
     async fn sign_in(&mut self, context: &str, pkce: &Pkce, extra: Value) -> Page {
+        let command = self.sign_in_command(context, pkce, extra);
+        self.browser.page(command).await
+    }
+
+    /// The browser's command for [`Self::sign_in`].
+    fn sign_in_command(&self, context: &str, pkce: &Pkce, extra: Value) -> Value {
         let mut command = json!({
             "op": "sign_in",
             "context": context,
@@ -562,19 +575,21 @@ impl Social {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        self.browser.page(command).await
+        command
     }
 
     /// Signs in, but holds the provider's redirect to our callback back; returns its URL. The
     /// browser context keeps its sign-in cookie.
     async fn hold_callback(&mut self, context: &str, pkce: &Pkce) -> String {
         let callback = self.callback_url();
-        let page = self
-            .sign_in(context, pkce, json!({ "stop_at": callback }))
-            .await;
-        match page.stopped_at {
-            Some(ref held) => held.clone(),
-            None => panic!("the browser never reached the callback: {page:?}"),
+        let command = self.sign_in_command(context, pkce, json!({ "stop_at": callback }));
+        let answer = self.browser.send(command).await;
+        match answer["stopped_at"].as_str() {
+            Some(held) => held.to_owned(),
+            None => panic!(
+                "the browser never reached the callback: {:?}",
+                Page::of_answer(&answer)
+            ),
         }
     }
 
@@ -703,10 +718,8 @@ fn tamper(value: &str) -> String {
 fn oidc_dir() -> PathBuf {
     let dir = workspace_root().join("tests/oidc");
     assert!(
-        dir.join("node_modules/oidc-provider").exists()
-            && dir.join("node_modules/playwright-core").exists(),
-        "the browser test's npm packages are not installed: run `npm ci` in {} \
-         (cargo xtask test does it)",
+        dir.join("node_modules/oidc-provider").exists(),
+        "oidc-provider is not installed: run `npm ci` in {} (cargo xtask test does it)",
         dir.display()
     );
     dir
@@ -722,21 +735,6 @@ fn node(script: &str) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
-}
-
-/// The lines a child prints, read on a thread of their own until it exits: the pipe is drained
-/// even when nobody listens any more (oidc-provider prints notes on stdout; a closed pipe would
-/// kill it mid-request).
-fn lines_of(child: &mut Child) -> mpsc::UnboundedReceiver<String> {
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (send, receive) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = send.send(line);
-        }
-    });
-    receive
 }
 
 /// A running `tests/oidc/provider.mjs`; killed when dropped.
@@ -786,99 +784,5 @@ impl Provider {
 impl Drop for Provider {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Where a browser command left the page.
-#[derive(Debug)]
-struct Page {
-    url: String,
-    status: Option<u16>,
-    text: String,
-    /// Every document URL requested on the way, redirects included.
-    navigations: Vec<String>,
-    /// The callback URL held back (`stop_at`).
-    stopped_at: Option<String>,
-}
-
-/// A running `tests/oidc/browser.mjs` (one headless Chromium); killed when dropped.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    answers: mpsc::UnboundedReceiver<String>,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        assert!(
-            std::path::Path::new("/usr/bin/chromium").exists()
-                || std::env::var_os("CHROMIUM").is_some(),
-            "no /usr/bin/chromium: `apt-get install chromium chromium-driver` (cargo xtask test \
-             does it)"
-        );
-        let mut child = node("browser.mjs")
-            .spawn()
-            .expect("cannot run node (Node.js is needed for the browser driver)");
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let answers = lines_of(&mut child);
-        let mut browser = Self {
-            child,
-            stdin,
-            answers,
-        };
-        let ready = browser.answer().await;
-        assert_eq!(ready, json!({"ready": true}), "the browser did not start");
-        browser
-    }
-
-    async fn answer(&mut self) -> Value {
-        match tokio::time::timeout(BROWSER_TIMEOUT, self.answers.recv()).await {
-            Ok(Some(line)) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
-            other => panic!("the browser did not answer ({other:?}); its stderr is above"),
-        }
-    }
-
-    /// Sends `command`; the page it left, or a panic with the browser's error.
-    async fn page(&mut self, command: Value) -> Page {
-        writeln!(self.stdin, "{command}")
-            .and_then(|()| self.stdin.flush())
-            .expect("the browser has gone");
-        let answer = self.answer().await;
-        assert_eq!(answer["ok"], true, "{command}\n{answer:#}");
-        Page {
-            url: answer["url"].as_str().unwrap().to_owned(),
-            status: answer["status"].as_u64().map(|s| u16::try_from(s).unwrap()),
-            text: answer["text"].as_str().unwrap_or_default().to_owned(),
-            navigations: answer["navigations"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|url| url.as_str().unwrap().to_owned())
-                .collect(),
-            stopped_at: answer["stopped_at"].as_str().map(str::to_owned),
-        }
-    }
-
-    /// Opens `url` in the browser context `context`, following redirects.
-    async fn goto(&mut self, context: &str, url: &str) -> Page {
-        self.page(json!({"op": "goto", "context": context, "url": url}))
-            .await
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Closing stdin ends the driver, which closes Chromium; the kill is for a driver that
-        // hangs.
-        let _ = writeln!(self.stdin, "{}", json!({"op": "quit"}));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
