@@ -109,7 +109,10 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .iter()
         .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
         .filter_map(|pair| std::str::from_utf8(pair).ok())
-        .filter_map(|pair| pair.trim().split_once('='))
+        // Only RFC 6265's whitespace (SP, HTAB): `str::trim` would also strip Unicode spaces,
+        // and a cookie named `\u{2000}__Host-x`, which anyone may set (to a browser it has no
+        // prefix), would then read as ours.
+        .filter_map(|pair| pair.trim_matches([' ', '\t']).split_once('='))
         .filter(|(key, _)| *key == name)
         .map(|(_, value)| value);
     match (found.next(), found.next()) {
@@ -168,6 +171,19 @@ mod tests {
             bearer_token(&headers(&["Bearer a", "Bearer b"])).is_err(),
             "two headers"
         );
+    }
+
+    #[test]
+    fn a_cookie_behind_a_unicode_space_is_not_ours() {
+        for space in ["\u{2000}", "\u{3000}", "\u{a0}", "\u{85}"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::COOKIE,
+                HeaderValue::from_bytes(format!("{space}__Host-auth-account=tossed").as_bytes())
+                    .unwrap(),
+            );
+            assert_eq!(cookie(&headers, "__Host-auth-account"), None, "{space:?}");
+        }
     }
 
     #[test]
