@@ -397,9 +397,15 @@ fn cookies(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
         .flat_map(|(_, value)| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .map(|(name, value)| (name.trim(), value))
+        // Only RFC 6265's whitespace: `str::trim` would also strip Unicode spaces, and a cookie
+        // named `\u{2000}__Host-x` (which anyone may set: it has no prefix to a browser) would
+        // read as `__Host-x`. Stripping (above) stays broad: it removes more, never less.
+        .filter_map(|pair| pair.trim_matches(COOKIE_WS).split_once('='))
+        .map(|(name, value)| (name.trim_matches(COOKIE_WS), value))
 }
+
+/// The whitespace around a cookie pair (RFC 6265 §4.2.1: SP and HTAB).
+const COOKIE_WS: [char; 2] = [' ', '\t'];
 
 #[cfg(test)]
 mod tests {
@@ -964,6 +970,14 @@ mod tests {
                 vec![("cookie", "access_token=\"abc\"")],
                 Err(TokenError::Malformed("the token cookie is malformed")),
                 "quoted value",
+            ),
+            (
+                vec![(
+                    "cookie",
+                    "\u{2000}access_token=abc; a=\u{3000}access_token=b",
+                )],
+                Err(TokenError::Missing),
+                "a name behind a Unicode space is another name",
             ),
         ];
         for (pairs, expected, reason) in cases {

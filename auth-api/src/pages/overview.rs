@@ -51,7 +51,7 @@ pub(super) async fn overview(State(state): State<AppState>, headers: HeaderMap) 
     };
     let (user, totp) = match account.await {
         Ok((Some(user), totp)) => (user, totp),
-        Ok((None, _)) => return session::clear(see_other("signin")),
+        Ok((None, _)) => return session::clear(&state, see_other("signin")),
         Err(e) => return layout::message_page(&Failure::from(service::Error::from(e))),
     };
     let totp_on = totp.is_some_and(|enrolment| enrolment.is_confirmed());
@@ -99,5 +99,5 @@ pub(super) async fn sign_out(
             Err(e) => return layout::message_page(&Failure::from(e)),
         }
     }
-    session::clear(see_other("signin"))
+    session::clear(&state, see_other("signin"))
 }

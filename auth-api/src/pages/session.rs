@@ -1,8 +1,13 @@
-//! The pages' session: the access token of a sign-in in the `__Host-auth-account` cookie
-//! (HttpOnly, Secure, SameSite=Strict, Path=/, for the token's lifetime), validated like a
-//! bearer token at `/validate` (signature, claims, and the session in the store) on every
-//! signed-in page. No refresh token is kept: when the access token expires, the visitor signs
-//! in again.
+//! The pages' session: the access token of a sign-in in the `__Secure-auth-account` cookie
+//! (HttpOnly, Secure, SameSite=Strict, for the token's lifetime), validated like a bearer token
+//! at `/validate` (signature, claims, and the session in the store) on every signed-in page. No
+//! refresh token is kept: when the access token expires, the visitor signs in again.
+//!
+//! Its `Path` is the pages' own (`/account/` under `AUTH_PUBLIC_URL`'s path, `/auth/account/`
+//! behind the dev gateway), not `/`: the token is a bearer token the gateway accepts, and a
+//! cookie for `/` would reach every upstream behind the same host, which could replay it (the
+//! review's finding). So it cannot be a `__Host-` cookie (those need `Path=/`); `__Secure-`
+//! still binds it to HTTPS (browsers treat loopback as secure).
 
 use axum::{
     http::{header, HeaderMap, HeaderValue},
@@ -17,7 +22,15 @@ use crate::{
 };
 
 /// The cookie's name.
-pub(super) const COOKIE: &str = "__Host-auth-account";
+pub(super) const COOKIE: &str = "__Secure-auth-account";
+
+/// The cookie's `Path`: the pages' directory as a browser reaches it, from `AUTH_PUBLIC_URL`.
+fn path(state: &AppState) -> String {
+    let base = url::Url::parse(&state.config.public_url)
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    format!("{base}/account/")
+}
 
 /// A visitor whose cookie holds a valid access token of a live session.
 pub(super) struct SignedIn {
@@ -31,22 +44,28 @@ pub(super) struct SignedIn {
 /// none or its token is no longer valid; a page of the failure when it cannot be told.
 pub(super) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
     let Some(token) = cookie(headers, COOKIE) else {
-        return Err(clear(see_other("signin")));
+        return Err(clear(state, see_other("signin")));
     };
     match service::access::validate(state, token).await {
         Ok(verified) => Ok(SignedIn {
             token: token.to_owned(),
             verified,
         }),
-        Err(Error::InvalidToken(_)) => Err(clear(see_other("signin"))),
+        Err(Error::InvalidToken(_)) => Err(clear(state, see_other("signin"))),
         Err(e) => Err(layout::message_page(&Failure::from(e))),
     }
 }
 
 /// `response` setting the cookie to `access_token` for `max_age_secs`.
-pub(super) fn set(mut response: Response, access_token: &str, max_age_secs: i64) -> Response {
+pub(super) fn set(
+    state: &AppState,
+    mut response: Response,
+    access_token: &str,
+    max_age_secs: i64,
+) -> Response {
+    let path = path(state);
     let cookie = format!(
-        "{COOKIE}={access_token}; Path=/; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict"
+        "{COOKIE}={access_token}; Path={path}; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict"
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -55,8 +74,9 @@ pub(super) fn set(mut response: Response, access_token: &str, max_age_secs: i64)
 }
 
 /// `response` removing the cookie.
-pub(super) fn clear(mut response: Response) -> Response {
-    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict");
+pub(super) fn clear(state: &AppState, mut response: Response) -> Response {
+    let path = path(state);
+    let cookie = format!("{COOKIE}=; Path={path}; Max-Age=0; Secure; HttpOnly; SameSite=Strict");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -59,7 +59,7 @@ pub(super) async fn sign_in(
 ) -> Response {
     let csrf = Token::of(&headers);
     match service::accounts::login(&state, &form.email, &form.password, None).await {
-        Ok(tokens) => signed_in(&tokens),
+        Ok(tokens) => signed_in(&state, &tokens),
         Err(service::Error::MfaRequired { mfa_token }) => {
             mfa_page(&csrf, mfa_token.expose_secret(), None)
         }
@@ -94,7 +94,7 @@ pub(super) async fn mfa(
         }
     };
     match service::mfa::complete(&state, &form.mfa_token, factor).await {
-        Ok(tokens) => signed_in(&tokens),
+        Ok(tokens) => signed_in(&state, &tokens),
         Err(service::Error::InvalidMfaToken) => {
             let failure = Failure::from(ApiError::InvalidMfaToken);
             sign_in_page(&csrf, "", Some(&failure), false)
@@ -104,8 +104,13 @@ pub(super) async fn mfa(
 }
 
 /// 303 to the overview with the session cookie of `tokens`.
-fn signed_in(tokens: &TokenPair) -> Response {
-    session::set(see_other("./"), &tokens.access_token, tokens.expires_in)
+fn signed_in(state: &AppState, tokens: &TokenPair) -> Response {
+    session::set(
+        state,
+        see_other("./"),
+        &tokens.access_token,
+        tokens.expires_in,
+    )
 }
 
 /// The sign-in form, with `failure` above it (and its status) if any, and a link to `resend`

@@ -93,6 +93,12 @@ impl<'a> Browser<'a> {
             .await
     }
 
+    /// Posts an email and a password, as the sign-up and sign-in forms do.
+    async fn post_credentials(&mut self, path: &str, email: &str, password: &str) -> TestResponse {
+        self.post(path, &[("email", email), ("password", password)])
+            .await
+    }
+
     /// Posts `body` as a form with the jar's cookies and `extra` headers, as given.
     async fn post_raw(&mut self, path: &str, body: &str, extra: &[(&str, &str)]) -> TestResponse {
         let mut request =
@@ -209,6 +215,19 @@ fn assert_alert(response: &TestResponse, status: StatusCode, what: &str) {
         response.body
     );
     assert_page_headers(response, what);
+}
+
+/// A form was taken: 303 See Other (the body, if not).
+fn assert_redirected(response: &TestResponse) {
+    assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", response.body);
+}
+
+/// A refused form keeps the email typed, as the `escaped` value of its field, and never shows
+/// the `password`.
+fn assert_email_kept_escaped(response: &TestResponse, escaped: &str, password: &str) {
+    let value = format!("value=\"{escaped}\"");
+    assert!(text(response).contains(&value), "{}", response.body);
+    assert!(!text(response).contains(password));
 }
 
 /// The code an authenticator app shows now.
@@ -329,12 +348,7 @@ async fn forms_without_the_csrf_token_or_from_elsewhere_are_refused(app: TestApp
 
     // The same form with the token (and Origin: null, as browsers send under no-referrer).
     let signed_in = browser.post("/account/signin", &credentials).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        signed_in.body
-    );
+    assert_redirected(&signed_in);
     assert!(browser.session().is_some());
 }
 
@@ -350,19 +364,11 @@ async fn a_sign_in_with_totp_reaches_the_overview_and_sign_out_ends_it(app: Test
 
     // Act: sign in with the password
     let signed_in = browser
-        .post(
-            "/account/signin",
-            &[("email", &user.email), ("password", &user.password)],
-        )
+        .post_credentials("/account/signin", &user.email, &user.password)
         .await;
 
     // Assert: the cookie and the overview
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        signed_in.body
-    );
+    assert_redirected(&signed_in);
     assert_eq!(signed_in.header("location"), Some("./"));
     assert_page_headers(&signed_in, "sign-in redirect");
     let set = signed_in.header("set-cookie").unwrap();
@@ -370,7 +376,7 @@ async fn a_sign_in_with_totp_reaches_the_overview_and_sign_out_ends_it(app: Test
     assert_eq!(
         set,
         format!(
-            "__Host-auth-account={token}; Path=/; Max-Age=900; Secure; HttpOnly; SameSite=Strict"
+            "__Secure-auth-account={token}; Path=/account/; Max-Age=900; Secure; HttpOnly; SameSite=Strict"
         )
     );
     assert_eq!(app.validate(&token).await.status, StatusCode::OK);
@@ -438,15 +444,12 @@ async fn a_sign_in_with_totp_reaches_the_overview_and_sign_out_ends_it(app: Test
     assert!(refused
         .header("set-cookie")
         .unwrap()
-        .starts_with("__Host-auth-account=; Path=/; Max-Age=0"));
+        .starts_with("__Secure-auth-account=; Path=/account/; Max-Age=0"));
 
     // Act: sign in again, a step later: the second factor
     app.advance(STEP);
     let challenge = browser
-        .post(
-            "/account/signin",
-            &[("email", &user.email), ("password", &user.password)],
-        )
+        .post_credentials("/account/signin", &user.email, &user.password)
         .await;
     assert_eq!(challenge.status, StatusCode::OK, "{}", challenge.body);
     assert!(browser.session().is_none(), "no session before the code");
@@ -473,12 +476,7 @@ async fn a_sign_in_with_totp_reaches_the_overview_and_sign_out_ends_it(app: Test
         .await;
 
     // Assert
-    assert_eq!(
-        completed.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        completed.body
-    );
+    assert_redirected(&completed);
     assert_eq!(completed.header("location"), Some("./"));
     let overview = browser.get("/account/").await;
     assert_eq!(overview.status, StatusCode::OK);
@@ -496,25 +494,14 @@ async fn error_pages_are_4xx_with_an_alert_escaped_and_without_the_password(app:
 
     let script = "<script>alert(1)</script>";
     let signup = browser
-        .post(
-            "/account/signup",
-            &[("email", script), ("password", password)],
-        )
+        .post_credentials("/account/signup", script, password)
         .await;
     assert_alert(&signup, StatusCode::UNPROCESSABLE_ENTITY, "malformed email");
     assert!(!text(&signup).contains("<script>"), "{}", signup.body);
-    assert!(
-        text(&signup).contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt;\""),
-        "{}",
-        signup.body
-    );
-    assert!(!text(&signup).contains(password));
+    assert_email_kept_escaped(&signup, "&lt;script&gt;alert(1)&lt;/script&gt;", password);
 
     let weak = browser
-        .post(
-            "/account/signup",
-            &[("email", "weak@example.com"), ("password", "short")],
-        )
+        .post_credentials("/account/signup", "weak@example.com", "short")
         .await;
     assert_alert(&weak, StatusCode::UNPROCESSABLE_ENTITY, "weak password");
     assert!(
@@ -524,14 +511,14 @@ async fn error_pages_are_4xx_with_an_alert_escaped_and_without_the_password(app:
 
     let quoted = "\"><b>x</b>@example.com";
     let login = browser
-        .post(
-            "/account/signin",
-            &[("email", quoted), ("password", password)],
-        )
+        .post_credentials("/account/signin", quoted, password)
         .await;
     assert_alert(&login, StatusCode::UNAUTHORIZED, "wrong credentials");
-    assert!(text(&login).contains("value=\"&quot;&gt;&lt;b&gt;x&lt;/b&gt;@example.com\""));
-    assert!(!text(&login).contains(password));
+    assert_email_kept_escaped(
+        &login,
+        "&quot;&gt;&lt;b&gt;x&lt;/b&gt;@example.com",
+        password,
+    );
 
     let bad_challenge = browser
         .post(
@@ -546,18 +533,12 @@ async fn error_pages_are_4xx_with_an_alert_escaped_and_without_the_password(app:
     );
 
     let created = browser
-        .post(
-            "/account/signup",
-            &[("email", "new@example.com"), ("password", password)],
-        )
+        .post_credentials("/account/signup", "new@example.com", password)
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert!(text(&created).contains("id=\"account-created\""));
     let taken = browser
-        .post(
-            "/account/signup",
-            &[("email", "new@example.com"), ("password", password)],
-        )
+        .post_credentials("/account/signup", "new@example.com", password)
         .await;
     assert_alert(&taken, StatusCode::CONFLICT, "taken, with verification off");
 
@@ -724,12 +705,7 @@ async fn the_mail_links_land_on_pages_that_verify_and_reset(backend: Backend) {
 
     // Signed in, verified
     let signed_in = browser.post("/account/signin", &credentials).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        signed_in.body
-    );
+    assert_redirected(&signed_in);
     let old_session = browser.session().unwrap().clone();
     let overview = browser.get("/account/").await;
     assert_eq!(element(&overview, "email-status"), "verified");
@@ -778,12 +754,9 @@ async fn the_mail_links_land_on_pages_that_verify_and_reset(backend: Backend) {
     );
     assert_eq!(browser.get("/account/").await.status, StatusCode::SEE_OTHER);
     let again = browser
-        .post(
-            "/account/signin",
-            &[("email", &user.email), ("password", new_password)],
-        )
+        .post_credentials("/account/signin", &user.email, new_password)
         .await;
-    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert_redirected(&again);
 }
 
 /// The tests that build their own app (`<store>` beside the `on_every_store!` modules).

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use test_support::smtp_sink::{body_of, free_port, link_token, SmtpSink};
 
 /// The session cookie of the pages: the access token.
-const SESSION_COOKIE: &str = "__Host-auth-account";
+const SESSION_COOKIE: &str = "__Secure-auth-account";
 const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a brand new passphrase for the pages";
 /// The person's browser, another browser they sign in from, and the one they reset from.
@@ -94,10 +94,7 @@ async fn a_person_signs_up_verifies_enrols_totp_and_resets_the_password_in_a_bro
         "{page:?}"
     );
     let code = phone.next_code().await;
-    let page = pages
-        .browser
-        .submit(BROWSER, &[("code", &code)], "#submit")
-        .await;
+    let page = pages.submit_code(BROWSER, &code).await;
     let recovery_codes = page
         .id("recovery-codes")
         .lines()
@@ -115,28 +112,18 @@ async fn a_person_signs_up_verifies_enrols_totp_and_resets_the_password_in_a_bro
     assert_eq!(page.url, pages.url("signin"), "{page:?}");
 
     // Sign in with the second factor: a wrong code is shown as an error, a fresh code signs in.
-    let page = pages.sign_in(BROWSER, &email, PASSWORD).await;
-    assert!(page.has("code"), "the second factor is asked for: {page:?}");
-    let page = pages
-        .browser
-        .submit(BROWSER, &[("code", &phone.wrong_code())], "#submit")
-        .await;
+    pages.sign_in_to_the_code(BROWSER, &email, PASSWORD).await;
+    let page = pages.submit_code(BROWSER, &phone.wrong_code()).await;
     assert_refused(&page, "a wrong code");
-    let page = pages.sign_in(BROWSER, &email, PASSWORD).await;
-    assert!(page.has("code"), "{page:?}");
+    pages.sign_in_to_the_code(BROWSER, &email, PASSWORD).await;
     let code = phone.next_code().await;
-    let page = pages
-        .browser
-        .submit(BROWSER, &[("code", &code)], "#submit")
-        .await;
+    let page = pages.submit_code(BROWSER, &code).await;
     pages.assert_overview(&page, &email, "verified", "on");
     // The same code again, from another browser: a replay.
-    let page = pages.sign_in(OTHER_BROWSER, &email, PASSWORD).await;
-    assert!(page.has("code"), "{page:?}");
-    let page = pages
-        .browser
-        .submit(OTHER_BROWSER, &[("code", &code)], "#submit")
+    pages
+        .sign_in_to_the_code(OTHER_BROWSER, &email, PASSWORD)
         .await;
+    let page = pages.submit_code(OTHER_BROWSER, &code).await;
     assert_refused(&page, "a replayed code");
 
     // The page session is an access token the gateway takes like any other.
@@ -196,13 +183,11 @@ async fn a_person_signs_up_verifies_enrols_totp_and_resets_the_password_in_a_bro
     // The old password is refused; the new one with a code signs in.
     let page = pages.sign_in(BROWSER, &email, PASSWORD).await;
     assert_refused(&page, "the old password");
-    let page = pages.sign_in(BROWSER, &email, NEW_PASSWORD).await;
-    assert!(page.has("code"), "{page:?}");
-    let code = phone.next_code().await;
-    let page = pages
-        .browser
-        .submit(BROWSER, &[("code", &code)], "#submit")
+    pages
+        .sign_in_to_the_code(BROWSER, &email, NEW_PASSWORD)
         .await;
+    let code = phone.next_code().await;
+    let page = pages.submit_code(BROWSER, &code).await;
     pages.assert_overview(&page, &email, "verified", "on");
     let token = pages.session_token(BROWSER).await;
     pages.assert_accepted(&token, &email).await;
@@ -281,6 +266,20 @@ impl Pages {
             .await
     }
 
+    /// Signs in as an account with a second factor: the password is taken and the code asked
+    /// for.
+    async fn sign_in_to_the_code(&mut self, context: &str, email: &str, password: &str) {
+        let page = self.sign_in(context, email, password).await;
+        assert!(page.has("code"), "the second factor is asked for: {page:?}");
+    }
+
+    /// Submits `code` on the page open in `context`: the enrolment's or the sign-in's code form.
+    async fn submit_code(&mut self, context: &str, code: &str) -> Page {
+        self.browser
+            .submit(context, &[("code", code)], "#submit")
+            .await
+    }
+
     /// The page is the overview of `email`, signed in.
     fn assert_overview(&self, page: &Page, email: &str, email_status: &str, totp_status: &str) {
         assert_eq!(page.url, self.url(""), "{page:?}");
@@ -305,7 +304,7 @@ impl Pages {
     }
 
     /// The access token in `context`'s session cookie, whose attributes keep it from scripts,
-    /// other sites and plain HTTP.
+    /// other sites, plain HTTP and the upstreams.
     async fn session_token(&mut self, context: &str) -> String {
         let cookie: Value = self
             .browser
@@ -315,7 +314,9 @@ impl Pages {
         assert_eq!(cookie["httpOnly"], true, "{cookie}");
         assert_eq!(cookie["secure"], true, "{cookie}");
         assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
-        assert_eq!(cookie["path"], "/", "{cookie}");
+        // The pages' directory only: a cookie for `/` would hand the token to every upstream
+        // behind the gateway.
+        assert_eq!(cookie["path"], "/auth/account/", "{cookie}");
         cookie["value"].as_str().unwrap().to_owned()
     }
 
