@@ -879,6 +879,24 @@ mod tests {
         Ok(bearer(&token(&c)?))
     }
 
+    /// A GET of `path` with `authorization`, the keys, no cache, at `NOW`.
+    fn get<'a>(
+        config: &'a FilterConfig,
+        path: &'a str,
+        authorization: &str,
+    ) -> crate::TestResult<Decision<'a>> {
+        let headers = [("authorization", authorization)];
+        Ok(run(
+            config,
+            "GET",
+            path,
+            &headers,
+            Some(&keys()?),
+            None,
+            NOW,
+        ))
+    }
+
     fn status_and_challenge(decision: &Decision<'_>) -> Option<(u32, String, Value)> {
         match decision {
             Decision::Deny {
@@ -923,25 +941,9 @@ mod tests {
         ];
         for (acr, expected, why) in cases {
             let auth = bearer_with(&[("acr", acr)])?;
-            let decision = run(
-                &config,
-                "GET",
-                "/api/step/x",
-                &[("authorization", &auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let decision = get(&config, "/api/step/x", &auth)?;
             assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
-            let elsewhere = run(
-                &config,
-                "GET",
-                "/api/x",
-                &[("authorization", &auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let elsewhere = get(&config, "/api/x", &auth)?;
             assert_eq!(reason(&elsewhere), None, "{why}: other routes ask nothing");
         }
         Ok(())
@@ -962,15 +964,7 @@ mod tests {
         ];
         for (email_verified, expected, why) in cases {
             let auth = bearer_with(&[("email_verified", email_verified)])?;
-            let decision = run(
-                &config,
-                "GET",
-                "/api/verified/x",
-                &[("authorization", &auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let decision = get(&config, "/api/verified/x", &auth)?;
             assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
         }
         Ok(())
@@ -1012,15 +1006,7 @@ mod tests {
             ),
         ];
         for (path, auth, status, challenge, body) in cases {
-            let decision = run(
-                &config,
-                "GET",
-                path,
-                &[("authorization", auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let decision = get(&config, path, auth)?;
             assert_eq!(
                 status_and_challenge(&decision),
                 Some((status, challenge.to_owned(), body)),
@@ -1096,15 +1082,7 @@ mod tests {
         ];
         for (edits, expected, why) in cases {
             let auth = bearer_with(&edits)?;
-            let decision = run(
-                &config,
-                "GET",
-                "/api/both/x",
-                &[("authorization", &auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let decision = get(&config, "/api/both/x", &auth)?;
             assert_eq!(reason(&decision), expected.as_ref(), "{why}: {decision:?}");
         }
         Ok(())
@@ -1116,15 +1094,7 @@ mod tests {
         let auth = bearer_with(&[("acr", json!("aal1"))])?;
         // `/api/Step/x` matches `/api/` as written and `/api/step/` in another case.
         for path in ["/api/Step/x", "/API/STEP/x", "/api/step"] {
-            let decision = run(
-                &config,
-                "GET",
-                path,
-                &[("authorization", &auth)],
-                Some(&keys()?),
-                None,
-                NOW,
-            );
+            let decision = get(&config, path, &auth)?;
             assert_eq!(
                 reason(&decision),
                 Some(&DenyReason::InsufficientUserAuthentication(vec![

@@ -72,6 +72,15 @@ async fn reset(app: &TestApp, token: &str, password: &str) -> TestResponse {
         .await
 }
 
+/// A login answered with tokens whose access token says the email is verified.
+fn assert_logged_in_verified(login: &TestResponse) {
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    assert_eq!(
+        claims_of(&login.str("access_token"))["email_verified"],
+        true
+    );
+}
+
 /// No mail beyond the first `n` arrives within a second (what was not sent cannot be awaited).
 async fn no_more_mail_than(sink: &SmtpSink, n: usize) {
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -166,11 +175,7 @@ async fn required_verification_answers_an_unverified_login_as_a_wrong_password(b
     // Assert
     assert_eq!(unverified.status, StatusCode::UNAUTHORIZED);
     assert_eq!(unverified.body, wrong.body);
-    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
-    assert_eq!(
-        claims_of(&verified.str("access_token"))["email_verified"],
-        true
-    );
+    assert_logged_in_verified(&verified);
 }
 
 /// A resend mails a new link and voids the older one; for an address without an account, or
@@ -269,11 +274,7 @@ async fn a_reset_ends_every_session_and_clears_the_lock(backend: Backend) {
         feed.body
     );
     assert_eq!(old_password.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(new_password.status, StatusCode::OK, "{}", new_password.body);
-    assert_eq!(
-        claims_of(&new_password.str("access_token"))["email_verified"],
-        true
-    );
+    assert_logged_in_verified(&new_password);
 }
 
 /// A reset link stops working when a newer one is sent, when the password changes otherwise,

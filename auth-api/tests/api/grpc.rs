@@ -202,6 +202,17 @@ async fn login(client: &mut AuthServiceClient<Channel>, user: &TestUser) -> pb::
         .into_inner()
 }
 
+/// `grpc_requests_total` counts each `(method, code, calls)` of `service` in the metrics `served`
+/// renders.
+fn assert_calls_counted(served: &Served, service: &str, counts: &[(&str, &str, u32)]) {
+    let metrics = served.state.metrics.render();
+    for (method, code, calls) in counts {
+        let line =
+            format!(r#"grpc_requests_total{{method="{service}/{method}",code="{code}"}} {calls}"#);
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
+}
+
 /// The string field `name` of a claims `Struct`.
 #[track_caller]
 fn claim_str<'a>(claims: &'a prost_types::Struct, name: &str) -> &'a str {
@@ -545,6 +556,54 @@ fn complete_mfa_request(
     }
 }
 
+/// The TOTP requests, with the access token in the message (`None`: in the metadata, or none).
+fn enroll_request(password: &str, access_token: Option<&str>) -> pb::EnrollTotpRequest {
+    pb::EnrollTotpRequest {
+        password: password.to_owned(),
+        access_token: access_token.map(str::to_owned),
+    }
+}
+
+fn confirm_request(code: &str, access_token: Option<&str>) -> pb::ConfirmTotpRequest {
+    pb::ConfirmTotpRequest {
+        code: code.to_owned(),
+        access_token: access_token.map(str::to_owned),
+    }
+}
+
+fn disable_request(code: &str, access_token: Option<&str>) -> pb::DisableTotpRequest {
+    pb::DisableTotpRequest {
+        code: code.to_owned(),
+        access_token: access_token.map(str::to_owned),
+    }
+}
+
+/// The requests of the mailed links.
+fn verify_request(token: &str) -> pb::VerifyEmailRequest {
+    pb::VerifyEmailRequest {
+        token: token.to_owned(),
+    }
+}
+
+fn resend_request(email: &str) -> pb::ResendVerificationRequest {
+    pb::ResendVerificationRequest {
+        email: email.to_owned(),
+    }
+}
+
+fn recover_request(email: &str) -> pb::RequestPasswordResetRequest {
+    pb::RequestPasswordResetRequest {
+        email: email.to_owned(),
+    }
+}
+
+fn reset_request(token: &str, password: &str) -> pb::ResetPasswordRequest {
+    pb::ResetPasswordRequest {
+        token: token.to_owned(),
+        password: password.to_owned(),
+    }
+}
+
 /// Login with the right password of an account with a second factor: `mfa_required`, and the
 /// challenge in the ErrorInfo metadata.
 async fn mfa_challenge(client: &mut AuthServiceClient<Channel>, user: &TestUser) -> String {
@@ -578,19 +637,13 @@ async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
 
     // EnrollTotp: an access token and the password again.
     let no_token = client
-        .enroll_totp(pb::EnrollTotpRequest {
-            password: user.password.clone(),
-            access_token: None,
-        })
+        .enroll_totp(enroll_request(&user.password, None))
         .await
         .unwrap_err();
     assert_error(&no_token, Code::Unauthenticated, "missing_token");
     let wrong = client
         .enroll_totp(bearer(
-            pb::EnrollTotpRequest {
-                password: "not the password at all".to_owned(),
-                access_token: None,
-            },
+            enroll_request("not the password at all", None),
             &tokens.access_token,
         ))
         .await
@@ -598,10 +651,7 @@ async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
     assert_error(&wrong, Code::PermissionDenied, "wrong_password");
     let enrolment = client
         .enroll_totp(bearer(
-            pb::EnrollTotpRequest {
-                password: user.password.clone(),
-                access_token: None,
-            },
+            enroll_request(&user.password, None),
             &tokens.access_token,
         ))
         .await
@@ -621,18 +671,15 @@ async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
     // ConfirmTotp: a wrong code, then the right one (the token in the message).
     let right = totp_code(&served, &enrolment.secret);
     let refused = client
-        .confirm_totp(pb::ConfirmTotpRequest {
-            code: other_code(&right),
-            access_token: Some(tokens.access_token.clone()),
-        })
+        .confirm_totp(confirm_request(
+            &other_code(&right),
+            Some(&tokens.access_token),
+        ))
         .await
         .unwrap_err();
     assert_error(&refused, Code::Unauthenticated, "invalid_code");
     let confirmed = client
-        .confirm_totp(pb::ConfirmTotpRequest {
-            code: right,
-            access_token: Some(tokens.access_token.clone()),
-        })
+        .confirm_totp(confirm_request(&right, Some(&tokens.access_token)))
         .await
         .expect("the right code confirms")
         .into_inner();
@@ -641,10 +688,7 @@ async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
         auth_api::domain::RECOVERY_CODE_COUNT
     );
     let again = client
-        .enroll_totp(pb::EnrollTotpRequest {
-            password: user.password.clone(),
-            access_token: Some(tokens.access_token.clone()),
-        })
+        .enroll_totp(enroll_request(&user.password, Some(&tokens.access_token)))
         .await
         .unwrap_err();
     assert_error(&again, Code::AlreadyExists, "totp_already_enabled");
@@ -718,61 +762,41 @@ async fn a_second_factor_is_enrolled_used_and_disabled(backend: Backend) {
     let right = totp_code(&served, &enrolment.secret);
     let wrong = client
         .disable_totp(bearer(
-            pb::DisableTotpRequest {
-                code: other_code(&right),
-                access_token: None,
-            },
+            disable_request(&other_code(&right), None),
             &second.access_token,
         ))
         .await
         .unwrap_err();
     assert_error(&wrong, Code::Unauthenticated, "invalid_code");
     client
-        .disable_totp(bearer(
-            pb::DisableTotpRequest {
-                code: right.clone(),
-                access_token: None,
-            },
-            &second.access_token,
-        ))
+        .disable_totp(bearer(disable_request(&right, None), &second.access_token))
         .await
         .expect("the right code disables the factor");
     let gone = client
-        .disable_totp(bearer(
-            pb::DisableTotpRequest {
-                code: right.clone(),
-                access_token: None,
-            },
-            &second.access_token,
-        ))
+        .disable_totp(bearer(disable_request(&right, None), &second.access_token))
         .await
         .unwrap_err();
     assert_error(&gone, Code::FailedPrecondition, "totp_not_enabled");
     let not_pending = client
-        .confirm_totp(bearer(
-            pb::ConfirmTotpRequest {
-                code: right,
-                access_token: None,
-            },
-            &second.access_token,
-        ))
+        .confirm_totp(bearer(confirm_request(&right, None), &second.access_token))
         .await
         .unwrap_err();
     assert_error(&not_pending, Code::FailedPrecondition, "totp_not_pending");
     // The password alone logs in again.
     login(&mut client, &user).await;
 
-    let metrics = served.state.metrics.render();
-    for line in [
-        r#"grpc_requests_total{method="auth.v1.AuthService/Login",code="UNAUTHENTICATED"} 2"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/CompleteMfaLogin",code="OK"} 2"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/CompleteMfaLogin",code="UNAUTHENTICATED"} 3"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/EnrollTotp",code="OK"} 1"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/ConfirmTotp",code="OK"} 1"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/DisableTotp",code="OK"} 1"#,
-    ] {
-        assert!(metrics.contains(line), "{line} not in {metrics}");
-    }
+    assert_calls_counted(
+        &served,
+        "auth.v1.AuthService",
+        &[
+            ("Login", "UNAUTHENTICATED", 2),
+            ("CompleteMfaLogin", "OK", 2),
+            ("CompleteMfaLogin", "UNAUTHENTICATED", 3),
+            ("EnrollTotp", "OK", 1),
+            ("ConfirmTotp", "OK", 1),
+            ("DisableTotp", "OK", 1),
+        ],
+    );
     drop(client);
     served.finish().await;
 }
@@ -836,37 +860,31 @@ async fn the_mailed_links_verify_an_email_and_reset_a_password() {
 
     // ResendVerification: a new link, and the older one stops working.
     let malformed = client
-        .resend_verification(pb::ResendVerificationRequest {
-            email: "not-an-email".to_owned(),
-        })
+        .resend_verification(resend_request("not-an-email"))
         .await
         .unwrap_err();
     assert_error(&malformed, Code::InvalidArgument, "invalid_email");
     client
-        .resend_verification(pb::ResendVerificationRequest {
-            email: user.email.clone(),
-        })
+        .resend_verification(resend_request(&user.email))
         .await
         .expect("resend failed");
     let second = link_token(&mails_to(&sink, &user.email, 2).await[1], "verify");
     assert_ne!(first, second);
     let replaced = client
-        .verify_email(pb::VerifyEmailRequest { token: first })
+        .verify_email(verify_request(&first))
         .await
         .unwrap_err();
     assert_error(&replaced, Code::InvalidArgument, "invalid_email_token");
 
     // VerifyEmail: once; tokens from the next refresh on say so.
     let verified = client
-        .verify_email(pb::VerifyEmailRequest {
-            token: second.clone(),
-        })
+        .verify_email(verify_request(&second))
         .await
         .expect("the newest link verifies")
         .into_inner();
     assert!(verified.email_verified);
     let used = client
-        .verify_email(pb::VerifyEmailRequest { token: second })
+        .verify_email(verify_request(&second))
         .await
         .unwrap_err();
     assert_error(&used, Code::InvalidArgument, "invalid_email_token");
@@ -885,40 +903,28 @@ async fn the_mailed_links_verify_an_email_and_reset_a_password() {
     // RequestPasswordReset: OK for an unknown address too (nothing is mailed there).
     let unknown = TestUser::random().email;
     client
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: unknown.clone(),
-        })
+        .request_password_reset(recover_request(&unknown))
         .await
         .expect("an unknown address answers OK");
     let malformed = client
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: "not-an-email".to_owned(),
-        })
+        .request_password_reset(recover_request("not-an-email"))
         .await
         .unwrap_err();
     assert_error(&malformed, Code::InvalidArgument, "invalid_email");
     client
-        .request_password_reset(pb::RequestPasswordResetRequest {
-            email: user.email.clone(),
-        })
+        .request_password_reset(recover_request(&user.email))
         .await
         .expect("a reset request failed");
     let reset = link_token(&mails_to(&sink, &user.email, 3).await[2], "reset");
 
     // ResetPassword: a bad token, a weak password (the link survives it), then the new password.
     let bad = client
-        .reset_password(pb::ResetPasswordRequest {
-            token: "A".repeat(43),
-            password: "a brand new passphrase".to_owned(),
-        })
+        .reset_password(reset_request(&"A".repeat(43), "a brand new passphrase"))
         .await
         .unwrap_err();
     assert_error(&bad, Code::InvalidArgument, "invalid_email_token");
     let weak = client
-        .reset_password(pb::ResetPasswordRequest {
-            token: reset.clone(),
-            password: "short".to_owned(),
-        })
+        .reset_password(reset_request(&reset, "short"))
         .await
         .unwrap_err();
     let info = assert_error(&weak, Code::InvalidArgument, "weak_password");
@@ -927,10 +933,7 @@ async fn the_mailed_links_verify_an_email_and_reset_a_password() {
         Some("length")
     );
     client
-        .reset_password(pb::ResetPasswordRequest {
-            token: reset.clone(),
-            password: "a brand new passphrase".to_owned(),
-        })
+        .reset_password(reset_request(&reset, "a brand new passphrase"))
         .await
         .expect("the reset link sets the password");
     // Every session ended; the old password is gone, the new one logs in; the link is used.
@@ -949,10 +952,7 @@ async fn the_mailed_links_verify_an_email_and_reset_a_password() {
         .await
         .expect("the new password logs in");
     let used = client
-        .reset_password(pb::ResetPasswordRequest {
-            token: reset,
-            password: "another new passphrase".to_owned(),
-        })
+        .reset_password(reset_request(&reset, "another new passphrase"))
         .await
         .unwrap_err();
     assert_error(&used, Code::InvalidArgument, "invalid_email_token");
@@ -1144,16 +1144,17 @@ async fn errors_carry_the_http_error_code_as_error_info() {
         .await
         .expect("refused logouts end nothing");
     // grpc_requests_total counts each call by the code it answered.
-    let metrics = served.state.metrics.render();
-    for line in [
-        r#"grpc_requests_total{method="auth.v1.AuthService/Signup",code="OK"} 2"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/Signup",code="ALREADY_EXISTS"} 1"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/Login",code="UNAUTHENTICATED"} 3"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/Login",code="PERMISSION_DENIED"} 1"#,
-        r#"grpc_requests_total{method="auth.v1.AuthService/Logout",code="INVALID_ARGUMENT"} 3"#,
-    ] {
-        assert!(metrics.contains(line), "{line} not in {metrics}");
-    }
+    assert_calls_counted(
+        &served,
+        "auth.v1.AuthService",
+        &[
+            ("Signup", "OK", 2),
+            ("Signup", "ALREADY_EXISTS", 1),
+            ("Login", "UNAUTHENTICATED", 3),
+            ("Login", "PERMISSION_DENIED", 1),
+            ("Logout", "INVALID_ARGUMENT", 3),
+        ],
+    );
     drop(client);
     served.finish().await;
 }
@@ -1221,86 +1222,31 @@ async fn the_per_address_limit_counts_credential_rpcs_per_client_address() {
     assert_rate_limited(&client.change_password(change).await.unwrap_err());
     // And so are the second step of a login, the TOTP RPCs and those of the mailed links, as
     // their HTTP routes are.
-    let access = Some(sessions[0].access_token.clone());
-    let mfa = pb::CompleteMfaLoginRequest {
-        mfa_token: "a-challenge".to_owned(),
-        factor: Some(pb::complete_mfa_login_request::Factor::Code(
-            "123456".to_owned(),
-        )),
-    };
-    assert_rate_limited(
-        &client
-            .complete_mfa_login(from_address(mfa, limited))
-            .await
-            .unwrap_err(),
+    macro_rules! refused_from_the_limited_address {
+        ($rpc:ident, $request:expr) => {
+            assert_rate_limited(
+                &client
+                    .$rpc(from_address($request, limited))
+                    .await
+                    .unwrap_err(),
+            )
+        };
+    }
+    let access = Some(sessions[0].access_token.as_str());
+    let mfa = complete_mfa_request(
+        "a-challenge",
+        pb::complete_mfa_login_request::Factor::Code("123456".to_owned()),
     );
-    let enrol = pb::EnrollTotpRequest {
-        password: user.password.clone(),
-        access_token: access.clone(),
-    };
-    assert_rate_limited(
-        &client
-            .enroll_totp(from_address(enrol, limited))
-            .await
-            .unwrap_err(),
-    );
-    let confirm = pb::ConfirmTotpRequest {
-        code: "123456".to_owned(),
-        access_token: access.clone(),
-    };
-    assert_rate_limited(
-        &client
-            .confirm_totp(from_address(confirm, limited))
-            .await
-            .unwrap_err(),
-    );
-    let disable = pb::DisableTotpRequest {
-        code: "123456".to_owned(),
-        access_token: access,
-    };
-    assert_rate_limited(
-        &client
-            .disable_totp(from_address(disable, limited))
-            .await
-            .unwrap_err(),
-    );
-    let verify = pb::VerifyEmailRequest {
-        token: "A".repeat(43),
-    };
-    assert_rate_limited(
-        &client
-            .verify_email(from_address(verify, limited))
-            .await
-            .unwrap_err(),
-    );
-    let resend = pb::ResendVerificationRequest {
-        email: user.email.clone(),
-    };
-    assert_rate_limited(
-        &client
-            .resend_verification(from_address(resend, limited))
-            .await
-            .unwrap_err(),
-    );
-    let recover = pb::RequestPasswordResetRequest {
-        email: user.email.clone(),
-    };
-    assert_rate_limited(
-        &client
-            .request_password_reset(from_address(recover, limited))
-            .await
-            .unwrap_err(),
-    );
-    let reset = pb::ResetPasswordRequest {
-        token: "A".repeat(43),
-        password: "a brand new passphrase".to_owned(),
-    };
-    assert_rate_limited(
-        &client
-            .reset_password(from_address(reset, limited))
-            .await
-            .unwrap_err(),
-    );
+    refused_from_the_limited_address!(complete_mfa_login, mfa);
+    refused_from_the_limited_address!(enroll_totp, enroll_request(&user.password, access));
+    refused_from_the_limited_address!(confirm_totp, confirm_request("123456", access));
+    refused_from_the_limited_address!(disable_totp, disable_request("123456", access));
+    let unused_token = "A".repeat(43);
+    refused_from_the_limited_address!(verify_email, verify_request(&unused_token));
+    refused_from_the_limited_address!(resend_verification, resend_request(&user.email));
+    refused_from_the_limited_address!(request_password_reset, recover_request(&user.email));
+    let reset = reset_request(&unused_token, "a brand new passphrase");
+    refused_from_the_limited_address!(reset_password, reset);
 
     // Validate and Logout are never limited.
     for _ in 0..LIMIT + 2 {
@@ -2041,13 +1987,11 @@ async fn ext_authz_check_allows_valid_tokens_and_denies_the_rest() {
         .await,
     );
     assert_eq!((status, error.as_str()), (401, "invalid_token"));
-    let metrics = served.state.metrics.render();
-    for line in [
-        r#"grpc_requests_total{method="envoy.service.auth.v3.Authorization/Check",code="OK"} 4"#,
-        r#"grpc_requests_total{method="envoy.service.auth.v3.Authorization/Check",code="UNAUTHENTICATED"} 6"#,
-    ] {
-        assert!(metrics.contains(line), "{line} not in {metrics}");
-    }
+    assert_calls_counted(
+        &served,
+        "envoy.service.auth.v3.Authorization",
+        &[("Check", "OK", 4), ("Check", "UNAUTHENTICATED", 6)],
+    );
     drop((auth, authz));
     served.finish().await;
 }
