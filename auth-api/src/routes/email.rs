@@ -66,7 +66,10 @@ fn accepted() -> Response {
 #[utoipa::path(post, path = "/verify", request_body = LinkToken, responses(
     (status = 200, description = "the email is verified", body = VerifiedResponse),
     (status = 400, description = "invalid_email_token, or malformed JSON", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
     (status = 429, description = "too many requests from this address", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
+    (status = 503, description = "unavailable (the store cannot be reached), with Retry-After", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
 pub(super) async fn verify(
     State(state): State<AppState>,
@@ -84,6 +87,8 @@ pub(super) async fn verify(
 #[utoipa::path(post, path = "/verify/resend", request_body = EmailRequest, responses(
     (status = 202, description = "accepted: a link is mailed if the address has an unverified account", body = AcceptedResponse),
     (status = 400, description = "malformed JSON", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
     (status = 422, description = "invalid_email", body = ErrorBody),
     (status = 429, description = "too many requests from this address", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
@@ -101,6 +106,8 @@ pub(super) async fn resend(
 #[utoipa::path(post, path = "/recover", request_body = EmailRequest, responses(
     (status = 202, description = "accepted: a link is mailed if the address has an account", body = AcceptedResponse),
     (status = 400, description = "malformed JSON", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
     (status = 422, description = "invalid_email", body = ErrorBody),
     (status = 429, description = "too many requests from this address", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
 ))]
@@ -120,6 +127,8 @@ pub(super) async fn recover(
 #[utoipa::path(post, path = "/reset", request_body = ResetRequest, responses(
     (status = 204, description = "the password is set; every session ended"),
     (status = 400, description = "invalid_email_token, or malformed JSON", body = ErrorBody),
+    (status = 413, description = "body over 64 KiB", body = ErrorBody),
+    (status = 415, description = "not application/json", body = ErrorBody),
     (status = 403, description = "account_disabled", body = ErrorBody),
     (status = 422, description = "weak_password (with reason), password_too_long", body = ErrorBody),
     (status = 429, description = "too many requests from this address", body = ErrorBody, headers(("retry-after" = u64, description = "seconds to wait"))),
