@@ -163,6 +163,10 @@ pub struct Config {
     /// `AUTH_RESET_LINK_TTL_SECS`, default 3600, 300 to 86400: how long a password-reset link
     /// works (OWASP: short).
     pub reset_link_ttl: Duration,
+    /// `AUTH_CORS_ALLOWED_ORIGINS`, default none (no CORS headers, an `OPTIONS` answered 405):
+    /// the origins whose pages may call the JSON API from a browser, comma-separated, each
+    /// `https://host[:port]` or `http://host:*` (any port). See [`crate::cors`].
+    pub cors_allowed_origins: Option<crate::cors::AllowedOrigins>,
 }
 
 /// Whether accounts prove their email (`AUTH_EMAIL_VERIFICATION`).
@@ -289,6 +293,7 @@ impl Default for Config {
             public_url: DEFAULT_ISSUER.to_owned(),
             verify_link_ttl: Duration::from_secs(day),
             reset_link_ttl: Duration::from_secs(60 * 60),
+            cors_allowed_origins: None,
             oidc_providers_file: None,
             login_free_attempts: 5,
             login_max_delay: Duration::from_secs(900),
@@ -492,6 +497,7 @@ impl Config {
                 .map_or(d.outbox_max_attempts, |n| {
                     i64::try_from(n).unwrap_or(i64::MAX)
                 }),
+            cors_allowed_origins: env.parsed("AUTH_CORS_ALLOWED_ORIGINS")?,
             // Set below: their defaults depend on other variables.
             email_verification: d.email_verification,
             public_url: d.public_url,

@@ -43,6 +43,9 @@ const REVOCATION_POLL_SECONDS: u32 = 2;
 /// The issuer of the dev stack's tokens: auth-api's public URL behind the gateway, where
 /// discovery (`/.well-known/openid-configuration`) is found.
 const ISSUER: &str = "http://127.0.0.1:10000/auth";
+
+/// `AUTH_CORS_ALLOWED_ORIGINS` of the dev stack: the origins of envoy/dev.yaml's CORS policy.
+const DEV_CORS_ORIGINS: &str = "http://localhost:*,http://127.0.0.1:*";
 /// The local OpenID Provider of the dev stack (when `AUTH_OIDC_PROVIDERS_FILE` is unset).
 const DEV_PROVIDER: u16 = 9400;
 /// Where the dev stack's social logins end: the echo upstream, which shows the `code`.
@@ -213,7 +216,10 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
         .env("AUTH_INTERNAL_TOKEN", &token)
         .env("AUTH_JWT_ISSUER", ISSUER)
         // The links in its mail: the account pages through the gateway.
-        .env("AUTH_PUBLIC_URL", ISSUER);
+        .env("AUTH_PUBLIC_URL", ISSUER)
+        // The origins envoy/dev.yaml's CORS policy allows, for a front end calling auth-api
+        // directly.
+        .env("AUTH_CORS_ALLOWED_ORIGINS", DEV_CORS_ORIGINS);
     if std::env::var_os("AUTH_EMAIL_VERIFICATION").is_none() {
         // Signing up sends the verification mail, and signing in works before it is followed.
         auth_api.env("AUTH_EMAIL_VERIFICATION", "optional");

@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
     let limited = |outcomes: Option<CountOutcome>| {
         middleware::from_fn_with_state((state.clone(), outcomes), limit_by_ip)
     };
-    Router::new()
+    let api = Router::new()
         .route(
             "/signup",
             post(accounts::signup).layer(limited(Some(Metrics::signup))),
@@ -102,8 +102,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .merge(crate::pages::router(limited))
+        .route("/openapi.json", get(openapi::openapi_json));
+    // Outside each route's own layers: a preflight is answered before the address limit. The
+    // 405 fallback is set first so that the layer wraps it too: a preflight is an `OPTIONS`,
+    // which no route has, and axum routes by method before any route layer runs. Not on the
+    // hosted pages, which are same-origin forms with cookies.
+    let api = match &state.config.cors_allowed_origins {
+        Some(origins) => api
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(origins.layer()),
+        None => api,
+    };
+    api.merge(crate::pages::router(limited))
         .with_common_layers(state)
 }
 
@@ -119,6 +129,10 @@ pub fn internal_router(state: AppState) -> Router {
         .with_common_layers(state)
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 trait CommonLayers {
     fn with_common_layers(self, state: AppState) -> Router;
 }
@@ -126,7 +140,7 @@ trait CommonLayers {
 impl CommonLayers for Router<AppState> {
     fn with_common_layers(self, state: AppState) -> Router {
         self.fallback(|| async { ApiError::NotFound })
-            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+            .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             // Inside `observe`, so that a panic's 500 is counted and logged like any other.
             .layer(CatchPanicLayer::custom(|_| {

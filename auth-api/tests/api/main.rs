@@ -11,6 +11,7 @@ mod at_rest;
 mod audit;
 mod cli;
 mod connections;
+mod cors;
 mod contention;
 mod devices;
 mod discovery;

@@ -68,6 +68,139 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
     assert_eq!(actual.status(), 401);
 }
 
+/// The `access-control-*` headers of a preflight answer, lowercase, without spaces after
+/// commas (Envoy writes the policy's lists as configured, tower-http without spaces).
+async fn preflight_answer(client: &reqwest::Client, url: String, origin: &str) -> Vec<String> {
+    let response = client
+        .request(Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{origin}");
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        // Envoy sends its exposed headers on a preflight too, where browsers ignore them
+        // (they count on the actual answer, compared below).
+        .filter(|(name, _)| {
+            name.as_str().starts_with("access-control-")
+                && name.as_str() != "access-control-expose-headers"
+        })
+        .map(|(name, value)| {
+            let value = value
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .replace(", ", ",");
+            format!("{name}: {value}")
+        })
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// The `access-control-*` headers of a cross-origin GET's answer, each line once (through the
+/// gateway, Envoy's CORS filter sets what auth-api set already).
+async fn cors_of_get(client: &reqwest::Client, url: String, origin: &str) -> Vec<String> {
+    let response = client
+        .get(url)
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{origin}");
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-"))
+        .map(|(name, value)| {
+            let value = value
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .replace(", ", ",");
+            format!("{name}: {value}")
+        })
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// A front end gets the same CORS answer from auth-api directly (`AUTH_CORS_ALLOWED_ORIGINS`,
+/// tower-http) as through the gateway (envoy/dev.yaml's policy, Envoy's CORS filter): the same
+/// origins allowed, methods, request and exposed headers, max age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_api_and_the_gateway_answer_a_preflight_alike() {
+    let stack = Stack::start_configured(StackOptions::default(), |config| {
+        // What `cargo xtask up` and docker-compose.yml set beside envoy/*.yaml.
+        config.cors_allowed_origins =
+            Some("http://localhost:*,http://127.0.0.1:*".parse().unwrap());
+    })
+    .await;
+    let direct = format!("http://{}/login", stack.public_addr);
+    for origin in [
+        "http://localhost:3000",
+        "http://127.0.0.1",
+        "http://localhost:5173",
+        "https://localhost:3000",
+        "http://localhost.evil.example",
+        "https://evil.example",
+    ] {
+        let through_gateway = preflight_answer(
+            &stack.gateway.client,
+            stack.gateway.url("/auth/login"),
+            origin,
+        )
+        .await;
+        let from_auth_api = preflight_answer(&stack.gateway.client, direct.clone(), origin).await;
+        let allowed = !origin.contains("evil") && origin.starts_with("http://");
+        if allowed {
+            assert!(
+                through_gateway.contains(&format!("access-control-allow-origin: {origin}")),
+                "{origin}: {through_gateway:?}"
+            );
+            assert_eq!(through_gateway, from_auth_api, "{origin}");
+            let gateway_get = cors_of_get(
+                &stack.gateway.client,
+                stack.gateway.url("/auth/.well-known/jwks.json"),
+                origin,
+            )
+            .await;
+            let direct_get = cors_of_get(
+                &stack.gateway.client,
+                format!("http://{}/.well-known/jwks.json", stack.public_addr),
+                origin,
+            )
+            .await;
+            assert_eq!(gateway_get, direct_get, "{origin}");
+            assert_eq!(
+                direct_get,
+                [
+                    format!("access-control-allow-origin: {origin}"),
+                    "access-control-expose-headers: www-authenticate,retry-after,x-request-id"
+                        .to_owned()
+                ]
+            );
+        } else {
+            // Neither names the origin, which is what a browser looks at.
+            for answer in [&through_gateway, &from_auth_api] {
+                assert!(
+                    !answer
+                        .iter()
+                        .any(|h| h.starts_with("access-control-allow-origin")),
+                    "{origin}: {answer:?}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_rules_open_only_the_paths_they_name() {
     let stack = Stack::start(StackOptions::default()).await;
