@@ -39,6 +39,10 @@ pub struct Config {
     /// RFC 6750's `b64token` alphabet: letters, digits and `-._~+/`, then `=` padding).
     /// Unset: the internal listener is not started.
     pub internal_token: Option<SecretString>,
+    /// `AUTH_INTERNAL_TOKEN_PREVIOUS`: while the internal token is rotated, the old one, still
+    /// accepted beside `AUTH_INTERNAL_TOKEN` until every gateway presents the new one (the
+    /// `auth_internal_token_previous_used` log line stops). Same rules; needs `AUTH_INTERNAL_TOKEN`.
+    pub internal_token_previous: Option<SecretString>,
     /// `AUTH_JWT_ISSUER`, default `http://127.0.0.1:8080`: the `iss` of every access token, and
     /// the base of the discovery documents' URLs. An absolute `http(s)` URL without query or
     /// fragment: the public base URL under which auth-api's routes are reachable (behind the dev
@@ -266,6 +270,7 @@ impl Default for Config {
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             internal_token: None,
+            internal_token_previous: None,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 10_000,
@@ -353,7 +358,8 @@ impl Config {
                 Some(_) => env.parsed("AUTH_GRPC_LISTEN")?,
                 None => d.grpc_listen,
             },
-            internal_token: env.internal_token()?,
+            internal_token: env.internal_token("AUTH_INTERNAL_TOKEN")?,
+            internal_token_previous: env.internal_token("AUTH_INTERNAL_TOKEN_PREVIOUS")?,
             header_read_timeout: env
                 .secs("AUTH_HEADER_READ_TIMEOUT_SECS", 1)?
                 .unwrap_or(d.header_read_timeout),
@@ -505,6 +511,12 @@ impl Config {
             reset_link_ttl: d.reset_link_ttl,
         };
         let mut config = config;
+        if config.internal_token_previous.is_some() && config.internal_token.is_none() {
+            return Err(ConfigError::new(
+                "AUTH_INTERNAL_TOKEN_PREVIOUS",
+                "is accepted only beside AUTH_INTERNAL_TOKEN (the new token)",
+            ));
+        }
         config.email_verification = match env.parsed("AUTH_EMAIL_VERIFICATION")? {
             Some(mode) => mode,
             None if config.smtp_url.is_some() => EmailVerification::Optional,
@@ -705,17 +717,16 @@ impl Env<'_> {
             .transpose()
     }
 
-    fn internal_token(&self) -> Result<Option<SecretString>, ConfigError> {
-        const NAME: &str = "AUTH_INTERNAL_TOKEN";
-        match self.string(NAME)? {
+    fn internal_token(&self, name: &'static str) -> Result<Option<SecretString>, ConfigError> {
+        match self.string(name)? {
             Some(token) if token.len() < MIN_INTERNAL_TOKEN_LEN => Err(ConfigError::new(
-                NAME,
+                name,
                 format!("must be at least {MIN_INTERNAL_TOKEN_LEN} characters"),
             )),
             // Any other character could never be presented as a bearer token: the gateway
             // would start, then answer 503 for want of keys.
             Some(token) if !auth_jwt::is_token68(&token) => Err(ConfigError::new(
-                NAME,
+                name,
                 "may hold only letters, digits and - . _ ~ + / (then = padding), as a bearer \
                  token must",
             )),
@@ -906,6 +917,12 @@ mod tests {
                 "AUTH_INTERNAL_TOKEN",
                 "long-enough-but-has-a-star-*-0123456789",
                 "not a bearer token",
+            ),
+            ("AUTH_INTERNAL_TOKEN_PREVIOUS", "short", "guessable"),
+            (
+                "AUTH_INTERNAL_TOKEN_PREVIOUS",
+                "0123456789abcdef0123456789abcdef",
+                "a previous token without a current one",
             ),
             ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "no such range"),
             ("AUTH_IP_LIMIT_IPV6_PREFIX", "16", "shorter than /32"),

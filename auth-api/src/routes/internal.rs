@@ -32,8 +32,9 @@ pub(super) async fn internal_keys(State(state): State<AppState>) -> axum::Json<J
     axum::Json(JwkSet { keys })
 }
 
-/// Lets a request through only with `Authorization: Bearer <AUTH_INTERNAL_TOKEN>`, compared in
-/// constant time.
+/// Lets a request through only with `Authorization: Bearer <AUTH_INTERNAL_TOKEN>` (or, during
+/// a rotation, `AUTH_INTERNAL_TOKEN_PREVIOUS`), compared in constant time: both comparisons
+/// always run, so the time does not tell which token was close.
 pub(super) async fn require_internal_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -46,11 +47,26 @@ pub(super) async fn require_internal_token(
         .as_ref()
         .ok_or_else(|| ApiError::NotReady("AUTH_INTERNAL_TOKEN is not set".to_owned()))?;
     let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    if bool::from(
+    let matches = |token: &secrecy::SecretString| {
         presented
             .as_bytes()
-            .ct_eq(expected.expose_secret().as_bytes()),
-    ) {
+            .ct_eq(token.expose_secret().as_bytes())
+    };
+    let current = matches(expected);
+    let previous = state
+        .config
+        .internal_token_previous
+        .as_ref()
+        .map_or(subtle::Choice::from(0), matches);
+    if bool::from(current | previous) {
+        if bool::from(previous) {
+            // Who still presents the old token: the rotation is over when this stops.
+            tracing::info!(
+                event = "internal_token_previous_used",
+                path = %request.uri().path(),
+                "a caller presented AUTH_INTERNAL_TOKEN_PREVIOUS"
+            );
+        }
         Ok(next.run(request).await)
     } else {
         Err(ApiError::InvalidToken("wrong internal token".to_owned()))

@@ -51,6 +51,32 @@ async fn internal_keys_need_the_internal_token(app: TestApp) {
     }
 }
 
+/// Rotating the internal token without a gap: the old one is accepted beside the new one while
+/// `AUTH_INTERNAL_TOKEN_PREVIOUS` names it, and not after.
+#[tokio::test]
+async fn the_previous_internal_token_works_until_it_is_dropped() {
+    const OLD: &str = "the-old-internal-token-0123456789abcdef";
+    let rotating = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.internal_token_previous = Some(OLD.to_owned().into());
+    })
+    .await;
+    for token in [INTERNAL_TOKEN, OLD] {
+        let response = rotating
+            .get_internal("/internal/keys", Some(&format!("Bearer {token}")))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{token}");
+    }
+    let wrong = rotating
+        .get_internal("/internal/keys", Some(&format!("Bearer {OLD}x")))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let rotated = TestApp::spawn(Backend::Sqlite).await;
+    let old = rotated
+        .get_internal("/internal/keys", Some(&format!("Bearer {OLD}")))
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+}
+
 async fn internal_keys_list_an_es256_signer_as_its_public_jwk(app: TestApp) {
     let response = app.internal_keys().await;
     assert_eq!(response.status, StatusCode::OK);
