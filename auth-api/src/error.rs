@@ -91,6 +91,21 @@ pub enum ApiError {
     /// 404 `not_found`.
     #[error("no such route")]
     NotFound,
+    /// 404 `user_not_found`: the Admin API names a user that does not exist.
+    #[error("no user with this id")]
+    UserNotFound,
+    /// 404 `session_not_found`: the Admin API names a session that does not exist.
+    #[error("no session with this id")]
+    SessionNotFound,
+    /// 404 `key_not_found`: the Admin API names a signing key that does not exist.
+    #[error("no signing key with this kid")]
+    KeyNotFound,
+    /// 422 `invalid_role`: a role name that is not 1-64 letters, digits, `_ - . :`.
+    #[error("{0}")]
+    InvalidRole(String),
+    /// 422 `unsupported_alg`: a key algorithm other than ES256, EdDSA, RS256 or HS256.
+    #[error("{0}")]
+    UnsupportedAlgorithm(String),
     /// 405 `method_not_allowed`.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
@@ -218,6 +233,12 @@ impl From<service::Error> for ApiError {
             E::TotpNotEnabled => Self::TotpNotEnabled,
             E::TotpUnavailable => Self::TotpUnavailable,
             E::InvalidEmailToken => Self::InvalidEmailToken,
+            E::UnknownUser => Self::UserNotFound,
+            E::UnknownSession => Self::SessionNotFound,
+            E::UnknownKey => Self::KeyNotFound,
+            E::InvalidRole(message) => Self::InvalidRole(message),
+            E::UnsupportedAlgorithm(message) => Self::UnsupportedAlgorithm(message),
+            E::InvalidRequest(message) => Self::InvalidRequest(message),
             E::Overloaded => Self::Overloaded,
             E::NotReady(why) => Self::NotReady(why),
             E::Unavailable(e) => Self::Unavailable(e),
@@ -242,7 +263,9 @@ impl ApiError {
             | Self::InvalidMfaToken
             | Self::InvalidCode => StatusCode::UNAUTHORIZED,
             Self::AccountDisabled | Self::WrongPassword => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UserNotFound | Self::SessionNotFound | Self::KeyNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::EmailTaken
@@ -252,9 +275,11 @@ impl ApiError {
             | Self::TotpUnavailable => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::InvalidEmail(_) | Self::WeakPassword { .. } | Self::PasswordTooLong { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::InvalidEmail(_)
+            | Self::WeakPassword { .. }
+            | Self::PasswordTooLong { .. }
+            | Self::InvalidRole(_)
+            | Self::UnsupportedAlgorithm(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded | Self::NotReady(_) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -283,6 +308,11 @@ impl ApiError {
             Self::TotpUnavailable => "totp_unavailable",
             Self::InvalidEmailToken => "invalid_email_token",
             Self::NotFound => "not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::SessionNotFound => "session_not_found",
+            Self::KeyNotFound => "key_not_found",
+            Self::InvalidRole(_) => "invalid_role",
+            Self::UnsupportedAlgorithm(_) => "unsupported_alg",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::RequestTimeout => "request_timeout",
             Self::EmailTaken => "email_taken",

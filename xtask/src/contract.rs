@@ -38,6 +38,10 @@ const MAX_EXAMPLES: &str = "50";
 /// start without one (the SQLite pass keeps its key file beside the database).
 const CONTRACT_KEK: &str = "contract-kek:Y29udHJhY3Qta2V5LWVuY3J5cHRpb24ta2V5LTMyYnk";
 
+/// `AUTH_INTERNAL_TOKEN` of the checked auth-api: the Admin API's document and every call to it
+/// need it.
+const CONTRACT_INTERNAL_TOKEN: &str = "contract-internal-token-0123456789abcdef";
+
 /// A running auth-api, killed when dropped.
 struct Server(Child);
 
@@ -58,7 +62,7 @@ struct Pass {
 }
 
 /// Installs schemathesis into `.venv` when missing, then checks auth-api against
-/// `/openapi.json` on a fresh SQLite file, a throwaway PostgreSQL database and a throwaway
+/// `/openapi.json`, and its internal listener against `/admin/v1/openapi.json`, on a fresh SQLite file, a throwaway PostgreSQL database and a throwaway
 /// MariaDB database, all at once. Fails when any fails; an unreachable PostgreSQL or MariaDB is
 /// a failure, never a skip.
 pub(crate) fn check(root: &Path) -> anyhow::Result<()> {
@@ -169,6 +173,7 @@ fn serve_and_check(
     schemathesis_log: &Path,
 ) -> anyhow::Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let internal_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = File::create(server_log)?;
     let mut cmd = Command::new(binary);
     cmd.arg("serve")
@@ -176,7 +181,8 @@ fn serve_and_check(
         .env("AUTH_LISTEN", format!("127.0.0.1:{port}"))
         // Several passes run at once: the gRPC listener on a port of its own, unused here.
         .env("AUTH_GRPC_LISTEN", "127.0.0.1:0")
-        .env_remove("AUTH_INTERNAL_TOKEN")
+        .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{internal_port}"))
+        .env("AUTH_INTERNAL_TOKEN", CONTRACT_INTERNAL_TOKEN)
         .env("AUTH_BCRYPT_COST", "10")
         // The generator sends hundreds of requests from one address: let them through, so
         // that the operations behind the limits are exercised too.
@@ -196,18 +202,46 @@ fn serve_and_check(
             .with_context(|| format!("cannot start auth-api on {}", pass.name))?,
     );
     wait_until_serving(&mut server, port)?;
+    wait_until_serving(&mut server, internal_port)?;
     let log = File::create(schemathesis_log)?;
-    let mut st = Command::new(schemathesis);
-    st.args([
-        "run",
+    let public = schemathesis_run(
+        schemathesis,
         &format!("http://127.0.0.1:{port}/openapi.json"),
-        "--checks",
-        CHECKS,
-    ])
-    .args(["--max-examples", MAX_EXAMPLES, "--seed", "1", "--no-color"])
-    .stdin(Stdio::null())
-    .stdout(log.try_clone()?)
-    .stderr(log);
+        None,
+        &log,
+    );
+    // The Admin API on the internal listener, against its own document (issue 16).
+    let admin = schemathesis_run(
+        schemathesis,
+        &format!("http://127.0.0.1:{internal_port}/admin/v1/openapi.json"),
+        Some(&format!("Authorization: Bearer {CONTRACT_INTERNAL_TOKEN}")),
+        &log,
+    );
+    public.and(admin)
+}
+
+/// One schemathesis run against the document at `url`, with `header` on every request (the
+/// document's own included), its output appended to `log`.
+fn schemathesis_run(
+    schemathesis: &Path,
+    url: &str,
+    header: Option<&str>,
+    log: &File,
+) -> anyhow::Result<()> {
+    let mut st = Command::new(schemathesis);
+    st.args(["run", url, "--checks", CHECKS]).args([
+        "--max-examples",
+        MAX_EXAMPLES,
+        "--seed",
+        "1",
+        "--no-color",
+    ]);
+    if let Some(header) = header {
+        st.args(["--header", header]);
+    }
+    st.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?);
     status(st)
 }
 

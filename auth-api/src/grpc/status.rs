@@ -41,6 +41,10 @@ fn code_of_error(err: &ApiError) -> Code {
         ApiError::TotpNotPending | ApiError::TotpNotEnabled | ApiError::TotpUnavailable => {
             Code::FailedPrecondition
         }
+        // A named thing that does not exist, unlike a route that does not (UNIMPLEMENTED).
+        ApiError::UserNotFound | ApiError::SessionNotFound | ApiError::KeyNotFound => {
+            Code::NotFound
+        }
         _ => code_of(err.status()),
     }
 }

@@ -71,6 +71,24 @@ pub enum Error {
     /// newer one, expired, or voided by a password change.
     #[error("this link is invalid, used or expired; ask for a new one")]
     InvalidEmailToken,
+    /// Operator action: no user has this id (or email).
+    #[error("no such user")]
+    UnknownUser,
+    /// Operator action: no session has this id.
+    #[error("no such session")]
+    UnknownSession,
+    /// Operator action: no signing key has this kid.
+    #[error("no such key")]
+    UnknownKey,
+    /// Operator action: a role name that is not 1-64 letters, digits, `_ - . :`.
+    #[error("{0}")]
+    InvalidRole(String),
+    /// Operator action: a key algorithm other than ES256, EdDSA, RS256 or HS256.
+    #[error("{0}")]
+    UnsupportedAlgorithm(String),
+    /// A malformed argument that is none of the above (a paging cursor that names no user).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// Too many password hashes are already waiting.
     #[error("the service is busy, retry shortly")]
     Overloaded,

@@ -15,9 +15,11 @@
 //!   password.
 //! - [`mfa`], [`totp`]: the TOTP second factor.
 //! - [`sign_in`]: sign-in through external providers.
+//! - [`admin`]: operator actions on users, sessions and keys (the CLI and the Admin API).
 
 pub mod access;
 pub mod accounts;
+pub mod admin;
 pub mod email_verification;
 mod error;
 mod links;

@@ -38,7 +38,7 @@ pub enum PasswordChange {
     SessionEnded,
 }
 
-/// One line of `auth-api users list`.
+/// A user as an operator sees it (`auth-api users list`, the Admin API): never the hash.
 #[derive(Debug, Clone)]
 pub struct UserSummary {
     /// UUID text.
@@ -49,9 +49,14 @@ pub struct UserSummary {
     pub created_at: i64,
     /// Set while the account is disabled.
     pub disabled_at: Option<i64>,
+    /// When the email was proved; `None` while unverified.
+    pub email_verified_at: Option<i64>,
     /// Sorted role names.
     pub roles: Vec<String>,
 }
+
+/// `id, email, created_at, disabled_at, email_verified_at` of [`Store::users_page`].
+type UserListRow = (String, String, i64, Option<i64>, Option<i64>);
 
 /// The outcome of an insert that may hit the unique email constraint.
 #[derive(Debug)]
@@ -164,21 +169,39 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Every user with their roles, oldest first.
-    pub async fn list_users(&self) -> Result<Vec<UserSummary>, sqlx::Error> {
-        let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at, email",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    /// At most `limit` users with their roles, oldest first (by creation time, then id), from
+    /// just after the user created at `after.0` with id `after.1` (a keyset page: stable while
+    /// users are added); `None` for the first page.
+    pub async fn users_page(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<UserSummary>, sqlx::Error> {
+        let (after_created, after_id) = after.unwrap_or((i64::MIN, ""));
+        let rows: Vec<UserListRow> =
+            sqlx::query_as(self.sql(sql! {
+                postgres_sqlite: "SELECT id, email, created_at, disabled_at, email_verified_at FROM users \
+                                  WHERE created_at > $1 OR (created_at = $2 AND id > $3) \
+                                  ORDER BY created_at, id LIMIT $4",
+                mysql:           "SELECT id, email, created_at, disabled_at, email_verified_at FROM users \
+                                  WHERE created_at > ? OR (created_at = ? AND id > ?) \
+                                  ORDER BY created_at, id LIMIT ?",
+            }))
+            .bind(after_created)
+            .bind(after_created)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         let mut users = Vec::with_capacity(rows.len());
-        for (id, email, created_at, disabled_at) in rows {
+        for (id, email, created_at, disabled_at, email_verified_at) in rows {
             let roles = self.roles(&id).await?;
             users.push(UserSummary {
                 id,
                 email,
                 created_at,
                 disabled_at,
+                email_verified_at,
                 roles,
             });
         }
