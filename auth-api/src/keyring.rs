@@ -140,6 +140,9 @@ pub struct Snapshot {
     /// Kids of rows that were not loaded (in the clear, or not opening under the configured
     /// KEKs): carried from snapshot to snapshot so that each is logged once.
     ignored: BTreeSet<String>,
+    /// When it was read from the database (`None` for the empty ring before the first read):
+    /// the key-ring age gauge, which shows a replica that has stopped refreshing.
+    loaded_at: Option<Instant>,
 }
 
 /// A stored row that a snapshot did not load, and why (the message names ids, never material).
@@ -217,6 +220,7 @@ impl Snapshot {
             keys,
             verification,
             ignored,
+            loaded_at: Some(Instant::now()),
         };
         (snapshot, rejected)
     }
@@ -247,6 +251,11 @@ impl Snapshot {
                 "signing key row ignored: {outcome}"
             );
         }
+    }
+
+    /// When this snapshot was read from the database.
+    pub fn loaded_at(&self) -> Option<Instant> {
+        self.loaded_at
     }
 
     /// Every key, revoked and expired ones included (for `keys list`).

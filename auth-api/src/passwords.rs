@@ -11,9 +11,12 @@
 //! caller stops waiting for the answer, and a place in the queue is a guard that leaves the
 //! queue when dropped.
 
-use std::sync::{
-    atomic::{AtomicU64, AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Instant,
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
@@ -22,7 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha384;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::domain::Password;
+use crate::{domain::Password, metrics::HashTimings};
 
 /// Why a hash could not be computed or checked.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ struct Inner {
     waiting: AtomicUsize,
     /// bcrypt computations started since the start (hashes and verifies).
     started: AtomicU64,
+    /// The queue wait and bcrypt time histograms (exported by [`crate::metrics::Metrics`]).
+    timings: HashTimings,
     /// A real hash at the configured cost, verified when the email is unknown so that the
     /// answer takes as long as for a wrong password.
     dummy_hash: String,
@@ -87,6 +92,7 @@ impl PasswordHasher {
                 queue_limit,
                 waiting: AtomicUsize::new(0),
                 started: AtomicU64::new(0),
+                timings: HashTimings::default(),
                 dummy_hash,
             }),
         })
@@ -139,6 +145,11 @@ impl PasswordHasher {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
+    /// The histograms this hasher records into, for the registry to export.
+    pub fn timings(&self) -> HashTimings {
+        self.inner.timings.clone()
+    }
+
     /// bcrypt computations started so far: tests use it to show which requests hashed nothing.
     pub fn started(&self) -> u64 {
         self.inner.started.load(Ordering::Relaxed)
@@ -148,13 +159,20 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let asked = Instant::now();
         let permit = self.permit().await?;
+        let timings = &self.inner.timings;
+        timings.queue_wait.observe(asked.elapsed().as_secs_f64());
         self.inner.started.fetch_add(1, Ordering::Relaxed);
+        let hash_time = timings.hash.clone();
         tokio::task::spawn_blocking(move || {
             // Held until bcrypt ends, even if the caller is gone by then: a disconnecting client
             // must not let another bcrypt start beside its own.
             let _permit = permit;
-            work()
+            let started = Instant::now();
+            let result = work();
+            hash_time.observe(started.elapsed().as_secs_f64());
+            result
         })
         .await
         .map_err(|e| HashError::Failed(e.to_string()))?
@@ -173,6 +191,7 @@ impl PasswordHasher {
                 // cancelled while waiting.
                 let place = QueuePlace::join(&inner.waiting);
                 if place.ahead >= inner.queue_limit {
+                    inner.timings.shed.inc();
                     return Err(HashError::Overloaded);
                 }
                 Arc::clone(&inner.permits)

@@ -74,6 +74,8 @@ impl AppState {
             config.hash_queue,
         )
         .await?;
+        // The hasher records its queue wait and bcrypt time into histograms the registry exports.
+        let metrics = Metrics::new(hasher.timings());
         let validation = Arc::new(tokens::access_validation(&config));
         let ip_limiter = Arc::new(IpLimiter::new(&config).await?);
         let oidc = match &config.oidc_providers_file {
@@ -95,7 +97,7 @@ impl AppState {
             store,
             hasher,
             ring: Arc::new(ring),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             clock,
             ip_limiter,
             login_throttle,

@@ -101,6 +101,29 @@ impl Counter {
     }
 }
 
+/// The counters `host` counts outside a request: key and feed fetches, signature checks.
+const HOST_COUNTERS: [&str; 8] = [
+    "auth_filter.jwks_fetch_success",
+    "auth_filter.jwks_fetch_failed",
+    "auth_filter.revocations_fetch_success",
+    "auth_filter.revocations_fetch_failed",
+    "auth_filter.revocations_not_modified",
+    "auth_filter.signature.host",
+    "auth_filter.signature.wasm",
+    "auth_filter.signature.host_failed",
+];
+
+/// Every counter the filter defines, by the name it gives Envoy. Envoy lists them as
+/// `wasmcustom.<name>`, and its Prometheus endpoint as `<name>` with each `.` as `_` (no
+/// `envoy_` prefix, no `_total`). `cargo xtask test` checks the dashboard and alert rules
+/// against this list; a host test checks it against what the filter defines.
+pub fn counter_names() -> impl Iterator<Item = &'static str> {
+    Counter::ALL
+        .into_iter()
+        .map(Counter::name)
+        .chain(HOST_COUNTERS)
+}
+
 /// Request-path counts, kept per worker and handed to Envoy on the next tick: one host call
 /// per counter per request costs more than a cached token check.
 #[derive(Debug, Default)]

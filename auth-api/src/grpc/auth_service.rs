@@ -58,20 +58,26 @@ pub(super) async fn within_deadline<T>(
     }
 }
 
-/// Counts a call of `method` by the code it answers, and passes its result on.
-fn counted<T>(
+/// Runs `call`, counts it as a call of `method` by the code it answers with its duration, and
+/// passes its result on.
+async fn counted<T>(
     state: &AppState,
     method: &'static str,
-    result: Result<Response<T>, Status>,
+    call: impl std::future::Future<Output = Result<Response<T>, Status>>,
 ) -> Result<Response<T>, Status> {
+    let started = std::time::Instant::now();
+    let result = call.await;
     let code = match &result {
         Ok(_) => tonic::Code::Ok,
         Err(status) => status.code(),
     };
-    state.metrics.grpc_request(GrpcLabels {
-        method,
-        code: code_name(code),
-    });
+    state.metrics.grpc_request(
+        GrpcLabels {
+            method,
+            code: code_name(code),
+        },
+        started.elapsed(),
+    );
     result
 }
 
@@ -358,132 +364,180 @@ impl AuthService for Auth {
         &self,
         request: Request<pb::SignupRequest>,
     ) -> Result<Response<pb::SignupResponse>, Status> {
-        let result = within_deadline(&self.state, self.signup_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/Signup", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/Signup",
+            within_deadline(&self.state, self.signup_call(request)),
+        )
+        .await
     }
 
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = within_deadline(&self.state, self.login_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/Login", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/Login",
+            within_deadline(&self.state, self.login_call(request)),
+        )
+        .await
     }
 
     async fn complete_mfa_login(
         &self,
         request: Request<pb::CompleteMfaLoginRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = within_deadline(&self.state, self.complete_mfa_login_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/CompleteMfaLogin", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/CompleteMfaLogin",
+            within_deadline(&self.state, self.complete_mfa_login_call(request)),
+        )
+        .await
     }
 
     async fn refresh(
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = within_deadline(&self.state, self.refresh_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/Refresh", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/Refresh",
+            within_deadline(&self.state, self.refresh_call(request)),
+        )
+        .await
     }
 
     async fn exchange_sign_in_code(
         &self,
         request: Request<pb::ExchangeSignInCodeRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let result = within_deadline(&self.state, self.exchange_sign_in_code_call(request)).await;
         counted(
             &self.state,
             "auth.v1.AuthService/ExchangeSignInCode",
-            result,
+            within_deadline(&self.state, self.exchange_sign_in_code_call(request)),
         )
+        .await
     }
 
     async fn logout(
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let result = within_deadline(&self.state, self.logout_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/Logout", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/Logout",
+            within_deadline(&self.state, self.logout_call(request)),
+        )
+        .await
     }
 
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        let result = within_deadline(&self.state, self.change_password_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/ChangePassword", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/ChangePassword",
+            within_deadline(&self.state, self.change_password_call(request)),
+        )
+        .await
     }
 
     async fn enroll_totp(
         &self,
         request: Request<pb::EnrollTotpRequest>,
     ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
-        let result = within_deadline(&self.state, self.enroll_totp_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/EnrollTotp", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/EnrollTotp",
+            within_deadline(&self.state, self.enroll_totp_call(request)),
+        )
+        .await
     }
 
     async fn confirm_totp(
         &self,
         request: Request<pb::ConfirmTotpRequest>,
     ) -> Result<Response<pb::ConfirmTotpResponse>, Status> {
-        let result = within_deadline(&self.state, self.confirm_totp_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/ConfirmTotp", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/ConfirmTotp",
+            within_deadline(&self.state, self.confirm_totp_call(request)),
+        )
+        .await
     }
 
     async fn disable_totp(
         &self,
         request: Request<pb::DisableTotpRequest>,
     ) -> Result<Response<pb::DisableTotpResponse>, Status> {
-        let result = within_deadline(&self.state, self.disable_totp_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/DisableTotp", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/DisableTotp",
+            within_deadline(&self.state, self.disable_totp_call(request)),
+        )
+        .await
     }
 
     async fn verify_email(
         &self,
         request: Request<pb::VerifyEmailRequest>,
     ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
-        let result = within_deadline(&self.state, self.verify_email_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/VerifyEmail", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/VerifyEmail",
+            within_deadline(&self.state, self.verify_email_call(request)),
+        )
+        .await
     }
 
     async fn resend_verification(
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
-        let result = within_deadline(&self.state, self.resend_verification_call(request)).await;
         counted(
             &self.state,
             "auth.v1.AuthService/ResendVerification",
-            result,
+            within_deadline(&self.state, self.resend_verification_call(request)),
         )
+        .await
     }
 
     async fn request_password_reset(
         &self,
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
-        let result = within_deadline(&self.state, self.request_password_reset_call(request)).await;
         counted(
             &self.state,
             "auth.v1.AuthService/RequestPasswordReset",
-            result,
+            within_deadline(&self.state, self.request_password_reset_call(request)),
         )
+        .await
     }
 
     async fn reset_password(
         &self,
         request: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        let result = within_deadline(&self.state, self.reset_password_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/ResetPassword", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/ResetPassword",
+            within_deadline(&self.state, self.reset_password_call(request)),
+        )
+        .await
     }
 
     async fn validate(
         &self,
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
-        let result = within_deadline(&self.state, self.validate_call(request)).await;
-        counted(&self.state, "auth.v1.AuthService/Validate", result)
+        counted(
+            &self.state,
+            "auth.v1.AuthService/Validate",
+            within_deadline(&self.state, self.validate_call(request)),
+        )
+        .await
     }
 }
 

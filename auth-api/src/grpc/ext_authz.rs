@@ -46,6 +46,7 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let started = std::time::Instant::now();
         let authorization = authorization_of(request.get_ref());
         let checked = within_deadline(&self.state, async {
             Ok(validate(&self.state, authorization.as_deref()).await)
@@ -59,10 +60,13 @@ impl Authorization for ExtAuthz {
             Ok(verified) => (allowed(&verified), Code::Ok),
             Err(err) => (denied(&err), code_of(err.status())),
         };
-        self.state.metrics.grpc_request(GrpcLabels {
-            method: "envoy.service.auth.v3.Authorization/Check",
-            code: code_name(code),
-        });
+        self.state.metrics.grpc_request(
+            GrpcLabels {
+                method: "envoy.service.auth.v3.Authorization/Check",
+                code: code_name(code),
+            },
+            started.elapsed(),
+        );
         Ok(Response::new(response))
     }
 }

@@ -48,10 +48,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<axum::Json<V
     (status = 200, description = "Prometheus text", content_type = "application/openmetrics-text", body = String),
 ))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    state
-        .metrics
-        .hash_waiting
-        .set(i64::try_from(state.hasher.waiting()).unwrap_or(i64::MAX));
+    state.metrics.collect(&state).await;
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

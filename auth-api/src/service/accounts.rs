@@ -9,8 +9,11 @@ use crate::{
     config::EmailVerification,
     devices::{DeviceTokens, Holder},
     domain::{AuthMethod, Email, Password},
+    metrics::Metrics,
+    passwords::HashError,
     state::AppState,
     store::{InsertUser, LoginReservation, PasswordChange, UserRow},
+    throttle::CountOutcome,
 };
 
 /// Roles every new account starts with.
@@ -50,7 +53,11 @@ pub enum SignupOutcome {
 pub async fn signup(state: &AppState, email: &str, password: &str) -> Result<SignupOutcome> {
     let email = Email::parse(email).map_err(Error::InvalidEmail)?;
     let password = Password::for_signup(password, &email, state.config.password_min_chars)?;
-    let password_hash = state.hasher.hash(&password).await?;
+    let password_hash = state
+        .hasher
+        .hash(&password)
+        .await
+        .inspect_err(|e| count_shed(e, state, Metrics::signup))?;
     let now = state.clock.now();
     let user = UserRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -149,12 +156,11 @@ pub async fn login(
     };
     let verified = match Password::for_login(password) {
         // An unknown or malformed email still costs one bcrypt verify, against a dummy hash.
-        Some(password) => {
-            state
-                .hasher
-                .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
-                .await?
-        }
+        Some(password) => state
+            .hasher
+            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+            .inspect_err(|e| count_shed(e, state, Metrics::login))?,
         // Longer than any password we accept: it cannot be anybody's, whoever they are.
         None => false,
     };
@@ -414,5 +420,13 @@ pub(super) async fn reserve_password_check(state: &AppState, key: &str, now: i64
             }
             Ok(failures)
         }
+    }
+}
+
+/// Counts a hash refused because the bcrypt queue was full (`503 overloaded`) as `overloaded`
+/// among the endpoint's outcomes: the shed logins and signups of the dashboard and alerts.
+fn count_shed(error: &HashError, state: &AppState, outcomes: CountOutcome) {
+    if matches!(error, HashError::Overloaded) {
+        outcomes(&state.metrics, "overloaded");
     }
 }

@@ -51,7 +51,7 @@ pub use mfa::MfaChallenge;
 pub use outbox::{
     enqueue_email, AfterFailure, ClaimedEmail, OutboxCounts, OutboxEntry, QueuedEmail,
 };
-pub use revocations::{FeedCursor, RevocationPage, RevocationRow, Revoked};
+pub use revocations::{FeedCursor, FeedStats, RevocationPage, RevocationRow, Revoked};
 pub use sessions::{
     NewSession, RefreshLookup, RevokeAt, RotationKeyAtRest, SessionRow, SessionSummary, TokenStatus,
 };
@@ -111,6 +111,17 @@ impl Backend {
     pub fn is_server(self) -> bool {
         self != Self::Sqlite
     }
+}
+
+/// The connection pool's figures at one moment ([`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: i64,
+    /// Connections open and idle.
+    pub idle: i64,
+    /// The most connections the pool opens.
+    pub max: i64,
 }
 
 /// A connection pool plus the queries of the service; cheap to clone.
@@ -244,6 +255,15 @@ impl Store {
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+    }
+
+    /// The connection pool's figures right now (for the metrics).
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            open: i64::from(self.pool.size()),
+            idle: i64::try_from(self.pool.num_idle()).unwrap_or(i64::MAX),
+            max: i64::from(self.pool.options().get_max_connections()),
+        }
     }
 
     /// Which engine this is.

@@ -85,6 +85,17 @@ pub struct RevocationPage {
     pub entries: Vec<RevocationRow>,
 }
 
+/// The revocation feed's figures at one moment (`Store::revocation_feed_stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedStats {
+    /// Rows in the feed.
+    pub entries: i64,
+    /// The `seq` of the newest entry ever numbered (0 before the first).
+    pub head: i64,
+    /// When the newest row still in the feed was written (Unix seconds); `None` when empty.
+    pub newest_created_at: Option<i64>,
+}
+
 /// Entries whose `until` is at or before this can no longer refuse a token that any verifier
 /// (allowed at most [`MAX_CLOCK_SKEW_SECS`] of skew) would still accept.
 fn expired_at_or_before(now: i64) -> i64 {
@@ -208,6 +219,23 @@ impl Store {
             tag: tag_bits(tag),
             more,
             entries,
+        })
+    }
+
+    /// The feed's figures for the metrics: its entries, its head and when its newest entry was
+    /// written. One statement; it counts the table (live entries and those the next prune
+    /// removes), so the caller reads it at most every few seconds.
+    pub async fn revocation_feed_stats(&self) -> Result<FeedStats, sqlx::Error> {
+        let (head, entries, newest_created_at): (i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT seq FROM revocation_feed WHERE id = 1), COUNT(*), MAX(created_at) \
+             FROM revocations",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(FeedStats {
+            entries,
+            head,
+            newest_created_at,
         })
     }
 
