@@ -1,14 +1,19 @@
 //! The command line: `serve` (the default), `migrate`, `keys …`, `users …`, `outbox …`.
 //!
 //! Every command reads the same `AUTH_*` configuration; the operator commands work directly on
-//! the database, so they also work while no server runs.
+//! the database, so they also work while no server runs. `users …` (but `identities` and
+//! `unlink`) and `keys …` (but `new-kek`) call [`service::admin`], as the Admin API does, and
+//! only print what it returns.
 
 use clap::{Parser, Subcommand};
 
 use crate::{
     config::Config,
-    domain::Email,
     keyring::{KeyRing, RingPolicy},
+    service::{
+        self,
+        admin::{self, Actor, Admin, EndedSession},
+    },
     startup::{shutdown_signal, App},
     store::{RevokeAt, Store, UnlinkIdentity},
     telemetry,
@@ -38,6 +43,13 @@ enum Command {
     /// Inspect the email outbox.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Exit 0 when the local server answers `GET /readyz` with 200, else 1: the probe of a
+    /// container image without a shell or curl (docker-compose.yml's healthcheck).
+    Healthcheck {
+        /// The URL to probe; default `/readyz` on AUTH_LISTEN's port at 127.0.0.1 (or [::1]).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,9 +94,7 @@ enum KeysCommand {
 }
 
 fn parse_alg(value: &str) -> Result<auth_jwt::Algorithm, String> {
-    value
-        .parse()
-        .map_err(|_| "expected ES256, EdDSA, RS256 or HS256".to_owned())
+    admin::parse_alg(value).map_err(|_| "expected ES256, EdDSA, RS256 or HS256".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,13 +140,24 @@ enum UsersCommand {
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    telemetry::init(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Only the server's requests have spans worth exporting.
+    let otlp_endpoint = match command {
+        Command::Serve => config.otlp_endpoint.as_ref(),
+        _ => None,
+    };
+    let telemetry = telemetry::init(config.log_format, otlp_endpoint)?;
+    match command {
         Command::Serve => {
-            App::build(config)
-                .await?
-                .run_until_stopped(shutdown_signal())
-                .await
+            let served: anyhow::Result<()> = async {
+                App::build(config)
+                    .await?
+                    .run_until_stopped(shutdown_signal())
+                    .await
+            }
+            .await;
+            telemetry.shutdown().await;
+            served
         }
         Command::Migrate => {
             Store::open(&config.database_url).await?;
@@ -146,7 +167,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys(&config, command).await,
         Command::Users(command) => users(&config, command).await,
         Command::Outbox(command) => outbox(&config, command).await,
+        Command::Healthcheck { url } => healthcheck(&config, url).await,
     }
+}
+
+/// Probes the server's readiness from inside its container.
+async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        // The server listens on an unspecified address in a container: probe loopback.
+        let ip = match config.listen.ip() {
+            ip if !ip.is_unspecified() => ip,
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        };
+        format!(
+            "http://{}/readyz",
+            std::net::SocketAddr::new(ip, config.listen.port())
+        )
+    });
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    anyhow::ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "{url}: {}",
+        response.status()
+    );
+    Ok(())
 }
 
 async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
@@ -166,42 +217,48 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let ring = KeyRing::open(store.clone(), policy, keks, now).await?;
     // The sessions' rotation keys move to the current KEK with the signing keys (a KEK rotation).
     let sessions = crate::service::sessions::reseal_rotation_keys(&store, ring.keks()).await?;
+    let admin = Admin::new(
+        &store,
+        RevokeAt::new(now, policy.retention_secs),
+        Actor::Cli,
+    );
     match command {
         KeysCommand::List | KeysCommand::NewKek { .. } => {}
         KeysCommand::Rotate { alg } => {
-            let alg = alg.unwrap_or(policy.signing_alg);
-            let (kid, activates_at) = ring.rotate_to(now, alg).await?;
+            let key = admin.rotate_key(&ring, alg).await?;
             println!(
-                "new {alg} key {kid} is published now and signs from {}",
-                rfc3339(activates_at)
+                "new {} key {} is published now and signs from {}",
+                key.alg,
+                key.kid,
+                rfc3339(key.activates_at)
             );
         }
-        KeysCommand::Revoke { kid } => match ring.revoke(&kid, now).await? {
-            Some(replacement) => println!("key {kid} revoked; {replacement} signs from now on"),
-            None => println!("key {kid} revoked"),
+        KeysCommand::Revoke { kid } => match admin.revoke_key(&ring, &kid).await {
+            Ok(outcome) => match (outcome.revoked, outcome.replacement) {
+                (false, _) => println!("key {kid} was already revoked"),
+                (true, Some(replacement)) => {
+                    println!("key {kid} revoked; {replacement} signs from now on")
+                }
+                (true, None) => println!("key {kid} revoked"),
+            },
+            Err(service::Error::UnknownKey) => anyhow::bail!("no key {kid:?}"),
+            Err(e) => return Err(e.into()),
         },
     }
-    let snapshot = ring.snapshot();
-    let signer = snapshot.signer(now, &policy).map(|k| k.stored.kid.clone());
     println!(
         "{:<18} {:<6} {:<9} {:<21} {:<21} {:<20}",
         "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL", "KEK"
     );
-    for key in snapshot.keys() {
-        let k = &key.stored;
-        let mark = if signer.as_deref() == Some(k.kid.as_str()) {
-            " *"
-        } else {
-            ""
-        };
+    for key in admin.keys(&ring) {
+        let mark = if key.signing { " *" } else { "" };
         println!(
             "{:<18} {:<6} {:<9} {:<21} {:<21} {:<20}{mark}",
-            k.kid,
-            k.algorithm,
-            key.state(now, &policy).to_string(),
-            rfc3339(k.activates_at),
-            k.retires_at.map_or_else(|| "-".to_owned(), rfc3339),
-            k.material.kek_id().unwrap_or("(plaintext)"),
+            key.kid,
+            key.alg,
+            key.state,
+            rfc3339(key.activates_at),
+            key.retires_at.map_or_else(|| "-".to_owned(), rfc3339),
+            key.kek_id.as_deref().unwrap_or("(plaintext)"),
         );
     }
     if sessions.resealed > 0 {
@@ -235,76 +292,65 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
     let retention = RingPolicy::from_config(config)
         .retention_secs
         .max(24 * 3600);
-    let revoke_at = RevokeAt::new(now, retention);
+    let admin = Admin::new(&store, RevokeAt::new(now, retention), Actor::Cli);
+    let said = |changed: bool, yes: &str, no: &str| println!("{}", if changed { yes } else { no });
     match command {
         UsersCommand::List => {
             println!("{:<36} {:<32} {:<9} ROLES", "ID", "EMAIL", "STATUS");
-            for user in store.list_users().await? {
-                let status = if user.disabled_at.is_some() {
-                    "disabled"
-                } else {
-                    "active"
-                };
-                println!(
-                    "{:<36} {:<32} {:<9} {}",
-                    user.id,
-                    user.email,
-                    status,
-                    user.roles.join(",")
-                );
+            let mut after = None;
+            loop {
+                let page = admin.users(after.as_deref(), admin::MAX_PAGE).await?;
+                for user in &page.users {
+                    let status = if user.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<36} {:<32} {:<9} {}",
+                        user.id,
+                        user.email,
+                        status,
+                        user.roles.join(",")
+                    );
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
             }
         }
         UsersCommand::GrantRole { email, role } => {
-            let user = find_user(&store, &email).await?;
-            let role = parse_role(&role)?;
-            let changed = store.grant_role(&user, &role).await?;
-            println!(
-                "{}",
-                if changed {
-                    "role granted"
-                } else {
-                    "the user already has this role"
-                }
-            );
+            let user = find_user(&admin, &email).await?;
+            let changed = admin.grant_role(&user, &role).await?;
+            said(changed, "role granted", "the user already has this role");
         }
         UsersCommand::RevokeRole { email, role } => {
-            let user = find_user(&store, &email).await?;
-            let changed = store.revoke_role(&user, &role).await?;
-            println!(
-                "{}",
-                if changed {
-                    "role revoked"
-                } else {
-                    "the user did not have this role"
-                }
-            );
+            let user = find_user(&admin, &email).await?;
+            let changed = admin.revoke_role(&user, &role).await?;
+            said(changed, "role revoked", "the user did not have this role");
         }
         UsersCommand::Disable { email } => {
-            let user = find_user(&store, &email).await?;
-            let changed = store.disable_user(&user, revoke_at).await?;
-            tracing::info!(event = "user_disabled", user_id = %user, "user disabled");
-            println!(
-                "{}",
-                if changed {
-                    "user disabled; every session revoked"
-                } else {
-                    "the user was already disabled"
-                }
+            let user = find_user(&admin, &email).await?;
+            let changed = admin.disable(&user).await?;
+            said(
+                changed,
+                "user disabled; every session revoked",
+                "the user was already disabled",
             );
         }
         UsersCommand::Logout { email } => {
-            let user = find_user(&store, &email).await?;
-            store.revoke_all_sessions(&user, revoke_at).await?;
-            tracing::info!(event = "user_logged_out", user_id = %user, "every session revoked");
+            let user = find_user(&admin, &email).await?;
+            admin.logout(&user).await?;
             println!("every session and token of the user revoked");
         }
         UsersCommand::Sessions { email } => {
-            let user = find_user(&store, &email).await?;
+            let user = find_user(&admin, &email).await?;
             println!(
                 "{:<36} {:<20} {:<20} EXPIRES",
                 "SESSION", "OPENED", "LAST REFRESH"
             );
-            for session in store.live_sessions(&user, now).await? {
+            for session in admin.sessions(&user).await? {
                 println!(
                     "{:<36} {:<20} {:<20} {}",
                     session.id,
@@ -314,55 +360,33 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        UsersCommand::EndSession { session_id } => {
-            let ended = store
-                .revoke_session(&session_id, revoke_at, "admin")
-                .await?;
-            if !ended {
-                anyhow::bail!("no live session {session_id:?}");
+        UsersCommand::EndSession { session_id } => match admin.end_session(&session_id).await {
+            Ok(EndedSession { ended: true, .. }) => println!("session ended"),
+            Ok(_) | Err(service::Error::UnknownSession) => {
+                anyhow::bail!("no live session {session_id:?}")
             }
-            tracing::info!(event = "session_ended", session_id = %session_id, "session ended by an operator");
-            println!("session ended");
-        }
+            Err(e) => return Err(e.into()),
+        },
         UsersCommand::Unlock { email } => {
-            let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
-            let cleared = store.clear_login_failures(email.as_str()).await?;
-            println!(
-                "{}",
-                if cleared {
-                    "failed logins cleared"
-                } else {
-                    "no failed logins to clear"
-                }
+            let changed = admin.unlock_email(&email).await?;
+            said(
+                changed,
+                "failed logins cleared",
+                "no failed logins to clear",
             );
         }
         UsersCommand::Enable { email } => {
-            let user = find_user(&store, &email).await?;
-            let changed = store.enable_user(&user).await?;
-            println!(
-                "{}",
-                if changed {
-                    "user enabled"
-                } else {
-                    "the user was not disabled"
-                }
-            );
+            let user = find_user(&admin, &email).await?;
+            let changed = admin.enable(&user).await?;
+            said(changed, "user enabled", "the user was not disabled");
         }
         UsersCommand::VerifyEmail { email } => {
-            let user = find_user(&store, &email).await?;
-            let changed = store.mark_email_verified(&user, now).await?;
-            tracing::info!(event = "email_verified", user_id = %user, by = "operator", "email marked verified");
-            println!(
-                "{}",
-                if changed {
-                    "email verified"
-                } else {
-                    "the email was already verified"
-                }
-            );
+            let user = find_user(&admin, &email).await?;
+            let changed = admin.verify_email(&user).await?;
+            said(changed, "email verified", "the email was already verified");
         }
         UsersCommand::Identities { email } => {
-            let user = find_user(&store, &email).await?;
+            let user = find_user(&admin, &email).await?;
             println!(
                 "{:<12} {:<24} {:<32} {:<8} {:<20} LAST USED",
                 "PROVIDER", "SUBJECT", "EMAIL", "VERIFIED", "LINKED"
@@ -387,7 +411,7 @@ async fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
             provider,
             subject,
         } => {
-            let user = find_user(&store, &email).await?;
+            let user = find_user(&admin, &email).await?;
             let subject = identity_to_unlink(&store, &user, &provider, subject).await?;
             match store.delete_identity(&provider, &subject, &user).await? {
                 UnlinkIdentity::Unlinked => {
@@ -509,25 +533,13 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-async fn find_user(store: &Store, email: &str) -> anyhow::Result<String> {
-    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
-    let user = store.user_by_email(email.as_str()).await?;
-    user.map(|u| u.id)
-        .ok_or_else(|| anyhow::anyhow!("no user with email {}", email.as_str()))
-}
-
-/// Role names travel in tokens and in a comma-joined header at the gateway: keep them short and
-/// free of commas, spaces and quotes.
-fn parse_role(role: &str) -> anyhow::Result<String> {
-    let ok = !role.is_empty()
-        && role.len() <= 64
-        && role
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if ok {
-        Ok(role.to_owned())
-    } else {
-        anyhow::bail!("invalid role {role:?}: use 1-64 characters of letters, digits, _ - . :")
+/// The id of the user with this email; the error names the email (this is the operator's own
+/// terminal, not a log).
+async fn find_user(admin: &Admin<'_>, email: &str) -> anyhow::Result<String> {
+    match admin.user_by_email(email).await {
+        Ok(user) => Ok(user.id),
+        Err(service::Error::UnknownUser) => anyhow::bail!("no user with email {}", email.trim()),
+        Err(e) => Err(e.into()),
     }
 }
 

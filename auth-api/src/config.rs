@@ -101,6 +101,10 @@ pub struct Config {
     pub revocation_feed_page: usize,
     /// `AUTH_LOG_FORMAT`, default `text`: `text` or `json`.
     pub log_format: LogFormat,
+    /// `AUTH_OTLP_ENDPOINT`, default unset (no export): the OTLP/gRPC receiver (an OpenTelemetry
+    /// Collector, Jaeger, Tempo; e.g. `http://127.0.0.1:4317`) to export request spans to, as
+    /// service `auth-api`.
+    pub otlp_endpoint: Option<url::Url>,
     /// `AUTH_OIDC_PROVIDERS_FILE`, default unset (no sign-in through external providers): the
     /// JSON file of [`crate::oidc::providers`], read and checked at start.
     pub oidc_providers_file: Option<std::path::PathBuf>,
@@ -294,6 +298,7 @@ impl Default for Config {
             jwks_max_age: Duration::from_secs(60),
             revocation_feed_page: crate::routes::REVOCATION_FEED_PAGE,
             log_format: LogFormat::Text,
+            otlp_endpoint: None,
             email_verification: EmailVerification::Off,
             public_url: DEFAULT_ISSUER.to_owned(),
             verify_link_ttl: Duration::from_secs(day),
@@ -420,6 +425,7 @@ impl Config {
                 None => d.revocation_feed_page,
             },
             log_format: env.parsed("AUTH_LOG_FORMAT")?.unwrap_or(d.log_format),
+            otlp_endpoint: env.otlp_endpoint()?,
             oidc_providers_file: env
                 .string(crate::oidc::providers::PROVIDERS_FILE_VAR)?
                 .map(Into::into),
@@ -589,6 +595,27 @@ struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 impl Env<'_> {
     fn string(&self, name: &'static str) -> Result<Option<String>, ConfigError> {
         Ok((self.0)(name).filter(|v| !v.trim().is_empty()))
+    }
+
+    /// `AUTH_OTLP_ENDPOINT`: an http(s) URL with a host, so that a typo fails the start rather
+    /// than losing every span quietly.
+    fn otlp_endpoint(&self) -> Result<Option<url::Url>, ConfigError> {
+        const NAME: &str = "AUTH_OTLP_ENDPOINT";
+        let Some(raw) = self.string(NAME)? else {
+            return Ok(None);
+        };
+        let expected = "expected the http:// or https:// URL of an OTLP/gRPC receiver, \
+                        e.g. http://127.0.0.1:4317";
+        let url = url::Url::parse(raw.trim()).map_err(|e| {
+            ConfigError::new(NAME, format!("invalid value {raw:?} ({e}): {expected}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(ConfigError::new(
+                NAME,
+                format!("invalid value {raw:?}: {expected}"),
+            ));
+        }
+        Ok(Some(url))
     }
 
     fn parsed<T: FromStr>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
@@ -947,6 +974,9 @@ mod tests {
             ),
             ("AUTH_JWT_AUDIENCE", " , ", "no audience left"),
             ("AUTH_LOG_FORMAT", "xml", "unknown format"),
+            ("AUTH_OTLP_ENDPOINT", "127.0.0.1:4317", "no scheme"),
+            ("AUTH_OTLP_ENDPOINT", "grpc://collector:4317", "not http(s)"),
+            ("AUTH_OTLP_ENDPOINT", "http://", "no host"),
             ("AUTH_SMTP_TIMEOUT_SECS", "0", "no time to send"),
             ("AUTH_OUTBOX_POLL_SECS", "0", "a busy loop"),
             (

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod correlation;
 pub mod cors;
 pub mod devices;
 pub mod domain;

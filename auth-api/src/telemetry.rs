@@ -1,20 +1,107 @@
-//! Log set-up: `RUST_LOG` filters (default `info`), `AUTH_LOG_FORMAT` picks text or JSON.
+//! Log set-up: `RUST_LOG` filters (default `info`), `AUTH_LOG_FORMAT` picks text or JSON, and
+//! `AUTH_OTLP_ENDPOINT`, when set, exports the request spans over OTLP.
 //!
 //! Nothing the service logs contains a password, token or key: request bodies are never logged,
 //! secret-holding types redact themselves in `Debug`, and the request log records the matched
 //! route template rather than the URI (which could carry `?access_token=`).
+//!
+//! Every line of a request carries its span's fields (`request_id`, `trace_id`, see
+//! [`crate::correlation`]): in text as the span's prefix, in JSON in `span` (the innermost) and
+//! `spans` (all of them, outermost first).
 
-use tracing_subscriber::{fmt, EnvFilter};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{
+    trace::{SdkTracer, SdkTracerProvider},
+    Resource,
+};
+use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::{
+    fmt, layer::SubscriberExt as _, registry::LookupSpan, util::SubscriberInitExt as _, EnvFilter,
+    Layer,
+};
+use url::Url;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat) {
+/// The `service.name` of the exported spans.
+pub const SERVICE_NAME: &str = "auth-api";
+/// Time allowed for one export to the OTLP receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`init`] set up that needs an end: the span exporter, whose last batch is sent by
+/// [`Telemetry::shutdown`].
+#[derive(Debug)]
+#[must_use = "call shutdown at exit so that the last spans are exported"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans not yet exported and stops the exporter (at most its export timeout).
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            // Blocking: the export runs on the batch processor's thread and waits for the gRPC
+            // channel, whose task needs this runtime to be free.
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the global subscriber; a second call is a no-op. With `otlp_endpoint`, spans go to
+/// that OTLP/gRPC receiver too; must then be called inside the Tokio runtime.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&Url>) -> anyhow::Result<Telemetry> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let provider = otlp_endpoint.map(tracer_provider).transpose()?;
+    let lines = match format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => json_lines(std::io::stderr).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(provider.as_ref().map(otel_layer))
+        .try_init();
+    Ok(Telemetry { provider })
+}
+
+/// The JSON line format of `AUTH_LOG_FORMAT=json`: one object per event, its fields at the top
+/// level, the fields of its spans under `span` and `spans`.
+pub fn json_lines<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(writer)
+}
+
+/// A tracer provider exporting to the OTLP/gRPC receiver at `endpoint` in batches, spans named
+/// by `service.name` [`SERVICE_NAME`]. Inside the Tokio runtime (the gRPC channel's task).
+pub fn tracer_provider(endpoint: &Url) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.as_str())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .map_err(|e| anyhow::anyhow!("AUTH_OTLP_ENDPOINT: span exporter: {e}"))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
+        .build())
+}
+
+/// The layer that turns tracing spans into OpenTelemetry spans of `provider`.
+pub fn otel_layer<S>(provider: &SdkTracerProvider) -> OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME))
 }

@@ -421,6 +421,9 @@ struct Shared<H: Host> {
     validation: Rc<Validation>,
     /// The filter's signature checks: the host's `verify_signature` where it can.
     verifier: Rc<HostCrypto<H>>,
+    /// Whether the host logs at debug level, as last read (on configure and on each tick):
+    /// denials are logged then, and a request costs no host call to find out.
+    debug_log: Rc<Cell<bool>>,
     /// What was last logged about the host's `verify_signature`, and whether a failed call was.
     logged_support: Rc<Cell<HostSupport>>,
     logged_failure: Rc<Cell<bool>>,
@@ -616,6 +619,7 @@ impl<H: Host> Root<H> {
             key_fetch,
             validation: Rc::new(config.validation()),
             verifier: Rc::new(HostCrypto::new(self.host.clone())),
+            debug_log: Rc::new(Cell::new(debug_enabled(&self.host))),
             logged_support: Rc::new(Cell::new(HostSupport::Unknown)),
             logged_failure: Rc::new(Cell::new(false)),
             cache: Rc::new(RefCell::new(TokenCache::new(config.cache_entries))),
@@ -633,6 +637,7 @@ impl<H: Host> Root<H> {
         if let Some(shared) = &self.shared {
             shared.metrics.flush(&self.host, &shared.tally);
             shared.flush_signatures(&self.host);
+            shared.debug_log.set(debug_enabled(&self.host));
         }
         self.refresh();
         let Some(now) = now_secs(&self.host) else {
@@ -859,6 +864,7 @@ impl<H: Host> Http<H> {
                 ) {
                     // Forwarding with a client's identity headers left in place would be open.
                     count(&|t| t.denied(&DenyReason::Internal));
+                    log_denial(&self.host, shared, headers, &DenyReason::Internal);
                     send(&self.host, &self.internal_answer(shared, headers));
                     return Action::Pause;
                 }
@@ -867,6 +873,7 @@ impl<H: Host> Http<H> {
             }
             Decision::Deny { reason, response } => {
                 count(&|t| t.denied(&reason));
+                log_denial(&self.host, shared, headers, &reason);
                 if reason == DenyReason::UnknownKey {
                     if let Some(shared) = shared {
                         shared.hurry_key_fetch(&self.host, self.now);
@@ -877,6 +884,54 @@ impl<H: Host> Http<H> {
             }
         }
     }
+}
+
+/// Whether `host` logs at debug level (or trace).
+fn debug_enabled(host: &impl Host) -> bool {
+    matches!(host.log_level(), Ok(LogLevel::Trace | LogLevel::Debug))
+}
+
+/// Logs a denial at debug level with the request's `x-request-id` (which Envoy sets at the edge,
+/// and its access log shows), so that a refused request can be followed from the access log to
+/// the reason. The reason's counter name and its description, which never quote the token; the
+/// id only if it is one short run of visible ASCII (a client may have sent it).
+fn log_denial<H: Host>(
+    host: &H,
+    shared: Option<&Shared<H>>,
+    headers: Option<&[(String, String)]>,
+    reason: &DenyReason,
+) {
+    if !shared.is_some_and(|s| s.debug_log.get()) {
+        return;
+    }
+    let id = match headers {
+        Some(headers) => headers
+            .iter()
+            .find(|(name, _)| name == "x-request-id")
+            .map(|(_, value)| value.as_bytes().to_vec()),
+        None => host.request_header("x-request-id").ok().flatten(),
+    };
+    let id = match id {
+        Some(id) if is_loggable_id(&id) => String::from_utf8_lossy(&id).into_owned(),
+        Some(_) => "(unusable)".to_owned(),
+        None => "(none)".to_owned(),
+    };
+    let detail = match reason {
+        DenyReason::InvalidToken(why) | DenyReason::InsufficientScope(why) => format!(": {why}"),
+        _ => String::new(),
+    };
+    host.log(
+        LogLevel::Debug,
+        &format!(
+            "auth-filter: denied x-request-id={id} {}{detail}",
+            Counter::of(reason).name()
+        ),
+    );
+}
+
+/// 1 to 128 bytes of visible ASCII, as auth-api accepts a request id.
+fn is_loggable_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
 fn send(host: &impl Host, response: &DenyResponse) {

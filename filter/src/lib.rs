@@ -44,6 +44,7 @@ pub use decide::{
     Verification,
 };
 pub use response::{DenyReason, DenyResponse};
+pub use stats::counter_names;
 
 /// The revocation set and the feed's pages, for `benches/revocations.rs` only.
 #[doc(hidden)]

@@ -11,6 +11,12 @@
 //!   MariaDB), as `test` runs it.
 //! - `fuzz`: the long fuzzing run; `fuzz --ci` is what `test` runs (the seeds replayed and each
 //!   target fuzzed briefly, `api_bodies` on SQLite, then on PostgreSQL, then on MariaDB).
+//! - `manifests`: the Kubernetes manifests rendered and checked against their schemas,
+//!   docker-compose.yml against the Compose schema, the Dockerfile linted; no cluster or Docker
+//!   needed (as `test` runs it).
+//! - `wasm-image`: the filter as an OCI image for Istio's WasmPlugin and Envoy Gateway.
+//! - `check-observability`: the alert rules and the Grafana dashboard of deploy/observability
+//!   checked (structure, PromQL, the filter's metric names), as `test` runs it.
 
 mod bench;
 mod bench_api;
@@ -20,9 +26,13 @@ mod bench_load;
 mod contract;
 mod fuzz;
 mod interop;
+mod manifests;
+mod observability;
+mod observability_catalog;
 mod report;
 mod tools;
 mod up;
+mod wasm_image;
 
 use std::{
     path::{Path, PathBuf},
@@ -69,6 +79,31 @@ enum Task {
         /// Only these targets.
         targets: Vec<String>,
     },
+    /// Render the Kubernetes manifests (deploy/kubernetes) and check them against the
+    /// Kubernetes and CRD schemas, docker-compose.yml against the Compose schema, and lint the
+    /// Dockerfile; no cluster or Docker needed.
+    Manifests,
+    /// Check deploy/observability: the alert rules' structure, the dashboard, every PromQL
+    /// expression parsed, the filter's metric names (no promtool needed).
+    CheckObservability {
+        /// Also check the auth-api names against this saved scrape of auth-api's /metrics
+        /// (`curl -s localhost:8080/metrics > scrape.txt`).
+        #[arg(long)]
+        exposition: Option<PathBuf>,
+    },
+    /// Build the filter's OCI image (Wasm "compat" variant) as an OCI layout and its tar.
+    WasmImage {
+        /// The .wasm to package; default: the filter, built with the `wasm` profile.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Where to write `auth-filter/` (the layout) and `auth-filter.oci.tar`; default
+        /// target/wasm-image.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The tag recorded in the layout (`org.opencontainers.image.ref.name`).
+        #[arg(long, default_value = "latest")]
+        tag: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +128,11 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz {
             seconds, targets, ..
         } => fuzz::fuzz(&root, seconds, &targets),
+        Task::Manifests => manifests::run_step(&root),
+        Task::CheckObservability { exposition } => {
+            observability::check(&root, exposition.as_deref())
+        }
+        Task::WasmImage { wasm, out, tag } => wasm_image::build(&root, wasm, out.as_deref(), &tag),
     }
 }
 
@@ -165,6 +205,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
         )
     })?;
     let wasm = step("build the filter (wasm32-wasip1)", || build_filter(root))?;
+    manifests::run_step(root)?;
+    step(
+        "deploy/observability (alert rules, dashboard, PromQL)",
+        || observability::check(root, None),
+    )?;
     let postgres_url = postgres_admin_url();
     let mysql_url = mysql_admin_url();
     step("tests", || {

@@ -27,7 +27,11 @@ use tokio::{
 use tokio_io_timeout::TimeoutStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic_health::pb::health_server::HealthServer;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{limit::GlobalConcurrencyLimitLayer, util::MapRequestLayer};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 use super::{
     auth_service::Auth,
@@ -36,7 +40,7 @@ use super::{
     pb::{self, auth_service_server::AuthServiceServer},
     MAX_CHECK_REQUEST_BYTES, MAX_MESSAGE_BYTES,
 };
-use crate::{server::Limits, state::AppState};
+use crate::{correlation, server::Limits, state::AppState};
 
 /// Streams per HTTP/2 connection, as the gateway's own listener allows.
 const MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -106,6 +110,20 @@ pub async fn serve(
         // data held by HTTP/2 flow control, not in our buffers; so the memory of calls in flight
         // is bounded by this times the largest message, not by connections times streams.
         .layer(GlobalConcurrencyLimitLayer::new(MAX_CALLS_IN_FLIGHT))
+        // As on the HTTP listeners (correlation.rs): the call's `x-request-id` metadata checked,
+        // made when missing or unusable, returned, and on the call's span with its trace id.
+        .layer(MapRequestLayer::new(correlation::drop_invalid_request_id))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(correlation::grpc_span::<tonic::body::Body> as fn(&_) -> _)
+                .on_request(())
+                .on_response(())
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -62,6 +62,11 @@ impl HttpClient {
         what: &'static str,
         cap: usize,
     ) -> Result<(StatusCode, Vec<u8>)> {
+        // The provider's own traces join the request's (W3C Trace Context).
+        let request = match crate::correlation::outbound_traceparent() {
+            Some(parent) => request.header(crate::correlation::TRACEPARENT, parent.to_string()),
+            None => request,
+        };
         let mut response = request.send().await.map_err(|e| transport(what, &e))?;
         let status = response.status();
         let too_large = || Error::invalid(what, format!("body larger than {cap} bytes"));
@@ -223,6 +228,34 @@ mod tests {
                 .len(),
             64 * 1024
         );
+    }
+
+    #[tokio::test]
+    async fn the_requests_traceparent_goes_on_to_the_provider() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = {
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap| async move {
+                let value = headers.get("traceparent").map(|v| v.as_bytes().to_vec());
+                seen.lock().unwrap().push(value);
+                "{}"
+            }
+        };
+        let base = serve(Router::new().route("/doc", get(record))).await;
+        let client = HttpClient::new().unwrap();
+        let url = Url::parse(&format!("{base}/doc")).unwrap();
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent = crate::correlation::TraceParent::parse(incoming.as_bytes());
+
+        // No span export here: passed on unchanged; none without an incoming one.
+        let fetch = client.get_document(&url, "doc", 1024);
+        crate::correlation::with_incoming(parent, fetch)
+            .await
+            .unwrap();
+        client.get_document(&url, "doc", 1024).await.unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [Some(incoming.as_bytes().to_vec()), None]);
     }
 
     #[tokio::test]

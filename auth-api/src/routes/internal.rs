@@ -48,9 +48,7 @@ pub(super) async fn require_internal_token(
         .ok_or_else(|| ApiError::NotReady("AUTH_INTERNAL_TOKEN is not set".to_owned()))?;
     let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
     let matches = |token: &secrecy::SecretString| {
-        presented
-            .as_bytes()
-            .ct_eq(token.expose_secret().as_bytes())
+        presented.as_bytes().ct_eq(token.expose_secret().as_bytes())
     };
     let current = matches(expected);
     let previous = state

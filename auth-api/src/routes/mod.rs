@@ -5,6 +5,7 @@
 //! module uses another; what two of them answer alike (the token body) is here.
 
 mod accounts;
+pub mod admin;
 mod email;
 mod health;
 mod internal;
@@ -29,11 +30,16 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::util::MapRequestLayer;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+};
 
 use serde::Serialize;
 
 use crate::{
+    correlation,
     error::{ApiError, ServerFault},
     metrics::{HttpLabels, Metrics},
     service::TokenPair,
@@ -122,6 +128,7 @@ pub fn internal_router(state: AppState) -> Router {
     Router::new()
         .route("/internal/keys", get(internal::internal_keys))
         .route("/internal/revocations", get(internal::revocations))
+        .merge(admin::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             internal::require_internal_token,
@@ -149,6 +156,14 @@ impl CommonLayers for Router<AppState> {
             // Inside `observe` too: a timed-out request is counted and answered in JSON.
             .layer(middleware::from_fn_with_state(state.clone(), time_limit))
             .layer(middleware::from_fn_with_state(state.clone(), observe))
+            // Outside `observe`: the request span (correlation.rs), so that its line and every
+            // line and audit event under it carry the request id and trace id. Outermost, the
+            // incoming `x-request-id` is checked, made when missing or unusable, and returned.
+            .layer(middleware::from_fn(correlation::keep_trace_context))
+            .layer(correlation::http_trace_layer())
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(MapRequestLayer::new(correlation::drop_invalid_request_id))
             .with_state(state)
     }
 }
@@ -212,11 +227,15 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    state.metrics.http_request(HttpLabels {
-        route,
-        method,
-        status,
-    });
+    // To the response head: a streamed body's time is the client's as much as ours.
+    state.metrics.http_request(
+        HttpLabels {
+            route,
+            method,
+            status,
+        },
+        started.elapsed(),
+    );
     response
 }
 

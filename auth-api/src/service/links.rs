@@ -9,6 +9,7 @@
 use std::future::Future;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
@@ -161,10 +162,14 @@ pub(super) fn in_background(
         );
         return;
     };
-    tokio::spawn(async move {
-        let _permit = permit;
-        if let Err(e) = work.await {
-            tracing::warn!(event = "email_request_failed", what, error = %e, "mail not queued");
+    // In the request's span: a failure names the request it came from.
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            if let Err(e) = work.await {
+                tracing::warn!(event = "email_request_failed", what, error = %e, "mail not queued");
+            }
         }
-    });
+        .in_current_span(),
+    );
 }

@@ -575,3 +575,57 @@ async fn server_logs_never_show_a_secret() {
         assert!(!log.contains(secret), "a secret reached the log: {secret}");
     }
 }
+
+/// `auth-api healthcheck`, the probe of the distroless image: exit 0 when `/readyz` answers 200
+/// on AUTH_LISTEN's port (at loopback when the server listens on every address), 1 otherwise,
+/// saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_probes_readyz_on_the_listen_port() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let probe = |listen: String, args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_auth-api"))
+                .arg("healthcheck")
+                .args(args)
+                .env("AUTH_LISTEN", listen)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("cannot run auth-api")
+        })
+    };
+    let ready = probe(format!("0.0.0.0:{port}"), vec![]).await.unwrap();
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stderr)
+    );
+    // An answer that is not 200 (a 404 here, as a 503 would be), and a port nobody listens on.
+    let wrong_path = probe(
+        "127.0.0.1:8080".to_owned(),
+        vec![
+            "--url".to_owned(),
+            format!("http://127.0.0.1:{port}/nowhere"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrong_path.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong_path.stderr).contains("404"));
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let down = probe(format!("127.0.0.1:{closed_port}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+}

@@ -6,13 +6,14 @@
     reason = "helpers are `pub` for the test modules of this one binary"
 )]
 
+mod admin;
 mod algorithms;
 mod at_rest;
 mod audit;
 mod cli;
 mod connections;
-mod cors;
 mod contention;
+mod cors;
 mod devices;
 mod discovery;
 mod email_links;
@@ -24,11 +25,13 @@ mod keys;
 mod login;
 mod login_races;
 mod logout;
+mod metrics_catalog;
 mod pages;
 mod password;
 mod refresh;
 mod refresh_storage;
 mod rehash;
+mod request_id;
 mod revocation;
 mod rotation_keys;
 mod service;

@@ -17,6 +17,9 @@ pub(crate) trait Host: SharedData + ForeignFunctions + Clone + std::fmt::Debug {
     /// Writes `message` to the host's log at `level`.
     fn log(&self, level: LogLevel, message: &str);
 
+    /// The host's log level now (Envoy's `--log-level`, or as changed through its admin API).
+    fn log_level(&self) -> Result<LogLevel, Status>;
+
     /// The host's clock.
     fn current_time(&self) -> Result<SystemTime, Status>;
 
@@ -108,6 +111,10 @@ impl Host for Envoy {
     fn log(&self, level: LogLevel, message: &str) {
         // A failed log call has nowhere else to be reported.
         let _ = hostcalls::log(level, message);
+    }
+
+    fn log_level(&self) -> Result<LogLevel, Status> {
+        hostcalls::get_log_level()
     }
 
     fn current_time(&self) -> Result<SystemTime, Status> {

@@ -65,6 +65,8 @@ struct State {
     request: Option<Vec<(String, Vec<u8>)>>,
     /// Whether every change of the request headers fails.
     failing_writes: bool,
+    /// Whether the host logs at debug level (else at info).
+    debug_log: bool,
     /// Metric names, at their ids.
     metrics: Vec<String>,
     /// Shared data: value and CAS token.
@@ -92,6 +94,11 @@ impl MockHost {
 
     fn with_configuration(self, configuration: &Value) -> Self {
         self.0.borrow_mut().configuration = configuration.to_string().into_bytes();
+        self
+    }
+
+    fn with_debug_log(self) -> Self {
+        self.0.borrow_mut().debug_log = true;
         self
     }
 
@@ -189,6 +196,15 @@ impl ForeignFunctions for MockHost {
 impl Host for MockHost {
     fn log(&self, level: LogLevel, message: &str) {
         self.record(Effect::Log(level, message.to_owned()));
+    }
+
+    // Not recorded: a read the root makes on configure and on each tick, never per request.
+    fn log_level(&self) -> Result<LogLevel, Status> {
+        Ok(if self.0.borrow().debug_log {
+            LogLevel::Debug
+        } else {
+            LogLevel::Info
+        })
     }
 
     fn current_time(&self) -> Result<SystemTime, Status> {
@@ -642,6 +658,56 @@ fn a_denial_sends_the_rfc_6750_answer_and_changes_no_header() -> TestResult {
 }
 
 #[test]
+fn a_denial_is_logged_at_debug_level_with_the_request_id_and_never_the_token() -> TestResult {
+    let host = MockHost::new().with_debug_log();
+    let root = configured(&host)?;
+    let forged = bearer("k1", &[7; 32])?;
+    let request_id = "0d5c3b7e-93f2-4a7f-a1c1-7a5d5a0e6f00";
+    let cases: [(Option<&str>, &str, &str); 3] = [
+        (Some(request_id), request_id, "Envoy's id"),
+        (None, "(none)", "no id"),
+        (
+            Some("two words"),
+            "(unusable)",
+            "an id a client could forge a log line with",
+        ),
+    ];
+    for (id, logged_id, reason) in cases {
+        let mut headers = vec![
+            (":method", "GET"),
+            (":path", "/api/things"),
+            ("authorization", forged.as_str()),
+        ];
+        headers.extend(id.map(|id| ("x-request-id", id)));
+
+        let (action, calls) = request(&root, &host, &headers);
+
+        assert_eq!(action, Action::Pause, "{reason}");
+        let logged: Vec<&String> = calls
+            .iter()
+            .filter_map(|call| match call {
+                Effect::Log(LogLevel::Debug, message) => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logged.len(), 1, "{reason}: {calls:?}");
+        let line = logged[0];
+        assert!(
+            line.starts_with(&format!(
+                "auth-filter: denied x-request-id={logged_id} auth_filter.denied.invalid_token"
+            )),
+            "{reason}: {line}"
+        );
+        let signature = forged.rsplit('.').next().ok_or("no signature")?;
+        assert!(
+            !line.contains(signature),
+            "{reason}: the token is logged: {line}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
 fn a_failed_header_write_becomes_an_internal_denial() -> TestResult {
     let host = MockHost::new().with_failing_writes();
     let mut root = configured(&host)?;
@@ -914,5 +980,22 @@ fn remote_keys_are_fetched_on_tick_and_serve_the_next_requests() -> TestResult {
     let (_, second) = request(&root, &host, &api_get(&unknown_kid));
     // Today the ask reads the lease and the stamp (and writes neither, the keys being fresh).
     assert_eq!((first.len(), second.len()), (5, 3), "{first:?}");
+    Ok(())
+}
+
+#[test]
+fn the_published_counter_names_are_exactly_the_counters_defined() -> TestResult {
+    let host = MockHost::new();
+    let _root = configured(&host)?;
+
+    let mut defined = host.0.borrow().metrics.clone();
+    defined.sort_unstable();
+    let mut listed: Vec<String> = crate::counter_names().map(str::to_owned).collect();
+    listed.sort_unstable();
+
+    assert_eq!(
+        defined, listed,
+        "the dashboard and alert check read this list"
+    );
     Ok(())
 }
