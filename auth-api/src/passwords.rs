@@ -114,6 +114,41 @@ impl PasswordHasher {
         password: &Password,
         stored: Option<&str>,
     ) -> Result<bool, HashError> {
+        self.verify_admitted(self.admit()?, password, stored).await
+    }
+
+    /// A place for one bcrypt, taken before the work that must happen only if bcrypt will run:
+    /// a login counts its attempt against the lock after this, so that a request shed with 503
+    /// (the queue full) never counts as a wrong password and a user retrying an overloaded
+    /// service is not locked out. [`HashError::Overloaded`] when the queue is full.
+    pub fn admit(&self) -> Result<Admission, HashError> {
+        let inner = &self.inner;
+        match Arc::clone(&inner.permits).try_acquire_owned() {
+            // Held through the caller's work before bcrypt (a database round trip): a burst
+            // let in while permits were free would otherwise all be admitted past the bound.
+            Ok(permit) => Ok(Admission::Permit(permit)),
+            Err(TryAcquireError::NoPermits) => {
+                // Join the queue only while it has room; past that, shed the request now. The
+                // place is left when dropped: on getting a permit, or when the caller is
+                // cancelled.
+                let place = QueuePlace::join(inner);
+                if place.ahead >= inner.queue_limit {
+                    inner.timings.shed.inc();
+                    return Err(HashError::Overloaded);
+                }
+                Ok(Admission::Queued(place))
+            }
+            Err(TryAcquireError::Closed) => Err(HashError::Failed("hash pool closed".to_owned())),
+        }
+    }
+
+    /// [`PasswordHasher::verify`] with a place taken by [`PasswordHasher::admit`]: never shed.
+    pub async fn verify_admitted(
+        &self,
+        admission: Admission,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<bool, HashError> {
         let input = prehash(&self.inner.pepper, password.expose());
         // bcrypt refuses an unparsable hash at once, with an error: a failed login (500), and
         // faster than a wrong password, which would tell passwordless accounts apart.
@@ -121,7 +156,9 @@ impl PasswordHasher {
         let known = stored.is_some();
         let hash = stored.unwrap_or(&self.inner.dummy_hash).to_owned();
         let matched = self
-            .run(move || bcrypt::non_truncating_verify(input, &hash))
+            .run_admitted(admission, move || {
+                bcrypt::non_truncating_verify(input, &hash)
+            })
             .await?;
         Ok(known && matched)
     }
@@ -159,8 +196,16 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     ) -> Result<T, HashError> {
+        self.run_admitted(self.admit()?, work).await
+    }
+
+    async fn run_admitted<T: Send + 'static>(
+        &self,
+        admission: Admission,
+        work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+    ) -> Result<T, HashError> {
         let asked = Instant::now();
-        let permit = self.permit().await?;
+        let permit = self.permit(admission).await?;
         let timings = &self.inner.timings;
         timings.queue_wait.observe(asked.elapsed().as_secs_f64());
         self.inner.started.fetch_add(1, Ordering::Relaxed);
@@ -179,49 +224,57 @@ impl PasswordHasher {
         .map_err(|e| HashError::Failed(e.to_string()))
     }
 
-    /// A permit at once, or after waiting in the bounded queue; [`HashError::Overloaded`] when
-    /// the queue is full.
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, HashError> {
-        let inner = &self.inner;
-        match Arc::clone(&inner.permits).try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(TryAcquireError::NoPermits) => {
-                // Join the queue only while it has room; past that, shed the request now. The
-                // place is left when dropped: on getting a permit, or when the caller is
-                // cancelled while waiting.
-                let place = QueuePlace::join(&inner.waiting);
-                if place.ahead >= inner.queue_limit {
-                    inner.timings.shed.inc();
-                    return Err(HashError::Overloaded);
-                }
-                Arc::clone(&inner.permits)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| HashError::Failed(e.to_string()))
-            }
-            Err(TryAcquireError::Closed) => Err(HashError::Failed("hash pool closed".to_owned())),
+    /// The admission's permit, or one after waiting in the queue.
+    async fn permit(&self, admission: Admission) -> Result<OwnedSemaphorePermit, HashError> {
+        match admission {
+            Admission::Permit(permit) => Ok(permit),
+            Admission::Queued(_place) => Arc::clone(&self.inner.permits)
+                .acquire_owned()
+                .await
+                .map_err(|e| HashError::Failed(e.to_string())),
         }
     }
 }
 
+/// A caller let in by [`PasswordHasher::admit`]: a permit, or a place in the bounded queue held
+/// until it gets one or is dropped.
+#[derive(Debug)]
+pub enum Admission {
+    /// A bcrypt slot, free at once.
+    Permit(OwnedSemaphorePermit),
+    /// A place in the queue for one.
+    Queued(QueuePlace),
+}
+
 /// A place in the queue for a permit: counted in `waiting` from [`QueuePlace::join`] until
 /// dropped, however the wait ends.
-struct QueuePlace<'a> {
-    waiting: &'a AtomicUsize,
+pub struct QueuePlace {
+    inner: Arc<Inner>,
     /// Callers that were waiting when this one joined.
     ahead: usize,
 }
 
-impl<'a> QueuePlace<'a> {
-    fn join(waiting: &'a AtomicUsize) -> Self {
-        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
-        Self { waiting, ahead }
+impl QueuePlace {
+    fn join(inner: &Arc<Inner>) -> Self {
+        let ahead = inner.waiting.fetch_add(1, Ordering::AcqRel);
+        Self {
+            inner: Arc::clone(inner),
+            ahead,
+        }
     }
 }
 
-impl Drop for QueuePlace<'_> {
+impl std::fmt::Debug for QueuePlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuePlace")
+            .field("ahead", &self.ahead)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for QueuePlace {
     fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.inner.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

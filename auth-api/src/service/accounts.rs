@@ -145,6 +145,14 @@ pub async fn login(
         Some(device) => device.throttle_key().to_owned(),
         None => Email::throttle_key(raw_email),
     };
+    // A place in the bcrypt queue first: a login shed for want of one (503) must not count as a
+    // wrong password, or whoever retries an overloaded service locks themselves out.
+    let checked = Password::for_login(password);
+    let admission = checked
+        .as_ref()
+        .map(|_| state.hasher.admit())
+        .transpose()
+        .inspect_err(|e| count_shed(e, state, Metrics::login))?;
     let failures = match reserve_password_check(state, &lock_key, now).await {
         Ok(failures) => failures,
         Err(e) => {
@@ -154,15 +162,17 @@ pub async fn login(
             return Err(e);
         }
     };
-    let verified = match Password::for_login(password) {
+    let verified = match (checked, admission) {
         // An unknown or malformed email still costs one bcrypt verify, against a dummy hash.
-        Some(password) => state
-            .hasher
-            .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await
-            .inspect_err(|e| count_shed(e, state, Metrics::login))?,
+        (Some(checked), Some(admission)) => {
+            let stored = user.as_ref().map(|u| u.password_hash.as_str());
+            state
+                .hasher
+                .verify_admitted(admission, &checked, stored)
+                .await?
+        }
         // Longer than any password we accept: it cannot be anybody's, whoever they are.
-        None => false,
+        _ => false,
     };
     // With verification required, an unverified account's right password is answered as a
     // wrong one (and counted as such): otherwise signing up, then logging in with the password
@@ -261,15 +271,21 @@ pub(super) async fn check_current_password(
     let lock_key = device
         .as_ref()
         .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());
+    // Admitted to the bcrypt queue before the attempt counts (see `login`).
+    let current = Password::for_login(current);
+    let admission = current
+        .as_ref()
+        .map(|_| state.hasher.admit())
+        .transpose()?;
     let failures = reserve_password_check(state, &lock_key, now).await?;
-    let current_is_right = match Password::for_login(current) {
-        Some(current) => {
+    let current_is_right = match (current, admission) {
+        (Some(current), Some(admission)) => {
             state
                 .hasher
-                .verify(&current, Some(&user.password_hash))
+                .verify_admitted(admission, &current, Some(&user.password_hash))
                 .await?
         }
-        None => false,
+        _ => false,
     };
     if !current_is_right {
         tracing::info!(event = "login_failed", failures, "wrong password");

@@ -88,4 +88,59 @@ async fn abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit(backend
     assert_eq!(hasher.waiting(), 0);
 }
 
-crate::on_every_backend!(abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit);
+/// A login shed for want of a bcrypt slot (503) is not a wrong password: it never counts against
+/// the account's lock, so a user who retries an overloaded service is not locked out by it.
+async fn shed_logins_do_not_count_against_the_lock(backend: Backend) {
+    // Arrange: one permit, no room to wait, a bcrypt of a few hundred milliseconds; the user's
+    // lock would close after 5 failures.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.bcrypt_cost = 12;
+        c.hash_concurrency = 1;
+        c.hash_queue = 0;
+        c.login_free_attempts = 5;
+    })
+    .await;
+    let user = TestUser::random();
+    user.register(&app).await;
+    let hasher = app.state.hasher.clone();
+    let before = hasher.started();
+    // Act: another login holds the only permit while the user tries ten times.
+    let router = app.router.clone();
+    let busy = tokio::spawn(async move {
+        send(
+            &router,
+            login_request("busy@example.com", "some wrong password"),
+        )
+        .await
+        .status
+    });
+    wait_until("the other login hashes", || hasher.started() - before == 1).await;
+    for attempt in 0..10 {
+        let answer = app.login(&user.email, &user.password).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "attempt {attempt}: shed while the permit is taken"
+        );
+    }
+    assert_eq!(busy.await.unwrap(), StatusCode::UNAUTHORIZED);
+    // Assert: no failure was counted, and the right password logs in at once.
+    assert_eq!(
+        app.state
+            .store
+            .login_locked_until(&user.email.to_lowercase())
+            .await
+            .unwrap(),
+        None,
+        "no attempt row for the shed logins"
+    );
+    assert_eq!(
+        app.login(&user.email, &user.password).await.status,
+        StatusCode::OK
+    );
+}
+
+crate::on_every_backend!(
+    abandoned_logins_cannot_raise_concurrent_bcrypt_above_the_limit,
+    shed_logins_do_not_count_against_the_lock,
+);
