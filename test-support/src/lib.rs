@@ -7,7 +7,10 @@
 //! Tests panic on set-up failures, loudly and naming what is missing: a missing PostgreSQL or
 //! MariaDB is a failure, never a skip.
 
+pub mod captured_log;
 pub mod smtp_sink;
+
+pub use captured_log::CapturedLog;
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use hmac::{Hmac, Mac};

@@ -9,7 +9,6 @@ use axum::{
 use serde_json::{json, Value};
 
 use crate::{
-    audit::Captured,
     helpers::{kids, send, Backend, TestApp, TestResponse, TestUser, Tokens, INTERNAL_TOKEN},
     on_every_store,
 };
@@ -815,7 +814,7 @@ on_every_store!(
 #[tokio::test]
 async fn admin_actions_are_audit_events_with_the_actor_and_no_secrets() {
     // Arrange: the JSON logs of this (current-thread) runtime's tasks.
-    let (captured, _guard) = Captured::json_logs();
+    let (captured, _guard) = crate::audit::json_logs();
     let app = TestApp::spawn(Backend::Sqlite).await;
     let (user, tokens, id) = user_with_session(&app).await;
 

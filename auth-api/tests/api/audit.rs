@@ -2,60 +2,31 @@
 //! `AUTH_LOG_FORMAT=json` writes, that names the outcome and the ids, never the email, the
 //! password or a token.
 
-use std::sync::{Arc, Mutex};
-
 use serde_json::Value;
 
 use crate::helpers::{Backend, TestApp, TestUser};
 
-/// Everything a subscriber writes, kept in memory.
-#[derive(Clone, Default)]
-pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) use test_support::CapturedLog as Captured;
 
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures, for this thread until the guard drops, what the service logs at debug level
-    /// in the JSON form `AUTH_LOG_FORMAT=json` writes (telemetry.rs). Run the test on a
-    /// current-thread runtime so that every task of the app logs here.
-    pub(crate) fn json_logs() -> (Self, tracing::subscriber::DefaultGuard) {
-        let captured = Self::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// The events, one JSON object per line.
-    fn events(&self) -> Vec<Value> {
-        self.text()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
+/// Captures, for this thread until the guard drops, what the service logs at debug level in the
+/// JSON form `AUTH_LOG_FORMAT=json` writes (telemetry.rs). Run the test on a current-thread
+/// runtime so that every task of the app logs here.
+pub(crate) fn json_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 async fn login_outcomes_are_audit_events_without_secrets(backend: Backend) {
     // Arrange: the service's JSON format (telemetry.rs), debug level, for this thread; the test
     // runs on a current-thread runtime, so every task of the app logs here.
-    let (captured, _guard) = Captured::json_logs();
+    let (captured, _guard) = json_logs();
     let app = TestApp::spawn(backend).await;
     let user = TestUser::random();
     user.register(&app).await;
@@ -68,7 +39,7 @@ async fn login_outcomes_are_audit_events_without_secrets(backend: Backend) {
     assert_eq!(app.login(&unknown_email, wrong_password).await.status, 401);
 
     // Assert: one event per outcome, with the outcome and the ids.
-    let events = captured.events();
+    let events = captured.json_lines();
     let named = |name: &str| -> Vec<&Value> {
         events
             .iter()

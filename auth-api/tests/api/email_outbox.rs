@@ -589,7 +589,7 @@ async fn refusing_relay(reply: &'static str) -> u16 {
 /// link: the log shows only its SMTP code and enhanced status, while the row keeps the text for
 /// operators (without its control characters: PostgreSQL would refuse the NUL).
 async fn a_refusal_is_logged_by_its_codes_and_kept_in_full_for_operators(backend: Backend) {
-    let (logs, _guard) = crate::audit::Captured::json_logs();
+    let (logs, _guard) = crate::audit::json_logs();
     let port = refusing_relay(
         "550 5.1.1 <user1@example.org>: no such user\0, see https://example.com/t/1\r\n",
     )

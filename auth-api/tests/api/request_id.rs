@@ -61,7 +61,7 @@ fn is_uuid_v4(id: &str) -> bool {
 #[tokio::test]
 async fn a_request_id_sent_is_returned_and_on_every_log_line_and_audit_event_of_the_request() {
     // Arrange: the service's JSON lines at debug level, for this thread (current-thread runtime).
-    let (captured, _guard) = Captured::json_logs();
+    let (captured, _guard) = crate::audit::json_logs();
     let app = TestApp::spawn(Backend::Sqlite).await;
     let user = TestUser::random();
     user.register(&app).await;
@@ -104,7 +104,7 @@ async fn a_request_without_an_id_gets_a_fresh_uuid() {
 
 #[tokio::test]
 async fn an_unusable_request_id_is_replaced_by_a_fresh_one_and_never_logged() {
-    let (captured, _guard) = Captured::json_logs();
+    let (captured, _guard) = crate::audit::json_logs();
     let app = TestApp::spawn(Backend::Sqlite).await;
     let user = TestUser::random();
     user.register(&app).await;
@@ -151,7 +151,7 @@ async fn an_unusable_request_id_is_replaced_by_a_fresh_one_and_never_logged() {
 
 #[tokio::test]
 async fn the_traceparent_trace_id_is_on_the_log_lines_and_a_malformed_one_is_ignored() {
-    let (captured, _guard) = Captured::json_logs();
+    let (captured, _guard) = crate::audit::json_logs();
     let app = TestApp::spawn(Backend::Sqlite).await;
     let user = TestUser::random();
     user.register(&app).await;

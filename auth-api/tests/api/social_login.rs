@@ -1766,7 +1766,7 @@ async fn token_for_a_user_disabled_meanwhile_is_account_disabled(backend: Backen
 /// app's tasks log to this thread's subscriber.
 #[tokio::test]
 async fn a_whole_sign_in_logs_no_secret() {
-    let (captured, _guard) = crate::audit::Captured::json_logs();
+    let (captured, _guard) = crate::audit::json_logs();
     let social = Social::spawn(Backend::Sqlite, Setup::default()).await;
     let started = social.start().await;
     let provider_code = social

@@ -2,39 +2,12 @@
 //! is in its access log line and on every log line and audit event auth-api writes for that
 //! request, so one id follows a request from the gateway to the audit trail.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use e2e::{gateway::PASSWORD, Stack, StackOptions};
 use serde_json::{json, Value};
+use test_support::CapturedLog;
 use tracing_subscriber::{filter::Targets, layer::SubscriberExt as _};
-
-/// What auth-api writes, in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// auth-api's JSON lines (`AUTH_LOG_FORMAT=json`, telemetry.rs), at debug level.
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-}
 
 /// The request id of a JSON line: its outermost span's (the request's).
 fn request_id(line: &Value) -> Option<&str> {
@@ -65,7 +38,7 @@ async fn access_log_line(stack: &Stack, id: &str) -> Value {
 async fn one_login_is_followed_by_its_request_id_from_the_access_log_to_the_audit_event() {
     // Arrange: auth-api's lines for the whole process (its tasks run on every worker thread),
     // in its JSON format; a user to log in.
-    let captured = Captured::default();
+    let captured = CapturedLog::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::registry()
         .with(auth_api::telemetry::json_lines(move || writer.clone()))
@@ -103,7 +76,7 @@ async fn one_login_is_followed_by_its_request_id_from_the_access_log_to_the_audi
     assert!(!log.contains("never-logged"), "a query is logged:\n{log}");
     // ... and on each line auth-api wrote for it: the request line and the login audit event.
     // Every line written inside a request names its request, and each login its own.
-    let lines = captured.lines();
+    let lines = captured.json_lines();
     let ours: Vec<&Value> = lines
         .iter()
         .filter(|l| request_id(l) == Some(id.as_str()))

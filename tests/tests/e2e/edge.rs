@@ -68,29 +68,16 @@ async fn a_cors_preflight_is_answered_by_envoy_and_never_reaches_the_upstream() 
     assert_eq!(actual.status(), 401);
 }
 
-/// The `access-control-*` headers of a preflight answer, lowercase, without spaces after
-/// commas (Envoy writes the policy's lists as configured, tower-http without spaces).
-async fn preflight_answer(client: &reqwest::Client, url: String, origin: &str) -> Vec<String> {
-    let response = client
-        .request(Method::OPTIONS, url)
-        .header("origin", origin)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "content-type, authorization",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{origin}");
+/// The `access-control-*` headers of an answer but those named in `except`, sorted, as
+/// `name: value` lowercase without spaces after commas (Envoy writes the policy's lists as
+/// configured, tower-http without spaces). Each line once: through the gateway, Envoy's CORS
+/// filter sets what auth-api set already.
+fn cors_headers(response: &reqwest::Response, except: &[&str]) -> Vec<String> {
     let mut headers: Vec<String> = response
         .headers()
         .iter()
-        // Envoy sends its exposed headers on a preflight too, where browsers ignore them
-        // (they count on the actual answer, compared below).
         .filter(|(name, _)| {
-            name.as_str().starts_with("access-control-")
-                && name.as_str() != "access-control-expose-headers"
+            name.as_str().starts_with("access-control-") && !except.contains(&name.as_str())
         })
         .map(|(name, value)| {
             let value = value
@@ -105,8 +92,26 @@ async fn preflight_answer(client: &reqwest::Client, url: String, origin: &str) -
     headers
 }
 
-/// The `access-control-*` headers of a cross-origin GET's answer, each line once (through the
-/// gateway, Envoy's CORS filter sets what auth-api set already).
+/// The CORS headers of the answer to a preflight for a POST from `origin`.
+async fn preflight_answer(client: &reqwest::Client, url: String, origin: &str) -> Vec<String> {
+    let response = client
+        .request(Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{origin}");
+    // Envoy sends its exposed headers on a preflight too, where browsers ignore them (they count
+    // on the actual answer, compared by `cors_of_get`).
+    cors_headers(&response, &["access-control-expose-headers"])
+}
+
+/// The CORS headers of the answer to a GET from `origin`.
 async fn cors_of_get(client: &reqwest::Client, url: String, origin: &str) -> Vec<String> {
     let response = client
         .get(url)
@@ -115,21 +120,7 @@ async fn cors_of_get(client: &reqwest::Client, url: String, origin: &str) -> Vec
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{origin}");
-    let mut headers: Vec<String> = response
-        .headers()
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("access-control-"))
-        .map(|(name, value)| {
-            let value = value
-                .to_str()
-                .unwrap()
-                .to_ascii_lowercase()
-                .replace(", ", ",");
-            format!("{name}: {value}")
-        })
-        .collect();
-    headers.sort();
-    headers
+    cors_headers(&response, &[])
 }
 
 /// A front end gets the same CORS answer from auth-api directly (`AUTH_CORS_ALLOWED_ORIGINS`,
