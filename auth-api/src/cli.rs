@@ -12,7 +12,7 @@ use crate::{
     keyring::{KeyRing, RingPolicy},
     service::{
         self,
-        admin::{self, Actor, Admin, EndedSession},
+        admin::{self, Actor, Admin, EndedSession, Hs256},
     },
     startup::{shutdown_signal, App},
     store::{RevokeAt, Store, UnlinkIdentity},
@@ -74,6 +74,8 @@ enum KeysCommand {
     /// Add a new signing key: published now, signing after AUTH_KEY_PUBLISH_DELAY_SECS.
     Rotate {
         /// The new key's algorithm (ES256, EdDSA, RS256 or HS256); default AUTH_SIGNING_ALG.
+        /// HS256 while AUTH_SIGNING_ALG is asymmetric warns (JWKS gateways never see it); the
+        /// Admin API refuses it.
         #[arg(long, value_parser = parse_alg)]
         alg: Option<auth_jwt::Algorithm>,
     },
@@ -103,7 +105,7 @@ enum UsersCommand {
     List,
     /// Give a user a role (shows in the next token issued).
     GrantRole { email: String, role: String },
-    /// Take a role from a user.
+    /// Take a role from a user: any stored name, also one grant-role would refuse.
     RevokeRole { email: String, role: String },
     /// Disable a user: login refused, every session and token revoked (gateway included).
     Disable { email: String },
@@ -186,12 +188,16 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<()>
         )
     });
     let response = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
+        // Within docker-compose.yml's 3 s healthcheck timeout, so the answer is ours.
+        .timeout(std::time::Duration::from_secs(2))
+        // The probe is of this container's loopback: an HTTP_PROXY in its environment (for the
+        // OIDC providers) must not carry it away.
+        .no_proxy()
         .build()?
         .get(&url)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{url}: {:#}", anyhow::Error::from(e)))?;
     anyhow::ensure!(
         response.status() == reqwest::StatusCode::OK,
         "{url}: {}",
@@ -225,7 +231,19 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::List | KeysCommand::NewKek { .. } => {}
         KeysCommand::Rotate { alg } => {
-            let key = admin.rotate_key(&ring, alg).await?;
+            // The Admin API refuses this rotation; a shell with database access may mean it.
+            let downgrade = alg.is_some_and(|alg| admin::is_downgrade(&ring, alg));
+            let key = admin.rotate_key(&ring, alg, Hs256::Allow).await?;
+            if downgrade {
+                eprintln!(
+                    "warning: AUTH_SIGNING_ALG is {}, so the gateways most likely verify with the \
+                     public JWKS, where an HS256 key never appears: from {} they refuse every \
+                     token it signs. Unless they poll /internal/keys, rotate again now \
+                     (`auth-api keys rotate`) to put an asymmetric key after it.",
+                    policy.signing_alg,
+                    rfc3339(key.activates_at)
+                );
+            }
             println!(
                 "new {} key {} is published now and signs from {}",
                 key.alg,
@@ -235,7 +253,10 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { kid } => match admin.revoke_key(&ring, &kid).await {
             Ok(outcome) => match (outcome.revoked, outcome.replacement) {
-                (false, _) => println!("key {kid} was already revoked"),
+                (false, None) => println!("key {kid} was already revoked"),
+                (false, Some(replacement)) => println!(
+                    "key {kid} was already revoked, and no key signed: {replacement} signs from now on"
+                ),
                 (true, Some(replacement)) => {
                     println!("key {kid} revoked; {replacement} signs from now on")
                 }

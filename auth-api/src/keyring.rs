@@ -306,6 +306,30 @@ impl Snapshot {
     }
 }
 
+/// How [`KeyRing::revoke`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// No key has this kid.
+    Unknown,
+    /// The key is revoked.
+    Revoked {
+        /// `false` when it was revoked already.
+        changed: bool,
+        /// The key this call made the signer, because none signed any more.
+        replacement: Option<String>,
+    },
+}
+
+impl Revocation {
+    /// The replacement's kid, if this call made one.
+    pub fn replacement(self) -> Option<String> {
+        match self {
+            Self::Unknown => None,
+            Self::Revoked { replacement, .. } => replacement,
+        }
+    }
+}
+
 /// The shared, periodically refreshed view of the ring.
 pub struct KeyRing {
     store: Store,
@@ -452,19 +476,34 @@ impl KeyRing {
     }
 
     /// Revokes a key (compromise): it leaves the published set and `/validate` refuses its
-    /// tokens at once. If it was the signer, a new key (of `AUTH_SIGNING_ALG`) signs
-    /// immediately: there is no time to pre-publish it, so gateways refuse the new tokens until
-    /// their next key poll. Returns the replacement's kid, if one was needed.
-    pub async fn revoke(&self, kid: &str, now: i64) -> anyhow::Result<Option<String>> {
-        if !self.store.revoke_key(kid, now).await? {
-            anyhow::bail!("no key {kid} that is not already revoked");
+    /// tokens at once. If no key signs afterwards (it was the signer), a new key (of
+    /// `AUTH_SIGNING_ALG`) signs immediately: there is no time to pre-publish it, so gateways
+    /// refuse the new tokens until their next key poll.
+    ///
+    /// Idempotent, also under concurrency: a key revoked already (by a concurrent call, or
+    /// earlier) is [`Revocation::Revoked`] with `changed: false`, never an error. The
+    /// replacement is checked for in that case too: a revocation whose replacement failed (a
+    /// database or KEK error after the revocation committed) leaves no signer, and its retry
+    /// repairs that instead of reporting "already revoked" for ever.
+    pub async fn revoke(&self, kid: &str, now: i64) -> anyhow::Result<Revocation> {
+        // Compared here, not in SQL: a kid that no key has (a NUL byte, which PostgreSQL
+        // refuses in text, among them) never reaches the database.
+        if !self.store.keys().await?.iter().any(|k| k.kid == kid) {
+            return Ok(Revocation::Unknown);
         }
-        tracing::warn!(event = "key_revoked", kid, "signing key revoked");
+        let changed = self.store.revoke_key(kid, now).await?;
+        if changed {
+            tracing::warn!(event = "key_revoked", kid, "signing key revoked");
+        }
         self.reload().await?;
-        if self.signer(now).is_some() {
-            return Ok(None);
-        }
-        Ok(Some(self.rotate(now).await?.0))
+        let replacement = match self.signer(now) {
+            Some(_) => None,
+            None => Some(self.rotate(now).await?.0),
+        };
+        Ok(Revocation::Revoked {
+            changed,
+            replacement,
+        })
     }
 
     /// A new key of `alg`, activating after the publish delay, or at once when nothing signs.

@@ -1,7 +1,7 @@
-//! The Admin API, `/admin/v1/…` on the internal listener behind `AUTH_INTERNAL_TOKEN`: what
+//! The Admin API, `/admin/v1/…` on the internal listener behind `AUTH_ADMIN_TOKEN`: what
 //! `auth-api users …` and `auth-api keys …` do, over HTTP. Each handler is an adapter of
 //! [`service::admin`], which the CLI calls too; the audit events are written there, with the
-//! actor `internal-token`.
+//! actor `admin-token`.
 //!
 //! Users are named by id in paths (an email in a path would reach access logs); `GET
 //! /admin/v1/users?email=` finds one by email. The API's own OpenAPI document is
@@ -29,7 +29,7 @@ use crate::{
     extract::OptionalJson,
     service::{
         self,
-        admin::{Actor, Admin, KeyDetails, DEFAULT_PAGE, MAX_PAGE},
+        admin::{Actor, Admin, Hs256, KeyDetails, DEFAULT_PAGE, MAX_PAGE, MAX_STORED_ROLE},
     },
     state::AppState,
     store::{SessionSummary, UserSummary},
@@ -40,7 +40,7 @@ use crate::{
 #[openapi(
     info(
         title = "auth-api Admin API",
-        description = "Operator actions on users, sessions and signing keys, on the internal listener (AUTH_INTERNAL_LISTEN). Every call needs `Authorization: Bearer <AUTH_INTERNAL_TOKEN>`; every change is an audit event `admin_…` with the actor `internal-token`. The CLI (`auth-api users …`, `auth-api keys …`) does the same through the same code."
+        description = "Operator actions on users, sessions and signing keys, on the internal listener (AUTH_INTERNAL_LISTEN). Every call needs `Authorization: Bearer <AUTH_ADMIN_TOKEN>` (not the gateway's AUTH_INTERNAL_TOKEN, which reads only the keys and the revocation feed); every change is an audit event `admin_…` with the actor `admin-token`. The CLI (`auth-api users …`, `auth-api keys …`) does the same through the same code."
     ),
     paths(
         list_users,
@@ -60,29 +60,29 @@ use crate::{
         admin_openapi_json,
     ),
     components(schemas(ErrorBody, AdminUser, UserList, AdminSession, SessionList, AdminKey, KeyList, RotateRequest, RevokedKeyResponse)),
-    modifiers(&InternalToken),
-    security(("internal_token" = [])),
+    modifiers(&AdminTokenScheme),
+    security(("admin_token" = [])),
 )]
 pub struct AdminDoc;
 
 #[derive(Debug)]
-struct InternalToken;
+struct AdminTokenScheme;
 
-impl Modify for InternalToken {
+impl Modify for AdminTokenScheme {
     /// The scheme, and its 401 on every operation (the router's token layer answers it).
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "internal_token",
+            "admin_token",
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("AUTH_INTERNAL_TOKEN"))
+                    .description(Some("AUTH_ADMIN_TOKEN"))
                     .build(),
             ),
         );
         let unauthorized = ResponseBuilder::new()
-            .description("missing_token or invalid_token: no or wrong internal token")
+            .description("missing_token or invalid_token: no or wrong admin token")
             .content(
                 "application/json",
                 ContentBuilder::new()
@@ -90,7 +90,18 @@ impl Modify for InternalToken {
                     .build(),
             )
             .build();
-        for item in openapi.paths.paths.values_mut() {
+        // Axum's path extractor answers it before any handler runs.
+        let bad_path = ResponseBuilder::new()
+            .description("invalid_request: a path segment that is not UTF-8 once percent-decoded")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in &mut openapi.paths.paths {
+            let has_path_params = path.contains('{');
             for operation in [
                 &mut item.get,
                 &mut item.put,
@@ -100,10 +111,13 @@ impl Modify for InternalToken {
             .into_iter()
             .flatten()
             {
-                operation
-                    .responses
-                    .responses
-                    .insert("401".to_owned(), unauthorized.clone().into());
+                let responses = &mut operation.responses.responses;
+                responses.insert("401".to_owned(), unauthorized.clone().into());
+                if has_path_params {
+                    responses
+                        .entry("400".to_owned())
+                        .or_insert_with(|| bad_path.clone().into());
+                }
             }
         }
     }
@@ -124,18 +138,32 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub(super) struct UserPath {
-    /// The user's id (a UUID, the tokens' `sub`).
+    /// The user's id (a UUID, the tokens' `sub`); anything else is 404 `user_not_found`.
+    #[param(format = "uuid")]
     id: String,
 }
 
-/// `{id}/roles/{role}`.
+/// `{id}/roles/{role}`, to grant.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub(super) struct RolePath {
-    /// The user's id.
+    /// The user's id (a UUID); anything else is 404 `user_not_found`.
+    #[param(format = "uuid")]
     id: String,
     /// 1-64 letters, digits, `_ - . :`.
     #[param(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
+    role: String,
+}
+
+/// `{id}/roles/{role}`, to revoke.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct RevokeRolePath {
+    /// The user's id (a UUID); anything else is 404 `user_not_found`.
+    #[param(format = "uuid")]
+    id: String,
+    /// Any role the user holds, also one granted before the naming rule (1-255 bytes).
+    #[param(min_length = 1, max_length = 255)]
     role: String,
 }
 
@@ -143,7 +171,8 @@ pub(super) struct RolePath {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub(super) struct SessionPath {
-    /// The session's id (the tokens' `sid`).
+    /// The session's id (a UUID, the tokens' `sid`); anything else is 404 `session_not_found`.
+    #[param(format = "uuid")]
     id: String,
 }
 
@@ -288,7 +317,7 @@ pub(super) struct RevokedKeyResponse {
     kid: String,
     /// `false` when the key was revoked already (nothing changed).
     revoked: bool,
-    /// The key that signs from now on, when the revoked key was the signer.
+    /// The key this call made the signer, because none signed any more.
     replacement: Option<String>,
 }
 
@@ -299,14 +328,19 @@ pub(super) struct ListQuery {
     /// Users per page, 1 to 500; default 50.
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
-    /// The `next` of the previous page (a user id).
+    /// The `next` of the previous page (a user id). Keyset paging on (creation time, id):
+    /// stable under disables, role changes and new users created after the walk's current
+    /// page, but a user created during the walk in the same second as a page's last user and
+    /// with a smaller id (ids are random) falls before the cursor and is not listed by that
+    /// walk (nor is one whose replica's clock lagged the cursor's); walk again to catch those.
+    #[param(format = "uuid")]
     after: Option<String>,
     /// Find the user with this email (case-insensitive, trimmed): a list of zero or one user.
     email: Option<String>,
 }
 
 fn admin(state: &AppState) -> Admin<'_> {
-    Admin::of(state, Actor::InternalToken)
+    Admin::of(state, Actor::AdminToken)
 }
 
 /// 200 with the user `id` as it is now.
@@ -318,7 +352,7 @@ async fn user_reply(admin: &Admin<'_>, id: &str) -> Result<Response> {
 /// Lists users a page at a time, oldest first; or, with `email`, finds one.
 #[utoipa::path(get, path = "/admin/v1/users", params(ListQuery), tag = "users", responses(
     (status = 200, description = "a page of users (with `email`: zero or one)", body = UserList),
-    (status = 400, description = "invalid_request: limit not 1-500, after naming no user, email with after or limit", body = ErrorBody),
+    (status = 400, description = "invalid_request: limit not 1-500, after not a user id or naming no user, email with after or limit", body = ErrorBody),
     (status = 422, description = "invalid_email", body = ErrorBody),
 ))]
 pub(super) async fn list_users(
@@ -410,15 +444,16 @@ pub(super) async fn grant_role(
     user_reply(&admin, &id).await
 }
 
-/// Takes a role from a user (tokens already issued keep it until they expire). Idempotent.
-#[utoipa::path(delete, path = "/admin/v1/users/{id}/roles/{role}", params(RolePath), tag = "users", responses(
+/// Takes a role from a user (tokens already issued keep it until they expire). Idempotent. Any
+/// stored name can be taken, also one the grant's naming rule refuses (granted before it).
+#[utoipa::path(delete, path = "/admin/v1/users/{id}/roles/{role}", params(RevokeRolePath), tag = "users", responses(
     (status = 200, description = "the user, without the role", body = AdminUser),
     (status = 404, description = "user_not_found", body = ErrorBody),
-    (status = 422, description = "invalid_role", body = ErrorBody),
+    (status = 422, description = "invalid_role: empty, over 255 bytes or holding a NUL", body = ErrorBody),
 ))]
 pub(super) async fn revoke_role(
     State(state): State<AppState>,
-    AdminPath(RolePath { id, role }): AdminPath<RolePath>,
+    AdminPath(RevokeRolePath { id, role }): AdminPath<RevokeRolePath>,
 ) -> Result<Response> {
     let admin = admin(&state);
     admin.revoke_role(&id, &role).await?;
@@ -513,13 +548,14 @@ pub(super) async fn list_keys(State(state): State<AppState>) -> Result<axum::Jso
 }
 
 /// Adds a signing key: published now (JWKS, `/internal/keys`), signing after
-/// `AUTH_KEY_PUBLISH_DELAY_SECS`; the current signer retires then.
+/// `AUTH_KEY_PUBLISH_DELAY_SECS`; the current signer retires then. HS256 only while
+/// `AUTH_SIGNING_ALG=HS256` (the CLI's `keys rotate --alg HS256` warns instead).
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", request_body(content = Option<RotateRequest>, description = "empty for AUTH_SIGNING_ALG"), tag = "keys", responses(
     (status = 201, description = "the new key", body = AdminKey),
     (status = 400, description = "invalid_request: malformed JSON or an unknown field", body = ErrorBody),
     (status = 413, description = "body over 64 KiB", body = ErrorBody),
     (status = 415, description = "not application/json", body = ErrorBody),
-    (status = 422, description = "unsupported_alg", body = ErrorBody),
+    (status = 422, description = "unsupported_alg: not ES256, EdDSA, RS256 or HS256; or HS256 while AUTH_SIGNING_ALG is not (gateways verifying with the public JWKS never see an HS256 key)", body = ErrorBody),
 ))]
 pub(super) async fn rotate_key(
     State(state): State<AppState>,
@@ -531,7 +567,7 @@ pub(super) async fn rotate_key(
         .map(service::admin::parse_alg)
         .transpose()?;
     let admin = admin(&state);
-    let rotated = admin.rotate_key(&state.ring, alg).await?;
+    let rotated = admin.rotate_key(&state.ring, alg, Hs256::Refuse).await?;
     let key = admin
         .keys(&state.ring)
         .into_iter()
@@ -541,9 +577,11 @@ pub(super) async fn rotate_key(
 }
 
 /// Revokes a key at once (compromise): unpublished, its tokens refused at `/validate` and, from
-/// their next key poll, at the gateways; if it signed, a new key signs at once. Idempotent.
+/// their next key poll, at the gateways; if no key signs any more, a new key signs at once.
+/// Idempotent, also for concurrent calls; a repeat also makes a signer if an earlier call's
+/// replacement failed.
 #[utoipa::path(post, path = "/admin/v1/keys/{kid}/revoke", params(KeyPath), tag = "keys", responses(
-    (status = 200, description = "revoked (or already revoked)", body = RevokedKeyResponse),
+    (status = 200, description = "revoked (or already revoked: `revoked` is false)", body = RevokedKeyResponse),
     (status = 404, description = "key_not_found", body = ErrorBody),
 ))]
 pub(super) async fn revoke_key(
@@ -567,7 +605,7 @@ pub(super) async fn admin_openapi_json() -> axum::Json<utoipa::openapi::OpenApi>
 }
 
 // The documentation above states these numbers.
-const _: () = assert!(MAX_PAGE == 500 && DEFAULT_PAGE == 50);
+const _: () = assert!(MAX_PAGE == 500 && DEFAULT_PAGE == 50 && MAX_STORED_ROLE == 255);
 
 /// The Admin API's routes, for the internal router (which puts them behind the token).
 pub(super) fn routes() -> Router<AppState> {

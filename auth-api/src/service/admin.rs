@@ -3,7 +3,7 @@
 //! do. The front ends only parse their input and print or serialise the outcome.
 //!
 //! Every change is an audit event `admin_…` with the ids it touched and the actor (`cli` or
-//! `internal-token`), never an email or a secret. Reads are not audited. Disabling a user,
+//! `admin-token`), never an email or a secret. Reads are not audited. Disabling a user,
 //! logging a user out and ending a session go through the same store calls as the user's own
 //! logout, so the revocation feed carries them to the gateway.
 
@@ -11,7 +11,7 @@ use auth_jwt::Algorithm;
 
 use crate::{
     domain::Email,
-    keyring::KeyRing,
+    keyring::{KeyRing, Revocation},
     state::AppState,
     store::{RevokeAt, SessionSummary, Store, UserSummary},
 };
@@ -23,18 +23,29 @@ use super::{Error, Result};
 pub enum Actor {
     /// A shell with database access (`auth-api users …`, `auth-api keys …`).
     Cli,
-    /// A caller of the Admin API holding `AUTH_INTERNAL_TOKEN`.
-    InternalToken,
+    /// A caller of the Admin API holding `AUTH_ADMIN_TOKEN`.
+    AdminToken,
 }
 
 impl Actor {
-    /// `cli` or `internal-token`.
+    /// `cli` or `admin-token`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Cli => "cli",
-            Self::InternalToken => "internal-token",
+            Self::AdminToken => "admin-token",
         }
     }
+}
+
+/// Whether [`Admin::rotate_key`] may add an HS256 key while `AUTH_SIGNING_ALG` is asymmetric
+/// (see [`is_downgrade`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hs256 {
+    /// The Admin API: [`Error::UnsupportedAlgorithm`].
+    Refuse,
+    /// The CLI, which warns instead: an operator with database access may mean it (a rollback
+    /// to HS256 while the gateways still poll `/internal/keys`).
+    Allow,
 }
 
 /// Default page size of [`Admin::users`].
@@ -131,6 +142,11 @@ impl<'a> Admin<'a> {
             )));
         }
         let cursor = match after {
+            Some(id) if !is_id(id) => {
+                return Err(Error::InvalidRequest(
+                    "after is not a user id: pass the previous page's next".to_owned(),
+                ))
+            }
             Some(id) => {
                 let user = self.store.user_by_id(id).await?.ok_or_else(|| {
                     Error::InvalidRequest("after names no user: pass a user id".to_owned())
@@ -150,6 +166,9 @@ impl<'a> Admin<'a> {
 
     /// The user with this id; [`Error::UnknownUser`] if none.
     pub async fn user(&self, id: &str) -> Result<UserSummary> {
+        if !is_id(id) {
+            return Err(Error::UnknownUser);
+        }
         let row = self.store.user_by_id(id).await?.ok_or(Error::UnknownUser)?;
         Ok(UserSummary {
             roles: self.store.roles(&row.id).await?,
@@ -208,9 +227,10 @@ impl<'a> Admin<'a> {
         Ok(changed)
     }
 
-    /// Takes a role from the user; `false` when they did not have it.
+    /// Takes a role from the user; `false` when they did not have it. Any stored name can be
+    /// taken away (see [`role_to_revoke`]), also one the grant rule refuses.
     pub async fn revoke_role(&self, user_id: &str, role: &str) -> Result<bool> {
-        let role = parse_role(role)?;
+        let role = role_to_revoke(role)?;
         self.user_exists(user_id).await?;
         let changed = self.store.revoke_role(user_id, role).await?;
         tracing::info!(
@@ -247,6 +267,9 @@ impl<'a> Admin<'a> {
     /// Ends one session, at the gateway too; [`Error::UnknownSession`] if there is none with
     /// this id.
     pub async fn end_session(&self, session_id: &str) -> Result<EndedSession> {
+        if !is_id(session_id) {
+            return Err(Error::UnknownSession);
+        }
         let session = self
             .store
             .session(session_id)
@@ -305,6 +328,17 @@ impl<'a> Admin<'a> {
             changed,
             "email marked verified",
         );
+        if changed {
+            // The event a followed link writes too, as the CLI wrote it before the Admin API: a
+            // count of verifications (or an alert on it) keeps seeing the operator's.
+            tracing::info!(
+                event = "email_verified",
+                by = "operator",
+                actor = self.actor.as_str(),
+                user_id,
+                "email verified"
+            );
+        }
         Ok(changed)
     }
 
@@ -335,9 +369,23 @@ impl<'a> Admin<'a> {
     }
 
     /// Adds a signing key of `alg` (default `AUTH_SIGNING_ALG`): published now, signing after
-    /// `AUTH_KEY_PUBLISH_DELAY_SECS`.
-    pub async fn rotate_key(&self, ring: &KeyRing, alg: Option<Algorithm>) -> Result<RotatedKey> {
+    /// `AUTH_KEY_PUBLISH_DELAY_SECS`. With [`Hs256::Refuse`], [`Error::UnsupportedAlgorithm`]
+    /// for a rotation to HS256 that [`is_downgrade`].
+    pub async fn rotate_key(
+        &self,
+        ring: &KeyRing,
+        alg: Option<Algorithm>,
+        hs256: Hs256,
+    ) -> Result<RotatedKey> {
         let alg = alg.unwrap_or(ring.policy().signing_alg);
+        if hs256 == Hs256::Refuse && is_downgrade(ring, alg) {
+            return Err(Error::UnsupportedAlgorithm(format!(
+                "HS256 is accepted only while AUTH_SIGNING_ALG=HS256 (here {}): gateways that \
+                 verify with the public JWKS never see an HS256 key and would refuse every token \
+                 it signs; use ES256, EdDSA or RS256 (or the CLI, which warns)",
+                ring.policy().signing_alg
+            )));
+        }
         let (kid, activates_at) = ring.rotate_to(self.at.now, alg).await?;
         tracing::info!(event = "admin_key_rotated", actor = self.actor.as_str(), kid = %kid, alg = %alg, activates_at, "signing key added by an operator");
         Ok(RotatedKey {
@@ -348,24 +396,20 @@ impl<'a> Admin<'a> {
     }
 
     /// Withdraws a key at once (compromise): unpublished, its tokens refused at `/validate`; a
-    /// new key signs at once if it was the signer. [`Error::UnknownKey`] if no key has this kid.
+    /// new key signs at once if none signs any more (it was the signer; or, on a repeat, an
+    /// earlier revocation's replacement failed). Idempotent, also when two calls race
+    /// ([`KeyRing::revoke`]). [`Error::UnknownKey`] if no key has this kid (the stored rows
+    /// are asked, not the snapshot: a row this replica could not open is still a key).
     pub async fn revoke_key(&self, ring: &KeyRing, kid: &str) -> Result<RevokedKey> {
-        // The stored rows, not the snapshot: a row this replica could not open is still a key.
-        let stored = self.store.keys().await?;
-        let key = stored
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(Error::UnknownKey)?;
-        let outcome = if key.revoked_at.is_some() {
-            RevokedKey {
-                revoked: false,
-                replacement: None,
-            }
-        } else {
-            RevokedKey {
-                revoked: true,
-                replacement: ring.revoke(kid, self.at.now).await?,
-            }
+        let outcome = match ring.revoke(kid, self.at.now).await? {
+            Revocation::Unknown => return Err(Error::UnknownKey),
+            Revocation::Revoked {
+                changed,
+                replacement,
+            } => RevokedKey {
+                revoked: changed,
+                replacement,
+            },
         };
         tracing::info!(
             event = "admin_key_revoked",
@@ -379,6 +423,9 @@ impl<'a> Admin<'a> {
     }
 
     async fn user_exists(&self, user_id: &str) -> Result<()> {
+        if !is_id(user_id) {
+            return Err(Error::UnknownUser);
+        }
         match self.store.user_by_id(user_id).await? {
             Some(_) => Ok(()),
             None => Err(Error::UnknownUser),
@@ -395,6 +442,22 @@ impl<'a> Admin<'a> {
             "{what} by an operator"
         );
     }
+}
+
+/// Whether `id` can name a user or a session. The service makes every one a UUID
+/// (`Uuid::new_v4`, hyphenated), so anything else names nothing and is answered without a
+/// query: PostgreSQL refuses a NUL byte in text, which would otherwise be a 500. Any form
+/// that parses is looked up as given (an id inserted by hand in another case is still found).
+fn is_id(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok()
+}
+
+/// Whether a new key of `alg` would be an HS256 key on a ring whose `AUTH_SIGNING_ALG` is
+/// asymmetric: the gateways of such an installation verify with the public JWKS, where an
+/// HS256 key (a shared secret) never appears, so once it signs they refuse every new token.
+/// Only an installation still on HS256 (its gateways poll `/internal/keys`) may add one.
+pub fn is_downgrade(ring: &KeyRing, alg: Algorithm) -> bool {
+    alg == Algorithm::HS256 && ring.policy().signing_alg != Algorithm::HS256
 }
 
 /// A key algorithm by its JWS name; [`Error::UnsupportedAlgorithm`] for anything else.
@@ -425,6 +488,22 @@ pub fn parse_role(role: &str) -> Result<&str> {
     }
 }
 
+/// The longest role name [`role_to_revoke`] takes: the stores' column (MySQL `VARBINARY(255)`).
+pub const MAX_STORED_ROLE: usize = 255;
+
+/// A role name to revoke: any name a store can hold (1-255 bytes, no NUL, which PostgreSQL
+/// cannot store), not only what [`parse_role`] grants. A role granted before the rule existed,
+/// or written by SQL, must stay removable, and removing one is harmless; grant alone enforces
+/// the rule.
+pub fn role_to_revoke(role: &str) -> Result<&str> {
+    if role.is_empty() || role.len() > MAX_STORED_ROLE || role.contains('\0') {
+        return Err(Error::InvalidRole(format!(
+            "a role to revoke is 1-{MAX_STORED_ROLE} bytes without NUL"
+        )));
+    }
+    Ok(role)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +522,34 @@ mod tests {
             ("rôle", false, "not ASCII"),
         ] {
             assert_eq!(parse_role(role).is_ok(), ok, "{reason}");
+        }
+    }
+
+    #[test]
+    fn any_storable_role_name_can_be_revoked() {
+        for (role, ok, reason) in [
+            ("admin", true, "a granted name"),
+            ("legacy role,x\"", true, "a name the grant rule refuses"),
+            ("rôle", true, "not ASCII"),
+            (&"a".repeat(255), true, "255 bytes"),
+            ("", false, "empty"),
+            (&"a".repeat(256), false, "longer than any store holds"),
+            ("a\0b", false, "NUL, which PostgreSQL cannot store"),
+        ] {
+            assert_eq!(role_to_revoke(role).is_ok(), ok, "{reason}");
+        }
+    }
+
+    #[test]
+    fn only_uuids_are_ids() {
+        assert!(is_id("0f8fad5b-d9cb-469f-a165-70867728950e"));
+        for id in [
+            "",
+            "not-a-uuid",
+            "\0",
+            "0f8fad5b-d9cb-469f-a165-70867728950e\0",
+        ] {
+            assert!(!is_id(id), "{id:?}");
         }
     }
 

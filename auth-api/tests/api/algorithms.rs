@@ -255,6 +255,7 @@ async fn the_ring_makes_keys_of_the_configured_algorithm(backend: Backend) {
         .revoke(&app.signer_kid(), app.clock.now())
         .await
         .unwrap()
+        .replacement()
         .expect("the signer was revoked");
     assert_eq!(app.signer_kid(), replacement);
     assert_eq!(app.signer().key.algorithm(), Algorithm::EdDSA);

@@ -414,6 +414,49 @@ fn configuration_errors_of_issue_8_name_their_variables() {
     }
 }
 
+/// The CLI keeps what the Admin API refuses for an operator with database access, with a
+/// warning (HS256 on an asymmetric ring), and revokes a role granted before the naming rule
+/// (admin review, findings 2 and 9).
+#[tokio::test]
+async fn revoke_role_takes_a_legacy_name_and_an_hs256_rotation_warns() {
+    let (db, url) = TestDb::create(Backend::Sqlite).await;
+    auth_api(&url, &["migrate"]);
+    let app = TestApp::on_database(db, url.clone(), |_| {}).await;
+    let user = TestUser::random();
+    user.register(&app).await;
+    let id = app.user(&user.email).await.id;
+    let raw = app.raw().await;
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, 'legacy role')")
+        .bind(&id)
+        .execute(&raw.pool)
+        .await
+        .unwrap();
+    raw.close().await;
+    let revoked = stdout(&auth_api(
+        &url,
+        &["users", "revoke-role", &user.email, "legacy role"],
+    ));
+    assert!(revoked.contains("role revoked"), "{revoked}");
+    assert_eq!(app.state.store.roles(&id).await.unwrap(), ["user"]);
+
+    let rotated = auth_api(&url, &["keys", "rotate", "--alg", "HS256"]);
+    assert!(
+        stdout(&rotated).contains("new HS256 key"),
+        "{}",
+        stdout(&rotated)
+    );
+    let stderr = String::from_utf8_lossy(&rotated.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("JWKS"),
+        "{stderr}"
+    );
+    let plain = auth_api(&url, &["keys", "rotate", "--alg", "EdDSA"]);
+    assert!(
+        !String::from_utf8_lossy(&plain.stderr).contains("warning"),
+        "only a downgrade warns"
+    );
+}
+
 #[test]
 fn grant_role_refuses_role_names_that_break_headers() {
     let dir = tempfile::tempdir().unwrap();

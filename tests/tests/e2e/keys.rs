@@ -86,6 +86,7 @@ async fn a_new_signing_key_is_fetched_when_a_token_first_names_it() {
         .revoke(&old_kid, stack.state.clock.now())
         .await
         .unwrap()
+        .replacement()
         .expect("a replacement key");
     let fresh = stack.gateway.login(&email).await;
     let token = fresh["access_token"].as_str().unwrap();

@@ -196,7 +196,8 @@ async fn revoked_key_is_refused_at_the_gateway_within_a_poll(backend: Backend) {
         .ring
         .revoke(&kid, stack.state.clock.now())
         .await
-        .unwrap();
+        .unwrap()
+        .replacement();
     assert!(replacement.is_some());
     answers_within(&stack, access(&login), 401).await;
     // The replacement signs at once; the gateway accepts its tokens from its next key poll.
