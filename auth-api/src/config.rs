@@ -41,8 +41,13 @@ pub struct Config {
     pub internal_token: Option<SecretString>,
     /// `AUTH_INTERNAL_TOKEN_PREVIOUS`: while the internal token is rotated, the old one, still
     /// accepted beside `AUTH_INTERNAL_TOKEN` until every gateway presents the new one (the
-    /// `auth_internal_token_previous_used` log line stops). Same rules; needs `AUTH_INTERNAL_TOKEN`.
+    /// `internal_token_previous_used` log events stop). Same rules; needs `AUTH_INTERNAL_TOKEN`.
     pub internal_token_previous: Option<SecretString>,
+    /// `AUTH_ADMIN_TOKEN`: bearer token of the Admin API (`/admin/v1/…` on the internal
+    /// listener); unset, the Admin API is off (404). Same rules as the internal token, never
+    /// equal to it: the internal token sits in every gateway's configuration and only reads the
+    /// keys and the revocation feed, while this one changes users and keys.
+    pub admin_token: Option<SecretString>,
     /// `AUTH_JWT_ISSUER`, default `http://127.0.0.1:8080`: the `iss` of every access token, and
     /// the base of the discovery documents' URLs. An absolute `http(s)` URL without query or
     /// fragment: the public base URL under which auth-api's routes are reachable (behind the dev
@@ -275,6 +280,7 @@ impl Default for Config {
             grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
             internal_token: None,
             internal_token_previous: None,
+            admin_token: None,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 10_000,
@@ -342,6 +348,45 @@ const MAX_SMTP_TIMEOUT_SECS: u64 = 300;
 const MAX_OUTBOX_POLL_SECS: u64 = 3600;
 
 impl Config {
+    /// The internal listener's tokens go together: a previous token or an admin token needs
+    /// the internal token (the listener starts only with it), and no two are equal (an admin
+    /// token equal to a gateway's would hand every gateway the Admin API; a previous token
+    /// equal to the current one would report every call as an old token's).
+    fn check_tokens(&self) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret as _;
+        let internal = self.internal_token.as_ref().map(|t| t.expose_secret());
+        let previous = self
+            .internal_token_previous
+            .as_ref()
+            .map(|t| t.expose_secret());
+        let admin = self.admin_token.as_ref().map(|t| t.expose_secret());
+        for (name, token) in [
+            ("AUTH_INTERNAL_TOKEN_PREVIOUS", previous),
+            ("AUTH_ADMIN_TOKEN", admin),
+        ] {
+            if token.is_some() && internal.is_none() {
+                return Err(ConfigError::new(
+                    name,
+                    "is accepted only beside AUTH_INTERNAL_TOKEN (the internal listener starts \
+                     only with it)",
+                ));
+            }
+        }
+        if previous.is_some() && previous == internal {
+            return Err(ConfigError::new(
+                "AUTH_INTERNAL_TOKEN_PREVIOUS",
+                "equals AUTH_INTERNAL_TOKEN: set it to the token being replaced",
+            ));
+        }
+        if admin.is_some() && (admin == internal || admin == previous) {
+            return Err(ConfigError::new(
+                "AUTH_ADMIN_TOKEN",
+                "must differ from the internal tokens, which every gateway holds",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads every `AUTH_*` variable over the defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -365,6 +410,7 @@ impl Config {
             },
             internal_token: env.internal_token("AUTH_INTERNAL_TOKEN")?,
             internal_token_previous: env.internal_token("AUTH_INTERNAL_TOKEN_PREVIOUS")?,
+            admin_token: env.internal_token("AUTH_ADMIN_TOKEN")?,
             header_read_timeout: env
                 .secs("AUTH_HEADER_READ_TIMEOUT_SECS", 1)?
                 .unwrap_or(d.header_read_timeout),
@@ -517,12 +563,7 @@ impl Config {
             reset_link_ttl: d.reset_link_ttl,
         };
         let mut config = config;
-        if config.internal_token_previous.is_some() && config.internal_token.is_none() {
-            return Err(ConfigError::new(
-                "AUTH_INTERNAL_TOKEN_PREVIOUS",
-                "is accepted only beside AUTH_INTERNAL_TOKEN (the new token)",
-            ));
-        }
+        config.check_tokens()?;
         config.email_verification = match env.parsed("AUTH_EMAIL_VERIFICATION")? {
             Some(mode) => mode,
             None if config.smtp_url.is_some() => EmailVerification::Optional,
@@ -597,19 +638,20 @@ impl Env<'_> {
         Ok((self.0)(name).filter(|v| !v.trim().is_empty()))
     }
 
-    /// `AUTH_OTLP_ENDPOINT`: an http(s) URL with a host, so that a typo fails the start rather
+    /// `AUTH_OTLP_ENDPOINT`: an http URL with a host (no TLS in the exporter), so that a typo fails the start rather
     /// than losing every span quietly.
     fn otlp_endpoint(&self) -> Result<Option<url::Url>, ConfigError> {
         const NAME: &str = "AUTH_OTLP_ENDPOINT";
         let Some(raw) = self.string(NAME)? else {
             return Ok(None);
         };
-        let expected = "expected the http:// or https:// URL of an OTLP/gRPC receiver, \
-                        e.g. http://127.0.0.1:4317";
+        let expected = "expected the http:// URL of an OTLP/gRPC receiver, e.g. \
+                        http://127.0.0.1:4317 (plaintext gRPC, to a collector beside auth-api: \
+                        this build has no TLS for the exporter)";
         let url = url::Url::parse(raw.trim()).map_err(|e| {
             ConfigError::new(NAME, format!("invalid value {raw:?} ({e}): {expected}"))
         })?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        if url.scheme() != "http" || url.host().is_none() {
             return Err(ConfigError::new(
                 NAME,
                 format!("invalid value {raw:?}: {expected}"),
@@ -951,6 +993,12 @@ mod tests {
                 "0123456789abcdef0123456789abcdef",
                 "a previous token without a current one",
             ),
+            ("AUTH_ADMIN_TOKEN", "short", "guessable"),
+            (
+                "AUTH_ADMIN_TOKEN",
+                "0123456789abcdef0123456789abcdef",
+                "an admin token without the internal listener",
+            ),
             ("AUTH_TRUSTED_PROXIES", "10.0.0.0/33", "no such range"),
             ("AUTH_IP_LIMIT_IPV6_PREFIX", "16", "shorter than /32"),
             ("AUTH_IP_LIMIT_IPV6_PREFIX", "129", "no such prefix"),
@@ -977,6 +1025,11 @@ mod tests {
             ("AUTH_OTLP_ENDPOINT", "127.0.0.1:4317", "no scheme"),
             ("AUTH_OTLP_ENDPOINT", "grpc://collector:4317", "not http(s)"),
             ("AUTH_OTLP_ENDPOINT", "http://", "no host"),
+            (
+                "AUTH_OTLP_ENDPOINT",
+                "https://collector:4317",
+                "no TLS in this build",
+            ),
             ("AUTH_SMTP_TIMEOUT_SECS", "0", "no time to send"),
             ("AUTH_OUTBOX_POLL_SECS", "0", "a busy loop"),
             (
@@ -1041,6 +1094,40 @@ mod tests {
         .unwrap();
         assert_eq!(config.smtp_timeout, Duration::from_secs(300));
         assert_eq!(config.outbox_poll_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_internal_listeners_tokens_are_all_different() {
+        let token = "an-internal-token-of-forty-characters-xx";
+        let other = "another-token-of-forty-characters-xxxxxx";
+        for (vars, refused) in [
+            (
+                [
+                    ("AUTH_INTERNAL_TOKEN_PREVIOUS", token),
+                    ("AUTH_ADMIN_TOKEN", other),
+                ],
+                "AUTH_INTERNAL_TOKEN_PREVIOUS",
+            ),
+            (
+                [
+                    ("AUTH_INTERNAL_TOKEN_PREVIOUS", other),
+                    ("AUTH_ADMIN_TOKEN", token),
+                ],
+                "AUTH_ADMIN_TOKEN",
+            ),
+            (
+                [
+                    ("AUTH_INTERNAL_TOKEN_PREVIOUS", other),
+                    ("AUTH_ADMIN_TOKEN", other),
+                ],
+                "AUTH_ADMIN_TOKEN",
+            ),
+        ] {
+            let error = load(&[("AUTH_INTERNAL_TOKEN", token), vars[0], vars[1]]).unwrap_err();
+            assert!(error.to_string().starts_with(refused), "{error}");
+        }
+        let fine = load(&[("AUTH_INTERNAL_TOKEN", token), ("AUTH_ADMIN_TOKEN", other)]).unwrap();
+        assert!(fine.admin_token.is_some());
     }
 
     #[test]

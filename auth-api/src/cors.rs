@@ -68,12 +68,15 @@ impl AllowedOrigins {
         })
     }
 
-    /// The tower-http layer answering for these origins.
-    pub fn layer(&self) -> CorsLayer {
+    /// The tower-http layer answering for these origins on the paths `applies` accepts (on the
+    /// others no origin is allowed: no `Access-Control-Allow-Origin`, which browsers refuse).
+    pub fn layer(&self, applies: fn(&str) -> bool) -> CorsLayer {
         let origins = self.clone();
         CorsLayer::new()
             .allow_origin(AllowOrigin::predicate(
-                move |origin: &HeaderValue, _: &Parts| origins.allows(origin.as_bytes()),
+                move |origin: &HeaderValue, request: &Parts| {
+                    applies(request.uri.path()) && origins.allows(origin.as_bytes())
+                },
             ))
             .allow_methods(METHODS)
             .allow_headers(REQUEST_HEADERS)

@@ -38,9 +38,12 @@ const MAX_EXAMPLES: &str = "50";
 /// start without one (the SQLite pass keeps its key file beside the database).
 const CONTRACT_KEK: &str = "contract-kek:Y29udHJhY3Qta2V5LWVuY3J5cHRpb24ta2V5LTMyYnk";
 
-/// `AUTH_INTERNAL_TOKEN` of the checked auth-api: the Admin API's document and every call to it
-/// need it.
+/// `AUTH_INTERNAL_TOKEN` of the checked auth-api: the internal listener starts only with one.
 const CONTRACT_INTERNAL_TOKEN: &str = "contract-internal-token-0123456789abcdef";
+
+/// `AUTH_ADMIN_TOKEN` of the checked auth-api: the Admin API's document and every call to it
+/// need it.
+const CONTRACT_ADMIN_TOKEN: &str = "contract-admin-token-0123456789abcdef0123";
 
 /// A running auth-api, killed when dropped.
 struct Server(Child);
@@ -183,6 +186,7 @@ fn serve_and_check(
         .env("AUTH_GRPC_LISTEN", "127.0.0.1:0")
         .env("AUTH_INTERNAL_LISTEN", format!("127.0.0.1:{internal_port}"))
         .env("AUTH_INTERNAL_TOKEN", CONTRACT_INTERNAL_TOKEN)
+        .env("AUTH_ADMIN_TOKEN", CONTRACT_ADMIN_TOKEN)
         .env("AUTH_BCRYPT_COST", "10")
         // The generator sends hundreds of requests from one address: let them through, so
         // that the operations behind the limits are exercised too.
@@ -214,7 +218,7 @@ fn serve_and_check(
     let admin = schemathesis_run(
         schemathesis,
         &format!("http://127.0.0.1:{internal_port}/admin/v1/openapi.json"),
-        Some(&format!("Authorization: Bearer {CONTRACT_INTERNAL_TOKEN}")),
+        Some(&format!("Authorization: Bearer {CONTRACT_ADMIN_TOKEN}")),
         &log,
     );
     public.and(admin)

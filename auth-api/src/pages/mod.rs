@@ -54,6 +54,12 @@ pub const SESSION_COOKIE: &str = session::COOKIE;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
      img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Whether `path` is one of the hosted pages (`/account` and under it): same-origin forms with
+/// cookies, which get no CORS headers.
+pub fn is_page(path: &str) -> bool {
+    path == "/account" || path.starts_with("/account/")
+}
+
 /// The pages, for the public router; `limited` is its per-address limiter (SECURITY.md E 49),
 /// put on every POST that checks a password or a code or sends mail, as on the JSON routes
 /// that do the same.

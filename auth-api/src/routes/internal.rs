@@ -2,8 +2,10 @@
 //! polls, behind `AUTH_INTERNAL_TOKEN`.
 
 use auth_jwt::{Jwk, JwkSet};
+use std::net::SocketAddr;
+
 use axum::{
-    extract::{RawQuery, Request, State},
+    extract::{ConnectInfo, RawQuery, Request, State},
     http::HeaderMap,
     middleware::Next,
     response::Response,
@@ -32,43 +34,59 @@ pub(super) async fn internal_keys(State(state): State<AppState>) -> axum::Json<J
     axum::Json(JwkSet { keys })
 }
 
-/// Lets a request through only with `Authorization: Bearer <AUTH_INTERNAL_TOKEN>` (or, during
-/// a rotation, `AUTH_INTERNAL_TOKEN_PREVIOUS`), compared in constant time: both comparisons
-/// always run, so the time does not tell which token was close.
-pub(super) async fn require_internal_token(
+/// The internal listener's door, over the whole router (fallbacks included, so that neither a
+/// 404 nor a 405 answers without a token): `/admin/…` needs `AUTH_ADMIN_TOKEN` and is off (404)
+/// without one; everything else `AUTH_INTERNAL_TOKEN`, or during a rotation
+/// `AUTH_INTERNAL_TOKEN_PREVIOUS`. Tokens are compared in constant time, and both internal
+/// tokens every time, so the time does not tell which was close. The internal token, which
+/// every gateway holds in its configuration, opens nothing but the keys and the revocation feed.
+pub(super) async fn require_token(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Result<Response> {
-    let expected = state
-        .config
+    let config = &state.config;
+    let path = request.uri().path();
+    let matches = |presented: &str, token: &secrecy::SecretString| {
+        presented.as_bytes().ct_eq(token.expose_secret().as_bytes())
+    };
+    if path == "/admin" || path.starts_with("/admin/") {
+        let expected = config.admin_token.as_ref().ok_or(ApiError::NotFound)?;
+        let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
+        return if bool::from(matches(presented, expected)) {
+            Ok(next.run(request).await)
+        } else {
+            Err(ApiError::InvalidToken("wrong admin token".to_owned()))
+        };
+    }
+    let expected = config
         .internal_token
         .as_ref()
         .ok_or_else(|| ApiError::NotReady("AUTH_INTERNAL_TOKEN is not set".to_owned()))?;
     let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let matches = |token: &secrecy::SecretString| {
-        presented.as_bytes().ct_eq(token.expose_secret().as_bytes())
-    };
-    let current = matches(expected);
-    let previous = state
-        .config
+    let current = matches(presented, expected);
+    let previous = config
         .internal_token_previous
         .as_ref()
-        .map_or(subtle::Choice::from(0), matches);
-    if bool::from(current | previous) {
-        if bool::from(previous) {
-            // Who still presents the old token: the rotation is over when this stops.
-            tracing::info!(
-                event = "internal_token_previous_used",
-                path = %request.uri().path(),
-                "a caller presented AUTH_INTERNAL_TOKEN_PREVIOUS"
-            );
-        }
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::InvalidToken("wrong internal token".to_owned()))
+        .map_or(subtle::Choice::from(0), |token| matches(presented, token));
+    if !bool::from(current | previous) {
+        return Err(ApiError::InvalidToken("wrong internal token".to_owned()));
     }
+    if bool::from(previous) {
+        // Who still presents the old token: the rotation is over when these stop.
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        tracing::info!(
+            event = "internal_token_previous_used",
+            client = ?client,
+            path = %request.uri().path(),
+            "a caller presented AUTH_INTERNAL_TOKEN_PREVIOUS"
+        );
+    }
+    Ok(next.run(request).await)
 }
 
 /// Entries per answer of the revocation feed: the default and the most of

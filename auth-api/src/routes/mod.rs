@@ -108,45 +108,43 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::openapi_json));
-    // Outside each route's own layers: a preflight is answered before the address limit. The
-    // 405 fallback is set first so that the layer wraps it too: a preflight is an `OPTIONS`,
-    // which no route has, and axum routes by method before any route layer runs. Not on the
-    // hosted pages, which are same-origin forms with cookies.
-    let api = match &state.config.cors_allowed_origins {
-        Some(origins) => api
-            .method_not_allowed_fallback(method_not_allowed)
-            .layer(origins.layer()),
-        None => api,
-    };
-    api.merge(crate::pages::router(limited))
-        .with_common_layers(state)
+        .route("/openapi.json", get(openapi::openapi_json))
+        .merge(crate::pages::router(limited));
+    // Inside `observe` and outside everything else, fallbacks and the 408 and panic answers
+    // included, so that a browser reads every error. Not on the hosted pages, which are
+    // same-origin forms with cookies.
+    let cors = state.config.cors_allowed_origins.clone();
+    api.with_common_layers(state, |router| match cors {
+        Some(origins) => router.layer(origins.layer(|path| !crate::pages::is_page(path))),
+        None => router,
+    })
 }
 
-/// The internal API (`AUTH_INTERNAL_LISTEN`): every route needs `AUTH_INTERNAL_TOKEN`.
+/// The internal API (`AUTH_INTERNAL_LISTEN`): the gateway's keys and revocation feed behind
+/// `AUTH_INTERNAL_TOKEN`, the Admin API behind `AUTH_ADMIN_TOKEN`, and nothing without a token.
 pub fn internal_router(state: AppState) -> Router {
+    let door = middleware::from_fn_with_state(state.clone(), internal::require_token);
     Router::new()
         .route("/internal/keys", get(internal::internal_keys))
         .route("/internal/revocations", get(internal::revocations))
         .merge(admin::routes())
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            internal::require_internal_token,
-        ))
-        .with_common_layers(state)
+        .with_common_layers(state, |router| router.layer(door))
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-trait CommonLayers {
-    fn with_common_layers(self, state: AppState) -> Router;
+trait CommonLayers: Sized {
+    /// The JSON fallbacks and the layers both listeners share; `inner` adds the listener's own
+    /// layer (CORS, the token check) between them and `observe`, over the fallbacks too.
+    fn with_common_layers(self, state: AppState, inner: impl FnOnce(Self) -> Self) -> Router;
 }
 
 impl CommonLayers for Router<AppState> {
-    fn with_common_layers(self, state: AppState) -> Router {
-        self.fallback(|| async { ApiError::NotFound })
+    fn with_common_layers(self, state: AppState, inner: impl FnOnce(Self) -> Self) -> Router {
+        let routed = self
+            .fallback(|| async { ApiError::NotFound })
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             // Inside `observe`, so that a panic's 500 is counted and logged like any other.
@@ -154,7 +152,8 @@ impl CommonLayers for Router<AppState> {
                 ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
             }))
             // Inside `observe` too: a timed-out request is counted and answered in JSON.
-            .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+            .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+        inner(routed)
             .layer(middleware::from_fn_with_state(state.clone(), observe))
             // Outside `observe`: the request span (correlation.rs), so that its line and every
             // line and audit event under it carry the request id and trace id. Outermost, the

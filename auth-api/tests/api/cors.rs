@@ -118,6 +118,33 @@ async fn an_actual_request_carries_the_origin_and_the_readable_headers() {
     }
 }
 
+/// A browser reads an error answer only with the CORS headers: the JSON 404 and 405 carry them.
+#[tokio::test]
+async fn error_answers_carry_the_cors_headers_too() {
+    let app = spawn_with_origins().await;
+    for (method, path, status) in [
+        (Method::GET, "/nowhere", StatusCode::NOT_FOUND),
+        (Method::DELETE, "/login", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let answer = app
+            .request(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header(header::ORIGIN, ORIGIN)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(answer.status, status, "{path}");
+        assert_eq!(
+            answer.header("access-control-allow-origin"),
+            Some(ORIGIN),
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_hosted_pages_get_no_cors_headers() {
     let app = spawn_with_origins().await;

@@ -19,6 +19,9 @@ pub use test_support::{Backend, TestDb};
 /// The internal token every test app is configured with.
 pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789abcdef";
 
+/// The admin token of every test app (`AUTH_ADMIN_TOKEN`, the Admin API's).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123";
+
 /// The configuration of every test app: cheap bcrypt, ports 0, an internal token, a
 /// key-encryption key (PostgreSQL and MySQL need one; SQLite would otherwise use a key file).
 pub fn test_config(database_url: String) -> Config {
@@ -28,6 +31,7 @@ pub fn test_config(database_url: String) -> Config {
         internal_listen: "127.0.0.1:0".parse().unwrap(),
         grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
         internal_token: Some(INTERNAL_TOKEN.to_owned().into()),
+        admin_token: Some(ADMIN_TOKEN.to_owned().into()),
         bcrypt_cost: 4,
         hash_concurrency: 2,
         hash_queue: 64,

@@ -21,6 +21,7 @@ mod email_outbox;
 mod fake_provider;
 mod grpc;
 mod helpers;
+mod internal_listener;
 mod keys;
 mod login;
 mod login_races;
