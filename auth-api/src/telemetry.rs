@@ -28,6 +28,8 @@ use crate::config::LogFormat;
 
 /// The `service.name` of the exported spans.
 pub const SERVICE_NAME: &str = "auth-api";
+/// The `RUST_LOG` directive that keeps the request span (`crate::correlation`, error level).
+const REQUEST_SPAN_DIRECTIVE: &str = "auth_api::correlation=error";
 /// Time allowed for one export to the OTLP receiver.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,8 +55,11 @@ impl Telemetry {
 /// Installs the global subscriber; a second call is a no-op. With `otlp_endpoint`, spans go to
 /// that OTLP/gRPC receiver too; must then be called inside the Tokio runtime.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&Url>) -> anyhow::Result<Telemetry> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"))
+        // The request span whatever `RUST_LOG` says (`auth_api::service=info` alone would drop
+        // it): every line a request causes must name the request. A span alone prints nothing.
+        .add_directive(REQUEST_SPAN_DIRECTIVE.parse()?);
     let provider = otlp_endpoint.map(tracer_provider).transpose()?;
     let lines = match format {
         LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
@@ -93,15 +98,25 @@ pub fn tracer_provider(endpoint: &Url) -> anyhow::Result<SdkTracerProvider> {
         .build()
         .map_err(|e| anyhow::anyhow!("AUTH_OTLP_ENDPOINT: span exporter: {e}"))?;
     Ok(SdkTracerProvider::builder()
+        // Every request, whatever the caller's sampled flag says: a client sending `traceparent`
+        // with flags 00 would otherwise keep its own requests (its failed logins among them)
+        // out of the traces. Sample at the collector.
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
         .build())
 }
 
-/// The layer that turns tracing spans into OpenTelemetry spans of `provider`.
-pub fn otel_layer<S>(provider: &SdkTracerProvider) -> OpenTelemetryLayer<S, SdkTracer>
+/// The layer that turns tracing spans into OpenTelemetry spans of `provider`: auth-api's own at
+/// `info` and above, whatever `RUST_LOG` lets the log lines show (at `debug`, sqlx's statements
+/// and the exporter's own gRPC spans would be exported too).
+pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME))
+    let ours =
+        tracing_subscriber::filter::Targets::new().with_target("auth_api", tracing::Level::INFO);
+    let layer: OpenTelemetryLayer<S, SdkTracer> =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME));
+    layer.with_filter(ours)
 }

@@ -49,10 +49,10 @@ async fn a_thousand_wrong_passwords_from_rotating_forwarded_for_get_429s() {
     );
 }
 
-/// A client cannot pick its own rate-limit bucket through the gateway. From a loopback peer
-/// (as here) Envoy deems every request internal and passes a client's `x-envoy-external-address`
-/// through, marked `x-envoy-internal`; auth-api then ignores that header. From any other peer the
-/// shipped configs name no internal addresses, so Envoy writes the header itself.
+/// A client cannot pick its own rate-limit bucket through the gateway: the shipped configs name
+/// no internal address, so from every peer (loopback, as here, included) Envoy writes
+/// `x-envoy-external-address` itself, over the client's own. (Were the peer internal, Envoy would
+/// pass the client's copy on marked `x-envoy-internal`, and auth-api would ignore it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_choose_its_rate_limit_bucket() {
     let stack = Stack::start(StackOptions {

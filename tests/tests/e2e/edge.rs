@@ -192,6 +192,61 @@ async fn auth_api_and_the_gateway_answer_a_preflight_alike() {
     }
 }
 
+/// The request id and the trace context are the gateway's, not the client's: a client's
+/// `x-request-id`, `traceparent` and `x-envoy-original-path` never reach an upstream (they would
+/// choose the id on every log line, the trace, or the path in the access log), and the id comes
+/// back on Envoy's own answers too, so a refused client can quote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_and_trace_context_are_the_gateways() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let chosen = "chosen-by-the-client";
+    let response = stack
+        .gateway
+        .client
+        .get(stack.gateway.url("/public/echo"))
+        .header("x-request-id", chosen)
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        )
+        .header("tracestate", "vendor=value")
+        .header("x-envoy-original-path", "/somewhere/else")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let returned = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let echo: Value = response.json().await.unwrap();
+    let forwarded = &echo["headers"];
+    assert_ne!(forwarded["x-request-id"], chosen, "{echo}");
+    assert_eq!(
+        forwarded["x-request-id"].as_str(),
+        returned.as_deref(),
+        "the id forwarded is the id returned: {echo}"
+    );
+    for name in ["traceparent", "tracestate", "x-envoy-original-path"] {
+        assert!(forwarded.get(name).is_none(), "{name} forwarded: {echo}");
+    }
+    let denied = stack
+        .gateway
+        .client
+        .get(stack.gateway.url("/api/x"))
+        .header("x-request-id", chosen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let id = denied
+        .headers()
+        .get("x-request-id")
+        .expect("Envoy's own answers carry the id");
+    assert_ne!(id, chosen);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_rules_open_only_the_paths_they_name() {
     let stack = Stack::start(StackOptions::default()).await;
