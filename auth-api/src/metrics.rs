@@ -187,7 +187,7 @@ impl Metrics {
             Family::new_with_constructor(request_histogram);
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request durations in seconds, from the request head to the response head, by route, method and status",
+            "HTTP request durations in seconds, by route, method and status: from the request head to the response head, so the upload of the request body is included (a slow client counts, a 408 at the full request timeout)",
             http_durations.clone(),
         );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();

@@ -105,39 +105,7 @@ const CHROMIUM_PACKAGES: [&str; 2] = ["chromium", "chromium-driver"];
 /// Installs Debian's Chromium with apt-get when [`CHROMIUM`] is missing (through sudo when not
 /// root).
 fn ensure_chromium() -> anyhow::Result<()> {
-    if Path::new(CHROMIUM).exists() {
-        return Ok(());
-    }
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let apt_get = |args: &[&str]| {
-        let mut cmd = if root_user {
-            Command::new("apt-get")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.arg("apt-get");
-            sudo
-        };
-        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        cmd
-    };
-    let packages = CHROMIUM_PACKAGES.join(" ");
-    // The package lists of a new machine may be missing or old.
-    status(apt_get(&["update", "-q"]))
-        .with_context(|| format!("cannot update apt's package lists to install {packages}"))?;
-    status(apt_get(
-        &[&["install", "-y", "-q"][..], &CHROMIUM_PACKAGES[..]].concat(),
-    ))
-    .with_context(|| {
-        format!("cannot install Debian's {packages} (`apt-get install -y {packages}`)")
-    })?;
-    anyhow::ensure!(
-        Path::new(CHROMIUM).exists(),
-        "apt-get installed {packages} but there is no {CHROMIUM}"
-    );
-    Ok(())
+    crate::tools::ensure_debian_packages(CHROMIUM, &CHROMIUM_PACKAGES)
 }
 
 /// `npm ci` in `root/dir`, unless its `node_modules` already holds what the lock file lists;

@@ -29,6 +29,7 @@ mod interop;
 mod manifests;
 mod observability;
 mod observability_catalog;
+mod promtool;
 mod report;
 mod tools;
 mod up;
@@ -130,7 +131,8 @@ fn main() -> anyhow::Result<()> {
         } => fuzz::fuzz(&root, seconds, &targets),
         Task::Manifests => manifests::run_step(&root),
         Task::CheckObservability { exposition } => {
-            observability::check(&root, exposition.as_deref())
+            observability::check(&root, exposition.as_deref())?;
+            promtool::check(&root)
         }
         Task::WasmImage { wasm, out, tag } => wasm_image::build(&root, wasm, out.as_deref(), &tag),
     }
@@ -207,8 +209,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let wasm = step("build the filter (wasm32-wasip1)", || build_filter(root))?;
     manifests::run_step(root)?;
     step(
-        "deploy/observability (alert rules, dashboard, PromQL)",
-        || observability::check(root, None),
+        "deploy/observability (alert rules, dashboard, PromQL; promtool check and test rules)",
+        || {
+            observability::check(root, None)?;
+            promtool::check(root)
+        },
     )?;
     let postgres_url = postgres_admin_url();
     let mysql_url = mysql_admin_url();

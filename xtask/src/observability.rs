@@ -10,7 +10,8 @@
 //! - `grafana-dashboard.json`: panel ids unique, every target on the datasource variable.
 //! - Every expression of both parses as PromQL, and each filter metric it names is one the
 //!   filter defines ([`auth_filter::counter_names`], as Envoy exposes them). The auth-api names
-//!   are checked against a real scrape by auth-api's API test `metrics_catalog`.
+//!   are checked against a real scrape by auth-api's API test `metrics_catalog`: their names,
+//!   and the labels each selector, `by (…)` and `on (…)` uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -79,8 +80,9 @@ pub(crate) fn check(root: &Path, exposition: Option<&Path>) -> anyhow::Result<()
         .map(|name| name.replace('.', "_"))
         .collect();
     let mut auth_api = BTreeSet::new();
-    for expression in catalog::expressions(root)? {
-        match catalog::metric_names(&expression) {
+    let expressions = catalog::expressions(root)?;
+    for expression in &expressions {
+        match catalog::metric_names(expression) {
             Ok(names) => {
                 for name in names {
                     match catalog::exporter(&name) {
@@ -99,6 +101,7 @@ pub(crate) fn check(root: &Path, exposition: Option<&Path>) -> anyhow::Result<()
             }
             Err(e) => problems.push(format!("{e:#}")),
         }
+        problems.extend(job_problems(expression));
     }
     if let Some(path) = exposition {
         let text = std::fs::read_to_string(path)
@@ -106,6 +109,11 @@ pub(crate) fn check(root: &Path, exposition: Option<&Path>) -> anyhow::Result<()
         let exposed = catalog::exposed_names(&text);
         for name in auth_api.iter().filter(|n| !exposed.contains(*n)) {
             problems.push(format!("{}: no metric {name}", path.display()));
+        }
+        let labels = catalog::exposed_labels(&text);
+        for expression in &expressions {
+            // Unparsable expressions are reported above.
+            problems.extend(catalog::label_problems(expression, &labels).unwrap_or_default());
         }
     }
     if !problems.is_empty() {
@@ -122,6 +130,43 @@ pub(crate) fn check(root: &Path, exposition: Option<&Path>) -> anyhow::Result<()
         auth_api.len()
     );
     Ok(())
+}
+
+/// The rules select auth-api's series (and its `up`) by `job="auth-api"`, the job name the
+/// ServiceMonitor gives and the README names, and the dashboard by its `$job` variable: a
+/// selector without it, or with another job, would mix in other targets' series or see none.
+fn job_problems(expression: &catalog::Expression) -> Vec<String> {
+    let wanted = if expression.origin.starts_with("alerts.yaml") {
+        r#"job="auth-api""#
+    } else if expression
+        .origin
+        .starts_with("grafana-dashboard.json: panel")
+    {
+        r#"job=~"$job""#
+    } else {
+        return Vec::new();
+    };
+    let Ok(selectors) = catalog::selector_jobs(expression) else {
+        // Unparsable expressions are reported by the names' check.
+        return Vec::new();
+    };
+    selectors
+        .into_iter()
+        .filter(|(names, _)| {
+            !names.is_empty()
+                && names
+                    .iter()
+                    .all(|n| catalog::exporter(n) == Exporter::AuthApi || n == "up")
+        })
+        .filter(|(_, job)| job.as_deref() != Some(wanted))
+        .map(|(names, job)| {
+            format!(
+                "{}: the selector of {names:?} has {}, not {wanted}",
+                expression.origin,
+                job.as_deref().unwrap_or("no job matcher")
+            )
+        })
+        .collect()
 }
 
 fn check_rules(root: &Path) -> anyhow::Result<Vec<String>> {
@@ -352,6 +397,67 @@ mod tests {
     fn the_shipped_files_pass() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         check(root, None).unwrap();
+    }
+
+    #[test]
+    fn a_label_the_scrape_does_not_show_is_refused_wherever_it_is_used() {
+        let scrape = "# TYPE auth_login counter\n\
+                      auth_login_total{result=\"success\"} 1\n\
+                      auth_signup_total{result=\"a \\\"quoted\\\" one\",extra=\"x\"} 1\n\
+                      d_bucket{route=\"/login\",le=\"1\"} 0\n";
+        let labels = catalog::exposed_labels(scrape);
+        assert_eq!(
+            labels["auth_signup_total"],
+            BTreeSet::from(["result".to_owned(), "extra".to_owned()])
+        );
+        let problems = |text: &str| {
+            let expression = catalog::Expression {
+                origin: "here".to_owned(),
+                text: text.to_owned(),
+            };
+            catalog::label_problems(&expression, &labels).unwrap()
+        };
+        for good in [
+            r#"rate(auth_login_total{job="auth-api", result="x"}[5m])"#,
+            r#"sum by (instance, result) ({__name__=~"auth_login_total|auth_signup_total", result="x"})"#,
+            r#"histogram_quantile(0.9, sum by (route, le) (rate(d_bucket[5m]))) and on (route) up"#,
+            r#"sum by (anything) (rate(auth_filter_allowed[5m]))"#,
+        ] {
+            assert_eq!(problems(good), Vec::<String>::new(), "{good}");
+        }
+        for bad in [
+            r#"auth_login_total{reslt="x"}"#,
+            r#"{__name__=~"auth_login_total|auth_signup_total", extra="x"}"#,
+            r#"sum by (stor) (rate(auth_login_total[5m]))"#,
+            r#"d_bucket > on (rout) d_bucket"#,
+        ] {
+            assert!(!problems(bad).is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_auth_api_selector_on_another_job_or_none_is_refused() {
+        let problems = |origin: &str, text: &str| {
+            job_problems(&catalog::Expression {
+                origin: origin.to_owned(),
+                text: text.to_owned(),
+            })
+        };
+        let rule = "alerts.yaml: group g: alert A";
+        let panel = "grafana-dashboard.json: panel 1 \"P\" A";
+        assert!(problems(rule, r#"up{job="auth-api"} == 0"#).is_empty());
+        assert!(problems(rule, r#"rate(auth_filter_allowed[5m]) > 0"#).is_empty());
+        assert!(problems(panel, r#"rate(auth_login_total{job=~"$job"}[5m])"#).is_empty());
+        for (origin, bad) in [
+            (rule, r#"up{job="auth_api"} == 0"#),
+            (
+                rule,
+                r#"rate(auth_login_total[5m]) / rate(auth_login_total{job="auth-api"}[5m])"#,
+            ),
+            (panel, r#"rate(auth_login_total{job="auth-api"}[5m])"#),
+        ] {
+            assert_eq!(problems(origin, bad).len(), 1, "{bad}");
+        }
     }
 
     #[test]

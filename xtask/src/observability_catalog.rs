@@ -5,17 +5,18 @@
 //! Shared, as a file, by `cargo xtask check-observability` (which also checks the rules' and the
 //! dashboard's structure, and the filter's names) and by auth-api's API test `metrics_catalog`
 //! (which checks the auth-api names against a real scrape), so that both read the files alike.
-//! It only reads and parses: no structure rules here.
+//! It only reads and parses: no structure rules here, apart from [`label_problems`], the one
+//! check both callers make against a scrape.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
 use promql_parser::{
     label::MatchOp,
-    parser::{self, Expr},
+    parser::{self, Expr, LabelModifier},
 };
 
 /// The dashboard, relative to the workspace root.
@@ -169,15 +170,20 @@ fn rule_expressions(rules: &serde_norway::Value) -> anyhow::Result<Vec<Expressio
     Ok(found)
 }
 
-/// `expression` parsed (Grafana's range variables replaced first), and the metric names its
-/// selectors name (by name or by `__name__="…"`).
-pub(crate) fn metric_names(expression: &Expression) -> anyhow::Result<BTreeSet<String>> {
+/// `expression` parsed, Grafana's range variables replaced first.
+fn parse(expression: &Expression) -> anyhow::Result<Expr> {
     let mut text = expression.text.clone();
     for (variable, value) in GRAFANA_RANGES {
         text = text.replace(variable, value);
     }
-    let parsed = parser::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not PromQL: {e}\n  {}", expression.origin, text))?;
+    parser::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not PromQL: {e}\n  {}", expression.origin, text))
+}
+
+/// The metric names the selectors of `expression` name (by name, by `__name__="…"`, or by a
+/// `__name__=~"a|b"` of plain names).
+pub(crate) fn metric_names(expression: &Expression) -> anyhow::Result<BTreeSet<String>> {
+    let parsed = parse(expression)?;
     let mut names = BTreeSet::new();
     collect_names(&parsed, &mut names);
     anyhow::ensure!(
@@ -218,10 +224,238 @@ fn selector_name(selector: &parser::VectorSelector, names: &mut BTreeSet<String>
     if let Some(name) = &selector.name {
         names.insert(name.clone());
     }
-    // `{__name__="x"}` names x; a regular expression on `__name__` names no one metric.
+    // `{__name__="x"}` names x, and `{__name__=~"x|y"}` x and y; any other regular expression
+    // on `__name__` names no one metric.
     for matcher in selector.matchers.find_matchers("__name__") {
-        if matcher.op == MatchOp::Equal {
-            names.insert(matcher.value);
+        match matcher.op {
+            MatchOp::Equal => {
+                names.insert(matcher.value);
+            }
+            MatchOp::Re(_) => {
+                let alternatives: Vec<&str> = matcher.value.split('|').collect();
+                if alternatives.iter().all(|a| is_metric_name(a)) {
+                    names.extend(alternatives.into_iter().map(str::to_owned));
+                }
+            }
+            MatchOp::NotEqual | MatchOp::NotRe(_) => {}
+        }
+    }
+}
+
+fn is_metric_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Each selector of `expression`: the metric names it names, and its `job` matcher as written
+/// (`job="auth-api"`, `job=~"$job"`), if any.
+pub(crate) fn selector_jobs(
+    expression: &Expression,
+) -> anyhow::Result<Vec<(BTreeSet<String>, Option<String>)>> {
+    fn walk(expr: &Expr, found: &mut Vec<(BTreeSet<String>, Option<String>)>) {
+        match expr {
+            Expr::Aggregate(aggregate) => {
+                walk(&aggregate.expr, found);
+                if let Some(param) = &aggregate.param {
+                    walk(param, found);
+                }
+            }
+            Expr::Unary(unary) => walk(&unary.expr, found),
+            Expr::Binary(binary) => {
+                walk(&binary.lhs, found);
+                walk(&binary.rhs, found);
+            }
+            Expr::Paren(paren) => walk(&paren.expr, found),
+            Expr::Subquery(subquery) => walk(&subquery.expr, found),
+            Expr::VectorSelector(selector) => found.push(job_of(selector)),
+            Expr::MatrixSelector(matrix) => found.push(job_of(&matrix.vs)),
+            Expr::Call(call) => {
+                for arg in &call.args.args {
+                    walk(arg, found);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    fn job_of(selector: &parser::VectorSelector) -> (BTreeSet<String>, Option<String>) {
+        let mut names = BTreeSet::new();
+        selector_name(selector, &mut names);
+        let job = selector
+            .matchers
+            .find_matchers("job")
+            .first()
+            .map(|m| format!("job{}{:?}", m.op, m.value));
+        (names, job)
+    }
+    let mut found = Vec::new();
+    walk(&parse(expression)?, &mut found);
+    Ok(found)
+}
+
+/// Labels every scraped series has besides the exporter's own: the target's, set by Prometheus.
+const TARGET_LABELS: [&str; 2] = ["job", "instance"];
+
+/// A label an expression uses, and the metric names it must be a label of.
+struct LabelUse {
+    label: String,
+    /// The metric names of the selector (every one must have the label), or of the expression
+    /// below a `by (…)` or an `on (…)` (at least one must).
+    names: BTreeSet<String>,
+    every: bool,
+    /// `selector`, `by (…)` or `on (…)`.
+    how: &'static str,
+}
+
+/// The labels of each sample name of a text exposition (`le` of a `_bucket` included).
+pub(crate) fn exposed_labels(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in exposition.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let found = labels.entry(line[..end].to_owned()).or_default();
+        let Some(mut rest) = line[end..].strip_prefix('{') else {
+            continue;
+        };
+        // `name="value",…}`: a value is quoted, with `\"` and `\\` escaped.
+        while let Some((name, after)) = rest.split_once("=\"") {
+            found.insert(name.trim_start_matches([',', ' ']).to_owned());
+            let mut escaped = false;
+            let Some(close) = after.find(|c: char| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            }) else {
+                break;
+            };
+            rest = &after[close + 1..];
+            if rest.starts_with('}') {
+                break;
+            }
+        }
+    }
+    labels
+}
+
+/// Every label of `expression` (in a selector's matchers, a `by (…)` or an `on (…)`) that the
+/// metrics it applies to do not have in `exposed` (from [`exposed_labels`]): a misspelt label
+/// selects nothing, and an alert on it never fires. Metric names not in `exposed` (another
+/// exporter's, or a family with no sample yet) are not judged.
+pub(crate) fn label_problems(
+    expression: &Expression,
+    exposed: &BTreeMap<String, BTreeSet<String>>,
+) -> anyhow::Result<Vec<String>> {
+    let parsed = parse(expression)?;
+    let mut uses = Vec::new();
+    collect_label_uses(&parsed, &mut uses);
+    let has = |name: &String, label: &str| {
+        exposed
+            .get(name)
+            .is_none_or(|labels| labels.contains(label) || TARGET_LABELS.contains(&label))
+    };
+    let mut problems = Vec::new();
+    for used in uses {
+        let known: Vec<&String> = used
+            .names
+            .iter()
+            .filter(|n| exposed.contains_key(*n))
+            .collect();
+        let ok = if used.every {
+            known.iter().all(|n| has(n, &used.label))
+        } else {
+            known.is_empty() || known.iter().any(|n| has(n, &used.label))
+        };
+        if !ok {
+            let labels: BTreeSet<&String> = known
+                .iter()
+                .flat_map(|n| exposed.get(*n).into_iter().flatten())
+                .collect();
+            problems.push(format!(
+                "{}: label {:?} ({}) is not a label of {:?}, which have {:?} (and {:?})",
+                expression.origin, used.label, used.how, known, labels, TARGET_LABELS
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn collect_label_uses(expr: &Expr, uses: &mut Vec<LabelUse>) {
+    let below = |expr: &Expr| {
+        let mut names = BTreeSet::new();
+        collect_names(expr, &mut names);
+        names
+    };
+    match expr {
+        Expr::Aggregate(aggregate) => {
+            if let Some(LabelModifier::Include(labels)) = &aggregate.modifier {
+                let names = below(&aggregate.expr);
+                for label in &labels.labels {
+                    uses.push(LabelUse {
+                        label: label.clone(),
+                        names: names.clone(),
+                        every: false,
+                        how: "by (…)",
+                    });
+                }
+            }
+            collect_label_uses(&aggregate.expr, uses);
+            if let Some(param) = &aggregate.param {
+                collect_label_uses(param, uses);
+            }
+        }
+        Expr::Binary(binary) => {
+            if let Some(LabelModifier::Include(labels)) =
+                binary.modifier.as_ref().and_then(|m| m.matching.as_ref())
+            {
+                for side in [&binary.lhs, &binary.rhs] {
+                    let names = below(side);
+                    for label in &labels.labels {
+                        uses.push(LabelUse {
+                            label: label.clone(),
+                            names: names.clone(),
+                            every: false,
+                            how: "on (…)",
+                        });
+                    }
+                }
+            }
+            collect_label_uses(&binary.lhs, uses);
+            collect_label_uses(&binary.rhs, uses);
+        }
+        Expr::Unary(unary) => collect_label_uses(&unary.expr, uses),
+        Expr::Paren(paren) => collect_label_uses(&paren.expr, uses),
+        Expr::Subquery(subquery) => collect_label_uses(&subquery.expr, uses),
+        Expr::VectorSelector(selector) => selector_label_uses(selector, uses),
+        Expr::MatrixSelector(matrix) => selector_label_uses(&matrix.vs, uses),
+        Expr::Call(call) => {
+            for arg in &call.args.args {
+                collect_label_uses(arg, uses);
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn selector_label_uses(selector: &parser::VectorSelector, uses: &mut Vec<LabelUse>) {
+    let mut names = BTreeSet::new();
+    selector_name(selector, &mut names);
+    let matchers = &selector.matchers;
+    for matcher in matchers
+        .matchers
+        .iter()
+        .chain(matchers.or_matchers.iter().flatten())
+    {
+        if matcher.name != "__name__" {
+            uses.push(LabelUse {
+                label: matcher.name.clone(),
+                names: names.clone(),
+                every: true,
+                how: "selector",
+            });
         }
     }
 }

@@ -610,6 +610,41 @@ pub(crate) fn log_tail(name: &str, log: &Path) -> String {
     }
 }
 
+/// Installs Debian's `packages` with apt-get (through sudo unless root) when `binary` is
+/// missing, and checks that it is there afterwards.
+pub(crate) fn ensure_debian_packages(binary: &str, packages: &[&str]) -> anyhow::Result<()> {
+    if Path::new(binary).exists() {
+        return Ok(());
+    }
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt_get = |args: &[&str]| {
+        let mut cmd = if root_user {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let listed = packages.join(" ");
+    // The package lists of a new machine may be missing or old.
+    status(apt_get(&["update", "-q"]))
+        .with_context(|| format!("cannot update apt's package lists to install {listed}"))?;
+    status(apt_get(&[&["install", "-y", "-q"][..], packages].concat())).with_context(|| {
+        format!("cannot install Debian's {listed} (`apt-get install -y {listed}`)")
+    })?;
+    anyhow::ensure!(
+        Path::new(binary).exists(),
+        "apt-get installed {listed} but there is no {binary}"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

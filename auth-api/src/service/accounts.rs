@@ -273,10 +273,7 @@ pub(super) async fn check_current_password(
         .map_or_else(|| user.email.clone(), |d| d.throttle_key().to_owned());
     // Admitted to the bcrypt queue before the attempt counts (see `login`).
     let current = Password::for_login(current);
-    let admission = current
-        .as_ref()
-        .map(|_| state.hasher.admit())
-        .transpose()?;
+    let admission = current.as_ref().map(|_| state.hasher.admit()).transpose()?;
     let failures = reserve_password_check(state, &lock_key, now).await?;
     let current_is_right = match (current, admission) {
         (Some(current), Some(admission)) => {

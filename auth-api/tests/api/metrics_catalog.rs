@@ -1,7 +1,7 @@
 //! `/metrics` of a real app over real sockets (HTTP and gRPC): the request-duration histograms,
 //! the bcrypt timings, and the pool, key-ring and revocation-feed gauges set at scrape time,
 //! with plausible values on every store; and every auth-api metric that the dashboard and the
-//! alert rules of `deploy/observability` use is one a scrape offers.
+//! alert rules of `deploy/observability` use is one a scrape offers, with the labels they use.
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -259,17 +259,29 @@ fn login_json(email: &str) -> Request<Body> {
 }
 
 /// Every auth-api metric named by the dashboard or the alert rules is offered by a scrape of a
-/// real app: a renamed metric, or a typo in a panel or a rule, fails here instead of showing an
-/// empty panel or an alert that never fires.
+/// real app, and has every label they select, group or match it by: a renamed metric or label,
+/// or a typo in a panel or a rule, fails here instead of showing an empty panel or an alert
+/// that never fires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_auth_api_metric_of_the_dashboard_and_alerts_is_exported() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let Scraped { first, .. } = exercise(Backend::Sqlite).await;
     let exposed = catalog::exposed_names(&first);
+    let labels = catalog::exposed_labels(&first);
+    // The label check judges this scrape: a misspelt label on a metric it shows is caught.
+    let misspelt = catalog::Expression {
+        origin: "a misspelt label".to_owned(),
+        text: r#"sum by (job) (rate(auth_login_total{reslt="overloaded"}[5m]))"#.to_owned(),
+    };
+    assert_eq!(
+        catalog::label_problems(&misspelt, &labels).unwrap().len(),
+        1
+    );
 
     let mut missing = Vec::new();
     let mut checked = 0;
     for expression in catalog::expressions(root).unwrap() {
+        missing.extend(catalog::label_problems(&expression, &labels).unwrap());
         for name in catalog::metric_names(&expression).unwrap() {
             if catalog::exporter(&name) == catalog::Exporter::AuthApi {
                 checked += 1;
@@ -284,7 +296,10 @@ async fn every_auth_api_metric_of_the_dashboard_and_alerts_is_exported() {
         checked > 20,
         "only {checked} auth-api names in the dashboard and rules"
     );
-    assert!(missing.is_empty(), "not exported: {missing:#?}\n{first}");
+    assert!(
+        missing.is_empty(),
+        "not exported, or without the label: {missing:#?}\n{first}"
+    );
 }
 
 crate::on_every_backend!(
