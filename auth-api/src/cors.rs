@@ -6,7 +6,8 @@
 //! Behind the gateway Envoy answers preflights itself and auth-api never sees one.
 //!
 //! No credentials mode: the API takes bearer tokens and JSON bodies, never cookies, and the
-//! hosted pages (`/account/`), which do use cookies, get no CORS headers at all.
+//! hosted pages (`/account/`), which do use cookies, allow no origin: tower-http answers an
+//! `OPTIONS` there too (200), but without `Access-Control-Allow-Origin`, which browsers refuse.
 
 use std::{fmt, str::FromStr, time::Duration};
 

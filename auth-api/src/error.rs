@@ -197,6 +197,11 @@ pub struct ErrorBody {
 #[derive(Debug, Clone)]
 pub struct ServerFault(pub Arc<String>);
 
+/// Marks a response that refused a request for want of a bcrypt slot (503 `overloaded`), so that
+/// the metrics tell load shedding from faults among the 503s (`http_requests_shed_total`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shed;
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'static str,
@@ -455,6 +460,9 @@ impl IntoResponse for ApiError {
             response
                 .extensions_mut()
                 .insert(ServerFault(Arc::new(self.to_string())));
+        }
+        if matches!(self, Self::Overloaded) {
+            response.extensions_mut().insert(Shed);
         }
         response
     }

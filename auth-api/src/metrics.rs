@@ -55,6 +55,13 @@ fn request_histogram() -> Histogram {
     Histogram::new(REQUEST_BUCKETS)
 }
 
+/// Labels of `http_requests_shed_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template, as in [`HttpLabels`].
+    pub route: String,
+}
+
 /// Labels of `http_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -142,6 +149,7 @@ pub struct OutboxLabels {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
+    http_shed: Family<RouteLabels, Counter>,
     grpc_requests: Family<GrpcLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
     refreshes: Family<OutcomeLabels, Counter>,
@@ -182,6 +190,12 @@ impl Metrics {
             "http_requests",
             "HTTP requests by route, method and status",
             http_requests.clone(),
+        );
+        let http_shed = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests_shed",
+            "HTTP requests answered 503 overloaded (no bcrypt slot, the queue full), by route: the share of http_requests_total{status=\"503\"} that is load shedding rather than a fault",
+            http_shed.clone(),
         );
         let http_durations: HistogramFamily<HttpLabels> =
             Family::new_with_constructor(request_histogram);
@@ -249,7 +263,7 @@ impl Metrics {
         );
         registry.register(
             "auth_hash_shed",
-            "Password hashes refused at once because the bcrypt queue was full (503 overloaded)",
+            "Password hashes refused at once because the bcrypt queue was full: a 503 overloaded on HTTP or gRPC, or a skipped rehash after a login (which answers 200)",
             timings.shed,
         );
         let pool_open = Family::<StoreLabels, Gauge>::default();
@@ -309,6 +323,7 @@ impl Metrics {
         Self {
             registry,
             http_requests,
+            http_shed,
             grpc_requests,
             logins,
             refreshes,
@@ -338,6 +353,11 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one HTTP request shed (503 `overloaded`) on `route`.
+    pub fn http_shed(&self, route: String) {
+        self.http_shed.get_or_create(&RouteLabels { route }).inc();
     }
 
     /// Counts one gRPC call and records how long it took.

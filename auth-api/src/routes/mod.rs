@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::{
     correlation,
-    error::{ApiError, ServerFault},
+    error::{ApiError, ServerFault, Shed},
     metrics::{HttpLabels, Metrics},
     service::TokenPair,
     state::AppState,
@@ -226,6 +226,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    if response.extensions().get::<Shed>().is_some() {
+        state.metrics.http_shed(route.clone());
+    }
     // To the response head: a streamed body's time is the client's as much as ours.
     state.metrics.http_request(
         HttpLabels {

@@ -158,6 +158,8 @@ async fn the_hosted_pages_get_no_cors_headers() {
         .await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.header("access-control-allow-origin"), None);
+    let preflight = preflight(&app, "/account/signin", ORIGIN).await;
+    assert_eq!(preflight.header("access-control-allow-origin"), None);
 }
 
 #[tokio::test]

@@ -235,6 +235,11 @@ async fn a_shed_login_is_counted_as_overloaded(backend: Backend) {
     let s = samples(&text);
     assert_eq!(value(&s, r#"auth_login_total{result="overloaded"}"#), 1.0);
     assert_eq!(value(&s, "auth_hash_shed_total"), 1.0);
+    // The 503 is told apart from a fault's, for the server-error alert.
+    assert_eq!(
+        value(&s, r#"http_requests_shed_total{route="/login"}"#),
+        1.0
+    );
     assert_eq!(
         value(
             &s,
