@@ -8,6 +8,7 @@
 //! MariaDB is a failure, never a skip.
 
 pub mod captured_log;
+pub mod ports;
 pub mod smtp_sink;
 
 pub use captured_log::CapturedLog;

@@ -31,13 +31,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// A loopback port nothing listens on (for a relay that is down, or to start a sink on later).
-///
-/// # Panics
-/// When no port can be bound.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+pub use crate::ports::free_port;
 
 impl SmtpSink {
     /// A sink on a free port.

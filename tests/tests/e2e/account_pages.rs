@@ -27,7 +27,10 @@ use e2e::{
     Stack, StackOptions,
 };
 use serde_json::{json, Value};
-use test_support::smtp_sink::{body_of, free_port, link_token, SmtpSink};
+use test_support::{
+    ports::free_port,
+    smtp_sink::{body_of, link_token, SmtpSink},
+};
 
 /// The session cookie of the pages: the access token.
 const SESSION_COOKIE: &str = "__Secure-auth-account";

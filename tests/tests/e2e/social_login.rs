@@ -41,6 +41,7 @@ use rand_core::{OsRng, RngCore as _};
 use reqwest::Url;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use test_support::ports::{free_port, free_port_on};
 
 /// Our client at the providers.
 const CLIENT_ID: &str = "auth-service";
@@ -458,7 +459,7 @@ impl Social {
     async fn start(extras: Extras) -> Self {
         // auth-api reads callback_url when it is built, before Envoy starts: the gateway's port
         // has to be known first.
-        let gateway_port = free_port("127.0.0.1");
+        let gateway_port = free_port();
         let gateway = format!("http://127.0.0.1:{gateway_port}");
         let callback = format!("{gateway}/auth/callback");
         let redirect_to = format!("{gateway}/public/signed-in");
@@ -484,7 +485,7 @@ impl Social {
             providers.push(entry("evil", &evil.issuer));
         }
         if extras.down {
-            let closed = free_port(OP_HOST);
+            let closed = free_port_on(OP_HOST.parse().expect("OP_HOST is an address"));
             providers.push(entry("down", &format!("http://{OP_HOST}:{closed}")));
         }
         let silent = extras.silent.then(|| {
@@ -669,14 +670,6 @@ impl Pkce {
             challenge,
         }
     }
-}
-
-/// A port on `host` that nothing listens on now.
-fn free_port(host: &str) -> u16 {
-    TcpListener::bind((host, 0))
-        .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|e| panic!("no free port on {host}: {e}"))
-        .port()
 }
 
 fn query_of(url: &str) -> HashMap<String, String> {
