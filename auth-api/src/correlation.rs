@@ -22,12 +22,8 @@ use opentelemetry::{
     trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
     Context,
 };
-use tower_http::{
-    classify::{ServerErrorsAsFailures, SharedClassifier},
-    request_id::RequestId,
-    trace::TraceLayer,
-};
-use tracing::{field::Empty, Span};
+use tower_http::request_id::RequestId;
+use tracing::{field::Empty, Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The request id header: Envoy's, which it generates at the edge and forwards.
@@ -168,23 +164,25 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The span of one HTTP request: `request_id`, `method`, the matched `route` (a template, never
-/// the URI, whose query may carry a token) and `trace_id`. For `TraceLayer::make_span_with`,
-/// after the request-id layer.
-pub fn http_span<B>(request: &Request<B>) -> Span {
+/// the URI, whose query may carry a token) and `trace_id` (of `parent`, the request's
+/// `traceparent`, or of the trace it starts). After the request-id layer.
+fn http_span<B>(request: &Request<B>, parent: Option<&TraceParent>) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    request_span(request, route)
+    request_span(request, route, parent)
 }
 
 /// The span of one gRPC call: as [`http_span`], the route being the call's path
-/// (`/package.Service/Method`), which carries no argument.
+/// (`/package.Service/Method`), which carries no argument. For `TraceLayer::make_span_with`,
+/// after the request-id layer.
 pub fn grpc_span<B>(request: &Request<B>) -> Span {
-    request_span(request, request.uri().path())
+    let parent = TraceParent::from_headers(request.headers());
+    request_span(request, request.uri().path(), parent.as_ref())
 }
 
-fn request_span<B>(request: &Request<B>, route: &str) -> Span {
+fn request_span<B>(request: &Request<B>, route: &str, parent: Option<&TraceParent>) -> Span {
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -199,8 +197,7 @@ fn request_span<B>(request: &Request<B>, route: &str) -> Span {
         route,
         trace_id = Empty,
     );
-    let parent = TraceParent::from_headers(request.headers());
-    let trace_id = join_trace(&span, parent.as_ref()).or(parent.map(|p| p.trace_id));
+    let trace_id = join_trace(&span, parent).or(parent.map(|p| p.trace_id));
     if let Some(trace_id) = trace_id {
         span.record("trace_id", hex(&trace_id));
     }
@@ -220,40 +217,22 @@ fn join_trace(span: &Span, parent: Option<&TraceParent>) -> Option<[u8; 16]> {
     context.is_valid().then(|| context.trace_id().to_bytes())
 }
 
-/// The tower-http trace layer of an HTTP listener: the request span ([`http_span`]) and nothing
-/// else. Its own request and response events are off: `observe` logs each request once.
-pub type HttpTraceLayer = TraceLayer<
-    SharedClassifier<ServerErrorsAsFailures>,
-    fn(&Request<axum::body::Body>) -> Span,
-    (),
-    (),
-    (),
-    (),
-    (),
->;
-
-/// See [`HttpTraceLayer`].
-pub fn http_trace_layer() -> HttpTraceLayer {
-    TraceLayer::new_for_http()
-        .make_span_with(http_span as fn(&Request<axum::body::Body>) -> Span)
-        .on_request(())
-        .on_response(())
-        .on_body_chunk(())
-        .on_eos(())
-        .on_failure(())
-}
-
 tokio::task_local! {
     /// The `traceparent` the request being served came with, for outbound calls when spans
     /// are not exported.
     static INCOMING: Option<TraceParent>;
 }
 
-/// Middleware, inside the request span: keeps the request's `traceparent` for
-/// [`outbound_traceparent`] while the request is served.
-pub async fn keep_trace_context(request: axum::extract::Request, next: Next) -> Response {
+/// Middleware of the HTTP listeners, after the request-id layer: serves the request inside its
+/// span ([`http_span`]), with its `traceparent` kept for [`outbound_traceparent`]. (What
+/// tower-http's `TraceLayer` would add, a clock read and a response classifier per request, is
+/// `observe`'s job here.)
+pub async fn in_request_span(request: axum::extract::Request, next: Next) -> Response {
     let incoming = TraceParent::from_headers(request.headers());
-    with_incoming(incoming, next.run(request)).await
+    let span = http_span(&request, incoming.as_ref());
+    with_incoming(incoming, next.run(request))
+        .instrument(span)
+        .await
 }
 
 /// Runs `work` as serving a request that came with `incoming`.

@@ -67,8 +67,8 @@ pub struct RouteLabels {
 pub struct HttpLabels {
     /// The matched route template, e.g. `/login`, or `unmatched`.
     pub route: String,
-    /// Request method.
-    pub method: String,
+    /// Request method, one of a fixed set (`other` for the rest).
+    pub method: &'static str,
     /// Response status code.
     pub status: u16,
 }

@@ -24,13 +24,13 @@ use std::{net::SocketAddr, time::Instant};
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State},
-    http::{header, HeaderValue},
+    http::{header, HeaderValue, Method},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
-use tower::util::MapRequestLayer;
+use tower::{util::MapRequestLayer, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -143,26 +143,36 @@ trait CommonLayers: Sized {
 
 impl CommonLayers for Router<AppState> {
     fn with_common_layers(self, state: AppState, inner: impl FnOnce(Self) -> Self) -> Router {
+        // Each `Router::layer` wraps every route in one more boxed service, cloned and
+        // allocated for each request: the layers go on in two `ServiceBuilder`s, one box each.
+        // A `ServiceBuilder` lists its layers outermost first.
         let routed = self
             .fallback(|| async { ApiError::NotFound })
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            // Inside `observe`, so that a panic's 500 is counted and logged like any other.
-            .layer(CatchPanicLayer::custom(|_| {
-                ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
-            }))
-            // Inside `observe` too: a timed-out request is counted and answered in JSON.
-            .layer(middleware::from_fn_with_state(state.clone(), time_limit));
+            .layer(
+                ServiceBuilder::new()
+                    // Inside `observe`: a timed-out request is counted and answered in JSON.
+                    .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+                    // Inside `observe` too, so that a panic's 500 is counted and logged like
+                    // any other.
+                    .layer(CatchPanicLayer::custom(|_| {
+                        ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+                    }))
+                    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            );
         inner(routed)
-            .layer(middleware::from_fn_with_state(state.clone(), observe))
-            // Outside `observe`: the request span (correlation.rs), so that its line and every
-            // line and audit event under it carry the request id and trace id. Outermost, the
-            // incoming `x-request-id` is checked, made when missing or unusable, and returned.
-            .layer(middleware::from_fn(correlation::keep_trace_context))
-            .layer(correlation::http_trace_layer())
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(MapRequestLayer::new(correlation::drop_invalid_request_id))
+            .layer(
+                ServiceBuilder::new()
+                    // Outermost, the incoming `x-request-id` is checked, made when missing or
+                    // unusable, and returned.
+                    .layer(MapRequestLayer::new(correlation::drop_invalid_request_id))
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(PropagateRequestIdLayer::x_request_id())
+                    // Outside `observe`: the request span (correlation.rs), so that its line and
+                    // every line and audit event under it carry the request id and trace id.
+                    .layer(middleware::from_fn(correlation::in_request_span))
+                    .layer(middleware::from_fn_with_state(state.clone(), observe)),
+            )
             .with_state(state)
     }
 }
@@ -209,11 +219,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     // A fixed set: a made-up method must not create a new time series for every request.
-    let method = match request.method().as_str() {
-        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
         _ => "other",
-    }
-    .to_owned();
+    };
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
     if let Some(fault) = response.extensions().get::<ServerFault>() {
