@@ -6,11 +6,14 @@
 //! binding it, any test's client connection may take it (CI saw Envoy fail to start so). Ports
 //! below that range are taken only by a listener that names them, so one picked at random there
 //! that binds now stays free unless another test picks the same one in the same moment.
+//!
+//! xtask compiles this file too (`#[path]`), for the auth-api processes it starts beside
+//! parallel work (the contract passes, the benchmarks): std and `rand_core` only.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::ops::Range;
 
-use rand::Rng;
+use rand_core::{OsRng, RngCore as _};
 
 /// Below Linux's default ephemeral range (32768–60999) and above the well-known and most
 /// registered services' ports.
@@ -32,9 +35,10 @@ pub fn free_port() -> u16 {
 /// # Panics
 /// When none of [`ATTEMPTS`] random ports binds.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    let mut rng = rand::thread_rng();
+    let span = u32::from(PICKED_FROM.end - PICKED_FROM.start);
     (0..ATTEMPTS)
-        .map(|_| rng.gen_range(PICKED_FROM))
+        .filter_map(|_| u16::try_from(OsRng.next_u32() % span).ok())
+        .map(|offset| PICKED_FROM.start + offset)
         .find(|&port| TcpListener::bind((ip, port)).is_ok())
         .unwrap_or_else(|| panic!("no free port on {ip} in {PICKED_FROM:?}"))
 }

@@ -39,7 +39,9 @@ impl SmtpSink {
     /// # Panics
     /// When `.venv` has no aiosmtpd (saying how to install it) or the sink does not start.
     pub fn start() -> Self {
-        Self::launch(None)
+        // Not the sink's own bind(0): a port of the ephemeral range can be taken by any client
+        // connection between its choice and the server binding it (see `ports`).
+        Self::launch(free_port())
     }
 
     /// A sink on `port`.
@@ -47,10 +49,10 @@ impl SmtpSink {
     /// # Panics
     /// As [`SmtpSink::start`].
     pub fn start_on(port: u16) -> Self {
-        Self::launch(Some(port))
+        Self::launch(port)
     }
 
-    fn launch(port: Option<u16>) -> Self {
+    fn launch(port: u16) -> Self {
         let root = workspace_root();
         let python = root.join(".venv/bin/python");
         let installed = Command::new(&python)
@@ -71,9 +73,7 @@ impl SmtpSink {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(port) = port {
-            command.args(["--port", &port.to_string()]);
-        }
+        command.args(["--port", &port.to_string()]);
         let mut child = command.spawn().expect("cannot start tests/smtp/sink.py");
         let stdin = child.stdin.take().unwrap();
         let mut line = String::new();

@@ -1,11 +1,11 @@
 """A real SMTP server for tests: aiosmtpd on 127.0.0.1, keeping every message it receives.
 
-Usage: sink.py DIR [--port PORT]
+Usage: sink.py DIR --port PORT
 
-Listens on PORT (default: a free port), prints the port on stdout once it accepts
-connections, and writes each message it accepts into DIR as two files: `<n>.eml`, the bytes
-received, and `<n>.json`, what Python's `email` parser reads from them (envelope, headers,
-and each text part decoded). A `.json` file appears whole (written, then renamed), so a
+Listens on PORT (the caller picks it, outside the ephemeral range), prints it on stdout once
+it accepts connections, and writes each message it accepts into DIR as two files: `<n>.eml`,
+the bytes received, and `<n>.json`, what Python's `email` parser reads from them (envelope,
+headers, and each text part decoded). A `.json` file appears whole (written, then renamed), so a
 reader never sees half a message. Stops when stdin closes (the test that started it ended).
 """
 
@@ -15,7 +15,6 @@ import email.policy
 import itertools
 import json
 import os
-import socket
 import sys
 import threading
 
@@ -62,18 +61,13 @@ class Keep:
         return "250 OK"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("directory")
-    parser.add_argument("--port", type=int, default=0)
+    # Chosen by the caller (test-support's `ports`), outside the ephemeral range.
+    parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    port = args.port or free_port()
+    port = args.port
     controller = Controller(Keep(args.directory), hostname="127.0.0.1", port=port)
     controller.start()
     print(port, flush=True)

@@ -720,11 +720,9 @@ impl AuthApi {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let free_port =
-            || -> anyhow::Result<u16> { Ok(TcpListener::bind(addr(0))?.local_addr()?.port()) };
-        let port = free_port()?;
+        let port = crate::ports::free_port();
         let grpc_port = loop {
-            let candidate = free_port()?;
+            let candidate = crate::ports::free_port();
             if candidate != port {
                 break candidate;
             }

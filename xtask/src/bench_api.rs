@@ -186,7 +186,7 @@ mod measure {
     use std::{
         fs::File,
         future::Future,
-        net::{SocketAddr, TcpListener, TcpStream},
+        net::{SocketAddr, TcpStream},
         path::{Path, PathBuf},
         process::{Child, Command},
         sync::{
@@ -760,12 +760,9 @@ mod measure {
             }
             StoreKind::Sqlite => (None, format!("sqlite://{}", temp.join("auth.db").display())),
         };
-        let free_port = || -> anyhow::Result<u16> {
-            Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-        };
-        let port = free_port()?;
+        let port = crate::ports::free_port();
         let grpc_port = loop {
-            let candidate = free_port()?;
+            let candidate = crate::ports::free_port();
             if candidate != port {
                 break candidate;
             }

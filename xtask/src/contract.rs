@@ -10,7 +10,7 @@
 
 use std::{
     fs::File,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -175,8 +175,15 @@ fn serve_and_check(
     server_log: &Path,
     schemathesis_log: &Path,
 ) -> anyhow::Result<()> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let internal_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // Three passes run at once, schemathesis opening connections all along: ports from
+    // `ports`, where no client connection takes them before auth-api binds them.
+    let port = crate::ports::free_port();
+    let internal_port = loop {
+        let candidate = crate::ports::free_port();
+        if candidate != port {
+            break candidate;
+        }
+    };
     let log = File::create(server_log)?;
     let mut cmd = Command::new(binary);
     cmd.arg("serve")

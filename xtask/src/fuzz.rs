@@ -13,7 +13,8 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::Context as _;
@@ -49,6 +50,82 @@ pub(crate) fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     let mut install = Command::new("cargo");
     install.args(["install", "--locked", "cargo-fuzz"]);
     status(install).context("cannot install cargo-fuzz from crates.io")
+}
+
+/// The fuzz targets being built in the background while the tests run (see [`prebuild`]).
+pub(crate) struct Prebuild {
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+/// Starts building every fuzz target in the background at the lowest CPU priority, with the
+/// flags `cargo fuzz run` builds them with, so that [`check`] finds them built: the
+/// instrumented release build of auth-api is five minutes on two cores, and the tests leave
+/// CPU idle while they wait on Envoy, browsers and databases. `nice` works here because the
+/// build is in the tests' own session (Linux's autogroup weighs sessions, not processes).
+/// Its output goes to `target/fuzz-prebuild.log`; `None` when it cannot start (the fuzz step then
+/// builds as before).
+pub(crate) fn prebuild(root: &Path) -> Option<Prebuild> {
+    if let Err(e) = ensure_cargo_fuzz() {
+        println!("    fuzz targets not prebuilt: {e:#}");
+        return None;
+    }
+    let log = crate::tools::target_dir(root).join("fuzz-prebuild.log");
+    let file = std::fs::create_dir_all(log.parent()?)
+        .and_then(|()| std::fs::File::create(&log))
+        .ok()?;
+    let mut cmd = Command::new("nice");
+    cmd.current_dir(root.join("fuzz"))
+        .args(["-n", "19", "cargo", "fuzz", "build", "--sanitizer", "none"])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().ok()?)
+        .stderr(file);
+    match cmd.spawn() {
+        Ok(child) => {
+            println!(
+                "    building the fuzz targets in the background (nice 19): {}",
+                log.display()
+            );
+            Some(Prebuild {
+                child,
+                log,
+                started: Instant::now(),
+            })
+        }
+        Err(e) => {
+            println!("    fuzz targets not prebuilt: cannot run nice: {e}");
+            None
+        }
+    }
+}
+
+/// A step that fails before the fuzz step leaves no build running behind it.
+impl Drop for Prebuild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Prebuild {
+    /// Waits for the build. A failed build is only reported: `cargo fuzz run` then builds
+    /// again in the foreground, where its errors fail the step.
+    pub(crate) fn wait(mut self) {
+        match self.child.wait() {
+            Ok(status) if status.success() => println!(
+                "    fuzz targets prebuilt in the background ({:.0}s since started)",
+                self.started.elapsed().as_secs_f64()
+            ),
+            Ok(status) => println!(
+                "    the background fuzz build failed ({status}; {}): building again",
+                self.log.display()
+            ),
+            Err(e) => println!("    the background fuzz build was lost ({e}): building again"),
+        }
+    }
 }
 
 /// What `cargo xtask test` runs: each target (or the named ones) from its seeds with a fixed

@@ -29,6 +29,11 @@ mod interop;
 mod manifests;
 mod observability;
 mod observability_catalog;
+/// Ports picked outside the ephemeral range, shared with the tests (`pub` there, for the test
+/// crates).
+#[path = "../../test-support/src/ports.rs"]
+#[allow(unreachable_pub)]
+mod ports;
 mod promtool;
 mod report;
 mod tools;
@@ -217,6 +222,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     )?;
     let postgres_url = postgres_admin_url();
     let mysql_url = mysql_admin_url();
+    let fuzz_build = fuzz::prebuild(root);
     step("tests", || {
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root)
@@ -238,6 +244,9 @@ fn test(root: &Path) -> anyhow::Result<()> {
         run(root, "cargo", &["test", "--workspace", "--doc", "--locked"])
     })?;
     contract_step(root)?;
+    if let Some(build) = fuzz_build {
+        build.wait();
+    }
     fuzz_step(root, &[])
 }
 
