@@ -48,6 +48,10 @@ pub struct Config {
     /// equal to it: the internal token sits in every gateway's configuration and only reads the
     /// keys and the revocation feed, while this one changes users and keys.
     pub admin_token: Option<SecretString>,
+    /// `AUTH_ADMIN_TOKEN_PREVIOUS`: while the admin token is rotated, the old one, still
+    /// accepted beside `AUTH_ADMIN_TOKEN` until every operator's tool presents the new one (the
+    /// `admin_token_previous_used` log events stop). Same rules; needs `AUTH_ADMIN_TOKEN`.
+    pub admin_token_previous: Option<SecretString>,
     /// `AUTH_JWT_ISSUER`, default `http://127.0.0.1:8080`: the `iss` of every access token, and
     /// the base of the discovery documents' URLs. An absolute `http(s)` URL without query or
     /// fragment: the public base URL under which auth-api's routes are reachable (behind the dev
@@ -281,6 +285,7 @@ impl Default for Config {
             internal_token: None,
             internal_token_previous: None,
             admin_token: None,
+            admin_token_previous: None,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 10_000,
@@ -348,41 +353,78 @@ const MAX_SMTP_TIMEOUT_SECS: u64 = 300;
 const MAX_OUTBOX_POLL_SECS: u64 = 3600;
 
 impl Config {
-    /// The internal listener's tokens go together: a previous token or an admin token needs
-    /// the internal token (the listener starts only with it), and no two are equal (an admin
-    /// token equal to a gateway's would hand every gateway the Admin API; a previous token
-    /// equal to the current one would report every call as an old token's).
+    /// The internal listener's tokens go together: a previous internal token or an admin token
+    /// needs the internal token (the listener starts only with it), a previous admin token the
+    /// admin token; and no two are equal (an admin token equal to a gateway's would hand every
+    /// gateway the Admin API; a previous token equal to the current one would report every call
+    /// as an old token's).
     fn check_tokens(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret as _;
-        let internal = self.internal_token.as_ref().map(|t| t.expose_secret());
-        let previous = self
-            .internal_token_previous
-            .as_ref()
-            .map(|t| t.expose_secret());
-        let admin = self.admin_token.as_ref().map(|t| t.expose_secret());
-        for (name, token) in [
-            ("AUTH_INTERNAL_TOKEN_PREVIOUS", previous),
-            ("AUTH_ADMIN_TOKEN", admin),
+        fn exposed(token: &Option<SecretString>) -> Option<&str> {
+            token.as_ref().map(|t| t.expose_secret())
+        }
+        let internal = exposed(&self.internal_token);
+        let previous = exposed(&self.internal_token_previous);
+        let admin = exposed(&self.admin_token);
+        let admin_previous = exposed(&self.admin_token_previous);
+        for (name, token, needed, needs) in [
+            (
+                "AUTH_INTERNAL_TOKEN_PREVIOUS",
+                previous,
+                internal,
+                "AUTH_INTERNAL_TOKEN (the internal listener starts only with it)",
+            ),
+            (
+                "AUTH_ADMIN_TOKEN",
+                admin,
+                internal,
+                "AUTH_INTERNAL_TOKEN (the internal listener starts only with it)",
+            ),
+            (
+                "AUTH_ADMIN_TOKEN_PREVIOUS",
+                admin_previous,
+                admin,
+                "AUTH_ADMIN_TOKEN (it is the token that one replaces)",
+            ),
         ] {
-            if token.is_some() && internal.is_none() {
+            if token.is_some() && needed.is_none() {
                 return Err(ConfigError::new(
                     name,
-                    "is accepted only beside AUTH_INTERNAL_TOKEN (the internal listener starts \
-                     only with it)",
+                    format!("is accepted only beside {needs}"),
                 ));
             }
         }
-        if previous.is_some() && previous == internal {
-            return Err(ConfigError::new(
+        for (name, token, current, current_name) in [
+            (
                 "AUTH_INTERNAL_TOKEN_PREVIOUS",
-                "equals AUTH_INTERNAL_TOKEN: set it to the token being replaced",
-            ));
-        }
-        if admin.is_some() && (admin == internal || admin == previous) {
-            return Err(ConfigError::new(
+                previous,
+                internal,
+                "AUTH_INTERNAL_TOKEN",
+            ),
+            (
+                "AUTH_ADMIN_TOKEN_PREVIOUS",
+                admin_previous,
+                admin,
                 "AUTH_ADMIN_TOKEN",
-                "must differ from the internal tokens, which every gateway holds",
-            ));
+            ),
+        ] {
+            if token.is_some() && token == current {
+                return Err(ConfigError::new(
+                    name,
+                    format!("equals {current_name}: set it to the token being replaced"),
+                ));
+            }
+        }
+        for (name, token) in [
+            ("AUTH_ADMIN_TOKEN", admin),
+            ("AUTH_ADMIN_TOKEN_PREVIOUS", admin_previous),
+        ] {
+            if token.is_some() && (token == internal || token == previous) {
+                return Err(ConfigError::new(
+                    name,
+                    "must differ from the internal tokens, which every gateway holds",
+                ));
+            }
         }
         Ok(())
     }
@@ -411,6 +453,7 @@ impl Config {
             internal_token: env.internal_token("AUTH_INTERNAL_TOKEN")?,
             internal_token_previous: env.internal_token("AUTH_INTERNAL_TOKEN_PREVIOUS")?,
             admin_token: env.internal_token("AUTH_ADMIN_TOKEN")?,
+            admin_token_previous: env.internal_token("AUTH_ADMIN_TOKEN_PREVIOUS")?,
             header_read_timeout: env
                 .secs("AUTH_HEADER_READ_TIMEOUT_SECS", 1)?
                 .unwrap_or(d.header_read_timeout),
@@ -1128,6 +1171,40 @@ mod tests {
         }
         let fine = load(&[("AUTH_INTERNAL_TOKEN", token), ("AUTH_ADMIN_TOKEN", other)]).unwrap();
         assert!(fine.admin_token.is_some());
+        let third = "a-third-token-of-forty-characters-xxxxxx";
+        for (vars, refused) in [
+            (
+                [
+                    ("AUTH_ADMIN_TOKEN", other),
+                    ("AUTH_ADMIN_TOKEN_PREVIOUS", other),
+                ],
+                "AUTH_ADMIN_TOKEN_PREVIOUS: equals AUTH_ADMIN_TOKEN",
+            ),
+            (
+                [
+                    ("AUTH_ADMIN_TOKEN", other),
+                    ("AUTH_ADMIN_TOKEN_PREVIOUS", token),
+                ],
+                "AUTH_ADMIN_TOKEN_PREVIOUS: must differ from the internal tokens",
+            ),
+            (
+                [
+                    ("AUTH_INTERNAL_TOKEN_PREVIOUS", third),
+                    ("AUTH_ADMIN_TOKEN_PREVIOUS", third),
+                ],
+                "AUTH_ADMIN_TOKEN_PREVIOUS: is accepted only beside AUTH_ADMIN_TOKEN",
+            ),
+        ] {
+            let error = load(&[("AUTH_INTERNAL_TOKEN", token), vars[0], vars[1]]).unwrap_err();
+            assert!(error.to_string().starts_with(refused), "{error}");
+        }
+        let rotating = load(&[
+            ("AUTH_INTERNAL_TOKEN", token),
+            ("AUTH_ADMIN_TOKEN", other),
+            ("AUTH_ADMIN_TOKEN_PREVIOUS", third),
+        ])
+        .unwrap();
+        assert!(rotating.admin_token_previous.is_some());
     }
 
     #[test]

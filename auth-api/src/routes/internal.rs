@@ -10,7 +10,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -35,11 +35,11 @@ pub(super) async fn internal_keys(State(state): State<AppState>) -> axum::Json<J
 }
 
 /// The internal listener's door, over the whole router (fallbacks included, so that neither a
-/// 404 nor a 405 answers without a token): `/admin/…` needs `AUTH_ADMIN_TOKEN` and is off (404)
-/// without one; everything else `AUTH_INTERNAL_TOKEN`, or during a rotation
-/// `AUTH_INTERNAL_TOKEN_PREVIOUS`. Tokens are compared in constant time, and both internal
-/// tokens every time, so the time does not tell which was close. The internal token, which
-/// every gateway holds in its configuration, opens nothing but the keys and the revocation feed.
+/// 404 nor a 405 answers without a token): `/admin/…` needs `AUTH_ADMIN_TOKEN` (or, during a
+/// rotation, `AUTH_ADMIN_TOKEN_PREVIOUS`) and is off (404) without one; everything else
+/// `AUTH_INTERNAL_TOKEN`, or during a rotation `AUTH_INTERNAL_TOKEN_PREVIOUS`. The internal
+/// token, which every gateway holds in its configuration, opens nothing but the keys and the
+/// revocation feed.
 pub(super) async fn require_token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -48,45 +48,77 @@ pub(super) async fn require_token(
 ) -> Result<Response> {
     let config = &state.config;
     let path = request.uri().path();
-    let matches = |presented: &str, token: &secrecy::SecretString| {
-        presented.as_bytes().ct_eq(token.expose_secret().as_bytes())
+    let door = if path == "/admin" || path.starts_with("/admin/") {
+        Door {
+            current: config.admin_token.as_ref().ok_or(ApiError::NotFound)?,
+            previous: config.admin_token_previous.as_ref(),
+            refused: "wrong admin token",
+            previous_used: "admin_token_previous_used",
+        }
+    } else {
+        Door {
+            current: config
+                .internal_token
+                .as_ref()
+                .ok_or_else(|| ApiError::NotReady("AUTH_INTERNAL_TOKEN is not set".to_owned()))?,
+            previous: config.internal_token_previous.as_ref(),
+            refused: "wrong internal token",
+            previous_used: "internal_token_previous_used",
+        }
     };
-    if path == "/admin" || path.starts_with("/admin/") {
-        let expected = config.admin_token.as_ref().ok_or(ApiError::NotFound)?;
-        let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-        return if bool::from(matches(presented, expected)) {
-            Ok(next.run(request).await)
-        } else {
-            Err(ApiError::InvalidToken("wrong admin token".to_owned()))
-        };
-    }
-    let expected = config
-        .internal_token
-        .as_ref()
-        .ok_or_else(|| ApiError::NotReady("AUTH_INTERNAL_TOKEN is not set".to_owned()))?;
     let presented = bearer_token(&headers)?.ok_or(ApiError::MissingToken)?;
-    let current = matches(presented, expected);
-    let previous = config
-        .internal_token_previous
-        .as_ref()
-        .map_or(subtle::Choice::from(0), |token| matches(presented, token));
-    if !bool::from(current | previous) {
-        return Err(ApiError::InvalidToken("wrong internal token".to_owned()));
+    match door.open(presented) {
+        None => Err(ApiError::InvalidToken(door.refused.to_owned())),
+        Some(Opened::ByCurrent) => Ok(next.run(request).await),
+        Some(Opened::ByPrevious) => {
+            // Who still presents the old token: the rotation is over when these stop.
+            let client = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip());
+            tracing::info!(
+                event = door.previous_used,
+                client = ?client,
+                path = %request.uri().path(),
+                "a caller presented the previous token of a rotation"
+            );
+            Ok(next.run(request).await)
+        }
     }
-    if bool::from(previous) {
-        // Who still presents the old token: the rotation is over when these stop.
-        let client = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        tracing::info!(
-            event = "internal_token_previous_used",
-            client = ?client,
-            path = %request.uri().path(),
-            "a caller presented AUTH_INTERNAL_TOKEN_PREVIOUS"
-        );
+}
+
+/// A bearer token being rotated: the current one, and the one it replaces while callers move.
+struct Door<'a> {
+    current: &'a SecretString,
+    previous: Option<&'a SecretString>,
+    /// The 401's description.
+    refused: &'static str,
+    /// The `event` of the log line when the previous token opened it.
+    previous_used: &'static str,
+}
+
+/// Which token a caller presented.
+enum Opened {
+    ByCurrent,
+    ByPrevious,
+}
+
+impl Door<'_> {
+    /// Compares `presented` with both tokens in constant time, both every time, so that the
+    /// time does not tell which was close.
+    fn open(&self, presented: &str) -> Option<Opened> {
+        let matches =
+            |token: &SecretString| presented.as_bytes().ct_eq(token.expose_secret().as_bytes());
+        let current = matches(self.current);
+        let previous = self.previous.map_or(subtle::Choice::from(0), matches);
+        if bool::from(current) {
+            Some(Opened::ByCurrent)
+        } else if bool::from(previous) {
+            Some(Opened::ByPrevious)
+        } else {
+            None
+        }
     }
-    Ok(next.run(request).await)
 }
 
 /// Entries per answer of the revocation feed: the default and the most of

@@ -146,6 +146,59 @@ async fn every_admin_route_needs_the_admin_token() {
     }
 }
 
+/// Rotating the admin token without a gap: the old one opens the Admin API beside the new one
+/// while `AUTH_ADMIN_TOKEN_PREVIOUS` names it, each such call is logged (the rotation is over
+/// when those lines stop), and neither admin token opens the gateway's routes.
+#[tokio::test(flavor = "current_thread")]
+async fn the_previous_admin_token_works_until_it_is_dropped() {
+    const OLD: &str = "the-old-admin-token-0123456789abcdef0123";
+    let (captured, _guard) = crate::audit::json_logs();
+    let rotating = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.admin_token_previous = Some(OLD.to_owned().into());
+    })
+    .await;
+    for (token, logged) in [(ADMIN_TOKEN, 0), (OLD, 1)] {
+        let before = previous_used(&captured);
+        assert_eq!(list_users_as(&rotating, token).await.status, StatusCode::OK);
+        assert_eq!(previous_used(&captured) - before, logged, "{token}");
+        let keys = rotating
+            .get_internal("/internal/keys", Some(&format!("Bearer {token}")))
+            .await;
+        assert_eq!(
+            keys.status,
+            StatusCode::UNAUTHORIZED,
+            "{token} is no gateway's"
+        );
+    }
+    let close = list_users_as(&rotating, &format!("{OLD}x")).await;
+    assert_eq!(close.error(), "invalid_token");
+    assert!(
+        !captured.text().contains(OLD),
+        "a token is never logged: {}",
+        captured.text()
+    );
+    let rotated = TestApp::spawn(Backend::Sqlite).await;
+    assert_eq!(
+        list_users_as(&rotated, OLD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// `GET /admin/v1/users` with `token`.
+async fn list_users_as(app: &TestApp, token: &str) -> TestResponse {
+    let authorization = format!("Bearer {token}");
+    call_as(app, "GET", "/admin/v1/users", None, Some(&authorization)).await
+}
+
+/// How many `admin_token_previous_used` lines `captured` holds.
+fn previous_used(captured: &crate::audit::Captured) -> usize {
+    captured
+        .json_lines()
+        .iter()
+        .filter(|line| line["event"] == "admin_token_previous_used")
+        .count()
+}
+
 #[tokio::test]
 async fn unknown_admin_paths_and_methods_answer_in_json() {
     let app = TestApp::spawn(Backend::Sqlite).await;
