@@ -90,6 +90,15 @@ def where(error):
     return ".".join(str(p) for p in error.absolute_path) or "(top)"
 
 
+def report(label, problems, ok):
+    """Prints one check's verdict, its problems or `ok` after `label`; 1 when it failed."""
+    for problem in problems:
+        print(f"ERROR {label}: {problem}")
+    if not problems:
+        print(f"ok    {label}{ok}")
+    return 1 if problems else 0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--schemas", required=True)
@@ -177,24 +186,19 @@ def main():
                 except kubernetes_validate.ValidationError as e:
                     errors.append(f"{where(e)}: {e.message}")
             checked += 1
-            if errors:
-                failures += 1
-                for error in errors:
-                    print(f"ERROR {label}: {error}")
-            else:
-                print(f"ok    {label} ({how})")
+            failures += report(label, errors, f" ({how})")
             for config in plugin_configs(doc):
                 if args.plugin_configs:
                     write_plugin_config(config, doc, file, args.plugin_configs)
                 if args.filter_config_like:
                     checked += 1
-                    drift = differences(reference(args.filter_config_like), config)
-                    if drift:
-                        failures += 1
-                        for line in drift:
-                            print(f"ERROR {label}: unlike {args.filter_config_like}: {line}")
-                    else:
-                        print(f"ok    {label}: the filter configuration of {args.filter_config_like}")
+                    like = args.filter_config_like
+                    drift = differences(reference(like), config)
+                    failures += report(
+                        label,
+                        [f"unlike {like}: {line}" for line in drift],
+                        f": the filter configuration of {like}",
+                    )
     for file in args.yaml_only:
         checked += 1
         try:
@@ -210,31 +214,26 @@ def main():
         checked += 1
         schema = json.loads(pathlib.Path(schema_file).read_text())
         doc = yaml.safe_load(pathlib.Path(compose).read_text())
-        errors = list(jsonschema.Draft7Validator(schema).iter_errors(doc))
-        for e in errors:
-            print(f"ERROR {compose}: {where(e)}: {e.message}")
-        if errors:
-            failures += 1
-        else:
-            print(f"ok    {compose} (Compose Specification, before interpolation)")
+        errors = jsonschema.Draft7Validator(schema).iter_errors(doc)
+        failures += report(
+            compose,
+            [f"{where(e)}: {e.message}" for e in errors],
+            " (Compose Specification, before interpolation)",
+        )
     if args.dockerfile:
         checked += 1
-        problems = dockerfile_problems(args.dockerfile)
-        for line in problems:
-            print(f"ERROR {args.dockerfile}: {line}")
-        if problems:
-            failures += 1
-        else:
-            print(f"ok    {args.dockerfile}: the runtime image holds auth-api only")
+        failures += report(
+            args.dockerfile,
+            dockerfile_problems(args.dockerfile),
+            ": the runtime image holds auth-api only",
+        )
     if args.alerts:
         checked += 1
-        problems = monitoring_problems(every_doc, args.alerts)
-        for line in problems:
-            print(f"ERROR monitoring: {line}")
-        if problems:
-            failures += 1
-        else:
-            print(f"ok    ServiceMonitor and PrometheusRule agree with {args.alerts}")
+        failures += report(
+            "monitoring",
+            monitoring_problems(every_doc, args.alerts),
+            f": the ServiceMonitor and PrometheusRule agree with {args.alerts}",
+        )
     print(f"{checked - failures} passed, {failures} failed")
     sys.exit(1 if failures or not checked else 0)
 

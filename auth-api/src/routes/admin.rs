@@ -81,25 +81,21 @@ impl Modify for AdminTokenScheme {
                     .build(),
             ),
         );
-        let unauthorized = ResponseBuilder::new()
-            .description("missing_token or invalid_token: no or wrong admin token")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let error_answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let unauthorized = error_answer("missing_token or invalid_token: no or wrong admin token");
         // Axum's path extractor answers it before any handler runs.
-        let bad_path = ResponseBuilder::new()
-            .description("invalid_request: a path segment that is not UTF-8 once percent-decoded")
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build();
+        let bad_path =
+            error_answer("invalid_request: a path segment that is not UTF-8 once percent-decoded");
         for (path, item) in &mut openapi.paths.paths {
             let has_path_params = path.contains('{');
             for operation in [
